@@ -1,0 +1,41 @@
+# Soul Serve. `make serve` and `make test` set everything up on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export SOUL_DATA_DIR ?= $(CURDIR)/var
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup serve test lint bench-hot bench-miss clean
+
+setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-sdxl/model_index.json
+
+# torch first and pinned: that takes the local CPU wheel instead of gigabytes of CUDA packages.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+$(SOUL_DATA_DIR)/models/tiny-sdxl/model_index.json: $(VENV)/.installed
+	$(BIN)/soul models tiny
+
+serve: setup
+	PORT=$(PORT) $(BIN)/soul serve --config config/serve.local.yaml
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench-hot: setup
+	$(BIN)/soul bench hot
+
+bench-miss: setup
+	$(BIN)/soul bench miss
+
+clean:
+	rm -rf $(SOUL_DATA_DIR) .pytest_cache .mypy_cache .ruff_cache

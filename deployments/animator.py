@@ -1,0 +1,99 @@
+"""Animator, "subtle" mode (seed §7): the render plus low-strength img2img variations of it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+from ray import serve
+
+from serve_app.models import configure_torch, load_sdxl, resolve_model
+from serve_app.schemas import AnimateJob, Frames
+from serve_app.settings import Settings
+
+
+class AnimatorConfig(BaseModel):
+    frames: int = Field(default=8, ge=6, le=12, description="Frames per GIF, the render included.")
+    strength: float = Field(default=0.3, gt=0.0, le=1.0, description="img2img strength.")
+    steps: int = Field(default=10, ge=1, le=150, description="Steps before strength scaling.")
+    guidance_scale: float = Field(default=5.0, ge=0.0, le=30.0)
+    batch_size: int = Field(default=4, ge=1, le=12, description="Variations per pipeline call.")
+    device: Literal["cpu", "cuda"] = Field(
+        default="cpu", description="Where styles loaded from now on run."
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+
+class AnimatorEngine:
+    def __init__(self, models_dir: Path, config: AnimatorConfig | None = None) -> None:
+        self.models_dir = models_dir
+        self.config = config or AnimatorConfig()
+        self._pipelines: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def img2img(self, base_model_ref: str) -> Any:
+        """The base model loaded once; its img2img pipeline shares its modules (``from_pipe``)."""
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        if base_model_ref not in self._pipelines:
+            import torch
+
+            base = load_sdxl(
+                resolve_model(base_model_ref, self.models_dir), getattr(torch, self.config.dtype)
+            )
+            pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(base).to(self.config.device)
+            pipe.set_progress_bar_config(disable=True)
+            self._pipelines[base_model_ref] = pipe
+        return self._pipelines[base_model_ref]
+
+    def animate(self, image: Frames, job: AnimateJob) -> Frames:
+        import torch
+        from PIL import Image
+
+        cfg = self.config
+        init = Image.fromarray(image.pixels[0])
+        seeds = [(job.seed + i) % 2**63 for i in range(1, cfg.frames)]
+        frames = [image.pixels[0]]
+        with self._lock, torch.inference_mode():
+            pipe = self.img2img(job.base_model_ref)
+            for start in range(0, len(seeds), cfg.batch_size):
+                chunk = seeds[start : start + cfg.batch_size]
+                out = pipe(
+                    prompt=[job.prompt] * len(chunk),
+                    negative_prompt=[job.negative_prompt] * len(chunk)
+                    if job.negative_prompt
+                    else None,
+                    image=[init] * len(chunk),
+                    strength=cfg.strength,
+                    num_inference_steps=cfg.steps,
+                    guidance_scale=cfg.guidance_scale,
+                    generator=[torch.Generator(pipe.device).manual_seed(s) for s in chunk],
+                    output_type="np",
+                )
+                frames.extend((np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8))
+        meta = {
+            **image.meta,
+            "animation": job.mode,
+            "frames": len(frames),
+            "strength": cfg.strength,
+            "animate_steps": cfg.steps,
+        }
+        return Frames(pixels=np.stack(frames), meta=meta)
+
+
+@serve.deployment(name="Animator", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)
+class Animator:
+    def __init__(self) -> None:
+        settings = Settings()
+        configure_torch(settings)
+        self.engine = AnimatorEngine(settings.resolved_models_dir)
+
+    def reconfigure(self, config: dict) -> None:
+        self.engine.config = AnimatorConfig.model_validate(config)
+
+    async def animate(self, image: Frames, job: AnimateJob) -> Frames:
+        return await asyncio.to_thread(self.engine.animate, image, job)

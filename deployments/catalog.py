@@ -1,0 +1,209 @@
+"""Catalog: souls, styles, prompt keys with a faiss index per soul, variants and seen-claims."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+from pydantic import BaseModel, Field
+from ray import serve
+
+from deployments.store import Store, open_store
+from serve_app.ids import now_ms
+from serve_app.prompts import key_hash, normalize, pk_id
+from serve_app.schemas import KeyLookup, PromptKey, Soul, SoulSpec, StyleProfile, Variant
+from serve_app.settings import Settings
+from serve_app.souls import load_souls
+
+log = logging.getLogger("ray.serve")
+
+
+class CatalogConfig(BaseModel):
+    similarity_threshold: float = Field(
+        default=0.85, ge=0.0, le=1.0, description="Cosine at or above which a cue reuses a key."
+    )
+    embedding_dim: int = Field(default=384, ge=1, description="Width of the Embedder's vectors.")
+
+
+@dataclass
+class SoulIndex:
+    """Exact inner-product search over unit vectors (cosine); fine up to ~10^5 keys per soul."""
+
+    index: faiss.IndexFlatIP
+    pk_ids: list[str] = field(default_factory=list)
+
+    def add(self, pk: str, vector: np.ndarray) -> None:
+        self.index.add(vector.reshape(1, -1))
+        self.pk_ids.append(pk)
+
+    def nearest(self, vector: np.ndarray) -> tuple[str, float] | None:
+        if not self.pk_ids:
+            return None
+        scores, rows = self.index.search(vector.reshape(1, -1), 1)
+        return self.pk_ids[int(rows[0][0])], float(scores[0][0])
+
+
+def as_unit_vector(embedding: list[float] | np.ndarray) -> np.ndarray:
+    v = np.asarray(embedding, dtype=np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+class CatalogEngine:
+    def __init__(self, store: Store, config: CatalogConfig | None = None) -> None:
+        self.store = store
+        self.config = config or CatalogConfig()
+        self._indexes: dict[str, SoulIndex] = {}
+
+    async def start(self, souls: list[SoulSpec]) -> None:
+        """Open the store and seed souls idempotently: styles only where none exists yet."""
+        await self.store.open()
+        ts = now_ms()
+        for spec in souls:
+            await self.store.upsert_soul(
+                Soul(soul_id=spec.soul_id, display_name=spec.display_name), ts
+            )
+            await self.store.insert_style_if_absent(
+                spec.style.model_copy(update={"updated_at_ts": 1})
+            )
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def ping(self) -> None:
+        await self.store.ping()
+
+    # Styles (last write wins).
+    async def get_style(self, soul_id: str) -> StyleProfile | None:
+        return await self.store.get_style(soul_id)
+
+    async def list_styles(self) -> list[StyleProfile]:
+        return await self.store.list_styles()
+
+    async def put_style(self, style: StyleProfile) -> StyleProfile | None:
+        """Upsert; returns the profile that stands afterwards, or None for an unknown soul."""
+        if await self.store.get_soul(style.soul_id) is None:
+            return None
+        await self.store.upsert_style(style.model_copy(update={"updated_at_ts": now_ms()}))
+        return await self.store.get_style(style.soul_id)
+
+    async def delete_style(self, soul_id: str) -> bool:
+        return await self.store.delete_style(soul_id, now_ms())
+
+    # Prompt keys.
+    async def lookup(self, soul_id: str, cue: str) -> KeyLookup | None:
+        """Normalize ``cue`` in the soul's style, read its exact key; None: unknown soul."""
+        if await self.store.get_soul(soul_id) is None:
+            return None
+        style = await self.store.get_style(soul_id)
+        if style is None:
+            return KeyLookup(style=None, key_norm="", cue_text="", key=None)
+        key_norm, cue_text = normalize(cue, style.style_tags)
+        key = await self.store.get_prompt_key(pk_id(soul_id, key_norm))
+        return KeyLookup(style=style, key_norm=key_norm, cue_text=cue_text, key=key)
+
+    async def resolve_similar(
+        self, soul_id: str, key_norm: str, embedding: list[float]
+    ) -> tuple[PromptKey, float | None]:
+        """Reuse the nearest key at cosine >= threshold, else create this key with its vector."""
+        exact = await self.store.get_prompt_key(pk_id(soul_id, key_norm))
+        if exact is not None:
+            return exact, 1.0
+        vector = as_unit_vector(embedding)
+        index = await self._index(soul_id)
+        nearest = index.nearest(vector)
+        if nearest is not None and nearest[1] >= self.config.similarity_threshold:
+            key = await self.store.get_prompt_key(nearest[0])
+            if key is not None:
+                return key, nearest[1]
+        key = PromptKey(
+            pk_id=pk_id(soul_id, key_norm),
+            soul_id=soul_id,
+            key_norm=key_norm,
+            key_hash=key_hash(key_norm),
+            key_embed=vector.tobytes(),
+            updated_at_ts=now_ms(),
+        )
+        await self.store.upsert_prompt_key(key)
+        index.add(key.pk_id, vector)
+        return key, nearest[1] if nearest else None
+
+    async def _index(self, soul_id: str) -> SoulIndex:
+        """Built once per replica from the soul's keys (a primary-key prefix scan)."""
+        if soul_id not in self._indexes:
+            index = SoulIndex(faiss.IndexFlatIP(self.config.embedding_dim))
+            for key in await self.store.list_prompt_keys(soul_id):
+                if key.key_embed:
+                    index.add(key.pk_id, np.frombuffer(key.key_embed, dtype=np.float32))
+            self._indexes[soul_id] = index
+        return self._indexes[soul_id]
+
+    # Variants and user-unique delivery.
+    async def list_variants(self, pk_id: str) -> list[Variant]:
+        return await self.store.list_variants(pk_id)
+
+    async def put_variant(self, variant: Variant) -> Variant:
+        variant = variant.model_copy(update={"updated_at_ts": now_ms()})
+        await self.store.upsert_variant(variant)
+        return variant
+
+    async def claim_unseen(self, pk_id: str, user_id: str) -> Variant | None:
+        """Claim the oldest variant of the key this user has not seen; None when all are seen.
+
+        The claim is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a lost race means a
+        concurrent request of the same user took that variant, so try the next one.
+        """
+        variants = await self.store.list_variants(pk_id)
+        seen = await self.store.seen_among(user_id, [v.variant_id for v in variants])
+        for variant in variants:
+            if variant.variant_id not in seen and await self.store.claim(
+                user_id, variant.variant_id, now_ms()
+            ):
+                return variant
+        return None
+
+
+@serve.deployment(name="Catalog", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+class Catalog:
+    async def __init__(self, souls_file: str) -> None:  # type: ignore[misc]  # Serve awaits it
+        self.engine = CatalogEngine(open_store(Settings().resolved_database_url))
+        await self.engine.start(load_souls(souls_file))
+
+    def reconfigure(self, config: dict) -> None:
+        self.engine.config = CatalogConfig.model_validate(config)
+
+    async def ping(self) -> None:
+        await self.engine.ping()
+
+    async def lookup(self, soul_id: str, cue: str) -> KeyLookup | None:
+        return await self.engine.lookup(soul_id, cue)
+
+    async def resolve_similar(
+        self, soul_id: str, key_norm: str, embedding: list[float]
+    ) -> tuple[PromptKey, float | None]:
+        return await self.engine.resolve_similar(soul_id, key_norm, embedding)
+
+    async def claim_unseen(self, pk_id: str, user_id: str) -> Variant | None:
+        return await self.engine.claim_unseen(pk_id, user_id)
+
+    async def list_variants(self, pk_id: str) -> list[Variant]:
+        return await self.engine.list_variants(pk_id)
+
+    async def put_variant(self, variant: Variant) -> Variant:
+        return await self.engine.put_variant(variant)
+
+    async def get_style(self, soul_id: str) -> StyleProfile | None:
+        return await self.engine.get_style(soul_id)
+
+    async def list_styles(self) -> list[StyleProfile]:
+        return await self.engine.list_styles()
+
+    async def put_style(self, style: StyleProfile) -> StyleProfile | None:
+        return await self.engine.put_style(style)
+
+    async def delete_style(self, soul_id: str) -> bool:
+        return await self.engine.delete_style(soul_id)
+
+    async def __del__(self) -> None:
+        await self.engine.close()

@@ -1,0 +1,1 @@
+"""Soul Serve: the HTTP ingress, app builder, settings, shared schemas and CLI."""

@@ -1,0 +1,78 @@
+"""The ``soul`` command: models, serving and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from serve_app.settings import Settings
+
+
+def cmd_models_tiny(ns: argparse.Namespace) -> int:
+    from serve_app.models import TINY_MODEL, build_tiny_sdxl
+
+    dest = Path(ns.dest) if ns.dest else Settings().resolved_models_dir / TINY_MODEL
+    path = build_tiny_sdxl(dest)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    print(f"tiny SDXL-architecture model ready at {path} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_serve(ns: argparse.Namespace) -> int:
+    """`serve run` on the given Serve config, with host and port from the environment."""
+    settings = Settings()
+    config = yaml.safe_load(Path(ns.config).read_text())
+    config.setdefault("http_options", {}).update(host=settings.host, port=settings.port)
+    run_file = settings.resolved_data_dir / f"serve.{settings.port}.yaml"
+    run_file.parent.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.environ.setdefault("SOUL_DATA_DIR", str(settings.resolved_data_dir))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    print(
+        f"Soul Serve on http://{settings.host}:{settings.port} (API docs at /docs); Ctrl-C stops."
+    )
+    serve_bin = shutil.which("serve", path=str(Path(sys.executable).parent)) or "serve"
+    os.execv(serve_bin, [serve_bin, "run", str(run_file)])
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    from serve_app import bench
+
+    return bench.main(ns)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="soul", description="Soul Serve command line.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="manage model weights").add_subparsers(
+        dest="models_command", required=True
+    )
+    tiny = models.add_parser("tiny", help="build the tiny SDXL-architecture test model")
+    tiny.add_argument("--dest", help="target folder (default: $SOUL_MODELS_DIR/tiny-sdxl)")
+    tiny.set_defaults(func=cmd_models_tiny)
+
+    serve = sub.add_parser("serve", help="run the service in the foreground")
+    serve.add_argument("--config", default="config/serve.local.yaml", help="Serve config file")
+    serve.set_defaults(func=cmd_serve)
+
+    from serve_app.bench import add_arguments
+
+    bench = sub.add_parser("bench", help="measure the service; prints a table and writes JSON")
+    add_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parser().parse_args(argv)
+    return int(ns.func(ns) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

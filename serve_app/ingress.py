@@ -1,0 +1,350 @@
+"""HTTP API (FastAPI through ``@serve.ingress``): validation, user-unique delivery, coalescing."""
+# No `from __future__ import annotations`: FastAPI must resolve route signatures at runtime.
+
+import logging
+import mimetypes
+import re
+import secrets
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.coalesce import Coalescer
+from serve_app.ids import new_ulid
+from serve_app.objects import open_object_store
+from serve_app.prompts import cue_tokens, render_prompt, style_id
+from serve_app.schemas import (
+    MAX_CUE_CHARS,
+    AnimateJob,
+    DedupeVerdict,
+    EncodedAsset,
+    EncodeJob,
+    ImageResponse,
+    KeyLookup,
+    PromptKey,
+    RenderJob,
+    SoulId,
+    StyleProfile,
+    UserId,
+    Variant,
+)
+from serve_app.settings import Settings
+
+log = logging.getLogger("ray.serve")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class IngressConfig(BaseModel):
+    dedupe_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Renders tried per new variant before the most distinct one is kept.",
+    )
+    delivery_attempts: int = Field(
+        default=32, ge=1, le=256, description="Render-then-claim rounds before giving up with 503."
+    )
+
+
+class StyleIn(StyleProfile):
+    """Body of POST /style: the store stamps the LWW timestamp."""
+
+    updated_at_ts: int = Field(default=0, exclude=True)
+
+
+api = FastAPI(
+    title="Soul Serve",
+    description="User-unique, soul-styled character GIFs with a prompt-similarity cache.",
+    version="0.1.0",
+)
+
+
+@api.middleware("http")
+async def request_id_middleware(request: Request, call_next: Any) -> Response:
+    given = request.headers.get("x-request-id", "")
+    request.state.request_id = given if _REQUEST_ID.match(given) else new_ulid()
+    response: Response = await call_next(request)
+    response.headers["X-Request-ID"] = request.state.request_id
+    return response
+
+
+@api.exception_handler(RequestValidationError)
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0]}: {err['msg']}"
+        for err in exc.errors()
+    ]
+    return JSONResponse(
+        status_code=422,
+        content={
+            "detail": "; ".join(problems),
+            "errors": jsonable_encoder(exc.errors(), custom_encoder={Exception: str}),
+        },
+    )
+
+
+@api.exception_handler(Exception)
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", "")
+    log.exception("request %s failed: %s", request_id, type(exc).__name__)
+    return JSONResponse(
+        status_code=500,
+        content={
+            "detail": f"internal error ({type(exc).__name__}); nothing was delivered",
+            "request_id": request_id,
+        },
+        headers={"X-Request-ID": request_id},
+    )
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_api_key(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    keys: list[bytes] = request.app.state.api_keys
+    if not keys:
+        return  # open: local development only
+    given = (credentials.credentials if credentials else "").encode()
+    if not any(secrets.compare_digest(given, key) for key in keys):
+        raise HTTPException(
+            401, "missing or invalid bearer API key", {"WWW-Authenticate": "Bearer"}
+        )
+
+
+Authorized = Depends(require_api_key)
+
+
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+@serve.ingress(api)
+class Ingress:
+    def __init__(
+        self,
+        embedder: DeploymentHandle,
+        catalog: DeploymentHandle,
+        renderer: DeploymentHandle,
+        animator: DeploymentHandle,
+        dedupe: DeploymentHandle,
+        transcoder: DeploymentHandle,
+    ) -> None:
+        self.settings = Settings()
+        self.objects = open_object_store(self.settings)
+        api.state.api_keys = [k.get_secret_value().encode() for k in self.settings.api_keys]
+        self.embedder, self.catalog = embedder, catalog
+        self.renderer, self.animator = renderer, animator
+        self.dedupe, self.transcoder = dedupe, transcoder
+        self.config = IngressConfig()
+        self.coalescer = Coalescer()
+
+    def reconfigure(self, config: dict) -> None:
+        self.config = IngressConfig.model_validate(config)
+
+    # ---- health -------------------------------------------------------------------------
+    @api.get("/healthz", tags=["health"])
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/ready", tags=["health"])
+    async def ready(self) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await self.catalog.ping.remote()
+            checks["catalog"] = "ok"
+        except Exception as exc:
+            checks["catalog"] = f"unavailable: {type(exc).__name__}"
+        try:
+            self.objects.ping()
+            checks["objects"] = "ok"
+        except Exception as exc:
+            checks["objects"] = f"unavailable: {exc}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    # ---- images -------------------------------------------------------------------------
+    @api.get("/image", response_model=ImageResponse, tags=["images"], dependencies=[Authorized])
+    async def image(
+        self,
+        soul_id: Annotated[SoulId, Query(description="Soul, e.g. nova.")],
+        cue: Annotated[str, Query(max_length=MAX_CUE_CHARS, description="What to draw.")],
+        user_id: Annotated[UserId, Query(description="Who receives it.")],
+    ) -> ImageResponse:
+        """A GIF of ``cue`` in the soul's style that this user has never been sent."""
+        if not cue_tokens(cue):
+            raise HTTPException(
+                422, "cue: must contain at least one word besides punctuation and stopwords"
+            )
+        lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue)
+        if lookup is None:
+            raise HTTPException(404, f"unknown soul {soul_id!r}")
+        if lookup.style is None:
+            raise HTTPException(409, f"soul {soul_id!r} has no style profile: POST /style first")
+        key = lookup.key or await self._resolve_similar(soul_id, lookup)
+        variant: Variant | None = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
+        cache = "hit"
+        for _ in range(self.config.delivery_attempts):
+            if variant is not None:
+                return self._answer(variant, cache)
+            cache = "miss"
+            await self.coalescer.run(
+                key.pk_id, user_id, lambda: self._render_variant(key, lookup.style, cue)
+            )
+            variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
+        if variant is not None:
+            return self._answer(variant, cache)
+        raise HTTPException(
+            503, "too many concurrent requests for this cue; retry", {"Retry-After": "1"}
+        )
+
+    async def _resolve_similar(self, soul_id: str, lookup: KeyLookup) -> PromptKey:
+        embedding = await self.embedder.embed.remote(lookup.cue_text)
+        key, _score = await self.catalog.resolve_similar.remote(soul_id, lookup.key_norm, embedding)
+        return key
+
+    async def _render_variant(
+        self, key: PromptKey, style: StyleProfile | None, cue: str
+    ) -> Variant:
+        """Render → dedupe (new seed while too close to a sibling) → animate → encode → catalog."""
+        assert style is not None
+        siblings: list[Variant] = await self.catalog.list_variants.remote(key.pk_id)
+        known = [v.phash for v in siblings if v.phash is not None]
+        prompt, negative = render_prompt(style, cue)
+        sid = style_id(style)
+        renderer = self.renderer.options(multiplexed_model_id=sid)
+        best: tuple[Any, DedupeVerdict, int] | None = None
+        for _ in range(self.config.dedupe_attempts):
+            seed = secrets.randbits(63)
+            image = renderer.render.remote(
+                RenderJob(
+                    style_id=sid,
+                    base_model_ref=style.base_model_ref,
+                    prompt=prompt,
+                    negative_prompt=negative,
+                    seed=seed,
+                )
+            )
+            verdict: DedupeVerdict = await self.dedupe.check.remote(image, known)
+            if best is None or _distance(verdict) > _distance(best[1]):
+                best = (image, verdict, seed)
+            if not verdict.duplicate:
+                break
+        assert best is not None
+        image, verdict, seed = best
+        variant_id = new_ulid()
+        stem = f"soul/{key.soul_id}/key/{key.key_hash}/variant/{variant_id}"
+        frames = self.animator.animate.remote(
+            image,
+            AnimateJob(
+                base_model_ref=style.base_model_ref,
+                prompt=prompt,
+                negative_prompt=negative,
+                seed=seed,
+            ),
+        )
+        sidecar = {
+            "variant_id": variant_id,
+            "pk_id": key.pk_id,
+            "soul_id": key.soul_id,
+            "key_norm": key.key_norm,
+            "cue": cue,
+            "phash": verdict.phash,
+        }
+        asset: EncodedAsset = await self.transcoder.encode.remote(
+            frames, EncodeJob(storage_stem=stem, sidecar=sidecar)
+        )
+        variant = Variant(
+            variant_id=variant_id,
+            pk_id=key.pk_id,
+            soul_id=key.soul_id,
+            asset_url=asset.asset_url,
+            storage_key=asset.gif_key,
+            seed=seed,
+            phash=verdict.phash,
+            meta={
+                **asset.meta,
+                "cover_key": asset.cover_key,
+                "sidecar_key": asset.sidecar_key,
+                "dedupe_min_distance": verdict.min_distance,
+            },
+        )
+        try:
+            return await self.catalog.put_variant.remote(variant)
+        except Exception:
+            for object_key in (asset.gif_key, asset.cover_key, asset.sidecar_key):
+                self.objects.delete(object_key)
+            raise
+
+    def _answer(self, variant: Variant, cache: str) -> ImageResponse:
+        ttl = self.settings.media_url_ttl_s
+        gif = self.objects.signed_url(variant.storage_key, ttl)
+        cover = self.objects.signed_url(variant.meta.get("cover_key", variant.storage_key), ttl)
+        return ImageResponse(
+            url=gif.url,
+            cover_url=cover.url,
+            variant_id=variant.variant_id,
+            pk_id=variant.pk_id,
+            cache=cache,
+            expires_at=gif.expires_at,
+        )
+
+    # ---- media --------------------------------------------------------------------------
+    @api.get("/media/{storage_key:path}", tags=["media"])
+    async def media(
+        self,
+        storage_key: str,
+        exp: Annotated[int, Query()],
+        sig: Annotated[str, Query(max_length=100)],
+    ) -> FileResponse:
+        """An object of the local store, only with a valid, unexpired signature."""
+        if not self.objects.verify(storage_key, exp, sig):
+            raise HTTPException(403, "invalid or expired media signature")
+        path = self.objects.path(storage_key)
+        if not path.is_file():
+            raise HTTPException(404, "no such object")
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(
+            path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"}
+        )
+
+    # ---- styles -------------------------------------------------------------------------
+    @api.post("/style", response_model=StyleProfile, tags=["styles"], dependencies=[Authorized])
+    async def put_style(self, style: StyleIn) -> StyleProfile:
+        """Upsert a soul's style profile (last write wins)."""
+        stored = await self.catalog.put_style.remote(
+            StyleProfile.model_validate(style.model_dump())
+        )
+        if stored is None:
+            raise HTTPException(404, f"unknown soul {style.soul_id!r}")
+        return stored
+
+    @api.get(
+        "/style", response_model=list[StyleProfile], tags=["styles"], dependencies=[Authorized]
+    )
+    async def list_styles(self) -> list[StyleProfile]:
+        return await self.catalog.list_styles.remote()
+
+    @api.get(
+        "/style/{soul_id}", response_model=StyleProfile, tags=["styles"], dependencies=[Authorized]
+    )
+    async def get_style(self, soul_id: SoulId) -> StyleProfile:
+        style = await self.catalog.get_style.remote(soul_id)
+        if style is None:
+            raise HTTPException(404, f"no style profile for soul {soul_id!r}")
+        return style
+
+    @api.delete("/style/{soul_id}", status_code=204, tags=["styles"], dependencies=[Authorized])
+    async def delete_style(self, soul_id: SoulId) -> Response:
+        if not await self.catalog.delete_style.remote(soul_id):
+            raise HTTPException(404, f"no style profile for soul {soul_id!r}")
+        return Response(status_code=204)
+
+
+def _distance(verdict: DedupeVerdict) -> int:
+    return 64 if verdict.min_distance is None else verdict.min_distance

@@ -1,0 +1,45 @@
+"""Start the graph on a local Ray: used by the integration tests and by `soul bench`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from serve_app.models import TINY_MODEL, build_tiny_sdxl
+
+
+@contextmanager
+def local_graph(
+    data_dir: Path,
+    *,
+    port: int,
+    args: dict[str, Any] | None = None,
+    num_cpus: int = 4,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Run the app on ``127.0.0.1:port`` with its state in ``data_dir``; yield the base URL."""
+    import ray
+    from ray import serve
+
+    from serve_app.app import build_app
+
+    env_vars = {"SOUL_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **(env or {})}
+    os.environ.update(env_vars)  # this process reads the same Settings as the replicas
+    build_tiny_sdxl(data_dir / "models" / TINY_MODEL)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        runtime_env={"env_vars": env_vars},
+        logging_level=logging.WARNING,
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(args or {}), name="soul", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()

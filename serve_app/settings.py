@@ -1,0 +1,92 @@
+"""The one place that reads environment variables (prefix ``SOUL_``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SOUL_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Folder for the embedded defaults: SQLite catalog, local objects, models.",
+    )
+    database_url: str = Field(
+        default="",
+        description="Catalog DSN: sqlite:///path.db or postgresql://... Empty: SQLite in data_dir.",
+    )
+    object_store_url: str = Field(
+        default="",
+        description="fsspec URL of the object store (a folder path or file://...). "
+        "Empty: data_dir/objects.",
+    )
+    models_dir: Path | None = Field(
+        default=None, description="Folder of local model folders. Empty: data_dir/models."
+    )
+    media_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key that signs /media URLs. Empty: a random key kept in "
+        "data_dir/media.key (created once, mode 600).",
+    )
+    media_url_ttl_s: int = Field(
+        default=3600, ge=10, le=7 * 24 * 3600, description="Lifetime of a delivered URL."
+    )
+    public_base_url: str = Field(
+        default="",
+        description="Base of delivered URLs, e.g. https://soul.example.com. "
+        "Empty: URLs are relative (/media/...).",
+    )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer keys the ingress accepts (JSON list). Empty: open, local dev only.",
+    )
+    host: str = Field(default="127.0.0.1", description="HTTP bind address of `soul serve`.")
+    port: int = Field(
+        default=8000, ge=1, le=65535, validation_alias="PORT", description="HTTP port."
+    )
+    torch_threads: int = Field(
+        default=0, ge=0, description="torch intra-op threads per replica; 0 keeps torch's default."
+    )
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'catalog.db'}"
+
+    @property
+    def resolved_object_store_url(self) -> str:
+        return self.object_store_url or str(self.resolved_data_dir / "objects")
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return (self.models_dir or self.resolved_data_dir / "models").expanduser().resolve()
+
+    @cached_property
+    def media_key(self) -> bytes:
+        if self.media_secret is not None:
+            return self.media_secret.get_secret_value().encode()
+        return _persistent_random_key(self.resolved_data_dir / "media.key")
+
+
+def _persistent_random_key(path: Path) -> bytes:
+    """A random key shared by every replica on this machine: created once, never logged."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+        tmp.write_text(secrets.token_hex(32), encoding="ascii")
+        tmp.chmod(0o600)
+        with contextlib.suppress(FileExistsError):  # another replica created it first
+            os.link(tmp, path)
+        tmp.unlink()
+    return path.read_text(encoding="ascii").strip().encode()

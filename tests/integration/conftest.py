@@ -1,0 +1,29 @@
+"""One local Ray cluster and one running graph per test module, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from soul_client import API_KEY, Graph, free_port
+
+from serve_app.local import local_graph
+
+# Small and fast on 2 cores; the same code paths as the defaults.
+TEST_ARGS: dict[str, Any] = {
+    "renderer": {"steps": 4, "width": 64, "height": 64},
+    "animator": {"frames": 6, "steps": 4, "strength": 0.5},
+    "transcoder": {"fps": 12, "width": 128},
+}
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
+    data_dir = tmp_path_factory.mktemp("soul")
+    env = {"SOUL_API_KEYS": json.dumps([API_KEY]), "SOUL_TORCH_THREADS": "1"}
+    with local_graph(data_dir, port=free_port(), args=TEST_ARGS, num_cpus=4, env=env) as url:
+        graph = Graph(url, data_dir)
+        yield graph
+        graph.client.close()

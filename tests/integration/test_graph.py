@@ -1,0 +1,205 @@
+"""The whole graph on a local Ray, over HTTP: seed 000's acceptance criteria and the error cases."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+import pytest
+from PIL import Image, ImageSequence
+
+from serve_app.objects import MediaSigner
+from serve_app.settings import Settings
+
+from soul_client import Graph
+
+pytestmark = pytest.mark.integration
+GIF_KEY = re.compile(r"^soul/nova/key/[0-9a-f]{40}/variant/[0-9A-HJKMNP-TV-Z]{26}\.gif$")
+
+
+def test_seed_acceptance_unique_per_user_then_cache_hit(graph: Graph) -> None:
+    first = graph.image("nova", "penguin", "u1")
+    second = graph.image("nova", "penguin", "u1")
+    assert first.status_code == second.status_code == 200, (first.text, second.text)
+    a, b = first.json(), second.json()
+    assert a["variant_id"] != b["variant_id"]
+    assert a["pk_id"] == b["pk_id"]
+    assert a["cache"] == b["cache"] == "miss"
+
+    other = graph.image("nova", "penguin", "u2").json()
+    assert other["variant_id"] == a["variant_id"]
+    assert other["cache"] == "hit"
+
+    [row] = graph.rows(
+        "SELECT storage_key, seed, phash FROM variant WHERE variant_id = ?", a["variant_id"]
+    )
+    assert GIF_KEY.match(row["storage_key"]), row["storage_key"]
+    stem = row["storage_key"].removesuffix(".gif")
+    assert {f"{stem}.gif", f"{stem}.png", f"{stem}.json"} <= set(graph.objects())
+    sidecar = graph.sidecar(row["storage_key"])
+    assert sidecar["seed"] == row["seed"] and sidecar["pk_id"] == a["pk_id"]
+    assert {"steps", "sampler", "style_id", "prompt", "frame_count"} <= set(sidecar)
+    seen = graph.rows("SELECT user_id FROM user_seen WHERE variant_id = ?", a["variant_id"])
+    assert sorted(r["user_id"] for r in seen) == ["u1", "u2"]
+
+
+def test_delivered_url_is_a_browser_ready_gif(graph: Graph) -> None:
+    answer = graph.image("nova", "lighthouse at dusk", "viewer").json()
+    media = graph.client.get(
+        answer["url"], headers={"Authorization": ""}
+    )  # the URL is the credential
+    assert media.status_code == 200
+    assert media.headers["content-type"] == "image/gif"
+    gif = Image.open(io.BytesIO(media.content))
+    assert gif.format == "GIF" and gif.info["loop"] == 0
+    assert gif.width == 128
+    assert sum(1 for _ in ImageSequence.Iterator(gif)) == 6
+    cover = graph.client.get(answer["cover_url"])
+    assert cover.status_code == 200 and cover.headers["content-type"] == "image/png"
+
+
+def test_punctuation_and_stopwords_share_a_key_but_souls_do_not(graph: Graph) -> None:
+    bare = graph.image("nova", "penguin", "u3").json()
+    loud = graph.image("nova", "A penguin!", "u4").json()
+    assert loud["pk_id"] == bare["pk_id"]
+    assert loud["cache"] == "hit"
+    other_soul = graph.image("valentina", "penguin", "u3").json()
+    assert other_soul["pk_id"] != bare["pk_id"]
+    assert other_soul["pk_id"].startswith("valentina:")
+
+
+def test_similar_cues_share_a_key_dissimilar_ones_do_not(graph: Graph) -> None:
+    sleeping = graph.image("nova", "cat sleeping", "s1").json()
+    sleeps = graph.image("nova", "cat sleeps", "s2").json()  # MiniLM cosine 0.97
+    assert sleeps["pk_id"] == sleeping["pk_id"] and sleeps["cache"] == "hit"
+    red = graph.image("nova", "red car", "s1").json()
+    blue = graph.image("nova", "blue car", "s1").json()  # cosine 0.67
+    assert red["pk_id"] != blue["pk_id"]
+
+
+def test_twenty_requests_of_one_user_get_twenty_distinct_variants(graph: Graph) -> None:
+    answers = [graph.image("nova", "kite", "collector").json() for _ in range(20)]
+    ids = [a["variant_id"] for a in answers]
+    assert len(set(ids)) == 20
+    assert len({a["pk_id"] for a in answers}) == 1
+    rows = graph.rows("SELECT variant_id FROM user_seen WHERE user_id = 'collector'")
+    assert sorted(r["variant_id"] for r in rows) == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"soul_id": "nova", "cue": "", "user_id": "u"}, "cue"),
+        ({"soul_id": "nova", "cue": "   ", "user_id": "u"}, "cue"),
+        ({"soul_id": "nova", "cue": "!!! the a", "user_id": "u"}, "cue"),
+        ({"soul_id": "nova", "cue": "x" * 201, "user_id": "u"}, "cue"),
+        ({"soul_id": "Nova!", "cue": "penguin", "user_id": "u"}, "soul_id"),
+        ({"soul_id": "n" * 65, "cue": "penguin", "user_id": "u"}, "soul_id"),
+        ({"soul_id": "nova", "cue": "penguin", "user_id": "has space"}, "user_id"),
+        ({"soul_id": "nova", "cue": "penguin", "user_id": "u" * 129}, "user_id"),
+        ({"soul_id": "nova", "cue": "penguin"}, "user_id"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(graph: Graph, params: dict, field: str) -> None:
+    before = graph.rows("SELECT count(*) AS n FROM prompt_key")[0]["n"]
+    r = graph.client.get("/image", params=params)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(f"{field}:"), r.json()
+    assert graph.rows("SELECT count(*) AS n FROM prompt_key")[0]["n"] == before
+
+
+def test_unknown_soul_is_a_404(graph: Graph) -> None:
+    r = graph.image("nobody", "penguin", "u1")
+    assert r.status_code == 404 and "nobody" in r.json()["detail"]
+
+
+def test_api_key_is_required(graph: Graph) -> None:
+    params = {"soul_id": "nova", "cue": "penguin", "user_id": "u1"}
+    assert (
+        graph.client.get("/image", params=params, headers={"Authorization": ""}).status_code == 401
+    )
+    wrong = {"Authorization": "Bearer not-the-key"}
+    assert graph.client.get("/image", params=params, headers=wrong).status_code == 401
+    assert graph.client.get("/style", headers=wrong).status_code == 401
+
+
+def test_media_needs_a_valid_unexpired_signature(graph: Graph) -> None:
+    answer = graph.image("nova", "penguin", "u5").json()
+    url = answer["url"]
+    assert graph.client.get(url).status_code == 200
+    forged = re.sub(r"sig=[^&]+", "sig=AAAA", url)
+    assert graph.client.get(forged).status_code == 403
+    other_object = url.replace(answer["variant_id"], "01" + "0" * 24)
+    assert graph.client.get(other_object).status_code == 403
+
+    key = re.search(r"/media/([^?]+)", url).group(1)  # type: ignore[union-attr]
+    signer = MediaSigner(Settings(data_dir=graph.data_dir).media_key)
+    past = int(time.time()) - 1
+    expired = f"/media/{key}?exp={past}&sig={signer.signature(key, past)}"
+    assert graph.client.get(expired).status_code == 403
+    later = int(time.time()) + 60
+    missing = key.replace(".gif", ".webm")
+    r = graph.client.get(f"/media/{missing}?exp={later}&sig={signer.signature(missing, later)}")
+    assert r.status_code == 404
+
+
+def test_style_profiles_crud(graph: Graph) -> None:
+    styles = graph.client.get("/style").json()
+    assert {s["soul_id"] for s in styles} >= {"nova", "valentina"}
+    nova = graph.client.get("/style/nova").json()
+    assert nova["base_model_ref"] == "tiny-sdxl" and "pastel" in nova["style_tags"]
+
+    assert graph.client.post("/style", json={**nova, "soul_id": "ghost"}).status_code == 404
+    assert graph.client.post("/style", json={**nova, "base_model_ref": ""}).status_code == 422
+    assert graph.client.post("/style", json={**nova, "surprise": 1}).status_code == 422
+
+    changed = graph.client.post("/style", json={**nova, "negatives": ["blurry", "text"]})
+    assert changed.status_code == 200
+    assert changed.json()["negatives"] == ["blurry", "text"]
+    assert changed.json()["updated_at_ts"] > nova["updated_at_ts"]
+    assert graph.client.get("/style/nova").json()["negatives"] == ["blurry", "text"]
+
+
+def test_deleted_style_then_restored(graph: Graph) -> None:
+    valentina = graph.client.get("/style/valentina").json()
+    assert graph.client.delete("/style/valentina").status_code == 204
+    try:
+        assert graph.client.get("/style/valentina").status_code == 404
+        assert graph.client.delete("/style/valentina").status_code == 404
+        r = graph.image("valentina", "rose", "u1")
+        assert r.status_code == 409 and "POST /style" in r.json()["detail"]
+    finally:
+        assert graph.client.post("/style", json=valentina).status_code == 200
+    assert graph.image("valentina", "rose", "u1").status_code == 200
+
+
+def test_render_failure_is_a_5xx_and_leaves_nothing_behind(graph: Graph) -> None:
+    valentina = graph.client.get("/style/valentina").json()
+    broken = {**valentina, "base_model_ref": "missing-model"}
+    assert graph.client.post("/style", json=broken).status_code == 200
+    try:
+        objects_before = graph.objects("soul/valentina/")
+        r = graph.image("valentina", "umbrella", "victim")
+        assert r.status_code >= 500, r.text
+        assert r.json()["request_id"] == r.headers["x-request-id"]
+        assert (
+            graph.rows(
+                "SELECT * FROM variant WHERE soul_id = 'valentina' AND meta_json LIKE '%umbrella%'"
+            )
+            == []
+        )
+        assert graph.rows("SELECT * FROM user_seen WHERE user_id = 'victim'") == []
+        assert graph.objects("soul/valentina/") == objects_before
+    finally:
+        assert graph.client.post("/style", json=valentina).status_code == 200
+    assert graph.image("valentina", "umbrella", "victim").status_code == 200
+
+
+def test_health_readiness_and_openapi(graph: Graph) -> None:
+    assert graph.client.get("/healthz").json() == {"status": "ok"}
+    ready = graph.client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"catalog": "ok", "objects": "ok"}
+    spec = graph.client.get("/openapi.json").json()
+    assert {"/image", "/style", "/style/{soul_id}", "/healthz", "/ready"} <= set(spec["paths"])
+    assert graph.client.get("/docs").status_code == 200

@@ -21,7 +21,8 @@ $(SOUL_DATA_DIR)/models/tiny-sdxl/model_index.json: $(VENV)/.installed
 	$(BIN)/soul models tiny
 
 serve: setup
-	PORT=$(PORT) $(BIN)/soul serve --config config/serve.local.yaml
+	PORT=$(PORT) SOUL_PUBLIC_BASE_URL=$${SOUL_PUBLIC_BASE_URL:-http://127.0.0.1:$(PORT)} \
+		$(BIN)/soul serve --config config/serve.local.yaml
 
 test: setup
 	$(BIN)/python -m pytest

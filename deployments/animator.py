@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from ray import serve
 
 from serve_app.models import configure_torch, load_sdxl, resolve_model
@@ -22,6 +22,16 @@ class AnimatorConfig(BaseModel):
     steps: int = Field(default=10, ge=1, le=150, description="Steps before strength scaling.")
     guidance_scale: float = Field(default=5.0, ge=0.0, le=30.0)
     batch_size: int = Field(default=4, ge=1, le=12, description="Variations per pipeline call.")
+
+    @model_validator(mode="after")
+    def leaves_a_denoising_step(self) -> AnimatorConfig:
+        if int(self.steps * self.strength) < 1:
+            raise ValueError(
+                f"steps * strength must be at least 1 (img2img runs int(steps * strength) "
+                f"steps); got {self.steps} * {self.strength}"
+            )
+        return self
+
     device: Literal["cpu", "cuda"] = Field(
         default="cpu", description="Where styles loaded from now on run."
     )

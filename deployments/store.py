@@ -140,6 +140,14 @@ def _style_row(style: StyleProfile) -> tuple[Any, ...]:
     )
 
 
+# A deleted style is a row with an empty base model (a tombstone); readers skip it.
+_LIVE = "base_model_ref <> ''"
+
+
+def _style_tombstone(soul_id: str, ts: int) -> tuple[Any, ...]:
+    return (soul_id, "", "[]", "{}", "[]", None, '{"deleted": true}', ts)
+
+
 def _style_from(row: sqlite3.Row) -> StyleProfile:
     extra = json.loads(row["extra_json"])
     return StyleProfile(
@@ -195,6 +203,7 @@ class SQLiteStore:
         return self._db
 
     async def open(self) -> None:
+        await self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
         db.row_factory = sqlite3.Row
@@ -225,12 +234,14 @@ class SQLiteStore:
 
     async def get_style(self, soul_id: str) -> StyleProfile | None:
         row = self.db.execute(
-            "SELECT * FROM soul_style_profile WHERE soul_id = ?", (soul_id,)
+            f"SELECT * FROM soul_style_profile WHERE soul_id = ? AND {_LIVE}", (soul_id,)
         ).fetchone()
         return _style_from(row) if row else None
 
     async def list_styles(self) -> list[StyleProfile]:
-        rows = self.db.execute("SELECT * FROM soul_style_profile ORDER BY soul_id").fetchall()
+        rows = self.db.execute(
+            f"SELECT * FROM soul_style_profile WHERE {_LIVE} ORDER BY soul_id"
+        ).fetchall()
         return [_style_from(r) for r in rows]
 
     async def upsert_style(self, style: StyleProfile) -> None:
@@ -245,10 +256,10 @@ class SQLiteStore:
         )
 
     async def delete_style(self, soul_id: str, ts: int) -> bool:
-        cur = self.db.execute(
-            "DELETE FROM soul_style_profile WHERE soul_id = ? AND updated_at_ts <= ?", (soul_id, ts)
-        )
-        return cur.rowcount > 0
+        """A tombstone written like any other LWW row, so an older write cannot resurrect it."""
+        existed = await self.get_style(soul_id) is not None
+        cur = self.db.execute(_UPSERT_STYLE, _style_tombstone(soul_id, ts))
+        return existed and cur.rowcount > 0
 
     async def get_prompt_key(self, pk_id: str) -> PromptKey | None:
         row = self.db.execute("SELECT * FROM prompt_key WHERE pk_id = ?", (pk_id,)).fetchone()

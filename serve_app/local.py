@@ -20,8 +20,12 @@ def local_graph(
     args: dict[str, Any] | None = None,
     num_cpus: int = 4,
     env: dict[str, str] | None = None,
+    quiet: bool = False,
 ) -> Iterator[str]:
-    """Run the app on ``127.0.0.1:port`` with its state in ``data_dir``; yield the base URL."""
+    """Run the app on ``127.0.0.1:port`` with its state in ``data_dir``; yield the base URL.
+
+    ``quiet`` keeps replica logs out of this console (they stay in Ray's session log folder).
+    """
     import ray
     from ray import serve
 
@@ -36,6 +40,7 @@ def local_graph(
         include_dashboard=False,
         runtime_env={"env_vars": env_vars},
         logging_level=logging.WARNING,
+        log_to_driver=not quiet,
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

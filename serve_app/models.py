@@ -134,6 +134,7 @@ def build_tiny_sdxl(dest: Path, seed: int = 0) -> Path:
             block_out_channels=(32, 64),
             down_block_types=("DownEncoderBlock2D",) * 2,
             up_block_types=("UpDecoderBlock2D",) * 2,
+            force_upcast=False,  # already float32; upcasting would only log a warning per call
         )
         scheduler = EulerDiscreteScheduler(
             beta_start=0.00085,

@@ -8,11 +8,10 @@ import time
 
 import pytest
 from PIL import Image, ImageSequence
+from soul_client import Graph
 
 from serve_app.objects import MediaSigner
 from serve_app.settings import Settings
-
-from soul_client import Graph
 
 pytestmark = pytest.mark.integration
 GIF_KEY = re.compile(r"^soul/nova/key/[0-9a-f]{40}/variant/[0-9A-HJKMNP-TV-Z]{26}\.gif$")

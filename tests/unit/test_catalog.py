@@ -1,0 +1,292 @@
+"""Unit tests for deployments.catalog.CatalogEngine over a real SQLite store (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+
+from deployments.catalog import CatalogConfig, CatalogEngine
+from deployments.store import SQLiteStore
+from serve_app.ids import new_ulid, now_ms
+from serve_app.prompts import normalize, pk_id
+from serve_app.schemas import SoulSpec, Variant
+from serve_app.souls import load_souls
+
+T = TypeVar("T")
+DIM = 384
+NOVA_TAGS = ["anime", "pastel", "outlines"]
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def unit(angle_deg: float = 0.0) -> list[float]:
+    """A 384-dim unit vector at ``angle_deg`` from e0 (in the e0/e1 plane): cosine = cos(angle)."""
+    v = np.zeros(DIM, dtype=np.float32)
+    v[0], v[1] = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    return v.tolist()
+
+
+def at_cosine(cos: float) -> list[float]:
+    return unit(math.degrees(math.acos(cos)))
+
+
+def norm_of(cue: str) -> str:
+    return normalize(cue, NOVA_TAGS)[0]
+
+
+@pytest.fixture(scope="module")
+def souls() -> list[SoulSpec]:
+    return load_souls("config/souls.yaml")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "catalog.db"
+
+
+def started(
+    path: Path, souls: list[SoulSpec], config: CatalogConfig | None = None
+) -> CatalogEngine:
+    engine = CatalogEngine(SQLiteStore(path), config)
+    run(engine.start(souls))
+    return engine
+
+
+@pytest.fixture
+def engine(db_path: Path, souls: list[SoulSpec]) -> Iterator[CatalogEngine]:
+    e = started(db_path, souls)
+    yield e
+    run(e.close())
+
+
+def add_variants(engine: CatalogEngine, pk: str, n: int) -> list[str]:
+    ids = [new_ulid() for _ in range(n)]
+    for i, vid in enumerate(ids):
+        variant = Variant(
+            variant_id=vid,
+            pk_id=pk,
+            soul_id=pk.split(":")[0],
+            asset_url=f"/media/{vid}.gif",
+            storage_key=f"{vid}.gif",
+            seed=i,
+        )
+        run(engine.put_variant(variant))
+    return ids
+
+
+# Souls and styles.
+
+
+def test_start_seeds_souls_with_styles(engine: CatalogEngine) -> None:
+    styles = {s.soul_id: s for s in run(engine.list_styles())}
+    assert set(styles) == {"nova", "valentina"}
+    assert styles["nova"].style_tags == NOVA_TAGS
+    assert styles["valentina"].base_model_ref == "tiny-sdxl"
+    assert run(engine.store.get_soul("nova")).display_name == "Nova"
+
+
+def test_start_twice_is_idempotent_and_keeps_a_changed_style(
+    engine: CatalogEngine, db_path: Path, souls: list[SoulSpec]
+) -> None:
+    nova = run(engine.get_style("nova"))
+    changed = run(engine.put_style(nova.model_copy(update={"style_tags": ["watercolour"]})))
+    assert changed is not None and changed.style_tags == ["watercolour"]
+    run(engine.close())
+    run(engine.start(souls))  # a restart of the same replica
+    again = started(db_path, souls)  # and a second replica
+    for e in (engine, again):
+        assert run(e.get_style("nova")).style_tags == ["watercolour"]
+        assert run(e.get_style("valentina")).style_tags == ["noir", "ink", "dramatic"]
+        assert len(run(e.list_styles())) == 2
+    run(again.close())
+
+
+def test_put_style_for_unknown_soul_returns_none(engine: CatalogEngine) -> None:
+    ghost = run(engine.get_style("nova")).model_copy(update={"soul_id": "ghost"})
+    assert run(engine.put_style(ghost)) is None
+    assert run(engine.get_style("ghost")) is None
+
+
+def test_put_style_stamps_a_newer_timestamp(engine: CatalogEngine) -> None:
+    before = run(engine.get_style("nova"))
+    start = now_ms()
+    # A client-sent timestamp is ignored: the catalog stamps its own.
+    after = run(engine.put_style(before.model_copy(update={"negatives": [], "updated_at_ts": 5})))
+    assert after is not None
+    assert after.updated_at_ts >= start > before.updated_at_ts
+    assert after.negatives == []
+    assert run(engine.get_style("nova")) == after
+
+
+def test_delete_style(engine: CatalogEngine) -> None:
+    assert run(engine.delete_style("nova")) is True
+    assert run(engine.get_style("nova")) is None
+    assert run(engine.delete_style("nova")) is False
+    assert run(engine.get_style("valentina")) is not None
+    lookup = run(engine.lookup("nova", "penguin"))
+    assert lookup is not None and lookup.style is None and lookup.key is None
+
+
+# Prompt keys.
+
+
+def test_lookup_of_unknown_soul_is_none(engine: CatalogEngine) -> None:
+    assert run(engine.lookup("ghost", "penguin")) is None
+
+
+def test_lookup_before_creation_has_no_key(engine: CatalogEngine) -> None:
+    lookup = run(engine.lookup("nova", "A penguin!"))
+    assert lookup is not None
+    assert lookup.key is None
+    assert lookup.cue_text == "penguin"
+    assert lookup.key_norm == norm_of("penguin")
+    assert lookup.style is not None and lookup.style.soul_id == "nova"
+
+
+def test_resolve_similar_creates_then_finds_exact(engine: CatalogEngine) -> None:
+    lookup = run(engine.lookup("nova", "penguin"))
+    key, score = run(engine.resolve_similar("nova", lookup.key_norm, unit(0)))
+    assert score is None  # the soul had no keys yet
+    assert key.pk_id == pk_id("nova", lookup.key_norm)
+    assert np.allclose(np.frombuffer(key.key_embed, dtype=np.float32), unit(0))
+
+    # The same norm again is an exact hit, whatever the vector.
+    again, score = run(engine.resolve_similar("nova", lookup.key_norm, unit(90)))
+    assert (again.pk_id, score) == (key.pk_id, 1.0)
+    assert run(engine.lookup("nova", "The penguin.")).key == key
+
+
+def test_similar_vector_reuses_key(engine: CatalogEngine) -> None:
+    first, _ = run(engine.resolve_similar("nova", norm_of("penguin"), unit(0)))
+    reused, score = run(engine.resolve_similar("nova", norm_of("penguins"), at_cosine(0.9)))
+    assert reused.pk_id == first.pk_id
+    assert score == pytest.approx(0.9, abs=1e-5)
+    assert run(engine.store.get_prompt_key(pk_id("nova", norm_of("penguins")))) is None
+
+
+def test_vector_below_threshold_creates_new_key(engine: CatalogEngine) -> None:
+    first, _ = run(engine.resolve_similar("nova", norm_of("penguin"), unit(0)))
+    new, score = run(engine.resolve_similar("nova", norm_of("red car"), at_cosine(0.8)))
+    assert new.pk_id == pk_id("nova", norm_of("red car")) != first.pk_id
+    assert score == pytest.approx(0.8, abs=1e-5)
+    assert len(run(engine.store.list_prompt_keys("nova"))) == 2
+
+
+def test_embeddings_are_normalized_before_search(engine: CatalogEngine) -> None:
+    first, _ = run(engine.resolve_similar("nova", norm_of("penguin"), unit(0)))
+    scaled = [7.0 * x for x in at_cosine(0.9)]
+    reused, score = run(engine.resolve_similar("nova", norm_of("penguins"), scaled))
+    assert reused.pk_id == first.pk_id
+    assert score == pytest.approx(0.9, abs=1e-5)
+
+
+def test_similarity_is_per_soul(engine: CatalogEngine) -> None:
+    nova, _ = run(engine.resolve_similar("nova", norm_of("penguin"), unit(0)))
+    val, score = run(engine.resolve_similar("valentina", norm_of("penguin"), unit(0)))
+    assert score is None
+    assert val.pk_id.startswith("valentina:") and val.pk_id != nova.pk_id
+
+
+def test_threshold_is_configurable(db_path: Path, souls: list[SoulSpec]) -> None:
+    loose = started(db_path, souls, CatalogConfig(similarity_threshold=0.75))
+    first, _ = run(loose.resolve_similar("nova", norm_of("penguin"), unit(0)))
+    reused, _ = run(loose.resolve_similar("nova", norm_of("red car"), at_cosine(0.8)))
+    assert reused.pk_id == first.pk_id
+    strict = CatalogConfig(similarity_threshold=0.95)
+    loose.config = strict
+    new, _ = run(loose.resolve_similar("nova", norm_of("penguins"), at_cosine(0.9)))
+    assert new.pk_id != first.pk_id
+    run(loose.close())
+
+
+def test_new_replica_finds_keys_through_index_built_from_store(
+    engine: CatalogEngine, db_path: Path, souls: list[SoulSpec]
+) -> None:
+    first, _ = run(engine.resolve_similar("nova", norm_of("penguin"), unit(0)))
+    other, _ = run(engine.resolve_similar("nova", norm_of("red car"), unit(90)))
+    replica = started(db_path, souls)
+    found, score = run(replica.resolve_similar("nova", norm_of("penguins"), at_cosine(0.95)))
+    assert found.pk_id == first.pk_id
+    assert score == pytest.approx(0.95, abs=1e-5)
+    found, _ = run(replica.resolve_similar("nova", norm_of("blue car"), unit(85)))
+    assert found.pk_id == other.pk_id
+    run(replica.close())
+
+
+# Variants and user-unique delivery.
+
+
+def test_claim_unseen_without_variants(engine: CatalogEngine) -> None:
+    assert run(engine.claim_unseen(pk_id("nova", "penguin"), "u1")) is None
+
+
+def test_claim_unseen_oldest_first_once_per_user(engine: CatalogEngine) -> None:
+    pk = pk_id("nova", norm_of("penguin"))
+    ids = add_variants(engine, pk, 3)
+    add_variants(engine, pk_id("nova", norm_of("cat")), 2)  # another key's variants
+    got = [run(engine.claim_unseen(pk, "u1")) for _ in range(3)]
+    assert [v.variant_id for v in got if v] == ids
+    assert run(engine.claim_unseen(pk, "u1")) is None
+    first_for_u2 = run(engine.claim_unseen(pk, "u2"))
+    assert first_for_u2 is not None and first_for_u2.variant_id == ids[0]
+
+
+def test_concurrent_claims_of_one_user_are_distinct(engine: CatalogEngine) -> None:
+    pk = pk_id("nova", norm_of("penguin"))
+    ids = add_variants(engine, pk, 10)
+
+    async def claims() -> list[Variant | None]:
+        return await asyncio.gather(*(engine.claim_unseen(pk, "u1") for _ in range(10)))
+
+    got = run(claims())
+    assert sorted(v.variant_id for v in got if v) == ids
+    assert run(engine.claim_unseen(pk, "u1")) is None
+
+
+class YieldingStore(SQLiteStore):
+    """Yields to the event loop before every read and claim, as a networked backend does."""
+
+    async def list_variants(self, pk_id: str) -> list[Variant]:
+        await asyncio.sleep(0)
+        return await super().list_variants(pk_id)
+
+    async def seen_among(self, user_id: str, variant_ids: list[str]) -> set[str]:
+        await asyncio.sleep(0)
+        return await super().seen_among(user_id, variant_ids)
+
+    lost = 0
+
+    async def claim(self, user_id: str, variant_id: str, ts: int) -> bool:
+        await asyncio.sleep(0)
+        won = await super().claim(user_id, variant_id, ts)
+        self.lost += not won
+        return won
+
+
+def test_interleaved_concurrent_claims_lose_races_and_move_on(
+    db_path: Path, souls: list[SoulSpec]
+) -> None:
+    store = YieldingStore(db_path)
+    engine = CatalogEngine(store)
+    run(engine.start(souls))
+    pk = pk_id("nova", norm_of("penguin"))
+    ids = add_variants(engine, pk, 10)
+
+    async def claims() -> list[Variant | None]:
+        # All 12 read "nothing seen" before any claim lands, so most claims lose races first.
+        return await asyncio.gather(*(engine.claim_unseen(pk, "u1") for _ in range(12)))
+
+    got = run(claims())
+    delivered = [v.variant_id for v in got if v]
+    assert sorted(delivered) == ids
+    assert got.count(None) == 2
+    assert store.lost > 0  # the races really happened
+    run(engine.close())

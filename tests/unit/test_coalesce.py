@@ -1,0 +1,145 @@
+"""Unit tests for serve_app.coalesce.Coalescer: single flight per key, never twice per user."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from serve_app.coalesce import Coalescer
+
+
+class Work:
+    """Counted work that runs until released."""
+
+    def __init__(self, result: Any = "gif", error: Exception | None = None) -> None:
+        self.calls = 0
+        self.release = asyncio.Event()
+        self.result, self.error = result, error
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        n = self.calls
+        await self.release.wait()
+        if self.error is not None:
+            raise self.error
+        return f"{self.result}-{n}"
+
+
+async def settle() -> None:
+    """Let every ready task run up to its next real wait."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(test())
+
+
+def test_different_users_share_one_execution() -> None:
+    async def test() -> None:
+        co, work = Coalescer(), Work()
+        waiters = [asyncio.create_task(co.run("k", f"u{i}", work)) for i in range(8)]
+        await settle()
+        assert co.in_flight("k") == 1
+        work.release.set()
+        assert await asyncio.gather(*waiters) == ["gif-1"] * 8
+        assert work.calls == 1
+        assert co.joined == 7
+        assert co.in_flight("k") == 0
+
+    run(test)
+
+
+def test_same_user_twice_runs_twice() -> None:
+    async def test() -> None:
+        co, work = Coalescer(), Work()
+        waiters = [asyncio.create_task(co.run("k", "u1", work)) for _ in range(2)]
+        await settle()
+        assert co.in_flight("k") == 2
+        work.release.set()
+        assert sorted(await asyncio.gather(*waiters)) == ["gif-1", "gif-2"]
+        assert work.calls == 2
+
+    run(test)
+
+
+def test_users_spread_over_flights_without_joining_one_twice() -> None:
+    async def test() -> None:
+        co, work = Coalescer(), Work()
+        users = ["u1", "u1", "u2", "u2", "u3"]
+        waiters = [asyncio.create_task(co.run("k", u, work)) for u in users]
+        await settle()
+        work.release.set()
+        results = await asyncio.gather(*waiters)
+        assert work.calls == 2
+        for user in ("u1", "u2"):
+            mine = [r for u, r in zip(users, results, strict=True) if u == user]
+            assert len(set(mine)) == 2  # a user never gets the same result twice
+
+    run(test)
+
+
+def test_different_keys_do_not_share() -> None:
+    async def test() -> None:
+        co, work = Coalescer(), Work()
+        waiters = [asyncio.create_task(co.run(k, f"u-{k}", work)) for k in ("a", "b")]
+        await settle()
+        assert (co.in_flight("a"), co.in_flight("b")) == (1, 1)
+        work.release.set()
+        await asyncio.gather(*waiters)
+        assert work.calls == 2
+
+    run(test)
+
+
+def test_after_completion_a_new_call_runs_again() -> None:
+    async def test() -> None:
+        co, work = Coalescer(), Work()
+        work.release.set()
+        assert await co.run("k", "u1", work) == "gif-1"
+        assert co.in_flight("k") == 0
+        assert await co.run("k", "u2", work) == "gif-2"
+        assert work.calls == 2
+
+    run(test)
+
+
+def test_exception_reaches_every_waiter_and_clears_the_key() -> None:
+    async def test() -> None:
+        co, work = Coalescer(), Work(error=RuntimeError("render failed"))
+        waiters = [asyncio.create_task(co.run("k", f"u{i}", work)) for i in range(3)]
+        await settle()
+        work.release.set()
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) and str(r) == "render failed" for r in results)
+        assert work.calls == 1
+        assert co.in_flight("k") == 0
+        assert not co._flights  # no empty entry is left behind for the key
+        work.error = None
+        assert await co.run("k", "u1", work) == "gif-2"  # a retry starts fresh work
+
+    run(test)
+
+
+def test_cancelling_one_waiter_does_not_cancel_the_work() -> None:
+    async def test() -> None:
+        co, work = Coalescer(), Work()
+        first = asyncio.create_task(co.run("k", "u1", work))
+        second = asyncio.create_task(co.run("k", "u2", work))
+        await settle()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert co.in_flight("k") == 1
+        work.release.set()
+        assert await second == "gif-1"
+        assert work.calls == 1
+
+    run(test)
+
+
+def test_in_flight_of_unknown_key_is_zero() -> None:
+    assert Coalescer().in_flight("nothing") == 0

@@ -5,22 +5,21 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 from ray import serve
 
-from serve_app.models import configure_torch, load_sdxl, resolve_model
+from serve_app.models import DiffusionConfig, configure_torch, load_sdxl, resolve_model
 from serve_app.schemas import AnimateJob, Frames
 from serve_app.settings import Settings
 
 
-class AnimatorConfig(BaseModel):
+class AnimatorConfig(DiffusionConfig):
     frames: int = Field(default=8, ge=6, le=12, description="Frames per GIF, the render included.")
     strength: float = Field(default=0.3, gt=0.0, le=1.0, description="img2img strength.")
     steps: int = Field(default=10, ge=1, le=150, description="Steps before strength scaling.")
-    guidance_scale: float = Field(default=5.0, ge=0.0, le=30.0)
     batch_size: int = Field(default=4, ge=1, le=12, description="Variations per pipeline call.")
 
     @model_validator(mode="after")
@@ -31,11 +30,6 @@ class AnimatorConfig(BaseModel):
                 f"steps); got {self.steps} * {self.strength}"
             )
         return self
-
-    device: Literal["cpu", "cuda"] = Field(
-        default="cpu", description="Where styles loaded from now on run."
-    )
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
 
 class AnimatorEngine:
@@ -50,12 +44,8 @@ class AnimatorEngine:
         from diffusers import StableDiffusionXLImg2ImgPipeline
 
         if base_model_ref not in self._pipelines:
-            import torch
-
-            base = load_sdxl(
-                resolve_model(base_model_ref, self.models_dir), getattr(torch, self.config.dtype)
-            )
-            pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(base).to(self.config.device)
+            base = load_sdxl(resolve_model(base_model_ref, self.models_dir), self.config)
+            pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(base)
             pipe.set_progress_bar_config(disable=True)
             self._pipelines[base_model_ref] = pipe
         return self._pipelines[base_model_ref]

@@ -5,32 +5,20 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 from ray import serve
 
-from serve_app.models import configure_torch, load_sdxl, resolve_model
+from serve_app.models import DiffusionConfig, configure_torch, load_sdxl, resolve_model
 from serve_app.schemas import Frames, RenderJob
 from serve_app.settings import Settings
 
 
-class RendererConfig(BaseModel):
-    steps: int = Field(default=8, ge=1, le=150, description="Denoising steps per render.")
+class RendererConfig(DiffusionConfig):
     width: int = Field(default=128, ge=64, le=2048, multiple_of=8)
     height: int = Field(default=128, ge=64, le=2048, multiple_of=8)
-    guidance_scale: float = Field(default=5.0, ge=0.0, le=30.0)
-    device: Literal["cpu", "cuda"] = Field(
-        default="cpu", description="Where styles loaded from now on run."
-    )
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-
-
-def torch_dtype(name: str) -> Any:
-    import torch
-
-    return getattr(torch, name)
 
 
 class RendererEngine:
@@ -46,8 +34,7 @@ class RendererEngine:
         with self._lock:
             if base_model_ref not in self._pipelines:
                 path = resolve_model(base_model_ref, self.models_dir)
-                pipe = load_sdxl(path, torch_dtype(self.config.dtype))
-                self._pipelines[base_model_ref] = pipe.to(self.config.device)
+                self._pipelines[base_model_ref] = load_sdxl(path, self.config)
             return self._pipelines[base_model_ref]
 
     def render(self, pipe: Any, job: RenderJob) -> Frames:

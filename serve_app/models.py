@@ -12,7 +12,9 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 from serve_app.settings import Settings
 
@@ -42,15 +44,30 @@ def resolve_model(ref: str, models_dir: Path) -> Path:
     return path
 
 
-def load_sdxl(path: Path, torch_dtype: Any = None) -> Any:
+class DiffusionConfig(BaseModel):
+    """What every diffusers call of a replica shares (Renderer and Animator)."""
+
+    steps: int = Field(default=8, ge=1, le=150, description="Denoising steps.")
+    guidance_scale: float = Field(default=5.0, ge=0.0, le=30.0)
+    device: Literal["cpu", "cuda"] = Field(
+        default="cpu", description="Where pipelines loaded from now on run."
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float32", description="Weights dtype of pipelines loaded from now on."
+    )
+
+
+def load_sdxl(path: Path, config: DiffusionConfig | None = None) -> Any:
     """Load an SDXL pipeline from a diffusers folder, refusing anything but safetensors."""
+    import torch
     from diffusers import StableDiffusionXLPipeline
 
+    config = config or DiffusionConfig()
     pipe = StableDiffusionXLPipeline.from_pretrained(
-        path, use_safetensors=True, torch_dtype=torch_dtype, local_files_only=True
+        path, use_safetensors=True, torch_dtype=getattr(torch, config.dtype), local_files_only=True
     )
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return pipe.to(config.device)
 
 
 def _clip_byte_vocab() -> dict[str, int]:

@@ -92,8 +92,12 @@ class CatalogEngine:
         return await self.store.delete_style(soul_id, now_ms())
 
     # Prompt keys.
-    async def lookup(self, soul_id: str, cue: str) -> KeyLookup | None:
-        """Normalize ``cue`` in the soul's style, read its exact key; None: unknown soul."""
+    async def lookup(self, soul_id: str, cue: str, user_id: str | None = None) -> KeyLookup | None:
+        """Normalize ``cue`` in the soul's style, read its exact key; None: unknown soul.
+
+        With ``user_id``, an existing key's oldest unseen variant is claimed in the same call:
+        the cache-hit path is one round trip.
+        """
         if await self.store.get_soul(soul_id) is None:
             return None
         style = await self.store.get_style(soul_id)
@@ -101,7 +105,10 @@ class CatalogEngine:
             return KeyLookup(style=None, key_norm="", cue_text="", key=None)
         key_norm, cue_text = normalize(cue, style.style_tags)
         key = await self.store.get_prompt_key(pk_id(soul_id, key_norm))
-        return KeyLookup(style=style, key_norm=key_norm, cue_text=cue_text, key=key)
+        claimed = await self.claim_unseen(key.pk_id, user_id) if key and user_id else None
+        return KeyLookup(
+            style=style, key_norm=key_norm, cue_text=cue_text, key=key, claimed=claimed
+        )
 
     async def resolve_similar(
         self, soul_id: str, key_norm: str, embedding: list[float]
@@ -176,8 +183,8 @@ class Catalog:
     async def ping(self) -> None:
         await self.engine.ping()
 
-    async def lookup(self, soul_id: str, cue: str) -> KeyLookup | None:
-        return await self.engine.lookup(soul_id, cue)
+    async def lookup(self, soul_id: str, cue: str, user_id: str | None = None) -> KeyLookup | None:
+        return await self.engine.lookup(soul_id, cue, user_id)
 
     async def resolve_similar(
         self, soul_id: str, key_norm: str, embedding: list[float]

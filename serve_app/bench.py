@@ -99,11 +99,9 @@ async def inprocess_hot(data_dir: Path, n: int) -> dict[str, Any]:
     objects = open_object_store(settings)
 
     async def get(user: str) -> None:
-        lookup = await engine.lookup(SOUL, CUE)
-        assert lookup is not None and lookup.key is not None
-        variant = await engine.claim_unseen(lookup.key.pk_id, user)
-        assert variant is not None
-        objects.signed_url(variant.storage_key, 60)
+        lookup = await engine.lookup(SOUL, CUE, user)
+        assert lookup is not None and lookup.claimed is not None
+        objects.signed_url(lookup.claimed.storage_key, 60)
 
     calls = [partial(get, f"local-{i}") for i in range(n)]
     result = summarize("in-process (catalog engine)", *await timed_concurrently(calls, 1))

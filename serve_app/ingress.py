@@ -175,13 +175,16 @@ class Ingress:
             raise HTTPException(
                 422, "cue: must contain at least one word besides punctuation and stopwords"
             )
-        lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue)
+        lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue, user_id)
         if lookup is None:
             raise HTTPException(404, f"unknown soul {soul_id!r}")
         if lookup.style is None:
             raise HTTPException(409, f"soul {soul_id!r} has no style profile: POST /style first")
-        key = lookup.key or await self._resolve_similar(soul_id, lookup)
-        variant: Variant | None = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
+        if lookup.key is not None:
+            key, variant = lookup.key, lookup.claimed
+        else:
+            key = await self._resolve_similar(soul_id, lookup)
+            variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
         cache = "hit"
         for _ in range(self.config.delivery_attempts):
             if variant is not None:

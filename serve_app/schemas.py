@@ -81,6 +81,9 @@ class KeyLookup(BaseModel):
     key_norm: str
     cue_text: str = Field(description="Normalized cue tokens only: the text that is embedded.")
     key: PromptKey | None
+    claimed: Variant | None = Field(
+        default=None, description="With a user and an existing key: the variant claimed for them."
+    )
 
 
 class RenderJob(BaseModel):

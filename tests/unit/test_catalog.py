@@ -290,3 +290,17 @@ def test_interleaved_concurrent_claims_lose_races_and_move_on(
     assert got.count(None) == 2
     assert store.lost > 0  # the races really happened
     run(engine.close())
+
+
+def test_lookup_with_a_user_claims_in_the_same_call(engine: CatalogEngine) -> None:
+    lookup = run(engine.lookup("nova", "penguin", "u1"))
+    assert lookup.key is None and lookup.claimed is None  # no key yet: nothing to claim
+    key, _ = run(engine.resolve_similar("nova", lookup.key_norm, unit(0)))
+    ids = add_variants(engine, key.pk_id, 2)
+
+    first = run(engine.lookup("nova", "A penguin!", "u1"))
+    second = run(engine.lookup("nova", "penguin", "u1"))
+    assert [first.claimed.variant_id, second.claimed.variant_id] == ids
+    assert run(engine.lookup("nova", "penguin", "u1")).claimed is None  # all seen
+    assert run(engine.lookup("nova", "penguin")).claimed is None  # no user: no claim
+    assert run(engine.lookup("nova", "penguin", "u2")).claimed.variant_id == ids[0]

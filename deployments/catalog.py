@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import faiss
@@ -16,8 +15,6 @@ from serve_app.prompts import key_hash, normalize, pk_id
 from serve_app.schemas import KeyLookup, PromptKey, Soul, SoulSpec, StyleProfile, Variant
 from serve_app.settings import Settings
 from serve_app.souls import load_souls
-
-log = logging.getLogger("ray.serve")
 
 
 class CatalogConfig(BaseModel):

@@ -176,10 +176,6 @@ class TranscoderEngine:
             cover_key=keys["png"],
             sidecar_key=keys["json"],
             asset_url=asset_url,
-            gif_bytes=len(gif),
-            frame_count=meta["frame_count"],
-            width=cfg.width,
-            height=meta["gif_height"],
             meta=meta,
         )
 

@@ -4,7 +4,7 @@
 import logging
 import mimetypes
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -180,22 +180,21 @@ class Ingress:
             raise HTTPException(404, f"unknown soul {soul_id!r}")
         if lookup.style is None:
             raise HTTPException(409, f"soul {soul_id!r} has no style profile: POST /style first")
+        style = lookup.style
         if lookup.key is not None:
             key, variant = lookup.key, lookup.claimed
         else:
             key = await self._resolve_similar(soul_id, lookup)
             variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
-        cache = "hit"
+        if variant is not None:
+            return self._answer(variant, "hit")
         for _ in range(self.config.delivery_attempts):
-            if variant is not None:
-                return self._answer(variant, cache)
-            cache = "miss"
             await self.coalescer.run(
-                key.pk_id, user_id, lambda: self._render_variant(key, lookup.style, cue)
+                key.pk_id, user_id, lambda: self._render_variant(key, style, cue)
             )
             variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
-        if variant is not None:
-            return self._answer(variant, cache)
+            if variant is not None:
+                return self._answer(variant, "miss")
         raise HTTPException(
             503, "too many concurrent requests for this cue; retry", {"Retry-After": "1"}
         )
@@ -205,11 +204,8 @@ class Ingress:
         key, _score = await self.catalog.resolve_similar.remote(soul_id, lookup.key_norm, embedding)
         return key
 
-    async def _render_variant(
-        self, key: PromptKey, style: StyleProfile | None, cue: str
-    ) -> Variant:
+    async def _render_variant(self, key: PromptKey, style: StyleProfile, cue: str) -> Variant:
         """Render → dedupe (new seed while too close to a sibling) → animate → encode → catalog."""
-        assert style is not None
         siblings: list[Variant] = await self.catalog.list_variants.remote(key.pk_id)
         known = [v.phash for v in siblings if v.phash is not None]
         prompt, negative = render_prompt(style, cue)
@@ -278,7 +274,7 @@ class Ingress:
                 self.objects.delete(object_key)
             raise
 
-    def _answer(self, variant: Variant, cache: str) -> ImageResponse:
+    def _answer(self, variant: Variant, cache: Literal["hit", "miss"]) -> ImageResponse:
         ttl = self.settings.media_url_ttl_s
         gif = self.objects.signed_url(variant.storage_key, ttl)
         cover = self.objects.signed_url(variant.meta.get("cover_key", variant.storage_key), ttl)

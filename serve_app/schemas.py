@@ -112,11 +112,7 @@ class EncodedAsset(BaseModel):
     cover_key: str
     sidecar_key: str
     asset_url: str
-    gif_bytes: int
-    frame_count: int
-    width: int
-    height: int
-    meta: dict[str, Any]
+    meta: dict[str, Any] = Field(description="Generation and encoding facts, as in the sidecar.")
 
 
 class DedupeVerdict(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import faiss
@@ -9,10 +10,18 @@ import numpy as np
 from pydantic import BaseModel, Field
 from ray import serve
 
-from deployments.store import Store, open_store
+from deployments.store import Store, store_for
 from serve_app.ids import now_ms
 from serve_app.prompts import key_hash, normalize, pk_id
-from serve_app.schemas import KeyLookup, PromptKey, Soul, SoulSpec, StyleProfile, Variant
+from serve_app.schemas import (
+    IdempotentStart,
+    KeyLookup,
+    PromptKey,
+    Soul,
+    SoulSpec,
+    StyleProfile,
+    Variant,
+)
 from serve_app.settings import Settings
 from serve_app.souls import load_souls
 
@@ -30,10 +39,13 @@ class SoulIndex:
 
     index: faiss.IndexFlatIP
     pk_ids: list[str] = field(default_factory=list)
+    known: set[str] = field(default_factory=set)
 
     def add(self, pk: str, vector: np.ndarray) -> None:
-        self.index.add(vector.reshape(1, -1))
-        self.pk_ids.append(pk)
+        if pk not in self.known:
+            self.index.add(vector.reshape(1, -1))
+            self.pk_ids.append(pk)
+            self.known.add(pk)
 
     def nearest(self, vector: np.ndarray) -> tuple[str, float] | None:
         if not self.pk_ids:
@@ -117,6 +129,10 @@ class CatalogEngine:
         vector = as_unit_vector(embedding)
         index = await self._index(soul_id)
         nearest = index.nearest(vector)
+        if nearest is None or nearest[1] < self.config.similarity_threshold:
+            # Before creating a key, learn the keys other catalog replicas created since.
+            await self._catch_up(soul_id, index)
+            nearest = index.nearest(vector)
         if nearest is not None and nearest[1] >= self.config.similarity_threshold:
             key = await self.store.get_prompt_key(nearest[0])
             if key is not None:
@@ -143,14 +159,30 @@ class CatalogEngine:
             self._indexes[soul_id] = index
         return self._indexes[soul_id]
 
+    async def _catch_up(self, soul_id: str, index: SoulIndex) -> None:
+        for pk in await self.store.list_prompt_key_ids(soul_id):
+            if pk not in index.known:
+                key = await self.store.get_prompt_key(pk)
+                if key is not None and key.key_embed:
+                    index.add(pk, np.frombuffer(key.key_embed, dtype=np.float32))
+
     # Variants and user-unique delivery.
     async def list_variants(self, pk_id: str) -> list[Variant]:
         return await self.store.list_variants(pk_id)
 
-    async def put_variant(self, variant: Variant) -> Variant:
-        variant = variant.model_copy(update={"updated_at_ts": now_ms()})
-        await self.store.upsert_variant(variant)
-        return variant
+    async def put_variant(self, variant: Variant, claim_for: list[str]) -> list[str]:
+        """Write the variant row, then claim it for ``claim_for``; the users it was claimed for."""
+        await self.store.upsert_variant(variant.model_copy(update={"updated_at_ts": now_ms()}))
+        return [u for u in claim_for if await self.store.claim(u, variant.variant_id, now_ms())]
+
+    async def users_lacking_unseen(self, pk_id: str, user_ids: list[str]) -> list[str]:
+        """The users who have already seen every variant of the key: only they need a render."""
+        variant_ids = [v.variant_id for v in await self.store.list_variants(pk_id)]
+        return [
+            u
+            for u in user_ids
+            if len(await self.store.seen_among(u, variant_ids)) == len(variant_ids)
+        ]
 
     async def claim_unseen(self, pk_id: str, user_id: str) -> Variant | None:
         """Claim the oldest variant of the key this user has not seen; None when all are seen.
@@ -167,12 +199,72 @@ class CatalogEngine:
                 return variant
         return None
 
+    # Work shared across replicas: a lock row with a TTL (best effort; stamped by this clock).
+    async def try_lock(self, lock_key: str, owner_id: str, ttl_ms: int) -> bool:
+        return await self.store.try_lock(lock_key, owner_id, now_ms(), ttl_ms)
+
+    async def unlock(self, lock_key: str, owner_id: str) -> None:
+        await self.store.unlock(lock_key, owner_id)
+
+    # Idempotency-Key records: one row per key, changed only by compare-and-set.
+    async def begin_request(
+        self, idem_key: str, fingerprint: str, lease_ms: int
+    ) -> IdempotentStart:
+        """Record that a request with this key is running, or say why it must not run again.
+
+        A record past its expiry (a crashed first attempt's lease, or a finished result past
+        retention) is taken over as if it were absent.
+        """
+        for _ in range(4):  # each turn loses at most one race to a concurrent writer
+            ts = now_ms()
+            pending = _record("pending", fingerprint, expires_at_ts=ts + lease_ms)
+            if await self.store.insert_idempotency(idem_key, pending, ts):
+                return IdempotentStart(outcome="started", version=ts)
+            found = await self.store.get_idempotency(idem_key)
+            if found is None:
+                continue
+            record, version = json.loads(found[0]), found[1]
+            if record["expires_at_ts"] <= ts:
+                ts = max(ts, version + 1)
+                pending = _record("pending", fingerprint, expires_at_ts=ts + lease_ms)
+                if await self.store.replace_idempotency(idem_key, pending, ts, if_ts=version):
+                    return IdempotentStart(outcome="started", version=ts)
+                continue
+            if record["fingerprint"] != fingerprint:
+                return IdempotentStart(outcome="mismatch", version=version)
+            if record["state"] == "done":
+                return IdempotentStart(outcome="replay", version=version, result=record["result"])
+            return IdempotentStart(outcome="in_flight", version=version)
+        return IdempotentStart(outcome="in_flight")
+
+    async def finish_request(
+        self, idem_key: str, fingerprint: str, version: int, result: dict, retain_ms: int
+    ) -> None:
+        ts = max(now_ms(), version + 1)
+        done = _record("done", fingerprint, expires_at_ts=ts + retain_ms, result=result)
+        await self.store.replace_idempotency(idem_key, done, ts, if_ts=version)
+
+    async def abandon_request(self, idem_key: str, version: int) -> None:
+        """The first attempt failed: forget it, so a retry runs the request afresh."""
+        await self.store.delete_idempotency(idem_key, if_ts=version)
+
+
+def _record(state: str, fingerprint: str, expires_at_ts: int, result: dict | None = None) -> str:
+    return json.dumps(
+        {
+            "state": state,
+            "fingerprint": fingerprint,
+            "expires_at_ts": expires_at_ts,
+            "result": result,
+        }
+    )
+
 
 @serve.deployment(name="Catalog", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 class Catalog:
     async def __init__(self, souls_file: str) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.engine = CatalogEngine(open_store(Settings().resolved_database_url))
-        await self.engine.start(load_souls(souls_file))
+        self.engine = CatalogEngine(store_for(Settings()))
+        await self.engine.start(load_souls(souls_file))  # opens the store (and its pool)
 
     def reconfigure(self, config: dict) -> None:
         self.engine.config = CatalogConfig.model_validate(config)
@@ -194,8 +286,30 @@ class Catalog:
     async def list_variants(self, pk_id: str) -> list[Variant]:
         return await self.engine.list_variants(pk_id)
 
-    async def put_variant(self, variant: Variant) -> Variant:
-        return await self.engine.put_variant(variant)
+    async def put_variant(self, variant: Variant, claim_for: list[str]) -> list[str]:
+        return await self.engine.put_variant(variant, claim_for)
+
+    async def users_lacking_unseen(self, pk_id: str, user_ids: list[str]) -> list[str]:
+        return await self.engine.users_lacking_unseen(pk_id, user_ids)
+
+    async def try_lock(self, lock_key: str, owner_id: str, ttl_ms: int) -> bool:
+        return await self.engine.try_lock(lock_key, owner_id, ttl_ms)
+
+    async def unlock(self, lock_key: str, owner_id: str) -> None:
+        await self.engine.unlock(lock_key, owner_id)
+
+    async def begin_request(
+        self, idem_key: str, fingerprint: str, lease_ms: int
+    ) -> IdempotentStart:
+        return await self.engine.begin_request(idem_key, fingerprint, lease_ms)
+
+    async def finish_request(
+        self, idem_key: str, fingerprint: str, version: int, result: dict, retain_ms: int
+    ) -> None:
+        await self.engine.finish_request(idem_key, fingerprint, version, result, retain_ms)
+
+    async def abandon_request(self, idem_key: str, version: int) -> None:
+        await self.engine.abandon_request(idem_key, version)
 
     async def get_style(self, soul_id: str) -> StyleProfile | None:
         return await self.engine.get_style(soul_id)

@@ -1,5 +1,6 @@
-"""The catalog's ``Store`` interface and its embedded SQLite backend, chosen by DSN.
+"""The catalog's ``Store``: one set of single-row SQL statements, two backends chosen by DSN.
 
+PostgreSQL (psycopg 3 + psycopg-pool) for real deployments, SQLite as the embedded default.
 Every hot path is a primary-key read (or a primary-key prefix scan) and every write is a
 single-row, idempotent, last-write-wins upsert: no cross-row transactions, no joins.
 """
@@ -8,70 +9,46 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.string import TextLoader
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from serve_app.prompts import soul_prefix_bounds
 from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant
+from serve_app.settings import Settings
+
+Row = Mapping[str, Any]
 
 
 class StoreUnavailable(RuntimeError):
     """The catalog database cannot be reached; callers answer 503 and retry later."""
 
 
-class Store(Protocol):
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def ping(self) -> None: ...
-    async def upsert_soul(self, soul: Soul, ts: int) -> None: ...
-    async def get_soul(self, soul_id: str) -> Soul | None: ...
-    async def get_style(self, soul_id: str) -> StyleProfile | None: ...
-    async def list_styles(self) -> list[StyleProfile]: ...
-    async def upsert_style(self, style: StyleProfile) -> None: ...
-    async def insert_style_if_absent(self, style: StyleProfile) -> None: ...
-    async def delete_style(self, soul_id: str, ts: int) -> bool: ...
-    async def get_prompt_key(self, pk_id: str) -> PromptKey | None: ...
-    async def list_prompt_keys(self, soul_id: str) -> list[PromptKey]: ...
-    async def upsert_prompt_key(self, key: PromptKey) -> None: ...
-    async def list_variants(self, pk_id: str) -> list[Variant]: ...
-    async def upsert_variant(self, variant: Variant) -> None: ...
-    async def seen_among(self, user_id: str, variant_ids: list[str]) -> set[str]: ...
-    async def claim(self, user_id: str, variant_id: str, ts: int) -> bool: ...
-
-
-def open_store(dsn: str) -> Store:
+def open_store(dsn: str, *, pool_min: int = 1, pool_max: int = 10, timeout_s: float = 5.0) -> Store:
     if dsn.startswith("sqlite:///"):
         return SQLiteStore(Path(dsn.removeprefix("sqlite:///")))
-    raise ValueError(f"unsupported catalog DSN {dsn.split('://')[0]!r}: use sqlite:///path.db")
+    if dsn.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(dsn, pool_min=pool_min, pool_max=pool_max, timeout_s=timeout_s)
+    raise ValueError(
+        f"unsupported catalog DSN {dsn.split('://')[0]!r}: "
+        "use sqlite:///path.db or postgresql://user@host:port/db"
+    )
 
 
-SQLITE_DDL = """
-CREATE TABLE IF NOT EXISTS soul (
-  soul_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, updated_at_ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS soul_style_profile (
-  soul_id TEXT PRIMARY KEY, base_model_ref TEXT NOT NULL, lora_ids_json TEXT NOT NULL,
-  palette_json TEXT NOT NULL, negatives_json TEXT NOT NULL, motion_module TEXT,
-  extra_json TEXT NOT NULL DEFAULT '{}', updated_at_ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS prompt_key (
-  pk_id TEXT PRIMARY KEY, soul_id TEXT NOT NULL, key_norm TEXT NOT NULL, key_hash TEXT NOT NULL,
-  key_embed BLOB, meta_json TEXT NOT NULL DEFAULT '{}', updated_at_ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS variant (
-  pk_id TEXT NOT NULL, variant_id TEXT NOT NULL, soul_id TEXT NOT NULL, asset_url TEXT NOT NULL,
-  storage_key TEXT NOT NULL, seed INTEGER, phash INTEGER, meta_json TEXT NOT NULL DEFAULT '{}',
-  updated_at_ts INTEGER NOT NULL, PRIMARY KEY (pk_id, variant_id));
-CREATE TABLE IF NOT EXISTS user_seen (
-  user_id TEXT NOT NULL, variant_id TEXT NOT NULL, seen_at_ts INTEGER NOT NULL,
-  PRIMARY KEY (user_id, variant_id));
-CREATE TABLE IF NOT EXISTS landmark_log (
-  soul_id TEXT NOT NULL, city_key TEXT NOT NULL, landmark_key TEXT NOT NULL,
-  user_id TEXT NOT NULL DEFAULT '', used_at_ts INTEGER NOT NULL,
-  PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
-CREATE TABLE IF NOT EXISTS work_lock (
-  lock_key TEXT PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts INTEGER NOT NULL,
-  updated_at_ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS idempotency (
-  idem_key TEXT PRIMARY KEY, result_json TEXT NOT NULL, updated_at_ts INTEGER NOT NULL);
-"""
+def store_for(settings: Settings) -> Store:
+    return open_store(
+        settings.resolved_database_url,
+        pool_min=settings.database_pool_min,
+        pool_max=settings.database_pool_max,
+        timeout_s=settings.database_timeout_s,
+    )
 
 
 def lww_upsert_sql(table: str, columns: list[str], keys: list[str], tiebreak: str) -> str:
@@ -124,6 +101,17 @@ _UPSERT_KEY = lww_upsert_sql("prompt_key", _KEY_COLUMNS, ["pk_id"], "key_norm")
 _UPSERT_VARIANT = lww_upsert_sql(
     "variant", _VARIANT_COLUMNS, ["pk_id", "variant_id"], "storage_key"
 )
+# Taken when free, expired, or already ours (a renewal); RETURNING tells whether we hold it.
+_TRY_LOCK = (
+    "INSERT INTO work_lock (lock_key, owner_id, expires_at_ts, updated_at_ts) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (lock_key) DO UPDATE SET owner_id = excluded.owner_id, "
+    "expires_at_ts = excluded.expires_at_ts, updated_at_ts = excluded.updated_at_ts "
+    "WHERE work_lock.expires_at_ts <= excluded.updated_at_ts "
+    "OR work_lock.owner_id = excluded.owner_id RETURNING owner_id"
+)
+
+# A deleted style is a row with an empty base model (a tombstone); readers skip it.
+_LIVE = "base_model_ref <> ''"
 
 
 def _style_row(style: StyleProfile) -> tuple[Any, ...]:
@@ -140,15 +128,11 @@ def _style_row(style: StyleProfile) -> tuple[Any, ...]:
     )
 
 
-# A deleted style is a row with an empty base model (a tombstone); readers skip it.
-_LIVE = "base_model_ref <> ''"
-
-
 def _style_tombstone(soul_id: str, ts: int) -> tuple[Any, ...]:
     return (soul_id, "", "[]", "{}", "[]", None, '{"deleted": true}', ts)
 
 
-def _style_from(row: sqlite3.Row) -> StyleProfile:
+def _style_from(row: Row) -> StyleProfile:
     extra = json.loads(row["extra_json"])
     return StyleProfile(
         soul_id=row["soul_id"],
@@ -163,7 +147,7 @@ def _style_from(row: sqlite3.Row) -> StyleProfile:
     )
 
 
-def _key_from(row: sqlite3.Row) -> PromptKey:
+def _key_from(row: Row) -> PromptKey:
     return PromptKey(
         pk_id=row["pk_id"],
         soul_id=row["soul_id"],
@@ -175,7 +159,7 @@ def _key_from(row: sqlite3.Row) -> PromptKey:
     )
 
 
-def _variant_from(row: sqlite3.Row) -> Variant:
+def _variant_from(row: Row) -> Variant:
     return Variant(
         variant_id=row["variant_id"],
         pk_id=row["pk_id"],
@@ -189,7 +173,219 @@ def _variant_from(row: sqlite3.Row) -> Variant:
     )
 
 
-class SQLiteStore:
+class Store(ABC):
+    """The catalog's statements, written once with ``?`` placeholders; a backend runs them.
+
+    JSON columns travel as text in both backends. Timestamps come from the caller (the catalog
+    stamps every write with one clock, ``serve_app.ids.now_ms``).
+    """
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and apply the schema (idempotent)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a statement that returns rows (SELECT, or a write with RETURNING)."""
+
+    @abstractmethod
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement that returns no rows; the number of rows it changed."""
+
+    async def _row(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
+
+    async def ping(self) -> None:
+        await self._rows("SELECT 1 AS ok")
+
+    # Souls and styles.
+    async def upsert_soul(self, soul: Soul, ts: int) -> None:
+        await self._write(_UPSERT_SOUL, (soul.soul_id, soul.display_name, ts))
+
+    async def get_soul(self, soul_id: str) -> Soul | None:
+        row = await self._row(
+            "SELECT soul_id, display_name FROM soul WHERE soul_id = ?", (soul_id,)
+        )
+        return Soul(soul_id=row["soul_id"], display_name=row["display_name"]) if row else None
+
+    async def get_style(self, soul_id: str) -> StyleProfile | None:
+        row = await self._row(
+            f"SELECT * FROM soul_style_profile WHERE soul_id = ? AND {_LIVE}", (soul_id,)
+        )
+        return _style_from(row) if row else None
+
+    async def list_styles(self) -> list[StyleProfile]:
+        rows = await self._rows(f"SELECT * FROM soul_style_profile WHERE {_LIVE} ORDER BY soul_id")
+        return [_style_from(r) for r in rows]
+
+    async def upsert_style(self, style: StyleProfile) -> None:
+        await self._write(_UPSERT_STYLE, _style_row(style))
+
+    async def insert_style_if_absent(self, style: StyleProfile) -> None:
+        cols = ", ".join(_STYLE_COLUMNS)
+        marks = ", ".join("?" for _ in _STYLE_COLUMNS)
+        await self._write(
+            f"INSERT INTO soul_style_profile ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+            _style_row(style),
+        )
+
+    async def delete_style(self, soul_id: str, ts: int) -> bool:
+        """A tombstone written like any other LWW row, so an older write cannot resurrect it."""
+        existed = await self.get_style(soul_id) is not None
+        changed = await self._write(_UPSERT_STYLE, _style_tombstone(soul_id, ts))
+        return existed and changed > 0
+
+    # Prompt keys.
+    async def get_prompt_key(self, pk_id: str) -> PromptKey | None:
+        row = await self._row("SELECT * FROM prompt_key WHERE pk_id = ?", (pk_id,))
+        return _key_from(row) if row else None
+
+    async def list_prompt_keys(self, soul_id: str) -> list[PromptKey]:
+        rows = await self._rows(
+            "SELECT * FROM prompt_key WHERE pk_id >= ? AND pk_id < ? ORDER BY pk_id",
+            soul_prefix_bounds(soul_id),
+        )
+        return [_key_from(r) for r in rows]
+
+    async def list_prompt_key_ids(self, soul_id: str) -> list[str]:
+        """Only the ids: an index-only prefix scan, cheap enough to run before creating a key."""
+        rows = await self._rows(
+            "SELECT pk_id FROM prompt_key WHERE pk_id >= ? AND pk_id < ? ORDER BY pk_id",
+            soul_prefix_bounds(soul_id),
+        )
+        return [r["pk_id"] for r in rows]
+
+    async def upsert_prompt_key(self, key: PromptKey) -> None:
+        await self._write(
+            _UPSERT_KEY,
+            (
+                key.pk_id,
+                key.soul_id,
+                key.key_norm,
+                key.key_hash,
+                key.key_embed,
+                json.dumps(key.meta, sort_keys=True),
+                key.updated_at_ts,
+            ),
+        )
+
+    # Variants and user-unique delivery.
+    async def list_variants(self, pk_id: str) -> list[Variant]:
+        rows = await self._rows(
+            "SELECT * FROM variant WHERE pk_id = ? ORDER BY variant_id", (pk_id,)
+        )
+        return [_variant_from(r) for r in rows]
+
+    async def upsert_variant(self, variant: Variant) -> None:
+        await self._write(
+            _UPSERT_VARIANT,
+            (
+                variant.pk_id,
+                variant.variant_id,
+                variant.soul_id,
+                variant.asset_url,
+                variant.storage_key,
+                variant.seed,
+                variant.phash,
+                json.dumps(variant.meta, sort_keys=True),
+                variant.updated_at_ts,
+            ),
+        )
+
+    async def seen_among(self, user_id: str, variant_ids: list[str]) -> set[str]:
+        if not variant_ids:
+            return set()
+        marks = ", ".join("?" for _ in variant_ids)
+        rows = await self._rows(
+            f"SELECT variant_id FROM user_seen WHERE user_id = ? AND variant_id IN ({marks})",
+            (user_id, *variant_ids),
+        )
+        return {r["variant_id"] for r in rows}
+
+    async def claim(self, user_id: str, variant_id: str, ts: int) -> bool:
+        """True only for the one request whose insert created the row."""
+        row = await self._row(
+            "INSERT INTO user_seen (user_id, variant_id, seen_at_ts) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING RETURNING variant_id",
+            (user_id, variant_id, ts),
+        )
+        return row is not None
+
+    # Best-effort locks with a TTL (work shared across replicas).
+    async def try_lock(self, lock_key: str, owner_id: str, ts: int, ttl_ms: int) -> bool:
+        """Take or renew ``lock_key`` until ``ts + ttl_ms``; False while another owner holds it."""
+        row = await self._row(_TRY_LOCK, (lock_key, owner_id, ts + ttl_ms, ts))
+        return row is not None
+
+    async def unlock(self, lock_key: str, owner_id: str) -> None:
+        await self._write(
+            "DELETE FROM work_lock WHERE lock_key = ? AND owner_id = ?", (lock_key, owner_id)
+        )
+
+    # Idempotency records: compare-and-set on the row's timestamp, one row at a time.
+    async def insert_idempotency(self, idem_key: str, record: str, ts: int) -> bool:
+        row = await self._row(
+            "INSERT INTO idempotency (idem_key, result_json, updated_at_ts) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING RETURNING idem_key",
+            (idem_key, record, ts),
+        )
+        return row is not None
+
+    async def get_idempotency(self, idem_key: str) -> tuple[str, int] | None:
+        row = await self._row(
+            "SELECT result_json, updated_at_ts FROM idempotency WHERE idem_key = ?", (idem_key,)
+        )
+        return (row["result_json"], row["updated_at_ts"]) if row else None
+
+    async def replace_idempotency(self, idem_key: str, record: str, ts: int, if_ts: int) -> bool:
+        """Overwrite the record only if it is still the version stamped ``if_ts``."""
+        changed = await self._write(
+            "UPDATE idempotency SET result_json = ?, updated_at_ts = ? "
+            "WHERE idem_key = ? AND updated_at_ts = ?",
+            (record, ts, idem_key, if_ts),
+        )
+        return changed > 0
+
+    async def delete_idempotency(self, idem_key: str, if_ts: int) -> None:
+        await self._write(
+            "DELETE FROM idempotency WHERE idem_key = ? AND updated_at_ts = ?", (idem_key, if_ts)
+        )
+
+
+SQLITE_DDL = """
+CREATE TABLE IF NOT EXISTS soul (
+  soul_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, updated_at_ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS soul_style_profile (
+  soul_id TEXT PRIMARY KEY, base_model_ref TEXT NOT NULL, lora_ids_json TEXT NOT NULL,
+  palette_json TEXT NOT NULL, negatives_json TEXT NOT NULL, motion_module TEXT,
+  extra_json TEXT NOT NULL DEFAULT '{}', updated_at_ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS prompt_key (
+  pk_id TEXT PRIMARY KEY, soul_id TEXT NOT NULL, key_norm TEXT NOT NULL, key_hash TEXT NOT NULL,
+  key_embed BLOB, meta_json TEXT NOT NULL DEFAULT '{}', updated_at_ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS variant (
+  pk_id TEXT NOT NULL, variant_id TEXT NOT NULL, soul_id TEXT NOT NULL, asset_url TEXT NOT NULL,
+  storage_key TEXT NOT NULL, seed INTEGER, phash INTEGER, meta_json TEXT NOT NULL DEFAULT '{}',
+  updated_at_ts INTEGER NOT NULL, PRIMARY KEY (pk_id, variant_id));
+CREATE TABLE IF NOT EXISTS user_seen (
+  user_id TEXT NOT NULL, variant_id TEXT NOT NULL, seen_at_ts INTEGER NOT NULL,
+  PRIMARY KEY (user_id, variant_id));
+CREATE TABLE IF NOT EXISTS landmark_log (
+  soul_id TEXT NOT NULL, city_key TEXT NOT NULL, landmark_key TEXT NOT NULL,
+  user_id TEXT NOT NULL DEFAULT '', used_at_ts INTEGER NOT NULL,
+  PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
+CREATE TABLE IF NOT EXISTS work_lock (
+  lock_key TEXT PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts INTEGER NOT NULL,
+  updated_at_ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+  idem_key TEXT PRIMARY KEY, result_json TEXT NOT NULL, updated_at_ts INTEGER NOT NULL);
+"""
+
+
+class SQLiteStore(Store):
     """Embedded default. Statements take microseconds, so they run inline on the event loop."""
 
     def __init__(self, path: Path) -> None:
@@ -217,111 +413,124 @@ class SQLiteStore:
             self._db.close()
             self._db = None
 
-    async def ping(self) -> None:
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
-            self.db.execute("SELECT 1").fetchone()
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:  # locked past the timeout, disk gone, ...
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
 
-    async def upsert_soul(self, soul: Soul, ts: int) -> None:
-        self.db.execute(_UPSERT_SOUL, (soul.soul_id, soul.display_name, ts))
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return self.db.execute(sql, params).rowcount
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
 
-    async def get_soul(self, soul_id: str) -> Soul | None:
-        row = self.db.execute(
-            "SELECT soul_id, display_name FROM soul WHERE soul_id = ?", (soul_id,)
-        ).fetchone()
-        return Soul(soul_id=row["soul_id"], display_name=row["display_name"]) if row else None
 
-    async def get_style(self, soul_id: str) -> StyleProfile | None:
-        row = self.db.execute(
-            f"SELECT * FROM soul_style_profile WHERE soul_id = ? AND {_LIVE}", (soul_id,)
-        ).fetchone()
-        return _style_from(row) if row else None
+# Primary-key text columns are COLLATE "C": byte order, so the pk_id prefix range of a soul
+# ("nova:" <= pk_id < "nova;") means the same as in SQLite and is served by the PK index.
+POSTGRES_DDL = """
+CREATE TABLE IF NOT EXISTS soul (
+  soul_id TEXT COLLATE "C" PRIMARY KEY, display_name TEXT NOT NULL,
+  updated_at_ts BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS soul_style_profile (
+  soul_id TEXT COLLATE "C" PRIMARY KEY, base_model_ref TEXT NOT NULL,
+  lora_ids_json JSONB NOT NULL, palette_json JSONB NOT NULL, negatives_json JSONB NOT NULL,
+  motion_module TEXT, extra_json JSONB NOT NULL DEFAULT '{}', updated_at_ts BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS prompt_key (
+  pk_id TEXT COLLATE "C" PRIMARY KEY, soul_id TEXT NOT NULL, key_norm TEXT NOT NULL,
+  key_hash TEXT NOT NULL, key_embed BYTEA, meta_json JSONB NOT NULL DEFAULT '{}',
+  updated_at_ts BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS variant (
+  pk_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL, soul_id TEXT NOT NULL,
+  asset_url TEXT NOT NULL, storage_key TEXT NOT NULL, seed BIGINT, phash BIGINT,
+  meta_json JSONB NOT NULL DEFAULT '{}', updated_at_ts BIGINT NOT NULL,
+  PRIMARY KEY (pk_id, variant_id));
+CREATE TABLE IF NOT EXISTS user_seen (
+  user_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL,
+  seen_at_ts BIGINT NOT NULL, PRIMARY KEY (user_id, variant_id));
+CREATE TABLE IF NOT EXISTS landmark_log (
+  soul_id TEXT COLLATE "C" NOT NULL, city_key TEXT COLLATE "C" NOT NULL,
+  landmark_key TEXT COLLATE "C" NOT NULL, user_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+  used_at_ts BIGINT NOT NULL, PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
+CREATE TABLE IF NOT EXISTS work_lock (
+  lock_key TEXT COLLATE "C" PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts BIGINT NOT NULL,
+  updated_at_ts BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+  idem_key TEXT COLLATE "C" PRIMARY KEY, result_json JSONB NOT NULL,
+  updated_at_ts BIGINT NOT NULL);
+"""
+# Replicas starting together apply the DDL one at a time (CREATE IF NOT EXISTS can still race).
+_DDL_LOCK_ID = 0x50A1_5E7E
 
-    async def list_styles(self) -> list[StyleProfile]:
-        rows = self.db.execute(
-            f"SELECT * FROM soul_style_profile WHERE {_LIVE} ORDER BY soul_id"
-        ).fetchall()
-        return [_style_from(r) for r in rows]
 
-    async def upsert_style(self, style: StyleProfile) -> None:
-        self.db.execute(_UPSERT_STYLE, _style_row(style))
+async def _json_as_text(conn: psycopg.AsyncConnection[Any]) -> None:
+    conn.adapters.register_loader("jsonb", TextLoader)
 
-    async def insert_style_if_absent(self, style: StyleProfile) -> None:
-        cols = ", ".join(_STYLE_COLUMNS)
-        marks = ", ".join("?" for _ in _STYLE_COLUMNS)
-        self.db.execute(
-            f"INSERT INTO soul_style_profile ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
-            _style_row(style),
+
+class PostgresStore(Store):
+    """psycopg 3 through an async pool, opened and closed with the Catalog replica."""
+
+    def __init__(self, dsn: str, *, pool_min: int, pool_max: int, timeout_s: float) -> None:
+        self.dsn = dsn
+        self.pool_min, self.pool_max, self.timeout_s = pool_min, pool_max, timeout_s
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+
+    async def open(self) -> None:
+        await self.close()
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            self.dsn,
+            min_size=self.pool_min,
+            max_size=self.pool_max,
+            timeout=self.timeout_s,
+            kwargs={
+                "autocommit": True,
+                "row_factory": dict_row,
+                "connect_timeout": max(1, round(self.timeout_s)),
+            },
+            configure=_json_as_text,
+            # One empty round trip per checkout: a connection broken by a server restart is
+            # replaced before use instead of failing a request.
+            check=AsyncConnectionPool.check_connection,
+            open=False,
+            name="soul-catalog",
         )
+        try:
+            await pool.open(wait=True, timeout=self.timeout_s)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StoreUnavailable(f"PostgreSQL unreachable within {self.timeout_s} s") from exc
+        self._pool = pool
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_ID,))
+            await conn.execute(POSTGRES_DDL)
 
-    async def delete_style(self, soul_id: str, ts: int) -> bool:
-        """A tombstone written like any other LWW row, so an older write cannot resurrect it."""
-        existed = await self.get_style(soul_id) is not None
-        cur = self.db.execute(_UPSERT_STYLE, _style_tombstone(soul_id, ts))
-        return existed and cur.rowcount > 0
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
-    async def get_prompt_key(self, pk_id: str) -> PromptKey | None:
-        row = self.db.execute("SELECT * FROM prompt_key WHERE pk_id = ?", (pk_id,)).fetchone()
-        return _key_from(row) if row else None
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._pool is None:
+            raise StoreUnavailable("PostgreSQL store is not open")
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(f"PostgreSQL: {reason}") from exc
 
-    async def list_prompt_keys(self, soul_id: str) -> list[PromptKey]:
-        low, high = soul_prefix_bounds(soul_id)
-        rows = self.db.execute(
-            "SELECT * FROM prompt_key WHERE pk_id >= ? AND pk_id < ? ORDER BY pk_id", (low, high)
-        ).fetchall()
-        return [_key_from(r) for r in rows]
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._connection() as conn:
+            cur = await conn.execute(_placeholders(sql), params)
+            return await cur.fetchall()
 
-    async def upsert_prompt_key(self, key: PromptKey) -> None:
-        self.db.execute(
-            _UPSERT_KEY,
-            (
-                key.pk_id,
-                key.soul_id,
-                key.key_norm,
-                key.key_hash,
-                key.key_embed,
-                json.dumps(key.meta, sort_keys=True),
-                key.updated_at_ts,
-            ),
-        )
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._connection() as conn:
+            cur = await conn.execute(_placeholders(sql), params)
+            return cur.rowcount
 
-    async def list_variants(self, pk_id: str) -> list[Variant]:
-        rows = self.db.execute(
-            "SELECT * FROM variant WHERE pk_id = ? ORDER BY variant_id", (pk_id,)
-        ).fetchall()
-        return [_variant_from(r) for r in rows]
 
-    async def upsert_variant(self, variant: Variant) -> None:
-        self.db.execute(
-            _UPSERT_VARIANT,
-            (
-                variant.pk_id,
-                variant.variant_id,
-                variant.soul_id,
-                variant.asset_url,
-                variant.storage_key,
-                variant.seed,
-                variant.phash,
-                json.dumps(variant.meta, sort_keys=True),
-                variant.updated_at_ts,
-            ),
-        )
-
-    async def seen_among(self, user_id: str, variant_ids: list[str]) -> set[str]:
-        if not variant_ids:
-            return set()
-        marks = ", ".join("?" for _ in variant_ids)
-        rows = self.db.execute(
-            f"SELECT variant_id FROM user_seen WHERE user_id = ? AND variant_id IN ({marks})",
-            (user_id, *variant_ids),
-        ).fetchall()
-        return {r["variant_id"] for r in rows}
-
-    async def claim(self, user_id: str, variant_id: str, ts: int) -> bool:
-        row = self.db.execute(
-            "INSERT INTO user_seen (user_id, variant_id, seen_at_ts) VALUES (?, ?, ?) "
-            "ON CONFLICT DO NOTHING RETURNING variant_id",
-            (user_id, variant_id, ts),
-        ).fetchone()
-        return row is not None
+def _placeholders(sql: str) -> str:
+    """The shared statements use ``?``; psycopg wants ``%s`` (none of them contains a ``%``)."""
+    return sql.replace("?", "%s")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 from ray.serve import Application, Deployment
@@ -16,6 +16,11 @@ from deployments.transcoder import Transcoder, TranscoderConfig
 from serve_app.ingress import Ingress, IngressConfig
 
 
+DeploymentName = Literal[
+    "Ingress", "Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder"
+]
+
+
 class AppArgs(BaseModel):
     """Arguments of the application; each section becomes its deployment's ``user_config``."""
 
@@ -26,30 +31,33 @@ class AppArgs(BaseModel):
     animator: AnimatorConfig = Field(default_factory=AnimatorConfig)
     dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
     transcoder: TranscoderConfig = Field(default_factory=TranscoderConfig)
+    replicas: dict[DeploymentName, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description='Fixed replica counts by deployment name, e.g. {"Ingress": 2}, for runs '
+        "without a Serve config (tests, benchmarks); a config's deployments section also works.",
+    )
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
     args = AppArgs.model_validate(args)
 
-    def live(section: BaseModel) -> dict[str, Any]:
-        return {"user_config": section.model_dump(mode="json")}
+    def deployment(decorated: object, section: BaseModel | None = None) -> Deployment:
+        """Each deployment with its live config and, if asked, a fixed replica count."""
+        # @serve.deployment turned each class into a Deployment; type checkers see the class.
+        if not isinstance(decorated, Deployment):
+            raise TypeError(f"{decorated!r} is not a Serve deployment")
+        options: dict[str, Any] = {}
+        if section is not None:
+            options["user_config"] = section.model_dump(mode="json")
+        if decorated.name in args.replicas:
+            options["num_replicas"] = args.replicas[decorated.name]
+        return decorated.options(**options)
 
-    return (
-        deployment(Ingress)
-        .options(**live(args.ingress))
-        .bind(
-            deployment(Embedder).bind(),
-            deployment(Catalog).options(**live(args.catalog)).bind(args.souls_file),
-            deployment(Renderer).options(**live(args.renderer)).bind(),
-            deployment(Animator).options(**live(args.animator)).bind(),
-            deployment(Dedupe).options(**live(args.dedupe)).bind(),
-            deployment(Transcoder).options(**live(args.transcoder)).bind(),
-        )
+    return deployment(Ingress, args.ingress).bind(
+        deployment(Embedder).bind(),
+        deployment(Catalog, args.catalog).bind(args.souls_file),
+        deployment(Renderer, args.renderer).bind(),
+        deployment(Animator, args.animator).bind(),
+        deployment(Dedupe, args.dedupe).bind(),
+        deployment(Transcoder, args.transcoder).bind(),
     )
-
-
-def deployment(decorated: object) -> Deployment:
-    """``@serve.deployment`` turned each class into a Deployment; type checkers see the class."""
-    if not isinstance(decorated, Deployment):
-        raise TypeError(f"{decorated!r} is not a Serve deployment")
-    return decorated

@@ -89,12 +89,12 @@ async def http_hot(base: str, n: int, concurrency: int) -> dict[str, Any]:
 async def inprocess_hot(data_dir: Path, n: int) -> dict[str, Any]:
     """The floor: the same catalog logic and URL signing, called directly on the same store."""
     from deployments.catalog import CatalogEngine
-    from deployments.store import open_store
+    from deployments.store import store_for
     from serve_app.objects import open_object_store
     from serve_app.settings import Settings
 
     settings = Settings(data_dir=data_dir)
-    engine = CatalogEngine(open_store(settings.resolved_database_url))
+    engine = CatalogEngine(store_for(settings))
     await engine.start([])
     objects = open_object_store(settings)
 

@@ -1,20 +1,29 @@
 """HTTP API (FastAPI through ``@serve.ingress``): validation, user-unique delivery, coalescing."""
 # No `from __future__ import annotations`: FastAPI must resolve route signatures at runtime.
 
+import asyncio
+import contextlib
+import hashlib
+import json
 import logging
 import mimetypes
 import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.store import StoreUnavailable
 from serve_app.coalesce import Coalescer
 from serve_app.ids import new_ulid
 from serve_app.objects import open_object_store
@@ -25,12 +34,14 @@ from serve_app.schemas import (
     DedupeVerdict,
     EncodedAsset,
     EncodeJob,
+    IdempotentStart,
     ImageResponse,
     KeyLookup,
     PromptKey,
     RenderJob,
     SoulId,
     StyleProfile,
+    Text,
     UserId,
     Variant,
 )
@@ -49,6 +60,36 @@ class IngressConfig(BaseModel):
     delivery_attempts: int = Field(
         default=32, ge=1, le=256, description="Render-then-claim rounds before giving up with 503."
     )
+    lock_ttl_s: float = Field(
+        default=30,
+        gt=0,
+        description="Lifetime of a key's render lock (work_lock row); renewed every third of it "
+        "while the render runs, so a crashed replica's lock frees itself.",
+    )
+    lock_wait_s: float = Field(
+        default=600,
+        gt=0,
+        description="Longest wait for another replica's render of the same key before a 503.",
+    )
+    lock_poll_s: float = Field(
+        default=0.1, gt=0, le=10, description="How often a waiting request checks the lock."
+    )
+    idempotency_lease_s: float = Field(
+        default=900,
+        gt=0,
+        description="How long a running request owns its Idempotency-Key; past it (a crashed "
+        "replica), a retry runs afresh. Keep it above the slowest render.",
+    )
+    idempotency_retain_s: float = Field(
+        default=86_400, gt=0, description="How long a finished response is replayed."
+    )
+
+
+class Delivery(BaseModel):
+    """What /image delivered, as kept for an Idempotency-Key replay (URLs are signed afresh)."""
+
+    variant: Variant
+    cache: Literal["hit", "miss"]
 
 
 class StyleIn(StyleProfile):
@@ -76,6 +117,23 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
             "detail": "; ".join(problems),
             "errors": jsonable_encoder(exc.errors(), custom_encoder={Exception: str}),
         },
+    )
+
+
+@api.exception_handler(StarletteHTTPException)
+async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI says 400 for a body it can't read
+        return JSONResponse(status_code=422, content={"detail": "body: not valid UTF-8 JSON"})
+    return await http_exception_handler(request, exc)
+
+
+@api.exception_handler(StoreUnavailable)
+async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+    log.warning("request %s: catalog store unavailable: %s", request_id_of(request), exc)
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "catalog store unavailable; nothing was changed, retry shortly"},
+        headers={"Retry-After": "2"},
     )
 
 
@@ -115,6 +173,21 @@ def require_api_key(
 
 
 Authorized = Depends(require_api_key)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Makes the request safe to retry: the first response is replayed.",
+    ),
+]
+
+
+def client_scope(request: Request) -> str:
+    """Idempotency keys are per client: a hash of the bearer key, never the key itself."""
+    auth = request.headers.get("authorization", "")
+    return hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else "open"
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
@@ -166,15 +239,26 @@ class Ingress:
     @api.get("/image", response_model=ImageResponse, tags=["images"], dependencies=[Authorized])
     async def image(
         self,
+        request: Request,
+        response: Response,
         soul_id: Annotated[SoulId, Query(description="Soul, e.g. nova.")],
-        cue: Annotated[str, Query(max_length=MAX_CUE_CHARS, description="What to draw.")],
+        cue: Annotated[Text, Query(max_length=MAX_CUE_CHARS, description="What to draw.")],
         user_id: Annotated[UserId, Query(description="Who receives it.")],
+        idempotency_key: IdempotencyKey = None,
     ) -> ImageResponse:
         """A GIF of ``cue`` in the soul's style that this user has never been sent."""
         if not cue_tokens(cue):
             raise HTTPException(
                 422, "cue: must contain at least one word besides punctuation and stopwords"
             )
+        params = {"soul_id": soul_id, "cue": cue, "user_id": user_id}
+        result = await self._once(
+            request, response, idempotency_key, params, lambda: self._deliver(**params)
+        )
+        delivery = Delivery.model_validate(result)
+        return self._answer(delivery.variant, delivery.cache)
+
+    async def _deliver(self, soul_id: str, cue: str, user_id: str) -> dict[str, Any]:
         lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue, user_id)
         if lookup is None:
             raise HTTPException(404, f"unknown soul {soul_id!r}")
@@ -187,14 +271,16 @@ class Ingress:
             key = await self._resolve_similar(soul_id, lookup)
             variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
         if variant is not None:
-            return self._answer(variant, "hit")
+            return Delivery(variant=variant, cache="hit").model_dump(mode="json")
         for _ in range(self.config.delivery_attempts):
-            await self.coalescer.run(
-                key.pk_id, user_id, lambda: self._render_variant(key, style, cue)
+            rendered: dict[str, Variant] = await self.coalescer.run(
+                key.pk_id, user_id, lambda users: self._render_shared(key, style, cue, users)
             )
-            variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
+            variant = rendered.get(user_id) or await self.catalog.claim_unseen.remote(
+                key.pk_id, user_id
+            )
             if variant is not None:
-                return self._answer(variant, "miss")
+                return Delivery(variant=variant, cache="miss").model_dump(mode="json")
         raise HTTPException(
             503, "too many concurrent requests for this cue; retry", {"Retry-After": "1"}
         )
@@ -204,8 +290,51 @@ class Ingress:
         key, _score = await self.catalog.resolve_similar.remote(soul_id, lookup.key_norm, embedding)
         return key
 
-    async def _render_variant(self, key: PromptKey, style: StyleProfile, cue: str) -> Variant:
-        """Render → dedupe (new seed while too close to a sibling) → animate → encode → catalog."""
+    async def _render_shared(
+        self, key: PromptKey, style: StyleProfile, cue: str, users: set[str]
+    ) -> dict[str, Variant]:
+        """One render of a key at a time across replicas, for the users who still need one.
+
+        Under the key's lock, users who can already be served (say, by the render another
+        replica just finished) are left to claim it; the rest get a new variant claimed for
+        them before the lock is released. Returns who got what.
+        """
+        async with self._work_lock(f"render:{key.pk_id}"):
+            needy = await self.catalog.users_lacking_unseen.remote(key.pk_id, sorted(users))
+            if not needy:
+                return {}
+            variant, claimed = await self._render_variant(key, style, cue, needy)
+            return dict.fromkeys(claimed, variant)
+
+    @contextlib.asynccontextmanager
+    async def _work_lock(self, lock_key: str) -> AsyncIterator[None]:
+        """Hold the ``work_lock`` row (waiting while another owner has it), renewed meanwhile."""
+        owner, ttl_ms = new_ulid(), int(self.config.lock_ttl_s * 1000)
+        deadline = time.monotonic() + self.config.lock_wait_s
+        while not await self.catalog.try_lock.remote(lock_key, owner, ttl_ms):
+            if time.monotonic() > deadline:
+                raise HTTPException(
+                    503, "another replica is still rendering this cue; retry", {"Retry-After": "5"}
+                )
+            await asyncio.sleep(self.config.lock_poll_s)
+        renewal = asyncio.create_task(self._renew(lock_key, owner, ttl_ms))
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            await self.catalog.unlock.remote(lock_key, owner)
+
+    async def _renew(self, lock_key: str, owner: str, ttl_ms: int) -> None:
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            await self.catalog.try_lock.remote(lock_key, owner, ttl_ms)
+
+    async def _render_variant(
+        self, key: PromptKey, style: StyleProfile, cue: str, claim_for: list[str]
+    ) -> tuple[Variant, list[str]]:
+        """Render → dedupe (new seed while too close to a sibling) → animate → encode → catalog
+        (the row, then a claim for each of ``claim_for``). The variant and who it was claimed for.
+        """
         siblings: list[Variant] = await self.catalog.list_variants.remote(key.pk_id)
         known = [v.phash for v in siblings if v.phash is not None]
         prompt, negative = render_prompt(style, cue)
@@ -268,11 +397,56 @@ class Ingress:
             },
         )
         try:
-            return await self.catalog.put_variant.remote(variant)
+            return variant, await self.catalog.put_variant.remote(variant, claim_for)
         except Exception:
             for object_key in (asset.gif_key, asset.cover_key, asset.sidecar_key):
                 self.objects.delete(object_key)
             raise
+
+    async def _once(
+        self,
+        request: Request,
+        response: Response,
+        idempotency_key: str | None,
+        params: dict[str, Any],
+        work: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Run ``work`` once per Idempotency-Key: its result is stored, and replayed on retry."""
+        if idempotency_key is None:
+            return await work()
+        idem_key = f"{client_scope(request)}:{idempotency_key}"
+        route = f"{request.method} {request.url.path}"
+        fingerprint = hashlib.sha256(
+            json.dumps({"route": route, "params": params}, sort_keys=True).encode()
+        ).hexdigest()
+        lease_ms = int(self.config.idempotency_lease_s * 1000)
+        start: IdempotentStart = await self.catalog.begin_request.remote(
+            idem_key, fingerprint, lease_ms
+        )
+        if start.outcome == "mismatch":
+            raise HTTPException(
+                422, "Idempotency-Key: already used with different parameters; use a new key"
+            )
+        if start.outcome == "in_flight":
+            raise HTTPException(
+                409,
+                "Idempotency-Key: the first request with this key is still running; retry later",
+                {"Retry-After": "2"},
+            )
+        if start.outcome == "replay":
+            response.headers["Idempotent-Replayed"] = "true"
+            return start.result or {}
+        try:
+            result = await work()
+        except BaseException:
+            with contextlib.suppress(Exception):  # else the lease runs out by itself
+                await self.catalog.abandon_request.remote(idem_key, start.version)
+            raise
+        retain_ms = int(self.config.idempotency_retain_s * 1000)
+        await self.catalog.finish_request.remote(
+            idem_key, fingerprint, start.version, result, retain_ms
+        )
+        return result
 
     def _answer(self, variant: Variant, cache: Literal["hit", "miss"]) -> ImageResponse:
         ttl = self.settings.media_url_ttl_s
@@ -308,14 +482,25 @@ class Ingress:
 
     # ---- styles -------------------------------------------------------------------------
     @api.post("/style", response_model=StyleProfile, tags=["styles"], dependencies=[Authorized])
-    async def put_style(self, style: StyleIn) -> StyleProfile:
+    async def put_style(
+        self,
+        request: Request,
+        response: Response,
+        style: StyleIn,
+        idempotency_key: IdempotencyKey = None,
+    ) -> StyleProfile:
         """Upsert a soul's style profile (last write wins)."""
-        stored = await self.catalog.put_style.remote(
-            StyleProfile.model_validate(style.model_dump())
+        params = style.model_dump(mode="json")
+
+        async def upsert() -> dict[str, Any]:
+            stored = await self.catalog.put_style.remote(StyleProfile.model_validate(params))
+            if stored is None:
+                raise HTTPException(404, f"unknown soul {style.soul_id!r}")
+            return stored.model_dump(mode="json")
+
+        return StyleProfile.model_validate(
+            await self._once(request, response, idempotency_key, params, upsert)
         )
-        if stored is None:
-            raise HTTPException(404, f"unknown soul {style.soul_id!r}")
-        return stored
 
     @api.get(
         "/style", response_model=list[StyleProfile], tags=["styles"], dependencies=[Authorized]
@@ -333,10 +518,20 @@ class Ingress:
         return style
 
     @api.delete("/style/{soul_id}", status_code=204, tags=["styles"], dependencies=[Authorized])
-    async def delete_style(self, soul_id: SoulId) -> Response:
-        if not await self.catalog.delete_style.remote(soul_id):
-            raise HTTPException(404, f"no style profile for soul {soul_id!r}")
-        return Response(status_code=204)
+    async def delete_style(
+        self,
+        request: Request,
+        response: Response,
+        soul_id: SoulId,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        async def delete() -> dict[str, Any]:
+            if not await self.catalog.delete_style.remote(soul_id):
+                raise HTTPException(404, f"no style profile for soul {soul_id!r}")
+            return {}
+
+        await self._once(request, response, idempotency_key, {"soul_id": soul_id}, delete)
+        return Response(status_code=204, headers=response.headers)
 
 
 def _distance(verdict: DedupeVerdict) -> int:

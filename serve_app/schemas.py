@@ -2,20 +2,62 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 SoulId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
 MAX_CUE_CHARS = 200
+MAX_JSON_BYTES = 16_384
+
+# NUL and other control characters break storage (PostgreSQL refuses NUL in text); U+FFFD is what
+# invalid UTF-8 in a URL decodes to. Both are refused at the edge with a 422.
+_UNSAFE_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+
+
+def safe_text(value: str) -> str:
+    if found := _UNSAFE_CHARS.search(value):
+        char = found.group()
+        what = "invalid UTF-8" if char == "\ufffd" else f"control character {char!r}"
+        raise ValueError(f"contains {what}; send plain UTF-8 text")
+    return value
+
+
+def safe_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Free-form JSON that every backend can store: safe text, finite numbers, bounded size."""
+
+    def check(node: Any) -> None:
+        if isinstance(node, str):
+            safe_text(node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                check(k)
+                check(v)
+        elif isinstance(node, list):
+            for item in node:
+                check(item)
+
+    check(value)
+    if len(json.dumps(value)) > MAX_JSON_BYTES:
+        raise ValueError(f"larger than {MAX_JSON_BYTES} bytes as JSON")
+    return value
+
+
+Text = Annotated[str, AfterValidator(safe_text)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(safe_json)]
 
 
 class Soul(BaseModel):
     soul_id: SoulId
-    display_name: str = Field(min_length=1, max_length=120)
+    display_name: Text = Field(min_length=1, max_length=120)
 
 
 class StyleProfile(BaseModel):
@@ -24,23 +66,23 @@ class StyleProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     soul_id: SoulId
-    base_model_ref: str = Field(
+    base_model_ref: Text = Field(
         min_length=1, max_length=300, description="Local model tag (a folder in the models dir)."
     )
-    lora_ids: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+    lora_ids: list[Annotated[Text, StringConstraints(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=16, description='LoRA refs, e.g. ["loraA@v1"].'
     )
-    style_tags: list[Annotated[str, StringConstraints(min_length=1, max_length=40)]] = Field(
+    style_tags: list[Annotated[Text, StringConstraints(min_length=1, max_length=40)]] = Field(
         default_factory=list, max_length=16, description="Fixed tags added to every prompt key."
     )
-    palette: dict[str, Any] = Field(
+    palette: JsonObject = Field(
         default_factory=dict, description='Colours and stroke hints, e.g. {"hint": "pastel"}.'
     )
-    negatives: list[Annotated[str, StringConstraints(max_length=200)]] = Field(
+    negatives: list[Annotated[Text, StringConstraints(max_length=200)]] = Field(
         default_factory=list, max_length=32
     )
-    motion_module: str | None = Field(default=None, max_length=300)
-    extra: dict[str, Any] = Field(default_factory=dict, description="Free-form knobs.")
+    motion_module: Text | None = Field(default=None, max_length=300)
+    extra: JsonObject = Field(default_factory=dict, description="Free-form knobs.")
     updated_at_ts: int = Field(default=0, description="LWW timestamp (epoch ms), set by the store.")
 
 
@@ -84,6 +126,18 @@ class KeyLookup(BaseModel):
     claimed: Variant | None = Field(
         default=None, description="With a user and an existing key: the variant claimed for them."
     )
+
+
+class IdempotentStart(BaseModel):
+    """What the catalog says when a request with an Idempotency-Key begins."""
+
+    outcome: Literal["started", "replay", "in_flight", "mismatch"] = Field(
+        description="started: run it (then finish or abandon ``version``); replay: answer "
+        "``result`` again; in_flight: the first request still runs; mismatch: the key was used "
+        "with other parameters."
+    )
+    version: int = Field(default=0, description="The record's timestamp, for compare-and-set.")
+    result: dict[str, Any] | None = None
 
 
 class RenderJob(BaseModel):

@@ -23,6 +23,18 @@ class Settings(BaseSettings):
         default="",
         description="Catalog DSN: sqlite:///path.db or postgresql://... Empty: SQLite in data_dir.",
     )
+    database_pool_min: int = Field(
+        default=1, ge=0, le=100, description="PostgreSQL connections a Catalog replica keeps open."
+    )
+    database_pool_max: int = Field(
+        default=10, ge=1, le=200, description="Most PostgreSQL connections per Catalog replica."
+    )
+    database_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="Longest wait for a PostgreSQL connection before the request gets a 503.",
+    )
     object_store_url: str = Field(
         default="",
         description="fsspec URL of the object store (a folder path or file://...). "

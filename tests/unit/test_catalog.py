@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,7 +79,7 @@ def add_variants(engine: CatalogEngine, pk: str, n: int) -> list[str]:
             storage_key=f"{vid}.gif",
             seed=i,
         )
-        run(engine.put_variant(variant))
+        run(engine.put_variant(variant, []))
     return ids
 
 
@@ -304,3 +305,68 @@ def test_lookup_with_a_user_claims_in_the_same_call(engine: CatalogEngine) -> No
     assert run(engine.lookup("nova", "penguin", "u1")).claimed is None  # all seen
     assert run(engine.lookup("nova", "penguin")).claimed is None  # no user: no claim
     assert run(engine.lookup("nova", "penguin", "u2")).claimed.variant_id == ids[0]
+
+
+def test_replica_learns_keys_another_replica_created_before_creating_one(
+    engine: CatalogEngine, db_path: Path, souls: list[SoulSpec]
+) -> None:
+    replica = started(db_path, souls)
+    run(replica.resolve_similar("nova", norm_of("cat"), unit(90)))  # builds its index now
+    first, _ = run(engine.resolve_similar("nova", norm_of("penguin"), unit(0)))
+    found, score = run(replica.resolve_similar("nova", norm_of("penguins"), at_cosine(0.95)))
+    assert found.pk_id == first.pk_id and score == pytest.approx(0.95, abs=1e-4)
+    run(replica.close())
+
+
+# Renders shared by several users, and the lock that spans replicas.
+
+
+def test_put_variant_claims_it_for_the_users_who_need_it(engine: CatalogEngine) -> None:
+    pk = pk_id("nova", norm_of("penguin"))
+    [old] = add_variants(engine, pk, 1)
+    run(engine.store.claim("u1", old, now_ms()))
+    assert run(engine.users_lacking_unseen(pk, ["u1", "u2"])) == ["u1"]
+    new = Variant(variant_id=new_ulid(), pk_id=pk, soul_id="nova", asset_url="a", storage_key="k")
+    run(engine.store.claim("u3", new.variant_id, now_ms()))  # a race the write must survive
+    assert run(engine.put_variant(new, ["u1", "u3"])) == ["u1"]
+    assert [v.variant_id for v in run(engine.list_variants(pk))] == [old, new.variant_id]
+    assert run(engine.users_lacking_unseen(pk, ["u1", "u2", "u3"])) == ["u1"]
+    assert run(engine.users_lacking_unseen(pk_id("nova", "nothing"), ["u9"])) == ["u9"]
+
+
+def test_work_lock_between_two_owners(engine: CatalogEngine) -> None:
+    assert run(engine.try_lock("render:k", "a", 60_000)) is True
+    assert run(engine.try_lock("render:k", "b", 60_000)) is False
+    run(engine.unlock("render:k", "a"))
+    assert run(engine.try_lock("render:k", "b", 60_000)) is True
+
+
+# Idempotency records.
+
+
+def test_idempotent_request_runs_once_then_replays(engine: CatalogEngine) -> None:
+    first = run(engine.begin_request("c:k1", "fp", lease_ms=60_000))
+    assert first.outcome == "started"
+    assert run(engine.begin_request("c:k1", "fp", lease_ms=60_000)).outcome == "in_flight"
+    assert run(engine.begin_request("c:k1", "other", lease_ms=60_000)).outcome == "mismatch"
+    run(engine.finish_request("c:k1", "fp", first.version, {"v": 1}, retain_ms=60_000))
+    replay = run(engine.begin_request("c:k1", "fp", lease_ms=60_000))
+    assert (replay.outcome, replay.result) == ("replay", {"v": 1})
+    assert run(engine.begin_request("c:k1", "other", lease_ms=60_000)).outcome == "mismatch"
+
+
+def test_abandoned_request_runs_again(engine: CatalogEngine) -> None:
+    first = run(engine.begin_request("c:k2", "fp", lease_ms=60_000))
+    run(engine.abandon_request("c:k2", first.version))
+    again = run(engine.begin_request("c:k2", "fp2", lease_ms=60_000))
+    assert again.outcome == "started"
+
+
+def test_expired_lease_or_retention_is_taken_over(engine: CatalogEngine) -> None:
+    crashed = run(engine.begin_request("c:k3", "fp", lease_ms=0))
+    taken = run(engine.begin_request("c:k3", "fp", lease_ms=60_000))
+    assert taken.outcome == "started" and taken.version > crashed.version
+    run(engine.finish_request("c:k3", "fp", crashed.version, {"late": True}, 60_000))  # lost CAS
+    run(engine.finish_request("c:k3", "fp", taken.version, {"v": 2}, retain_ms=0))
+    time.sleep(0.005)  # past the retention
+    assert run(engine.begin_request("c:k3", "new", lease_ms=60_000)).outcome == "started"

@@ -18,9 +18,11 @@ class Work:
         self.calls = 0
         self.release = asyncio.Event()
         self.result, self.error = result, error
+        self.users: list[set[str]] = []
 
-    async def __call__(self) -> Any:
+    async def __call__(self, users: set[str]) -> Any:
         self.calls += 1
+        self.users.append(users)
         n = self.calls
         await self.release.wait()
         if self.error is not None:
@@ -48,6 +50,7 @@ def test_different_users_share_one_execution() -> None:
         assert await asyncio.gather(*waiters) == ["gif-1"] * 8
         assert work.calls == 1
         assert co.joined == 7
+        assert work.users == [{f"u{i}" for i in range(8)}]  # the work saw who joined
         assert co.in_flight("k") == 0
 
     run(test)

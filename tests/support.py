@@ -1,0 +1,61 @@
+"""Shared by unit and integration tests: one event loop, and PostgreSQL databases of their own.
+
+Tests that need PostgreSQL skip with a reason when no server answers, and fail instead when
+``SOUL_TEST_STRICT=1`` (set by ``.ci/run``), so CI can never pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import secrets
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+T = TypeVar("T")
+STRICT = os.environ.get("SOUL_TEST_STRICT") == "1"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SOUL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+_runner = asyncio.Runner()
+atexit.register(_runner.close)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on one long-lived loop: a psycopg pool belongs to the loop that opened it."""
+    return _runner.run(coro)
+
+
+def skip_or_fail(reason: str) -> None:
+    if STRICT:
+        pytest.fail(f"{reason} (SOUL_TEST_STRICT=1 turns this skip into a failure)")
+    pytest.skip(reason)
+
+
+def require_postgres() -> None:
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        where = urlsplit(POSTGRES_ADMIN_URL).netloc.rpartition("@")[2]
+        skip_or_fail(f"no PostgreSQL at {where}: {str(exc).strip()}")
+
+
+@contextmanager
+def temporary_database() -> Iterator[str]:
+    """A new, empty database on the test server; dropped (connections and all) afterwards."""
+    require_postgres()
+    name = f"soul_test_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(POSTGRES_ADMIN_URL)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,6 +10,8 @@ import asyncio
 import atexit
 import os
 import secrets
+import shutil
+import subprocess
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -59,3 +61,21 @@ def temporary_database() -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def postgres_outage() -> Iterator[None]:
+    """Stop the local PostgreSQL cluster for the duration, then start it again, whatever happens.
+
+    Only for the machine's own cluster (the one `.ci/run` starts) with pg_ctlcluster at hand.
+    """
+    clusters = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    host = urlsplit(POSTGRES_ADMIN_URL).hostname
+    if not shutil.which("pg_ctlcluster") or not clusters or host not in ("127.0.0.1", "localhost"):
+        skip_or_fail("stopping PostgreSQL needs the local cluster and pg_ctlcluster")
+    control = ["pg_ctlcluster", "--skip-systemctl-redirect", clusters[-1], "main"]
+    subprocess.run([*control, "stop", "-m", "fast"], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run([*control, "start"], check=True, capture_output=True)

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from soul_client import API_KEY, Graph, free_port
+from soul_client import API_KEY, TEST_ARGS, Graph, free_port
 
 from serve_app.local import local_graph
-
-# Small and fast on 2 cores; the same code paths as the defaults.
-TEST_ARGS: dict[str, Any] = {
-    "renderer": {"steps": 4, "width": 64, "height": 64},
-    "animator": {"frames": 6, "steps": 4, "strength": 0.5},
-    "transcoder": {"fps": 12, "width": 128},
-}
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
@@ -9,14 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
+from psycopg.rows import dict_row
 
 API_KEY = "integration-test-key"
+# Small and fast on 2 cores; the same code paths as the defaults.
+TEST_ARGS: dict[str, Any] = {
+    "renderer": {"steps": 4, "width": 64, "height": 64},
+    "animator": {"frames": 6, "steps": 4, "strength": 0.5},
+    "transcoder": {"fps": 12, "width": 128},
+}
 
 
 class Graph:
-    def __init__(self, base_url: str, data_dir: Path) -> None:
+    def __init__(self, base_url: str, data_dir: Path, database_url: str = "") -> None:
         self.base_url = base_url
         self.data_dir = data_dir
+        self.database_url = database_url  # empty: the embedded SQLite catalog in data_dir
         self.client = httpx.Client(
             base_url=base_url, timeout=300, headers={"Authorization": f"Bearer {API_KEY}"}
         )
@@ -26,7 +36,11 @@ class Graph:
             "/image", params={"soul_id": soul_id, "cue": cue, "user_id": user_id}
         )
 
-    def rows(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+    def rows(self, sql: str, *params: Any) -> list[Any]:
+        """Rows of the graph's catalog, by column name; ``?`` placeholders on either backend."""
+        if self.database_url:
+            with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
+                return conn.execute(sql.replace("?", "%s"), params).fetchall()
         db = sqlite3.connect(self.data_dir / "catalog.db")
         db.row_factory = sqlite3.Row
         try:
@@ -45,6 +59,25 @@ class Graph:
     def sidecar(self, storage_key: str) -> dict[str, Any]:
         path = self.data_dir / "objects" / storage_key.replace(".gif", ".json")
         return json.loads(path.read_text())
+
+
+def burst(
+    graph: Graph, requests: list[dict[str, str]], concurrency: int = 16
+) -> list[httpx.Response]:
+    """GET /image for every params dict, ``concurrency`` at a time; responses in order."""
+
+    async def main() -> list[httpx.Response]:
+        gate = asyncio.Semaphore(concurrency)
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=graph.base_url, timeout=600, headers=headers) as c:
+
+            async def one(params: dict[str, str]) -> httpx.Response:
+                async with gate:
+                    return await c.get("/image", params=params)
+
+            return await asyncio.gather(*(one(p) for p in requests))
+
+    return asyncio.run(main())
 
 
 def free_port() -> int:

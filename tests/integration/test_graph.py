@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 
@@ -98,6 +99,9 @@ def test_twenty_requests_of_one_user_get_twenty_distinct_variants(graph: Graph) 
         ({"soul_id": "nova", "cue": "penguin", "user_id": "has space"}, "user_id"),
         ({"soul_id": "nova", "cue": "penguin", "user_id": "u" * 129}, "user_id"),
         ({"soul_id": "nova", "cue": "penguin"}, "user_id"),
+        ({"soul_id": "nova", "cue": "pen\x00guin", "user_id": "u"}, "cue"),
+        ({"soul_id": "nova", "cue": "pen\x1bguin", "user_id": "u"}, "cue"),
+        ({"soul_id": "nova\x00", "cue": "penguin", "user_id": "u"}, "soul_id"),
     ],
 )
 def test_bad_input_is_a_422_naming_the_field(graph: Graph, params: dict, field: str) -> None:
@@ -106,6 +110,31 @@ def test_bad_input_is_a_422_naming_the_field(graph: Graph, params: dict, field: 
     assert r.status_code == 422, r.text
     assert r.json()["detail"].startswith(f"{field}:"), r.json()
     assert graph.rows("SELECT count(*) AS n FROM prompt_key")[0]["n"] == before
+
+
+def test_undecodable_or_out_of_range_input_is_a_422_never_a_500(graph: Graph) -> None:
+    invalid_utf8 = graph.client.get("/image?soul_id=nova&user_id=u&cue=pen%FF%FEguin")
+    assert invalid_utf8.status_code == 422 and "invalid UTF-8" in invalid_utf8.json()["detail"]
+    long_key = graph.client.get(
+        "/image",
+        params={"soul_id": "nova", "cue": "penguin", "user_id": "u"},
+        headers={"Idempotency-Key": "k" * 201},
+    )
+    assert long_key.status_code == 422 and "idempotency-key" in long_key.json()["detail"].lower()
+    media = graph.client.get("/media/x.gif", params={"exp": "9" * 400, "sig": "s"})
+    assert media.status_code in (403, 422), media.text
+    nova = graph.client.get("/style/nova").json()
+    nova.pop("updated_at_ts")
+    headers = {"Content-Type": "application/json"}
+    for body in [
+        json.dumps({**nova, "negatives": ["ok", "bad\u0000"]}).encode(),
+        json.dumps({**nova, "palette": {"alpha": float("nan")}}).encode(),  # NaN, not JSON
+        json.dumps({**nova, "palette": {"blob": "x" * 20_000}}).encode(),
+        json.dumps(nova).encode().replace(b"tiny-sdxl", b"tiny-\xff-sdxl"),
+    ]:
+        r = graph.client.post("/style", content=body, headers=headers)
+        assert r.status_code == 422, (r.status_code, r.text)
+    assert graph.client.get("/style/nova").json()["base_model_ref"] == nova["base_model_ref"]
 
 
 def test_unknown_soul_is_a_404(graph: Graph) -> None:

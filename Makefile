@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+CONFIG ?= config/serve.local.yaml
+POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/soul
 export SOUL_DATA_DIR ?= $(CURDIR)/var
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve test lint bench-hot bench-miss clean
+.PHONY: setup serve serve-postgres test lint bench-hot bench-miss bench-catalog clean
 
 setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-sdxl/model_index.json
 
@@ -22,7 +24,12 @@ $(SOUL_DATA_DIR)/models/tiny-sdxl/model_index.json: $(VENV)/.installed
 
 serve: setup
 	PORT=$(PORT) SOUL_PUBLIC_BASE_URL=$${SOUL_PUBLIC_BASE_URL:-http://127.0.0.1:$(PORT)} \
-		$(BIN)/soul serve --config config/serve.local.yaml
+		$(BIN)/soul serve --config $(CONFIG)
+
+# The same graph with its catalog on PostgreSQL (the database is created if missing).
+serve-postgres: setup
+	SOUL_DATABASE_URL=$(POSTGRES_URL) $(BIN)/soul db init
+	SOUL_DATABASE_URL=$(POSTGRES_URL) $(MAKE) serve
 
 test: setup
 	$(BIN)/python -m pytest
@@ -37,6 +44,9 @@ bench-hot: setup
 
 bench-miss: setup
 	$(BIN)/soul bench miss
+
+bench-catalog: setup
+	$(BIN)/soul bench catalog
 
 clean:
 	rm -rf $(SOUL_DATA_DIR) .pytest_cache .mypy_cache .ruff_cache

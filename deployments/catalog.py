@@ -107,10 +107,10 @@ class CatalogEngine:
         With ``user_id``, an existing key's oldest unseen variant is claimed in the same call:
         the cache-hit path is one round trip.
         """
-        if await self.store.get_soul(soul_id) is None:
-            return None
         style = await self.store.get_style(soul_id)
-        if style is None:
+        if style is None:  # an unknown soul, or one whose style was deleted
+            if await self.store.get_soul(soul_id) is None:
+                return None
             return KeyLookup(style=None, key_norm="", cue_text="", key=None)
         key_norm, cue_text = normalize(cue, style.style_tags)
         key = await self.store.get_prompt_key(pk_id(soul_id, key_norm))

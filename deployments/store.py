@@ -8,14 +8,18 @@ single-row, idempotent, last-write-wins upsert: no cross-row transactions, no jo
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
+import psycopg.conninfo
+import psycopg.sql
 from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -49,6 +53,44 @@ def store_for(settings: Settings) -> Store:
         pool_max=settings.database_pool_max,
         timeout_s=settings.database_timeout_s,
     )
+
+
+def create_database(dsn: str) -> bool:
+    """Create the PostgreSQL database ``dsn`` names, if it is missing; True when created."""
+    name, admin = _database_and_admin(dsn)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+        return True
+
+
+def drop_database(dsn: str) -> None:
+    """Drop the PostgreSQL database ``dsn`` names, closing its connections (scratch databases)."""
+    name, admin = _database_and_admin(dsn)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        drop = psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(drop.format(psycopg.sql.Identifier(name)))
+
+
+@contextmanager
+def scratch_database(server_dsn: str, prefix: str) -> Iterator[str]:
+    """A new database ``<prefix>_<random>`` on the server ``server_dsn`` points at; dropped
+    afterwards (tests and benchmarks)."""
+    dsn = urlsplit(server_dsn)._replace(path=f"/{prefix}_{secrets.token_hex(6)}").geturl()
+    create_database(dsn)
+    try:
+        yield dsn
+    finally:
+        drop_database(dsn)
+
+
+def _database_and_admin(dsn: str) -> tuple[str, str]:
+    """The database a DSN names, and a DSN of the same server's maintenance database."""
+    name = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname")
+    if not name:
+        raise ValueError("the PostgreSQL DSN names no database")
+    return str(name), psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
 
 
 def lww_upsert_sql(table: str, columns: list[str], keys: list[str], tiebreak: str) -> str:

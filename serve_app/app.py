@@ -15,7 +15,6 @@ from deployments.renderer import Renderer, RendererConfig
 from deployments.transcoder import Transcoder, TranscoderConfig
 from serve_app.ingress import Ingress, IngressConfig
 
-
 DeploymentName = Literal[
     "Ingress", "Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder"
 ]

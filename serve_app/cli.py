@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -40,6 +42,28 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     os.execv(serve_bin, [serve_bin, "run", str(run_file)])
 
 
+def cmd_db_init(ns: argparse.Namespace) -> int:
+    """Create the catalog database if it is missing (PostgreSQL) and apply the schema."""
+    from deployments.store import create_database, store_for
+
+    settings = Settings()
+    dsn = settings.resolved_database_url
+    created = dsn.startswith(("postgresql://", "postgres://")) and create_database(dsn)
+
+    async def apply_schema() -> None:
+        store = store_for(settings)
+        await store.open()
+        await store.close()
+
+    asyncio.run(apply_schema())
+    where = urlsplit(dsn)
+    print(
+        f"catalog schema ready in {where.scheme}://{where.hostname or ''}{where.path}"
+        + (" (database created)" if created else "")
+    )
+    return 0
+
+
 def cmd_bench(ns: argparse.Namespace) -> int:
     from serve_app import bench
 
@@ -56,6 +80,12 @@ def parser() -> argparse.ArgumentParser:
     tiny = models.add_parser("tiny", help="build the tiny SDXL-architecture test model")
     tiny.add_argument("--dest", help="target folder (default: $SOUL_MODELS_DIR/tiny-sdxl)")
     tiny.set_defaults(func=cmd_models_tiny)
+
+    db = sub.add_parser("db", help="the catalog database").add_subparsers(
+        dest="db_command", required=True
+    )
+    init = db.add_parser("init", help="create $SOUL_DATABASE_URL if missing; apply the schema")
+    init.set_defaults(func=cmd_db_init)
 
     serve = sub.add_parser("serve", help="run the service in the foreground")
     serve.add_argument("--config", default="config/serve.local.yaml", help="Serve config file")

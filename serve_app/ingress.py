@@ -111,12 +111,10 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
         f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0]}: {err['msg']}"
         for err in exc.errors()
     ]
+    # Where and why, never the rejected input itself (it may be huge, or not even JSON: NaN).
+    errors = [{k: err[k] for k in ("type", "loc", "msg")} for err in exc.errors()]
     return JSONResponse(
-        status_code=422,
-        content={
-            "detail": "; ".join(problems),
-            "errors": jsonable_encoder(exc.errors(), custom_encoder={Exception: str}),
-        },
+        status_code=422, content={"detail": "; ".join(problems), "errors": jsonable_encoder(errors)}
     )
 
 
@@ -322,12 +320,14 @@ class Ingress:
             yield
         finally:
             renewal.cancel()
-            await self.catalog.unlock.remote(lock_key, owner)
+            with contextlib.suppress(Exception):  # else it expires after its TTL
+                await self.catalog.unlock.remote(lock_key, owner)
 
     async def _renew(self, lock_key: str, owner: str, ttl_ms: int) -> None:
         while True:
             await asyncio.sleep(ttl_ms / 3000)
-            await self.catalog.try_lock.remote(lock_key, owner, ttl_ms)
+            with contextlib.suppress(Exception):  # a missed renewal only risks a duplicate render
+                await self.catalog.try_lock.remote(lock_key, owner, ttl_ms)
 
     async def _render_variant(
         self, key: PromptKey, style: StyleProfile, cue: str, claim_for: list[str]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-import secrets
 import shutil
 import subprocess
 from collections.abc import Coroutine, Iterator
@@ -19,6 +18,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+
+from deployments.store import scratch_database
 
 T = TypeVar("T")
 STRICT = os.environ.get("SOUL_TEST_STRICT") == "1"
@@ -53,14 +54,8 @@ def require_postgres() -> None:
 def temporary_database() -> Iterator[str]:
     """A new, empty database on the test server; dropped (connections and all) afterwards."""
     require_postgres()
-    name = f"soul_test_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlsplit(POSTGRES_ADMIN_URL)._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(POSTGRES_ADMIN_URL, "soul_test") as url:
+        yield url
 
 
 @contextmanager

@@ -8,15 +8,24 @@ import socket
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
-from deployments.store import PostgresStore, SQLiteStore, Store, StoreUnavailable, open_store
+from deployments.store import (
+    PostgresStore,
+    SQLiteStore,
+    Store,
+    StoreUnavailable,
+    drop_database,
+    open_store,
+)
+from serve_app import cli
 from serve_app.ids import new_ulid
 from serve_app.prompts import key_hash, pk_id, soul_prefix_bounds
 from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant
-from tests.support import run, temporary_database
+from tests.support import POSTGRES_ADMIN_URL, require_postgres, run, temporary_database
 
 TABLES = "soul, soul_style_profile, prompt_key, variant, user_seen, work_lock, idempotency"
 
@@ -443,3 +452,21 @@ def test_plan_point_reads(filled: Store) -> None:
 def test_claim_is_one_statement(store: Store) -> None:
     [(sql, _)] = statements_of(store, store.claim("user1", new_ulid(), 1))
     assert sql.startswith("INSERT INTO user_seen") and "ON CONFLICT DO NOTHING" in sql
+
+
+def test_soul_db_init_creates_the_database_once_and_applies_the_schema(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_postgres()
+    dsn = urlsplit(POSTGRES_ADMIN_URL)._replace(path=f"/soul_init_{new_ulid().lower()}").geturl()
+    monkeypatch.setenv("SOUL_DATABASE_URL", dsn)
+    try:
+        assert cli.main(["db", "init"]) == 0
+        assert "(database created)" in capsys.readouterr().out
+        assert cli.main(["db", "init"]) == 0
+        assert "created" not in capsys.readouterr().out
+        with psycopg.connect(dsn) as conn:
+            tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables").fetchall()}
+        assert set(TABLES.split(", ")) <= tables
+    finally:
+        drop_database(dsn)

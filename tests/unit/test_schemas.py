@@ -1,0 +1,67 @@
+"""Input that no backend could store is refused by the schemas (the API turns that into a 422)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from serve_app.app import AppArgs
+from serve_app.schemas import MAX_JSON_BYTES, StyleProfile, safe_text
+
+
+@pytest.mark.parametrize("text", ["penguin", "café ☃", "tab\tand\nnewline", "emoji 🐧"])
+def test_plain_text_passes(text: str) -> None:
+    assert safe_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("nul\x00byte", "control character"),
+        ("escape\x1b[0m", "control character"),
+        ("delete\x7f", "control character"),
+        ("broken \ufffd utf-8", "invalid UTF-8"),
+    ],
+)
+def test_unstorable_text_is_refused(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        safe_text(text)
+
+
+@pytest.mark.parametrize(
+    ("fields", "where", "why"),
+    [
+        ({"negatives": ["ok", "bad\x00"]}, "negatives.1", "control character"),
+        ({"base_model_ref": "model\x00"}, "base_model_ref", "control character"),
+        ({"palette": {"alpha": float("nan")}}, "palette", "finite"),
+        ({"extra": {"deep": [{"x": float("inf")}]}}, "extra", "finite"),
+        ({"extra": {"key\x00": 1}}, "extra", "control character"),
+        ({"palette": {"blob": "x" * MAX_JSON_BYTES}}, "palette", "larger than"),
+    ],
+)
+def test_style_refuses_what_a_store_cannot_hold(
+    fields: dict[str, Any], where: str, why: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        StyleProfile.model_validate({"soul_id": "nova", "base_model_ref": "tiny-sdxl", **fields})
+    [error] = caught.value.errors()
+    assert ".".join(str(p) for p in error["loc"]) == where
+    assert why in error["msg"]
+
+
+def test_style_keeps_nested_json_that_is_fine() -> None:
+    palette = {"colors": ["#fff", "#000"], "weights": [0.5, 1, None, True], "hint": "soft"}
+    assert StyleProfile(soul_id="nova", base_model_ref="m", palette=palette).palette == palette
+
+
+def test_replica_counts_name_real_deployments() -> None:
+    assert AppArgs.model_validate({"replicas": {"Ingress": 2, "Catalog": 2}}).replicas == {
+        "Ingress": 2,
+        "Catalog": 2,
+    }
+    with pytest.raises(ValidationError, match="Ingress"):
+        AppArgs.model_validate({"replicas": {"Ingres": 2}})
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        AppArgs.model_validate({"replicas": {"Catalog": 0}})

@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: setup serve serve-postgres test lint bench-hot bench-miss bench-catalog clean
 
-setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-sdxl/model_index.json
+setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-lora-ink.safetensors
 
 # torch first and pinned: that takes the local CPU wheel instead of gigabytes of CUDA packages.
 $(VENV)/.installed: pyproject.toml
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-$(SOUL_DATA_DIR)/models/tiny-sdxl/model_index.json: $(VENV)/.installed
+$(SOUL_DATA_DIR)/models/tiny-lora-ink.safetensors: $(VENV)/.installed
 	$(BIN)/soul models tiny
 
 serve: setup

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field, model_validator
 from ray import serve
 
-from serve_app.models import DiffusionConfig, configure_torch, load_sdxl, resolve_model
+from serve_app.model_manager import ModelManager
+from serve_app.models import (
+    DiffusionConfig,
+    LoadedStyle,
+    StylePipelines,
+    configure_torch,
+    model_manager,
+)
 from serve_app.schemas import AnimateJob, Frames
 from serve_app.settings import Settings
 
@@ -33,22 +38,23 @@ class AnimatorConfig(DiffusionConfig):
 
 
 class AnimatorEngine:
-    def __init__(self, models_dir: Path, config: AnimatorConfig | None = None) -> None:
-        self.models_dir = models_dir
-        self.config = config or AnimatorConfig()
-        self._pipelines: dict[str, Any] = {}
-        self._lock = threading.Lock()
+    """Variations run with the soul's LoRA set switched on, like its render."""
 
-    def img2img(self, base_model_ref: str) -> Any:
-        """The base model loaded once; its img2img pipeline shares its modules (``from_pipe``)."""
+    def __init__(self, manager: ModelManager, config: AnimatorConfig | None = None) -> None:
+        self.config = config or AnimatorConfig()
+        self.pipelines = StylePipelines(manager, self.config)
+        self._img2img: dict[str, Any] = {}
+
+    def img2img(self, base_model_ref: str, style: LoadedStyle) -> Any:
+        """The style's pipeline as img2img: ``from_pipe`` shares its modules, adapters included."""
         from diffusers import StableDiffusionXLImg2ImgPipeline
 
-        if base_model_ref not in self._pipelines:
-            base = load_sdxl(resolve_model(base_model_ref, self.models_dir), self.config)
-            pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(base)
+        self.pipelines.activate(style)
+        if base_model_ref not in self._img2img:
+            pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(style.pipe)
             pipe.set_progress_bar_config(disable=True)
-            self._pipelines[base_model_ref] = pipe
-        return self._pipelines[base_model_ref]
+            self._img2img[base_model_ref] = pipe
+        return self._img2img[base_model_ref]
 
     def animate(self, image: Frames, job: AnimateJob) -> Frames:
         import torch
@@ -58,8 +64,9 @@ class AnimatorEngine:
         init = Image.fromarray(image.pixels[0])
         seeds = [(job.seed + i) % 2**63 for i in range(1, cfg.frames)]
         frames = [image.pixels[0]]
-        with self._lock, torch.inference_mode():
-            pipe = self.img2img(job.base_model_ref)
+        with self.pipelines.lock, torch.inference_mode():
+            style = self.pipelines.style(job.base_model_ref, job.lora_ids)
+            pipe = self.img2img(job.base_model_ref, style)
             for start in range(0, len(seeds), cfg.batch_size):
                 chunk = seeds[start : start + cfg.batch_size]
                 out = pipe(
@@ -90,10 +97,10 @@ class Animator:
     def __init__(self) -> None:
         settings = Settings()
         configure_torch(settings)
-        self.engine = AnimatorEngine(settings.resolved_models_dir)
+        self.engine = AnimatorEngine(model_manager(settings))
 
     def reconfigure(self, config: dict) -> None:
-        self.engine.config = AnimatorConfig.model_validate(config)
+        self.engine.config = self.engine.pipelines.config = AnimatorConfig.model_validate(config)
 
     async def animate(self, image: Frames, job: AnimateJob) -> Frames:
         return await asyncio.to_thread(self.engine.animate, image, job)

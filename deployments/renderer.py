@@ -1,17 +1,15 @@
-"""Renderer: text-to-image with an SDXL pipeline, multiplexed by style id."""
+"""Renderer: text-to-image with SDXL, multiplexed by style id (base model + LoRA set + weights)."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import Field
 from ray import serve
 
-from serve_app.models import DiffusionConfig, configure_torch, load_sdxl, resolve_model
+from serve_app.model_manager import ModelManager
+from serve_app.models import DiffusionConfig, StylePipelines, configure_torch, model_manager
 from serve_app.schemas import Frames, RenderJob
 from serve_app.settings import Settings
 
@@ -19,29 +17,40 @@ from serve_app.settings import Settings
 class RendererConfig(DiffusionConfig):
     width: int = Field(default=128, ge=64, le=2048, multiple_of=8)
     height: int = Field(default=128, ge=64, le=2048, multiple_of=8)
+    max_styles: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Styles a replica keeps ready (multiplexing; read when a replica starts).",
+    )
+    max_loras: int = Field(
+        default=8, ge=1, le=128, description="LoRA adapters kept loaded per base model (LRU)."
+    )
 
 
 class RendererEngine:
-    """Keeps base pipelines by model ref; one render at a time (pipelines are not thread-safe)."""
+    """One render at a time per replica: pipelines are not thread-safe."""
 
-    def __init__(self, models_dir: Path, config: RendererConfig | None = None) -> None:
-        self.models_dir = models_dir
-        self.config = config or RendererConfig()
-        self._pipelines: dict[str, Any] = {}
-        self._lock = threading.Lock()
+    def __init__(self, manager: ModelManager, config: RendererConfig | None = None) -> None:
+        self.pipelines = StylePipelines(manager, DiffusionConfig())
+        self.configure(config or RendererConfig())
 
-    def load(self, base_model_ref: str) -> Any:
-        with self._lock:
-            if base_model_ref not in self._pipelines:
-                path = resolve_model(base_model_ref, self.models_dir)
-                self._pipelines[base_model_ref] = load_sdxl(path, self.config)
-            return self._pipelines[base_model_ref]
+    def configure(self, config: RendererConfig) -> None:
+        """Applies to pipelines loaded from now on (device, dtype) and to every call (the rest)."""
+        self.config = self.pipelines.config = config
+        self.pipelines.max_loras = config.max_loras
 
-    def render(self, pipe: Any, job: RenderJob) -> Frames:
+    def prepare(self, job: RenderJob) -> None:
+        """Download and load what the job's style needs (the slow part of a style switch)."""
+        with self.pipelines.lock:
+            self.pipelines.style(job.base_model_ref, job.lora_ids)
+
+    def render(self, job: RenderJob) -> Frames:
         import torch
 
         cfg = self.config
-        with self._lock, torch.inference_mode():
+        with self.pipelines.lock, torch.inference_mode():
+            pipe = self.pipelines.activate(self.pipelines.style(job.base_model_ref, job.lora_ids))
             out = pipe(
                 prompt=job.prompt,
                 negative_prompt=job.negative_prompt or None,
@@ -60,6 +69,7 @@ class RendererEngine:
             "sampler": type(pipe.scheduler).__name__,
             "style_id": job.style_id,
             "base_model_ref": job.base_model_ref,
+            "lora_ids": job.lora_ids,
             "prompt": job.prompt,
             "negative_prompt": job.negative_prompt,
             "width": cfg.width,
@@ -70,21 +80,26 @@ class RendererEngine:
 
 @serve.deployment(name="Renderer", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)
 class Renderer:
-    def __init__(self) -> None:
+    def __init__(self, max_styles: int = RendererConfig().max_styles) -> None:
         settings = Settings()
         configure_torch(settings)
-        self.engine = RendererEngine(settings.resolved_models_dir)
-        self._style_bases: dict[str, str] = {}
+        self.engine = RendererEngine(model_manager(settings))
+        self._jobs: dict[str, RenderJob] = {}
+
+        async def load(style_id: str) -> str:
+            await asyncio.to_thread(self.engine.prepare, self._jobs[style_id])
+            return style_id
+
+        # Wired here (Serve supports it) so the number of styles kept comes from the app's
+        # config; Serve routes a style id to a replica that reports it loaded. A plain function:
+        # Serve keeps its cache on the function object, which a bound method can't hold.
+        self.get_style = serve.multiplexed(max_num_models_per_replica=max_styles)(load)
 
     def reconfigure(self, config: dict) -> None:
-        self.engine.config = RendererConfig.model_validate(config)
-
-    @serve.multiplexed(max_num_models_per_replica=4)
-    async def get_style(self, style_id: str) -> Any:
-        return await asyncio.to_thread(self.engine.load, self._style_bases[style_id])
+        self.engine.configure(RendererConfig.model_validate(config))
 
     async def render(self, job: RenderJob) -> Frames:
         """Routed by ``multiplexed_model_id=job.style_id`` to a replica holding the style."""
-        self._style_bases[job.style_id] = job.base_model_ref
-        pipe = await self.get_style(job.style_id)
-        return await asyncio.to_thread(self.engine.render, pipe, job)
+        self._jobs[job.style_id] = job
+        await self.get_style(job.style_id)
+        return await asyncio.to_thread(self.engine.render, job)

@@ -55,7 +55,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     return deployment(Ingress, args.ingress).bind(
         deployment(Embedder).bind(),
         deployment(Catalog, args.catalog).bind(args.souls_file),
-        deployment(Renderer, args.renderer).bind(),
+        deployment(Renderer, args.renderer).bind(args.renderer.max_styles),
         deployment(Animator, args.animator).bind(),
         deployment(Dedupe, args.dedupe).bind(),
         deployment(Transcoder, args.transcoder).bind(),

@@ -17,11 +17,13 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 CUE = "penguin on a skateboard"
 SOUL = "nova"
@@ -29,6 +31,7 @@ BENCH_ARGS: dict[str, Any] = {
     "renderer": {"steps": 8, "width": 128, "height": 128},
     "animator": {"frames": 8, "steps": 10, "strength": 0.3},
 }
+ENCODE_RUNS = 5  # encode_formats: runs per format, the median is reported
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -143,14 +146,15 @@ def inprocess_miss(data_dir: Path, n: int) -> dict[str, Any]:
     from deployments.animator import AnimatorConfig, AnimatorEngine
     from deployments.renderer import RendererConfig, RendererEngine
     from deployments.transcoder import TranscoderConfig, encode_gif
-    from serve_app.models import TINY_MODEL
+    from serve_app.model_manager import ModelManager
+    from serve_app.models import TINY_LORAS, TINY_MODEL
     from serve_app.schemas import AnimateJob, RenderJob
 
-    models = data_dir / "models"
+    models = ModelManager(data_dir / "models")
     renderer = RendererEngine(models, RendererConfig.model_validate(BENCH_ARGS["renderer"]))
     animator = AnimatorEngine(models, AnimatorConfig.model_validate(BENCH_ARGS["animator"]))
     gif = TranscoderConfig()
-    pipe = renderer.load(TINY_MODEL)
+    loras = [next(iter(TINY_LORAS))]  # the soul's set, as in config/souls.yaml
     latencies = []
     t_all = time.perf_counter()
     for i in range(n + 1):
@@ -158,15 +162,20 @@ def inprocess_miss(data_dir: Path, n: int) -> dict[str, Any]:
         job = RenderJob(
             style_id="s",
             base_model_ref=TINY_MODEL,
+            lora_ids=loras,
             prompt=f"creature {i}",
             negative_prompt="blurry",
             seed=i,
         )
-        image = renderer.render(pipe, job)
+        image = renderer.render(job)
         frames = animator.animate(
             image,
             AnimateJob(
-                base_model_ref=TINY_MODEL, prompt=job.prompt, negative_prompt="blurry", seed=i
+                base_model_ref=TINY_MODEL,
+                lora_ids=loras,
+                prompt=job.prompt,
+                negative_prompt="blurry",
+                seed=i,
             ),
         )
         encode_gif(frames.pixels, gif.fps, gif.width)
@@ -175,6 +184,49 @@ def inprocess_miss(data_dir: Path, n: int) -> dict[str, Any]:
         else:
             t_all = time.perf_counter()
     return summarize("in-process (render+animate+encode)", latencies, time.perf_counter() - t_all)
+
+
+def _synthetic_frames(count: int, size: int) -> np.ndarray:
+    """Deterministic, image-like RGB frames: drifting smooth gradients, a disc and a shadow bar
+    moving across them, and light grain (renders are never perfectly flat)."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    grain = np.random.default_rng(0).normal(0, 3, (count, size, size, 3))
+    clip = []
+    for i in range(count):
+        t = i / count
+        rgb = np.stack(
+            [0.5 + 0.5 * np.sin(2 * np.pi * (x + t)), y, 0.5 + 0.5 * np.cos(np.pi * (x * y + t))],
+            axis=-1,
+        )
+        rgb[(x - 0.2 - 0.6 * t) ** 2 + (y - 0.5) ** 2 < 0.02] = (1.0, 0.85, 0.2)
+        rgb[np.abs(y - t) < 0.04] *= 0.4
+        clip.append(rgb * 255 + grain[i])
+    return np.clip(clip, 0, 255).astype(np.uint8)
+
+
+def encode_formats(frames: int = 12, width: int = 512) -> list[dict[str, Any]]:
+    """Encode time (median of ENCODE_RUNS) and size of one width x width clip in each format,
+    at the Transcoder's default fps: the palette GIF it writes, a plain GIF (the GIF encoder's
+    fixed rgb8 palette, no palettegen: the naive path), animated WebP and MP4."""
+    from deployments.transcoder import ENCODINGS, TranscoderConfig, encode_frames
+
+    clip = _synthetic_frames(frames, width)
+    fps = TranscoderConfig().fps
+    encodings = {
+        "gif (palettegen)": ENCODINGS["gif"],
+        "gif (plain, rgb8)": replace(ENCODINGS["gif"], pix_fmt="rgb8"),
+        **{f"{fmt} ({ENCODINGS[fmt].codec})": ENCODINGS[fmt] for fmt in ("webp", "mp4")},
+    }
+    rows = []
+    for name, encoding in encodings.items():
+        times, data = [], b""
+        for _ in range(ENCODE_RUNS):
+            t0 = time.perf_counter()
+            data = encode_frames(clip, fps, width, encoding)
+            times.append(time.perf_counter() - t0)
+        ms = round(statistics.median(times) * 1000, 1)
+        rows.append({"name": name, "ms": ms, "bytes": len(data)})
+    return rows
 
 
 async def catalog_ops(dsn: str, n: int) -> list[dict[str, Any]]:
@@ -293,7 +345,7 @@ def print_table(title: str, rows: list[dict[str, Any]], ratio: dict[str, float])
 
 def main(ns: argparse.Namespace) -> int:
     from serve_app.local import local_graph
-    from serve_app.models import TINY_MODEL, build_tiny_sdxl
+    from serve_app.models import build_tiny_models
 
     n = ns.requests or (200 if ns.scenario in ("hot", "catalog") else 5)
     if ns.scenario == "catalog":
@@ -301,7 +353,7 @@ def main(ns: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="soul-bench-") as tmp:
         data_dir = Path(tmp)
         if ns.scenario == "miss":  # the floor first, while no replica competes for the cores
-            build_tiny_sdxl(data_dir / "models" / TINY_MODEL)
+            build_tiny_models(data_dir / "models")
             floor = inprocess_miss(data_dir, n)
         with local_graph(data_dir, port=free_port(), args=BENCH_ARGS, quiet=True) as base:
             if ns.scenario == "hot":

@@ -16,12 +16,26 @@ from serve_app.settings import Settings
 
 
 def cmd_models_tiny(ns: argparse.Namespace) -> int:
-    from serve_app.models import TINY_MODEL, build_tiny_sdxl
+    from serve_app.models import build_tiny_models
 
-    dest = Path(ns.dest) if ns.dest else Settings().resolved_models_dir / TINY_MODEL
-    path = build_tiny_sdxl(dest)
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    print(f"tiny SDXL-architecture model ready at {path} ({size / 1e6:.1f} MB)")
+    models_dir = Path(ns.dest) if ns.dest else Settings().resolved_models_dir
+    for path in build_tiny_models(models_dir):
+        size = sum(f.stat().st_size for f in [path, *path.rglob("*")] if f.is_file())
+        print(f"tiny model ready at {path} ({size / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_models_pull(ns: argparse.Namespace) -> int:
+    """Download (CivitAI) or locate a model ref, verified; prints where it is."""
+    from serve_app.model_manager import ModelError
+    from serve_app.models import model_manager
+
+    try:
+        path = model_manager(Settings()).ensure(ns.ref)
+    except ModelError as exc:
+        print(f"soul models pull: {exc}", file=sys.stderr)
+        return 1
+    print(path)
     return 0
 
 
@@ -77,9 +91,12 @@ def parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="manage model weights").add_subparsers(
         dest="models_command", required=True
     )
-    tiny = models.add_parser("tiny", help="build the tiny SDXL-architecture test model")
-    tiny.add_argument("--dest", help="target folder (default: $SOUL_MODELS_DIR/tiny-sdxl)")
+    tiny = models.add_parser("tiny", help="build the tiny SDXL-architecture model and LoRAs")
+    tiny.add_argument("--dest", help="models folder (default: $SOUL_MODELS_DIR)")
     tiny.set_defaults(func=cmd_models_tiny)
+    pull = models.add_parser("pull", help="download and verify a model ref into the cache")
+    pull.add_argument("ref", help="civitai:<model_version_id>, a tag or an absolute path")
+    pull.set_defaults(func=cmd_models_pull)
 
     db = sub.add_parser("db", help="the catalog database").add_subparsers(
         dest="db_command", required=True

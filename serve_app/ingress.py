@@ -20,13 +20,16 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from ray import serve
+from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.store import StoreUnavailable
 from serve_app.coalesce import Coalescer
 from serve_app.ids import new_ulid
-from serve_app.objects import open_object_store
+from serve_app.model_manager import ModelError
+from serve_app.models import model_manager, parse_lora
+from serve_app.objects import LocalObjectStore, open_object_store
 from serve_app.prompts import cue_tokens, render_prompt, style_id
 from serve_app.schemas import (
     MAX_CUE_CHARS,
@@ -37,6 +40,7 @@ from serve_app.schemas import (
     IdempotentStart,
     ImageResponse,
     KeyLookup,
+    MediaFormat,
     PromptKey,
     RenderJob,
     SoulId,
@@ -135,6 +139,18 @@ async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResp
     )
 
 
+@api.exception_handler(ModelError)
+async def model_error(request: Request, exc: ModelError) -> JSONResponse:
+    """A style's model refs that cannot be used: the client's (4xx) or the source's (502)."""
+    return JSONResponse(status_code=exc.status_code, content={"detail": _first_line(exc)})
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's own message, without what Ray adds when it crosses replicas."""
+    cause = exc.cause if isinstance(exc, RayTaskError) else exc
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+
+
 @api.exception_handler(Exception)
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = request_id_of(request)
@@ -202,6 +218,7 @@ class Ingress:
     ) -> None:
         self.settings = Settings()
         self.objects = open_object_store(self.settings)
+        self.models = model_manager(self.settings)
         api.state.api_keys = [k.get_secret_value().encode() for k in self.settings.api_keys]
         self.embedder, self.catalog = embedder, catalog
         self.renderer, self.animator = renderer, animator
@@ -226,7 +243,7 @@ class Ingress:
         except Exception as exc:
             checks["catalog"] = f"unavailable: {type(exc).__name__}"
         try:
-            self.objects.ping()
+            await asyncio.to_thread(self.objects.ping)
             checks["objects"] = "ok"
         except Exception as exc:
             checks["objects"] = f"unavailable: {exc}"
@@ -242,19 +259,27 @@ class Ingress:
         soul_id: Annotated[SoulId, Query(description="Soul, e.g. nova.")],
         cue: Annotated[Text, Query(max_length=MAX_CUE_CHARS, description="What to draw.")],
         user_id: Annotated[UserId, Query(description="Who receives it.")],
+        media_format: Annotated[
+            MediaFormat, Query(alias="format", description="Format of ``url``: gif, webp or mp4.")
+        ] = "gif",
         idempotency_key: IdempotencyKey = None,
     ) -> ImageResponse:
-        """A GIF of ``cue`` in the soul's style that this user has never been sent."""
+        """An animation of ``cue`` in the soul's style that this user has never been sent."""
         if not cue_tokens(cue):
             raise HTTPException(
                 422, "cue: must contain at least one word besides punctuation and stopwords"
+            )
+        if media_format != "gif" and media_format not in await self.transcoder.formats.remote():
+            raise HTTPException(
+                422, f"format: {media_format!r} is not enabled here (transcoder.formats)"
             )
         params = {"soul_id": soul_id, "cue": cue, "user_id": user_id}
         result = await self._once(
             request, response, idempotency_key, params, lambda: self._deliver(**params)
         )
         delivery = Delivery.model_validate(result)
-        return self._answer(delivery.variant, delivery.cache)
+        # Signing may be a network call (GCS under workload identity): off the event loop.
+        return await asyncio.to_thread(self._answer, delivery.variant, delivery.cache, media_format)
 
     async def _deliver(self, soul_id: str, cue: str, user_id: str) -> dict[str, Any]:
         lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue, user_id)
@@ -347,6 +372,7 @@ class Ingress:
                 RenderJob(
                     style_id=sid,
                     base_model_ref=style.base_model_ref,
+                    lora_ids=style.lora_ids,
                     prompt=prompt,
                     negative_prompt=negative,
                     seed=seed,
@@ -365,6 +391,7 @@ class Ingress:
             image,
             AnimateJob(
                 base_model_ref=style.base_model_ref,
+                lora_ids=style.lora_ids,
                 prompt=prompt,
                 negative_prompt=negative,
                 seed=seed,
@@ -399,7 +426,7 @@ class Ingress:
         try:
             return variant, await self.catalog.put_variant.remote(variant, claim_for)
         except Exception:
-            for object_key in (asset.gif_key, asset.cover_key, asset.sidecar_key):
+            for object_key in (*asset.meta["formats"].values(), asset.cover_key, asset.sidecar_key):
                 self.objects.delete(object_key)
             raise
 
@@ -448,17 +475,28 @@ class Ingress:
         )
         return result
 
-    def _answer(self, variant: Variant, cache: Literal["hit", "miss"]) -> ImageResponse:
+    def _answer(
+        self, variant: Variant, cache: Literal["hit", "miss"], media_format: MediaFormat
+    ) -> ImageResponse:
+        # Variants encoded before formats were recorded have their GIF only.
+        formats: dict[str, str] = variant.meta.get("formats", {"gif": variant.storage_key})
+        if media_format not in formats:
+            raise HTTPException(
+                409,
+                f"format: {media_format!r} is not available; this service encodes "
+                f"{', '.join(sorted(formats))}",
+            )
         ttl = self.settings.media_url_ttl_s
-        gif = self.objects.signed_url(variant.storage_key, ttl)
+        media = self.objects.signed_url(formats[media_format], ttl)
         cover = self.objects.signed_url(variant.meta.get("cover_key", variant.storage_key), ttl)
         return ImageResponse(
-            url=gif.url,
+            url=media.url,
+            format=media_format,
             cover_url=cover.url,
             variant_id=variant.variant_id,
             pk_id=variant.pk_id,
             cache=cache,
-            expires_at=gif.expires_at,
+            expires_at=media.expires_at,
         )
 
     # ---- media --------------------------------------------------------------------------
@@ -470,6 +508,8 @@ class Ingress:
         sig: Annotated[str, Query(max_length=100)],
     ) -> FileResponse:
         """An object of the local store, only with a valid, unexpired signature."""
+        if not isinstance(self.objects, LocalObjectStore):
+            raise HTTPException(404, "media is served by the object store's own signed URLs")
         if not self.objects.verify(storage_key, exp, sig):
             raise HTTPException(403, "invalid or expired media signature")
         path = self.objects.path(storage_key)
@@ -493,6 +533,7 @@ class Ingress:
         params = style.model_dump(mode="json")
 
         async def upsert() -> dict[str, Any]:
+            await asyncio.to_thread(self._check_model_refs, style)
             stored = await self.catalog.put_style.remote(StyleProfile.model_validate(params))
             if stored is None:
                 raise HTTPException(404, f"unknown soul {style.soul_id!r}")
@@ -501,6 +542,11 @@ class Ingress:
         return StyleProfile.model_validate(
             await self._once(request, response, idempotency_key, params, upsert)
         )
+
+    def _check_model_refs(self, style: StyleProfile) -> None:
+        """CivitAI refs must exist and be safetensors before a style may use them."""
+        for ref in [style.base_model_ref, *(parse_lora(e)[0] for e in style.lora_ids)]:
+            self.models.check_remote(ref)
 
     @api.get(
         "/style", response_model=list[StyleProfile], tags=["styles"], dependencies=[Authorized]

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from serve_app.models import TINY_MODEL, build_tiny_sdxl
+from serve_app.models import build_tiny_models
 
 
 @contextmanager
@@ -34,7 +34,7 @@ def local_graph(
     env_vars = {"SOUL_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **(env or {})}
     saved_env = dict(os.environ)
     os.environ.update(env_vars)  # this process reads the same Settings as the replicas
-    build_tiny_sdxl(data_dir / "models" / TINY_MODEL)
+    build_tiny_models(data_dir / "models")
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,

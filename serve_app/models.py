@@ -1,29 +1,31 @@
-"""Model source: where a style's base model lives, how it loads, and the tiny test model.
+"""Pipelines: SDXL base models loaded once per replica, soul LoRA sets switched on them, and the
+tiny test models.
 
 The tiny model has the SDXL architecture (two CLIP text encoders, a UNet with text-time
 conditioning, a VAE) at a few MB with random weights: it makes abstract images, but it goes
-through exactly the loading and inference code a real SDXL checkpoint does.
+through exactly the loading and inference code a real SDXL checkpoint does. Tiny LoRAs for it
+are real PEFT adapters saved with diffusers' ``save_lora_weights``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from serve_app.model_manager import ModelManager, ModelNotFound
 from serve_app.settings import Settings
 
 TINY_MODEL = "tiny-sdxl"
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-
-
-class ModelNotFound(LookupError):
-    pass
+TINY_LORAS = {"tiny-lora-pastel": 1, "tiny-lora-ink": 2}  # tag -> seed
 
 
 def configure_torch(settings: Settings) -> None:
@@ -32,16 +34,6 @@ def configure_torch(settings: Settings) -> None:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-
-
-def resolve_model(ref: str, models_dir: Path) -> Path:
-    """A local tag (a folder under ``models_dir``) or an absolute path to a diffusers folder."""
-    path = Path(ref) if ref.startswith("/") else models_dir / ref
-    if not (ref.startswith("/") or _TAG.match(ref)) or not (path / "model_index.json").is_file():
-        raise ModelNotFound(
-            f"model {ref!r} not found: expected a diffusers folder with model_index.json at {path}"
-        )
-    return path
 
 
 class DiffusionConfig(BaseModel):
@@ -64,10 +56,101 @@ def load_sdxl(path: Path, config: DiffusionConfig | None = None) -> Any:
 
     config = config or DiffusionConfig()
     pipe = StableDiffusionXLPipeline.from_pretrained(
-        path, use_safetensors=True, torch_dtype=getattr(torch, config.dtype), local_files_only=True
+        path, use_safetensors=True, dtype=getattr(torch, config.dtype), local_files_only=True
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(config.device)
+
+
+def model_manager(settings: Settings) -> ModelManager:
+    return ModelManager(
+        settings.resolved_models_dir,
+        civitai_url=settings.civitai_url,
+        civitai_token=settings.civitai_token.get_secret_value() if settings.civitai_token else "",
+        max_bytes=settings.model_max_bytes,
+    )
+
+
+def parse_lora(entry: str) -> tuple[str, float]:
+    """``"<ref>"`` or ``"<ref>=<weight>"`` (as in a style's ``lora_ids``) → (ref, weight)."""
+    ref, _, weight = entry.rpartition("=") if "=" in entry else (entry, "", "1")
+    return ref, float(weight)
+
+
+def adapter_name(ref: str) -> str:
+    """A stable adapter name for a LoRA ref (PEFT names must be plain identifiers)."""
+    return "lora_" + hashlib.sha1(ref.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class LoadedStyle:
+    """A base pipeline plus the adapters (name, weight) a style switches on in it."""
+
+    pipe: Any
+    adapters: tuple[tuple[str, float], ...]
+
+
+class StylePipelines:
+    """Base pipelines by model ref, loaded once; LoRAs loaded into them once as named adapters
+    and switched per call (``set_adapters``), so changing style never reloads the base model.
+    At most ``max_loras`` adapters stay loaded per base model; the least recently used go.
+
+    Not thread-safe by itself: callers hold ``lock`` around ``style`` and any pipeline call.
+    """
+
+    def __init__(self, manager: ModelManager, config: DiffusionConfig, max_loras: int = 8) -> None:
+        self.manager = manager
+        self.config = config
+        self.max_loras = max_loras
+        self.lock = threading.RLock()
+        self.base_loads = 0
+        self._bases: dict[str, Any] = {}
+        self._recent: dict[str, OrderedDict[str, None]] = {}  # base ref -> adapters, LRU first
+
+    def base(self, base_model_ref: str) -> Any:
+        if base_model_ref not in self._bases:
+            path = self.manager.ensure(base_model_ref)
+            if not (path / "model_index.json").is_file():
+                raise ModelNotFound(
+                    f"base model {base_model_ref!r} must be a diffusers folder "
+                    "(single-file checkpoints are not loaded yet)"
+                )
+            self._bases[base_model_ref] = load_sdxl(path, self.config)
+            self._recent[base_model_ref] = OrderedDict()
+            self.base_loads += 1
+        return self._bases[base_model_ref]
+
+    def style(self, base_model_ref: str, lora_ids: list[str]) -> LoadedStyle:
+        """The base pipeline with every LoRA of the set loaded (downloaded first if needed)."""
+        pipe = self.base(base_model_ref)
+        recent = self._recent[base_model_ref]
+        adapters = []
+        for entry in lora_ids:
+            ref, weight = parse_lora(entry)
+            name = adapter_name(ref)
+            if name not in recent:
+                path = self.manager.ensure(ref)
+                if path.suffix != ".safetensors":
+                    raise ModelNotFound(f"LoRA {ref!r} must be a .safetensors file")
+                pipe.load_lora_weights(str(path), adapter_name=name)
+            recent[name] = None
+            recent.move_to_end(name)
+            adapters.append((name, weight))
+        in_use = {name for name, _ in adapters}
+        for name in [n for n in recent if n not in in_use][: max(0, len(recent) - self.max_loras)]:
+            pipe.delete_adapters([name])
+            del recent[name]
+        return LoadedStyle(pipe, tuple(adapters))
+
+    def activate(self, style: LoadedStyle) -> Any:
+        """Switch the style's adapters on (and every other off); the pipeline to call."""
+        if style.adapters:
+            style.pipe.enable_lora()
+            names, weights = zip(*style.adapters, strict=True)
+            style.pipe.set_adapters(list(names), adapter_weights=list(weights))
+        elif style.pipe.get_list_adapters():
+            style.pipe.disable_lora()
+        return style.pipe
 
 
 def _clip_byte_vocab() -> dict[str, int]:
@@ -175,3 +258,49 @@ def build_tiny_sdxl(dest: Path, seed: int = 0) -> Path:
             shutil.rmtree(dest, ignore_errors=True)
             staged.rename(dest)
     return dest
+
+
+def build_tiny_lora(dest: Path, base: Path, seed: int) -> Path:
+    """A tiny LoRA for the tiny model: a real PEFT adapter on the UNet's attention projections,
+    randomly initialised (so it visibly changes images) and saved with ``save_lora_weights``."""
+    if dest.is_file():
+        return dest
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = load_sdxl(base)
+    torch.manual_seed(seed)
+    pipe.unet.add_adapter(
+        LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            init_lora_weights=False,
+        )
+    )
+    # Saved files carry weights, not alpha: a stronger B makes each LoRA's look obvious.
+    layers = {
+        k: v * 8 if "lora_B" in k else v for k, v in get_peft_model_state_dict(pipe.unet).items()
+    }
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        StableDiffusionXLPipeline.save_lora_weights(
+            tmp,
+            unet_lora_layers=layers,
+            weight_name=dest.name,
+            safe_serialization=True,
+        )
+        (Path(tmp) / dest.name).rename(dest)
+    return dest
+
+
+def build_tiny_models(models_dir: Path) -> list[Path]:
+    """The tiny model and its tiny LoRAs (what `soul models tiny` and the tests build)."""
+    base = build_tiny_sdxl(models_dir / TINY_MODEL)
+    loras = [
+        build_tiny_lora(models_dir / f"{tag}.safetensors", base, seed)
+        for tag, seed in TINY_LORAS.items()
+    ]
+    return [base, *loras]

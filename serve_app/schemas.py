@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 SoulId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
+MediaFormat = Literal["gif", "webp", "mp4"]
 MAX_CUE_CHARS = 200
 MAX_JSON_BYTES = 16_384
 
@@ -52,6 +53,13 @@ def safe_json(value: dict[str, Any]) -> dict[str, Any]:
 
 
 Text = Annotated[str, AfterValidator(safe_text)]
+LoraId = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^(civitai:\d{1,12}|/[^=\x00-\x1f]{1,300}|[A-Za-z0-9][A-Za-z0-9._@-]{0,199})"
+        r"(=-?(\d{1,2}(\.\d{1,4})?|\.\d{1,4}))?$"
+    ),
+]
 JsonObject = Annotated[dict[str, Any], AfterValidator(safe_json)]
 
 
@@ -69,8 +77,11 @@ class StyleProfile(BaseModel):
     base_model_ref: Text = Field(
         min_length=1, max_length=300, description="Local model tag (a folder in the models dir)."
     )
-    lora_ids: list[Annotated[Text, StringConstraints(min_length=1, max_length=200)]] = Field(
-        default_factory=list, max_length=16, description='LoRA refs, e.g. ["loraA@v1"].'
+    lora_ids: list[LoraId] = Field(
+        default_factory=list,
+        max_length=16,
+        description='LoRA set: "<ref>" or "<ref>=<weight>", a ref being civitai:<version id>, '
+        'a tag (<models dir>/<tag>.safetensors) or an absolute path, e.g. ["civitai:128713=0.8"].',
     )
     style_tags: list[Annotated[Text, StringConstraints(min_length=1, max_length=40)]] = Field(
         default_factory=list, max_length=16, description="Fixed tags added to every prompt key."
@@ -143,6 +154,7 @@ class IdempotentStart(BaseModel):
 class RenderJob(BaseModel):
     style_id: str
     base_model_ref: str
+    lora_ids: list[str] = Field(default_factory=list)
     prompt: str
     negative_prompt: str
     seed: int
@@ -150,6 +162,7 @@ class RenderJob(BaseModel):
 
 class AnimateJob(BaseModel):
     base_model_ref: str
+    lora_ids: list[str] = Field(default_factory=list)
     prompt: str
     negative_prompt: str
     seed: int
@@ -184,7 +197,8 @@ class Frames:
 
 
 class ImageResponse(BaseModel):
-    url: str = Field(description="Signed, short-lived URL of the GIF.")
+    url: str = Field(description="Signed, short-lived URL of the animation, in ``format``.")
+    format: MediaFormat = Field(description="Format of ``url``: gif, webp or mp4.")
     variant_id: str
     pk_id: str
     cache: Literal["hit", "miss"]

@@ -37,11 +37,31 @@ class Settings(BaseSettings):
     )
     object_store_url: str = Field(
         default="",
-        description="fsspec URL of the object store (a folder path or file://...). "
-        "Empty: data_dir/objects.",
+        description="fsspec URL of the object store: a folder path, file://... or "
+        "gs://bucket[/prefix]. Empty: data_dir/objects.",
+    )
+    gcs_credentials_file: Path | None = Field(
+        default=None,
+        description="Service-account JSON key that signs gs:// media URLs (and reaches the "
+        "bucket). Empty: Application Default Credentials (workload identity), which sign "
+        "through IAM signBlob.",
+    )
+    gcs_endpoint: str = Field(
+        default="",
+        description="GCS endpoint, e.g. an emulator (http://127.0.0.1:9023), reached without "
+        "credentials; signed URLs point at it. Empty: https://storage.googleapis.com.",
     )
     models_dir: Path | None = Field(
         default=None, description="Folder of local model folders. Empty: data_dir/models."
+    )
+    civitai_url: str = Field(
+        default="https://civitai.com", description="Base URL of the CivitAI REST API."
+    )
+    civitai_token: SecretStr | None = Field(
+        default=None, description="CivitAI API token, sent as a bearer header on downloads."
+    )
+    model_max_bytes: int = Field(
+        default=8 << 30, ge=1, description="Largest model file the model manager downloads."
     )
     media_secret: SecretStr | None = Field(
         default=None,

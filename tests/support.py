@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import hashlib
+import json
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -74,3 +78,79 @@ def postgres_outage() -> Iterator[None]:
         yield
     finally:
         subprocess.run([*control, "start"], check=True, capture_output=True)
+
+
+class FakeCivitai:
+    """CivitAI's REST API on 127.0.0.1, as far as the model manager uses it: model-version
+    metadata and downloads (through a redirect to a "CDN" path, like the real one), both behind
+    a bearer token. ``publish`` adds a version; ``requests`` counts what was asked."""
+
+    TOKEN = "fake-civitai-token"
+
+    def __init__(self) -> None:
+        self.versions: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake.requests.append(self.path)
+                if self.path.startswith("/cdn/"):  # signed CDN URL: no token needed
+                    return self._send(200, fake.files[self.path.removeprefix("/cdn/")])
+                if self.headers.get("Authorization") != f"Bearer {fake.TOKEN}":
+                    return self._send(401, b'{"error": "Unauthorized"}')
+                version = self.path.rsplit("/", 1)[-1]
+                if self.path.startswith("/api/v1/model-versions/") and version in fake.versions:
+                    return self._send(200, json.dumps(fake.versions[version]).encode())
+                if self.path.startswith("/api/download/models/") and version in fake.files:
+                    self.send_response(302)
+                    self.send_header("Location", f"/cdn/{version}")
+                    self.end_headers()
+                    return None
+                return self._send(404, b'{"error": "Model not found"}')
+
+            def _send(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def publish(
+        self,
+        version: str,
+        data: bytes,
+        *,
+        name: str = "lora.safetensors",
+        file_format: str = "SafeTensor",
+        sha256: str | None = None,
+        size_kb: float | None = None,
+    ) -> str:
+        self.files[version] = data
+        self.versions[version] = {
+            "id": int(version),
+            "baseModel": "SDXL 1.0",
+            "files": [
+                {
+                    "name": name,
+                    "type": "Model",
+                    "primary": True,
+                    "sizeKB": len(data) / 1024 if size_kb is None else size_kb,
+                    "metadata": {"format": file_format, "fp": "fp16"},
+                    "hashes": {"SHA256": (sha256 or hashlib.sha256(data).hexdigest()).upper()},
+                    "downloadUrl": f"{self.url}/api/download/models/{version}",
+                }
+            ],
+        }
+        return f"civitai:{version}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

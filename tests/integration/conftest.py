@@ -9,12 +9,25 @@ import pytest
 from soul_client import API_KEY, TEST_ARGS, Graph, free_port
 
 from serve_app.local import local_graph
+from tests.support import FakeCivitai
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
+def civitai() -> Iterator[FakeCivitai]:
+    fake = FakeCivitai()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory: pytest.TempPathFactory, civitai: FakeCivitai) -> Iterator[Graph]:
     data_dir = tmp_path_factory.mktemp("soul")
-    env = {"SOUL_API_KEYS": json.dumps([API_KEY]), "SOUL_TORCH_THREADS": "1"}
+    env = {
+        "SOUL_API_KEYS": json.dumps([API_KEY]),
+        "SOUL_TORCH_THREADS": "1",
+        "SOUL_CIVITAI_URL": civitai.url,
+        "SOUL_CIVITAI_TOKEN": FakeCivitai.TOKEN,
+    }
     with local_graph(data_dir, port=free_port(), args=TEST_ARGS, num_cpus=4, env=env) as url:
         graph = Graph(url, data_dir)
         yield graph

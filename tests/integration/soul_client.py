@@ -18,7 +18,7 @@ API_KEY = "integration-test-key"
 TEST_ARGS: dict[str, Any] = {
     "renderer": {"steps": 4, "width": 64, "height": 64},
     "animator": {"frames": 6, "steps": 4, "strength": 0.5},
-    "transcoder": {"fps": 12, "width": 128},
+    "transcoder": {"fps": 12, "width": 128, "formats": ["gif", "webp"]},
 }
 
 
@@ -57,7 +57,7 @@ class Graph:
         )
 
     def sidecar(self, storage_key: str) -> dict[str, Any]:
-        path = self.data_dir / "objects" / storage_key.replace(".gif", ".json")
+        path = self.data_dir / "objects" / str(Path(storage_key).with_suffix(".json"))
         return json.loads(path.read_text())
 
 

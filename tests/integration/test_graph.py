@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from soul_client import Graph
 
 from serve_app.objects import MediaSigner
 from serve_app.settings import Settings
+from tests.support import FakeCivitai
 
 pytestmark = pytest.mark.integration
 GIF_KEY = re.compile(r"^soul/nova/key/[0-9a-f]{40}/variant/[0-9A-HJKMNP-TV-Z]{26}\.gif$")
@@ -202,26 +204,37 @@ def test_deleted_style_then_restored(graph: Graph) -> None:
     assert graph.image("valentina", "rose", "u1").status_code == 200
 
 
-def test_render_failure_is_a_5xx_and_leaves_nothing_behind(graph: Graph) -> None:
+@pytest.mark.parametrize(
+    ("base_model_ref", "status", "detail"),
+    [
+        ("missing-model", 422, "model 'missing-model' not found"),  # the style's fault
+        ("broken-sdxl", 500, "internal error"),  # the render fails: weights gone
+    ],
+)
+def test_render_failure_is_an_error_and_leaves_nothing_behind(
+    graph: Graph, base_model_ref: str, status: int, detail: str
+) -> None:
+    broken_model = graph.data_dir / "models" / "broken-sdxl"
+    if not broken_model.exists():
+        shutil.copytree(graph.data_dir / "models" / "tiny-sdxl", broken_model)
+        (broken_model / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     valentina = graph.client.get("/style/valentina").json()
-    broken = {**valentina, "base_model_ref": "missing-model"}
+    broken = {**valentina, "base_model_ref": base_model_ref}
+    cue, user = f"umbrella {status}", f"victim-{status}"
     assert graph.client.post("/style", json=broken).status_code == 200
     try:
         objects_before = graph.objects("soul/valentina/")
-        r = graph.image("valentina", "umbrella", "victim")
-        assert r.status_code >= 500, r.text
-        assert r.json()["request_id"] == r.headers["x-request-id"]
-        assert (
-            graph.rows(
-                "SELECT * FROM variant WHERE soul_id = 'valentina' AND meta_json LIKE '%umbrella%'"
-            )
-            == []
-        )
-        assert graph.rows("SELECT * FROM user_seen WHERE user_id = 'victim'") == []
+        r = graph.image("valentina", cue, user)
+        assert r.status_code == status and detail in r.json()["detail"], r.text
+        if status == 500:
+            assert r.json()["request_id"] == r.headers["x-request-id"]
+        like = f"%{cue}%"
+        assert graph.rows("SELECT * FROM variant WHERE meta_json LIKE ?", like) == []
+        assert graph.rows("SELECT * FROM user_seen WHERE user_id = ?", user) == []
         assert graph.objects("soul/valentina/") == objects_before
     finally:
         assert graph.client.post("/style", json=valentina).status_code == 200
-    assert graph.image("valentina", "umbrella", "victim").status_code == 200
+    assert graph.image("valentina", cue, user).status_code == 200
 
 
 def test_health_readiness_and_openapi(graph: Graph) -> None:
@@ -231,3 +244,51 @@ def test_health_readiness_and_openapi(graph: Graph) -> None:
     spec = graph.client.get("/openapi.json").json()
     assert {"/image", "/style", "/style/{soul_id}", "/healthz", "/ready"} <= set(spec["paths"])
     assert graph.client.get("/docs").status_code == 200
+
+
+def test_other_formats_of_the_same_variant(graph: Graph) -> None:
+    gif = graph.image("nova", "kite festival", "viewer")
+    webp = graph.client.get(
+        "/image",
+        params={"soul_id": "nova", "cue": "kite festival", "user_id": "viewer2", "format": "webp"},
+    )
+    assert webp.status_code == 200 and webp.json()["format"] == "webp"
+    assert webp.json()["variant_id"] == gif.json()["variant_id"]  # a hit, in another format
+    media = graph.client.get(webp.json()["url"])
+    assert media.headers["content-type"] == "image/webp"
+    assert Image.open(io.BytesIO(media.content)).n_frames == 6
+    seen_before = graph.rows("SELECT count(*) AS n FROM user_seen")[0]["n"]
+    mp4 = graph.client.get(
+        "/image",
+        params={"soul_id": "nova", "cue": "kite festival", "user_id": "viewer3", "format": "mp4"},
+    )
+    assert mp4.status_code == 422 and "not enabled" in mp4.json()["detail"]
+    assert graph.rows("SELECT count(*) AS n FROM user_seen")[0]["n"] == seen_before
+
+
+def test_a_soul_style_with_a_civitai_lora(graph: Graph, civitai: FakeCivitai) -> None:
+    lora = (graph.data_dir / "models" / "tiny-lora-ink.safetensors").read_bytes()
+    ref = civitai.publish("201", lora, name="ink-noir.safetensors")
+    original = graph.client.get("/style/valentina").json()
+    original.pop("updated_at_ts")
+    try:
+        r = graph.client.post("/style", json={**original, "lora_ids": [f"{ref}=0.7"]})
+        assert r.status_code == 200, r.text
+        image = graph.image("valentina", "neon alley", "lora-fan")
+        assert image.status_code == 200, image.text
+        [row] = graph.rows(
+            "SELECT storage_key FROM variant WHERE variant_id = ?", image.json()["variant_id"]
+        )
+        sidecar = graph.sidecar(row["storage_key"])
+        assert sidecar["lora_ids"] == [f"{ref}=0.7"] and sidecar["style_id"]
+        cached = graph.data_dir / "models" / "civitai" / "201" / "ink-noir.safetensors"
+        assert cached.read_bytes() == lora
+
+        unknown = graph.client.post("/style", json={**original, "lora_ids": ["civitai:99999"]})
+        assert unknown.status_code == 422 and "no such model version" in unknown.json()["detail"]
+        pickled = civitai.publish("202", b"pickle", name="x.ckpt", file_format="PickleTensor")
+        refused = graph.client.post("/style", json={**original, "lora_ids": [pickled]})
+        assert refused.status_code == 422 and "only safetensors" in refused.json()["detail"]
+        assert graph.client.get("/style/valentina").json()["lora_ids"] == [f"{ref}=0.7"]
+    finally:
+        assert graph.client.post("/style", json=original).status_code == 200

@@ -74,7 +74,7 @@ def test_b_eight_users_asking_a_new_cue_share_exactly_one_render(pg: Graph) -> N
     [pk] = {r.json()["pk_id"] for r in responses}
     assert variants_of(pg, pk) == [variant_id]
     key_hash = pk.split(":")[1]
-    assert len(pg.objects(f"soul/nova/key/{key_hash}/")) == 3  # one gif, cover and sidecar
+    assert len(pg.objects(f"soul/nova/key/{key_hash}/")) == 4  # gif, webp, cover, sidecar
 
 
 def test_c_mixed_burst_never_delivers_a_variant_twice_to_a_user(pg: Graph) -> None:

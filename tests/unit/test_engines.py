@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from deployments.animator import AnimatorConfig, AnimatorEngine
 from deployments.renderer import RendererConfig, RendererEngine
-from serve_app.models import TINY_MODEL, ModelNotFound, build_tiny_sdxl, load_sdxl, resolve_model
+from serve_app.model_manager import ModelManager, ModelNotFound, UnsafeModelFormat
+from serve_app.models import TINY_LORAS, TINY_MODEL, build_tiny_models, load_sdxl
 from serve_app.schemas import AnimateJob, Frames, RenderJob
 
 PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle"}
@@ -24,27 +25,31 @@ PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle"}
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
-    build_tiny_sdxl(root / TINY_MODEL)
+    build_tiny_models(root)
     return root
 
 
 @pytest.fixture(scope="module")
 def renderer(models_dir: Path) -> RendererEngine:
-    return RendererEngine(models_dir, RendererConfig(steps=2, width=64, height=64))
+    return RendererEngine(ModelManager(models_dir), RendererConfig(steps=2, width=64, height=64))
 
 
-def job(seed: int) -> RenderJob:
+PASTEL, INK = TINY_LORAS
+
+
+def job(seed: int, lora_ids: list[str] | None = None) -> RenderJob:
     return RenderJob(
         style_id="style-1",
         base_model_ref=TINY_MODEL,
+        lora_ids=lora_ids or [],
         prompt="penguin, anime, pastel",
         negative_prompt="blurry, lowres",
         seed=seed,
     )
 
 
-def render(renderer: RendererEngine, seed: int) -> Frames:
-    return renderer.render(renderer.load(TINY_MODEL), job(seed))
+def render(renderer: RendererEngine, seed: int, lora_ids: list[str] | None = None) -> Frames:
+    return renderer.render(job(seed, lora_ids))
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +76,13 @@ def test_build_is_idempotent(models_dir: Path, monkeypatch: pytest.MonkeyPatch) 
         raise AssertionError("an existing model was rebuilt")
 
     monkeypatch.setattr("serve_app.models.tempfile.TemporaryDirectory", no_rebuild)
-    assert build_tiny_sdxl(dest) == dest
+    loras = [models_dir / f"{tag}.safetensors" for tag in TINY_LORAS]
+    assert build_tiny_models(models_dir) == [dest, *loras]
     assert digest(dest) == before
-    assert [p.name for p in models_dir.iterdir()] == [TINY_MODEL]  # no staging folder left
+    # Nothing but the model and its LoRAs: no staging folder left behind.
+    assert sorted(p.name for p in models_dir.iterdir()) == sorted(
+        [TINY_MODEL, *(p.name for p in loras)]
+    )
 
 
 def test_model_folder_holds_only_safetensors_weights(models_dir: Path) -> None:
@@ -89,27 +98,35 @@ def test_model_folder_holds_only_safetensors_weights(models_dir: Path) -> None:
     assert (models_dir / TINY_MODEL / "model_index.json").is_file()
 
 
-def test_resolve_model_finds_tags_and_absolute_paths(models_dir: Path) -> None:
+def test_local_refs_are_tags_or_absolute_paths(models_dir: Path) -> None:
+    manager = ModelManager(models_dir)
     path = models_dir / TINY_MODEL
-    assert resolve_model(TINY_MODEL, models_dir) == path
-    assert resolve_model(str(path), Path("/nonexistent")) == path
+    assert manager.local(TINY_MODEL) == path
+    assert ModelManager(Path("/nonexistent")).local(str(path)) == path
+    assert manager.local(PASTEL) == models_dir / f"{PASTEL}.safetensors"
 
 
-def test_resolve_model_refuses_missing_escaping_and_incomplete(
+def test_local_refs_refuse_missing_escaping_incomplete_and_pickles(
     models_dir: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(ModelNotFound):
-        resolve_model("no-such-model", models_dir)
+        ModelManager(models_dir).local("no-such-model")
     # "../escape" is refused even when the folder it points at is a complete model.
     inside = tmp_path / "models"
     shutil.copytree(models_dir / TINY_MODEL, tmp_path / "escape")
     inside.mkdir()
     with pytest.raises(ModelNotFound):
-        resolve_model("../escape", inside)
+        ModelManager(inside).local("../escape")
     (inside / "empty").mkdir()
     (inside / "empty" / "unet").mkdir()
     with pytest.raises(ModelNotFound):
-        resolve_model("empty", inside)
+        ModelManager(inside).local("empty")
+    torch.save({"w": torch.zeros(1)}, inside / "pickled.bin")
+    with pytest.raises(UnsafeModelFormat, match="pickle"):
+        ModelManager(inside).local(str(inside / "pickled.bin"))
+    torch.save({"w": torch.zeros(1)}, inside / "disguised.safetensors")  # a pickle, renamed
+    with pytest.raises(UnsafeModelFormat, match="not a safetensors file"):
+        ModelManager(inside).local("disguised")
 
 
 def test_pickle_only_model_is_refused_without_unpickling(
@@ -120,7 +137,7 @@ def test_pickle_only_model_is_refused_without_unpickling(
     weights = model / "unet" / "diffusion_pytorch_model.safetensors"
     torch.save(load_file(weights), model / "unet" / "diffusion_pytorch_model.bin")
     weights.unlink()
-    assert resolve_model(str(model), models_dir) == model  # it looks like a model folder
+    assert ModelManager(models_dir).local(str(model)) == model  # it looks like a model folder
 
     unpickled: list[Any] = []
     real_load = torch.load
@@ -161,9 +178,64 @@ def test_render_meta(rendered: Frames) -> None:
 
 
 def test_renderer_loads_a_model_once(renderer: RendererEngine) -> None:
-    assert renderer.load(TINY_MODEL) is renderer.load(TINY_MODEL)
+    render(renderer, 1)
+    assert renderer.pipelines.base_loads == 1
     with pytest.raises(ModelNotFound):
-        renderer.load("missing-model")
+        renderer.render(job(1).model_copy(update={"base_model_ref": "missing-model"}))
+
+
+# Soul styles: LoRA sets switched on one base pipeline.
+
+
+def test_lora_sets_change_the_image_from_the_same_seed_and_cue(
+    renderer: RendererEngine, rendered: Frames
+) -> None:
+    pastel, ink = render(renderer, 1, [PASTEL]), render(renderer, 1, [INK])
+    half_ink = render(renderer, 1, [f"{INK}=0.5"])
+    images = [rendered.pixels, pastel.pixels, ink.pixels, half_ink.pixels]
+    for i, a in enumerate(images):
+        for b in images[i + 1 :]:
+            assert np.abs(a.astype(int) - b.astype(int)).mean() > 5.0
+    assert ink.meta["lora_ids"] == [INK]
+
+
+def test_one_replica_swaps_styles_without_reloading_the_base_model(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = RendererEngine(ModelManager(models_dir), RendererConfig(steps=2, width=64, height=64))
+    first = {name: render(engine, 3, loras).pixels for name, loras in STYLES.items()}
+    pipe = engine.pipelines.base(TINY_MODEL)
+    lora_loads: list[str] = []
+    real_load = pipe.load_lora_weights
+    monkeypatch.setattr(
+        pipe,
+        "load_lora_weights",
+        lambda *a, **k: lora_loads.append(k["adapter_name"]) or real_load(*a, **k),
+    )
+    for _ in range(2):
+        for name, loras in STYLES.items():
+            assert np.array_equal(render(engine, 3, loras).pixels, first[name]), name
+    assert engine.pipelines.base_loads == 1
+    assert lora_loads == []  # every switch was set_adapters on what was loaded
+
+
+def test_least_recently_used_loras_are_unloaded_past_the_limit(models_dir: Path) -> None:
+    config = RendererConfig(steps=2, width=64, height=64, max_loras=1)
+    engine = RendererEngine(ModelManager(models_dir), config)
+    before = render(engine, 4, [PASTEL]).pixels
+    render(engine, 4, [INK])
+    assert engine.pipelines.base(TINY_MODEL).get_list_adapters() == {"unet": [adapter(INK)]}
+    assert np.array_equal(render(engine, 4, [PASTEL]).pixels, before)  # loaded again, same image
+    assert engine.pipelines.base_loads == 1
+
+
+STYLES = {"plain": [], "pastel": [PASTEL], "ink": [f"{INK}=0.8"], "both": [PASTEL, INK]}
+
+
+def adapter(ref: str) -> str:
+    from serve_app.models import adapter_name
+
+    return adapter_name(ref)
 
 
 # Animator.
@@ -176,7 +248,7 @@ ANIMATE = AnimateJob(
 def test_animate_returns_the_render_plus_variations(models_dir: Path, rendered: Frames) -> None:
     # strength 0.5 so that 2 steps leave one img2img step.
     config = AnimatorConfig(frames=6, steps=2, batch_size=4, strength=0.5)
-    out = AnimatorEngine(models_dir, config).animate(rendered, ANIMATE)
+    out = AnimatorEngine(ModelManager(models_dir), config).animate(rendered, ANIMATE)
     assert out.pixels.shape == (6, 64, 64, 3)
     assert out.pixels.dtype == np.uint8
     assert np.array_equal(out.pixels[0], rendered.pixels[0])
@@ -189,3 +261,14 @@ def test_animator_config_refuses_settings_that_leave_no_denoising_step() -> None
     with pytest.raises(ValidationError, match="steps \\* strength"):
         AnimatorConfig(frames=6, steps=2, strength=0.3)  # int(2 * 0.3) == 0 img2img steps
     assert AnimatorConfig(frames=6, steps=4, strength=0.3).steps == 4
+
+
+def test_animator_applies_the_souls_lora_set(models_dir: Path, rendered: Frames) -> None:
+    engine = AnimatorEngine(
+        ModelManager(models_dir), AnimatorConfig(frames=6, steps=2, batch_size=4, strength=0.5)
+    )
+    plain = engine.animate(rendered, ANIMATE)
+    styled = engine.animate(rendered, ANIMATE.model_copy(update={"lora_ids": [INK]}))
+    assert np.array_equal(styled.pixels[0], plain.pixels[0])  # the render itself is kept
+    assert np.abs(styled.pixels[1:].astype(int) - plain.pixels[1:].astype(int)).mean() > 2.0
+    assert np.array_equal(engine.animate(rendered, ANIMATE).pixels, plain.pixels)  # switched off

@@ -124,12 +124,6 @@ def test_signed_url_embeds_exp_and_sig_that_verify(objects: LocalObjectStore) ->
     assert not objects.verify("soul/other.gif", exp, sig)
 
 
-def test_open_object_store_refuses_gs(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, object_store_url="gs://bucket/prefix")
-    with pytest.raises(ValueError, match="unsupported object store URL"):
-        open_object_store(settings)
-
-
 def test_open_object_store_defaults_to_data_dir(tmp_path: Path) -> None:
     store = open_object_store(Settings(data_dir=tmp_path))
     assert store.root == (tmp_path / "objects").resolve()

@@ -1,16 +1,30 @@
-"""Unit tests for deployments.transcoder.encode_gif (no Ray): decode the output with Pillow."""
+"""Unit tests for deployments.transcoder (no Ray): decode the output with Pillow and PyAV."""
 
 from __future__ import annotations
 
 import io
 import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import pytest
 from PIL import Image, ImageSequence
+from pydantic import ValidationError
 
-from deployments.transcoder import encode_gif
+from deployments.transcoder import (
+    ENCODINGS,
+    TranscoderConfig,
+    TranscoderEngine,
+    encode_frames,
+    encode_gif,
+)
+from serve_app.bench import encode_formats
+from serve_app.objects import LocalObjectStore, MediaSigner
+from serve_app.schemas import EncodeJob, Frames
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 
@@ -164,3 +178,115 @@ def test_invalid_input_raises_value_error(frames: Any, fps: Any, width: Any, mat
 def test_boundary_values_are_accepted(fps: int, width: int) -> None:
     data = encode_gif(solid_frames([RED, BLUE], h=8, w=8), fps=fps, width=width)
     assert Image.open(io.BytesIO(data)).size == (width, width)
+
+
+# ---- WebP and MP4, the engine's writes, the config ---------------------------------------
+
+
+def decode_any(fmt: str, data: bytes) -> tuple[int, tuple[int, int]]:
+    """Frame count and (width, height); FFmpeg cannot decode animated WebP, Pillow can."""
+    if fmt == "mp4":
+        with av.open(io.BytesIO(data), "r") as container:
+            frames = list(container.decode(video=0))
+            return len(frames), (frames[0].width, frames[0].height)
+    image = Image.open(io.BytesIO(data))
+    return getattr(image, "n_frames", 1), image.size
+
+
+def test_webp_is_animated_loops_and_keeps_colours() -> None:
+    colours = [RED, GREEN, BLUE, YELLOW]
+    data = encode_frames(solid_frames(colours), fps=12, width=160, encoding=ENCODINGS["webp"])
+
+    image, frames = decode(data)
+    assert image.format == "WEBP"
+    assert getattr(image, "is_animated", False)
+    assert image.size == (160, 120)
+    assert image.info["loop"] == 0
+    assert len(frames) == len(colours)
+    for frame, colour in zip(frames, colours, strict=True):
+        assert_close_rgb(frame, colour)
+    assert {frame.info["duration"] for frame in frames} <= {83, 84}  # 1000 / 12 ms
+
+
+def test_mp4_is_h264_yuv420p_faststart() -> None:
+    colours = [RED, GREEN, BLUE, YELLOW, RED]
+    data = encode_frames(solid_frames(colours), fps=12, width=160, encoding=ENCODINGS["mp4"])
+
+    assert data.index(b"moov") < data.index(b"mdat")  # faststart: playable while downloading
+    with av.open(io.BytesIO(data), "r") as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert stream.codec_context.pix_fmt == "yuv420p"
+        assert stream.average_rate == 12
+        frames = [f.to_image() for f in container.decode(stream)]
+    assert len(frames) == len(colours)
+    assert frames[0].size == (160, 120)
+    for frame, colour in zip(frames, colours, strict=True):
+        assert_close_rgb(frame, colour)
+
+
+class RecordingStore(LocalObjectStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(str(root), MediaSigner(b"test"))
+        self.written: dict[str, bytes] = {}
+
+    def put(self, key: str, data: bytes) -> str:
+        self.written[key] = data
+        return super().put(key, data)
+
+
+def test_engine_writes_every_format_and_the_gif_last(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    config = TranscoderConfig(fps=10, width=64, formats=["mp4", "gif", "webp"])
+    pixels = solid_frames([RED, GREEN, BLUE])
+    asset = TranscoderEngine(store, config).encode(
+        Frames(pixels, {"seed": 7}), EncodeJob(storage_stem="s/v1", sidecar={"pk_id": "k"})
+    )
+
+    assert list(store.written) == ["s/v1.png", "s/v1.json", "s/v1.mp4", "s/v1.webp", "s/v1.gif"]
+    assert asset.gif_key == "s/v1.gif"
+    assert asset.asset_url == store.path("s/v1.gif").as_uri()
+    formats = {"mp4": "s/v1.mp4", "webp": "s/v1.webp", "gif": "s/v1.gif"}
+    assert asset.meta["formats"] == formats
+    sidecar = json.loads(store.written["s/v1.json"])
+    assert sidecar["formats"] == formats and sidecar["pk_id"] == "k" and sidecar["seed"] == 7
+    for fmt, key in formats.items():
+        assert asset.meta[f"{fmt}_bytes"] == sidecar[f"{fmt}_bytes"] == len(store.written[key])
+        assert decode_any(fmt, store.written[key]) == (3, (64, 48)), fmt
+
+
+def test_engine_default_writes_gif_only(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    asset = TranscoderEngine(store).encode(
+        Frames(solid_frames([RED, BLUE])), EncodeJob(storage_stem="s/v2")
+    )
+    assert list(store.written) == ["s/v2.png", "s/v2.json", "s/v2.gif"]
+    assert asset.meta["formats"] == {"gif": "s/v2.gif"}
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"formats": ["webp", "mp4"]}, "must include 'gif'"),
+        ({"formats": []}, "must include 'gif'"),
+        ({"formats": ["gif", "avi"]}, "'gif', 'webp' or 'mp4'"),
+        ({"formats": ["gif", "mp4"], "width": 65}, "even width"),
+    ],
+)
+def test_config_refuses_bad_formats(config: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        TranscoderConfig.model_validate(config)
+
+
+def test_config_refuses_a_format_without_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = replace(ENCODINGS["webp"], codecs=("no_such_encoder", "nor_this_one"))
+    monkeypatch.setitem(ENCODINGS, "webp", missing)
+    with pytest.raises(ValidationError, match=r"webp: .* no_such_encoder, nor_this_one"):
+        TranscoderConfig(formats=["gif", "webp"])
+    assert TranscoderConfig(formats=["gif"]).formats == ["gif"]
+
+
+def test_encode_formats_benchmark_rows() -> None:
+    rows = encode_formats(frames=3, width=64)
+    assert [r["name"].split()[0] for r in rows] == ["gif", "gif", "webp", "mp4"]
+    assert all(r["ms"] > 0 and r["bytes"] > 0 for r in rows), rows

@@ -1,0 +1,288 @@
+"""GCSObjectStore against gcp-storage-emulator (in-process), signing with a throwaway key."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import google.auth
+import httpx
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from gcp_storage_emulator.server import create_server
+from gcsfs.core import GCSFileSystem
+from google.auth.credentials import Credentials
+from google.cloud.storage import _signing
+
+from serve_app.objects import GCSObjectStore, LocalObjectStore, open_object_store
+from serve_app.settings import Settings
+
+BUCKET, PREFIX = "artifacts-test-soulmedia", "media/v1"
+KEY = "soul/nova/key/3f786850e387550fdab836ed7e6dc881de23001b/variant/01JDQ4Z5V8.gif"
+CLIENT_EMAIL = "soul-signer@soul-test.iam.gserviceaccount.com"
+GIF = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    key_file: Path
+    private_key: rsa.RSAPrivateKey
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def no_gcs_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ["SOUL_OBJECT_STORE_URL", "SOUL_GCS_ENDPOINT", "SOUL_GCS_CREDENTIALS_FILE"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[str]:
+    """The emulator's HTTP server in a thread of this process, with the bucket created."""
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def service_account(tmp_path_factory: pytest.TempPathFactory) -> ServiceAccount:
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    key_file = tmp_path_factory.mktemp("gcs") / "service-account.json"
+    key_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "soul-test",
+                "private_key_id": "0123456789abcdef",
+                "private_key": pem,
+                "client_email": CLIENT_EMAIL,
+                "client_id": "123456789012345678901",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    return ServiceAccount(key_file, private_key)
+
+
+@pytest.fixture(scope="module")
+def store(emulator: str, service_account: ServiceAccount) -> GCSObjectStore:
+    return GCSObjectStore(f"gs://{BUCKET}/{PREFIX}", service_account.key_file, emulator)
+
+
+def v4_string_to_sign(url: str) -> tuple[str, bytes]:
+    """Rebuild the V4 string-to-sign of a signed GET URL; return it and the URL's signature.
+
+    https://cloud.google.com/storage/docs/authentication/signatures
+    """
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    signature = bytes.fromhex(params.pop("X-Goog-Signature"))
+    canonical_query = "&".join(
+        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items())
+    )
+    canonical_request = "\n".join(
+        ["GET", parts.path, canonical_query, f"host:{parts.netloc}\n", "host", "UNSIGNED-PAYLOAD"]
+    )
+    scope = params["X-Goog-Credential"].split("/", 1)[1]
+    digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+    return "\n".join(["GOOG4-RSA-SHA256", params["X-Goog-Date"], scope, digest]), signature
+
+
+def signature_verifies(url: str, private_key: rsa.RSAPrivateKey) -> bool:
+    string_to_sign, signature = v4_string_to_sign(url)
+    try:
+        private_key.public_key().verify(
+            signature, string_to_sign.encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+    except InvalidSignature:
+        return False
+    return True
+
+
+# Objects.
+
+
+def test_put_exists_read_back_delete(store: GCSObjectStore, emulator: str) -> None:
+    assert not store.exists(KEY)
+    assert store.put(KEY, GIF) == f"gs://{BUCKET}/{PREFIX}/{KEY}"
+    assert store.exists(KEY)
+
+    reader = GCSFileSystem(token="anon", endpoint_url=emulator, skip_instance_cache=True)
+    path = f"{BUCKET}/{PREFIX}/{KEY}"
+    assert reader.cat_file(path) == GIF
+    assert reader.info(path)["contentType"] == "image/gif"
+    store.put(KEY, b"again")  # whole-object overwrite: a retry is safe
+    assert reader.cat_file(path) == b"again"
+
+    store.delete(KEY)
+    assert not store.exists(KEY)
+    assert not reader.exists(path)
+    store.delete(KEY)  # deleting a missing object is fine
+
+
+def test_exists_is_false_for_a_prefix(store: GCSObjectStore) -> None:
+    store.put(KEY, GIF)
+    try:
+        assert not store.exists(KEY.rsplit("/", 1)[0])
+    finally:
+        store.delete(KEY)
+
+
+@pytest.mark.parametrize("key", ["", "/abs.gif", "a//b.gif", "../x.gif", "a/../b.gif", "a/./b"])
+def test_invalid_keys_are_refused(store: GCSObjectStore, key: str) -> None:
+    with pytest.raises(ValueError, match="invalid storage key"):
+        store.put(key, GIF)
+    with pytest.raises(ValueError, match="invalid storage key"):
+        store.signed_url(key, 60)
+
+
+# Ping.
+
+
+def test_ping(store: GCSObjectStore) -> None:
+    store.ping()
+
+
+def test_ping_fails_cleanly_against_a_dead_endpoint(service_account: ServiceAccount) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    store = GCSObjectStore(f"gs://{BUCKET}", service_account.key_file, dead, ping_timeout_s=1)
+    started = time.monotonic()
+    with pytest.raises(OSError, match=f"cannot list gs://{BUCKET} at {dead}: FSTimeoutError"):
+        store.ping()
+    assert time.monotonic() - started < 5
+
+
+def test_ping_fails_for_a_missing_bucket(emulator: str, service_account: ServiceAccount) -> None:
+    store = GCSObjectStore("gs://no-such-bucket/x", service_account.key_file, emulator)
+    with pytest.raises(OSError, match="cannot list gs://no-such-bucket"):
+        store.ping()
+
+
+# Signed URLs.
+
+
+def test_signed_url_is_v4_with_the_expiry_asked_for(
+    store: GCSObjectStore, emulator: str, service_account: ServiceAccount
+) -> None:
+    before = int(time.time())
+    signed = store.signed_url(KEY, 300)
+    parts = urlsplit(signed.url)
+    assert f"{parts.scheme}://{parts.netloc}" == emulator
+    assert parts.path == f"/{BUCKET}/{PREFIX}/{KEY}"
+    query = dict(parse_qsl(parts.query))
+    assert query["X-Goog-Algorithm"] == "GOOG4-RSA-SHA256"
+    assert query["X-Goog-Expires"] == "300"
+    assert query["X-Goog-SignedHeaders"] == "host"
+    date = time.strftime("%Y%m%d", time.gmtime(before))
+    assert query["X-Goog-Credential"] == f"{CLIENT_EMAIL}/{date}/auto/storage/goog4_request"
+    assert before + 300 <= signed.expires_at <= int(time.time()) + 300
+
+    assert signature_verifies(signed.url, service_account.private_key)
+    tampered = signed.url.replace("X-Goog-Expires=300", "X-Goog-Expires=604800")
+    assert not signature_verifies(tampered, service_account.private_key)
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert not signature_verifies(signed.url, other_key)
+
+
+def test_signed_url_fetches_the_object(store: GCSObjectStore) -> None:
+    # The emulator serves /<bucket>/<object> but does not check signatures (they are checked
+    # cryptographically above): this shows the URL names the right object on the endpoint.
+    store.put(KEY, GIF)
+    try:
+        response = httpx.get(store.signed_url(KEY, 60).url)
+        assert response.status_code == 200
+        assert response.content == GIF
+        assert response.headers["content-type"] == "image/gif"
+    finally:
+        store.delete(KEY)
+
+
+def test_expiry_is_at_most_seven_days(store: GCSObjectStore) -> None:
+    assert "X-Goog-Expires=604800" in store.signed_url(KEY, 604800).url
+    for ttl in [604801, 0, -1]:
+        with pytest.raises(ValueError, match=r"expiry must be 1\.\.604800 s \(7 days\)"):
+            store.signed_url(KEY, ttl)
+
+
+def test_without_a_key_file_signs_through_iam(
+    emulator: str, service_account: ServiceAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Application Default Credentials that hold no key (workload identity) sign via IAM
+    signBlob; here the test key stands in for the service account's Google-held key."""
+
+    class WorkloadIdentity(Credentials):
+        service_account_email = "default"
+
+        def refresh(self, request: Any) -> None:
+            self.token, self.service_account_email = "access-token", CLIENT_EMAIL
+
+    def sign_blob(message: str, access_token: str, service_account_email: str, *_: Any) -> str:
+        assert (access_token, service_account_email) == ("access-token", CLIENT_EMAIL)
+        signature = service_account.private_key.sign(
+            message.encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+        return base64.b64encode(signature).decode()
+
+    monkeypatch.setattr(google.auth, "default", lambda scopes: (WorkloadIdentity(), "soul-test"))
+    monkeypatch.setattr(_signing, "_sign_message", sign_blob)
+    store = GCSObjectStore(f"gs://{BUCKET}/{PREFIX}", None, emulator)
+    url = store.signed_url(KEY, 60).url
+    assert f"X-Goog-Credential={quote(CLIENT_EMAIL, safe='')}" in url
+    assert signature_verifies(url, service_account.private_key)
+
+
+# open_object_store.
+
+
+def test_open_object_store_picks_gcs_for_gs_urls(
+    tmp_path: Path, emulator: str, service_account: ServiceAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOUL_OBJECT_STORE_URL", f"gs://{BUCKET}/{PREFIX}/")
+    monkeypatch.setenv("SOUL_GCS_ENDPOINT", emulator)
+    monkeypatch.setenv("SOUL_GCS_CREDENTIALS_FILE", str(service_account.key_file))
+    store = open_object_store(Settings(data_dir=tmp_path))
+    assert isinstance(store, GCSObjectStore)
+    assert (store.bucket, store.prefix) == (BUCKET, PREFIX)
+    store.ping()
+    assert store.signed_url(KEY, 60).url.startswith(f"{emulator}/{BUCKET}/{PREFIX}/{KEY}?")
+    assert not (tmp_path / "objects").exists()
+
+
+def test_open_object_store_picks_local_for_folders(tmp_path: Path) -> None:
+    for url in ["", str(tmp_path / "objects"), f"file://{tmp_path / 'objects'}"]:
+        store = open_object_store(Settings(data_dir=tmp_path, object_store_url=url))
+        assert isinstance(store, LocalObjectStore)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("s3://bucket/prefix", "unsupported object store URL"), ("gs:///prefix", "names no bucket")],
+)
+def test_open_object_store_refuses(tmp_path: Path, url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        open_object_store(Settings(data_dir=tmp_path, object_store_url=url))

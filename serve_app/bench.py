@@ -37,8 +37,9 @@ ENCODE_RUNS = 5  # encode_formats: runs per format, the median is reported
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "scenario",
-        choices=["hot", "miss", "catalog"],
-        help="hot: cache hits; miss: new renders; catalog: PostgreSQL vs SQLite",
+        choices=["hot", "miss", "catalog", "render"],
+        help="hot: cache hits; miss: new renders; catalog: PostgreSQL vs SQLite; "
+        "render: LoRA hot-swap vs reload, style switches, encode formats",
     )
     p.add_argument("--requests", type=int, default=None, help="measured requests per side")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients (hot)")
@@ -343,6 +344,105 @@ def print_table(title: str, rows: list[dict[str, Any]], ratio: dict[str, float])
         print(f"{name}: {value:.2f}")
 
 
+def style_switching(models_dir: Path, n: int) -> dict[str, Any]:
+    """LoRA hot-swap vs full reload, and render latency with and without style switches, on one
+    in-process renderer (what one multiplexed replica does), tiny model at the bench settings."""
+    from deployments.renderer import RendererConfig, RendererEngine
+    from serve_app.model_manager import ModelManager
+    from serve_app.models import TINY_LORAS, TINY_MODEL, StylePipelines
+    from serve_app.schemas import RenderJob
+
+    pastel, ink = (str(models_dir / f"{tag}.safetensors") for tag in TINY_LORAS)
+    config = RendererConfig.model_validate(BENCH_ARGS["renderer"])
+    manager = ModelManager(models_dir)
+
+    def median_ms(
+        action: Callable[[StylePipelines], Any], loaded: list[list[str]], runs: int
+    ) -> float:
+        """``action`` timed on a replica that has loaded the ``loaded`` LoRA sets (the last one
+        active); nothing loaded: a fresh replica."""
+        times = []
+        for _ in range(runs):
+            pipelines = StylePipelines(manager, config)
+            for lora_ids in loaded:
+                pipelines.activate(pipelines.style(TINY_MODEL, lora_ids))
+            t0 = time.perf_counter()
+            action(pipelines)
+            times.append(time.perf_counter() - t0)
+        return round(statistics.median(times) * 1000, 2)
+
+    def to_pastel(pipelines: StylePipelines) -> None:
+        pipelines.activate(pipelines.style(TINY_MODEL, [pastel]))
+
+    swap = [
+        {
+            "name": "hot swap to a loaded style (set_adapters)",
+            "ms": median_ms(to_pastel, [[pastel], [f"{ink}=0.8"]], runs=10),
+        },
+        {
+            "name": "hot swap to a new LoRA (load into the base)",
+            "ms": median_ms(to_pastel, [[f"{ink}=0.8"]], runs=5),
+        },
+        {
+            "name": "full reload (base + LoRA from disk)",
+            "ms": median_ms(to_pastel, [], runs=5),
+        },
+    ]
+    engine = RendererEngine(manager, config)
+    jobs = [
+        RenderJob(
+            style_id=str(i),
+            base_model_ref=TINY_MODEL,
+            lora_ids=loras,
+            prompt="penguin",
+            negative_prompt="",
+            seed=i,
+        )
+        for i, loras in enumerate([[pastel], [f"{ink}=0.8"]])
+    ]
+    for job in jobs:
+        engine.render(job)  # both styles loaded, as on a replica that holds both
+    renders = []
+    for name, sequence in [("same style", [jobs[0]] * n), ("alternating styles", jobs * (n // 2))]:
+        latencies = []
+        for job in sequence:
+            t0 = time.perf_counter()
+            engine.render(job)
+            latencies.append(time.perf_counter() - t0)
+        renders.append(summarize(f"render, {name}", latencies, sum(latencies)))
+    return {"swap": swap, "render": renders}
+
+
+def render_main(ns: argparse.Namespace) -> int:
+    from serve_app.models import build_tiny_models
+
+    n = ns.requests or 20
+    with tempfile.TemporaryDirectory(prefix="soul-bench-") as tmp:
+        models_dir = Path(tmp) / "models"
+        build_tiny_models(models_dir)
+        switching = style_switching(models_dir, n)
+        encode = encode_formats()
+    swap, renders = switching["swap"], switching["render"]
+    print("\nsoul bench render: one renderer replica, tiny SDXL, bench settings")
+    for row in swap:
+        print(f"{row['name']:<46}{row['ms']:>10.2f} ms")
+    print(f"full reload / hot swap to a loaded style: {swap[2]['ms'] / swap[0]['ms']:.0f}x")
+    ratio = {"p50 ratio alternating/same": renders[1]["p50_ms"] / renders[0]["p50_ms"]}
+    print_table("render latency on one replica", renders, ratio)
+    print("\nencode: 12 frames at 512 px")
+    for row in encode:
+        print(f"{row['name']:<30}{row['ms']:>10.1f} ms{row['bytes']:>12,} bytes")
+    print(
+        "\nfull-size SDXL on a GPU: not measured here (no accelerator on this machine); the "
+        "published baseline is about 2.5 s for 1024x1024, 30 steps, fp16 on an H100."
+    )
+    out = Path(ns.out or "bench-render.json")
+    report = {"scenario": "render", "style_switching": switching, "encode": encode}
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
 def main(ns: argparse.Namespace) -> int:
     from serve_app.local import local_graph
     from serve_app.models import build_tiny_models
@@ -350,6 +450,8 @@ def main(ns: argparse.Namespace) -> int:
     n = ns.requests or (200 if ns.scenario in ("hot", "catalog") else 5)
     if ns.scenario == "catalog":
         return report_catalog(ns, catalog_main(ns, n))
+    if ns.scenario == "render":
+        return render_main(ns)
     with tempfile.TemporaryDirectory(prefix="soul-bench-") as tmp:
         data_dir = Path(tmp)
         if ns.scenario == "miss":  # the floor first, while no replica competes for the cores

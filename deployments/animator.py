@@ -1,4 +1,5 @@
-"""Animator, "subtle" mode (seed §7): the render plus low-strength img2img variations of it."""
+"""Animator (seed §7): "subtle" mode, the render plus low-strength img2img variations of it, or
+"animated" mode, AnimateDiff with the soul's motion module. The soul's style picks the mode."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import numpy as np
 from pydantic import Field, model_validator
 from ray import serve
 
-from serve_app.model_manager import ModelManager
+from serve_app.model_manager import ModelManager, ModelNotFound
 from serve_app.models import (
     DiffusionConfig,
-    LoadedStyle,
     StylePipelines,
     configure_torch,
     model_manager,
@@ -38,58 +38,83 @@ class AnimatorConfig(DiffusionConfig):
 
 
 class AnimatorEngine:
-    """Variations run with the soul's LoRA set switched on, like its render."""
+    """Frames run with the soul's LoRA set switched on, like its render."""
 
     def __init__(self, manager: ModelManager, config: AnimatorConfig | None = None) -> None:
         self.config = config or AnimatorConfig()
         self.pipelines = StylePipelines(manager, self.config)
-        self._img2img: dict[str, Any] = {}
-
-    def img2img(self, base_model_ref: str, style: LoadedStyle) -> Any:
-        """The style's pipeline as img2img: ``from_pipe`` shares its modules, adapters included."""
-        from diffusers import StableDiffusionXLImg2ImgPipeline
-
-        self.pipelines.activate(style)
-        if base_model_ref not in self._img2img:
-            pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(style.pipe)
-            pipe.set_progress_bar_config(disable=True)
-            self._img2img[base_model_ref] = pipe
-        return self._img2img[base_model_ref]
 
     def animate(self, image: Frames, job: AnimateJob) -> Frames:
+        import torch
+
+        with self.pipelines.lock, torch.inference_mode():
+            if job.mode == "animated":
+                frames, facts = self._animated(image, job)
+            else:
+                frames, facts = self._subtle(image, job)
+        meta = {
+            **image.meta,
+            "animation": job.mode,
+            "frames": len(frames),
+            "animate_steps": self.config.steps,
+            **facts,
+        }
+        return Frames(pixels=frames, meta=meta)
+
+    def _subtle(self, image: Frames, job: AnimateJob) -> tuple[np.ndarray, dict[str, Any]]:
+        """Frame 0 is the render; the others are low-strength img2img variations of it."""
         import torch
         from PIL import Image
 
         cfg = self.config
         init = Image.fromarray(image.pixels[0])
         seeds = [(job.seed + i) % 2**63 for i in range(1, cfg.frames)]
-        frames = [image.pixels[0]]
-        with self.pipelines.lock, torch.inference_mode():
-            style = self.pipelines.style(job.base_model_ref, job.lora_ids)
-            pipe = self.img2img(job.base_model_ref, style)
-            for start in range(0, len(seeds), cfg.batch_size):
-                chunk = seeds[start : start + cfg.batch_size]
-                out = pipe(
-                    prompt=[job.prompt] * len(chunk),
-                    negative_prompt=[job.negative_prompt] * len(chunk)
-                    if job.negative_prompt
-                    else None,
-                    image=[init] * len(chunk),
-                    strength=cfg.strength,
-                    num_inference_steps=cfg.steps,
-                    guidance_scale=cfg.guidance_scale,
-                    generator=[torch.Generator(pipe.device).manual_seed(s) for s in chunk],
-                    output_type="np",
-                )
-                frames.extend((np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8))
-        meta = {
-            **image.meta,
-            "animation": job.mode,
-            "frames": len(frames),
-            "strength": cfg.strength,
-            "animate_steps": cfg.steps,
-        }
-        return Frames(pixels=np.stack(frames), meta=meta)
+        frames = [image.pixels[:1]]
+        self.pipelines.activate(self.pipelines.style(job.base_model_ref, job.lora_ids))
+        pipe = self.pipelines.img2img(job.base_model_ref)
+        for start in range(0, len(seeds), cfg.batch_size):
+            chunk = seeds[start : start + cfg.batch_size]
+            out = pipe(
+                prompt=[job.prompt] * len(chunk),
+                negative_prompt=[job.negative_prompt] * len(chunk) if job.negative_prompt else None,
+                image=[init] * len(chunk),
+                strength=cfg.strength,
+                num_inference_steps=cfg.steps,
+                guidance_scale=cfg.guidance_scale,
+                generator=[torch.Generator(pipe.device).manual_seed(s) for s in chunk],
+                output_type="np",
+            )
+            frames.append(to_pixels(out.images))
+        return np.concatenate(frames), {"strength": cfg.strength}
+
+    def _animated(self, image: Frames, job: AnimateJob) -> tuple[np.ndarray, dict[str, Any]]:
+        """AnimateDiff from the render's prompt and seed, at its size (the render itself is not
+        a frame: text-to-video starts from noise)."""
+        import torch
+
+        if not job.motion_module:
+            raise ModelNotFound('animation "animated" needs a motion_module')
+        cfg = self.config
+        _, height, width, _ = image.pixels.shape
+        style = self.pipelines.style(job.base_model_ref, job.lora_ids, job.motion_module)
+        pipe = self.pipelines.activate(style)
+        out = pipe(
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt or None,
+            num_frames=cfg.frames,
+            height=height,
+            width=width,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance_scale,
+            generator=torch.Generator(pipe.device).manual_seed(job.seed),
+            output_type="np",
+        )
+        return to_pixels(out.frames[0]), {"motion_module": job.motion_module}
+
+
+def to_pixels(images: np.ndarray) -> np.ndarray:
+    """Float images in [0, 1] (N, H, W, 3) as uint8."""
+    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
 @serve.deployment(name="Animator", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)

@@ -83,6 +83,9 @@ class CatalogEngine:
     async def ping(self) -> None:
         await self.store.ping()
 
+    async def get_soul(self, soul_id: str) -> Soul | None:
+        return await self.store.get_soul(soul_id)
+
     # Styles (last write wins).
     async def get_style(self, soul_id: str) -> StyleProfile | None:
         return await self.store.get_style(soul_id)
@@ -310,6 +313,9 @@ class Catalog:
 
     async def abandon_request(self, idem_key: str, version: int) -> None:
         await self.engine.abandon_request(idem_key, version)
+
+    async def get_soul(self, soul_id: str) -> Soul | None:
+        return await self.engine.get_soul(soul_id)
 
     async def get_style(self, soul_id: str) -> StyleProfile | None:
         return await self.engine.get_style(soul_id)

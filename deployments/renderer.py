@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import math
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -10,6 +13,7 @@ from ray import serve
 
 from serve_app.model_manager import ModelManager
 from serve_app.models import DiffusionConfig, StylePipelines, configure_torch, model_manager
+from serve_app.objects import ObjectStore, open_object_store
 from serve_app.schemas import Frames, RenderJob
 from serve_app.settings import Settings
 
@@ -29,10 +33,19 @@ class RendererConfig(DiffusionConfig):
 
 
 class RendererEngine:
-    """One render at a time per replica: pipelines are not thread-safe."""
+    """One render at a time per replica: pipelines are not thread-safe.
 
-    def __init__(self, manager: ModelManager, config: RendererConfig | None = None) -> None:
+    A job with a reference image renders img2img from it (read from ``objects``).
+    """
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        config: RendererConfig | None = None,
+        objects: ObjectStore | None = None,
+    ) -> None:
         self.pipelines = StylePipelines(manager, DiffusionConfig())
+        self.objects = objects
         self.configure(config or RendererConfig())
 
     def configure(self, config: RendererConfig) -> None:
@@ -49,17 +62,18 @@ class RendererEngine:
         import torch
 
         cfg = self.config
+        inputs = self._inputs(job)  # reads the reference image, if any, outside the lock
         with self.pipelines.lock, torch.inference_mode():
             pipe = self.pipelines.activate(self.pipelines.style(job.base_model_ref, job.lora_ids))
+            if job.reference_key is not None:
+                pipe = self.pipelines.img2img(job.base_model_ref)
             out = pipe(
                 prompt=job.prompt,
                 negative_prompt=job.negative_prompt or None,
-                num_inference_steps=cfg.steps,
                 guidance_scale=cfg.guidance_scale,
-                width=cfg.width,
-                height=cfg.height,
                 output_type="np",
                 generator=torch.Generator(pipe.device).manual_seed(job.seed),
+                **inputs,
             )
         pixels = (np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8)
         meta = {
@@ -74,8 +88,32 @@ class RendererEngine:
             "negative_prompt": job.negative_prompt,
             "width": cfg.width,
             "height": cfg.height,
+            "reference_key": job.reference_key,
+            "reference_strength": job.reference_strength,
         }
         return Frames(pixels=pixels, meta=meta)
+
+    def _inputs(self, job: RenderJob) -> dict[str, Any]:
+        """Text-to-image at the render size, or img2img from the job's reference image."""
+        cfg = self.config
+        if job.reference_key is None or job.reference_strength is None:
+            return {"width": cfg.width, "height": cfg.height, "num_inference_steps": cfg.steps}
+        return {
+            "image": self._reference_image(job.reference_key),
+            "strength": job.reference_strength,
+            # img2img runs int(steps * strength) steps: scaled up, it runs cfg.steps.
+            "num_inference_steps": math.ceil(cfg.steps / job.reference_strength),
+        }
+
+    def _reference_image(self, key: str) -> Any:
+        """The reference image, centre-cropped and scaled to the render size."""
+        from PIL import Image, ImageOps
+
+        if self.objects is None:
+            raise ValueError("this renderer has no object store to read reference images from")
+        with Image.open(io.BytesIO(self.objects.get(key))) as image:
+            size = (self.config.width, self.config.height)
+            return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS)
 
 
 @serve.deployment(name="Renderer", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)
@@ -83,7 +121,7 @@ class Renderer:
     def __init__(self, max_styles: int = RendererConfig().max_styles) -> None:
         settings = Settings()
         configure_torch(settings)
-        self.engine = RendererEngine(model_manager(settings))
+        self.engine = RendererEngine(model_manager(settings), objects=open_object_store(settings))
         self._jobs: dict[str, RenderJob] = {}
 
         async def load(style_id: str) -> str:

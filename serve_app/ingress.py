@@ -26,11 +26,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.store import StoreUnavailable
 from serve_app.coalesce import Coalescer
+from serve_app.errors import UnusableSource
 from serve_app.ids import new_ulid
-from serve_app.model_manager import ModelError
 from serve_app.models import model_manager, parse_lora
 from serve_app.objects import LocalObjectStore, open_object_store
 from serve_app.prompts import cue_tokens, render_prompt, style_id
+from serve_app.references import (
+    fetch_reference,
+    reference_key,
+    reference_prefix,
+)
 from serve_app.schemas import (
     MAX_CUE_CHARS,
     AnimateJob,
@@ -39,11 +44,15 @@ from serve_app.schemas import (
     EncodeJob,
     IdempotentStart,
     ImageResponse,
+    IngestedReference,
     KeyLookup,
     MediaFormat,
     PromptKey,
+    Reference,
+    ReferenceRequest,
     RenderJob,
     SoulId,
+    StoredReference,
     StyleProfile,
     Text,
     UserId,
@@ -139,9 +148,10 @@ async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResp
     )
 
 
-@api.exception_handler(ModelError)
-async def model_error(request: Request, exc: ModelError) -> JSONResponse:
-    """A style's model refs that cannot be used: the client's (4xx) or the source's (502)."""
+@api.exception_handler(UnusableSource)
+async def unusable_source(request: Request, exc: UnusableSource) -> JSONResponse:
+    """Model refs or a reference image that cannot be used: the client's (4xx) or the
+    source's (502) fault."""
     return JSONResponse(status_code=exc.status_code, content={"detail": _first_line(exc)})
 
 
@@ -362,12 +372,14 @@ class Ingress:
         """
         siblings: list[Variant] = await self.catalog.list_variants.remote(key.pk_id)
         known = [v.phash for v in siblings if v.phash is not None]
+        references = await self._style_references(style)
         prompt, negative = render_prompt(style, cue)
         sid = style_id(style)
         renderer = self.renderer.options(multiplexed_model_id=sid)
         best: tuple[Any, DedupeVerdict, int] | None = None
         for _ in range(self.config.dedupe_attempts):
             seed = secrets.randbits(63)
+            reference = references[seed % len(references)] if references else None
             image = renderer.render.remote(
                 RenderJob(
                     style_id=sid,
@@ -376,6 +388,8 @@ class Ingress:
                     prompt=prompt,
                     negative_prompt=negative,
                     seed=seed,
+                    reference_key=reference,
+                    reference_strength=style.reference_strength if reference else None,
                 )
             )
             verdict: DedupeVerdict = await self.dedupe.check.remote(image, known)
@@ -395,6 +409,8 @@ class Ingress:
                 prompt=prompt,
                 negative_prompt=negative,
                 seed=seed,
+                mode=style.animation,
+                motion_module=style.motion_module,
             ),
         )
         sidecar = {
@@ -429,6 +445,12 @@ class Ingress:
             for object_key in (*asset.meta["formats"].values(), asset.cover_key, asset.sidecar_key):
                 self.objects.delete(object_key)
             raise
+
+    async def _style_references(self, style: StyleProfile) -> list[str]:
+        """The soul's reference keys when its style renders from them, else none."""
+        if style.reference_strength is None:
+            return []
+        return await asyncio.to_thread(self.objects.list, reference_prefix(style.soul_id))
 
     async def _once(
         self,
@@ -578,6 +600,67 @@ class Ingress:
 
         await self._once(request, response, idempotency_key, {"soul_id": soul_id}, delete)
         return Response(status_code=204, headers=response.headers)
+
+    # ---- reference images --------------------------------------------------------------
+    @api.post(
+        "/ingest/reference",
+        response_model=IngestedReference,
+        tags=["references"],
+        dependencies=[Authorized],
+    )
+    async def ingest_reference(
+        self,
+        request: Request,
+        response: Response,
+        body: ReferenceRequest,
+        idempotency_key: IdempotencyKey = None,
+    ) -> IngestedReference:
+        """Fetch an image for a soul, verify it and store it as a plain RGB PNG."""
+        params = body.model_dump(mode="json")
+
+        async def ingest() -> dict[str, Any]:
+            await self._require_soul(body.soul_id)
+            image = await asyncio.to_thread(fetch_reference, body.url, self.settings)
+            key = reference_key(body.soul_id, new_ulid())
+            await asyncio.to_thread(self.objects.put, key, image.png)
+            stored = StoredReference(
+                storage_key=key, width=image.width, height=image.height, bytes=len(image.png)
+            )
+            return stored.model_dump(mode="json")
+
+        result = await self._once(request, response, idempotency_key, params, ingest)
+        stored = StoredReference.model_validate(result)
+        reference = await asyncio.to_thread(self._reference, body.soul_id, stored.storage_key)
+        return IngestedReference.model_validate({**stored.model_dump(), **reference.model_dump()})
+
+    @api.get(
+        "/ingest/reference/{soul_id}",
+        response_model=list[Reference],
+        tags=["references"],
+        dependencies=[Authorized],
+    )
+    async def list_references(self, soul_id: SoulId) -> list[Reference]:
+        """A soul's reference images, oldest first, with signed URLs."""
+        await self._require_soul(soul_id)
+        return await asyncio.to_thread(self._references, soul_id)
+
+    async def _require_soul(self, soul_id: str) -> None:
+        if await self.catalog.get_soul.remote(soul_id) is None:
+            raise HTTPException(404, f"unknown soul {soul_id!r}")
+
+    def _references(self, soul_id: str) -> list[Reference]:
+        keys = self.objects.list(reference_prefix(soul_id))
+        return [self._reference(soul_id, key) for key in keys]
+
+    def _reference(self, soul_id: str, storage_key: str) -> Reference:
+        signed = self.objects.signed_url(storage_key, self.settings.media_url_ttl_s)
+        return Reference(
+            soul_id=soul_id,
+            reference_id=storage_key.rpartition("/")[2].removesuffix(".png"),
+            storage_key=storage_key,
+            url=signed.url,
+            expires_at=signed.expires_at,
+        )
 
 
 def _distance(verdict: DedupeVerdict) -> int:

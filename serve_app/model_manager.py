@@ -4,8 +4,9 @@ References:
 - ``civitai:<model_version_id>``: CivitAI's REST API gives the version's primary file, its format
   and its SHA256; the file is downloaded once (bearer token from settings) into the cache folder,
   streamed to a temp file with a progress bar, verified, and renamed into place.
-- an absolute path, or a tag under the models folder: a diffusers folder (``model_index.json``)
-  or a single ``.safetensors`` file (``<tag>.safetensors``).
+- an absolute path, or a tag under the models folder: a diffusers pipeline folder
+  (``model_index.json``), a diffusers model folder (``config.json`` beside its safetensors, e.g. a
+  motion adapter) or a single ``.safetensors`` file (``<tag>.safetensors``).
 
 Only safetensors are ever accepted: a PickleTensor, a ``.ckpt/.pt/.bin`` file, or a file whose
 bytes are not a safetensors header is refused, and a checksum mismatch deletes the download.
@@ -25,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from serve_app.errors import UnusableSource
+
 log = logging.getLogger("ray.serve")
 
 CIVITAI = re.compile(r"^civitai:(\d{1,12})$")
@@ -32,10 +35,8 @@ _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,199}$")
 _CHUNK = 1 << 20
 
 
-class ModelError(Exception):
-    """A model reference that cannot be used; ``status_code`` is what the API answers."""
-
-    status_code = 422
+class ModelError(UnusableSource):
+    """A model reference that cannot be used."""
 
 
 class ModelNotFound(ModelError, LookupError):
@@ -112,12 +113,14 @@ class ModelManager:
         for path in candidates:
             if (path / "model_index.json").is_file():
                 return path
+            if (path / "config.json").is_file():
+                return _model_folder(path)
             if path.is_file():
                 require_safetensors(path)
                 return path
         raise ModelNotFound(
-            f"model {ref!r} not found: expected a diffusers folder (model_index.json) or a "
-            f".safetensors file at {candidates[0]}"
+            f"model {ref!r} not found: expected a diffusers folder (model_index.json or "
+            f"config.json) or a .safetensors file at {candidates[0]}"
         )
 
     # ---- CivitAI --------------------------------------------------------------------------
@@ -265,6 +268,19 @@ def require_safetensors(path: Path) -> None:
         json.loads(header)
     except ValueError as exc:
         raise UnsafeModelFormat(f"{path.name}: not a safetensors file") from exc
+
+
+def _model_folder(path: Path) -> Path:
+    """A diffusers model folder with safetensors weights; a pickle beside them is never read."""
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        raise UnsafeModelFormat(
+            f"{path.name}: no safetensors weights beside config.json (pickle checkpoints are "
+            "never loaded)"
+        )
+    for weight in weights:
+        require_safetensors(weight)
+    return path
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

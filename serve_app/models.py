@@ -1,10 +1,11 @@
-"""Pipelines: SDXL base models loaded once per replica, soul LoRA sets switched on them, and the
-tiny test models.
+"""Pipelines: SDXL base models loaded once per replica, their AnimateDiff versions (one per motion
+module), soul LoRA sets switched on them, and the tiny test models.
 
 The tiny model has the SDXL architecture (two CLIP text encoders, a UNet with text-time
 conditioning, a VAE) at a few MB with random weights: it makes abstract images, but it goes
 through exactly the loading and inference code a real SDXL checkpoint does. Tiny LoRAs for it
-are real PEFT adapters saved with diffusers' ``save_lora_weights``.
+are real PEFT adapters saved with diffusers' ``save_lora_weights``; the tiny motion adapter is a
+diffusers ``MotionAdapter`` that fits the tiny UNet.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from serve_app.settings import Settings
 
 TINY_MODEL = "tiny-sdxl"
 TINY_LORAS = {"tiny-lora-pastel": 1, "tiny-lora-ink": 2}  # tag -> seed
+TINY_MOTION = "tiny-motion"
+TINY_UNET_BLOCKS = (32, 64)  # the tiny UNet's block_out_channels, one layer per block
 
 
 def configure_torch(settings: Settings) -> None:
@@ -47,19 +50,71 @@ class DiffusionConfig(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         default="float32", description="Weights dtype of pipelines loaded from now on."
     )
+    attention: Literal["sdpa", "xformers"] = Field(
+        default="sdpa",
+        description="Attention kernels of pipelines loaded from now on: PyTorch SDPA, or "
+        "xformers (the `gpu` extra; CUDA only).",
+    )
+
+
+def torch_dtype(config: DiffusionConfig) -> Any:
+    import torch
+
+    return getattr(torch, config.dtype)
+
+
+def _local_weights(config: DiffusionConfig) -> dict[str, Any]:
+    """``from_pretrained`` arguments of every load: local files, safetensors only."""
+    return {"use_safetensors": True, "dtype": torch_dtype(config), "local_files_only": True}
 
 
 def load_sdxl(path: Path, config: DiffusionConfig | None = None) -> Any:
     """Load an SDXL pipeline from a diffusers folder, refusing anything but safetensors."""
-    import torch
     from diffusers import StableDiffusionXLPipeline
 
     config = config or DiffusionConfig()
-    pipe = StableDiffusionXLPipeline.from_pretrained(
-        path, use_safetensors=True, dtype=getattr(torch, config.dtype), local_files_only=True
+    pipe = StableDiffusionXLPipeline.from_pretrained(path, **_local_weights(config))
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(config.device)
+    if config.attention == "xformers":  # raises clearly where xformers or CUDA is missing
+        pipe.enable_xformers_memory_efficient_attention()
+    return pipe
+
+
+def load_animatediff(base: Any, base_path: Path, adapter: Path, config: DiffusionConfig) -> Any:
+    """An AnimateDiff SDXL pipeline sharing ``base``'s text encoders, VAE and scheduler, with a
+    UNetMotionModel: the base UNet's weights plus the motion adapter's temporal layers."""
+    from diffusers import (
+        AnimateDiffSDXLPipeline,
+        MotionAdapter,
+        UNet2DConditionModel,
+        UNetMotionModel,
+    )
+
+    weights = _local_weights(config)
+    # A fresh UNet from disk: the base's may carry PEFT LoRA layers, which from_unet2d cannot copy.
+    unet2d = UNet2DConditionModel.from_pretrained(base_path, subfolder="unet", **weights)
+    unet = UNetMotionModel.from_unet2d(unet2d, MotionAdapter.from_pretrained(adapter, **weights))
+    # from_unet2d (diffusers 0.42) leaves SDXL's text-time embedding randomly initialised.
+    unet.add_embedding.load_state_dict(unet2d.add_embedding.state_dict())
+    # The adapter's weights now live in the UNet: not keeping it saves its memory. The explicit
+    # dtype matters: from_pipe casts every shared module to float32 otherwise.
+    pipe = AnimateDiffSDXLPipeline.from_pipe(
+        base, unet=unet, motion_adapter=None, dtype=weights["dtype"]
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(config.device)
+
+
+def load_unet_lora(pipe: Any, path: Path, name: str) -> None:
+    """Only the UNet part of a LoRA: a motion pipeline's text encoders are its base's, which
+    already hold the adapter."""
+    state_dict, alphas, metadata = pipe.lora_state_dict(
+        str(path), unet_config=pipe.unet.config, return_lora_metadata=True
+    )
+    pipe.load_lora_into_unet(
+        state_dict, network_alphas=alphas, unet=pipe.unet, adapter_name=name, metadata=metadata
+    )
 
 
 def model_manager(settings: Settings) -> ModelManager:
@@ -84,7 +139,8 @@ def adapter_name(ref: str) -> str:
 
 @dataclass(frozen=True)
 class LoadedStyle:
-    """A base pipeline plus the adapters (name, weight) a style switches on in it."""
+    """A pipeline (a base or its motion pipeline) plus the adapters (name, weight) a style
+    switches on in it."""
 
     pipe: Any
     adapters: tuple[tuple[str, float], ...]
@@ -94,6 +150,7 @@ class StylePipelines:
     """Base pipelines by model ref, loaded once; LoRAs loaded into them once as named adapters
     and switched per call (``set_adapters``), so changing style never reloads the base model.
     At most ``max_loras`` adapters stay loaded per base model; the least recently used go.
+    A base's motion pipelines (AnimateDiff, one per motion module) carry the same adapters.
 
     Not thread-safe by itself: callers hold ``lock`` around ``style`` and any pipeline call.
     """
@@ -104,8 +161,12 @@ class StylePipelines:
         self.max_loras = max_loras
         self.lock = threading.RLock()
         self.base_loads = 0
+        self.motion_loads = 0
         self._bases: dict[str, Any] = {}
-        self._recent: dict[str, OrderedDict[str, None]] = {}  # base ref -> adapters, LRU first
+        # base ref -> adapter name -> its LoRA file, least recently used first
+        self._recent: dict[str, OrderedDict[str, Path]] = {}
+        self._motions: dict[str, dict[str, Any]] = {}  # base ref -> motion ref -> pipeline
+        self._img2img: dict[str, Any] = {}  # base ref -> the base as img2img
 
     def base(self, base_model_ref: str) -> Any:
         if base_model_ref not in self._bases:
@@ -117,13 +178,51 @@ class StylePipelines:
                 )
             self._bases[base_model_ref] = load_sdxl(path, self.config)
             self._recent[base_model_ref] = OrderedDict()
+            self._motions[base_model_ref] = {}
             self.base_loads += 1
         return self._bases[base_model_ref]
 
-    def style(self, base_model_ref: str, lora_ids: list[str]) -> LoadedStyle:
-        """The base pipeline with every LoRA of the set loaded (downloaded first if needed)."""
+    def motion(self, base_model_ref: str, motion_ref: str) -> Any:
+        """The base as AnimateDiff with a motion module (a diffusers MotionAdapter folder), built
+        once per pair, with the base's loaded LoRAs."""
+        base = self.base(base_model_ref)
+        motions = self._motions[base_model_ref]
+        if motion_ref not in motions:
+            path = self.manager.ensure(motion_ref)
+            if not (path / "config.json").is_file():
+                raise ModelNotFound(
+                    f"motion module {motion_ref!r} must be a diffusers MotionAdapter folder "
+                    "(config.json and safetensors)"
+                )
+            pipe = load_animatediff(base, self.manager.ensure(base_model_ref), path, self.config)
+            for name, lora in self._recent[base_model_ref].items():
+                load_unet_lora(pipe, lora, name)
+            motions[motion_ref] = pipe
+            self.motion_loads += 1
+        return motions[motion_ref]
+
+    def img2img(self, base_model_ref: str) -> Any:
+        """The base as img2img, built once: ``from_pipe`` shares its modules, LoRA adapters
+        included, so what ``activate`` switched on applies here too."""
+        from diffusers import StableDiffusionXLImg2ImgPipeline
+
+        if base_model_ref not in self._img2img:
+            # from_pipe casts the shared modules to float32 unless told the configured dtype.
+            pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(
+                self.base(base_model_ref), dtype=torch_dtype(self.config)
+            )
+            pipe.set_progress_bar_config(disable=True)
+            self._img2img[base_model_ref] = pipe
+        return self._img2img[base_model_ref]
+
+    def style(
+        self, base_model_ref: str, lora_ids: list[str], motion_ref: str | None = None
+    ) -> LoadedStyle:
+        """The base pipeline (or its motion pipeline for ``motion_ref``) with every LoRA of the
+        set loaded (downloaded first if needed)."""
         pipe = self.base(base_model_ref)
-        recent = self._recent[base_model_ref]
+        target = self.motion(base_model_ref, motion_ref) if motion_ref else pipe
+        recent, motions = self._recent[base_model_ref], self._motions[base_model_ref]
         adapters = []
         for entry in lora_ids:
             ref, weight = parse_lora(entry)
@@ -133,14 +232,18 @@ class StylePipelines:
                 if path.suffix != ".safetensors":
                     raise ModelNotFound(f"LoRA {ref!r} must be a .safetensors file")
                 pipe.load_lora_weights(str(path), adapter_name=name)
-            recent[name] = None
+                for motion in motions.values():
+                    load_unet_lora(motion, path, name)
+                recent[name] = path
             recent.move_to_end(name)
             adapters.append((name, weight))
         in_use = {name for name, _ in adapters}
         for name in [n for n in recent if n not in in_use][: max(0, len(recent) - self.max_loras)]:
             pipe.delete_adapters([name])
+            for motion in motions.values():
+                motion.unet.delete_adapters(name)
             del recent[name]
-        return LoadedStyle(pipe, tuple(adapters))
+        return LoadedStyle(target, tuple(adapters))
 
     def activate(self, style: LoadedStyle) -> Any:
         """Switch the style's adapters on (and every other off); the pipeline to call."""
@@ -214,7 +317,7 @@ def build_tiny_sdxl(dest: Path, seed: int = 0) -> Path:
             in_channels=4,
             out_channels=4,
             layers_per_block=1,
-            block_out_channels=(32, 64),
+            block_out_channels=TINY_UNET_BLOCKS,
             norm_num_groups=1,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -296,11 +399,41 @@ def build_tiny_lora(dest: Path, base: Path, seed: int) -> Path:
     return dest
 
 
+def build_tiny_motion_adapter(dest: Path, seed: int = 0) -> Path:
+    """A diffusers MotionAdapter for the tiny UNet, random weights, saved as safetensors.
+
+    Idempotent: an existing folder is kept. Written to a temp folder and renamed into place.
+    """
+    if (dest / "config.json").is_file():
+        return dest
+    import torch
+    from diffusers import MotionAdapter
+
+    torch.manual_seed(seed)
+    adapter: Any = MotionAdapter(
+        block_out_channels=TINY_UNET_BLOCKS,
+        motion_layers_per_block=1,
+        motion_num_attention_heads=4,
+        motion_norm_num_groups=1,
+        motion_max_seq_length=32,
+        use_motion_mid_block=False,  # as SDXL motion adapters
+    )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        staged = Path(tmp) / "adapter"
+        adapter.save_pretrained(staged, safe_serialization=True)
+        if not (dest / "config.json").is_file():
+            shutil.rmtree(dest, ignore_errors=True)
+            staged.rename(dest)
+    return dest
+
+
 def build_tiny_models(models_dir: Path) -> list[Path]:
-    """The tiny model and its tiny LoRAs (what `soul models tiny` and the tests build)."""
+    """The tiny model, its tiny LoRAs and motion adapter (what `soul models tiny` and the tests
+    build)."""
     base = build_tiny_sdxl(models_dir / TINY_MODEL)
     loras = [
         build_tiny_lora(models_dir / f"{tag}.safetensors", base, seed)
         for tag, seed in TINY_LORAS.items()
     ]
-    return [base, *loras]
+    return [base, *loras, build_tiny_motion_adapter(models_dir / TINY_MOTION)]

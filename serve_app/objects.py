@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import hashlib
 import hmac
@@ -39,6 +40,14 @@ class ObjectStore(Protocol):
         """Write a whole object atomically; return its location URL."""
         ...
 
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """A whole object; ``ObjectTooLarge`` past ``max_bytes`` (read no further than that)."""
+        ...
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        """Keys that start with ``prefix``, sorted (ULID-named keys: oldest first)."""
+        ...
+
     def delete(self, key: str) -> None: ...
 
     def exists(self, key: str) -> bool: ...
@@ -48,6 +57,24 @@ class ObjectStore(Protocol):
         ...
 
     def signed_url(self, key: str, ttl_s: int) -> SignedUrl: ...
+
+
+class ObjectTooLarge(Exception):
+    pass
+
+
+def _read(fs: Any, path: str, max_bytes: int | None) -> bytes:
+    with fs.open(path, "rb") as f:
+        data: bytes = f.read(-1 if max_bytes is None else max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ObjectTooLarge(f"object is over {max_bytes} bytes")
+    return data
+
+
+def _under(prefix: str, paths: list[str], root: str) -> list[str]:
+    """The keys (paths relative to ``root``) among ``paths`` that start with ``prefix``."""
+    keys = (path.removeprefix(f"{root}/") for path in paths)
+    return sorted(key for key in keys if key.startswith(prefix))
 
 
 class MediaSigner:
@@ -94,6 +121,16 @@ class LocalObjectStore:
             f.write(data)
         self.fs.mv(str(tmp), str(path))  # a rename: readers see all of it or nothing
         return path.as_uri()
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        return _read(self.fs, str(self.path(key)), max_bytes)
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        folder = prefix.rpartition("/")[0]
+        paths = self.fs.find(str(self.path(folder) if folder else self.root))
+        # Dot files are put's temporary files: writes still in flight.
+        done = [p for p in paths if not p.rpartition("/")[2].startswith(".")]
+        return _under(prefix, done, self.root.as_posix())
 
     def delete(self, key: str) -> None:
         path = self.path(key)
@@ -160,6 +197,14 @@ class GCSObjectStore:
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
         self.fs.pipe_file(path, data, content_type=content_type)  # one upload: all or nothing
         return f"gs://{path}"
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        return _read(self.fs, self._path(key), max_bytes)
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        folder = prefix.rpartition("/")[0]
+        root = "/".join(part for part in (self.bucket, self.prefix) if part)
+        return _under(prefix, self.fs.find(self._path(folder) if folder else root), root)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -9,11 +9,19 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 SoulId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
 MediaFormat = Literal["gif", "webp", "mp4"]
+Animation = Literal["subtle", "animated"]
 MAX_CUE_CHARS = 200
 MAX_JSON_BYTES = 16_384
 
@@ -92,9 +100,48 @@ class StyleProfile(BaseModel):
     negatives: list[Annotated[Text, StringConstraints(max_length=200)]] = Field(
         default_factory=list, max_length=32
     )
-    motion_module: Text | None = Field(default=None, max_length=300)
-    extra: JsonObject = Field(default_factory=dict, description="Free-form knobs.")
+    motion_module: Text | None = Field(
+        default=None,
+        max_length=300,
+        description='AnimateDiff motion adapter for extra.animation "animated": a diffusers '
+        "MotionAdapter folder (config.json + safetensors) by tag or absolute path.",
+    )
+    extra: JsonObject = Field(
+        default_factory=dict,
+        description="Free-form knobs. reference_strength (0 < x <= 1): render img2img from one "
+        "of the soul's reference images at that strength."
+        ' animation: "subtle" (default, img2img variations of the render) or "animated" '
+        "(AnimateDiff with motion_module).",
+    )
     updated_at_ts: int = Field(default=0, description="LWW timestamp (epoch ms), set by the store.")
+
+    @model_validator(mode="after")
+    def reference_strength_in_range(self) -> StyleProfile:
+        value = self.extra.get("reference_strength")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1
+        ):
+            raise ValueError("extra.reference_strength: must be a number in (0, 1]")
+        return self
+
+    @model_validator(mode="after")
+    def animation_is_known(self) -> StyleProfile:
+        mode = self.extra.get("animation", "subtle")
+        if mode not in ("subtle", "animated"):
+            raise ValueError(f'extra.animation: must be "subtle" or "animated", not {mode!r}')
+        if mode == "animated" and not self.motion_module:
+            raise ValueError('extra.animation "animated" needs a motion_module')
+        return self
+
+    @property
+    def animation(self) -> Animation:
+        return "animated" if self.extra.get("animation") == "animated" else "subtle"
+
+    @property
+    def reference_strength(self) -> float | None:
+        """img2img strength of renders from a reference image; None: text-to-image."""
+        value = self.extra.get("reference_strength")
+        return None if value is None else float(value)
 
 
 class SoulSpec(BaseModel):
@@ -158,6 +205,16 @@ class RenderJob(BaseModel):
     prompt: str
     negative_prompt: str
     seed: int
+    reference_key: str | None = Field(
+        default=None, description="Object key of a reference image: render img2img from it."
+    )
+    reference_strength: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def reference_has_a_strength(self) -> RenderJob:
+        if (self.reference_key is None) != (self.reference_strength is None):
+            raise ValueError("reference_key and reference_strength go together")
+        return self
 
 
 class AnimateJob(BaseModel):
@@ -166,7 +223,8 @@ class AnimateJob(BaseModel):
     prompt: str
     negative_prompt: str
     seed: int
-    mode: Literal["subtle"] = "subtle"
+    mode: Animation = "subtle"
+    motion_module: str | None = None
 
 
 class EncodeJob(BaseModel):
@@ -204,3 +262,35 @@ class ImageResponse(BaseModel):
     cache: Literal["hit", "miss"]
     cover_url: str
     expires_at: int = Field(description="Epoch seconds after which the URL stops working.")
+
+
+class ReferenceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    soul_id: SoulId
+    url: Text = Field(
+        min_length=1,
+        max_length=2048,
+        description="http(s)://... or gs://bucket/path of a PNG, JPEG, WebP or GIF image.",
+    )
+
+
+class StoredReference(BaseModel):
+    """What POST /ingest/reference stored, as kept for an Idempotency-Key replay."""
+
+    storage_key: str
+    width: int
+    height: int
+    bytes: int = Field(description="Size of the stored PNG.")
+
+
+class Reference(BaseModel):
+    soul_id: str
+    reference_id: str
+    storage_key: str = Field(description="soul/<soul_id>/reference/<reference_id>.png")
+    url: str = Field(description="Signed, short-lived URL of the stored PNG.")
+    expires_at: int = Field(description="Epoch seconds after which the URL stops working.")
+
+
+class IngestedReference(Reference, StoredReference):
+    """The answer of POST /ingest/reference."""

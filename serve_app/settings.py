@@ -63,6 +63,31 @@ class Settings(BaseSettings):
     model_max_bytes: int = Field(
         default=8 << 30, ge=1, description="Largest model file the model manager downloads."
     )
+    reference_max_bytes: int = Field(
+        default=10 << 20,
+        ge=1,
+        description="Largest reference image POST /ingest/reference fetches.",
+    )
+    reference_max_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        description="Most pixels (width x height) a reference image may have; checked before "
+        "decoding, against decompression bombs.",
+    )
+    reference_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Timeout of each step of a reference fetch."
+    )
+    reference_allow_private_hosts: bool = Field(
+        default=False,
+        description="Let reference URLs reach loopback, private, link-local and other non-public "
+        "addresses. Off: such hosts are refused (no requests into the cluster's own network); "
+        "for tests and local development only.",
+    )
+    reference_gcs_buckets: list[str] = Field(
+        default_factory=list,
+        description="Buckets gs:// reference URLs may name (JSON list); they are read with this "
+        "service's GCS credentials. Empty: gs:// references are refused.",
+    )
     media_secret: SecretStr | None = Field(
         default=None,
         description="HMAC key that signs /media URLs. Empty: a random key kept in "

@@ -80,6 +80,19 @@ def postgres_outage() -> Iterator[None]:
         subprocess.run([*control, "start"], check=True, capture_output=True)
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A test server's handler: whole bodies with their length, no request log on stderr."""
+
+    def _send(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 class FakeCivitai:
     """CivitAI's REST API on 127.0.0.1, as far as the model manager uses it: model-version
     metadata and downloads (through a redirect to a "CDN" path, like the real one), both behind
@@ -93,7 +106,7 @@ class FakeCivitai:
         self.requests: list[str] = []
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 fake.requests.append(self.path)
                 if self.path.startswith("/cdn/"):  # signed CDN URL: no token needed
@@ -109,15 +122,6 @@ class FakeCivitai:
                     self.end_headers()
                     return None
                 return self._send(404, b'{"error": "Model not found"}')
-
-            def _send(self, code: int, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -154,3 +158,20 @@ class FakeCivitai:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextmanager
+def static_http(files: dict[str, bytes]) -> Iterator[str]:
+    """Serve ``files`` (URL path -> body) on 127.0.0.1, 404 for anything else; the base URL."""
+
+    class Handler(QuietHandler):
+        def do_GET(self) -> None:
+            self._send(*((200, files[self.path]) if self.path in files else (404, b"not found")))
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

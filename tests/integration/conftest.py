@@ -27,6 +27,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory, civitai: FakeCivitai) -> Ite
         "SOUL_TORCH_THREADS": "1",
         "SOUL_CIVITAI_URL": civitai.url,
         "SOUL_CIVITAI_TOKEN": FakeCivitai.TOKEN,
+        "SOUL_REFERENCE_ALLOW_PRIVATE_HOSTS": "true",  # the tests serve references on 127.0.0.1
     }
     with local_graph(data_dir, port=free_port(), args=TEST_ARGS, num_cpus=4, env=env) as url:
         graph = Graph(url, data_dir)

@@ -14,10 +14,11 @@ from soul_client import Graph
 
 from serve_app.objects import MediaSigner
 from serve_app.settings import Settings
-from tests.support import FakeCivitai
+from tests.support import FakeCivitai, static_http
 
 pytestmark = pytest.mark.integration
 GIF_KEY = re.compile(r"^soul/nova/key/[0-9a-f]{40}/variant/[0-9A-HJKMNP-TV-Z]{26}\.gif$")
+REFERENCE_KEY = re.compile(r"^soul/valentina/reference/[0-9A-HJKMNP-TV-Z]{26}\.png$")
 
 
 def test_seed_acceptance_unique_per_user_then_cache_hit(graph: Graph) -> None:
@@ -69,6 +70,11 @@ def test_punctuation_and_stopwords_share_a_key_but_souls_do_not(graph: Graph) ->
     other_soul = graph.image("valentina", "penguin", "u3").json()
     assert other_soul["pk_id"] != bare["pk_id"]
     assert other_soul["pk_id"].startswith("valentina:")
+    [row] = graph.rows(
+        "SELECT storage_key FROM variant WHERE variant_id = ?", other_soul["variant_id"]
+    )
+    sidecar = graph.sidecar(row["storage_key"])  # valentina's style animates with AnimateDiff
+    assert (sidecar["animation"], sidecar["motion_module"]) == ("animated", "tiny-motion")
 
 
 def test_similar_cues_share_a_key_dissimilar_ones_do_not(graph: Graph) -> None:
@@ -183,6 +189,8 @@ def test_style_profiles_crud(graph: Graph) -> None:
     assert graph.client.post("/style", json={**nova, "soul_id": "ghost"}).status_code == 404
     assert graph.client.post("/style", json={**nova, "base_model_ref": ""}).status_code == 422
     assert graph.client.post("/style", json={**nova, "surprise": 1}).status_code == 422
+    animated = graph.client.post("/style", json={**nova, "extra": {"animation": "animated"}})
+    assert animated.status_code == 422 and "needs a motion_module" in animated.text
 
     changed = graph.client.post("/style", json={**nova, "negatives": ["blurry", "text"]})
     assert changed.status_code == 200
@@ -290,5 +298,58 @@ def test_a_soul_style_with_a_civitai_lora(graph: Graph, civitai: FakeCivitai) ->
         refused = graph.client.post("/style", json={**original, "lora_ids": [pickled]})
         assert refused.status_code == 422 and "only safetensors" in refused.json()["detail"]
         assert graph.client.get("/style/valentina").json()["lora_ids"] == [f"{ref}=0.7"]
+    finally:
+        assert graph.client.post("/style", json=original).status_code == 200
+
+
+def test_reference_images_are_ingested_listed_and_condition_renders(graph: Graph) -> None:
+    png = io.BytesIO()
+    Image.new("RGB", (96, 48), "crimson").save(png, format="PNG")
+    files = {"/face.png": png.getvalue(), "/page.html": b"<html>not an image</html>"}
+    original = graph.client.get("/style/valentina").json()
+    original.pop("updated_at_ts")
+    with static_http(files) as source:
+        body = {"soul_id": "valentina", "url": f"{source}/face.png"}
+        first = graph.client.post("/ingest/reference", json=body, headers={"Idempotency-Key": "r1"})
+        assert first.status_code == 200, first.text
+        ref = first.json()
+        assert REFERENCE_KEY.match(ref["storage_key"]), ref
+        assert (ref["width"], ref["height"], ref["soul_id"]) == (96, 48, "valentina")
+        stored = graph.client.get(ref["url"], headers={"Authorization": ""})
+        assert stored.headers["content-type"] == "image/png" and len(stored.content) == ref["bytes"]
+        retry = graph.client.post("/ingest/reference", json=body, headers={"Idempotency-Key": "r1"})
+        assert retry.json()["reference_id"] == ref["reference_id"]
+        assert retry.headers["idempotent-replayed"] == "true"
+
+        listed = graph.client.get("/ingest/reference/valentina")
+        assert [r["storage_key"] for r in listed.json()] == [ref["storage_key"]]
+        assert graph.client.get(listed.json()[0]["url"]).status_code == 200
+
+        html = graph.client.post("/ingest/reference", json={**body, "url": f"{source}/page.html"})
+        assert html.status_code == 422 and "not a PNG" in html.json()["detail"], html.text
+        gone = graph.client.post("/ingest/reference", json={**body, "url": f"{source}/gone.png"})
+        assert gone.status_code == 502 and "answered 404" in gone.json()["detail"], gone.text
+        ghost = graph.client.post("/ingest/reference", json={**body, "soul_id": "ghost"})
+        assert ghost.status_code == 404
+        assert graph.client.get("/ingest/reference/ghost").status_code == 404
+        ftp = graph.client.post("/ingest/reference", json={**body, "url": "ftp://x/face.png"})
+        assert ftp.status_code == 422 and "unsupported scheme" in ftp.json()["detail"]
+        assert graph.objects("soul/valentina/reference/") == [ref["storage_key"]]
+
+    bad = {**original, "extra": {**original["extra"], "reference_strength": 1.5}}
+    assert graph.client.post("/style", json=bad).status_code == 422
+    referenced = {**original, "extra": {**original["extra"], "reference_strength": 0.7}}
+    assert graph.client.post("/style", json=referenced).status_code == 200
+    try:
+        image = graph.image("valentina", "portrait by the sea", "ref-fan")
+        assert image.status_code == 200, image.text
+        [row] = graph.rows(
+            "SELECT storage_key, meta_json FROM variant WHERE variant_id = ?",
+            image.json()["variant_id"],
+        )
+        sidecar = graph.sidecar(row["storage_key"])
+        assert sidecar["reference_key"] == ref["storage_key"]
+        assert sidecar["reference_strength"] == 0.7
+        assert json.loads(row["meta_json"])["reference_key"] == ref["storage_key"]
     finally:
         assert graph.client.post("/style", json=original).status_code == 200

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from deployments.animator import AnimatorConfig, AnimatorEngine
 from deployments.renderer import RendererConfig, RendererEngine
 from serve_app.model_manager import ModelManager, ModelNotFound, UnsafeModelFormat
-from serve_app.models import TINY_LORAS, TINY_MODEL, build_tiny_models, load_sdxl
-from serve_app.schemas import AnimateJob, Frames, RenderJob
+from serve_app.models import TINY_LORAS, TINY_MODEL, TINY_MOTION, build_tiny_models, load_sdxl
+from serve_app.schemas import AnimateJob, Frames, RenderJob, StyleProfile
 
 PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle"}
 
@@ -77,12 +77,18 @@ def test_build_is_idempotent(models_dir: Path, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr("serve_app.models.tempfile.TemporaryDirectory", no_rebuild)
     loras = [models_dir / f"{tag}.safetensors" for tag in TINY_LORAS]
-    assert build_tiny_models(models_dir) == [dest, *loras]
+    motion = models_dir / TINY_MOTION
+    assert build_tiny_models(models_dir) == [dest, *loras, motion]
     assert digest(dest) == before
-    # Nothing but the model and its LoRAs: no staging folder left behind.
+    # Nothing but the model, its LoRAs and motion adapter: no staging folder left behind.
     assert sorted(p.name for p in models_dir.iterdir()) == sorted(
-        [TINY_MODEL, *(p.name for p in loras)]
+        [TINY_MODEL, *(p.name for p in loras), TINY_MOTION]
     )
+    assert sorted(p.name for p in motion.iterdir()) == [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+    ]
+    assert ModelManager(models_dir).local(TINY_MOTION) == motion
 
 
 def test_model_folder_holds_only_safetensors_weights(models_dir: Path) -> None:
@@ -272,3 +278,160 @@ def test_animator_applies_the_souls_lora_set(models_dir: Path, rendered: Frames)
     assert np.array_equal(styled.pixels[0], plain.pixels[0])  # the render itself is kept
     assert np.abs(styled.pixels[1:].astype(int) - plain.pixels[1:].astype(int)).mean() > 2.0
     assert np.array_equal(engine.animate(rendered, ANIMATE).pixels, plain.pixels)  # switched off
+
+
+# Animator, "animated" mode: AnimateDiff with the soul's motion module.
+
+ANIMATED = ANIMATE.model_copy(update={"mode": "animated", "motion_module": TINY_MOTION})
+
+
+@pytest.fixture(scope="module")
+def animator(models_dir: Path) -> AnimatorEngine:
+    return AnimatorEngine(
+        ModelManager(models_dir), AnimatorConfig(frames=6, steps=2, batch_size=4, strength=0.5)
+    )
+
+
+@pytest.fixture(scope="module")
+def animated(animator: AnimatorEngine, rendered: Frames) -> Frames:
+    return animator.animate(rendered, ANIMATED)
+
+
+def test_animated_mode_returns_distinct_frames_at_the_render_size(
+    animator: AnimatorEngine, animated: Frames
+) -> None:
+    assert animated.pixels.shape == (6, 64, 64, 3)
+    assert animated.pixels.dtype == np.uint8
+    steps = np.abs(np.diff(animated.pixels.astype(int), axis=0)).mean(axis=(1, 2, 3))
+    assert (steps > 1.0).all()  # each frame differs from the one before
+    wide = Frames(pixels=np.zeros((1, 32, 48, 3), np.uint8), meta={"seed": 1})
+    assert animator.animate(wide, ANIMATED).pixels.shape == (6, 32, 48, 3)
+
+
+def test_animated_meta(animated: Frames) -> None:
+    meta = animated.meta
+    assert meta["animation"] == "animated" and meta["motion_module"] == TINY_MOTION
+    assert meta["frames"] == 6 and meta["animate_steps"] == 2
+    assert meta["seed"] == 1 and meta["prompt"] == "penguin, anime, pastel"  # the render's meta
+    assert "strength" not in meta
+
+
+def test_animated_mode_is_deterministic_per_seed(
+    animator: AnimatorEngine, rendered: Frames, animated: Frames
+) -> None:
+    assert np.array_equal(animator.animate(rendered, ANIMATED).pixels, animated.pixels)
+    other = animator.animate(rendered, ANIMATED.model_copy(update={"seed": 2}))
+    assert not np.array_equal(other.pixels, animated.pixels)
+
+
+def test_motion_pipeline_is_loaded_once_and_shares_the_base(
+    animator: AnimatorEngine, rendered: Frames
+) -> None:
+    for job in (ANIMATED, ANIMATE, ANIMATED.model_copy(update={"lora_ids": [PASTEL]})):
+        animator.animate(rendered, job)
+    pipelines = animator.pipelines
+    assert (pipelines.base_loads, pipelines.motion_loads) == (1, 1)
+    motion, base = pipelines.motion(TINY_MODEL, TINY_MOTION), pipelines.base(TINY_MODEL)
+    assert type(motion.unet).__name__ == "UNetMotionModel"
+    assert motion.text_encoder_2 is base.text_encoder_2 and motion.vae is base.vae
+
+
+def test_the_motion_unet_holds_every_weight_of_the_base_unet(
+    models_dir: Path, animator: AnimatorEngine
+) -> None:
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(models_dir / TINY_MODEL, subfolder="unet")
+    motion = animator.pipelines.motion(TINY_MODEL, TINY_MOTION).unet.state_dict()
+    shared = [k for k in unet.state_dict() if k in motion]
+    assert any(k.startswith("add_embedding.") for k in shared)  # SDXL's text-time embedding
+    assert [k for k in shared if not torch.equal(unet.state_dict()[k], motion[k])] == []
+
+
+def test_animated_mode_applies_the_souls_lora_set(
+    animator: AnimatorEngine, rendered: Frames, animated: Frames
+) -> None:
+    styled = animator.animate(rendered, ANIMATED.model_copy(update={"lora_ids": [INK]}))
+    assert np.abs(styled.pixels.astype(int) - animated.pixels.astype(int)).mean() > 2.0
+    assert np.array_equal(animator.animate(rendered, ANIMATED).pixels, animated.pixels)  # off
+
+
+def test_a_motion_pipeline_built_later_gets_the_loras_already_loaded(
+    models_dir: Path, animator: AnimatorEngine, rendered: Frames
+) -> None:
+    ink = ANIMATED.model_copy(update={"lora_ids": [INK]})
+    config = AnimatorConfig(frames=6, steps=2, batch_size=4, strength=0.5)
+    engine = AnimatorEngine(ModelManager(models_dir), config)
+    engine.animate(rendered, ANIMATE.model_copy(update={"lora_ids": [INK]}))  # INK loaded first
+    assert np.array_equal(
+        engine.animate(rendered, ink).pixels, animator.animate(rendered, ink).pixels
+    )
+
+
+def test_the_style_picks_the_animation_and_animated_needs_a_motion_module() -> None:
+    style = {"soul_id": "valentina", "base_model_ref": TINY_MODEL}
+    assert StyleProfile.model_validate(style).animation == "subtle"
+    animated = {**style, "motion_module": TINY_MOTION, "extra": {"animation": "animated"}}
+    assert StyleProfile.model_validate(animated).animation == "animated"
+    with pytest.raises(ValidationError, match="needs a motion_module"):
+        StyleProfile.model_validate({**style, "extra": {"animation": "animated"}})
+    with pytest.raises(ValidationError, match='must be "subtle" or "animated"'):
+        StyleProfile.model_validate({**animated, "extra": {"animation": "wobbly"}})
+
+
+def test_unknown_or_unsafe_motion_modules_are_refused(
+    models_dir: Path, animator: AnimatorEngine, rendered: Frames, tmp_path: Path
+) -> None:
+    def animate(motion_module: str | None) -> Frames:
+        return animator.animate(
+            rendered, ANIMATED.model_copy(update={"motion_module": motion_module})
+        )
+
+    with pytest.raises(ModelNotFound):
+        animate("no-such-motion")
+    with pytest.raises(ModelNotFound, match="needs a motion_module"):
+        animate(None)
+    with pytest.raises(ModelNotFound, match="MotionAdapter folder"):
+        animate(INK)  # a safetensors file, but a LoRA
+    torch.save({"w": torch.zeros(1)}, tmp_path / "mm_sdxl.ckpt")
+    with pytest.raises(UnsafeModelFormat, match="pickle"):
+        animate(str(tmp_path / "mm_sdxl.ckpt"))
+    pickled = tmp_path / "pickled-motion"
+    shutil.copytree(models_dir / TINY_MOTION, pickled)
+    weights = pickled / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(weights), pickled / "diffusion_pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(UnsafeModelFormat, match="no safetensors"):
+        animate(str(pickled))
+    assert animator.pipelines.motion_loads == 1
+
+
+def test_least_recently_used_loras_leave_the_motion_pipeline_too(
+    models_dir: Path, rendered: Frames
+) -> None:
+    engine = AnimatorEngine(
+        ModelManager(models_dir), AnimatorConfig(frames=6, steps=2, batch_size=4, strength=0.5)
+    )
+    engine.pipelines.max_loras = 1
+    before = engine.animate(rendered, ANIMATED.model_copy(update={"lora_ids": [PASTEL]})).pixels
+    engine.animate(rendered, ANIMATED.model_copy(update={"lora_ids": [INK]}))
+    motion = engine.pipelines.motion(TINY_MODEL, TINY_MOTION)
+    assert motion.unet.peft_config.keys() == {adapter(INK)}
+    again = engine.animate(rendered, ANIMATED.model_copy(update={"lora_ids": [PASTEL]})).pixels
+    assert np.array_equal(again, before)  # loaded again, same frames
+
+
+def test_derived_pipelines_keep_the_configured_dtype(models_dir: Path) -> None:
+    config = AnimatorConfig(frames=6, steps=2, strength=0.5, dtype="bfloat16")
+    engine = AnimatorEngine(ModelManager(models_dir), config)
+    img2img = engine.pipelines.img2img(TINY_MODEL)
+    motion = engine.pipelines.motion(TINY_MODEL, TINY_MOTION)
+    base = engine.pipelines.base(TINY_MODEL)
+    modules = (base.unet, base.text_encoder, base.vae, img2img.unet, motion.unet)
+    assert {m.dtype for m in modules} == {torch.bfloat16}
+
+
+def test_xformers_attention_is_opt_in_and_fails_clearly_without_it(models_dir: Path) -> None:
+    assert RendererConfig().attention == "sdpa"
+    with pytest.raises((ModuleNotFoundError, ValueError), match=r"xformers|CUDA|cuda"):
+        load_sdxl(models_dir / TINY_MODEL, RendererConfig(attention="xformers"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import socket
 import time
@@ -24,7 +25,13 @@ from gcsfs.core import GCSFileSystem
 from google.auth.credentials import Credentials
 from google.cloud.storage import _signing
 
-from serve_app.objects import GCSObjectStore, LocalObjectStore, open_object_store
+from serve_app.objects import GCSObjectStore, LocalObjectStore, ObjectTooLarge, open_object_store
+from serve_app.references import (
+    ReferenceRejected,
+    ReferenceTooLarge,
+    ReferenceUnreachable,
+    fetch_reference,
+)
 from serve_app.settings import Settings
 
 BUCKET, PREFIX = "artifacts-test-soulmedia", "media/v1"
@@ -161,6 +168,35 @@ def test_invalid_keys_are_refused(store: GCSObjectStore, key: str) -> None:
         store.signed_url(key, 60)
 
 
+def test_get_reads_a_whole_object_under_an_optional_cap(store: GCSObjectStore) -> None:
+    store.put(KEY, GIF)
+    try:
+        assert store.get(KEY) == store.get(KEY, max_bytes=len(GIF)) == GIF
+        with pytest.raises(ObjectTooLarge):
+            store.get(KEY, max_bytes=len(GIF) - 1)
+    finally:
+        store.delete(KEY)
+    with pytest.raises(FileNotFoundError):
+        store.get(KEY)
+
+
+def test_list_gives_the_keys_under_a_prefix_sorted(store: GCSObjectStore) -> None:
+    refs = ["soul/nova/reference/01B.png", "soul/nova/reference/01A.png"]
+    keys = [*refs, KEY, "soul/nova-2/reference/01C.png"]
+    for key in keys:
+        store.put(key, b"x")
+    try:
+        assert store.list("soul/nova/reference/") == sorted(refs)
+        assert store.list("soul/nova/reference/01B") == [refs[0]]
+        assert store.list("soul/nova/") == [KEY, *sorted(refs)]
+        assert store.list("soul/nova") == sorted(keys)
+        assert store.list("") == sorted(keys)
+        assert store.list("soul/ghost/reference/") == []
+    finally:
+        for key in keys:
+            store.delete(key)
+
+
 # Ping.
 
 
@@ -286,3 +322,52 @@ def test_open_object_store_picks_local_for_folders(tmp_path: Path) -> None:
 def test_open_object_store_refuses(tmp_path: Path, url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         open_object_store(Settings(data_dir=tmp_path, object_store_url=url))
+
+
+# Reference images from gs:// URLs, read with the object store's settings.
+
+
+def png_bytes() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 6), "teal").save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def reference_settings(emulator: str, service_account: ServiceAccount) -> Settings:
+    return Settings(
+        gcs_endpoint=emulator,
+        gcs_credentials_file=service_account.key_file,
+        reference_gcs_buckets=[BUCKET],
+        reference_max_bytes=10_000,
+    )
+
+
+def test_reference_from_gs(store: GCSObjectStore, reference_settings: Settings) -> None:
+    store.put("uploads/cat.png", png_bytes())
+    try:
+        ref = fetch_reference(f"gs://{BUCKET}/{PREFIX}/uploads/cat.png", reference_settings)
+        assert (ref.width, ref.height) == (8, 6) and ref.png.startswith(b"\x89PNG")
+    finally:
+        store.delete("uploads/cat.png")
+
+
+def test_reference_from_gs_refusals(store: GCSObjectStore, reference_settings: Settings) -> None:
+    url = f"gs://{BUCKET}/{PREFIX}/uploads/big.png"
+    store.put("uploads/big.png", b"x" * 10_001)
+    try:
+        with pytest.raises(ReferenceTooLarge, match="over the 10000 byte limit"):
+            fetch_reference(url, reference_settings)
+    finally:
+        store.delete("uploads/big.png")
+    with pytest.raises(ReferenceUnreachable, match="cannot read gs://"):
+        fetch_reference(url, reference_settings)
+    with pytest.raises(ReferenceRejected, match="invalid storage key"):
+        fetch_reference(f"gs://{BUCKET}/a/../b.png", reference_settings)
+    for other in [f"gs://other-bucket/{PREFIX}/uploads/cat.png", "gs:///cat.png"]:
+        with pytest.raises(ReferenceRejected, match="is not allowed for references"):
+            fetch_reference(other, reference_settings)
+    with pytest.raises(ReferenceRejected, match="is not allowed for references"):
+        fetch_reference(url, Settings())  # no bucket is allowed by default

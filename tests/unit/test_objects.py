@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from serve_app.objects import LocalObjectStore, MediaSigner, open_object_store
+from serve_app.objects import LocalObjectStore, MediaSigner, ObjectTooLarge, open_object_store
 from serve_app.settings import Settings
 
 KEY = "soul/nova/key/abc/variant/01J.gif"
@@ -83,6 +83,30 @@ def test_put_exists_delete_round_trip(objects: LocalObjectStore) -> None:
     assert not objects.exists(KEY)
     objects.delete(KEY)  # deleting a missing object is fine
     objects.ping()
+
+
+def test_get_reads_a_whole_object_under_an_optional_cap(objects: LocalObjectStore) -> None:
+    objects.put(KEY, b"GIF89a")
+    assert objects.get(KEY) == objects.get(KEY, max_bytes=6) == b"GIF89a"
+    with pytest.raises(ObjectTooLarge):
+        objects.get(KEY, max_bytes=5)
+    with pytest.raises(FileNotFoundError):
+        objects.get("soul/nova/missing.gif")
+
+
+def test_list_gives_the_keys_under_a_prefix_sorted(objects: LocalObjectStore) -> None:
+    refs = ["soul/nova/reference/01B.png", "soul/nova/reference/01A.png"]
+    for key in [*refs, KEY, "soul/nova-2/reference/01C.png"]:
+        objects.put(key, b"x")
+    (objects.root / "soul/nova/reference/.01D.png.01E.tmp").write_bytes(b"in flight")
+    assert objects.list("soul/nova/reference/") == sorted(refs)
+    assert objects.list("soul/nova/reference/01B") == [refs[0]]
+    assert objects.list("soul/nova/") == [KEY, *sorted(refs)]
+    assert objects.list("soul/nova") == sorted([KEY, *refs, "soul/nova-2/reference/01C.png"])
+    assert objects.list("") == objects.list("soul/")
+    assert objects.list("soul/ghost/reference/") == []
+    with pytest.raises(ValueError, match="invalid storage key"):
+        objects.list("../elsewhere/")
 
 
 def test_put_leaves_no_temp_files(objects: LocalObjectStore) -> None:

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from serve_app.app import AppArgs
-from serve_app.schemas import MAX_JSON_BYTES, StyleProfile, safe_text
+from serve_app.schemas import MAX_JSON_BYTES, RenderJob, StyleProfile, safe_text
 
 
 @pytest.mark.parametrize("text", ["penguin", "café ☃", "tab\tand\nnewline", "emoji 🐧"])
@@ -65,3 +65,29 @@ def test_replica_counts_name_real_deployments() -> None:
         AppArgs.model_validate({"replicas": {"Ingres": 2}})
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         AppArgs.model_validate({"replicas": {"Catalog": 0}})
+
+
+@pytest.mark.parametrize("strength", [0.25, 1, 1.0, None])
+def test_reference_strength_in_range_passes(strength: float | None) -> None:
+    style = StyleProfile(
+        soul_id="nova", base_model_ref="m", extra={"reference_strength": strength, "x": 1}
+    )
+    assert style.reference_strength == strength
+    assert StyleProfile(soul_id="nova", base_model_ref="m").reference_strength is None
+
+
+@pytest.mark.parametrize("strength", [0, -0.5, 1.01, "0.5", True, [0.5]])
+def test_reference_strength_out_of_range_is_refused(strength: Any) -> None:
+    with pytest.raises(
+        ValidationError, match=r"extra.reference_strength: must be a number in \(0, 1\]"
+    ):
+        StyleProfile(soul_id="nova", base_model_ref="m", extra={"reference_strength": strength})
+
+
+def test_render_job_reference_key_and_strength_go_together() -> None:
+    job = {"style_id": "s", "base_model_ref": "m", "prompt": "p", "negative_prompt": "", "seed": 1}
+    assert RenderJob.model_validate(job).reference_key is None
+    RenderJob.model_validate({**job, "reference_key": "k.png", "reference_strength": 0.5})
+    for extra in [{"reference_key": "k.png"}, {"reference_strength": 0.5}]:
+        with pytest.raises(ValidationError, match="go together"):
+            RenderJob.model_validate({**job, **extra})

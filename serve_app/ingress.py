@@ -18,7 +18,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
@@ -30,6 +30,8 @@ from serve_app.errors import UnusableSource
 from serve_app.ids import new_ulid
 from serve_app.models import model_manager, parse_lora
 from serve_app.objects import LocalObjectStore, open_object_store
+from serve_app.places import Key as PlaceKey
+from serve_app.places import load_places
 from serve_app.prompts import cue_tokens, render_prompt, style_id
 from serve_app.references import (
     fetch_reference,
@@ -103,6 +105,27 @@ class Delivery(BaseModel):
 
     variant: Variant
     cache: Literal["hit", "miss"]
+
+
+class Shot(Delivery):
+    """What /selfie delivered: the variant, and the place it shows."""
+
+    landmark_key: str
+    angle: str
+
+
+class SelfieRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    soul_id: SoulId
+    city_key: PlaceKey = Field(description="A city of GET /cities, e.g. paris.")
+    mood: PlaceKey = Field(description="A mood of GET /cities, e.g. happy.")
+    user_id: UserId
+
+
+class SelfieResponse(ImageResponse):
+    landmark_key: str
+    angle: str
 
 
 class StyleIn(StyleProfile):
@@ -214,6 +237,16 @@ def client_scope(request: Request) -> str:
     return hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else "open"
 
 
+# Module-level names the class uses must come before it: @serve.ingress copies the class
+# (cloudpickle) when it is defined, with only the globals that exist by then.
+def _no_style(soul_id: str) -> HTTPException:
+    return HTTPException(409, f"soul {soul_id!r} has no style profile: POST /style first")
+
+
+def _distance(verdict: DedupeVerdict) -> int:
+    return 64 if verdict.min_distance is None else verdict.min_distance
+
+
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 @serve.ingress(api)
 class Ingress:
@@ -225,10 +258,12 @@ class Ingress:
         animator: DeploymentHandle,
         dedupe: DeploymentHandle,
         transcoder: DeploymentHandle,
+        landmarks_file: str = "config/landmarks.yaml",
     ) -> None:
         self.settings = Settings()
         self.objects = open_object_store(self.settings)
         self.models = model_manager(self.settings)
+        self.places = load_places(landmarks_file)
         api.state.api_keys = [k.get_secret_value().encode() for k in self.settings.api_keys]
         self.embedder, self.catalog = embedder, catalog
         self.renderer, self.animator = renderer, animator
@@ -296,15 +331,25 @@ class Ingress:
         if lookup is None:
             raise HTTPException(404, f"unknown soul {soul_id!r}")
         if lookup.style is None:
-            raise HTTPException(409, f"soul {soul_id!r} has no style profile: POST /style first")
-        style = lookup.style
+            raise _no_style(soul_id)
         if lookup.key is not None:
             key, variant = lookup.key, lookup.claimed
         else:
             key = await self._resolve_similar(soul_id, lookup)
             variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
-        if variant is not None:
-            return Delivery(variant=variant, cache="hit").model_dump(mode="json")
+        return await self._deliver_key(key, lookup.style, cue, user_id, variant)
+
+    async def _deliver_key(
+        self,
+        key: PromptKey,
+        style: StyleProfile,
+        cue: str,
+        user_id: str,
+        claimed: Variant | None,
+    ) -> dict[str, Any]:
+        """``claimed`` (a hit), else render-and-claim rounds for this user (a miss)."""
+        if claimed is not None:
+            return Delivery(variant=claimed, cache="hit").model_dump(mode="json")
         for _ in range(self.config.delivery_attempts):
             rendered: dict[str, Variant] = await self.coalescer.run(
                 key.pk_id, user_id, lambda users: self._render_shared(key, style, cue, users)
@@ -521,6 +566,76 @@ class Ingress:
             expires_at=media.expires_at,
         )
 
+    # ---- selfies ------------------------------------------------------------------------
+    @api.get("/cities", tags=["selfies"], dependencies=[Authorized])
+    async def cities(self) -> dict[str, Any]:
+        """Cities with their landmarks, and the moods and camera angles a selfie can have."""
+        return {
+            "cities": [
+                {"city_key": key, "display_name": c.display_name, "landmarks": list(c.landmarks)}
+                for key, c in self.places.cities.items()
+            ],
+            "moods": list(self.places.moods),
+            "angles": list(self.places.angles),
+        }
+
+    @api.post("/selfie", response_model=SelfieResponse, tags=["selfies"], dependencies=[Authorized])
+    async def selfie(
+        self,
+        request: Request,
+        response: Response,
+        body: SelfieRequest,
+        idempotency_key: IdempotencyKey = None,
+    ) -> SelfieResponse:
+        """The soul at a landmark of the city this user has not had (else the least recently
+        used one, from a new angle), in their style and mood."""
+        if body.city_key not in self.places.cities:
+            known = ", ".join(self.places.cities)
+            raise HTTPException(404, f"unknown city {body.city_key!r}; known cities: {known}")
+        if body.mood not in self.places.moods:
+            moods = ", ".join(self.places.moods)
+            raise HTTPException(422, f"mood: unknown {body.mood!r}; one of: {moods}")
+        params = body.model_dump(mode="json")
+        shot = Shot.model_validate(
+            await self._once(request, response, idempotency_key, params, lambda: self._shoot(body))
+        )
+        answer = await asyncio.to_thread(self._answer, shot.variant, shot.cache, "gif")
+        return SelfieResponse(
+            **answer.model_dump(), landmark_key=shot.landmark_key, angle=shot.angle
+        )
+
+    async def _shoot(self, body: SelfieRequest) -> dict[str, Any]:
+        """Style → next shot (logged) → its exact prompt key → deliver as /image does."""
+        style: StyleProfile | None = await self.catalog.get_style.remote(body.soul_id)
+        if style is None:
+            await self._require_soul(body.soul_id)
+            raise _no_style(body.soul_id)
+        city = self.places.cities[body.city_key]
+        shot = await self.catalog.choose_shot.remote(
+            body.soul_id,
+            body.city_key,
+            body.user_id,
+            list(city.landmarks),
+            list(self.places.angles),
+        )
+        if shot is None:
+            raise HTTPException(503, "too many concurrent selfies; retry", {"Retry-After": "1"})
+        landmark, angle = shot
+        key = await self.catalog.ensure_key.remote(
+            body.soul_id, f"selfie:{body.city_key}:{landmark}:{body.mood}:{angle}"
+        )
+        scene = ", ".join(
+            [
+                f"selfie in {city.display_name}",
+                city.landmarks[landmark],
+                self.places.moods[body.mood],
+                self.places.angles[angle],
+            ]
+        )
+        claimed = await self.catalog.claim_unseen.remote(key.pk_id, body.user_id)
+        delivery = await self._deliver_key(key, style, scene, body.user_id, claimed)
+        return {**delivery, "landmark_key": landmark, "angle": angle}
+
     # ---- media --------------------------------------------------------------------------
     @api.get("/media/{storage_key:path}", tags=["media"])
     async def media(
@@ -661,7 +776,3 @@ class Ingress:
             url=signed.url,
             expires_at=signed.expires_at,
         )
-
-
-def _distance(verdict: DedupeVerdict) -> int:
-    return 64 if verdict.min_distance is None else verdict.min_distance

@@ -1,0 +1,33 @@
+"""The ingress class as Serve deploys it (no Ray cluster needed)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from types import CodeType
+
+import serve_app.ingress as ingress_module
+
+
+def names_used(code: CodeType) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, CodeType):  # lambdas and nested functions
+            yield from names_used(const)
+
+
+def test_every_module_name_the_ingress_uses_is_visible_to_its_methods() -> None:
+    # @serve.ingress copies the class when it is defined; a module-level helper defined below
+    # the class would be a NameError at request time, and only on the path that calls it.
+    deployed = ingress_module.Ingress.func_or_class
+    ours = [k for k in deployed.__mro__ if k.__module__ == ingress_module.__name__]
+    module_names = set(vars(ingress_module))
+    methods = [(n, m) for k in ours for n, m in vars(k).items() if inspect.isfunction(m)]
+    assert len(methods) > 10  # the route handlers and helpers, wherever Serve put them
+    missing = {
+        f"{name}: {used}"
+        for name, member in methods
+        for used in names_used(member.__code__)
+        if used in module_names and used not in member.__globals__
+    }
+    assert not missing

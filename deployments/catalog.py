@@ -12,6 +12,7 @@ from ray import serve
 
 from deployments.store import Store, store_for
 from serve_app.ids import now_ms
+from serve_app.places import Used, choose_shot
 from serve_app.prompts import key_hash, normalize, pk_id
 from serve_app.schemas import (
     IdempotentStart,
@@ -202,6 +203,45 @@ class CatalogEngine:
                 return variant
         return None
 
+    # Selfies.
+    async def choose_shot(
+        self, soul_id: str, city_key: str, user_id: str, landmarks: list[str], angles: list[str]
+    ) -> tuple[str, str] | None:
+        """The user's next (landmark, angle) in the city, logged with one single-row write that
+        only succeeds if nobody logged that landmark since we read: concurrent selfies of one
+        user therefore get different shots. None: too many concurrent selfies to settle."""
+        for _ in range(len(landmarks) + 4):
+            used = {
+                landmark: Used(used_at_ts=ts, angle_key=angle)
+                for landmark, (ts, angle) in (
+                    await self.store.landmarks_used(soul_id, city_key, user_id)
+                ).items()
+            }
+            landmark, angle = choose_shot(landmarks, angles, used)
+            seen = used.get(landmark)
+            if_ts = seen.used_at_ts if seen else None
+            # Strictly after every earlier shot: "least recently used" must not tie within a ms.
+            ts = max([now_ms(), *(u.used_at_ts + 1 for u in used.values())])
+            if await self.store.take_landmark(
+                soul_id, city_key, user_id, landmark, angle, ts, if_ts
+            ):
+                return landmark, angle
+        return None
+
+    async def ensure_key(self, soul_id: str, key_norm: str) -> PromptKey:
+        """An exact prompt key, created if missing; no embedding, so similarity never picks it."""
+        key = await self.store.get_prompt_key(pk_id(soul_id, key_norm))
+        if key is None:
+            key = PromptKey(
+                pk_id=pk_id(soul_id, key_norm),
+                soul_id=soul_id,
+                key_norm=key_norm,
+                key_hash=key_hash(key_norm),
+                updated_at_ts=now_ms(),
+            )
+            await self.store.upsert_prompt_key(key)
+        return key
+
     # Work shared across replicas: a lock row with a TTL (best effort; stamped by this clock).
     async def try_lock(self, lock_key: str, owner_id: str, ttl_ms: int) -> bool:
         return await self.store.try_lock(lock_key, owner_id, now_ms(), ttl_ms)
@@ -297,6 +337,14 @@ class Catalog:
 
     async def try_lock(self, lock_key: str, owner_id: str, ttl_ms: int) -> bool:
         return await self.engine.try_lock(lock_key, owner_id, ttl_ms)
+
+    async def choose_shot(
+        self, soul_id: str, city_key: str, user_id: str, landmarks: list[str], angles: list[str]
+    ) -> tuple[str, str] | None:
+        return await self.engine.choose_shot(soul_id, city_key, user_id, landmarks, angles)
+
+    async def ensure_key(self, soul_id: str, key_norm: str) -> PromptKey:
+        return await self.engine.ensure_key(soul_id, key_norm)
 
     async def unlock(self, lock_key: str, owner_id: str) -> None:
         await self.engine.unlock(lock_key, owner_id)

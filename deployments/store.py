@@ -357,6 +357,46 @@ class Store(ABC):
         )
         return row is not None
 
+    # Selfie places: which landmarks of a city a user had (a primary-key prefix read).
+    async def landmarks_used(
+        self, soul_id: str, city_key: str, user_id: str
+    ) -> dict[str, tuple[int, str]]:
+        """landmark_key -> (used_at_ts, angle_key) for this soul, city and user."""
+        rows = await self._rows(
+            "SELECT landmark_key, used_at_ts, angle_key FROM landmark_log "
+            "WHERE soul_id = ? AND city_key = ? AND user_id = ?",
+            (soul_id, city_key, user_id),
+        )
+        return {r["landmark_key"]: (r["used_at_ts"], r["angle_key"]) for r in rows}
+
+    async def take_landmark(
+        self,
+        soul_id: str,
+        city_key: str,
+        user_id: str,
+        landmark_key: str,
+        angle_key: str,
+        ts: int,
+        if_ts: int | None,
+    ) -> bool:
+        """Log a shot, one row: a landmark new to the user (``if_ts`` None) is inserted only if
+        still absent; a repeat overwrites only the version read (``used_at_ts == if_ts``). False:
+        a concurrent request took it first."""
+        key = (soul_id, city_key, user_id, landmark_key)
+        if if_ts is None:
+            row = await self._row(
+                "INSERT INTO landmark_log (soul_id, city_key, user_id, landmark_key, used_at_ts, "
+                "angle_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING used_at_ts",
+                (*key, ts, angle_key),
+            )
+            return row is not None
+        changed = await self._write(
+            "UPDATE landmark_log SET used_at_ts = ?, angle_key = ? WHERE soul_id = ? AND "
+            "city_key = ? AND user_id = ? AND landmark_key = ? AND used_at_ts = ?",
+            (ts, angle_key, *key, if_ts),
+        )
+        return changed > 0
+
     # Best-effort locks with a TTL (work shared across replicas).
     async def try_lock(self, lock_key: str, owner_id: str, ts: int, ttl_ms: int) -> bool:
         """Take or renew ``lock_key`` until ``ts + ttl_ms``; False while another owner holds it."""
@@ -418,6 +458,7 @@ CREATE TABLE IF NOT EXISTS user_seen (
 CREATE TABLE IF NOT EXISTS landmark_log (
   soul_id TEXT NOT NULL, city_key TEXT NOT NULL, landmark_key TEXT NOT NULL,
   user_id TEXT NOT NULL DEFAULT '', used_at_ts INTEGER NOT NULL,
+  angle_key TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
 CREATE TABLE IF NOT EXISTS work_lock (
   lock_key TEXT PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts INTEGER NOT NULL,
@@ -448,6 +489,9 @@ class SQLiteStore(Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SQLITE_DDL)
+        columns = {row["name"] for row in db.execute("PRAGMA table_info(landmark_log)")}
+        if "angle_key" not in columns:  # a catalog made before selfies recorded angles
+            db.execute("ALTER TABLE landmark_log ADD COLUMN angle_key TEXT NOT NULL DEFAULT ''")
         self._db = db
 
     async def close(self) -> None:
@@ -493,7 +537,9 @@ CREATE TABLE IF NOT EXISTS user_seen (
 CREATE TABLE IF NOT EXISTS landmark_log (
   soul_id TEXT COLLATE "C" NOT NULL, city_key TEXT COLLATE "C" NOT NULL,
   landmark_key TEXT COLLATE "C" NOT NULL, user_id TEXT COLLATE "C" NOT NULL DEFAULT '',
-  used_at_ts BIGINT NOT NULL, PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
+  used_at_ts BIGINT NOT NULL, angle_key TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
+ALTER TABLE landmark_log ADD COLUMN IF NOT EXISTS angle_key TEXT NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS work_lock (
   lock_key TEXT COLLATE "C" PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts BIGINT NOT NULL,
   updated_at_ts BIGINT NOT NULL);

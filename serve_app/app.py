@@ -24,6 +24,10 @@ class AppArgs(BaseModel):
     """Arguments of the application; each section becomes its deployment's ``user_config``."""
 
     souls_file: str = Field(default="config/souls.yaml", description="Souls shipped as data.")
+    landmarks_file: str = Field(
+        default="config/landmarks.yaml",
+        description="Selfie places: cities, landmarks, camera angles, moods.",
+    )
     ingress: IngressConfig = Field(default_factory=IngressConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     renderer: RendererConfig = Field(default_factory=RendererConfig)
@@ -59,4 +63,5 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
         deployment(Animator, args.animator).bind(),
         deployment(Dedupe, args.dedupe).bind(),
         deployment(Transcoder, args.transcoder).bind(),
+        args.landmarks_file,
     )

@@ -7,6 +7,8 @@ import json
 import re
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from PIL import Image, ImageSequence
@@ -353,3 +355,69 @@ def test_reference_images_are_ingested_listed_and_condition_renders(graph: Graph
         assert json.loads(row["meta_json"])["reference_key"] == ref["storage_key"]
     finally:
         assert graph.client.post("/style", json=original).status_code == 200
+
+
+# Selfies.
+
+
+def selfie(graph: Graph, user: str, city: str = "paris", mood: str = "happy", **extra: str) -> Any:
+    body = {"soul_id": "nova", "city_key": city, "mood": mood, "user_id": user, **extra}
+    return graph.client.post("/selfie", json=body)
+
+
+def test_selfie_seed_acceptance_same_user_twice_gets_another_shot(graph: Graph) -> None:
+    first, second = selfie(graph, "tourist"), selfie(graph, "tourist")
+    assert first.status_code == second.status_code == 200, (first.text, second.text)
+    a, b = first.json(), second.json()
+    assert (a["landmark_key"], a["angle"]) != (b["landmark_key"], b["angle"])
+    assert a["variant_id"] != b["variant_id"]
+    assert a["url"].split("?")[0].endswith(".gif") and a["cache"] == "miss"
+
+
+def test_selfies_walk_every_landmark_before_a_repeat_from_a_new_angle(graph: Graph) -> None:
+    cities = graph.client.get("/cities").json()
+    paris = next(c for c in cities["cities"] if c["city_key"] == "paris")["landmarks"]
+    shots = [selfie(graph, "walker", mood="calm").json() for _ in range(len(paris) + 1)]
+    assert sorted(s["landmark_key"] for s in shots[: len(paris)]) == sorted(paris)
+    repeat = shots[-1]
+    first_visit = next(s for s in shots if s["landmark_key"] == repeat["landmark_key"])
+    assert repeat["angle"] != first_visit["angle"]
+    assert len({s["variant_id"] for s in shots}) == len(shots)
+    rows = graph.rows("SELECT landmark_key FROM landmark_log WHERE user_id = 'walker'")
+    assert sorted(r["landmark_key"] for r in rows) == sorted(paris)
+
+
+def test_another_user_gets_an_existing_shot_as_a_cache_hit(graph: Graph) -> None:
+    first = selfie(graph, "early-bird", city="tokyo", mood="surprised").json()
+    other = selfie(graph, "late-comer", city="tokyo", mood="surprised").json()
+    assert (other["landmark_key"], other["angle"]) == (first["landmark_key"], first["angle"])
+    assert other["cache"] == "hit" and other["variant_id"] == first["variant_id"]
+    assert other["pk_id"] == first["pk_id"]
+
+
+def test_concurrent_selfies_of_one_user_get_different_landmarks(graph: Graph) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(
+            pool.map(lambda _: selfie(graph, "twin", city="new_york", mood="excited"), range(2))
+        )
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    assert responses[0].json()["landmark_key"] != responses[1].json()["landmark_key"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"soul_id": "nobody"}, 404, "unknown soul"),
+        ({"city_key": "atlantis"}, 404, "known cities: paris, tokyo, new_york"),
+        ({"mood": "grumpy"}, 422, "one of: happy, sad, surprised"),
+        ({"mood": None}, 422, "mood"),
+        ({"city_key": "Paris!"}, 422, "city_key"),
+    ],
+)
+def test_selfie_errors(graph: Graph, body: dict[str, Any], status: int, detail: str) -> None:
+    payload = {"soul_id": "nova", "city_key": "paris", "mood": "happy", "user_id": "oops"}
+    payload.update(body)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    r = graph.client.post("/selfie", json=payload)
+    assert r.status_code == status and detail in r.json()["detail"], r.text
+    assert graph.rows("SELECT * FROM landmark_log WHERE user_id = 'oops'") == []

@@ -370,3 +370,39 @@ def test_expired_lease_or_retention_is_taken_over(engine: CatalogEngine) -> None
     run(engine.finish_request("c:k3", "fp", taken.version, {"v": 2}, retain_ms=0))
     time.sleep(0.005)  # past the retention
     assert run(engine.begin_request("c:k3", "new", lease_ms=60_000)).outcome == "started"
+
+
+# Selfies.
+
+PARIS = ["eiffel", "louvre", "montmartre"]
+ANGLES = ["closeup", "wide"]
+
+
+def test_a_user_gets_every_landmark_before_a_repeat_from_a_new_angle(
+    engine: CatalogEngine,
+) -> None:
+    shots = [run(engine.choose_shot("nova", "paris", "u1", PARIS, ANGLES)) for _ in range(4)]
+    assert [landmark for landmark, _ in shots[:3]] == PARIS
+    assert shots[3] == ("eiffel", "wide")  # least recently used, the other angle
+    assert run(engine.choose_shot("nova", "paris", "u2", PARIS, ANGLES)) == ("eiffel", "closeup")
+
+
+def test_concurrent_selfies_of_one_user_get_different_landmarks(engine: CatalogEngine) -> None:
+    async def burst() -> list[tuple[str, str] | None]:
+        return await asyncio.gather(
+            *(engine.choose_shot("nova", "paris", "racer", PARIS, ANGLES) for _ in range(3))
+        )
+
+    shots = run(burst())
+    assert sorted(shot[0] for shot in shots if shot) == sorted(PARIS)
+    repeats = run(burst())  # all used: three repeats, still three different landmarks
+    assert sorted(shot[0] for shot in repeats if shot) == sorted(PARIS)
+    assert all(shot and shot[1] == "wide" for shot in repeats)
+
+
+def test_ensure_key_is_exact_and_outside_similarity(engine: CatalogEngine) -> None:
+    key = run(engine.ensure_key("nova", "selfie:paris:eiffel:happy:closeup"))
+    assert run(engine.ensure_key("nova", "selfie:paris:eiffel:happy:closeup")) == key
+    assert key.key_embed is None
+    similar, _ = run(engine.resolve_similar("nova", norm_of("eiffel"), unit(0)))
+    assert similar.pk_id != key.pk_id

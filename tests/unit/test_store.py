@@ -470,3 +470,36 @@ def test_soul_db_init_creates_the_database_once_and_applies_the_schema(
         assert set(TABLES.split(", ")) <= tables
     finally:
         drop_database(dsn)
+
+
+def test_landmark_log_insert_once_then_compare_and_set(store: Store) -> None:
+    args = ("nova", "paris", "u1")
+    assert run(store.landmarks_used(*args)) == {}
+    assert run(store.take_landmark(*args, "eiffel", "closeup", ts=10, if_ts=None)) is True
+    assert run(store.take_landmark(*args, "eiffel", "wide", ts=11, if_ts=None)) is False
+    assert run(store.landmarks_used(*args)) == {"eiffel": (10, "closeup")}
+    assert run(store.take_landmark(*args, "eiffel", "wide", ts=20, if_ts=9)) is False  # stale
+    assert run(store.take_landmark(*args, "eiffel", "wide", ts=20, if_ts=10)) is True
+    assert run(store.landmarks_used(*args)) == {"eiffel": (20, "wide")}
+    assert run(store.landmarks_used("nova", "paris", "u2")) == {}  # users are independent
+    assert run(store.landmarks_used("valentina", "paris", "u1")) == {}
+
+
+def test_plan_landmarks_of_a_user_in_a_city(filled: Store) -> None:
+    rows = [(f"soul{i % 40}", "paris", f"user{i}", "eiffel", 1) for i in range(3000)]
+    sql = (
+        "INSERT INTO landmark_log (soul_id, city_key, user_id, landmark_key, used_at_ts) "
+        "VALUES (?, ?, ?, ?, ?)"
+    )
+    if isinstance(filled, SQLiteStore):
+        filled.db.executemany(sql, rows)
+        filled.db.execute("ANALYZE")
+    else:
+        assert isinstance(filled, PostgresStore)
+        with psycopg.connect(filled.dsn) as conn:
+            conn.cursor().executemany(sql.replace("?", "%s"), rows)
+            conn.commit()
+            conn.autocommit = True
+            conn.execute("ANALYZE landmark_log")
+    [(query, params)] = statements_of(filled, filled.landmarks_used("soul1", "paris", "user1"))
+    assert_uses_primary_key(filled, query_plan(filled, query, params), "landmark_log")

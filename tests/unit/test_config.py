@@ -1,0 +1,58 @@
+"""The shipped Serve configs: valid for Ray Serve and for our typed app args, and the GPU one
+shaped as an operator expects (fractional GPUs, autoscaling, shedding, timeouts)."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from serve_app.app import AppArgs, DeploymentName, build_app
+
+CONFIGS = ["config/serve.local.yaml", "config/serve.gpu.yaml"]
+
+
+def load(path: str) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_is_a_valid_serve_config_with_typed_args(path: str) -> None:
+    config = load(path)
+    ServeDeploySchema.model_validate(config)
+    [app] = config["applications"]
+    assert app["import_path"] == "serve_app.app:build_app"
+    args = AppArgs.model_validate(app["args"])
+    build_app(args)  # builds the graph's deployments (no cluster needed)
+    names = {d["name"] for d in app.get("deployments", [])}
+    assert names <= set(typing.get_args(DeploymentName))
+
+
+def test_gpu_config_shares_gpus_autoscales_sheds_and_waits_for_renders() -> None:
+    config = load("config/serve.gpu.yaml")
+    [app] = config["applications"]
+    deployments = {d["name"]: d for d in app["deployments"]}
+    args = AppArgs.model_validate(app["args"])
+    assert (args.renderer.device, args.animator.device) == ("cuda", "cuda")
+    assert args.renderer.dtype == args.animator.dtype == "float16"
+    for name in ["Renderer", "Animator"]:
+        gpu = deployments[name]
+        assert 0 < gpu["ray_actor_options"]["num_gpus"] < 1
+        assert gpu["max_ongoing_requests"] <= 2
+        autoscaling = gpu["autoscaling_config"]
+        assert autoscaling["min_replicas"] < autoscaling["max_replicas"]
+        assert gpu["graceful_shutdown_timeout_s"] >= 120
+    assert all("max_queued_requests" in d for d in deployments.values())
+    assert config["http_options"]["request_timeout_s"] >= 120
+    assert "database_url" not in str(app) and "gs://" not in str(app)  # from the environment
+
+
+def test_local_config_stays_on_the_cpu() -> None:
+    [app] = load("config/serve.local.yaml")["applications"]
+    args = AppArgs.model_validate(app["args"])
+    assert (args.renderer.device, args.animator.device) == ("cpu", "cpu")
+    assert "num_gpus" not in str(app)

@@ -269,6 +269,17 @@ def _clip_byte_vocab() -> dict[str, int]:
     return {t: i for i, t in enumerate(tokens)}
 
 
+def _save_in_place(model: Any, dest: Path, marker: str) -> None:
+    """``save_pretrained`` (safetensors) into a staging folder beside ``dest``, then rename it into
+    place, unless another process finished first (``dest/marker`` exists)."""
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        staged = Path(tmp) / dest.name
+        model.save_pretrained(staged, safe_serialization=True)
+        if not (dest / marker).is_file():
+            shutil.rmtree(dest, ignore_errors=True)
+            staged.rename(dest)
+
+
 def build_tiny_sdxl(dest: Path, seed: int = 0) -> Path:
     """Build the tiny SDXL-architecture pipeline from config and ``save_pretrained`` it.
 
@@ -355,11 +366,7 @@ def build_tiny_sdxl(dest: Path, seed: int = 0) -> Path:
             text_encoder_2=CLIPTextModelWithProjection(text_config),
             tokenizer_2=tokenizer,
         )
-        staged = Path(tmp) / "pipeline"
-        pipe.save_pretrained(staged, safe_serialization=True)
-        if not (dest / "model_index.json").is_file():
-            shutil.rmtree(dest, ignore_errors=True)
-            staged.rename(dest)
+        _save_in_place(pipe, dest, "model_index.json")
     return dest
 
 
@@ -419,12 +426,7 @@ def build_tiny_motion_adapter(dest: Path, seed: int = 0) -> Path:
         use_motion_mid_block=False,  # as SDXL motion adapters
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        staged = Path(tmp) / "adapter"
-        adapter.save_pretrained(staged, safe_serialization=True)
-        if not (dest / "config.json").is_file():
-            shutil.rmtree(dest, ignore_errors=True)
-            staged.rename(dest)
+    _save_in_place(adapter, dest, "config.json")
     return dest
 
 

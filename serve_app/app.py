@@ -15,9 +15,17 @@ from deployments.renderer import Renderer, RendererConfig
 from deployments.transcoder import Transcoder, TranscoderConfig
 from serve_app.ingress import Ingress, IngressConfig
 
+SHED_RETRY_AFTER_S = 2
 DeploymentName = Literal[
     "Ingress", "Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder"
 ]
+
+
+class Limits(BaseModel):
+    max_ongoing_requests: int | None = Field(default=None, ge=1, description="Per replica.")
+    max_queued_requests: int | None = Field(
+        default=None, ge=1, description="Waiting requests per caller; past it, Serve sheds (503)."
+    )
 
 
 class AppArgs(BaseModel):
@@ -39,6 +47,11 @@ class AppArgs(BaseModel):
         description='Fixed replica counts by deployment name, e.g. {"Ingress": 2}, for runs '
         "without a Serve config (tests, benchmarks); a config's deployments section also works.",
     )
+    limits: dict[DeploymentName, Limits] = Field(
+        default_factory=dict,
+        description='Request limits by deployment name, e.g. {"Renderer": {"max_queued_requests": '
+        "4}}, for runs without a Serve config; a config's deployments section also works.",
+    )
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
@@ -49,11 +62,14 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
         # @serve.deployment turned each class into a Deployment; type checkers see the class.
         if not isinstance(decorated, Deployment):
             raise TypeError(f"{decorated!r} is not a Serve deployment")
-        options: dict[str, Any] = {}
+        # A request shed by a full queue (max_queued_requests) is a 503 that says when to retry.
+        options: dict[str, Any] = {"backpressure_config": {"retry_after_s": SHED_RETRY_AFTER_S}}
         if section is not None:
             options["user_config"] = section.model_dump(mode="json")
         if decorated.name in args.replicas:
             options["num_replicas"] = args.replicas[decorated.name]
+        if decorated.name in args.limits:
+            options |= args.limits[decorated.name].model_dump(exclude_none=True)
         return decorated.options(**options)
 
     return deployment(Ingress, args.ingress).bind(

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from ray import serve
 
+from serve_app.metrics import timed
 from serve_app.model_manager import ModelManager, ModelNotFound
 from serve_app.models import (
     DiffusionConfig,
@@ -47,7 +48,7 @@ class AnimatorEngine:
     def animate(self, image: Frames, job: AnimateJob) -> Frames:
         import torch
 
-        with self.pipelines.lock, torch.inference_mode():
+        with self.pipelines.lock, torch.inference_mode(), timed("soul_animate_ms", mode=job.mode):
             if job.mode == "animated":
                 frames, facts = self._animated(image, job)
             else:

@@ -12,6 +12,7 @@ from ray import serve
 
 from deployments.store import Store, store_for
 from serve_app.ids import now_ms
+from serve_app.metrics import count
 from serve_app.places import Used, choose_shot
 from serve_app.prompts import key_hash, normalize, pk_id
 from serve_app.schemas import (
@@ -197,10 +198,11 @@ class CatalogEngine:
         variants = await self.store.list_variants(pk_id)
         seen = await self.store.seen_among(user_id, [v.variant_id for v in variants])
         for variant in variants:
-            if variant.variant_id not in seen and await self.store.claim(
-                user_id, variant.variant_id, now_ms()
-            ):
+            if variant.variant_id in seen:
+                continue
+            if await self.store.claim(user_id, variant.variant_id, now_ms()):
                 return variant
+            count("soul_claim_races")
         return None
 
     # Selfies.

@@ -7,6 +7,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from ray import serve
 
+from serve_app.metrics import count, timed
 from serve_app.schemas import DedupeVerdict, Frames
 
 _BITS = 64
@@ -36,9 +37,12 @@ class DedupeEngine:
         self.config = config or DedupeConfig()
 
     def check(self, frames: Frames, existing: list[int]) -> DedupeVerdict:
-        value = phash64(frames)
-        nearest = min((hamming(value, other) for other in existing), default=None)
+        with timed("soul_dedupe_ms"):
+            value = phash64(frames)
+            nearest = min((hamming(value, other) for other in existing), default=None)
         duplicate = nearest is not None and nearest < self.config.threshold
+        if duplicate:
+            count("soul_dedupe_rejects")
         return DedupeVerdict(phash=value, min_distance=nearest, duplicate=duplicate)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import Field
 from ray import serve
 
+from serve_app.metrics import timed
 from serve_app.model_manager import ModelManager
 from serve_app.models import DiffusionConfig, StylePipelines, configure_torch, model_manager
 from serve_app.objects import ObjectStore, open_object_store
@@ -67,14 +68,15 @@ class RendererEngine:
             pipe = self.pipelines.activate(self.pipelines.style(job.base_model_ref, job.lora_ids))
             if job.reference_key is not None:
                 pipe = self.pipelines.img2img(job.base_model_ref)
-            out = pipe(
-                prompt=job.prompt,
-                negative_prompt=job.negative_prompt or None,
-                guidance_scale=cfg.guidance_scale,
-                output_type="np",
-                generator=torch.Generator(pipe.device).manual_seed(job.seed),
-                **inputs,
-            )
+            with timed("soul_render_ms", source="reference" if job.reference_key else "text"):
+                out = pipe(
+                    prompt=job.prompt,
+                    negative_prompt=job.negative_prompt or None,
+                    guidance_scale=cfg.guidance_scale,
+                    output_type="np",
+                    generator=torch.Generator(pipe.device).manual_seed(job.seed),
+                    **inputs,
+                )
         pixels = (np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8)
         meta = {
             "seed": job.seed,

@@ -34,6 +34,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, model_validator
 from ray import serve
 
+from serve_app.metrics import observe, timed
 from serve_app.objects import ObjectStore, open_object_store
 from serve_app.schemas import EncodedAsset, EncodeJob, Frames, MediaFormat
 from serve_app.settings import Settings
@@ -253,6 +254,7 @@ class TranscoderEngine:
     def __init__(self, objects: ObjectStore, config: TranscoderConfig | None = None) -> None:
         self.objects = objects
         self.config = config or TranscoderConfig()
+        self._backend = type(objects).__name__.removesuffix("ObjectStore").lower()  # local, gcs
 
     def encode(self, frames: Frames, job: EncodeJob) -> EncodedAsset:
         """Write cover, sidecar and the other formats first and the GIF last: the GIF's
@@ -264,6 +266,8 @@ class TranscoderEngine:
             fmt: encode_frames(frames.pixels, cfg.fps, cfg.width, ENCODINGS[fmt]) for fmt in order
         }
         encode_ms = round((time.perf_counter() - t0) * 1000, 1)
+        observe("soul_transcode_ms", encode_ms)
+        observe("soul_gif_bytes", len(encoded["gif"]))
         _, src_h, src_w, _ = frames.pixels.shape
         keys = {fmt: f"{job.storage_stem}.{fmt}" for fmt in encoded}
         meta = {
@@ -277,10 +281,12 @@ class TranscoderEngine:
             "encode_ms": encode_ms,
         }
         cover_key, sidecar_key = f"{job.storage_stem}.png", f"{job.storage_stem}.json"
-        self.objects.put(cover_key, encode_png(frames.pixels[0]))
-        self.objects.put(sidecar_key, json.dumps({**job.sidecar, **meta}, indent=2).encode())
-        for fmt, data in encoded.items():  # in `order`: the GIF last
-            asset_url = self.objects.put(keys[fmt], data)
+        cover = encode_png(frames.pixels[0])
+        with timed("soul_store_ms", backend=self._backend):
+            self.objects.put(cover_key, cover)
+            self.objects.put(sidecar_key, json.dumps({**job.sidecar, **meta}, indent=2).encode())
+            for fmt, data in encoded.items():  # in `order`: the GIF last
+                asset_url = self.objects.put(keys[fmt], data)
         return EncodedAsset(
             gif_key=keys["gif"],
             cover_key=cover_key,

@@ -28,6 +28,7 @@ from deployments.store import StoreUnavailable
 from serve_app.coalesce import Coalescer
 from serve_app.errors import UnusableSource
 from serve_app.ids import new_ulid
+from serve_app.metrics import count
 from serve_app.models import model_manager, parse_lora
 from serve_app.objects import LocalObjectStore, open_object_store
 from serve_app.places import Key as PlaceKey
@@ -247,6 +248,26 @@ def _distance(verdict: DedupeVerdict) -> int:
     return 64 if verdict.min_distance is None else verdict.min_distance
 
 
+def _delivered(route: str, response: Response, delivery: Delivery) -> None:
+    """Count the cache result (a replay is not a lookup) and log what went out; Serve adds the
+    request id (the X-Request-ID response header) to the record."""
+    replayed = response.headers.get("Idempotent-Replayed") == "true"
+    variant = delivery.variant
+    if not replayed:
+        count("soul_cache_requests", route=route, soul_id=variant.soul_id, result=delivery.cache)
+    fields = {
+        "route": route,
+        "soul_id": variant.soul_id,
+        "pk_id": variant.pk_id,
+        "variant_id": variant.variant_id,
+        "cache": delivery.cache,
+        "replayed": replayed,
+    }
+    # Serve's log formatters write these as fields of their own (JSON keys, or key=value).
+    log.info("delivered %s (%s)", variant.variant_id, delivery.cache,
+             extra={"ray_serve_extra_fields": fields})  # fmt: skip
+
+
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 @serve.ingress(api)
 class Ingress:
@@ -323,6 +344,7 @@ class Ingress:
             request, response, idempotency_key, params, lambda: self._deliver(**params)
         )
         delivery = Delivery.model_validate(result)
+        _delivered("image", response, delivery)
         # Signing may be a network call (GCS under workload identity): off the event loop.
         return await asyncio.to_thread(self._answer, delivery.variant, delivery.cache, media_format)
 
@@ -378,7 +400,9 @@ class Ingress:
         them before the lock is released. Returns who got what.
         """
         async with self._work_lock(f"render:{key.pk_id}"):
-            needy = await self.catalog.users_lacking_unseen.remote(key.pk_id, sorted(users))
+            asking = sorted(users)
+            needy = await self.catalog.users_lacking_unseen.remote(key.pk_id, asking)
+            count("soul_coalesced_requests", len(asking) - len(needy), scope="cluster")
             if not needy:
                 return {}
             variant, claimed = await self._render_variant(key, style, cue, needy)
@@ -599,6 +623,7 @@ class Ingress:
         shot = Shot.model_validate(
             await self._once(request, response, idempotency_key, params, lambda: self._shoot(body))
         )
+        _delivered("selfie", response, shot)
         answer = await asyncio.to_thread(self._answer, shot.variant, shot.cache, "gif")
         return SelfieResponse(
             **answer.model_dump(), landmark_key=shot.landmark_key, angle=shot.angle

@@ -1,0 +1,102 @@
+"""Soul Serve's own metrics, recorded through ``ray.serve.metrics``.
+
+Each node's metrics agent exports them to Prometheus as ``ray_<name>`` (counters also as
+``ray_<name>_total``), and the Ray dashboard charts them. Serve adds the ``deployment``,
+``replica`` and ``application`` tags itself. Outside a Ray worker, recording does nothing, so the
+engines record directly and still run bare in unit tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from ray.serve.metrics import Counter, Histogram
+
+# Milliseconds: a hot catalog write (~1 ms) up to a slow GPU render (minutes).
+MS_BUCKETS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000,
+              120_000, 300_000]  # fmt: skip
+BYTES_BUCKETS = [2**k for k in range(12, 26)]  # 4 KiB … 32 MiB
+
+
+@dataclass(frozen=True)
+class Metric:
+    kind: Literal["counter", "histogram"]
+    description: str
+    tags: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+
+METRICS: dict[str, Metric] = {
+    "soul_cache_requests": Metric(
+        "counter",
+        "Deliveries by cache result: hit (an existing variant) or miss (rendered for it).",
+        ("route", "soul_id", "result"),
+    ),
+    "soul_coalesced_requests": Metric(
+        "counter",
+        "Misses served by a render they did not start: another request's on this replica "
+        "(scope=replica) or another replica's (scope=cluster).",
+        ("scope",),
+    ),
+    "soul_claim_races": Metric(
+        "counter", "Claims lost to a concurrent request of the same user (it tries the next)."
+    ),
+    "soul_dedupe_rejects": Metric(
+        "counter", "Renders rejected as too close to a sibling variant (pHash distance)."
+    ),
+    "soul_render_ms": Metric(
+        "histogram", "Text-to-image (or img2img) render time.", ("source",), tuple(MS_BUCKETS)
+    ),
+    "soul_animate_ms": Metric(
+        "histogram", "Animation time of one rendered image.", ("mode",), tuple(MS_BUCKETS)
+    ),
+    "soul_dedupe_ms": Metric("histogram", "Perceptual-hash check time.", (), tuple(MS_BUCKETS)),
+    "soul_transcode_ms": Metric(
+        "histogram", "Encoding time of one variant in every enabled format.", (), tuple(MS_BUCKETS)
+    ),
+    "soul_store_ms": Metric(
+        "histogram",
+        "Object store write time of one variant's objects.",
+        ("backend",),
+        tuple(MS_BUCKETS),
+    ),
+    "soul_gif_bytes": Metric("histogram", "Size of each GIF written.", (), tuple(BYTES_BUCKETS)),
+}
+
+
+@functools.cache
+def _recorder(name: str) -> Counter | Histogram:
+    """Made on first use, inside the replica, so Serve can attach its tags."""
+    spec = METRICS[name]
+    tag_keys = cast("tuple[str]", spec.tags)  # Ray annotates any tuple of names as a 1-tuple
+    if spec.kind == "counter":
+        return Counter(name, description=spec.description, tag_keys=tag_keys)
+    return Histogram(
+        name, description=spec.description, boundaries=list(spec.buckets), tag_keys=tag_keys
+    )
+
+
+def count(name: str, value: float = 1, **tags: str) -> None:
+    counter = _recorder(name)
+    assert isinstance(counter, Counter), f"{name} is not a counter"
+    if value > 0:
+        counter.inc(value, tags=tags)
+
+
+def observe(name: str, value: float, **tags: str) -> None:
+    histogram = _recorder(name)
+    assert isinstance(histogram, Histogram), f"{name} is not a histogram"
+    histogram.observe(value, tags=tags)
+
+
+@contextmanager
+def timed(name: str, **tags: str) -> Iterator[None]:
+    """Observe the block's wall time in milliseconds (only when it completes)."""
+    start = time.perf_counter()
+    yield
+    observe(name, (time.perf_counter() - start) * 1000, **tags)

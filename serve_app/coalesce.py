@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from serve_app.metrics import count
-
 
 @dataclass
 class _Flight:
@@ -40,7 +38,6 @@ class Coalescer:
             flight.task.add_done_callback(partial(self._land, key, flight))
         else:
             self.joined += 1
-            count("soul_coalesced_requests", scope="replica")
             flight.users.add(user_id)
         return await asyncio.shield(flight.task)
 

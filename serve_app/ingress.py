@@ -255,8 +255,7 @@ def _delivered(route: str, response: Response, delivery: Delivery) -> None:
     variant = delivery.variant
     if not replayed:
         count("soul_cache_requests", route=route, soul_id=variant.soul_id, result=delivery.cache)
-    fields = {
-        "route": route,
+    fields = {  # Serve's own fields include the route and the request id
         "soul_id": variant.soul_id,
         "pk_id": variant.pk_id,
         "variant_id": variant.variant_id,
@@ -344,7 +343,7 @@ class Ingress:
             request, response, idempotency_key, params, lambda: self._deliver(**params)
         )
         delivery = Delivery.model_validate(result)
-        _delivered("image", response, delivery)
+        _delivered("/image", response, delivery)
         # Signing may be a network call (GCS under workload identity): off the event loop.
         return await asyncio.to_thread(self._answer, delivery.variant, delivery.cache, media_format)
 
@@ -373,17 +372,35 @@ class Ingress:
         if claimed is not None:
             return Delivery(variant=claimed, cache="hit").model_dump(mode="json")
         for _ in range(self.config.delivery_attempts):
-            rendered: dict[str, Variant] = await self.coalescer.run(
-                key.pk_id, user_id, lambda users: self._render_shared(key, style, cue, users)
-            )
-            variant = rendered.get(user_id) or await self.catalog.claim_unseen.remote(
-                key.pk_id, user_id
-            )
+            variant = await self._render_or_share(key, style, cue, user_id)
             if variant is not None:
                 return Delivery(variant=variant, cache="miss").model_dump(mode="json")
         raise HTTPException(
             503, "too many concurrent requests for this cue; retry", {"Retry-After": "1"}
         )
+
+    async def _render_or_share(
+        self, key: PromptKey, style: StyleProfile, cue: str, user_id: str
+    ) -> Variant | None:
+        """One round: start (or join) this replica's render of the key, then take what it made
+        for this user, or else claim one another render made meanwhile. None: lost every claim.
+        """
+        started = False
+
+        def render(users: set[str]) -> Awaitable[dict[str, Variant]]:
+            nonlocal started
+            started = True
+            return self._render_shared(key, style, cue, users)
+
+        rendered: dict[str, Variant] = await self.coalescer.run(key.pk_id, user_id, render)
+        if user_id in rendered:
+            if not started:
+                count("soul_coalesced_requests", scope="replica")
+            return rendered[user_id]
+        variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
+        if variant is not None:
+            count("soul_coalesced_requests", scope="cluster")
+        return variant
 
     async def _resolve_similar(self, soul_id: str, lookup: KeyLookup) -> PromptKey:
         embedding = await self.embedder.embed.remote(lookup.cue_text)
@@ -400,9 +417,7 @@ class Ingress:
         them before the lock is released. Returns who got what.
         """
         async with self._work_lock(f"render:{key.pk_id}"):
-            asking = sorted(users)
-            needy = await self.catalog.users_lacking_unseen.remote(key.pk_id, asking)
-            count("soul_coalesced_requests", len(asking) - len(needy), scope="cluster")
+            needy = await self.catalog.users_lacking_unseen.remote(key.pk_id, sorted(users))
             if not needy:
                 return {}
             variant, claimed = await self._render_variant(key, style, cue, needy)
@@ -623,7 +638,7 @@ class Ingress:
         shot = Shot.model_validate(
             await self._once(request, response, idempotency_key, params, lambda: self._shoot(body))
         )
-        _delivered("selfie", response, shot)
+        _delivered("/selfie", response, shot)
         answer = await asyncio.to_thread(self._answer, shot.variant, shot.cache, "gif")
         return SelfieResponse(
             **answer.model_dump(), landmark_key=shot.landmark_key, angle=shot.angle

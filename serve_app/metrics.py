@@ -34,13 +34,14 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "soul_cache_requests": Metric(
         "counter",
-        "Deliveries by cache result: hit (an existing variant) or miss (rendered for it).",
+        "Deliveries by route (/image, /selfie) and cache result: hit (an existing variant) or "
+        "miss (rendered for it).",
         ("route", "soul_id", "result"),
     ),
     "soul_coalesced_requests": Metric(
         "counter",
-        "Misses served by a render they did not start: another request's on this replica "
-        "(scope=replica) or another replica's (scope=cluster).",
+        "Misses served by a render they did not start: one they joined on this replica "
+        "(scope=replica), or one made meanwhile, usually by another replica (scope=cluster).",
         ("scope",),
     ),
     "soul_claim_races": Metric(

@@ -6,12 +6,17 @@ import asyncio
 import json
 import socket
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
+
+from serve_app.metrics import METRICS
 
 API_KEY = "integration-test-key"
 # Small and fast on 2 cores; the same code paths as the defaults.
@@ -23,10 +28,13 @@ TEST_ARGS: dict[str, Any] = {
 
 
 class Graph:
-    def __init__(self, base_url: str, data_dir: Path, database_url: str = "") -> None:
+    def __init__(
+        self, base_url: str, data_dir: Path, database_url: str = "", metrics_url: str = ""
+    ) -> None:
         self.base_url = base_url
         self.data_dir = data_dir
         self.database_url = database_url  # empty: the embedded SQLite catalog in data_dir
+        self.metrics_url = metrics_url  # the node's Prometheus endpoint, when exported
         self.client = httpx.Client(
             base_url=base_url, timeout=300, headers={"Authorization": f"Bearer {API_KEY}"}
         )
@@ -78,6 +86,48 @@ def burst(
             return await asyncio.gather(*(one(p) for p in requests))
 
     return asyncio.run(main())
+
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def scrape(metrics_url: str, prefix: str = "ray_soul_") -> list[Sample]:
+    """The node's Prometheus samples whose name starts with ``prefix``: (name, labels, value)."""
+    text = httpx.get(metrics_url, timeout=10).text
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith(prefix)
+    ]
+
+
+def scrape_until(
+    metrics_url: str, done: Callable[[list[Sample]], bool], timeout_s: float = 60
+) -> list[Sample]:
+    """Scrape until ``done`` holds on two scrapes in a row that agree: each replica exports on
+    its own one-second clock, so only then has every replica reported its latest values."""
+    deadline = time.monotonic() + timeout_s
+    previous: set[tuple[str, tuple[tuple[str, str], ...], float]] | None = None
+    while True:
+        samples = scrape(metrics_url)
+        now = {(name, tuple(sorted(labels.items())), value) for name, labels, value in samples}
+        if (done(samples) and now == previous) or time.monotonic() > deadline:
+            return samples
+        previous = now if done(samples) else None
+        time.sleep(1.5)
+
+
+def total(samples: list[Sample], name: str, **tags: str) -> float:
+    """Our metric ``name`` (a counter's total, a histogram's count) summed over the series
+    (replicas) that carry ``tags``."""
+    kind = METRICS[name].kind
+    exported = f"ray_{name}_total" if kind == "counter" else f"ray_{name}_count"
+    return sum(
+        value
+        for sample_name, labels, value in samples
+        if sample_name == exported and tags.items() <= labels.items()
+    )
 
 
 def free_port() -> int:

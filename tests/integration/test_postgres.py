@@ -3,6 +3,7 @@ under concurrent load, renders shared across replicas, idempotent retries, a sto
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -13,9 +14,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from ray import serve
-from soul_client import API_KEY, TEST_ARGS, Graph, burst, free_port
+from soul_client import API_KEY, TEST_ARGS, Graph, burst, free_port, scrape, scrape_until, total
 
 from serve_app.local import local_graph
+from serve_app.schemas import Variant
 from tests.support import postgres_outage, temporary_database
 
 pytestmark = pytest.mark.integration
@@ -32,8 +34,17 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
             "SOUL_DATABASE_TIMEOUT_S": "2",
         }
         args = {**TEST_ARGS, "replicas": {"Ingress": 2, "Catalog": 2}}
-        with local_graph(data_dir, port=free_port(), args=args, num_cpus=4, env=env) as base:
-            graph = Graph(base, data_dir, database_url=url)
+        metrics_port = free_port()
+        with local_graph(
+            data_dir,
+            port=free_port(),
+            args=args,
+            num_cpus=4,
+            env=env,
+            metrics_port=metrics_port,
+        ) as base:
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            graph = Graph(base, data_dir, database_url=url, metrics_url=metrics_url)
             yield graph
             graph.client.close()
 
@@ -68,6 +79,7 @@ def test_a_sixteen_concurrent_requests_of_one_user_get_sixteen_variants(pg: Grap
 
 
 def test_b_eight_users_asking_a_new_cue_share_exactly_one_render(pg: Graph) -> None:
+    coalesced_before = total(scrape(pg.metrics_url), "soul_coalesced_requests")
     responses = burst(pg, [params("lighthouse", f"fan{i}") for i in range(8)])
     assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
     [variant_id] = {r.json()["variant_id"] for r in responses}
@@ -75,6 +87,37 @@ def test_b_eight_users_asking_a_new_cue_share_exactly_one_render(pg: Graph) -> N
     assert variants_of(pg, pk) == [variant_id]
     key_hash = pk.split(":")[1]
     assert len(pg.objects(f"soul/nova/key/{key_hash}/")) == 4  # gif, webp, cover, sidecar
+
+    # Seven of the eight were served by the one render: as coalesced misses, or as hits if they
+    # arrived after it; each counted once, whichever replica it went through.
+    hits = sum(r.json()["cache"] == "hit" for r in responses)
+    expected = coalesced_before + 7 - hits
+    samples = scrape_until(
+        pg.metrics_url, lambda s: total(s, "soul_coalesced_requests") >= expected
+    )
+    assert total(samples, "soul_coalesced_requests") == expected
+
+
+def test_concurrent_claims_of_one_user_take_distinct_variants_and_count_races(pg: Graph) -> None:
+    made = [pg.image(**params("harbor lights", "maker")).json() for _ in range(4)]
+    pk_id, variant_ids = made[0]["pk_id"], sorted(m["variant_id"] for m in made)
+    catalog = serve.get_deployment_handle("Catalog", app_name="soul")
+
+    async def claims(user_id: str) -> list[Variant | None]:
+        return await asyncio.gather(
+            *(catalog.claim_unseen.remote(pk_id, user_id) for _ in range(6))
+        )
+
+    # Six claims at once for four variants, spread over both Catalog replicas: each variant is
+    # claimed once, the losers of a race move on, two come back empty. Races depend on how
+    # the claims interleave, so a few users try.
+    for attempt in range(5):
+        claimed = [v.variant_id for v in asyncio.run(claims(f"racer{attempt}")) if v]
+        assert sorted(claimed) == variant_ids
+        samples = scrape_until(pg.metrics_url, lambda s: total(s, "soul_claim_races") > 0, 5)
+        if total(samples, "soul_claim_races") > 0:
+            break
+    assert total(samples, "soul_claim_races") > 0
 
 
 def test_c_mixed_burst_never_delivers_a_variant_twice_to_a_user(pg: Graph) -> None:

@@ -1,0 +1,151 @@
+"""After a few requests, the node's Ray metrics endpoint shows each of our metrics with its tags,
+and every delivery leaves one structured log line under the request id the response returned."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from soul_client import (
+    API_KEY,
+    TEST_ARGS,
+    Graph,
+    Sample,
+    burst,
+    free_port,
+    scrape_until,
+    total,
+)
+
+from serve_app.ingress import IngressConfig
+from serve_app.local import local_graph
+from serve_app.metrics import METRICS
+
+
+@dataclass
+class Observed:
+    graph: Graph
+    logs_dir: Path
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
+    # Threshold 64: every sibling counts as too close, so a key's second variant has rejects.
+    args = {**TEST_ARGS, "dedupe": {"threshold": 64}}
+    env = {"SOUL_API_KEYS": json.dumps([API_KEY]), "SOUL_TORCH_THREADS": "1"}
+    data_dir = tmp_path_factory.mktemp("metrics")
+    logs_dir, metrics_port = data_dir / "logs", free_port()
+    with local_graph(
+        data_dir,
+        port=free_port(),
+        args=args,
+        num_cpus=4,
+        env=env,
+        metrics_port=metrics_port,
+        logging_config={"encoding": "JSON", "logs_dir": str(logs_dir)},
+    ) as url:
+        graph = Graph(url, data_dir, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
+        yield Observed(graph, logs_dir)
+        graph.client.close()
+
+
+def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
+    graph = observed.graph
+    assert graph.image("nova", "penguin", "u1").json()["cache"] == "miss"
+    assert graph.image("nova", "penguin", "u2").json()["cache"] == "hit"
+    assert graph.image("nova", "penguin", "u1").json()["cache"] == "miss"  # a sibling: rejects
+    assert graph.image("valentina", "penguin", "u1").json()["cache"] == "miss"  # AnimateDiff
+    together = burst(
+        graph, [{"soul_id": "nova", "cue": "comet", "user_id": f"c{i}"} for i in range(4)]
+    )
+    assert [r.status_code for r in together] == [200] * 4
+    selfie = {"soul_id": "nova", "city_key": "paris", "mood": "happy", "user_id": "u1"}
+    assert graph.client.post("/selfie", json=selfie).status_code == 200
+
+    expected: dict[str, list[dict[str, str]]] = {
+        "soul_cache_requests": [
+            {"route": "/image", "soul_id": "nova", "result": "miss"},
+            {"route": "/image", "soul_id": "nova", "result": "hit"},
+            {"route": "/image", "soul_id": "valentina", "result": "miss"},
+            {"route": "/selfie", "soul_id": "nova", "result": "miss"},
+        ],
+        "soul_coalesced_requests": [{"scope": "replica"}],
+        "soul_dedupe_rejects": [{"deployment": "Dedupe"}],
+        "soul_render_ms": [{"source": "text", "deployment": "Renderer"}],
+        "soul_animate_ms": [{"mode": "subtle"}, {"mode": "animated"}],
+        "soul_dedupe_ms": [{"deployment": "Dedupe"}],
+        "soul_transcode_ms": [{"deployment": "Transcoder"}],
+        "soul_store_ms": [{"backend": "local", "deployment": "Transcoder"}],
+        "soul_gif_bytes": [{"deployment": "Transcoder"}],
+    }
+    # Claim races need concurrent claims that interleave: test_postgres.py provokes them.
+    assert set(expected) == set(METRICS) - {"soul_claim_races"}
+
+    def all_there(samples: list[Sample]) -> bool:
+        return all(
+            total(samples, n, **tags) > 0 for n, series in expected.items() for tags in series
+        )
+
+    samples = scrape_until(graph.metrics_url, all_there)
+    missing = [
+        (n, t) for n, series in expected.items() for t in series if not total(samples, n, **t)
+    ]
+    assert not missing, f"not exported: {missing}"
+    for _name, labels, _value in samples:
+        assert labels["application"] == "soul" and labels["replica"], labels
+
+    # One render served the four comet users: three joined it, or came after it (hits).
+    comet_hits = sum(r.json()["cache"] == "hit" for r in together)
+    assert total(samples, "soul_cache_requests", result="hit") == 1 + comet_hits
+    assert total(samples, "soul_cache_requests", route="/image", result="miss") == 7 - comet_hits
+    assert total(samples, "soul_coalesced_requests") == 3 - comet_hits
+    # Five variants (two penguins for nova, one for valentina, one comet, one selfie), each
+    # animated, encoded, stored and its GIF measured. Nova's second penguin had a sibling: all
+    # its renders were rejected and the most distinct one kept.
+    attempts = IngressConfig().dedupe_attempts
+    assert total(samples, "soul_dedupe_rejects") == attempts
+    assert total(samples, "soul_render_ms") == total(samples, "soul_dedupe_ms") == 4 + attempts
+    for name in ("soul_animate_ms", "soul_transcode_ms", "soul_store_ms", "soul_gif_bytes"):
+        assert total(samples, name) == 5, name
+
+
+def test_a_delivery_logs_one_structured_line_under_its_request_id(observed: Observed) -> None:
+    response = observed.graph.client.get(
+        "/image", params={"soul_id": "nova", "cue": "lighthouse", "user_id": "logged"}
+    )
+    assert response.status_code == 200, response.text
+    request_id = response.headers["X-Request-ID"]
+
+    lines = [
+        line
+        for line in ingress_log_lines(observed.logs_dir)
+        if line.get("request_id") == request_id
+    ]
+    delivered = [line for line in lines if line["message"].startswith("delivered ")]
+    assert len(delivered) == 1, lines
+    answer = response.json()
+    expected = {
+        "route": "/image",
+        "soul_id": "nova",
+        "pk_id": answer["pk_id"],
+        "variant_id": answer["variant_id"],
+        "cache": "miss",
+        "replayed": False,
+        "deployment": "soul_Ingress",
+        "application": "soul",
+    }
+    assert {key: delivered[0].get(key) for key in expected} == expected
+
+
+def ingress_log_lines(logs_dir: Path) -> list[dict[str, Any]]:
+    """Every JSON record the Ingress replicas wrote (Serve writes one file per replica)."""
+    return [
+        json.loads(line)
+        for path in sorted(logs_dir.glob("replica_soul_Ingress_*.log"))
+        for line in path.read_text().splitlines()
+        if line.startswith("{")
+    ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -40,20 +39,37 @@ def cmd_models_pull(ns: argparse.Namespace) -> int:
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
-    """`serve run` on the given Serve config, with host and port from the environment."""
+    """`serve run` on the given Serve config, with host and port from the environment, on a
+    local Ray whose dashboard listens on localhost only."""
+    import ray
+    from ray.serve.scripts import cli as serve_cli
+
     settings = Settings()
     config = yaml.safe_load(Path(ns.config).read_text())
     config.setdefault("http_options", {}).update(host=settings.host, port=settings.port)
     run_file = settings.resolved_data_dir / f"serve.{settings.port}.yaml"
     run_file.parent.mkdir(parents=True, exist_ok=True)
     run_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    # Before ray.init: the replicas' worker processes inherit this environment.
     os.environ.setdefault("SOUL_DATA_DIR", str(settings.resolved_data_dir))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print(
-        f"Soul Serve on http://{settings.host}:{settings.port} (API docs at /docs); Ctrl-C stops."
+    ray_context = ray.init(
+        namespace="serve",  # Serve's own; `serve run` uses the Ray it finds initialized
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=settings.dashboard_port,
+        _metrics_export_port=settings.metrics_port,
     )
-    serve_bin = shutil.which("serve", path=str(Path(sys.executable).parent)) or "serve"
-    os.execv(serve_bin, [serve_bin, "run", str(run_file)])
+    print(
+        f"Soul Serve on http://{settings.host}:{settings.port} (API docs at /docs)\n"
+        f"Ray dashboard on http://{ray_context.dashboard_url} (this machine only; its token: "
+        f"`ray get-auth-token`)\n"
+        f"Metrics on http://127.0.0.1:{settings.metrics_port}/metrics (ours are ray_soul_*)\n"
+        "Ctrl-C stops.",
+        flush=True,
+    )
+    serve_run = ["run", str(run_file)]
+    return int(serve_cli.main(serve_run, prog_name="serve", standalone_mode=False) or 0)
 
 
 def cmd_db_init(ns: argparse.Namespace) -> int:

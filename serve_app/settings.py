@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     port: int = Field(
         default=8000, ge=1, le=65535, validation_alias="PORT", description="HTTP port."
     )
+    dashboard_port: int = Field(
+        default=8265, ge=1, le=65535, description="Ray dashboard port of `soul serve` (localhost)."
+    )
+    metrics_port: int = Field(
+        default=8080,
+        ge=1,
+        le=65535,
+        description="Port of the node's Prometheus metrics endpoint under `soul serve`.",
+    )
     torch_threads: int = Field(
         default=0, ge=0, description="torch intra-op threads per replica; 0 keeps torch's default."
     )

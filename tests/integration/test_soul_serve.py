@@ -1,0 +1,104 @@
+"""`soul serve` (what `make serve` runs): the service, the Ray dashboard on localhost only, the
+metrics endpoint, all printed where they are; Ctrl-C stops it cleanly."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from soul_client import free_port
+
+from serve_app.models import build_tiny_models
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def soul_serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    build_tiny_models(tmp_path / "models")
+    env = {
+        **os.environ,
+        "SOUL_DATA_DIR": str(tmp_path),
+        "PORT": str(free_port()),
+        "SOUL_DASHBOARD_PORT": str(free_port()),
+        "SOUL_METRICS_PORT": str(free_port()),
+    }
+    soul = shutil.which("soul", path=str(Path(sys.executable).parent))
+    assert soul, "the soul command is not installed next to this Python"
+    process = subprocess.Popen(
+        [soul, "serve", "--config", "config/serve.local.yaml"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: nothing outlives the test
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    threading.Thread(target=lambda: [lines.put(x) for x in process.stdout], daemon=True).start()
+    try:
+        yield process, lines
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def printed(lines: queue.Queue[str], pattern: str, timeout_s: float = 120) -> re.Match[str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if match := re.search(pattern, line):
+            return match
+    raise AssertionError(f"`soul serve` never printed {pattern!r}")
+
+
+def until_ok(url: str, timeout_s: float = 180) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            response = httpx.get(url, timeout=5)
+            if response.status_code == 200 or time.monotonic() > deadline:
+                return response
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(1)
+
+
+def test_soul_serve_prints_the_service_dashboard_and_metrics_and_stops_on_ctrl_c(
+    soul_serve: tuple[subprocess.Popen[str], queue.Queue[str]],
+) -> None:
+    process, lines = soul_serve
+    service = printed(lines, r"Soul Serve on (http://\S+)")[1]
+    dashboard = printed(lines, r"Ray dashboard on (http://\S+)")[1]
+    metrics = printed(lines, r"Metrics on (http://\S+)")[1]
+
+    assert urlsplit(dashboard).hostname == "127.0.0.1"  # never on a public interface
+    assert until_ok(dashboard).status_code == 200
+    assert until_ok(f"{service}/healthz").json() == {"status": "ok"}
+    deadline = time.monotonic() + 60  # the node exports every few seconds
+    while "ray_serve_num_http_requests" not in until_ok(metrics).text:
+        assert time.monotonic() < deadline, "Serve's request metrics never showed up"
+        time.sleep(2)
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{service}/healthz", timeout=5)

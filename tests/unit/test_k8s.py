@@ -1,8 +1,9 @@
-"""The KubeRay manifests: they build with kustomize, run exactly config/serve.gpu.yaml, and keep
-everything but the Serve port private."""
+"""The KubeRay manifests: they build with kustomize, run exactly config/serve.gpu.yaml, keep
+everything but the Serve port private, and ship the Grafana dashboard for its sidecar."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ OVERLAYS = ["dev", "prod"]
 
 
 def built(overlay: str) -> dict[str, dict[str, Any]]:
-    """``kubectl kustomize`` of an overlay, by kind."""
+    """``kubectl kustomize`` of an overlay, by ``Kind/name``."""
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl (with its built-in kustomize) is not installed")
     out = subprocess.run(
@@ -26,12 +27,12 @@ def built(overlay: str) -> dict[str, dict[str, Any]]:
         capture_output=True,
         text=True,
     ).stdout
-    return {doc["kind"]: doc for doc in yaml.safe_load_all(out)}
+    return {f"{doc['kind']}/{doc['metadata']['name']}": doc for doc in yaml.safe_load_all(out)}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_rayservice_runs_the_gpu_serve_config_verbatim(overlay: str) -> None:
-    service = built(overlay)["RayService"]["spec"]
+    service = built(overlay)["RayService/soul-serve"]["spec"]
     gpu_config = yaml.safe_load(Path("config/serve.gpu.yaml").read_text())
     assert yaml.safe_load(service["serveConfigV2"]) == gpu_config
     cluster = service["rayClusterConfig"]
@@ -54,23 +55,33 @@ def test_rayservice_runs_the_gpu_serve_config_verbatim(overlay: str) -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_only_the_serve_port_is_public(overlay: str) -> None:
     docs = built(overlay)
-    assert [p["port"] for p in docs["Service"]["spec"]["ports"]] == [8000]
-    policy = docs["NetworkPolicy"]["spec"]
+    assert [p["port"] for p in docs["Service/soul-serve"]["spec"]["ports"]] == [8000]
+    policy = docs["NetworkPolicy/soul-serve-default-deny"]["spec"]
     assert policy["policyTypes"] == ["Ingress"]
     open_to_all = [rule for rule in policy["ingress"] if "from" not in rule]
     assert [p["port"] for rule in open_to_all for p in rule["ports"]] == [8000]
-    assert docs["PodMonitor"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert docs["PodMonitor/soul-serve"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
 
 
 def test_overlays_differ_in_bucket_and_scale_and_hold_no_secrets() -> None:
     dev, prod = built("dev"), built("prod")
-    buckets = {d["ConfigMap"]["data"]["object-store-url"] for d in (dev, prod)}
+    buckets = {d["ConfigMap/soul-serve-config"]["data"]["object-store-url"] for d in (dev, prod)}
     assert buckets == {"gs://artifacts-dev-soulmedia", "gs://artifacts-prod-soulmedia"}
     scale = [
-        d["RayService"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"]
+        d["RayService/soul-serve"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"]
         for d in (dev, prod)
     ]
     assert scale[0] < scale[1]
     text = "".join(p.read_text() for p in Path("k8s").rglob("*.yaml"))
     assert not re.search(r"postgres(ql)?://\w", text), "a DSN in the manifests"
     assert "kind: Secret" not in text
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_grafana_dashboard_ships_as_a_sidecar_configmap(overlay: str) -> None:
+    """A fixed name and the ``grafana_dashboard: "1"`` label: Grafana's sidecar loads it as is."""
+    config_map = built(overlay)["ConfigMap/soul-serve-grafana-dashboard"]
+    assert config_map["metadata"]["labels"] == {"grafana_dashboard": "1"}
+    [(key, text)] = config_map["data"].items()
+    assert key == "soul-serve.json"
+    assert json.loads(text) == json.loads(Path("k8s/base/grafana-dashboard.json").read_text())

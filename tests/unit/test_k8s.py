@@ -52,6 +52,17 @@ def test_rayservice_runs_the_gpu_serve_config_verbatim(overlay: str) -> None:
     assert worker_container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
+def test_the_dockerfile_builds_the_image_the_manifests_run() -> None:
+    dockerfile = Path("Dockerfile").read_text()
+    [base] = re.findall(r"^FROM (\S+)$", dockerfile, flags=re.MULTILINE)
+    assert base == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    images = set(re.findall(r"image: (\S+)", Path("k8s/base/rayservice.yaml").read_text()))
+    assert images == {f"soul-serve:ray{ray.__version__}-py311-gpu"}
+    assert f"docker build -t {images.pop()} ." in dockerfile
+    copied = set(re.findall(r"^COPY \S+ (\S+) ", dockerfile, flags=re.MULTILINE))
+    assert {"serve_app", "deployments", "config"} <= copied  # the import path and its data
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_only_the_serve_port_is_public(overlay: str) -> None:
     docs = built(overlay)

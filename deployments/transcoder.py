@@ -254,7 +254,6 @@ class TranscoderEngine:
     def __init__(self, objects: ObjectStore, config: TranscoderConfig | None = None) -> None:
         self.objects = objects
         self.config = config or TranscoderConfig()
-        self._backend = type(objects).__name__.removesuffix("ObjectStore").lower()  # local, gcs
 
     def encode(self, frames: Frames, job: EncodeJob) -> EncodedAsset:
         """Write cover, sidecar and the other formats first and the GIF last: the GIF's
@@ -282,7 +281,7 @@ class TranscoderEngine:
         }
         cover_key, sidecar_key = f"{job.storage_stem}.png", f"{job.storage_stem}.json"
         cover = encode_png(frames.pixels[0])
-        with timed("soul_store_ms", backend=self._backend):
+        with timed("soul_store_ms", backend=self.objects.backend):
             self.objects.put(cover_key, cover)
             self.objects.put(sidecar_key, json.dumps({**job.sidecar, **meta}, indent=2).encode())
             for fmt, data in encoded.items():  # in `order`: the GIF last

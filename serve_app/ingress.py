@@ -263,8 +263,8 @@ def _delivered(route: str, response: Response, delivery: Delivery) -> None:
         "replayed": replayed,
     }
     # Serve's log formatters write these as fields of their own (JSON keys, or key=value).
-    log.info("delivered %s (%s)", variant.variant_id, delivery.cache,
-             extra={"ray_serve_extra_fields": fields})  # fmt: skip
+    extra = {"ray_serve_extra_fields": fields}
+    log.info("delivered %s (%s)", variant.variant_id, delivery.cache, extra=extra)
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
@@ -343,9 +343,12 @@ class Ingress:
             request, response, idempotency_key, params, lambda: self._deliver(**params)
         )
         delivery = Delivery.model_validate(result)
-        _delivered("/image", response, delivery)
         # Signing may be a network call (GCS under workload identity): off the event loop.
-        return await asyncio.to_thread(self._answer, delivery.variant, delivery.cache, media_format)
+        answer = await asyncio.to_thread(
+            self._answer, delivery.variant, delivery.cache, media_format
+        )
+        _delivered("/image", response, delivery)
+        return answer
 
     async def _deliver(self, soul_id: str, cue: str, user_id: str) -> dict[str, Any]:
         lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue, user_id)
@@ -638,8 +641,8 @@ class Ingress:
         shot = Shot.model_validate(
             await self._once(request, response, idempotency_key, params, lambda: self._shoot(body))
         )
-        _delivered("/selfie", response, shot)
         answer = await asyncio.to_thread(self._answer, shot.variant, shot.cache, "gif")
+        _delivered("/selfie", response, shot)
         return SelfieResponse(
             **answer.model_dump(), landmark_key=shot.landmark_key, angle=shot.angle
         )

@@ -36,6 +36,8 @@ class SignedUrl:
 
 
 class ObjectStore(Protocol):
+    backend: str  # names the kind of store in metrics: local, gcs
+
     def put(self, key: str, data: bytes) -> str:
         """Write a whole object atomically; return its location URL."""
         ...
@@ -99,6 +101,8 @@ class MediaSigner:
 class LocalObjectStore:
     """A folder through fsspec's local filesystem; objects are served by the ingress."""
 
+    backend = "local"
+
     def __init__(self, root: str, signer: MediaSigner, public_base_url: str = "") -> None:
         self.fs = fsspec.filesystem("file")
         self.root = Path(root.removeprefix("file://")).resolve()
@@ -158,6 +162,8 @@ class GCSObjectStore:
 
     Objects get no ACL: they are as private as the bucket (uniform bucket-level access).
     """
+
+    backend = "gcs"
 
     def __init__(
         self,

@@ -10,14 +10,14 @@ import numpy as np
 from pydantic import Field, model_validator
 from ray import serve
 
-from serve_app.metrics import timed
-from serve_app.model_manager import ModelManager, ModelNotFound
-from serve_app.models import (
+from serve_app.diffusion.pipelines import (
     DiffusionConfig,
     StylePipelines,
     configure_torch,
-    model_manager,
+    to_pixels,
 )
+from serve_app.diffusion.sources import ModelManager, ModelNotFound, model_manager
+from serve_app.metrics import timed
 from serve_app.schemas import AnimateJob, Frames
 from serve_app.settings import Settings
 
@@ -111,11 +111,6 @@ class AnimatorEngine:
             output_type="np",
         )
         return to_pixels(out.frames[0]), {"motion_module": job.motion_module}
-
-
-def to_pixels(images: np.ndarray) -> np.ndarray:
-    """Float images in [0, 1] (N, H, W, 3) as uint8."""
-    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
 @serve.deployment(name="Animator", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)

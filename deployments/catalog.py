@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from deployments.store import Store, store_for
 from serve_app.ids import now_ms
 from serve_app.metrics import count
 from serve_app.places import Used, choose_shot
@@ -26,9 +26,12 @@ from serve_app.schemas import (
 )
 from serve_app.settings import Settings
 from serve_app.souls import load_souls
+from serve_app.storage.store import Store, StoreUnavailable, store_for
 
 
 class CatalogConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     similarity_threshold: float = Field(
         default=0.85, ge=0.0, le=1.0, description="Cosine at or above which a cue reuses a key."
     )
@@ -176,9 +179,18 @@ class CatalogEngine:
         return await self.store.list_variants(pk_id)
 
     async def put_variant(self, variant: Variant, claim_for: list[str]) -> list[str]:
-        """Write the variant row, then claim it for ``claim_for``; the users it was claimed for."""
+        """Write the variant row, then claim it for ``claim_for``; the users it was claimed for.
+
+        Once the row is written the variant stands (its objects must stay): a claim that fails
+        only leaves that user to claim a variant in their next round.
+        """
         await self.store.upsert_variant(variant.model_copy(update={"updated_at_ts": now_ms()}))
-        return [u for u in claim_for if await self.store.claim(u, variant.variant_id, now_ms())]
+        claimed = []
+        for user_id in claim_for:
+            with contextlib.suppress(StoreUnavailable):
+                if await self.store.claim(user_id, variant.variant_id, now_ms()):
+                    claimed.append(user_id)
+        return claimed
 
     async def users_lacking_unseen(self, pk_id: str, user_ids: list[str]) -> list[str]:
         """The users who have already seen every variant of the key: only they need a render."""
@@ -306,78 +318,16 @@ def _record(state: str, fingerprint: str, expires_at_ts: int, result: dict | Non
 
 
 @serve.deployment(name="Catalog", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
-class Catalog:
+class Catalog(CatalogEngine):
+    """The engine itself is the deployment: Serve finds handle methods with ``getattr``, so
+    every method of ``CatalogEngine`` is callable through a handle."""
+
     async def __init__(self, souls_file: str) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.engine = CatalogEngine(store_for(Settings()))
-        await self.engine.start(load_souls(souls_file))  # opens the store (and its pool)
+        super().__init__(store_for(Settings()))
+        await self.start(load_souls(souls_file))  # opens the store (and its pool)
 
     def reconfigure(self, config: dict) -> None:
-        self.engine.config = CatalogConfig.model_validate(config)
-
-    async def ping(self) -> None:
-        await self.engine.ping()
-
-    async def lookup(self, soul_id: str, cue: str, user_id: str | None = None) -> KeyLookup | None:
-        return await self.engine.lookup(soul_id, cue, user_id)
-
-    async def resolve_similar(
-        self, soul_id: str, key_norm: str, embedding: list[float]
-    ) -> tuple[PromptKey, float | None]:
-        return await self.engine.resolve_similar(soul_id, key_norm, embedding)
-
-    async def claim_unseen(self, pk_id: str, user_id: str) -> Variant | None:
-        return await self.engine.claim_unseen(pk_id, user_id)
-
-    async def list_variants(self, pk_id: str) -> list[Variant]:
-        return await self.engine.list_variants(pk_id)
-
-    async def put_variant(self, variant: Variant, claim_for: list[str]) -> list[str]:
-        return await self.engine.put_variant(variant, claim_for)
-
-    async def users_lacking_unseen(self, pk_id: str, user_ids: list[str]) -> list[str]:
-        return await self.engine.users_lacking_unseen(pk_id, user_ids)
-
-    async def try_lock(self, lock_key: str, owner_id: str, ttl_ms: int) -> bool:
-        return await self.engine.try_lock(lock_key, owner_id, ttl_ms)
-
-    async def choose_shot(
-        self, soul_id: str, city_key: str, user_id: str, landmarks: list[str], angles: list[str]
-    ) -> tuple[str, str] | None:
-        return await self.engine.choose_shot(soul_id, city_key, user_id, landmarks, angles)
-
-    async def ensure_key(self, soul_id: str, key_norm: str) -> PromptKey:
-        return await self.engine.ensure_key(soul_id, key_norm)
-
-    async def unlock(self, lock_key: str, owner_id: str) -> None:
-        await self.engine.unlock(lock_key, owner_id)
-
-    async def begin_request(
-        self, idem_key: str, fingerprint: str, lease_ms: int
-    ) -> IdempotentStart:
-        return await self.engine.begin_request(idem_key, fingerprint, lease_ms)
-
-    async def finish_request(
-        self, idem_key: str, fingerprint: str, version: int, result: dict, retain_ms: int
-    ) -> None:
-        await self.engine.finish_request(idem_key, fingerprint, version, result, retain_ms)
-
-    async def abandon_request(self, idem_key: str, version: int) -> None:
-        await self.engine.abandon_request(idem_key, version)
-
-    async def get_soul(self, soul_id: str) -> Soul | None:
-        return await self.engine.get_soul(soul_id)
-
-    async def get_style(self, soul_id: str) -> StyleProfile | None:
-        return await self.engine.get_style(soul_id)
-
-    async def list_styles(self) -> list[StyleProfile]:
-        return await self.engine.list_styles()
-
-    async def put_style(self, style: StyleProfile) -> StyleProfile | None:
-        return await self.engine.put_style(style)
-
-    async def delete_style(self, soul_id: str) -> bool:
-        return await self.engine.delete_style(soul_id)
+        self.config = CatalogConfig.model_validate(config)
 
     async def __del__(self) -> None:
-        await self.engine.close()
+        await self.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from imagehash import phash as image_phash
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from serve_app.metrics import count, timed
@@ -14,6 +14,8 @@ _BITS = 64
 
 
 class DedupeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     threshold: int = Field(
         default=6,
         ge=0,

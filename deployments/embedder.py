@@ -7,7 +7,7 @@ import os
 
 from ray import serve
 
-from serve_app.models import configure_torch
+from serve_app.diffusion.pipelines import configure_torch
 from serve_app.settings import Settings
 
 

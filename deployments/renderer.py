@@ -7,16 +7,20 @@ import io
 import math
 from typing import Any
 
-import numpy as np
 from pydantic import Field
 from ray import serve
 
+from serve_app.diffusion.pipelines import (
+    DiffusionConfig,
+    StylePipelines,
+    configure_torch,
+    to_pixels,
+)
+from serve_app.diffusion.sources import ModelManager, model_manager
 from serve_app.metrics import timed
-from serve_app.model_manager import ModelManager
-from serve_app.models import DiffusionConfig, StylePipelines, configure_torch, model_manager
-from serve_app.objects import ObjectStore, open_object_store
 from serve_app.schemas import Frames, RenderJob
 from serve_app.settings import Settings
+from serve_app.storage.objects import ObjectStore, open_object_store
 
 
 class RendererConfig(DiffusionConfig):
@@ -77,7 +81,6 @@ class RendererEngine:
                     generator=torch.Generator(pipe.device).manual_seed(job.seed),
                     **inputs,
                 )
-        pixels = (np.clip(out.images, 0.0, 1.0) * 255).round().astype(np.uint8)
         meta = {
             "seed": job.seed,
             "steps": cfg.steps,
@@ -93,7 +96,7 @@ class RendererEngine:
             "reference_key": job.reference_key,
             "reference_strength": job.reference_strength,
         }
-        return Frames(pixels=pixels, meta=meta)
+        return Frames(pixels=to_pixels(out.images), meta=meta)
 
     def _inputs(self, job: RenderJob) -> dict[str, Any]:
         """Text-to-image at the render size, or img2img from the job's reference image."""

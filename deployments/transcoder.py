@@ -31,13 +31,13 @@ from av.video.format import VideoFormat
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 from PIL import Image
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
 from serve_app.metrics import observe, timed
-from serve_app.objects import ObjectStore, open_object_store
 from serve_app.schemas import EncodedAsset, EncodeJob, Frames, MediaFormat
 from serve_app.settings import Settings
+from serve_app.storage.objects import ObjectStore, open_object_store
 
 GIF_TIME_BASE = Fraction(1, 100)  # GIF frame delays are stored in centiseconds.
 MIN_FPS, MAX_FPS = 1, 60
@@ -225,6 +225,8 @@ def encode_gif(frames: np.ndarray, fps: int, width: int) -> bytes:
 
 
 class TranscoderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     fps: int = Field(default=12, ge=MIN_FPS, le=MAX_FPS, description="Frame rate.")
     width: int = Field(default=512, ge=MIN_WIDTH, le=MAX_WIDTH, description="Width (px).")
     formats: list[MediaFormat] = Field(

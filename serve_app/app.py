@@ -1,19 +1,20 @@
-"""The typed builder of the graph: ``import_path: serve_app.app:build_app`` in config/*.yaml."""
+"""The composition root: the typed builder of the graph (``import_path: serve_app.app:build_app``
+in config/*.yaml). The only module of the package that imports ``deployments``."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application, Deployment
 
 from deployments.animator import Animator, AnimatorConfig
 from deployments.catalog import Catalog, CatalogConfig
 from deployments.dedupe import Dedupe, DedupeConfig
 from deployments.embedder import Embedder
+from deployments.ingress import Ingress, IngressConfig
 from deployments.renderer import Renderer, RendererConfig
 from deployments.transcoder import Transcoder, TranscoderConfig
-from serve_app.ingress import Ingress, IngressConfig
 
 SHED_RETRY_AFTER_S = 2
 DeploymentName = Literal[
@@ -22,6 +23,8 @@ DeploymentName = Literal[
 
 
 class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     max_ongoing_requests: int | None = Field(default=None, ge=1, description="Per replica.")
     max_queued_requests: int | None = Field(
         default=None, ge=1, description="Waiting requests per caller; past it, Serve sheds (503)."
@@ -30,6 +33,8 @@ class Limits(BaseModel):
 
 class AppArgs(BaseModel):
     """Arguments of the application; each section becomes its deployment's ``user_config``."""
+
+    model_config = ConfigDict(extra="forbid")
 
     souls_file: str = Field(default="config/souls.yaml", description="Souls shipped as data.")
     landmarks_file: str = Field(

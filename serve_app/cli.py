@@ -15,7 +15,7 @@ from serve_app.settings import Settings
 
 
 def cmd_models_tiny(ns: argparse.Namespace) -> int:
-    from serve_app.models import build_tiny_models
+    from serve_app.diffusion.tiny import build_tiny_models
 
     models_dir = Path(ns.dest) if ns.dest else Settings().resolved_models_dir
     for path in build_tiny_models(models_dir):
@@ -26,8 +26,7 @@ def cmd_models_tiny(ns: argparse.Namespace) -> int:
 
 def cmd_models_pull(ns: argparse.Namespace) -> int:
     """Download (CivitAI) or locate a model ref, verified; prints where it is."""
-    from serve_app.model_manager import ModelError
-    from serve_app.models import model_manager
+    from serve_app.diffusion.sources import ModelError, model_manager
 
     try:
         path = model_manager(Settings()).ensure(ns.ref)
@@ -74,7 +73,8 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
 def cmd_db_init(ns: argparse.Namespace) -> int:
     """Create the catalog database if it is missing (PostgreSQL) and apply the schema."""
-    from deployments.store import create_database, store_for
+    from serve_app.storage.postgres import create_database
+    from serve_app.storage.store import store_for
 
     settings = Settings()
     dsn = settings.resolved_database_url

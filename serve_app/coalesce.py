@@ -1,12 +1,22 @@
-"""Single flight per key inside one ingress replica."""
+"""Single flight per key inside one replica, owned by no single request."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+
+from serve_app.errors import Busy
+
+
+class WorkInterrupted(Busy):
+    """The shared work was cancelled (the replica is shutting down); the waiter may retry."""
+
+    def __init__(self) -> None:
+        super().__init__("the render for this cue was interrupted; retry", retry_after_s=1)
 
 
 @dataclass
@@ -18,28 +28,46 @@ class _Flight:
 class Coalescer:
     """Concurrent misses on one key from different users share one piece of work.
 
-    A user never joins a flight twice: their second concurrent request needs a variant of its
-    own, so it starts (or joins) another flight. The work sees the flight's users as they stand
-    (users may join while it runs). Waiters are shielded: a cancelled request does not cancel
-    work others wait on.
+    - A user never joins a flight twice: their second concurrent request needs a variant of its
+      own, so it starts (or joins) another flight.
+    - The work sees the flight's users as they stand: users join while it runs, and a user whose
+      request is cancelled (the client left) is removed.
+    - The work belongs to no request: it runs in an empty ``contextvars.Context``, so nothing
+      that cancels a request by its context (Serve cancels every handle call a departed request
+      made) reaches it, and it runs to its end even if every waiter left. Waiters are shielded.
+    - A waiter whose work was cancelled under it gets ``WorkInterrupted`` (a 503), never a bare
+      ``CancelledError``.
     """
 
     def __init__(self) -> None:
         self._flights: dict[str, list[_Flight]] = {}
         self.joined = 0
 
-    async def run(self, key: str, user_id: str, work: Callable[[set[str]], Awaitable[Any]]) -> Any:
+    async def run(
+        self, key: str, user_id: str, work: Callable[[set[str]], Awaitable[Any]]
+    ) -> tuple[Any, bool]:
+        """The flight's result, and whether this caller led (started) it."""
         flights = self._flights.setdefault(key, [])
         flight = next((f for f in flights if user_id not in f.users), None)
+        led = flight is None
         if flight is None:
             users = {user_id}
-            flight = _Flight(asyncio.ensure_future(work(users)), users)
+            task = asyncio.get_running_loop().create_task(
+                _awaited(work, users), context=contextvars.Context()
+            )
+            flight = _Flight(task, users)
             flights.append(flight)
-            flight.task.add_done_callback(partial(self._land, key, flight))
+            task.add_done_callback(partial(self._land, key, flight))
         else:
             self.joined += 1
             flight.users.add(user_id)
-        return await asyncio.shield(flight.task)
+        try:
+            return await asyncio.shield(flight.task), led
+        except asyncio.CancelledError:
+            flight.users.discard(user_id)
+            if flight.task.cancelled() and not _being_cancelled():
+                raise WorkInterrupted() from None
+            raise
 
     def _land(self, key: str, flight: _Flight, _task: object) -> None:
         flights = self._flights.get(key, [])
@@ -50,3 +78,13 @@ class Coalescer:
 
     def in_flight(self, key: str) -> int:
         return len(self._flights.get(key, []))
+
+
+async def _awaited(work: Callable[[set[str]], Awaitable[Any]], users: set[str]) -> Any:
+    """Call ``work`` inside the task, so even its first step runs in the task's own context."""
+    return await work(users)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -1,10 +1,78 @@
-"""Errors the HTTP API turns into a status code of their own."""
+"""Domain errors: each knows its HTTP meaning, so pipeline code never speaks HTTP.
+
+The API maps every ``ServiceError`` to a JSON answer with one handler (``serve_app/api/errors.py``):
+``status_code``, the message's first line as ``detail`` (or ``public_detail`` where the message
+is for operators only), and ``Retry-After`` when ``retry_after_s`` is set.
+"""
+
+from __future__ import annotations
 
 
-class UnusableSource(Exception):
+class ServiceError(Exception):
+    """An error a client may see."""
+
+    status_code = 500
+    retry_after_s: float | None = None
+    public_detail: str | None = None  # shown instead of the message, which stays in the logs
+
+    def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
+
+
+class InvalidRequest(ServiceError):
+    """Well-formed input the service refuses; the message names the field and what to fix."""
+
+    status_code = 422
+
+
+class UnusableSource(InvalidRequest):
     """Something a request names (a model ref, a reference image URL) that cannot be used.
 
     ``status_code`` says whose fault it is: the client's (4xx) or the source's (502).
     """
 
-    status_code = 422
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class UnknownSoul(NotFound):
+    def __init__(self, soul_id: str) -> None:
+        super().__init__(f"unknown soul {soul_id!r}")
+
+
+class Conflict(ServiceError):
+    """The request is valid but the state it needs is not there (yet)."""
+
+    status_code = 409
+
+
+class NoStyle(Conflict):
+    def __init__(self, soul_id: str) -> None:
+        super().__init__(f"soul {soul_id!r} has no style profile: POST /style first")
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+
+
+class Busy(ServiceError):
+    """Contention that resolves by itself: the client retries after ``retry_after_s``."""
+
+    status_code = 503
+    retry_after_s = 1
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error itself, not the wrapper Ray puts around it when it crosses replicas."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The error's own message, first line only (or its type when it has none)."""
+    cause = root_cause(exc)
+    text = str(cause).strip()
+    return text.splitlines()[0] if text else type(cause).__name__

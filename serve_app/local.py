@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from serve_app.models import build_tiny_models
+from serve_app.diffusion.tiny import build_tiny_models
 
 
 @contextmanager

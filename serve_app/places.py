@@ -10,21 +10,25 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from serve_app.souls import CONFIG_DIR
+from serve_app.settings import config_file
 
 Key = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_]{0,63}$")]
 Words = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class City(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     display_name: str
     landmarks: dict[Key, Words] = Field(min_length=1, description="Landmark key -> prompt words.")
 
 
 class Places(BaseModel):
     """config/landmarks.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
 
     angles: dict[Key, Words] = Field(min_length=2, description="Camera angle -> prompt words.")
     moods: dict[Key, Words] = Field(min_length=1, description="Mood -> prompt words.")
@@ -39,10 +43,7 @@ class Used(BaseModel):
 
 
 def load_places(path: str | Path) -> Places:
-    path = Path(path)
-    if not path.is_absolute() and not path.exists():
-        path = CONFIG_DIR / path.name
-    return Places.model_validate(yaml.safe_load(path.read_text()))
+    return Places.model_validate(yaml.safe_load(config_file(path).read_text()))
 
 
 def choose_shot(landmarks: list[str], angles: list[str], used: dict[str, Used]) -> tuple[str, str]:

@@ -21,8 +21,9 @@ import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from serve_app.errors import UnusableSource
-from serve_app.objects import GCSObjectStore, ObjectTooLarge
 from serve_app.settings import Settings
+from serve_app.storage.gcs import GCSObjectStore
+from serve_app.storage.objects import ObjectTooLarge
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 MAX_REDIRECTS = 3

@@ -1,4 +1,4 @@
-"""Shared schemas: what deployments send each other and what the HTTP API speaks."""
+"""Shared schemas: what deployments send each other, and the field types the API checks."""
 
 from __future__ import annotations
 
@@ -252,45 +252,3 @@ class Frames:
 
     pixels: np.ndarray  # (N, H, W, 3) uint8 RGB
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-class ImageResponse(BaseModel):
-    url: str = Field(description="Signed, short-lived URL of the animation, in ``format``.")
-    format: MediaFormat = Field(description="Format of ``url``: gif, webp or mp4.")
-    variant_id: str
-    pk_id: str
-    cache: Literal["hit", "miss"]
-    cover_url: str
-    expires_at: int = Field(description="Epoch seconds after which the URL stops working.")
-
-
-class ReferenceRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    soul_id: SoulId
-    url: Text = Field(
-        min_length=1,
-        max_length=2048,
-        description="http(s)://... or gs://bucket/path of a PNG, JPEG, WebP or GIF image.",
-    )
-
-
-class StoredReference(BaseModel):
-    """What POST /ingest/reference stored, as kept for an Idempotency-Key replay."""
-
-    storage_key: str
-    width: int
-    height: int
-    bytes: int = Field(description="Size of the stored PNG.")
-
-
-class Reference(BaseModel):
-    soul_id: str
-    reference_id: str
-    storage_key: str = Field(description="soul/<soul_id>/reference/<reference_id>.png")
-    url: str = Field(description="Signed, short-lived URL of the stored PNG.")
-    expires_at: int = Field(description="Epoch seconds after which the URL stops working.")
-
-
-class IngestedReference(Reference, StoredReference):
-    """The answer of POST /ingest/reference."""

@@ -156,3 +156,15 @@ def _persistent_random_key(path: Path) -> bytes:
             os.link(tmp, path)
         tmp.unlink()
     return path.read_text(encoding="ascii").strip().encode()
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+
+def config_file(path: str | Path) -> Path:
+    """A data file by path; a relative one that is not there is read from the project's
+    ``config/`` folder (replicas may start in another working directory)."""
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        return CONFIG_DIR / path.name
+    return path

@@ -5,19 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from serve_app.schemas import SoulSpec
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+from serve_app.settings import config_file
 
 
 class SoulsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     souls: list[SoulSpec]
 
 
 def load_souls(path: str | Path) -> list[SoulSpec]:
-    path = Path(path)
-    if not path.is_absolute() and not path.exists():
-        path = CONFIG_DIR / path.name
-    return SoulsFile.model_validate(yaml.safe_load(path.read_text())).souls
+    return SoulsFile.model_validate(yaml.safe_load(config_file(path).read_text())).souls

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from deployments.store import scratch_database
+from serve_app.storage.postgres import scratch_database
 
 T = TypeVar("T")
 STRICT = os.environ.get("SOUL_TEST_STRICT") == "1"

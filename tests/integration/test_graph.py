@@ -14,8 +14,8 @@ import pytest
 from PIL import Image, ImageSequence
 from soul_client import Graph
 
-from serve_app.objects import MediaSigner
 from serve_app.settings import Settings
+from serve_app.storage.local import MediaSigner
 from tests.support import FakeCivitai, static_http
 
 pytestmark = pytest.mark.integration

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serve_app.ingress import IngressConfig
 from soul_client import (
     API_KEY,
     TEST_ARGS,
@@ -21,7 +22,6 @@ from soul_client import (
     total,
 )
 
-from serve_app.ingress import IngressConfig
 from serve_app.local import local_graph
 from serve_app.metrics import METRICS
 

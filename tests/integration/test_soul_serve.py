@@ -20,7 +20,7 @@ import httpx
 import pytest
 from soul_client import free_port
 
-from serve_app.models import build_tiny_models
+from serve_app.diffusion.tiny import build_tiny_models
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from deployments.catalog import CatalogConfig, CatalogEngine
-from deployments.store import SQLiteStore
 from serve_app.ids import new_ulid, now_ms
 from serve_app.prompts import normalize, pk_id
 from serve_app.schemas import SoulSpec, Variant
 from serve_app.souls import load_souls
+from serve_app.storage.sqlite import SQLiteStore
 
 T = TypeVar("T")
 DIM = 384

@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 
 from deployments.animator import AnimatorConfig, AnimatorEngine
 from deployments.renderer import RendererConfig, RendererEngine
-from serve_app.model_manager import ModelManager, ModelNotFound, UnsafeModelFormat
-from serve_app.models import TINY_LORAS, TINY_MODEL, TINY_MOTION, build_tiny_models, load_sdxl
+from serve_app.diffusion.pipelines import load_sdxl
+from serve_app.diffusion.sources import ModelManager, ModelNotFound, UnsafeModelFormat
+from serve_app.diffusion.tiny import TINY_LORAS, TINY_MODEL, TINY_MOTION, build_tiny_models
 from serve_app.schemas import AnimateJob, Frames, RenderJob, StyleProfile
 
 PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle"}
@@ -75,7 +76,7 @@ def test_build_is_idempotent(models_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     def no_rebuild(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("an existing model was rebuilt")
 
-    monkeypatch.setattr("serve_app.models.tempfile.TemporaryDirectory", no_rebuild)
+    monkeypatch.setattr("serve_app.diffusion.tiny.tempfile.TemporaryDirectory", no_rebuild)
     loras = [models_dir / f"{tag}.safetensors" for tag in TINY_LORAS]
     motion = models_dir / TINY_MOTION
     assert build_tiny_models(models_dir) == [dest, *loras, motion]
@@ -239,7 +240,7 @@ STYLES = {"plain": [], "pastel": [PASTEL], "ink": [f"{INK}=0.8"], "both": [PASTE
 
 
 def adapter(ref: str) -> str:
-    from serve_app.models import adapter_name
+    from serve_app.diffusion.pipelines import adapter_name
 
     return adapter_name(ref)
 

@@ -25,7 +25,6 @@ from gcsfs.core import GCSFileSystem
 from google.auth.credentials import Credentials
 from google.cloud.storage import _signing
 
-from serve_app.objects import GCSObjectStore, LocalObjectStore, ObjectTooLarge, open_object_store
 from serve_app.references import (
     ReferenceRejected,
     ReferenceTooLarge,
@@ -33,6 +32,9 @@ from serve_app.references import (
     fetch_reference,
 )
 from serve_app.settings import Settings
+from serve_app.storage.gcs import GCSObjectStore
+from serve_app.storage.local import LocalObjectStore
+from serve_app.storage.objects import ObjectTooLarge, open_object_store
 
 BUCKET, PREFIX = "artifacts-test-soulmedia", "media/v1"
 KEY = "soul/nova/key/3f786850e387550fdab836ed7e6dc881de23001b/variant/01JDQ4Z5V8.gif"

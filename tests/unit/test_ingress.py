@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Iterator
 from types import CodeType
 
-import serve_app.ingress as ingress_module
+import deployments.ingress as ingress_module
 
 
 def names_used(code: CodeType) -> Iterator[str]:

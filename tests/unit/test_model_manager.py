@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from deployments.renderer import RendererConfig, RendererEngine
-from serve_app.model_manager import (
+from serve_app.diffusion.sources import (
     ChecksumMismatch,
     ModelManager,
     ModelNotFound,
@@ -21,7 +21,7 @@ from serve_app.model_manager import (
     ModelTooLarge,
     UnsafeModelFormat,
 )
-from serve_app.models import TINY_LORAS, TINY_MODEL, build_tiny_models
+from serve_app.diffusion.tiny import TINY_LORAS, TINY_MODEL, build_tiny_models
 from serve_app.schemas import RenderJob
 from tests.support import FakeCivitai
 

@@ -1,4 +1,4 @@
-"""Unit tests for serve_app.objects (signed media URLs, local object store) and media keys."""
+"""Unit tests for the object stores (signed media URLs, local object store) and media keys."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from serve_app.objects import LocalObjectStore, MediaSigner, ObjectTooLarge, open_object_store
 from serve_app.settings import Settings
+from serve_app.storage.local import LocalObjectStore, MediaSigner
+from serve_app.storage.objects import ObjectTooLarge, open_object_store
 
 KEY = "soul/nova/key/abc/variant/01J.gif"
 

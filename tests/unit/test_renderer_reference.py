@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from deployments.renderer import RendererConfig, RendererEngine
-from serve_app.model_manager import ModelManager
-from serve_app.models import TINY_LORAS, TINY_MODEL, build_tiny_lora, build_tiny_sdxl
-from serve_app.objects import LocalObjectStore, MediaSigner
+from serve_app.diffusion.sources import ModelManager
+from serve_app.diffusion.tiny import TINY_LORAS, TINY_MODEL, build_tiny_lora, build_tiny_sdxl
 from serve_app.schemas import Frames, RenderJob
+from serve_app.storage.local import LocalObjectStore, MediaSigner
 
 REFERENCE = "soul/nova/reference/01JDQ4Z5V8.png"
 INK = "tiny-lora-ink"

@@ -13,18 +13,13 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from deployments.store import (
-    PostgresStore,
-    SQLiteStore,
-    Store,
-    StoreUnavailable,
-    drop_database,
-    open_store,
-)
 from serve_app import cli
 from serve_app.ids import new_ulid
 from serve_app.prompts import key_hash, pk_id, soul_prefix_bounds
 from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant
+from serve_app.storage.postgres import PostgresStore, drop_database
+from serve_app.storage.sqlite import SQLiteStore
+from serve_app.storage.store import Store, StoreUnavailable, open_store
 from tests.support import POSTGRES_ADMIN_URL, require_postgres, run, temporary_database
 
 TABLES = "soul, soul_style_profile, prompt_key, variant, user_seen, work_lock, idempotency"

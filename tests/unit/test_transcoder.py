@@ -23,8 +23,8 @@ from deployments.transcoder import (
     encode_gif,
 )
 from serve_app.bench import encode_formats
-from serve_app.objects import LocalObjectStore, MediaSigner
 from serve_app.schemas import EncodeJob, Frames
+from serve_app.storage.local import LocalObjectStore, MediaSigner
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 

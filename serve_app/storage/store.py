@@ -1,6 +1,6 @@
-"""The catalog's ``Store``: one set of single-row SQL statements, two backends chosen by DSN.
+"""The catalog's ``Store``: one set of single-row SQL statements; each backend (SQLite, PostgreSQL)
+only says how to run a statement and how it fails, in a module of its own, chosen by DSN.
 
-PostgreSQL (psycopg 3 + psycopg-pool) for real deployments, SQLite as the embedded default.
 Every hot path is a primary-key read (or a primary-key prefix scan) and every write is a
 single-row, idempotent, last-write-wins upsert: no cross-row transactions, no joins.
 """
@@ -8,22 +8,12 @@ single-row, idempotent, last-write-wins upsert: no cross-row transactions, no jo
 from __future__ import annotations
 
 import json
-import secrets
-import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import psycopg
-import psycopg.conninfo
-import psycopg.sql
-from psycopg.rows import dict_row
-from psycopg.types.string import TextLoader
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
-
+from serve_app.errors import ServiceError
 from serve_app.prompts import soul_prefix_bounds
 from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant
 from serve_app.settings import Settings
@@ -31,14 +21,23 @@ from serve_app.settings import Settings
 Row = Mapping[str, Any]
 
 
-class StoreUnavailable(RuntimeError):
-    """The catalog database cannot be reached; callers answer 503 and retry later."""
+class StoreUnavailable(ServiceError):
+    """The catalog database cannot be reached; nothing was changed, the client retries later."""
+
+    status_code = 503
+    retry_after_s = 2
+    public_detail = "catalog store unavailable; nothing was changed, retry shortly"
 
 
 def open_store(dsn: str, *, pool_min: int = 1, pool_max: int = 10, timeout_s: float = 5.0) -> Store:
+    """The backend the DSN's scheme names (imported only when chosen)."""
     if dsn.startswith("sqlite:///"):
+        from serve_app.storage.sqlite import SQLiteStore
+
         return SQLiteStore(Path(dsn.removeprefix("sqlite:///")))
     if dsn.startswith(("postgresql://", "postgres://")):
+        from serve_app.storage.postgres import PostgresStore
+
         return PostgresStore(dsn, pool_min=pool_min, pool_max=pool_max, timeout_s=timeout_s)
     raise ValueError(
         f"unsupported catalog DSN {dsn.split('://')[0]!r}: "
@@ -53,44 +52,6 @@ def store_for(settings: Settings) -> Store:
         pool_max=settings.database_pool_max,
         timeout_s=settings.database_timeout_s,
     )
-
-
-def create_database(dsn: str) -> bool:
-    """Create the PostgreSQL database ``dsn`` names, if it is missing; True when created."""
-    name, admin = _database_and_admin(dsn)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            return False
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-        return True
-
-
-def drop_database(dsn: str) -> None:
-    """Drop the PostgreSQL database ``dsn`` names, closing its connections (scratch databases)."""
-    name, admin = _database_and_admin(dsn)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        drop = psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-        conn.execute(drop.format(psycopg.sql.Identifier(name)))
-
-
-@contextmanager
-def scratch_database(server_dsn: str, prefix: str) -> Iterator[str]:
-    """A new database ``<prefix>_<random>`` on the server ``server_dsn`` points at; dropped
-    afterwards (tests and benchmarks)."""
-    dsn = urlsplit(server_dsn)._replace(path=f"/{prefix}_{secrets.token_hex(6)}").geturl()
-    create_database(dsn)
-    try:
-        yield dsn
-    finally:
-        drop_database(dsn)
-
-
-def _database_and_admin(dsn: str) -> tuple[str, str]:
-    """The database a DSN names, and a DSN of the same server's maintenance database."""
-    name = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname")
-    if not name:
-        raise ValueError("the PostgreSQL DSN names no database")
-    return str(name), psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
 
 
 def lww_upsert_sql(table: str, columns: list[str], keys: list[str], tiebreak: str) -> str:
@@ -436,189 +397,3 @@ class Store(ABC):
         await self._write(
             "DELETE FROM idempotency WHERE idem_key = ? AND updated_at_ts = ?", (idem_key, if_ts)
         )
-
-
-SQLITE_DDL = """
-CREATE TABLE IF NOT EXISTS soul (
-  soul_id TEXT PRIMARY KEY, display_name TEXT NOT NULL, updated_at_ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS soul_style_profile (
-  soul_id TEXT PRIMARY KEY, base_model_ref TEXT NOT NULL, lora_ids_json TEXT NOT NULL,
-  palette_json TEXT NOT NULL, negatives_json TEXT NOT NULL, motion_module TEXT,
-  extra_json TEXT NOT NULL DEFAULT '{}', updated_at_ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS prompt_key (
-  pk_id TEXT PRIMARY KEY, soul_id TEXT NOT NULL, key_norm TEXT NOT NULL, key_hash TEXT NOT NULL,
-  key_embed BLOB, meta_json TEXT NOT NULL DEFAULT '{}', updated_at_ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS variant (
-  pk_id TEXT NOT NULL, variant_id TEXT NOT NULL, soul_id TEXT NOT NULL, asset_url TEXT NOT NULL,
-  storage_key TEXT NOT NULL, seed INTEGER, phash INTEGER, meta_json TEXT NOT NULL DEFAULT '{}',
-  updated_at_ts INTEGER NOT NULL, PRIMARY KEY (pk_id, variant_id));
-CREATE TABLE IF NOT EXISTS user_seen (
-  user_id TEXT NOT NULL, variant_id TEXT NOT NULL, seen_at_ts INTEGER NOT NULL,
-  PRIMARY KEY (user_id, variant_id));
-CREATE TABLE IF NOT EXISTS landmark_log (
-  soul_id TEXT NOT NULL, city_key TEXT NOT NULL, landmark_key TEXT NOT NULL,
-  user_id TEXT NOT NULL DEFAULT '', used_at_ts INTEGER NOT NULL,
-  angle_key TEXT NOT NULL DEFAULT '',
-  PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
-CREATE TABLE IF NOT EXISTS work_lock (
-  lock_key TEXT PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts INTEGER NOT NULL,
-  updated_at_ts INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS idempotency (
-  idem_key TEXT PRIMARY KEY, result_json TEXT NOT NULL, updated_at_ts INTEGER NOT NULL);
-"""
-
-
-class SQLiteStore(Store):
-    """Embedded default. Statements take microseconds, so they run inline on the event loop."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise StoreUnavailable("SQLite store is not open")
-        return self._db
-
-    async def open(self) -> None:
-        await self.close()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SQLITE_DDL)
-        columns = {row["name"] for row in db.execute("PRAGMA table_info(landmark_log)")}
-        if "angle_key" not in columns:  # a catalog made before selfies recorded angles
-            db.execute("ALTER TABLE landmark_log ADD COLUMN angle_key TEXT NOT NULL DEFAULT ''")
-        self._db = db
-
-    async def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        try:
-            return self.db.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:  # locked past the timeout, disk gone, ...
-            raise StoreUnavailable(f"SQLite: {exc}") from exc
-
-    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            return self.db.execute(sql, params).rowcount
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite: {exc}") from exc
-
-
-# Primary-key text columns are COLLATE "C": byte order, so the pk_id prefix range of a soul
-# ("nova:" <= pk_id < "nova;") means the same as in SQLite and is served by the PK index.
-POSTGRES_DDL = """
-CREATE TABLE IF NOT EXISTS soul (
-  soul_id TEXT COLLATE "C" PRIMARY KEY, display_name TEXT NOT NULL,
-  updated_at_ts BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS soul_style_profile (
-  soul_id TEXT COLLATE "C" PRIMARY KEY, base_model_ref TEXT NOT NULL,
-  lora_ids_json JSONB NOT NULL, palette_json JSONB NOT NULL, negatives_json JSONB NOT NULL,
-  motion_module TEXT, extra_json JSONB NOT NULL DEFAULT '{}', updated_at_ts BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS prompt_key (
-  pk_id TEXT COLLATE "C" PRIMARY KEY, soul_id TEXT NOT NULL, key_norm TEXT NOT NULL,
-  key_hash TEXT NOT NULL, key_embed BYTEA, meta_json JSONB NOT NULL DEFAULT '{}',
-  updated_at_ts BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS variant (
-  pk_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL, soul_id TEXT NOT NULL,
-  asset_url TEXT NOT NULL, storage_key TEXT NOT NULL, seed BIGINT, phash BIGINT,
-  meta_json JSONB NOT NULL DEFAULT '{}', updated_at_ts BIGINT NOT NULL,
-  PRIMARY KEY (pk_id, variant_id));
-CREATE TABLE IF NOT EXISTS user_seen (
-  user_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL,
-  seen_at_ts BIGINT NOT NULL, PRIMARY KEY (user_id, variant_id));
-CREATE TABLE IF NOT EXISTS landmark_log (
-  soul_id TEXT COLLATE "C" NOT NULL, city_key TEXT COLLATE "C" NOT NULL,
-  landmark_key TEXT COLLATE "C" NOT NULL, user_id TEXT COLLATE "C" NOT NULL DEFAULT '',
-  used_at_ts BIGINT NOT NULL, angle_key TEXT NOT NULL DEFAULT '',
-  PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
-ALTER TABLE landmark_log ADD COLUMN IF NOT EXISTS angle_key TEXT NOT NULL DEFAULT '';
-CREATE TABLE IF NOT EXISTS work_lock (
-  lock_key TEXT COLLATE "C" PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts BIGINT NOT NULL,
-  updated_at_ts BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS idempotency (
-  idem_key TEXT COLLATE "C" PRIMARY KEY, result_json JSONB NOT NULL,
-  updated_at_ts BIGINT NOT NULL);
-"""
-# Replicas starting together apply the DDL one at a time (CREATE IF NOT EXISTS can still race).
-_DDL_LOCK_ID = 0x50A1_5E7E
-
-
-async def _json_as_text(conn: psycopg.AsyncConnection[Any]) -> None:
-    conn.adapters.register_loader("jsonb", TextLoader)
-
-
-class PostgresStore(Store):
-    """psycopg 3 through an async pool, opened and closed with the Catalog replica."""
-
-    def __init__(self, dsn: str, *, pool_min: int, pool_max: int, timeout_s: float) -> None:
-        self.dsn = dsn
-        self.pool_min, self.pool_max, self.timeout_s = pool_min, pool_max, timeout_s
-        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
-
-    async def open(self) -> None:
-        await self.close()
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-            self.dsn,
-            min_size=self.pool_min,
-            max_size=self.pool_max,
-            timeout=self.timeout_s,
-            kwargs={
-                "autocommit": True,
-                "row_factory": dict_row,
-                "connect_timeout": max(1, round(self.timeout_s)),
-            },
-            configure=_json_as_text,
-            # One empty round trip per checkout: a connection broken by a server restart is
-            # replaced before use instead of failing a request.
-            check=AsyncConnectionPool.check_connection,
-            open=False,
-            name="soul-catalog",
-        )
-        try:
-            await pool.open(wait=True, timeout=self.timeout_s)
-        except PoolTimeout as exc:
-            await pool.close()
-            raise StoreUnavailable(f"PostgreSQL unreachable within {self.timeout_s} s") from exc
-        self._pool = pool
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_ID,))
-            await conn.execute(POSTGRES_DDL)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        if self._pool is None:
-            raise StoreUnavailable("PostgreSQL store is not open")
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreUnavailable(f"PostgreSQL: {reason}") from exc
-
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self._connection() as conn:
-            cur = await conn.execute(_placeholders(sql), params)
-            return await cur.fetchall()
-
-    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._connection() as conn:
-            cur = await conn.execute(_placeholders(sql), params)
-            return cur.rowcount
-
-
-def _placeholders(sql: str) -> str:
-    """The shared statements use ``?``; psycopg wants ``%s`` (none of them contains a ``%``)."""
-    return sql.replace("?", "%s")

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from serve_app.errors import UnusableSource
+from serve_app.settings import Settings
 
 log = logging.getLogger("ray.serve")
 
@@ -287,3 +288,18 @@ def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def model_manager(settings: Settings) -> ModelManager:
+    return ModelManager(
+        settings.resolved_models_dir,
+        civitai_url=settings.civitai_url,
+        civitai_token=settings.civitai_token.get_secret_value() if settings.civitai_token else "",
+        max_bytes=settings.model_max_bytes,
+    )
+
+
+def parse_lora(entry: str) -> tuple[str, float]:
+    """``"<ref>"`` or ``"<ref>=<weight>"`` (as in a style's ``lora_ids``) → (ref, weight)."""
+    ref, _, weight = entry.rpartition("=") if "=" in entry else (entry, "", "1")
+    return ref, float(weight)

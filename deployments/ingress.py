@@ -1,0 +1,327 @@
+"""Ingress: the HTTP API (FastAPI through ``@serve.ingress``). Each route translates HTTP into a
+call of the ``Deliverer`` (images, selfies) or of ``Looks`` (styles, references) and back;
+domain errors become HTTP answers in one table (``serve_app/api/errors.py``)."""
+# No `from __future__ import annotations`: FastAPI must resolve route signatures at runtime.
+
+import asyncio
+import logging
+import mimetypes
+from typing import Annotated, Any
+
+from fastapi import Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_app.api.answers import image_answer, reference_answer
+from serve_app.api.app import create_api
+from serve_app.api.deps import Authorized, IdempotencyKey
+from serve_app.api.errors import responses
+from serve_app.api.idempotency import IdempotencyConfig, Replays
+from serve_app.api.models import (
+    ImageResponse,
+    IngestedReference,
+    Reference,
+    ReferenceRequest,
+    SelfieRequest,
+    SelfieResponse,
+    StyleIn,
+)
+from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, Shot
+from serve_app.diffusion.sources import model_manager
+from serve_app.errors import Forbidden, NotFound
+from serve_app.looks import Looks, StoredReference
+from serve_app.metrics import count
+from serve_app.places import load_places
+from serve_app.schemas import MAX_CUE_CHARS, MediaFormat, SoulId, StyleProfile, Text, UserId
+from serve_app.settings import Settings
+from serve_app.storage.local import LocalObjectStore
+from serve_app.storage.objects import open_object_store
+
+
+class IngressConfig(DeliveryConfig, IdempotencyConfig):
+    """The Ingress's live config (``AppArgs.ingress``): delivery and Idempotency-Key knobs."""
+
+
+api = create_api()
+log = logging.getLogger("ray.serve")
+
+
+# Module-level names the class uses must come before it: @serve.ingress copies the class
+# (cloudpickle) when it is defined, with only the globals that exist by then.
+def delivered(route: str, response: Response, delivery: Delivery) -> None:
+    """Count the cache result (a replay is not a lookup) and log what went out; Serve adds the
+    request id (the X-Request-ID response header) and the route to the record."""
+    replayed = response.headers.get("Idempotent-Replayed") == "true"
+    variant = delivery.variant
+    if not replayed:
+        count("soul_cache_requests", route=route, soul_id=variant.soul_id, result=delivery.cache)
+    fields = {
+        "soul_id": variant.soul_id,
+        "pk_id": variant.pk_id,
+        "variant_id": variant.variant_id,
+        "cache": delivery.cache,
+        "replayed": replayed,
+    }
+    # Serve's log formatters write these as fields of their own (JSON keys, or key=value).
+    log_extra = {"ray_serve_extra_fields": fields}
+    log.info("delivered %s (%s)", variant.variant_id, delivery.cache, extra=log_extra)
+
+
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+@serve.ingress(api)
+class Ingress:
+    def __init__(
+        self,
+        embedder: DeploymentHandle,
+        catalog: DeploymentHandle,
+        renderer: DeploymentHandle,
+        animator: DeploymentHandle,
+        dedupe: DeploymentHandle,
+        transcoder: DeploymentHandle,
+        landmarks_file: str = "config/landmarks.yaml",
+    ) -> None:
+        self.settings = Settings()
+        self.objects = open_object_store(self.settings)
+        api.state.api_keys = [k.get_secret_value().encode() for k in self.settings.api_keys]
+        self.catalog = catalog
+        handles = Handles(embedder, catalog, renderer, animator, dedupe, transcoder)
+        self.deliverer = Deliverer(handles, self.objects, load_places(landmarks_file))
+        self.looks = Looks(catalog, self.objects, model_manager(self.settings), self.settings)
+        self.replays = Replays(catalog)
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        self.deliverer.config = self.replays.config = IngressConfig.model_validate(config)
+
+    def _signed(self, delivery: Delivery, media_format: MediaFormat) -> ImageResponse:
+        return image_answer(self.objects, self.settings.media_url_ttl_s, delivery, media_format)
+
+    def _reference(self, soul_id: str, storage_key: str) -> Reference:
+        return reference_answer(self.objects, self.settings.media_url_ttl_s, soul_id, storage_key)
+
+    # ---- health -------------------------------------------------------------------------
+    @api.get("/healthz", tags=["health"])
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/ready", tags=["health"])
+    async def ready(self) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await self.catalog.ping.remote()
+            checks["catalog"] = "ok"
+        except Exception as exc:
+            checks["catalog"] = f"unavailable: {type(exc).__name__}"
+        try:
+            await asyncio.to_thread(self.objects.ping)
+            checks["objects"] = "ok"
+        except Exception as exc:
+            checks["objects"] = f"unavailable: {exc}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    # ---- images -------------------------------------------------------------------------
+    @api.get(
+        "/image",
+        response_model=ImageResponse,
+        tags=["images"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 409, 413, 422, 502, 503),
+    )
+    async def image(
+        self,
+        request: Request,
+        response: Response,
+        soul_id: Annotated[SoulId, Query(description="Soul, e.g. nova.")],
+        cue: Annotated[Text, Query(max_length=MAX_CUE_CHARS, description="What to draw.")],
+        user_id: Annotated[UserId, Query(description="Who receives it.")],
+        media_format: Annotated[
+            MediaFormat, Query(alias="format", description="Format of ``url``: gif, webp or mp4.")
+        ] = "gif",
+        idempotency_key: IdempotencyKey = None,
+    ) -> ImageResponse:
+        """An animation of ``cue`` in the soul's style that this user has never been sent."""
+        await self.deliverer.check_image(cue, media_format)
+        params = {"soul_id": soul_id, "cue": cue, "user_id": user_id}
+
+        async def deliver() -> dict[str, Any]:
+            return (await self.deliverer.image(soul_id, cue, user_id)).model_dump(mode="json")
+
+        result = await self.replays.once(request, response, idempotency_key, params, deliver)
+        delivery = Delivery.model_validate(result)
+        answer = await asyncio.to_thread(self._signed, delivery, media_format)
+        delivered("/image", response, delivery)
+        return answer
+
+    # ---- selfies ------------------------------------------------------------------------
+    @api.get("/cities", tags=["selfies"], dependencies=[Authorized], responses=responses(401))
+    async def cities(self) -> dict[str, Any]:
+        """Cities with their landmarks, and the moods and camera angles a selfie can have."""
+        places = self.deliverer.places
+        return {
+            "cities": [
+                {"city_key": key, "display_name": c.display_name, "landmarks": list(c.landmarks)}
+                for key, c in places.cities.items()
+            ],
+            "moods": list(places.moods),
+            "angles": list(places.angles),
+        }
+
+    @api.post(
+        "/selfie",
+        response_model=SelfieResponse,
+        tags=["selfies"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 409, 413, 422, 502, 503),
+    )
+    async def selfie(
+        self,
+        request: Request,
+        response: Response,
+        body: SelfieRequest,
+        idempotency_key: IdempotencyKey = None,
+    ) -> SelfieResponse:
+        """The soul at a landmark of the city this user has not had (else the least recently
+        used one, from a new angle), in their style and mood."""
+        self.deliverer.check_place(body.city_key, body.mood)
+
+        async def shoot() -> dict[str, Any]:
+            shot = await self.deliverer.selfie(body.soul_id, body.city_key, body.mood, body.user_id)
+            return shot.model_dump(mode="json")
+
+        params = body.model_dump(mode="json")
+        shot = Shot.model_validate(
+            await self.replays.once(request, response, idempotency_key, params, shoot)
+        )
+        answer = await asyncio.to_thread(self._signed, shot, "gif")
+        delivered("/selfie", response, shot)
+        return SelfieResponse(
+            **answer.model_dump(), landmark_key=shot.landmark_key, angle=shot.angle
+        )
+
+    # ---- media --------------------------------------------------------------------------
+    @api.get("/media/{storage_key:path}", tags=["media"], responses=responses(403, 404, 422))
+    async def media(
+        self,
+        storage_key: str,
+        exp: Annotated[int, Query()],
+        sig: Annotated[str, Query(max_length=100)],
+    ) -> FileResponse:
+        """An object of the local store, only with a valid, unexpired signature."""
+        if not isinstance(self.objects, LocalObjectStore):
+            raise NotFound("media is served by the object store's own signed URLs")
+        if not self.objects.verify(storage_key, exp, sig):
+            raise Forbidden("invalid or expired media signature")
+        path = self.objects.path(storage_key)
+        if not path.is_file():
+            raise NotFound("no such object")
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return FileResponse(
+            path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"}
+        )
+
+    # ---- styles -------------------------------------------------------------------------
+    @api.post(
+        "/style",
+        response_model=StyleProfile,
+        tags=["styles"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 409, 413, 422, 502, 503),
+    )
+    async def put_style(
+        self,
+        request: Request,
+        response: Response,
+        style: StyleIn,
+        idempotency_key: IdempotencyKey = None,
+    ) -> StyleProfile:
+        """Upsert a soul's style profile (last write wins)."""
+        params = style.model_dump(mode="json")
+
+        async def upsert() -> dict[str, Any]:
+            stored = await self.looks.put_style(StyleProfile.model_validate(params))
+            return stored.model_dump(mode="json")
+
+        return StyleProfile.model_validate(
+            await self.replays.once(request, response, idempotency_key, params, upsert)
+        )
+
+    @api.get(
+        "/style",
+        response_model=list[StyleProfile],
+        tags=["styles"],
+        dependencies=[Authorized],
+        responses=responses(401, 503),
+    )
+    async def list_styles(self) -> list[StyleProfile]:
+        return await self.looks.list_styles()
+
+    @api.get(
+        "/style/{soul_id}",
+        response_model=StyleProfile,
+        tags=["styles"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 422, 503),
+    )
+    async def get_style(self, soul_id: SoulId) -> StyleProfile:
+        return await self.looks.get_style(soul_id)
+
+    @api.delete(
+        "/style/{soul_id}",
+        status_code=204,
+        tags=["styles"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 409, 422, 503),
+    )
+    async def delete_style(
+        self,
+        request: Request,
+        response: Response,
+        soul_id: SoulId,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        async def delete() -> dict[str, Any]:
+            await self.looks.delete_style(soul_id)
+            return {}
+
+        await self.replays.once(request, response, idempotency_key, {"soul_id": soul_id}, delete)
+        return Response(status_code=204, headers=response.headers)
+
+    # ---- reference images --------------------------------------------------------------
+    @api.post(
+        "/ingest/reference",
+        response_model=IngestedReference,
+        tags=["references"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 409, 413, 422, 502, 503),
+    )
+    async def ingest_reference(
+        self,
+        request: Request,
+        response: Response,
+        body: ReferenceRequest,
+        idempotency_key: IdempotencyKey = None,
+    ) -> IngestedReference:
+        """Fetch an image for a soul, verify it and store it as a plain RGB PNG."""
+
+        async def ingest() -> dict[str, Any]:
+            stored = await self.looks.ingest_reference(body.soul_id, body.url)
+            return stored.model_dump(mode="json")
+
+        params = body.model_dump(mode="json")
+        result = await self.replays.once(request, response, idempotency_key, params, ingest)
+        stored = StoredReference.model_validate(result)
+        reference = await asyncio.to_thread(self._reference, body.soul_id, stored.storage_key)
+        return IngestedReference.model_validate({**stored.model_dump(), **reference.model_dump()})
+
+    @api.get(
+        "/ingest/reference/{soul_id}",
+        response_model=list[Reference],
+        tags=["references"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 422, 503),
+    )
+    async def list_references(self, soul_id: SoulId) -> list[Reference]:
+        """A soul's reference images, oldest first, with signed URLs."""
+        keys = await self.looks.reference_keys(soul_id)
+        return await asyncio.to_thread(lambda: [self._reference(soul_id, k) for k in keys])

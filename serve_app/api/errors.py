@@ -1,0 +1,106 @@
+"""One table from errors to HTTP answers: every error a client sees is an ``ErrorBody`` with the
+request's id, whether a route raised it, FastAPI refused the input, or something broke."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve_app.api.models import ErrorBody
+from serve_app.errors import ServiceError, first_line, root_cause
+
+log = logging.getLogger("ray.serve")
+
+# What each status means on any route, for the OpenAPI document.
+MEANINGS = {
+    401: "Missing or invalid bearer API key.",
+    403: "Invalid or expired signature.",
+    404: "Something the request names does not exist.",
+    409: "The request conflicts with the current state; the detail says what to do first.",
+    413: "What the request names is too large.",
+    422: "Invalid input; the detail names the field and what to fix. Nothing was changed.",
+    502: "An outside source (CivitAI, a reference URL) failed.",
+    503: "Busy or the catalog is unreachable; retry after Retry-After seconds.",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error statuses a route answers, all with ``ErrorBody``."""
+    return {code: {"model": ErrorBody, "description": MEANINGS[code]} for code in codes}
+
+
+def request_id_of(request: Request) -> str:
+    """Serve's proxy gives every request an id (the client's X-Request-ID if it sent one) and
+    returns it as the X-Request-ID response header; errors quote the same id."""
+    return request.headers.get("x-request-id", "")
+
+
+def error_response(
+    request: Request,
+    status: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    body = ErrorBody(detail=detail, request_id=request_id_of(request), errors=errors)
+    return JSONResponse(
+        status_code=status, content=body.model_dump(exclude_none=True), headers=headers
+    )
+
+
+async def service_error(request: Request, exc: Exception) -> JSONResponse:
+    """A domain error (also when Ray wrapped it on its way from another deployment)."""
+    error = root_cause(exc)
+    status = getattr(error, "status_code", 500)
+    if status >= 500:
+        log.warning("request %s: %s: %s", request_id_of(request), type(error).__name__, error)
+    retry_after = getattr(error, "retry_after_s", None)
+    headers = {"Retry-After": str(round(retry_after))} if retry_after is not None else None
+    detail = getattr(error, "public_detail", None) or first_line(error)
+    return error_response(request, status, detail, headers)
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc'][1:]) or err['loc'][0]}: {err['msg']}"
+        for err in exc.errors()
+    ]
+    # Where and why, never the rejected input itself (it may be huge, or not even JSON: NaN).
+    errors = [{k: err[k] for k in ("type", "loc", "msg")} for err in exc.errors()]
+    return error_response(request, 422, "; ".join(problems), errors=jsonable_encoder(errors))
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI says 400 for a body it can't read
+        return error_response(request, 422, "body: not valid UTF-8 JSON")
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(request, exc.status_code, str(exc.detail), headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = request_id_of(request)
+    log.exception("request %s failed: %s", request_id, type(exc).__name__)
+    detail = f"internal error ({type(root_cause(exc)).__name__}); nothing was delivered"
+    return error_response(request, 500, detail)
+
+
+HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
+    ServiceError: service_error,
+    RequestValidationError: invalid_request,
+    StarletteHTTPException: http_error,
+    Exception: unexpected_error,
+}
+
+
+def install(app: FastAPI) -> None:
+    for error, handler in HANDLERS.items():
+        app.add_exception_handler(error, handler)

@@ -1,0 +1,415 @@
+"""User-unique delivery: the Ingress's engine, and what Soul Serve is for.
+
+For a (soul, cue, user): claim a variant of the cue's prompt key that this user has never been
+sent; when there is none, render a new one for the users who need it and claim it for them.
+
+    deliver:      claim unseen → else render for the users who need one → claim
+    render:       single flight per key in this replica (``Coalescer``), one render of a key at
+                  a time across replicas (the ``work_lock`` row), for the users still lacking
+    new variant:  render_distinct (render → dedupe best-of) → animate_and_encode → record
+                  (the variant row, then its claims; its objects removed on any failure)
+
+The ``Deliverer`` talks to the other deployments only through the handles it is given (Serve's
+``DeploymentHandle``s, or plain shims over the engines in unit tests: anything whose
+``.method.remote(...)`` returns an awaitable, and that takes such an awaitable as an argument).
+It raises domain errors (``serve_app.errors``), never HTTP ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.coalesce import Coalescer
+from serve_app.errors import Busy, InvalidRequest, NoStyle, NotFound, UnknownSoul
+from serve_app.ids import new_ulid
+from serve_app.metrics import count
+from serve_app.places import City, Places
+from serve_app.prompts import cue_tokens, render_prompt, style_id
+from serve_app.references import reference_prefix
+from serve_app.schemas import (
+    AnimateJob,
+    DedupeVerdict,
+    EncodedAsset,
+    EncodeJob,
+    KeyLookup,
+    PromptKey,
+    RenderJob,
+    StyleProfile,
+    Variant,
+)
+from serve_app.storage.objects import ObjectStore
+
+log = logging.getLogger("ray.serve")
+
+
+class DeliveryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dedupe_attempts: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Renders tried per new variant before the most distinct one is kept.",
+    )
+    delivery_attempts: int = Field(
+        default=32, ge=1, le=256, description="Render-then-claim rounds before giving up with 503."
+    )
+    lock_ttl_s: float = Field(
+        default=30,
+        gt=0,
+        description="Lifetime of a key's render lock (work_lock row); renewed every third of it "
+        "while the render runs, so a crashed replica's lock frees itself.",
+    )
+    lock_wait_s: float = Field(
+        default=600,
+        gt=0,
+        description="Longest wait for another replica's render of the same key before a 503.",
+    )
+    lock_poll_s: float = Field(
+        default=0.1, gt=0, le=10, description="How often a waiting request checks the lock."
+    )
+
+
+class Delivery(BaseModel):
+    """What was delivered, as kept for an Idempotency-Key replay (URLs are signed afresh)."""
+
+    variant: Variant
+    cache: Literal["hit", "miss"]
+
+
+class Shot(Delivery):
+    """A selfie: the variant, and the place it shows."""
+
+    landmark_key: str
+    angle: str
+
+
+class UnknownCity(NotFound):
+    def __init__(self, city_key: str, known: list[str]) -> None:
+        super().__init__(f"unknown city {city_key!r}; known cities: {', '.join(known)}")
+
+
+@dataclass(frozen=True)
+class Handles:
+    """The deployments the Deliverer calls."""
+
+    embedder: Any
+    catalog: Any
+    renderer: Any
+    animator: Any
+    dedupe: Any
+    transcoder: Any
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a new variant's objects go: ``<stem>.gif``, ``.png``, ``.json``, ..."""
+
+    variant_id: str
+    stem: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A render that passed (or best survived) the dedupe check."""
+
+    image: Any  # the Renderer's pending or finished Frames, passed on without a round trip
+    verdict: DedupeVerdict
+    seed: int
+
+
+class Deliverer:
+    def __init__(
+        self,
+        handles: Handles,
+        objects: ObjectStore,
+        places: Places,
+        config: DeliveryConfig | None = None,
+    ) -> None:
+        self.handles = handles
+        self.catalog = handles.catalog
+        self.objects = objects
+        self.places = places
+        self.config = config or DeliveryConfig()
+        self.coalescer = Coalescer()
+
+    # ---- what the routes ask for ----------------------------------------------------------
+    async def check_image(self, cue: str, media_format: str) -> None:
+        """Refuse, before anything is written, a cue with no words or a format not encoded."""
+        if not cue_tokens(cue):
+            raise InvalidRequest(
+                "cue: must contain at least one word besides punctuation and stopwords"
+            )
+        if (
+            media_format != "gif"
+            and media_format not in await self.handles.transcoder.formats.remote()
+        ):
+            raise InvalidRequest(
+                f"format: {media_format!r} is not enabled here (transcoder.formats)"
+            )
+
+    def check_place(self, city_key: str, mood: str) -> City:
+        """The city of a selfie; refuses an unknown city or mood before anything is written."""
+        city = self.places.cities.get(city_key)
+        if city is None:
+            raise UnknownCity(city_key, list(self.places.cities))
+        if mood not in self.places.moods:
+            raise InvalidRequest(f"mood: unknown {mood!r}; one of: {', '.join(self.places.moods)}")
+        return city
+
+    async def image(self, soul_id: str, cue: str, user_id: str) -> Delivery:
+        """A variant of ``cue`` in the soul's style that this user has never been sent."""
+        lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue, user_id)
+        if lookup is None:
+            raise UnknownSoul(soul_id)
+        if lookup.style is None:
+            raise NoStyle(soul_id)
+        key, claimed = lookup.key, lookup.claimed  # an exact key: already claimed in lookup
+        if key is None:
+            key = await self._similar_key(soul_id, lookup)
+            claimed = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
+        return await self.deliver(key, lookup.style, cue, user_id, claimed)
+
+    async def selfie(self, soul_id: str, city_key: str, mood: str, user_id: str) -> Shot:
+        """The soul at the next landmark of the city for this user (logged), in their mood."""
+        city = self.check_place(city_key, mood)
+        style = await self._style(soul_id)
+        shot = await self.catalog.choose_shot.remote(
+            soul_id, city_key, user_id, list(city.landmarks), list(self.places.angles)
+        )
+        if shot is None:
+            raise Busy("too many concurrent selfies; retry")
+        landmark, angle = shot
+        key = await self.catalog.ensure_key.remote(
+            soul_id, f"selfie:{city_key}:{landmark}:{mood}:{angle}"
+        )
+        scene = ", ".join(
+            [
+                f"selfie in {city.display_name}",
+                city.landmarks[landmark],
+                self.places.moods[mood],
+                self.places.angles[angle],
+            ]
+        )
+        claimed = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
+        delivery = await self.deliver(key, style, scene, user_id, claimed)
+        return Shot(**dict(delivery), landmark_key=landmark, angle=angle)
+
+    # ---- delivery -------------------------------------------------------------------------
+    async def deliver(
+        self, key: PromptKey, style: StyleProfile, cue: str, user_id: str, claimed: Variant | None
+    ) -> Delivery:
+        """``claimed`` (a hit), else render-and-claim rounds for this user (a miss)."""
+        if claimed is not None:
+            return Delivery(variant=claimed, cache="hit")
+        for _ in range(self.config.delivery_attempts):
+            variant = await self._render_round(key, style, cue, user_id)
+            if variant is not None:
+                return Delivery(variant=variant, cache="miss")
+        raise Busy("too many concurrent requests for this cue; retry")
+
+    async def _render_round(
+        self, key: PromptKey, style: StyleProfile, cue: str, user_id: str
+    ) -> Variant | None:
+        """Lead or join this replica's render of the key, then take what it made for this user,
+        or else claim one another render made meanwhile. None: lost every claim."""
+        rendered, led = await self.coalescer.run(
+            key.pk_id, user_id, lambda users: self._render_shared(key, style, cue, users)
+        )
+        if user_id in rendered:
+            if not led:
+                count("soul_coalesced_requests", scope="replica")
+            return rendered[user_id]
+        variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
+        if variant is not None:
+            count("soul_coalesced_requests", scope="cluster")
+        return variant
+
+    async def _render_shared(
+        self, key: PromptKey, style: StyleProfile, cue: str, users: set[str]
+    ) -> dict[str, Variant]:
+        """One render of a key at a time across replicas, for the users who still need one.
+
+        Under the key's lock, users who can already be served (say, by the render another
+        replica just finished) are left to claim it; the rest get the new variant claimed for
+        them, if they are still waiting when it is recorded. Returns who got what.
+        """
+        async with self._work_lock(f"render:{key.pk_id}"):
+            needy = await self.catalog.users_lacking_unseen.remote(key.pk_id, sorted(users))
+            if not needy:
+                return {}
+            variant, claimed = await self._new_variant(key, style, cue, needy, users)
+            return dict.fromkeys(claimed, variant)
+
+    # ---- a new variant --------------------------------------------------------------------
+    async def _new_variant(
+        self, key: PromptKey, style: StyleProfile, cue: str, needy: list[str], waiting: set[str]
+    ) -> tuple[Variant, list[str]]:
+        """render_distinct → animate_and_encode → record; the variant and who it was claimed
+        for (the needy users still ``waiting``). Its objects go if any step fails."""
+        prompt = render_prompt(style, cue)
+        candidate = await self._render_distinct(key, style, prompt)
+        variant_id = new_ulid()
+        stem = f"soul/{key.soul_id}/key/{key.key_hash}/variant/{variant_id}"
+        try:
+            variant = await self._animate_and_encode(
+                key, style, cue, prompt, candidate, Placement(variant_id, stem)
+            )
+            return variant, await self._record(variant, [u for u in needy if u in waiting])
+        except BaseException:
+            await asyncio.to_thread(self._remove_objects, stem)
+            raise
+
+    async def _render_distinct(
+        self, key: PromptKey, style: StyleProfile, prompt: tuple[str, str]
+    ) -> Candidate:
+        """Render with new seeds until one is not a near copy of the key's variants (pHash);
+        after ``dedupe_attempts``, the most distinct render."""
+        siblings: list[Variant] = await self.catalog.list_variants.remote(key.pk_id)
+        known = [v.phash for v in siblings if v.phash is not None]
+        references = await self._style_references(style)
+        positive, negative = prompt
+        sid = style_id(style)
+        renderer = self.handles.renderer.options(multiplexed_model_id=sid)
+        best: Candidate | None = None
+        for _ in range(self.config.dedupe_attempts):
+            seed = secrets.randbits(63)
+            reference = references[seed % len(references)] if references else None
+            job = RenderJob(
+                style_id=sid,
+                base_model_ref=style.base_model_ref,
+                lora_ids=style.lora_ids,
+                prompt=positive,
+                negative_prompt=negative,
+                seed=seed,
+                reference_key=reference,
+                reference_strength=style.reference_strength if reference else None,
+            )
+            image = renderer.render.remote(job)
+            verdict: DedupeVerdict = await self.handles.dedupe.check.remote(image, known)
+            if best is None or _distance(verdict) > _distance(best.verdict):
+                best = Candidate(image, verdict, seed)
+            if not verdict.duplicate:
+                break
+        assert best is not None
+        return best
+
+    async def _animate_and_encode(
+        self,
+        key: PromptKey,
+        style: StyleProfile,
+        cue: str,
+        prompt: tuple[str, str],
+        candidate: Candidate,
+        placement: Placement,
+    ) -> Variant:
+        """Frames from the render (Animator → Transcoder directly), written under the stem."""
+        positive, negative = prompt
+        frames = self.handles.animator.animate.remote(
+            candidate.image,
+            AnimateJob(
+                base_model_ref=style.base_model_ref,
+                lora_ids=style.lora_ids,
+                prompt=positive,
+                negative_prompt=negative,
+                seed=candidate.seed,
+                mode=style.animation,
+                motion_module=style.motion_module,
+            ),
+        )
+        sidecar = {
+            "variant_id": placement.variant_id,
+            "pk_id": key.pk_id,
+            "soul_id": key.soul_id,
+            "key_norm": key.key_norm,
+            "cue": cue,
+            "phash": candidate.verdict.phash,
+        }
+        asset: EncodedAsset = await self.handles.transcoder.encode.remote(
+            frames, EncodeJob(storage_stem=placement.stem, sidecar=sidecar)
+        )
+        return Variant(
+            variant_id=placement.variant_id,
+            pk_id=key.pk_id,
+            soul_id=key.soul_id,
+            asset_url=asset.asset_url,
+            storage_key=asset.gif_key,
+            seed=candidate.seed,
+            phash=candidate.verdict.phash,
+            meta={
+                **asset.meta,
+                "cover_key": asset.cover_key,
+                "sidecar_key": asset.sidecar_key,
+                "dedupe_min_distance": candidate.verdict.min_distance,
+            },
+        )
+
+    async def _record(self, variant: Variant, claim_for: list[str]) -> list[str]:
+        """The variant row (single-row LWW write), then a claim for each of ``claim_for``."""
+        claimed: list[str] = await self.catalog.put_variant.remote(variant, claim_for)
+        return claimed
+
+    def _remove_objects(self, stem: str) -> None:
+        """Every object of an unrecorded variant (cover, sidecar, each format)."""
+        for object_key in self.objects.list(stem):
+            try:
+                self.objects.delete(object_key)
+            except Exception:  # the rest still go; an orphan costs storage, not correctness
+                log.exception("could not remove %s of a failed variant", object_key)
+
+    # ---- helpers --------------------------------------------------------------------------
+    async def _similar_key(self, soul_id: str, lookup: KeyLookup) -> PromptKey:
+        """The nearest key by embedding at or above the similarity threshold, else a new one."""
+        embedding = await self.handles.embedder.embed.remote(lookup.cue_text)
+        key, _score = await self.catalog.resolve_similar.remote(soul_id, lookup.key_norm, embedding)
+        return key
+
+    async def _style(self, soul_id: str) -> StyleProfile:
+        style: StyleProfile | None = await self.catalog.get_style.remote(soul_id)
+        if style is not None:
+            return style
+        if await self.catalog.get_soul.remote(soul_id) is None:
+            raise UnknownSoul(soul_id)
+        raise NoStyle(soul_id)
+
+    async def _style_references(self, style: StyleProfile) -> list[str]:
+        """The soul's reference keys when its style renders from them, else none."""
+        if style.reference_strength is None:
+            return []
+        return await asyncio.to_thread(self.objects.list, reference_prefix(style.soul_id))
+
+    @contextlib.asynccontextmanager
+    async def _work_lock(self, lock_key: str) -> AsyncIterator[None]:
+        """Hold the ``work_lock`` row (waiting while another owner has it), renewed meanwhile."""
+        owner, ttl_ms = new_ulid(), int(self.config.lock_ttl_s * 1000)
+        deadline = time.monotonic() + self.config.lock_wait_s
+        while not await self.catalog.try_lock.remote(lock_key, owner, ttl_ms):
+            if time.monotonic() > deadline:
+                raise Busy("another replica is still rendering this cue; retry", retry_after_s=5)
+            await asyncio.sleep(self.config.lock_poll_s)
+        renewal = asyncio.create_task(self._renew(lock_key, owner, ttl_ms))
+        try:
+            yield
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(Exception):  # else it expires after its TTL
+                await self.catalog.unlock.remote(lock_key, owner)
+
+    async def _renew(self, lock_key: str, owner: str, ttl_ms: int) -> None:
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            with contextlib.suppress(Exception):  # a missed renewal only risks a duplicate render
+                await self.catalog.try_lock.remote(lock_key, owner, ttl_ms)
+
+
+def _distance(verdict: DedupeVerdict) -> int:
+    return 64 if verdict.min_distance is None else verdict.min_distance

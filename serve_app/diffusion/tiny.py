@@ -1,0 +1,208 @@
+"""Tiny test models, built from config with random weights and saved with ``save_pretrained``.
+
+The tiny model has the SDXL architecture (two CLIP text encoders, a UNet with text-time
+conditioning, a VAE) at a few MB: it makes abstract images, but it goes through exactly the
+loading and inference code a real SDXL checkpoint does. Tiny LoRAs for it are real PEFT adapters
+saved with diffusers' ``save_lora_weights``; the tiny motion adapter is a diffusers
+``MotionAdapter`` that fits the tiny UNet.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from serve_app.diffusion.pipelines import load_sdxl
+
+TINY_MODEL = "tiny-sdxl"
+TINY_LORAS = {"tiny-lora-pastel": 1, "tiny-lora-ink": 2}  # tag -> seed
+TINY_MOTION = "tiny-motion"
+TINY_UNET_BLOCKS = (32, 64)  # the tiny UNet's block_out_channels, one layer per block
+
+
+def _clip_byte_vocab() -> dict[str, int]:
+    """Byte-level BPE vocabulary of CLIP's tokenizer with no merges: every byte is a token."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    codes = printable + [256 + i for i, b in enumerate(b for b in range(256) if b not in printable)]
+    chars = [chr(c) for c in codes]
+    tokens = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def _save_in_place(model: Any, dest: Path, marker: str) -> None:
+    """``save_pretrained`` (safetensors) into a staging folder beside ``dest``, then rename it into
+    place, unless another process finished first (``dest/marker`` exists)."""
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        staged = Path(tmp) / dest.name
+        model.save_pretrained(staged, safe_serialization=True)
+        if not (dest / marker).is_file():
+            shutil.rmtree(dest, ignore_errors=True)
+            staged.rename(dest)
+
+
+def build_tiny_sdxl(dest: Path, seed: int = 0) -> Path:
+    """Build the tiny SDXL-architecture pipeline from config and ``save_pretrained`` it.
+
+    Idempotent: an existing folder is kept. Written to a temp folder and renamed into place.
+    """
+    if (dest / "model_index.json").is_file():
+        return dest
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        vocab = _clip_byte_vocab()
+        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
+        tokenizer = CLIPTokenizer(
+            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77
+        )
+        torch.manual_seed(seed)
+        text_config = CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            projection_dim=32,
+            max_position_embeddings=77,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+            hidden_act="gelu",
+        )
+        unet = UNet2DConditionModel(
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=TINY_UNET_BLOCKS,
+            norm_num_groups=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            transformer_layers_per_block=(1, 1),
+            use_linear_projection=True,
+            cross_attention_dim=64,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=80,  # 6 time ids * 8 + pooled text 32
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            sample_size=128,
+            block_out_channels=(32, 64),
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            force_upcast=False,  # already float32; upcasting would only log a warning per call
+        )
+        scheduler = EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        )
+        pipe: Any = StableDiffusionXLPipeline(
+            vae=vae,
+            unet=unet,
+            scheduler=scheduler,
+            text_encoder=CLIPTextModel(text_config),
+            tokenizer=tokenizer,
+            text_encoder_2=CLIPTextModelWithProjection(text_config),
+            tokenizer_2=tokenizer,
+        )
+        _save_in_place(pipe, dest, "model_index.json")
+    return dest
+
+
+def build_tiny_lora(dest: Path, base: Path, seed: int) -> Path:
+    """A tiny LoRA for the tiny model: a real PEFT adapter on the UNet's attention projections,
+    randomly initialised (so it visibly changes images) and saved with ``save_lora_weights``."""
+    if dest.is_file():
+        return dest
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = load_sdxl(base)
+    torch.manual_seed(seed)
+    pipe.unet.add_adapter(
+        LoraConfig(
+            r=4,
+            lora_alpha=4,
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            init_lora_weights=False,
+        )
+    )
+    # Saved files carry weights, not alpha: a stronger B makes each LoRA's look obvious.
+    layers = {
+        k: v * 8 if "lora_B" in k else v for k, v in get_peft_model_state_dict(pipe.unet).items()
+    }
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        StableDiffusionXLPipeline.save_lora_weights(
+            tmp,
+            unet_lora_layers=layers,
+            weight_name=dest.name,
+            safe_serialization=True,
+        )
+        (Path(tmp) / dest.name).rename(dest)
+    return dest
+
+
+def build_tiny_motion_adapter(dest: Path, seed: int = 0) -> Path:
+    """A diffusers MotionAdapter for the tiny UNet, random weights, saved as safetensors.
+
+    Idempotent: an existing folder is kept. Written to a temp folder and renamed into place.
+    """
+    if (dest / "config.json").is_file():
+        return dest
+    import torch
+    from diffusers import MotionAdapter
+
+    torch.manual_seed(seed)
+    adapter: Any = MotionAdapter(
+        block_out_channels=TINY_UNET_BLOCKS,
+        motion_layers_per_block=1,
+        motion_num_attention_heads=4,
+        motion_norm_num_groups=1,
+        motion_max_seq_length=32,
+        use_motion_mid_block=False,  # as SDXL motion adapters
+    )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _save_in_place(adapter, dest, "config.json")
+    return dest
+
+
+def build_tiny_models(models_dir: Path) -> list[Path]:
+    """The tiny model, its tiny LoRAs and motion adapter (what `soul models tiny` and the tests
+    build)."""
+    base = build_tiny_sdxl(models_dir / TINY_MODEL)
+    loras = [
+        build_tiny_lora(models_dir / f"{tag}.safetensors", base, seed)
+        for tag, seed in TINY_LORAS.items()
+    ]
+    return [base, *loras, build_tiny_motion_adapter(models_dir / TINY_MOTION)]

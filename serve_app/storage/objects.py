@@ -1,0 +1,80 @@
+"""The object store behind a small interface, chosen by fsspec URL; signed, expiring media URLs.
+
+One module per backend: ``local`` (a folder, served by the ingress under ``/media``) and
+``gcs`` (a private bucket, V4 signed URLs).
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from serve_app.settings import Settings
+
+
+@dataclass(frozen=True)
+class SignedUrl:
+    url: str
+    expires_at: int
+
+
+class ObjectStore(Protocol):
+    backend: str  # names the kind of store in metrics: local, gcs
+
+    def put(self, key: str, data: bytes) -> str:
+        """Write a whole object atomically; return its location URL."""
+        ...
+
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """A whole object; ``ObjectTooLarge`` past ``max_bytes`` (read no further than that)."""
+        ...
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        """Keys that start with ``prefix``, sorted (ULID-named keys: oldest first)."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def ping(self) -> None:
+        """Raise when the store cannot be reached."""
+        ...
+
+    def signed_url(self, key: str, ttl_s: int) -> SignedUrl: ...
+
+
+class ObjectTooLarge(Exception):
+    pass
+
+
+def read_capped(fs: Any, path: str, max_bytes: int | None) -> bytes:
+    with fs.open(path, "rb") as f:
+        data: bytes = f.read(-1 if max_bytes is None else max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ObjectTooLarge(f"object is over {max_bytes} bytes")
+    return data
+
+
+def under(prefix: str, paths: list[str], root: str) -> list[str]:
+    """The keys (paths relative to ``root``) among ``paths`` that start with ``prefix``."""
+    keys = (path.removeprefix(f"{root}/") for path in paths)
+    return sorted(key for key in keys if key.startswith(prefix))
+
+
+def open_object_store(settings: Settings) -> ObjectStore:
+    """The backend named by the URL's scheme: a folder (or file://) or gs://bucket[/prefix]."""
+    url = settings.resolved_object_store_url
+    scheme = url.split("://", 1)[0] if "://" in url else "file"
+    if scheme == "file":
+        from serve_app.storage.local import LocalObjectStore, MediaSigner
+
+        return LocalObjectStore(url, MediaSigner(settings.media_key), settings.public_base_url)
+    if scheme == "gs":
+        from serve_app.storage.gcs import GCSObjectStore
+
+        return GCSObjectStore(url, settings.gcs_credentials_file, settings.gcs_endpoint)
+    raise ValueError(
+        f"unsupported object store URL {url!r}: use a folder path, file://... or gs://bucket/prefix"
+    )

@@ -1,0 +1,167 @@
+"""The PostgreSQL catalog backend (psycopg 3 + psycopg-pool), and scratch databases."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import psycopg.conninfo
+import psycopg.sql
+from psycopg.rows import dict_row
+from psycopg.types.string import TextLoader
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from serve_app.errors import first_line
+from serve_app.storage.store import Row, Store, StoreUnavailable
+
+# Primary-key text columns are COLLATE "C": byte order, so the pk_id prefix range of a soul
+# ("nova:" <= pk_id < "nova;") means the same as in SQLite and is served by the PK index.
+POSTGRES_DDL = """
+CREATE TABLE IF NOT EXISTS soul (
+  soul_id TEXT COLLATE "C" PRIMARY KEY, display_name TEXT NOT NULL,
+  updated_at_ts BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS soul_style_profile (
+  soul_id TEXT COLLATE "C" PRIMARY KEY, base_model_ref TEXT NOT NULL,
+  lora_ids_json JSONB NOT NULL, palette_json JSONB NOT NULL, negatives_json JSONB NOT NULL,
+  motion_module TEXT, extra_json JSONB NOT NULL DEFAULT '{}', updated_at_ts BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS prompt_key (
+  pk_id TEXT COLLATE "C" PRIMARY KEY, soul_id TEXT NOT NULL, key_norm TEXT NOT NULL,
+  key_hash TEXT NOT NULL, key_embed BYTEA, meta_json JSONB NOT NULL DEFAULT '{}',
+  updated_at_ts BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS variant (
+  pk_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL, soul_id TEXT NOT NULL,
+  asset_url TEXT NOT NULL, storage_key TEXT NOT NULL, seed BIGINT, phash BIGINT,
+  meta_json JSONB NOT NULL DEFAULT '{}', updated_at_ts BIGINT NOT NULL,
+  PRIMARY KEY (pk_id, variant_id));
+CREATE TABLE IF NOT EXISTS user_seen (
+  user_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL,
+  seen_at_ts BIGINT NOT NULL, PRIMARY KEY (user_id, variant_id));
+CREATE TABLE IF NOT EXISTS landmark_log (
+  soul_id TEXT COLLATE "C" NOT NULL, city_key TEXT COLLATE "C" NOT NULL,
+  landmark_key TEXT COLLATE "C" NOT NULL, user_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+  used_at_ts BIGINT NOT NULL, angle_key TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
+ALTER TABLE landmark_log ADD COLUMN IF NOT EXISTS angle_key TEXT NOT NULL DEFAULT '';
+CREATE TABLE IF NOT EXISTS work_lock (
+  lock_key TEXT COLLATE "C" PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts BIGINT NOT NULL,
+  updated_at_ts BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+  idem_key TEXT COLLATE "C" PRIMARY KEY, result_json JSONB NOT NULL,
+  updated_at_ts BIGINT NOT NULL);
+"""
+# Replicas starting together apply the DDL one at a time (CREATE IF NOT EXISTS can still race).
+_DDL_LOCK_ID = 0x50A1_5E7E
+
+
+async def _json_as_text(conn: psycopg.AsyncConnection[Any]) -> None:
+    conn.adapters.register_loader("jsonb", TextLoader)
+
+
+class PostgresStore(Store):
+    """psycopg 3 through an async pool, opened and closed with the Catalog replica."""
+
+    def __init__(self, dsn: str, *, pool_min: int, pool_max: int, timeout_s: float) -> None:
+        self.dsn = dsn
+        self.pool_min, self.pool_max, self.timeout_s = pool_min, pool_max, timeout_s
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+
+    async def open(self) -> None:
+        await self.close()
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            self.dsn,
+            min_size=self.pool_min,
+            max_size=self.pool_max,
+            timeout=self.timeout_s,
+            kwargs={
+                "autocommit": True,
+                "row_factory": dict_row,
+                "connect_timeout": max(1, round(self.timeout_s)),
+            },
+            configure=_json_as_text,
+            # One empty round trip per checkout: a connection broken by a server restart is
+            # replaced before use instead of failing a request.
+            check=AsyncConnectionPool.check_connection,
+            open=False,
+            name="soul-catalog",
+        )
+        try:
+            await pool.open(wait=True, timeout=self.timeout_s)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StoreUnavailable(f"PostgreSQL unreachable within {self.timeout_s} s") from exc
+        self._pool = pool
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_ID,))
+            await conn.execute(POSTGRES_DDL)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._pool is None:
+            raise StoreUnavailable("PostgreSQL store is not open")
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._connection() as conn:
+            cur = await conn.execute(_placeholders(sql), params)
+            return await cur.fetchall()
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._connection() as conn:
+            cur = await conn.execute(_placeholders(sql), params)
+            return cur.rowcount
+
+
+def _placeholders(sql: str) -> str:
+    """The shared statements use ``?``; psycopg wants ``%s`` (none of them contains a ``%``)."""
+    return sql.replace("?", "%s")
+
+
+def create_database(dsn: str) -> bool:
+    """Create the PostgreSQL database ``dsn`` names, if it is missing; True when created."""
+    name, admin = _database_and_admin(dsn)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+        return True
+
+
+def drop_database(dsn: str) -> None:
+    """Drop the PostgreSQL database ``dsn`` names, closing its connections (scratch databases)."""
+    name, admin = _database_and_admin(dsn)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        drop = psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        conn.execute(drop.format(psycopg.sql.Identifier(name)))
+
+
+@contextmanager
+def scratch_database(server_dsn: str, prefix: str) -> Iterator[str]:
+    """A new database ``<prefix>_<random>`` on the server ``server_dsn`` points at; dropped
+    afterwards (tests and benchmarks)."""
+    dsn = urlsplit(server_dsn)._replace(path=f"/{prefix}_{secrets.token_hex(6)}").geturl()
+    create_database(dsn)
+    try:
+        yield dsn
+    finally:
+        drop_database(dsn)
+
+
+def _database_and_admin(dsn: str) -> tuple[str, str]:
+    """The database a DSN names, and a DSN of the same server's maintenance database."""
+    name = psycopg.conninfo.conninfo_to_dict(dsn).get("dbname")
+    if not name:
+        raise ValueError("the PostgreSQL DSN names no database")
+    return str(name), psycopg.conninfo.make_conninfo(dsn, dbname="postgres")

@@ -1,0 +1,344 @@
+"""The Deliverer without Ray, over the real engines: the catalog on SQLite, the tiny Renderer and
+Animator, Dedupe, and the Transcoder on a local object store, behind plain handle stand-ins."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployments.animator import AnimatorConfig, AnimatorEngine
+from deployments.catalog import CatalogEngine
+from deployments.dedupe import DedupeConfig, DedupeEngine
+from deployments.embedder import EmbedderEngine
+from deployments.renderer import RendererConfig, RendererEngine
+from deployments.transcoder import TranscoderConfig, TranscoderEngine
+from serve_app.coalesce import WorkInterrupted
+from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, UnknownCity
+from serve_app.diffusion.sources import ModelManager
+from serve_app.diffusion.tiny import build_tiny_models
+from serve_app.errors import Busy, InvalidRequest
+from serve_app.places import load_places
+from serve_app.prompts import pk_id
+from serve_app.schemas import DedupeVerdict, Frames, RenderJob
+from serve_app.souls import load_souls
+from serve_app.storage.local import LocalObjectStore, MediaSigner
+from serve_app.storage.sqlite import SQLiteStore
+from serve_app.storage.store import StoreUnavailable
+from tests.support import run
+from tests.unit.handles import LocalHandle, OneText
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    build_tiny_models(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def renderer(models_dir: Path) -> RendererEngine:
+    return RendererEngine(ModelManager(models_dir), RendererConfig(steps=2, width=64, height=64))
+
+
+@pytest.fixture(scope="module")
+def animator(models_dir: Path) -> AnimatorEngine:
+    return AnimatorEngine(ModelManager(models_dir), AnimatorConfig(frames=6, steps=2, strength=0.5))
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalHandle:
+    return LocalHandle(OneText(EmbedderEngine()))
+
+
+class Gate:
+    """A renderer that waits at the door until released: a render that takes as long as a test
+    needs."""
+
+    def __init__(self, renderer: RendererEngine) -> None:
+        self.renderer = renderer
+        self.entered, self.open = threading.Event(), threading.Event()
+
+    def render(self, job: RenderJob) -> Frames:
+        self.entered.set()
+        self.open.wait(timeout=60)
+        return self.renderer.render(job)
+
+
+class Replica:
+    """One Ingress replica's Deliverer with its own catalog engine (one SQLite file for all)."""
+
+    def __init__(self, world: World, config: DeliveryConfig, renderer: Any, dedupe: Any) -> None:
+        self.catalog = CatalogEngine(SQLiteStore(world.db))
+        run(self.catalog.start(load_souls("config/souls.yaml")))
+        self.transcoder = TranscoderEngine(world.objects, TranscoderConfig(width=64))
+        self.handles = Handles(
+            embedder=world.embedder,
+            catalog=LocalHandle(self.catalog),
+            renderer=LocalHandle(renderer),
+            animator=LocalHandle(world.animator),
+            dedupe=LocalHandle(dedupe),
+            transcoder=LocalHandle(self.transcoder),
+        )
+        places = load_places("config/landmarks.yaml")
+        self.deliverer = Deliverer(self.handles, world.objects, places, config)
+
+    @property
+    def renders(self) -> int:
+        return int(self.handles.renderer.calls["render"])
+
+    def image(self, cue: str, user_id: str, soul_id: str = "nova") -> Delivery:
+        return run(self.deliverer.image(soul_id, cue, user_id))
+
+
+class World:
+    """The shared state: a catalog file and an object folder."""
+
+    def __init__(
+        self, tmp_path: Path, renderer: RendererEngine, animator: AnimatorEngine, embedder: Any
+    ) -> None:
+        self.db = tmp_path / "catalog.db"
+        self.objects = LocalObjectStore(str(tmp_path / "objects"), MediaSigner(b"k" * 32))
+        self.renderer, self.animator, self.embedder = renderer, animator, embedder
+        self.replicas: list[Replica] = []
+
+    def replica(self, renderer: Any = None, dedupe: Any = None, **config: Any) -> Replica:
+        replica = Replica(
+            self,
+            DeliveryConfig(**config),
+            renderer or self.renderer,
+            dedupe or DedupeEngine(),
+        )
+        self.replicas.append(replica)
+        return replica
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        db = sqlite3.connect(self.db)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()
+
+    def variant_ids(self) -> set[str]:
+        return {row[0] for row in self.rows("SELECT variant_id FROM variant")}
+
+    def object_variant_ids(self) -> set[str]:
+        """The variant each object under soul/ belongs to, by its file name."""
+        keys = self.objects.list("soul/")
+        return {k.rpartition("/")[2].partition(".")[0] for k in keys if "/variant/" in k}
+
+    def seen(self, user_id: str) -> set[str]:
+        return {
+            r[0] for r in self.rows("SELECT variant_id FROM user_seen WHERE user_id = ?", user_id)
+        }
+
+    def close(self) -> None:
+        for replica in self.replicas:
+            run(replica.catalog.close())
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, renderer: RendererEngine, animator: AnimatorEngine, embedder: Any
+) -> Iterator[World]:
+    w = World(tmp_path, renderer, animator, embedder)
+    yield w
+    w.close()
+
+
+async def key_of(replica: Replica, cue: str) -> str:
+    lookup = await replica.catalog.lookup("nova", cue)
+    assert lookup is not None
+    return pk_id("nova", lookup.key_norm)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.02)
+
+
+def test_a_miss_then_a_hit_for_another_user_then_a_new_variant_for_the_first(world: World) -> None:
+    replica = world.replica()
+    first = replica.image("penguin", "a")
+    other = replica.image("a penguin!", "b")  # the same normalized key
+    again = replica.image("penguin", "a")
+    assert (first.cache, other.cache, again.cache) == ("miss", "hit", "miss")
+    assert other.variant.variant_id == first.variant.variant_id
+    assert again.variant.variant_id != first.variant.variant_id
+    assert replica.renders == 2
+    assert world.seen("a") == {first.variant.variant_id, again.variant.variant_id}
+    assert world.object_variant_ids() == world.variant_ids()
+
+
+def test_a_failed_catalog_write_removes_the_variants_objects(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica()
+
+    async def refuse(*args: Any) -> list[str]:
+        raise StoreUnavailable("SQLite: disk I/O error")
+
+    monkeypatch.setattr(replica.catalog, "put_variant", refuse)
+    with pytest.raises(StoreUnavailable):
+        replica.image("penguin", "a")
+    assert replica.renders == 1  # it got as far as encoding
+    assert world.objects.list("soul/") == []
+    assert world.variant_ids() == set() and world.seen("a") == set()
+
+
+def test_an_encode_cancelled_after_its_writes_leaves_no_objects_and_a_503(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica()
+    encode = replica.transcoder.encode
+
+    def encode_then_cancelled(*args: Any) -> Any:
+        encode(*args)  # every object written ...
+        raise asyncio.CancelledError  # ... and then the call is cancelled
+
+    monkeypatch.setattr(replica.transcoder, "encode", encode_then_cancelled)
+    with pytest.raises(WorkInterrupted) as caught:
+        replica.image("penguin", "a")
+    assert caught.value.status_code == 503
+    assert world.objects.list("soul/") == []
+    assert world.variant_ids() == set()
+
+
+def test_a_key_locked_by_another_replica_past_the_wait_is_busy(world: World) -> None:
+    replica = world.replica(lock_wait_s=0.3, lock_poll_s=0.05)
+    lock = f"render:{run(key_of(replica, 'penguin'))}"
+    run(replica.catalog.try_lock(lock, "elsewhere", 60_000))
+    with pytest.raises(Busy) as caught:
+        replica.image("penguin", "a")
+    assert caught.value.retry_after_s == 5 and "another replica" in str(caught.value)
+    assert replica.renders == 0 and world.variant_ids() == set()
+
+
+def test_the_render_lock_is_renewed_while_a_render_outlasts_its_ttl(world: World) -> None:
+    gate = Gate(world.renderer)
+    replica = world.replica(renderer=gate, lock_ttl_s=0.3)
+
+    async def test() -> Delivery:
+        delivery = asyncio.create_task(replica.deliverer.image("nova", "penguin", "a"))
+        await until(gate.entered.is_set)
+        await asyncio.sleep(1.0)  # over three TTLs
+        lock = f"render:{await key_of(replica, 'penguin')}"
+        assert not await replica.catalog.try_lock(lock, "intruder", 1000)
+        gate.open.set()
+        result = await delivery
+        assert await replica.catalog.try_lock(lock, "intruder", 1000)  # released after
+        return result
+
+    assert run(test()).cache == "miss"
+
+
+class Recording(DedupeEngine):
+    def __init__(self, config: DedupeConfig) -> None:
+        super().__init__(config)
+        self.verdicts: list[DedupeVerdict] = []
+
+    def check(self, frames: Frames, existing: list[int]) -> DedupeVerdict:
+        verdict = super().check(frames, existing)
+        self.verdicts.append(verdict)
+        return verdict
+
+
+def test_dedupe_keeps_the_most_distinct_of_its_attempts(world: World) -> None:
+    dedupe = Recording(DedupeConfig(threshold=64))  # every render is "too close" to a sibling
+    replica = world.replica(dedupe=dedupe, dedupe_attempts=3)
+    replica.image("penguin", "a")
+    assert replica.renders == 1  # no siblings yet: the first render stands
+    dedupe.verdicts.clear()
+    second = replica.image("penguin", "a")
+    assert replica.renders == 1 + 3 and len(dedupe.verdicts) == 3
+    assert all(v.duplicate for v in dedupe.verdicts)
+    best = max(v.min_distance or 0 for v in dedupe.verdicts)
+    assert second.variant.meta["dedupe_min_distance"] == best
+    assert second.variant.phash in {v.phash for v in dedupe.verdicts if v.min_distance == best}
+
+
+def test_delivery_gives_up_with_a_503_after_its_attempts(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica(delivery_attempts=2)
+
+    async def always_taken(*args: Any) -> bool:  # the user's other requests win every claim
+        return False
+
+    monkeypatch.setattr(replica.catalog.store, "claim", always_taken)
+    with pytest.raises(Busy) as caught:
+        replica.image("penguin", "a")
+    assert "too many concurrent requests" in str(caught.value)
+    # Round one rendered; round two found that variant still unseen, so it only tried the claim.
+    assert replica.renders == 1 and replica.handles.catalog.calls["claim_unseen"] == 1 + 2
+    assert world.object_variant_ids() == world.variant_ids()  # what was made stands, whole
+
+
+def test_two_replicas_on_one_catalog_share_a_render_across_users(world: World) -> None:
+    one, two = world.replica(), world.replica()
+
+    async def both() -> tuple[Delivery, Delivery]:
+        return await asyncio.gather(
+            one.deliverer.image("nova", "penguin", "a"), two.deliverer.image("nova", "penguin", "b")
+        )
+
+    a, b = run(both())
+    assert a.variant.variant_id == b.variant.variant_id  # the work_lock made one render do
+    assert one.renders + two.renders == 1
+    assert world.variant_ids() == world.object_variant_ids() == {a.variant.variant_id}
+
+
+def test_two_replicas_never_give_one_user_the_same_variant(world: World) -> None:
+    one, two = world.replica(), world.replica()
+
+    async def both() -> tuple[Delivery, Delivery]:
+        return await asyncio.gather(
+            one.deliverer.image("nova", "otter", "a"), two.deliverer.image("nova", "otter", "a")
+        )
+
+    first, second = run(both())
+    assert first.variant.variant_id != second.variant.variant_id
+    assert world.seen("a") == {first.variant.variant_id, second.variant.variant_id}
+
+
+def test_the_leader_leaving_mid_render_fails_no_one_else(world: World) -> None:
+    gate = Gate(world.renderer)
+    replica = world.replica(renderer=gate)
+
+    async def test() -> list[Delivery]:
+        leader = asyncio.create_task(replica.deliverer.image("nova", "penguin", "a"))
+        await until(gate.entered.is_set)
+        others = [
+            asyncio.create_task(replica.deliverer.image("nova", "penguin", user))
+            for user in ("b", "c")
+        ]
+        await asyncio.sleep(0.2)  # both joined the render
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        gate.open.set()
+        return list(await asyncio.gather(*others))
+
+    b, c = run(test())
+    assert b.variant.variant_id == c.variant.variant_id and replica.renders == 1
+    assert world.seen("a") == set()  # the one who left was not charged with the variant
+    assert world.seen("b") == world.seen("c") == {b.variant.variant_id}
+    assert world.object_variant_ids() == world.variant_ids()
+
+
+def test_bad_selfie_places_are_refused_before_anything_is_written(world: World) -> None:
+    replica = world.replica()
+    with pytest.raises(UnknownCity) as city:
+        run(replica.deliverer.selfie("nova", "atlantis", "happy", "a"))
+    assert city.value.status_code == 404 and "paris" in str(city.value)
+    with pytest.raises(InvalidRequest) as mood:
+        run(replica.deliverer.selfie("nova", "paris", "furious", "a"))
+    assert str(mood.value).startswith("mood:")
+    assert world.rows("SELECT * FROM landmark_log") == [] and replica.renders == 0

@@ -33,3 +33,14 @@ def graph(tmp_path_factory: pytest.TempPathFactory, civitai: FakeCivitai) -> Ite
         graph = Graph(url, data_dir)
         yield graph
         graph.client.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here starts Ray: it must say so, so `-m "not integration"` leaves it out."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "tests/integration/" in item.nodeid and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"integration tests without the integration marker: {unmarked}")

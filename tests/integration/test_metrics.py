@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_app.ingress import IngressConfig
 from soul_client import (
     API_KEY,
     TEST_ARGS,
@@ -22,8 +21,11 @@ from soul_client import (
     total,
 )
 
+from deployments.ingress import IngressConfig
 from serve_app.local import local_graph
 from serve_app.metrics import METRICS
+
+pytestmark = pytest.mark.integration
 
 
 @dataclass

@@ -14,6 +14,8 @@ from soul_client import API_KEY, TEST_ARGS, Graph, burst, free_port
 from serve_app.app import SHED_RETRY_AFTER_S
 from serve_app.local import local_graph
 
+pytestmark = pytest.mark.integration
+
 CUES = ["castle", "rocket", "violin", "cactus", "glacier", "lantern", "volcano", "origami",
         "submarine", "windmill", "tornado", "pyramid"]  # fmt: skip
 

@@ -22,6 +22,8 @@ from soul_client import free_port
 
 from serve_app.diffusion.tiny import build_tiny_models
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 
 

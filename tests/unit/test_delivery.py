@@ -21,7 +21,6 @@ from deployments.transcoder import TranscoderConfig, TranscoderEngine
 from serve_app.coalesce import WorkInterrupted
 from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, UnknownCity
 from serve_app.diffusion.sources import ModelManager
-from serve_app.diffusion.tiny import build_tiny_models
 from serve_app.errors import Busy, InvalidRequest
 from serve_app.places import load_places
 from serve_app.prompts import pk_id
@@ -32,13 +31,6 @@ from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.store import StoreUnavailable
 from tests.support import run
 from tests.unit.handles import LocalHandle, OneText
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    build_tiny_models(root)
-    return root
 
 
 @pytest.fixture(scope="module")

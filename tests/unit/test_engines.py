@@ -24,13 +24,6 @@ PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle"}
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    build_tiny_models(root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def renderer(models_dir: Path) -> RendererEngine:
     return RendererEngine(ModelManager(models_dir), RendererConfig(steps=2, width=64, height=64))
 

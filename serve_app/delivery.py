@@ -239,23 +239,24 @@ class Deliverer:
     ) -> dict[str, Variant]:
         """One render of a key at a time across replicas, for the users who still need one.
 
-        Under the key's lock, users who can already be served (say, by the render another
-        replica just finished) are left to claim it; the rest get the new variant claimed for
-        them, if they are still waiting when it is recorded. Returns who got what.
+        Under the key's lock, a render happens only if some user has seen every variant (the
+        others, say served by the render another replica just finished, claim that). The new
+        variant is claimed for the users still waiting when it is recorded who still need it,
+        those who joined meanwhile included. Returns who got what.
         """
         async with self._work_lock(f"render:{key.pk_id}"):
-            needy = await self.catalog.users_lacking_unseen.remote(key.pk_id, sorted(users))
-            if not needy:
+            if not await self._lacking(key, users):
                 return {}
-            variant, claimed = await self._new_variant(key, style, cue, needy, users)
+            variant, claimed = await self._new_variant(key, style, cue, users)
             return dict.fromkeys(claimed, variant)
 
     # ---- a new variant --------------------------------------------------------------------
     async def _new_variant(
-        self, key: PromptKey, style: StyleProfile, cue: str, needy: list[str], waiting: set[str]
+        self, key: PromptKey, style: StyleProfile, cue: str, waiting: set[str]
     ) -> tuple[Variant, list[str]]:
         """render_distinct → animate_and_encode → record; the variant and who it was claimed
-        for (the needy users still ``waiting``). Its objects go if any step fails."""
+        for (of the users ``waiting`` by then, those who need it). Its objects go if any step
+        fails."""
         prompt = render_prompt(style, cue)
         candidate = await self._render_distinct(key, style, prompt)
         variant_id = new_ulid()
@@ -264,7 +265,7 @@ class Deliverer:
             variant = await self._animate_and_encode(
                 key, style, cue, prompt, candidate, Placement(variant_id, stem)
             )
-            return variant, await self._record(variant, [u for u in needy if u in waiting])
+            return variant, await self._record(variant, await self._lacking(key, waiting))
         except BaseException:
             await asyncio.to_thread(self._remove_objects, stem)
             raise
@@ -367,6 +368,13 @@ class Deliverer:
                 log.exception("could not remove %s of a failed variant", object_key)
 
     # ---- helpers --------------------------------------------------------------------------
+    async def _lacking(self, key: PromptKey, users: set[str]) -> list[str]:
+        """Of ``users``, those who have seen every variant of the key: only they need a new one."""
+        lacking: list[str] = await self.catalog.users_lacking_unseen.remote(
+            key.pk_id, sorted(users)
+        )
+        return lacking
+
     async def _similar_key(self, soul_id: str, lookup: KeyLookup) -> PromptKey:
         """The nearest key by embedding at or above the similarity threshold, else a new one."""
         embedding = await self.handles.embedder.embed.remote(lookup.cue_text)

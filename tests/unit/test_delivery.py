@@ -273,6 +273,21 @@ def test_delivery_gives_up_with_a_503_after_its_attempts(
     assert world.object_variant_ids() == world.variant_ids()  # what was made stands, whole
 
 
+def test_users_who_join_a_render_while_it_runs_are_served_by_it(world: World) -> None:
+    replica = world.replica()
+
+    async def burst() -> list[Delivery]:
+        users = [f"u{i}" for i in range(4)]
+        return list(
+            await asyncio.gather(*(replica.deliverer.image("nova", "comet", u) for u in users))
+        )
+
+    deliveries = run(burst())
+    assert len({d.variant.variant_id for d in deliveries}) == 1 and replica.renders == 1
+    # Each user's claim after the key lookup, and no second one: the render claimed for all.
+    assert replica.handles.catalog.calls["claim_unseen"] == 4
+
+
 def test_two_replicas_on_one_catalog_share_a_render_across_users(world: World) -> None:
     one, two = world.replica(), world.replica()
 

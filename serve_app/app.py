@@ -1,5 +1,6 @@
 """The composition root: the typed builder of the graph (``import_path: serve_app.app:build_app``
-in config/*.yaml). The only module of the package that imports ``deployments``."""
+in config/*.yaml). Besides the benchmarks, which start deployments' engines directly, the only
+module of the package that imports ``deployments``."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.looks import StoredReference
 from serve_app.places import Key as PlaceKey
 from serve_app.schemas import MediaFormat, SoulId, StyleProfile, Text, UserId
 
@@ -69,9 +70,5 @@ class Reference(BaseModel):
     expires_at: int = Field(description="Epoch seconds after which the URL stops working.")
 
 
-class IngestedReference(Reference):
-    """The answer of POST /ingest/reference."""
-
-    width: int
-    height: int
-    bytes: int = Field(description="Size of the stored PNG.")
+class IngestedReference(Reference, StoredReference):
+    """The answer of POST /ingest/reference: what was stored, with its signed URL."""

@@ -184,7 +184,7 @@ def test_the_work_runs_in_no_request_context() -> None:
 
         async def request(request_id: str, user_id: str) -> Any:
             REQUEST.set(request_id)
-            return await result_of(co, "k", user_id, work)  # type: ignore[arg-type]
+            return await result_of(co, "k", user_id, work)
 
         assert await asyncio.create_task(request("leader", "u1")) == "gif"
         assert seen == ["none"]

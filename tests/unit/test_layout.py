@@ -63,5 +63,5 @@ def test_ingress_routes_only_translate_http() -> None:
         node = ast.parse(inspect.cleandoc("\n" + inspect.getsource(method))).body[0]
         assert isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef)
         body = node.body[1:] if ast.get_docstring(node) else node.body
-        lines = body[-1].end_lineno - body[0].lineno + 1  # type: ignore[operator]
+        lines = body[-1].end_lineno - body[0].lineno + 1
         assert lines <= 15, f"Ingress.{name}: {lines} lines of body"

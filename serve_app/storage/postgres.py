@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS variant (
 CREATE TABLE IF NOT EXISTS user_seen (
   user_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL,
   seen_at_ts BIGINT NOT NULL, PRIMARY KEY (user_id, variant_id));
+ALTER TABLE user_seen ADD COLUMN IF NOT EXISTS pk_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE user_seen ADD COLUMN IF NOT EXISTS via TEXT NOT NULL DEFAULT '';
 CREATE TABLE IF NOT EXISTS landmark_log (
   soul_id TEXT COLLATE "C" NOT NULL, city_key TEXT COLLATE "C" NOT NULL,
   landmark_key TEXT COLLATE "C" NOT NULL, user_id TEXT COLLATE "C" NOT NULL DEFAULT '',
@@ -52,6 +54,19 @@ CREATE TABLE IF NOT EXISTS work_lock (
 CREATE TABLE IF NOT EXISTS idempotency (
   idem_key TEXT COLLATE "C" PRIMARY KEY, result_json JSONB NOT NULL,
   updated_at_ts BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS job (
+  client_id TEXT COLLATE "C" NOT NULL, job_id TEXT COLLATE "C" NOT NULL, kind TEXT NOT NULL,
+  priority TEXT NOT NULL, status TEXT NOT NULL, user_id TEXT NOT NULL, soul_id TEXT NOT NULL,
+  spec_json JSONB NOT NULL, webhook_url TEXT, attempts INT NOT NULL, max_attempts INT NOT NULL,
+  fence BIGINT NOT NULL, done INT NOT NULL, total INT NOT NULL, stage_json JSONB NOT NULL,
+  result_json JSONB NOT NULL, error_json JSONB, cancel_requested INT NOT NULL,
+  dead_letter INT NOT NULL, created_at_ts BIGINT NOT NULL, started_at_ts BIGINT,
+  finished_at_ts BIGINT, updated_at_ts BIGINT NOT NULL, PRIMARY KEY (client_id, job_id));
+CREATE TABLE IF NOT EXISTS job_queue (
+  lane INT NOT NULL, client_id TEXT COLLATE "C" NOT NULL, job_id TEXT COLLATE "C" NOT NULL,
+  kind TEXT NOT NULL, lease_owner TEXT NOT NULL, lease_version BIGINT NOT NULL,
+  lease_expires_ts BIGINT NOT NULL, not_before_ts BIGINT NOT NULL, created_at_ts BIGINT NOT NULL,
+  PRIMARY KEY (lane, client_id, job_id));
 """
 # Replicas starting together apply the DDL one at a time (CREATE IF NOT EXISTS can still race).
 _DDL_LOCK_ID = 0x50A1_5E7E

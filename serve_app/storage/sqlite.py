@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS variant (
   updated_at_ts INTEGER NOT NULL, PRIMARY KEY (pk_id, variant_id));
 CREATE TABLE IF NOT EXISTS user_seen (
   user_id TEXT NOT NULL, variant_id TEXT NOT NULL, seen_at_ts INTEGER NOT NULL,
+  pk_id TEXT NOT NULL DEFAULT '', via TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (user_id, variant_id));
 CREATE TABLE IF NOT EXISTS landmark_log (
   soul_id TEXT NOT NULL, city_key TEXT NOT NULL, landmark_key TEXT NOT NULL,
@@ -36,7 +37,27 @@ CREATE TABLE IF NOT EXISTS work_lock (
   updated_at_ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (
   idem_key TEXT PRIMARY KEY, result_json TEXT NOT NULL, updated_at_ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS job (
+  client_id TEXT NOT NULL, job_id TEXT NOT NULL, kind TEXT NOT NULL, priority TEXT NOT NULL,
+  status TEXT NOT NULL, user_id TEXT NOT NULL, soul_id TEXT NOT NULL, spec_json TEXT NOT NULL,
+  webhook_url TEXT, attempts INTEGER NOT NULL, max_attempts INTEGER NOT NULL,
+  fence INTEGER NOT NULL, done INTEGER NOT NULL, total INTEGER NOT NULL,
+  stage_json TEXT NOT NULL, result_json TEXT NOT NULL, error_json TEXT,
+  cancel_requested INTEGER NOT NULL, dead_letter INTEGER NOT NULL,
+  created_at_ts INTEGER NOT NULL, started_at_ts INTEGER, finished_at_ts INTEGER,
+  updated_at_ts INTEGER NOT NULL, PRIMARY KEY (client_id, job_id));
+CREATE TABLE IF NOT EXISTS job_queue (
+  lane INTEGER NOT NULL, client_id TEXT NOT NULL, job_id TEXT NOT NULL, kind TEXT NOT NULL,
+  lease_owner TEXT NOT NULL, lease_version INTEGER NOT NULL, lease_expires_ts INTEGER NOT NULL,
+  not_before_ts INTEGER NOT NULL, created_at_ts INTEGER NOT NULL,
+  PRIMARY KEY (lane, client_id, job_id));
 """
+# Columns added after a table first shipped: (table, column, definition).
+ADDED_COLUMNS = [
+    ("landmark_log", "angle_key", "TEXT NOT NULL DEFAULT ''"),
+    ("user_seen", "pk_id", "TEXT NOT NULL DEFAULT ''"),
+    ("user_seen", "via", "TEXT NOT NULL DEFAULT ''"),
+]
 
 
 class SQLiteStore(Store):
@@ -60,9 +81,10 @@ class SQLiteStore(Store):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SQLITE_DDL)
-        columns = {row["name"] for row in db.execute("PRAGMA table_info(landmark_log)")}
-        if "angle_key" not in columns:  # a catalog made before selfies recorded angles
-            db.execute("ALTER TABLE landmark_log ADD COLUMN angle_key TEXT NOT NULL DEFAULT ''")
+        for table, column, definition in ADDED_COLUMNS:  # a catalog made by an older version
+            columns = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         self._db = db
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from serve_app.errors import ServiceError
 from serve_app.prompts import soul_prefix_bounds
 from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant
 from serve_app.settings import Settings
+from serve_app.storage.jobs import JobRows
 
 Row = Mapping[str, Any]
 
@@ -176,7 +177,7 @@ def _variant_from(row: Row) -> Variant:
     )
 
 
-class Store(ABC):
+class Store(JobRows, ABC):
     """The catalog's statements, written once with ``?`` placeholders; a backend runs them.
 
     JSON columns travel as text in both backends. Timestamps come from the caller (the catalog
@@ -309,14 +310,32 @@ class Store(ABC):
         )
         return {r["variant_id"] for r in rows}
 
-    async def claim(self, user_id: str, variant_id: str, ts: int) -> bool:
-        """True only for the one request whose insert created the row."""
+    async def claim(
+        self, user_id: str, variant_id: str, ts: int, pk_id: str = "", via: str = ""
+    ) -> bool:
+        """True only for the one request whose insert created the row. ``via`` names the job
+        item the claim was made for (empty for a synchronous request)."""
         row = await self._row(
-            "INSERT INTO user_seen (user_id, variant_id, seen_at_ts) VALUES (?, ?, ?) "
-            "ON CONFLICT DO NOTHING RETURNING variant_id",
-            (user_id, variant_id, ts),
+            "INSERT INTO user_seen (user_id, variant_id, seen_at_ts, pk_id, via) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING variant_id",
+            (user_id, variant_id, ts, pk_id, via),
         )
         return row is not None
+
+    async def claimed_via(self, user_id: str, via: str) -> tuple[str, str] | None:
+        """(pk_id, variant_id) a job item already claimed for the user: a prefix scan of the
+        user's history, run only when a job item is retried."""
+        row = await self._row(
+            "SELECT pk_id, variant_id FROM user_seen WHERE user_id = ? AND via = ?",
+            (user_id, via),
+        )
+        return (row["pk_id"], row["variant_id"]) if row else None
+
+    async def get_variant(self, pk_id: str, variant_id: str) -> Variant | None:
+        row = await self._row(
+            "SELECT * FROM variant WHERE pk_id = ? AND variant_id = ?", (pk_id, variant_id)
+        )
+        return _variant_from(row) if row else None
 
     # Selfie places: which landmarks of a city a user had (a primary-key prefix read).
     async def landmarks_used(
@@ -363,6 +382,15 @@ class Store(ABC):
         """Take or renew ``lock_key`` until ``ts + ttl_ms``; False while another owner holds it."""
         row = await self._row(_TRY_LOCK, (lock_key, owner_id, ts + ttl_ms, ts))
         return row is not None
+
+    async def live_locks(self, prefix: str, ts: int) -> list[str]:
+        """Owners of the unexpired locks whose key starts with ``prefix`` (a key prefix scan)."""
+        rows = await self._rows(
+            "SELECT owner_id FROM work_lock WHERE lock_key >= ? AND lock_key < ? "
+            "AND expires_at_ts > ?",
+            (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1), ts),
+        )
+        return [r["owner_id"] for r in rows]
 
     async def unlock(self, lock_key: str, owner_id: str) -> None:
         await self._write(

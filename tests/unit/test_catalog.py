@@ -265,9 +265,11 @@ class YieldingStore(SQLiteStore):
 
     lost = 0
 
-    async def claim(self, user_id: str, variant_id: str, ts: int) -> bool:
+    async def claim(
+        self, user_id: str, variant_id: str, ts: int, pk_id: str = "", via: str = ""
+    ) -> bool:
         await asyncio.sleep(0)
-        won = await super().claim(user_id, variant_id, ts)
+        won = await super().claim(user_id, variant_id, ts, pk_id, via)
         self.lost += not won
         return won
 

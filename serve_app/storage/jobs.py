@@ -1,0 +1,206 @@
+"""The job tables' statements, part of the catalog ``Store`` (same discipline: primary-key reads
+and prefix scans, single-row writes, no transactions).
+
+- ``job``, keyed ``(client_id, job_id)``: the document a client reads. A client's jobs are a
+  prefix of the key, so listing is a prefix scan and a job of another client cannot be named.
+- ``job_queue``, keyed ``(lane, client_id, job_id)``: one row per job that is not finished yet,
+  in its priority lane. The row is the lease: ``lease_version`` goes up by one with every lease
+  (a compare-and-set), and every write of the job's document by a worker is fenced by it
+  (``job.fence <= version``), so a worker whose lease was taken over can no longer write.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from serve_app.storage.store import Row
+
+TERMINAL = ("succeeded", "partial", "failed", "cancelled")
+_LIVE_STATUS = f"status NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
+
+JOB_COLUMNS = [
+    "client_id",
+    "job_id",
+    "kind",
+    "priority",
+    "status",
+    "user_id",
+    "soul_id",
+    "spec_json",
+    "webhook_url",
+    "attempts",
+    "max_attempts",
+    "fence",
+    "done",
+    "total",
+    "stage_json",
+    "result_json",
+    "error_json",
+    "cancel_requested",
+    "dead_letter",
+    "created_at_ts",
+    "started_at_ts",
+    "finished_at_ts",
+    "updated_at_ts",
+]
+QUEUE_COLUMNS = [
+    "lane",
+    "client_id",
+    "job_id",
+    "kind",
+    "lease_owner",
+    "lease_version",
+    "lease_expires_ts",
+    "not_before_ts",
+    "created_at_ts",
+]
+_QUEUE_KEY = "lane = ? AND client_id = ? AND job_id = ?"
+_JOB_KEY = "client_id = ? AND job_id = ?"
+
+
+class JobRows:
+    """The statements; a ``Store`` backend supplies ``_rows`` and ``_write``."""
+
+    @abstractmethod
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    @abstractmethod
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    async def insert_job(self, job: dict[str, Any]) -> bool:
+        """The document, first: a queue row never points at a job that is not there."""
+        rows = await self._rows(
+            f"INSERT INTO job ({', '.join(JOB_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in JOB_COLUMNS)}) "
+            "ON CONFLICT DO NOTHING RETURNING job_id",
+            [job[c] for c in JOB_COLUMNS],
+        )
+        return bool(rows)
+
+    async def enqueue_job(self, entry: dict[str, Any]) -> None:
+        await self._write(
+            f"INSERT INTO job_queue ({', '.join(QUEUE_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in QUEUE_COLUMNS)}) ON CONFLICT DO NOTHING",
+            [entry[c] for c in QUEUE_COLUMNS],
+        )
+
+    async def get_job(self, client_id: str, job_id: str) -> Row | None:
+        rows = await self._rows(f"SELECT * FROM job WHERE {_JOB_KEY}", (client_id, job_id))
+        return rows[0] if rows else None
+
+    async def list_jobs(
+        self, client_id: str, before: str | None, filters: dict[str, str], limit: int
+    ) -> list[Row]:
+        """Newest first: a backwards prefix scan of the client's jobs, filtered as it goes."""
+        where = ["client_id = ?"]
+        params: list[Any] = [client_id]
+        if before is not None:
+            where.append("job_id < ?")
+            params.append(before)
+        for column, value in sorted(filters.items()):
+            where.append(f"{column} = ?")
+            params.append(value)
+        return await self._rows(
+            f"SELECT * FROM job WHERE {' AND '.join(where)} ORDER BY job_id DESC LIMIT ?",
+            (*params, limit),
+        )
+
+    async def count_jobs_since(self, client_id: str, first_job_id: str) -> int:
+        """The client's jobs from ``first_job_id`` on (ULIDs sort by time: a recent range)."""
+        rows = await self._rows(
+            "SELECT count(*) AS n FROM job WHERE client_id = ? AND job_id >= ?",
+            (client_id, first_job_id),
+        )
+        return int(rows[0]["n"])
+
+    async def update_job(
+        self, client_id: str, job_id: str, fence: int, changes: dict[str, Any]
+    ) -> bool:
+        """A worker's write, only while its lease version is the newest that wrote and the job
+        is not finished. False: the lease was taken over, or the job ended meanwhile."""
+        sets = ", ".join(f"{c} = ?" for c in changes)
+        changed = await self._write(
+            f"UPDATE job SET {sets}, fence = ? WHERE {_JOB_KEY} AND fence <= ? AND {_LIVE_STATUS}",
+            (*changes.values(), fence, client_id, job_id, fence),
+        )
+        return changed > 0
+
+    async def set_job_stage(
+        self, client_id: str, job_id: str, status: str, stage_json: str, ts: int
+    ) -> None:
+        """Live progress (stage, denoising step) while the job is still in ``status``:
+        advisory, so not fenced."""
+        await self._write(
+            f"UPDATE job SET stage_json = ?, updated_at_ts = ? WHERE {_JOB_KEY} AND status = ?",
+            (stage_json, ts, client_id, job_id, status),
+        )
+
+    async def request_cancel(self, client_id: str, job_id: str, ts: int) -> bool:
+        changed = await self._write(
+            f"UPDATE job SET cancel_requested = 1, updated_at_ts = ? WHERE {_JOB_KEY} "
+            f"AND {_LIVE_STATUS}",
+            (ts, client_id, job_id),
+        )
+        return changed > 0
+
+    # The queue: a lane is a primary-key prefix.
+    async def queue_lane(self, lane: int) -> list[Row]:
+        return await self._rows(
+            "SELECT * FROM job_queue WHERE lane = ? ORDER BY client_id, job_id", (lane,)
+        )
+
+    async def client_queue(self, lane: int, client_id: str) -> list[Row]:
+        return await self._rows(
+            "SELECT * FROM job_queue WHERE lane = ? AND client_id = ? ORDER BY job_id",
+            (lane, client_id),
+        )
+
+    async def queue_entry(self, lane: int, client_id: str, job_id: str) -> Row | None:
+        rows = await self._rows(
+            f"SELECT * FROM job_queue WHERE {_QUEUE_KEY}", (lane, client_id, job_id)
+        )
+        return rows[0] if rows else None
+
+    async def take_lease(self, entry: Row, owner: str, now_ts: int, expires_ts: int) -> int | None:
+        """Compare-and-set on the version read: the new version, or None (someone else won)."""
+        rows = await self._rows(
+            "UPDATE job_queue SET lease_owner = ?, lease_version = lease_version + 1, "
+            f"lease_expires_ts = ? WHERE {_QUEUE_KEY} AND lease_version = ? "
+            "AND lease_expires_ts <= ? RETURNING lease_version",
+            (
+                owner,
+                expires_ts,
+                entry["lane"],
+                entry["client_id"],
+                entry["job_id"],
+                entry["lease_version"],
+                now_ts,
+            ),
+        )
+        return int(rows[0]["lease_version"]) if rows else None
+
+    async def renew_lease(self, key: tuple[int, str, str], version: int, expires_ts: int) -> bool:
+        changed = await self._write(
+            f"UPDATE job_queue SET lease_expires_ts = ? WHERE {_QUEUE_KEY} AND lease_version = ?",
+            (expires_ts, *key, version),
+        )
+        return changed > 0
+
+    async def release_lease(
+        self, key: tuple[int, str, str], version: int, not_before_ts: int
+    ) -> bool:
+        """Hand the job back to the queue, to be leased again from ``not_before_ts``."""
+        changed = await self._write(
+            "UPDATE job_queue SET lease_owner = '', lease_expires_ts = 0, not_before_ts = ? "
+            f"WHERE {_QUEUE_KEY} AND lease_version = ?",
+            (not_before_ts, *key, version),
+        )
+        return changed > 0
+
+    async def dequeue(self, key: tuple[int, str, str], version: int) -> None:
+        await self._write(
+            f"DELETE FROM job_queue WHERE {_QUEUE_KEY} AND lease_version = ?", (*key, version)
+        )

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from serve_app.ids import now_ms
+from serve_app.jobs.book import JobBook
 from serve_app.metrics import count
 from serve_app.places import Used, choose_shot
 from serve_app.prompts import key_hash, normalize, pk_id
@@ -64,8 +65,9 @@ def as_unit_vector(embedding: list[float] | np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
-class CatalogEngine:
+class CatalogEngine(JobBook):
     def __init__(self, store: Store, config: CatalogConfig | None = None) -> None:
+        super().__init__()
         self.store = store
         self.config = config or CatalogConfig()
         self._indexes: dict[str, SoulIndex] = {}
@@ -109,11 +111,13 @@ class CatalogEngine:
         return await self.store.delete_style(soul_id, now_ms())
 
     # Prompt keys.
-    async def lookup(self, soul_id: str, cue: str, user_id: str | None = None) -> KeyLookup | None:
+    async def lookup(
+        self, soul_id: str, cue: str, user_id: str | None = None, via: str = ""
+    ) -> KeyLookup | None:
         """Normalize ``cue`` in the soul's style, read its exact key; None: unknown soul.
 
         With ``user_id``, an existing key's oldest unseen variant is claimed in the same call:
-        the cache-hit path is one round trip.
+        the cache-hit path is one round trip. ``via``: the job item the claim is for, if any.
         """
         style = await self.store.get_style(soul_id)
         if style is None:  # an unknown soul, or one whose style was deleted
@@ -122,10 +126,13 @@ class CatalogEngine:
             return KeyLookup(style=None, key_norm="", cue_text="", key=None)
         key_norm, cue_text = normalize(cue, style.style_tags)
         key = await self.store.get_prompt_key(pk_id(soul_id, key_norm))
-        claimed = await self.claim_unseen(key.pk_id, user_id) if key and user_id else None
+        claimed = await self.claim_unseen(key.pk_id, user_id, via) if key and user_id else None
         return KeyLookup(
             style=style, key_norm=key_norm, cue_text=cue_text, key=key, claimed=claimed
         )
+
+    async def get_prompt_key(self, pk_id: str) -> PromptKey | None:
+        return await self.store.get_prompt_key(pk_id)
 
     async def resolve_similar(
         self, soul_id: str, key_norm: str, embedding: list[float]
@@ -178,8 +185,11 @@ class CatalogEngine:
     async def list_variants(self, pk_id: str) -> list[Variant]:
         return await self.store.list_variants(pk_id)
 
-    async def put_variant(self, variant: Variant, claim_for: list[str]) -> list[str]:
-        """Write the variant row, then claim it for ``claim_for``; the users it was claimed for.
+    async def put_variant(
+        self, variant: Variant, claim_for: list[str], via: dict[str, str] | None = None
+    ) -> list[str]:
+        """Write the variant row, then claim it for ``claim_for`` (each claim marked with the
+        user's job item in ``via``, if any); the users it was claimed for.
 
         Once the row is written the variant stands (its objects must stay): a claim that fails
         only leaves that user to claim a variant in their next round.
@@ -188,9 +198,17 @@ class CatalogEngine:
         claimed = []
         for user_id in claim_for:
             with contextlib.suppress(StoreUnavailable):
-                if await self.store.claim(user_id, variant.variant_id, now_ms()):
+                ref = (via or {}).get(user_id, "")
+                if await self.store.claim(
+                    user_id, variant.variant_id, now_ms(), variant.pk_id, ref
+                ):
                     claimed.append(user_id)
         return claimed
+
+    async def claimed_via(self, user_id: str, via: str) -> Variant | None:
+        """The variant a job item already claimed for the user (a retried item delivers it)."""
+        found = await self.store.claimed_via(user_id, via)
+        return await self.store.get_variant(*found) if found else None
 
     async def users_lacking_unseen(self, pk_id: str, user_ids: list[str]) -> list[str]:
         """The users who have already seen every variant of the key: only they need a render."""
@@ -201,7 +219,7 @@ class CatalogEngine:
             if len(await self.store.seen_among(u, variant_ids)) == len(variant_ids)
         ]
 
-    async def claim_unseen(self, pk_id: str, user_id: str) -> Variant | None:
+    async def claim_unseen(self, pk_id: str, user_id: str, via: str = "") -> Variant | None:
         """Claim the oldest variant of the key this user has not seen; None when all are seen.
 
         The claim is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a lost race means a
@@ -212,7 +230,7 @@ class CatalogEngine:
         for variant in variants:
             if variant.variant_id in seen:
                 continue
-            if await self.store.claim(user_id, variant.variant_id, now_ms()):
+            if await self.store.claim(user_id, variant.variant_id, now_ms(), pk_id, via):
                 return variant
             count("soul_claim_races")
         return None

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import math
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from serve_app.diffusion.pipelines import (
     DiffusionConfig,
@@ -37,10 +42,19 @@ class RendererConfig(DiffusionConfig):
     )
 
 
+StepReport = Callable[[int, int], None]  # (denoising step done, steps in all)
+
+
+class RenderInterrupted(Exception):
+    """The render was stopped between two denoising steps (its caller cancelled it)."""
+
+
 class RendererEngine:
     """One render at a time per replica: pipelines are not thread-safe.
 
-    A job with a reference image renders img2img from it (read from ``objects``).
+    A job with a reference image renders img2img from it (read from ``objects``). ``render``
+    reports each denoising step to ``on_step`` and stops after the step during which ``stop``
+    was set (diffusers' ``callback_on_step_end`` sets the pipeline's interrupt flag).
     """
 
     def __init__(
@@ -63,11 +77,22 @@ class RendererEngine:
         with self.pipelines.lock:
             self.pipelines.style(job.base_model_ref, job.lora_ids)
 
-    def render(self, job: RenderJob) -> Frames:
+    def render(
+        self, job: RenderJob, on_step: StepReport | None = None, stop: threading.Event | None = None
+    ) -> Frames:
         import torch
 
         cfg = self.config
         inputs = self._inputs(job)  # reads the reference image, if any, outside the lock
+        steps = _steps_run(inputs)
+
+        def step_end(pipe: Any, index: int, _timestep: Any, tensors: dict) -> dict:
+            if on_step is not None:
+                on_step(index + 1, steps)
+            if stop is not None and stop.is_set():
+                pipe._interrupt = True  # the loop skips every step after this one
+            return tensors
+
         with self.pipelines.lock, torch.inference_mode():
             pipe = self.pipelines.activate(self.pipelines.style(job.base_model_ref, job.lora_ids))
             if job.reference_key is not None:
@@ -79,8 +104,11 @@ class RendererEngine:
                     guidance_scale=cfg.guidance_scale,
                     output_type="np",
                     generator=torch.Generator(pipe.device).manual_seed(job.seed),
+                    callback_on_step_end=step_end,
                     **inputs,
                 )
+        if stop is not None and stop.is_set():
+            raise RenderInterrupted(f"render of seed {job.seed} stopped")
         meta = {
             "seed": job.seed,
             "steps": cfg.steps,
@@ -121,9 +149,40 @@ class RendererEngine:
             return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS)
 
 
+def _steps_run(inputs: dict[str, Any]) -> int:
+    """Denoising steps a call runs: img2img runs ``int(steps * strength)`` of them."""
+    steps = int(inputs["num_inference_steps"])
+    return max(1, int(steps * inputs["strength"])) if "strength" in inputs else steps
+
+
+class StepReporter:
+    """Reports a render's steps to the job items waiting on it, at most every ``every_s``
+    (and always the last step, and the step it stopped at); called from the render's thread."""
+
+    def __init__(
+        self, catalog: DeploymentHandle, refs: list[str], stop: threading.Event, every_s: float
+    ) -> None:
+        self.catalog, self.refs, self.stop, self.every_s = catalog, refs, stop, every_s
+        self.loop = asyncio.get_running_loop()
+        self.last = 0.0
+
+    def __call__(self, step: int, steps: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s and step < steps and not self.stop.is_set():
+            return
+        self.last = now
+        self.loop.call_soon_threadsafe(self._send, step, steps)
+
+    def _send(self, step: int, steps: int) -> None:
+        self.catalog.job_progress.remote(self.refs, "render", step, steps)
+
+
 @serve.deployment(name="Renderer", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)
 class Renderer:
-    def __init__(self, max_styles: int = RendererConfig().max_styles) -> None:
+    def __init__(
+        self, catalog: DeploymentHandle, max_styles: int = RendererConfig().max_styles
+    ) -> None:
+        self.catalog = catalog
         settings = Settings()
         configure_torch(settings)
         self.engine = RendererEngine(model_manager(settings), objects=open_object_store(settings))
@@ -142,7 +201,21 @@ class Renderer:
         self.engine.configure(RendererConfig.model_validate(config))
 
     async def render(self, job: RenderJob) -> Frames:
-        """Routed by ``multiplexed_model_id=job.style_id`` to a replica holding the style."""
+        """Routed by ``multiplexed_model_id=job.style_id`` to a replica holding the style.
+
+        Cancelled (Serve cancels a call whose caller cancelled it), the render stops at its
+        next denoising step; the replica is free again once it has."""
         self._jobs[job.style_id] = job
         await self.get_style(job.style_id)
-        return await asyncio.to_thread(self.engine.render, job)
+        stop = threading.Event()
+        report = (
+            StepReporter(self.catalog, job.progress_refs, stop, 0.25) if job.progress_refs else None
+        )
+        rendering = asyncio.ensure_future(asyncio.to_thread(self.engine.render, job, report, stop))
+        try:
+            return await asyncio.shield(rendering)
+        except asyncio.CancelledError:
+            stop.set()
+            with contextlib.suppress(RenderInterrupted):
+                await rendering
+            raise

@@ -22,7 +22,7 @@ class WorkInterrupted(Busy):
 @dataclass
 class _Flight:
     task: asyncio.Task[Any]
-    users: set[str]
+    users: dict[str, str]  # who waits -> the job item they wait for ("" for a request)
 
 
 class Coalescer:
@@ -35,6 +35,9 @@ class Coalescer:
     - The work belongs to no request: it runs in an empty ``contextvars.Context``, so nothing
       that cancels a request by its context (Serve cancels every handle call a departed request
       made) reaches it, and it runs to its end even if every waiter left. Waiters are shielded.
+    - Except for a cancelled job: when the last waiter to leave is a job item (``via``), the
+      job was cancelled and nobody else wants the work, so the work is cancelled too (a render
+      stops within a denoising step).
     - A waiter whose work was cancelled under it gets ``WorkInterrupted`` (a 503), never a bare
       ``CancelledError``.
     """
@@ -44,14 +47,19 @@ class Coalescer:
         self.joined = 0
 
     async def run(
-        self, key: str, user_id: str, work: Callable[[set[str]], Awaitable[Any]]
+        self,
+        key: str,
+        user_id: str,
+        work: Callable[[dict[str, str]], Awaitable[Any]],
+        via: str = "",
     ) -> tuple[Any, bool]:
-        """The flight's result, and whether this caller led (started) it."""
+        """The flight's result, and whether this caller led (started) it. ``work`` gets the
+        flight's waiters: user -> the job item (``via``) they wait for, "" for a request."""
         flights = self._flights.setdefault(key, [])
         flight = next((f for f in flights if user_id not in f.users), None)
         led = flight is None
         if flight is None:
-            users = {user_id}
+            users = {user_id: via}
             task = asyncio.get_running_loop().create_task(
                 _awaited(work, users), context=contextvars.Context()
             )
@@ -60,13 +68,16 @@ class Coalescer:
             task.add_done_callback(partial(self._land, key, flight))
         else:
             self.joined += 1
-            flight.users.add(user_id)
+            flight.users[user_id] = via
         try:
             return await asyncio.shield(flight.task), led
         except asyncio.CancelledError:
-            flight.users.discard(user_id)
+            flight.users.pop(user_id, None)
             if flight.task.cancelled() and not _being_cancelled():
                 raise WorkInterrupted() from None
+            if via and not flight.users:
+                flight.task.cancel()
+                self._land(key, flight, None)  # whoever comes next starts afresh
             raise
 
     def _land(self, key: str, flight: _Flight, _task: object) -> None:
@@ -80,7 +91,7 @@ class Coalescer:
         return len(self._flights.get(key, []))
 
 
-async def _awaited(work: Callable[[set[str]], Awaitable[Any]], users: set[str]) -> Any:
+async def _awaited(work: Callable[[dict[str, str]], Awaitable[Any]], users: dict[str, str]) -> Any:
     """Call ``work`` inside the task, so even its first step runs in the task's own context."""
     return await work(users)
 

@@ -9,6 +9,10 @@ sent; when there is none, render a new one for the users who need it and claim i
     new variant:  render_distinct (render → dedupe best-of) → animate_and_encode → record
                   (the variant row, then its claims; its objects removed on any failure)
 
+A job item's delivery carries ``via`` (``client/job/index``): its claim is marked with it, so a
+retried item finds what an earlier attempt delivered (``recover``) instead of delivering twice,
+and the stages and denoising steps of its render are reported to it.
+
 The ``Deliverer`` talks to the other deployments only through the handles it is given (Serve's
 ``DeploymentHandle``s, or plain shims over the engines in unit tests: anything whose
 ``.method.remote(...)`` returns an awaitable, and that takes such an awaitable as an argument).
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -166,9 +171,13 @@ class Deliverer:
             raise InvalidRequest(f"mood: unknown {mood!r}; one of: {', '.join(self.places.moods)}")
         return city
 
-    async def image(self, soul_id: str, cue: str, user_id: str) -> Delivery:
+    async def check_soul(self, soul_id: str) -> None:
+        """Refuse an unknown soul (404), or one without a style (409)."""
+        await self._style(soul_id)
+
+    async def image(self, soul_id: str, cue: str, user_id: str, via: str = "") -> Delivery:
         """A variant of ``cue`` in the soul's style that this user has never been sent."""
-        lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue, user_id)
+        lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue, user_id, via)
         if lookup is None:
             raise UnknownSoul(soul_id)
         if lookup.style is None:
@@ -176,10 +185,12 @@ class Deliverer:
         key, claimed = lookup.key, lookup.claimed  # an exact key: already claimed in lookup
         if key is None:
             key = await self._similar_key(soul_id, lookup)
-            claimed = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
-        return await self.deliver(key, lookup.style, cue, user_id, claimed)
+            claimed = await self.catalog.claim_unseen.remote(key.pk_id, user_id, via)
+        return await self.deliver(key, lookup.style, cue, user_id, claimed, via)
 
-    async def selfie(self, soul_id: str, city_key: str, mood: str, user_id: str) -> Shot:
+    async def selfie(
+        self, soul_id: str, city_key: str, mood: str, user_id: str, via: str = ""
+    ) -> Shot:
         """The soul at the next landmark of the city for this user (logged), in their mood."""
         city = self.check_place(city_key, mood)
         style = await self._style(soul_id)
@@ -190,7 +201,7 @@ class Deliverer:
             raise Busy("too many concurrent selfies; retry")
         landmark, angle = shot
         key = await self.catalog.ensure_key.remote(
-            soul_id, f"selfie:{city_key}:{landmark}:{mood}:{angle}"
+            soul_id, _SELFIE_KEY.format(city=city_key, landmark=landmark, mood=mood, angle=angle)
         )
         scene = ", ".join(
             [
@@ -200,42 +211,62 @@ class Deliverer:
                 self.places.angles[angle],
             ]
         )
-        claimed = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
-        delivery = await self.deliver(key, style, scene, user_id, claimed)
+        claimed = await self.catalog.claim_unseen.remote(key.pk_id, user_id, via)
+        delivery = await self.deliver(key, style, scene, user_id, claimed, via)
         return Shot(**dict(delivery), landmark_key=landmark, angle=angle)
+
+    async def recover(self, user_id: str, via: str) -> Delivery | None:
+        """What an earlier attempt of the job item ``via`` already delivered to the user (a
+        selfie as its ``Shot``), or None: the item has yet to be delivered."""
+        variant: Variant | None = await self.catalog.claimed_via.remote(user_id, via)
+        if variant is None:
+            return None
+        key: PromptKey | None = await self.catalog.get_prompt_key.remote(variant.pk_id)
+        shot = _SELFIE.fullmatch(key.key_norm) if key else None
+        if shot is None:
+            return Delivery(variant=variant, cache="hit")
+        return Shot(
+            variant=variant, cache="hit", landmark_key=shot["landmark"], angle=shot["angle"]
+        )
 
     # ---- delivery -------------------------------------------------------------------------
     async def deliver(
-        self, key: PromptKey, style: StyleProfile, cue: str, user_id: str, claimed: Variant | None
+        self,
+        key: PromptKey,
+        style: StyleProfile,
+        cue: str,
+        user_id: str,
+        claimed: Variant | None,
+        via: str = "",
     ) -> Delivery:
         """``claimed`` (a hit), else render-and-claim rounds for this user (a miss)."""
         if claimed is not None:
             return Delivery(variant=claimed, cache="hit")
         for _ in range(self.config.delivery_attempts):
-            variant = await self._render_round(key, style, cue, user_id)
+            variant = await self._render_round(key, style, cue, user_id, via)
             if variant is not None:
                 return Delivery(variant=variant, cache="miss")
         raise Busy("too many concurrent requests for this cue; retry")
 
     async def _render_round(
-        self, key: PromptKey, style: StyleProfile, cue: str, user_id: str
+        self, key: PromptKey, style: StyleProfile, cue: str, user_id: str, via: str
     ) -> Variant | None:
         """Lead or join this replica's render of the key, then take what it made for this user,
         or else claim one another render made meanwhile. None: lost every claim."""
         rendered, led = await self.coalescer.run(
-            key.pk_id, user_id, lambda users: self._render_shared(key, style, cue, users)
+            key.pk_id, user_id, lambda users: self._render_shared(key, style, cue, users), via
         )
         if user_id in rendered:
             if not led:
                 count("soul_coalesced_requests", scope="replica")
             return rendered[user_id]
-        variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id)
+        variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id, via)
         if variant is not None:
             count("soul_coalesced_requests", scope="cluster")
         return variant
 
     async def _render_shared(
-        self, key: PromptKey, style: StyleProfile, cue: str, users: set[str]
+        self, key: PromptKey, style: StyleProfile, cue: str, users: dict[str, str]
     ) -> dict[str, Variant]:
         """One render of a key at a time across replicas, for the users who still need one.
 
@@ -245,36 +276,40 @@ class Deliverer:
         those who joined meanwhile included. Returns who got what.
         """
         async with self._work_lock(f"render:{key.pk_id}"):
-            if not await self._lacking(key, users):
+            if not await self._lacking(key, set(users)):
                 return {}
             variant, claimed = await self._new_variant(key, style, cue, users)
             return dict.fromkeys(claimed, variant)
 
     # ---- a new variant --------------------------------------------------------------------
     async def _new_variant(
-        self, key: PromptKey, style: StyleProfile, cue: str, waiting: set[str]
+        self, key: PromptKey, style: StyleProfile, cue: str, waiting: dict[str, str]
     ) -> tuple[Variant, list[str]]:
         """render_distinct → animate_and_encode → record; the variant and who it was claimed
         for (of the users ``waiting`` by then, those who need it). Its objects go if any step
         fails."""
         prompt = render_prompt(style, cue)
-        candidate = await self._render_distinct(key, style, prompt)
+        candidate = await self._render_distinct(key, style, prompt, waiting)
         variant_id = new_ulid()
         stem = f"soul/{key.soul_id}/key/{key.key_hash}/variant/{variant_id}"
         try:
+            await self._report(waiting, "animate")
             variant = await self._animate_and_encode(
                 key, style, cue, prompt, candidate, Placement(variant_id, stem)
             )
-            return variant, await self._record(variant, await self._lacking(key, waiting))
+            await self._report(waiting, "record")
+            claim_for = await self._lacking(key, set(waiting))
+            return variant, await self._record(variant, claim_for, waiting)
         except BaseException:
             await asyncio.to_thread(self._remove_objects, stem)
             raise
 
     async def _render_distinct(
-        self, key: PromptKey, style: StyleProfile, prompt: tuple[str, str]
+        self, key: PromptKey, style: StyleProfile, prompt: tuple[str, str], waiting: dict[str, str]
     ) -> Candidate:
         """Render with new seeds until one is not a near copy of the key's variants (pHash);
         after ``dedupe_attempts``, the most distinct render."""
+        await self._report(waiting, "render")
         siblings: list[Variant] = await self.catalog.list_variants.remote(key.pk_id)
         known = [v.phash for v in siblings if v.phash is not None]
         references = await self._style_references(style)
@@ -294,9 +329,14 @@ class Deliverer:
                 seed=seed,
                 reference_key=reference,
                 reference_strength=style.reference_strength if reference else None,
+                progress_refs=[ref for ref in waiting.values() if ref],
             )
             image = renderer.render.remote(job)
-            verdict: DedupeVerdict = await self.handles.dedupe.check.remote(image, known)
+            try:
+                verdict: DedupeVerdict = await self.handles.dedupe.check.remote(image, known)
+            except asyncio.CancelledError:  # a render handed on is not cancelled with its taker
+                image.cancel()
+                raise
             if best is None or _distance(verdict) > _distance(best.verdict):
                 best = Candidate(image, verdict, seed)
             if not verdict.duplicate:
@@ -354,9 +394,11 @@ class Deliverer:
             },
         )
 
-    async def _record(self, variant: Variant, claim_for: list[str]) -> list[str]:
+    async def _record(
+        self, variant: Variant, claim_for: list[str], via: dict[str, str]
+    ) -> list[str]:
         """The variant row (single-row LWW write), then a claim for each of ``claim_for``."""
-        claimed: list[str] = await self.catalog.put_variant.remote(variant, claim_for)
+        claimed: list[str] = await self.catalog.put_variant.remote(variant, claim_for, via)
         return claimed
 
     def _remove_objects(self, stem: str) -> None:
@@ -368,6 +410,13 @@ class Deliverer:
                 log.exception("could not remove %s of a failed variant", object_key)
 
     # ---- helpers --------------------------------------------------------------------------
+    async def _report(self, waiting: dict[str, str], stage: str) -> None:
+        """Tell the job items among ``waiting`` which stage their render is at."""
+        refs = [ref for ref in waiting.values() if ref]
+        if refs:
+            with contextlib.suppress(Exception):  # progress is advisory; the work goes on
+                await self.catalog.job_progress.remote(refs, stage)
+
     async def _lacking(self, key: PromptKey, users: set[str]) -> list[str]:
         """Of ``users``, those who have seen every variant of the key: only they need a new one."""
         lacking: list[str] = await self.catalog.users_lacking_unseen.remote(
@@ -417,6 +466,10 @@ class Deliverer:
             await asyncio.sleep(ttl_ms / 3000)
             with contextlib.suppress(Exception):  # a missed renewal only risks a duplicate render
                 await self.catalog.try_lock.remote(lock_key, owner, ttl_ms)
+
+
+_SELFIE_KEY = "selfie:{city}:{landmark}:{mood}:{angle}"
+_SELFIE = re.compile(r"selfie:(?P<city>\w+):(?P<landmark>\w+):(?P<mood>\w+):(?P<angle>\w+)")
 
 
 def _distance(verdict: DedupeVerdict) -> int:

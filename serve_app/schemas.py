@@ -209,6 +209,10 @@ class RenderJob(BaseModel):
         default=None, description="Object key of a reference image: render img2img from it."
     )
     reference_strength: float | None = Field(default=None, gt=0, le=1)
+    progress_refs: list[str] = Field(
+        default_factory=list,
+        description="Job items waiting on this render: its denoising steps are reported to them.",
+    )
 
     @model_validator(mode="after")
     def reference_has_a_strength(self) -> RenderJob:

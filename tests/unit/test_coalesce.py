@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, KeysView
 from typing import Any
 
 import pytest
@@ -19,11 +19,11 @@ class Work:
         self.calls = 0
         self.release = asyncio.Event()
         self.result, self.error = result, error
-        self.users: list[set[str]] = []
+        self.users: list[KeysView[str]] = []  # who waits, live, as each call sees them
 
-    async def __call__(self, users: set[str]) -> Any:
+    async def __call__(self, users: dict[str, str]) -> Any:
         self.calls += 1
-        self.users.append(users)
+        self.users.append(users.keys())
         n = self.calls
         await self.release.wait()
         if self.error is not None:
@@ -178,7 +178,7 @@ def test_the_work_runs_in_no_request_context() -> None:
     async def test() -> None:
         co, seen = Coalescer(), []
 
-        async def work(users: set[str]) -> str:
+        async def work(users: dict[str, str]) -> str:
             seen.append(REQUEST.get())
             return "gif"
 
@@ -234,5 +234,37 @@ def test_waiters_of_cancelled_work_get_a_retryable_error() -> None:
         with pytest.raises(WorkInterrupted) as caught:
             await waiter
         assert caught.value.status_code == 503 and caught.value.retry_after_s == 1
+
+    run(test)
+
+
+def test_a_cancelled_job_that_waited_alone_cancels_the_work() -> None:
+    async def test() -> None:
+        co, work = Coalescer(), Work()
+        job = asyncio.create_task(co.run("k", "u1", work, via="c/j/0"))
+        await settle()
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        await settle()
+        assert work.calls == 1 and co.in_flight("k") == 0  # stopped, and out of the way
+        nxt = asyncio.create_task(result_of(co, "k", "u1", work))
+        await settle()
+        work.release.set()
+        assert await nxt == "gif-2"  # the next caller got work of its own
+
+    run(test)
+
+
+def test_a_cancelled_job_leaves_the_work_to_the_requests_still_waiting() -> None:
+    async def test() -> None:
+        co, work = Coalescer(), Work()
+        request = asyncio.create_task(result_of(co, "k", "u1", work))
+        job = asyncio.create_task(co.run("k", "u2", work, via="c/j/0"))
+        await settle()
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        work.release.set()
+        assert await request == "gif-1" and work.calls == 1
 
     run(test)

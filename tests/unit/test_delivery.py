@@ -4,143 +4,20 @@ Animator, Dedupe, and the Transcoder on a local object store, behind plain handl
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from deployments.animator import AnimatorConfig, AnimatorEngine
-from deployments.catalog import CatalogEngine
 from deployments.dedupe import DedupeConfig, DedupeEngine
-from deployments.embedder import EmbedderEngine
-from deployments.renderer import RendererConfig, RendererEngine
-from deployments.transcoder import TranscoderConfig, TranscoderEngine
 from serve_app.coalesce import WorkInterrupted
-from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, UnknownCity
-from serve_app.diffusion.sources import ModelManager
+from serve_app.delivery import Delivery, UnknownCity
 from serve_app.errors import Busy, InvalidRequest
-from serve_app.places import load_places
 from serve_app.prompts import pk_id
-from serve_app.schemas import DedupeVerdict, Frames, RenderJob
-from serve_app.souls import load_souls
-from serve_app.storage.local import LocalObjectStore, MediaSigner
-from serve_app.storage.sqlite import SQLiteStore
+from serve_app.schemas import DedupeVerdict, Frames
 from serve_app.storage.store import StoreUnavailable
 from tests.support import run
-from tests.unit.handles import LocalHandle, OneText
-
-
-@pytest.fixture(scope="module")
-def renderer(models_dir: Path) -> RendererEngine:
-    return RendererEngine(ModelManager(models_dir), RendererConfig(steps=2, width=64, height=64))
-
-
-@pytest.fixture(scope="module")
-def animator(models_dir: Path) -> AnimatorEngine:
-    return AnimatorEngine(ModelManager(models_dir), AnimatorConfig(frames=6, steps=2, strength=0.5))
-
-
-@pytest.fixture(scope="module")
-def embedder() -> LocalHandle:
-    return LocalHandle(OneText(EmbedderEngine()))
-
-
-class Gate:
-    """A renderer that waits at the door until released: a render that takes as long as a test
-    needs."""
-
-    def __init__(self, renderer: RendererEngine) -> None:
-        self.renderer = renderer
-        self.entered, self.open = threading.Event(), threading.Event()
-
-    def render(self, job: RenderJob) -> Frames:
-        self.entered.set()
-        self.open.wait(timeout=60)
-        return self.renderer.render(job)
-
-
-class Replica:
-    """One Ingress replica's Deliverer with its own catalog engine (one SQLite file for all)."""
-
-    def __init__(self, world: World, config: DeliveryConfig, renderer: Any, dedupe: Any) -> None:
-        self.catalog = CatalogEngine(SQLiteStore(world.db))
-        run(self.catalog.start(load_souls("config/souls.yaml")))
-        self.transcoder = TranscoderEngine(world.objects, TranscoderConfig(width=64))
-        self.handles = Handles(
-            embedder=world.embedder,
-            catalog=LocalHandle(self.catalog),
-            renderer=LocalHandle(renderer),
-            animator=LocalHandle(world.animator),
-            dedupe=LocalHandle(dedupe),
-            transcoder=LocalHandle(self.transcoder),
-        )
-        places = load_places("config/landmarks.yaml")
-        self.deliverer = Deliverer(self.handles, world.objects, places, config)
-
-    @property
-    def renders(self) -> int:
-        return int(self.handles.renderer.calls["render"])
-
-    def image(self, cue: str, user_id: str, soul_id: str = "nova") -> Delivery:
-        return run(self.deliverer.image(soul_id, cue, user_id))
-
-
-class World:
-    """The shared state: a catalog file and an object folder."""
-
-    def __init__(
-        self, tmp_path: Path, renderer: RendererEngine, animator: AnimatorEngine, embedder: Any
-    ) -> None:
-        self.db = tmp_path / "catalog.db"
-        self.objects = LocalObjectStore(str(tmp_path / "objects"), MediaSigner(b"k" * 32))
-        self.renderer, self.animator, self.embedder = renderer, animator, embedder
-        self.replicas: list[Replica] = []
-
-    def replica(self, renderer: Any = None, dedupe: Any = None, **config: Any) -> Replica:
-        replica = Replica(
-            self,
-            DeliveryConfig(**config),
-            renderer or self.renderer,
-            dedupe or DedupeEngine(),
-        )
-        self.replicas.append(replica)
-        return replica
-
-    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(self.db)
-        try:
-            return db.execute(sql, params).fetchall()
-        finally:
-            db.close()
-
-    def variant_ids(self) -> set[str]:
-        return {row[0] for row in self.rows("SELECT variant_id FROM variant")}
-
-    def object_variant_ids(self) -> set[str]:
-        """The variant each object under soul/ belongs to, by its file name."""
-        keys = self.objects.list("soul/")
-        return {k.rpartition("/")[2].partition(".")[0] for k in keys if "/variant/" in k}
-
-    def seen(self, user_id: str) -> set[str]:
-        return {
-            r[0] for r in self.rows("SELECT variant_id FROM user_seen WHERE user_id = ?", user_id)
-        }
-
-    def close(self) -> None:
-        for replica in self.replicas:
-            run(replica.catalog.close())
-
-
-@pytest.fixture
-def world(
-    tmp_path: Path, renderer: RendererEngine, animator: AnimatorEngine, embedder: Any
-) -> Iterator[World]:
-    w = World(tmp_path, renderer, animator, embedder)
-    yield w
-    w.close()
+from tests.unit.world import Gate, Replica, World
 
 
 async def key_of(replica: Replica, cue: str) -> str:

@@ -6,21 +6,26 @@ domain errors become HTTP answers in one table (``serve_app/api/errors.py``)."""
 import asyncio
 import logging
 import mimetypes
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import Body, Path, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api.answers import image_answer, reference_answer
+from serve_app.api.answers import image_answer, reference_answer, shot_answer
 from serve_app.api.app import create_api
-from serve_app.api.deps import Authorized, IdempotencyKey
+from serve_app.api.deps import Authorized, IdempotencyKey, client_scope
 from serve_app.api.errors import responses
 from serve_app.api.idempotency import IdempotencyConfig, Replays
+from serve_app.api.jobs import JobDesk, JobQueueConfig
 from serve_app.api.models import (
+    CancelAnswer,
     ImageResponse,
     IngestedReference,
+    JobAccepted,
+    JobPage,
+    JobView,
     Reference,
     ReferenceRequest,
     SelfieRequest,
@@ -30,6 +35,8 @@ from serve_app.api.models import (
 from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, Shot
 from serve_app.diffusion.sources import model_manager
 from serve_app.errors import Forbidden, NotFound
+from serve_app.jobs.book import Status
+from serve_app.jobs.spec import MAX_PACK, JobSpec, load_variations
 from serve_app.looks import Looks, StoredReference
 from serve_app.metrics import count
 from serve_app.places import load_places
@@ -38,9 +45,12 @@ from serve_app.settings import Settings
 from serve_app.storage.local import LocalObjectStore
 from serve_app.storage.objects import open_object_store
 
+JobId = Annotated[str, Path(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$", description="A job id (ULID).")]
+JobKind = Literal["image", "selfie", "pack"]
 
-class IngressConfig(DeliveryConfig, IdempotencyConfig):
-    """The Ingress's live config (``AppArgs.ingress``): delivery and Idempotency-Key knobs."""
+
+class IngressConfig(DeliveryConfig, IdempotencyConfig, JobQueueConfig):
+    """The Ingress's live config (``AppArgs.ingress``): delivery, Idempotency-Key and job knobs."""
 
 
 api = create_api()
@@ -80,6 +90,9 @@ class Ingress:
         dedupe: DeploymentHandle,
         transcoder: DeploymentHandle,
         landmarks_file: str = "config/landmarks.yaml",
+        variations_file: str = "config/variations.yaml",
+        worker: DeploymentHandle
+        | None = None,  # deployed with the graph; the Ingress never calls it
     ) -> None:
         self.settings = Settings()
         self.objects = open_object_store(self.settings)
@@ -89,9 +102,12 @@ class Ingress:
         self.deliverer = Deliverer(handles, self.objects, load_places(landmarks_file))
         self.looks = Looks(catalog, self.objects, model_manager(self.settings), self.settings)
         self.replays = Replays(catalog)
+        variations = load_variations(variations_file)
+        self.jobs = JobDesk(self.deliverer, catalog, self.objects, self.settings, variations)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        self.deliverer.config = self.replays.config = IngressConfig.model_validate(config)
+        cfg = IngressConfig.model_validate(config)
+        self.deliverer.config = self.replays.config = self.jobs.config = cfg
 
     def _signed(self, delivery: Delivery, media_format: MediaFormat) -> ImageResponse:
         return image_answer(self.objects, self.settings.media_url_ttl_s, delivery, media_format)
@@ -193,11 +209,10 @@ class Ingress:
         shot = Shot.model_validate(
             await self.replays.once(request, response, idempotency_key, params, shoot)
         )
-        answer = await asyncio.to_thread(self._signed, shot, "gif")
+        ttl_s = self.settings.media_url_ttl_s
+        answer = await asyncio.to_thread(shot_answer, self.objects, ttl_s, shot)
         delivered("/selfie", response, shot)
-        return SelfieResponse(
-            **answer.model_dump(), landmark_key=shot.landmark_key, angle=shot.angle
-        )
+        return answer
 
     # ---- media --------------------------------------------------------------------------
     @api.get("/media/{storage_key:path}", tags=["media"], responses=responses(403, 404, 422))
@@ -325,3 +340,113 @@ class Ingress:
         """A soul's reference images, oldest first, with signed URLs."""
         keys = await self.looks.reference_keys(soul_id)
         return await asyncio.to_thread(lambda: [self._reference(soul_id, k) for k in keys])
+
+    # ---- jobs ---------------------------------------------------------------------------
+    @api.post(
+        "/jobs",
+        status_code=202,
+        response_model=JobAccepted,
+        tags=["jobs"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 409, 413, 422, 429, 503),
+    )
+    async def submit_job(
+        self,
+        request: Request,
+        response: Response,
+        spec: Annotated[JobSpec, Body()],
+        idempotency_key: IdempotencyKey = None,
+    ) -> JobAccepted:
+        """Queue an image, a selfie or a pack (2-10 images) for this client; 202 with the job
+        id, its place in the queue and an estimate. Watch it at ``links.events``."""
+        await self.jobs.check(spec)
+        client_id = client_scope(request)
+
+        async def submit() -> dict[str, Any]:
+            return (await self.jobs.submit(client_id, spec)).model_dump(mode="json")
+
+        params = spec.model_dump(mode="json")
+        result = await self.replays.once(request, response, idempotency_key, params, submit)
+        return JobAccepted.model_validate(result)
+
+    @api.get(
+        "/jobs",
+        response_model=JobPage,
+        tags=["jobs"],
+        dependencies=[Authorized],
+        responses=responses(401, 422, 503),
+    )
+    async def list_jobs(
+        self,
+        request: Request,
+        user_id: Annotated[UserId | None, Query()] = None,
+        soul_id: Annotated[SoulId | None, Query()] = None,
+        status: Annotated[Status | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[
+            str | None, Query(max_length=26, description="next_after of a page.")
+        ] = None,
+    ) -> JobPage:
+        """This client's jobs, newest first, a page at a time."""
+        asked = {"user_id": user_id, "soul_id": soul_id, "status": status}
+        filters = {k: v for k, v in asked.items() if v is not None}
+        return await self.jobs.page(client_scope(request), filters, after, limit)
+
+    @api.get("/jobs/stats", tags=["jobs"], dependencies=[Authorized], responses=responses(401, 503))
+    async def job_stats(self) -> dict[str, Any]:
+        """Queued and running jobs by kind and priority, the oldest queued job's age, wait and
+        run time percentiles over a recent window, and the workers alive."""
+        return await self.jobs.stats()
+
+    @api.get(
+        "/jobs/{job_id}",
+        response_model=JobView,
+        tags=["jobs"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 422, 503),
+    )
+    async def get_job(self, request: Request, job_id: JobId) -> JobView:
+        """The job, its progress, and what it delivered (URLs signed now)."""
+        return await self.jobs.view(client_scope(request), job_id)
+
+    @api.post(
+        "/jobs/{job_id}/cancel",
+        response_model=CancelAnswer,
+        tags=["jobs"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 422, 503),
+    )
+    async def cancel_job(self, request: Request, job_id: JobId) -> CancelAnswer:
+        """Stop a job: a queued one at once, a running one within a denoising step. Items it
+        already delivered stay delivered; nothing half-made becomes visible."""
+        return await self.jobs.cancel(client_scope(request), job_id)
+
+    @api.get(
+        "/jobs/{job_id}/events",
+        tags=["jobs"],
+        dependencies=[Authorized],
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."},
+            **responses(401, 404, 422, 503),
+        },
+    )
+    async def job_events(self, request: Request, job_id: JobId) -> StreamingResponse:
+        """Server-Sent Events: ``status`` (the job, first), ``progress``, ``item``, ``done``."""
+        client_id = client_scope(request)
+        await self.jobs.job(client_id, job_id)  # a 404 before the stream starts
+        return StreamingResponse(
+            self.jobs.events(client_id, job_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @api.get("/estimate", tags=["jobs"], dependencies=[Authorized], responses=responses(401, 422))
+    async def estimate(
+        self,
+        kind: Annotated[JobKind, Query()],
+        soul_id: Annotated[SoulId | None, Query()] = None,
+        count: Annotated[int, Query(ge=1, le=MAX_PACK)] = 1,
+    ) -> dict[str, Any]:
+        """Seconds a job submitted now would take, from measured recent run times and the
+        queue ahead; ``estimated_s`` is null until a job of the kind has finished."""
+        return await self.jobs.estimate(kind, soul_id, count)

@@ -16,10 +16,12 @@ from deployments.embedder import Embedder
 from deployments.ingress import Ingress, IngressConfig
 from deployments.renderer import Renderer, RendererConfig
 from deployments.transcoder import Transcoder, TranscoderConfig
+from deployments.worker import JobWorker, WorkerConfig
+from serve_app.delivery import DeliveryConfig
 
 SHED_RETRY_AFTER_S = 2
 DeploymentName = Literal[
-    "Ingress", "Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder"
+    "Ingress", "Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder", "JobWorker"
 ]
 
 
@@ -42,12 +44,20 @@ class AppArgs(BaseModel):
         default="config/landmarks.yaml",
         description="Selfie places: cities, landmarks, camera angles, moods.",
     )
+    variations_file: str = Field(
+        default="config/variations.yaml",
+        description="What pack jobs vary between items: poses, expressions, angles.",
+    )
     ingress: IngressConfig = Field(default_factory=IngressConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     renderer: RendererConfig = Field(default_factory=RendererConfig)
     animator: AnimatorConfig = Field(default_factory=AnimatorConfig)
     dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
     transcoder: TranscoderConfig = Field(default_factory=TranscoderConfig)
+    worker: WorkerConfig = Field(
+        default_factory=WorkerConfig,
+        description="The JobWorker: slots, leases, retries, webhooks, and its delivery knobs.",
+    )
     replicas: dict[DeploymentName, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict,
         description='Fixed replica counts by deployment name, e.g. {"Ingress": 2}, for runs '
@@ -78,12 +88,22 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
             options |= args.limits[decorated.name].model_dump(exclude_none=True)
         return decorated.options(**options)
 
-    return deployment(Ingress, args.ingress).bind(
+    catalog = deployment(Catalog, args.catalog).bind(args.souls_file)
+    boxes = (
         deployment(Embedder).bind(),
-        deployment(Catalog, args.catalog).bind(args.souls_file),
-        deployment(Renderer, args.renderer).bind(args.renderer.max_styles),
+        catalog,
+        deployment(Renderer, args.renderer).bind(catalog, args.renderer.max_styles),
         deployment(Animator, args.animator).bind(),
         deployment(Dedupe, args.dedupe).bind(),
         deployment(Transcoder, args.transcoder).bind(),
-        args.landmarks_file,
     )
+    data_files = (args.landmarks_file, args.variations_file)
+    # The worker is no request's callee: a second root of the same graph, bound into the
+    # Ingress so that it is deployed (and scaled, and restarted) with it.
+    # Unless set apart under worker:, jobs deliver with the Ingress's delivery knobs.
+    delivery = args.ingress.model_dump(include=set(DeliveryConfig.model_fields))
+    worker_config = WorkerConfig.model_validate(
+        {**delivery, **args.worker.model_dump(exclude_unset=True)}
+    )
+    worker = deployment(JobWorker, worker_config).bind(*boxes, *data_files)
+    return deployment(Ingress, args.ingress).bind(*boxes, *data_files, worker)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from ray.serve.metrics import Counter, Histogram
+from ray.serve.metrics import Counter, Gauge, Histogram
 
 # Milliseconds: a hot catalog write (~1 ms) up to a slow GPU render (minutes).
 MS_BUCKETS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000,
@@ -25,7 +25,7 @@ BYTES_BUCKETS = [2**k for k in range(12, 26)]  # 4 KiB … 32 MiB
 
 @dataclass(frozen=True)
 class Metric:
-    kind: Literal["counter", "histogram"]
+    kind: Literal["counter", "histogram", "gauge"]
     description: str
     tags: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
@@ -67,16 +67,40 @@ METRICS: dict[str, Metric] = {
         tuple(MS_BUCKETS),
     ),
     "soul_gif_bytes": Metric("histogram", "Size of each GIF written.", (), tuple(BYTES_BUCKETS)),
+    "soul_jobs": Metric(
+        "counter",
+        "Jobs ended, by kind and terminal status (succeeded, partial, failed, cancelled).",
+        ("kind", "status"),
+    ),
+    "soul_job_retries": Metric(
+        "counter", "Job attempts that failed transiently and were queued again.", ("kind",)
+    ),
+    "soul_job_dead_letters": Metric(
+        "counter", "Jobs failed after their last attempt (GET /jobs?status=failed).", ("kind",)
+    ),
+    "soul_job_queue_depth": Metric(
+        "gauge",
+        "Jobs waiting to be leased, by priority (as the catalog last saw them).",
+        ("priority",),
+    ),
+    "soul_job_wait_ms": Metric(
+        "histogram", "Time from submit to a worker starting the job.", ("kind",), tuple(MS_BUCKETS)
+    ),
+    "soul_job_run_ms": Metric(
+        "histogram", "Time from a job's start to its end.", ("kind",), tuple(MS_BUCKETS)
+    ),
 }
 
 
 @functools.cache
-def _recorder(name: str) -> Counter | Histogram:
+def _recorder(name: str) -> Counter | Histogram | Gauge:
     """Made on first use, inside the replica, so Serve can attach its tags."""
     spec = METRICS[name]
     tag_keys = cast("tuple[str]", spec.tags)  # Ray annotates any tuple of names as a 1-tuple
     if spec.kind == "counter":
         return Counter(name, description=spec.description, tag_keys=tag_keys)
+    if spec.kind == "gauge":
+        return Gauge(name, description=spec.description, tag_keys=tag_keys)
     return Histogram(
         name, description=spec.description, boundaries=list(spec.buckets), tag_keys=tag_keys
     )
@@ -93,6 +117,12 @@ def observe(name: str, value: float, **tags: str) -> None:
     histogram = _recorder(name)
     assert isinstance(histogram, Histogram), f"{name} is not a histogram"
     histogram.observe(value, tags=tags)
+
+
+def gauge(name: str, value: float, **tags: str) -> None:
+    recorder = _recorder(name)
+    assert isinstance(recorder, Gauge), f"{name} is not a gauge"
+    recorder.set(value, tags=tags)
 
 
 @contextmanager

@@ -72,7 +72,7 @@ def fetch_bytes(url: str, settings: Settings) -> bytes:
 
 def _fetch_http(url: str, settings: Settings) -> bytes:
     transport = (
-        httpx.HTTPTransport() if settings.reference_allow_private_hosts else _public_transport()
+        httpx.HTTPTransport() if settings.reference_allow_private_hosts else public_transport()
     )
     client = httpx.Client(
         transport=transport,
@@ -124,7 +124,7 @@ class _PublicOnly(httpcore.SyncBackend):
         return super().connect_tcp(address, port, timeout, local_address, socket_options)
 
 
-def _public_transport() -> httpx.HTTPTransport:
+def public_transport() -> httpx.HTTPTransport:
     ssl_context = httpx.create_ssl_context()
     transport = httpx.HTTPTransport(verify=ssl_context)
     # httpx takes no network backend; its pool is this one with ours (TLS still verifies the

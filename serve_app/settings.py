@@ -105,6 +105,21 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Bearer keys the ingress accepts (JSON list). Empty: open, local dev only.",
     )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key that signs job webhooks (Soul-Signature). Empty: a random key kept "
+        "in data_dir/webhook.key (created once, mode 600).",
+    )
+    webhook_allow_private_hosts: bool = Field(
+        default=False,
+        description="Let job webhooks reach loopback and private addresses (development only).",
+    )
+    job_queued_quota: int = Field(
+        default=100, ge=1, description="Unfinished jobs one API client may have at a time."
+    )
+    job_submit_rate: int = Field(
+        default=120, ge=1, description="Jobs one API client may submit per minute."
+    )
     host: str = Field(default="127.0.0.1", description="HTTP bind address of `soul serve`.")
     port: int = Field(
         default=8000, ge=1, le=65535, validation_alias="PORT", description="HTTP port."
@@ -143,6 +158,12 @@ class Settings(BaseSettings):
         if self.media_secret is not None:
             return self.media_secret.get_secret_value().encode()
         return _persistent_random_key(self.resolved_data_dir / "media.key")
+
+    @cached_property
+    def webhook_key(self) -> bytes:
+        if self.webhook_secret is not None:
+            return self.webhook_secret.get_secret_value().encode()
+        return _persistent_random_key(self.resolved_data_dir / "webhook.key")
 
 
 def _persistent_random_key(path: Path) -> bytes:

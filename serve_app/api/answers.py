@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from serve_app.api.models import ImageResponse, Reference
-from serve_app.delivery import Delivery
+from datetime import UTC, datetime
+
+from serve_app.api.models import (
+    ImageResponse,
+    JobLinks,
+    JobView,
+    PackResult,
+    Reference,
+    SelfieResponse,
+)
+from serve_app.delivery import Delivery, Shot
 from serve_app.errors import Conflict
+from serve_app.jobs.book import JobDoc
 from serve_app.schemas import MediaFormat
+from serve_app.settings import Settings
 from serve_app.storage.objects import ObjectStore
 
 
@@ -33,6 +44,11 @@ def image_answer(
     )
 
 
+def shot_answer(objects: ObjectStore, ttl_s: int, shot: Shot) -> SelfieResponse:
+    answer = image_answer(objects, ttl_s, shot, "gif")
+    return SelfieResponse(**answer.model_dump(), landmark_key=shot.landmark_key, angle=shot.angle)
+
+
 def reference_answer(objects: ObjectStore, ttl_s: int, soul_id: str, storage_key: str) -> Reference:
     signed = objects.signed_url(storage_key, ttl_s)
     return Reference(
@@ -42,3 +58,54 @@ def reference_answer(objects: ObjectStore, ttl_s: int, soul_id: str, storage_key
         url=signed.url,
         expires_at=signed.expires_at,
     )
+
+
+def job_links(job_id: str) -> JobLinks:
+    return JobLinks(
+        self_url=f"/jobs/{job_id}", events=f"/jobs/{job_id}/events", cancel=f"/jobs/{job_id}/cancel"
+    )
+
+
+def job_answer(objects: ObjectStore, settings: Settings, doc: JobDoc) -> JobView:
+    """The job with what it delivered so far, its URLs signed now."""
+    ttl_s, media_format = settings.media_url_ttl_s, doc.spec.get("format", "gif")
+    signed = [
+        None if item is None else _delivered(objects, ttl_s, item, media_format)
+        for item in doc.outcome.items
+    ]
+    result: SelfieResponse | ImageResponse | PackResult | None = None
+    if doc.kind == "pack":
+        result = PackResult(items=signed, failed=doc.outcome.failed)
+    elif signed and signed[0] is not None:
+        result = signed[0]
+    return JobView(
+        job_id=doc.job_id,
+        kind=doc.kind,
+        status=doc.status,
+        priority=doc.priority,
+        user_id=doc.user_id,
+        soul_id=doc.soul_id,
+        progress=doc.progress,
+        attempts=doc.attempts,
+        max_attempts=doc.max_attempts,
+        created_at=_at(doc.created_at_ts),
+        started_at=_at(doc.started_at_ts),
+        finished_at=_at(doc.finished_at_ts),
+        result=result,
+        error=doc.error,
+        dead_letter=doc.dead_letter,
+        cancel_requested=doc.cancel_requested,
+        links=job_links(doc.job_id),
+    )
+
+
+def _delivered(
+    objects: ObjectStore, ttl_s: int, item: dict, media_format: MediaFormat
+) -> ImageResponse:
+    if "landmark_key" in item:
+        return shot_answer(objects, ttl_s, Shot.model_validate(item))
+    return image_answer(objects, ttl_s, Delivery.model_validate(item), media_format)
+
+
+def _at(ts_ms: int | None) -> datetime | None:
+    return None if ts_ms is None else datetime.fromtimestamp(ts_ms / 1000, UTC)

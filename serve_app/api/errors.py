@@ -26,6 +26,7 @@ MEANINGS = {
     409: "The request conflicts with the current state; the detail says what to do first.",
     413: "What the request names is too large.",
     422: "Invalid input; the detail names the field and what to fix. Nothing was changed.",
+    429: "Over a limit of this API client (the detail names it); retry after Retry-After.",
     502: "An outside source (CivitAI, a reference URL) failed.",
     503: "Busy or the catalog is unreachable; retry after Retry-After seconds.",
 }

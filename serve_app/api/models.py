@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.jobs.book import ItemFailure, JobError, Progress, Status
 from serve_app.looks import StoredReference
 from serve_app.places import Key as PlaceKey
 from serve_app.schemas import MediaFormat, SoulId, StyleProfile, Text, UserId
@@ -72,3 +74,63 @@ class Reference(BaseModel):
 
 class IngestedReference(Reference, StoredReference):
     """The answer of POST /ingest/reference: what was stored, with its signed URL."""
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+class JobLinks(BaseModel):
+    self_url: str = Field(serialization_alias="self", description="GET: the job document.")
+    events: str = Field(description="GET: its Server-Sent Events.")
+    cancel: str = Field(description="POST: cancel it.")
+
+
+class JobAccepted(BaseModel):
+    """The answer of POST /jobs (202)."""
+
+    job_id: str
+    status: str
+    position: int = Field(description="Unfinished jobs ahead of this one in the queue.")
+    estimated_s: float | None = Field(
+        description="Seconds until it is done, from measured recent run times (null until one "
+        "job of its kind has finished)."
+    )
+    links: JobLinks
+
+
+class PackResult(BaseModel):
+    items: list[ImageResponse | None] = Field(description="Item i, or null (failed or not yet).")
+    failed: list[ItemFailure]
+
+
+class JobView(BaseModel):
+    """A job as its client sees it (GET /jobs/{job_id}, list pages, webhooks, SSE)."""
+
+    job_id: str
+    kind: str
+    status: Status
+    priority: str
+    user_id: str
+    soul_id: str
+    progress: Progress
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: SelfieResponse | ImageResponse | PackResult | None = Field(
+        description="What the synchronous route answers (URLs signed afresh); for a pack, its "
+        "items so far."
+    )
+    error: JobError | None
+    dead_letter: bool = Field(description="Failed after every attempt: needs a look.")
+    cancel_requested: bool
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView] = Field(description="Newest first.")
+    next_after: str | None = Field(description="Pass as ``after`` for the next page; null: last.")
+
+
+class CancelAnswer(BaseModel):
+    cancelled: bool = Field(description="False: the job had already finished.")
+    status: Status

@@ -155,7 +155,7 @@ def test_panel_ids_are_unique() -> None:
 @pytest.mark.parametrize("name", sorted(METRICS))
 def test_every_metric_is_charted_under_its_exported_name(name: str) -> None:
     kind = METRICS[name].kind
-    wanted = f"ray_{name}_total" if kind == "counter" else f"ray_{name}_bucket"
+    wanted = f"ray_{name}{SUFFIXES[kind][0]}"
     used = {n for t in targets(dashboard()) for n in METRIC_NAME.findall(t["expr"])}
     assert wanted in used, f"no panel charts {name} ({kind}) as {wanted}"
 

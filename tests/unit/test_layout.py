@@ -9,7 +9,7 @@ from pathlib import Path
 from deployments.ingress import Ingress
 
 ROOT = Path(__file__).resolve().parents[2]
-BOXES = {"ingress", "embedder", "catalog", "renderer", "animator", "dedupe", "transcoder"}
+BOXES = {"ingress", "embedder", "catalog", "renderer", "animator", "dedupe", "transcoder", "worker"}
 # Modules that start or assemble the graph, and so may name its deployments.
 COMPOSITION_ROOTS = {"serve_app/app.py", "serve_app/cli.py", "serve_app/local.py"}
 

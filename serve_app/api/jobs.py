@@ -1,0 +1,180 @@
+"""The job routes' logic (the Ingress only translates HTTP): check and submit a job, read, list
+and cancel a client's jobs, stream a job's events, the queue's stats and estimates.
+
+A client (``client_scope``: its API key) sees only its own jobs: another client's job id is a
+404, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.api.answers import job_answer, job_links
+from serve_app.api.models import CancelAnswer, JobAccepted, JobPage, JobView
+from serve_app.delivery import Deliverer
+from serve_app.errors import NotFound, ServiceError
+from serve_app.jobs.book import JobDoc, Submitted
+from serve_app.jobs.spec import ImageJob, PackJob, SelfieJob, items
+from serve_app.jobs.webhooks import check_webhook_url
+from serve_app.settings import Settings
+from serve_app.storage.objects import ObjectStore
+
+Spec = ImageJob | SelfieJob | PackJob
+
+
+class JobQueueConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(
+        default=3, ge=1, le=20, description="Attempts of a job before it is a dead letter."
+    )
+    events_poll_s: float = Field(
+        default=0.25, gt=0, le=5, description="How often an event stream looks at its job."
+    )
+    events_keepalive_s: float = Field(
+        default=15, gt=0, description="A comment line this often keeps idle streams open."
+    )
+
+
+class TooManyJobs(ServiceError):
+    """A client over its queued-job quota or its submit rate."""
+
+    status_code = 429
+
+
+class UnknownJob(NotFound):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"unknown job {job_id!r}")
+
+
+class JobDesk:
+    def __init__(
+        self,
+        deliverer: Deliverer,
+        catalog: Any,
+        objects: ObjectStore,
+        settings: Settings,
+        variations: dict[str, list[str]],
+        config: JobQueueConfig | None = None,
+    ) -> None:
+        self.deliverer = deliverer
+        self.catalog = catalog
+        self.objects = objects
+        self.settings = settings
+        self.variations = variations
+        self.config = config or JobQueueConfig()
+
+    async def check(self, spec: Spec) -> None:
+        """Refuse, before anything is written, what the job could never deliver."""
+        if isinstance(spec, SelfieJob):
+            self.deliverer.check_place(spec.city_key, spec.mood)
+        else:
+            for item in items(spec, self.variations):
+                await self.deliverer.check_image(item.cue, spec.format)
+        if spec.webhook_url is not None:
+            await asyncio.to_thread(check_webhook_url, str(spec.webhook_url), self.settings)
+        await self.deliverer.check_soul(spec.soul_id)
+
+    async def submit(self, client_id: str, spec: Spec) -> JobAccepted:
+        total = len(items(spec, self.variations))
+        submitted: Submitted = await self.catalog.submit_job.remote(
+            client_id,
+            spec.model_dump(mode="json"),
+            total,
+            self.config.max_attempts,
+            self.settings.job_queued_quota,
+            self.settings.job_submit_rate,
+        )
+        if submitted.doc is None:
+            raise TooManyJobs(submitted.refused or "", retry_after_s=submitted.retry_after_s)
+        estimate = await self.catalog.estimate_job.remote(spec.kind, spec.soul_id, total)
+        return JobAccepted(
+            job_id=submitted.doc.job_id,
+            status=submitted.doc.status,
+            position=submitted.position,
+            estimated_s=estimate["estimated_s"],
+            links=job_links(submitted.doc.job_id),
+        )
+
+    async def job(self, client_id: str, job_id: str) -> JobDoc:
+        doc: JobDoc | None = await self.catalog.get_job.remote(client_id, job_id)
+        if doc is None:
+            raise UnknownJob(job_id)
+        return doc
+
+    async def view(self, client_id: str, job_id: str) -> JobView:
+        return await self._answer(await self.job(client_id, job_id))
+
+    async def page(
+        self, client_id: str, filters: dict[str, str], after: str | None, limit: int
+    ) -> JobPage:
+        docs: list[JobDoc] = await self.catalog.list_jobs.remote(client_id, filters, after, limit)
+        views = [await self._answer(doc) for doc in docs]
+        return JobPage(jobs=views, next_after=docs[-1].job_id if len(docs) == limit else None)
+
+    async def cancel(self, client_id: str, job_id: str) -> CancelAnswer:
+        """Idempotent: a cancelled job answers ``cancelled: true`` however often it is asked; a
+        running one is stopping (``status`` still running) when the answer comes."""
+        doc = await self.job(client_id, job_id)
+        if not doc.finished:
+            doc = await self.catalog.cancel_job.remote(client_id, job_id)
+        stopping = not doc.finished and doc.cancel_requested
+        return CancelAnswer(cancelled=doc.status == "cancelled" or stopping, status=doc.status)
+
+    async def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = await self.catalog.job_stats.remote()
+        return stats
+
+    async def estimate(self, kind: str, soul_id: str | None, count: int) -> dict[str, Any]:
+        estimate: dict[str, Any] = await self.catalog.estimate_job.remote(kind, soul_id, count)
+        return estimate
+
+    async def events(self, client_id: str, job_id: str) -> AsyncIterator[str]:
+        """Server-Sent Events: ``status`` (the whole job, first and on every status change),
+        ``progress``, ``item`` (a pack item as it is delivered), and ``done`` at the end."""
+        doc = await self.job(client_id, job_id)
+        yield _event("status", await self._answer(doc))
+        sent_items = {i for i, item in enumerate(doc.outcome.items) if item is not None}
+        quiet_s = 0.0
+        while not doc.finished:
+            await asyncio.sleep(self.config.events_poll_s)
+            now = await self.job(client_id, job_id)
+            view = await self._answer(now) if now != doc else None
+            if view is None:
+                quiet_s += self.config.events_poll_s
+                if quiet_s >= self.config.events_keepalive_s:
+                    quiet_s = 0.0
+                    yield ": keep-alive\n\n"
+                continue
+            quiet_s = 0.0
+            if now.status != doc.status and not now.finished:
+                yield _event("status", view)
+            if now.progress != doc.progress:
+                yield _event("progress", view.progress)
+            for index, item in _new_items(view, sent_items):
+                sent_items.add(index)
+                yield _event("item", {"index": index, "item": item})
+            doc = now
+        yield _event("done", await self._answer(doc))
+
+    async def _answer(self, doc: JobDoc) -> JobView:
+        return await asyncio.to_thread(job_answer, self.objects, self.settings, doc)
+
+
+def _new_items(view: JobView, sent: set[int]) -> list[tuple[int, Any]]:
+    result = view.result
+    delivered = getattr(result, "items", None)
+    if delivered is None:
+        return []
+    return [(i, item.model_dump(mode="json")) for i, item in enumerate(delivered)
+            if item is not None and i not in sent]  # fmt: skip
+
+
+def _event(name: str, data: BaseModel | dict[str, Any]) -> str:
+    payload = data.model_dump(mode="json", by_alias=True) if isinstance(data, BaseModel) else data
+    return f"event: {name}\ndata: {json.dumps(payload, sort_keys=True)}\n\n"

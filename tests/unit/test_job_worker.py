@@ -1,0 +1,261 @@
+"""The job worker without Ray, over the real engines (the world of test_delivery): jobs end as
+they should, retries go on where they stopped and deliver once, and the render interrupt works."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployments.renderer import RendererConfig, RendererEngine, RenderInterrupted
+from serve_app.api.jobs import JobDesk, JobQueueConfig
+from serve_app.diffusion.sources import ModelManager
+from serve_app.errors import InvalidRequest
+from serve_app.jobs.book import JobDoc
+from serve_app.jobs.spec import ImageJob, PackJob, load_variations
+from serve_app.jobs.worker import JobRunner, JobWorkerConfig
+from serve_app.schemas import Frames, RenderJob
+from serve_app.settings import Settings
+from serve_app.storage.store import StoreUnavailable
+from tests.support import run
+from tests.unit.handles import LocalHandle
+from tests.unit.world import Replica, World
+
+VARIATIONS = load_variations()
+
+
+class Jobs:
+    """One worker and the desk the routes use, on one replica of the world."""
+
+    def __init__(self, world: World, replica: Replica, **config: Any) -> None:
+        self.replica = replica
+        self.catalog = LocalHandle(replica.catalog)
+        self.published: list[JobDoc] = []
+        self.config = JobWorkerConfig(backoff_s=0.01, **config)
+        self.worker = self.runner()
+        settings = Settings(data_dir=world.db.parent)
+        self.desk = JobDesk(
+            replica.deliverer,
+            self.catalog,
+            world.objects,
+            settings,
+            VARIATIONS,
+            JobQueueConfig(events_poll_s=0.02),
+        )
+
+    def runner(self) -> JobRunner:
+        async def publish(doc: JobDoc) -> None:
+            self.published.append(doc)
+
+        return JobRunner(self.replica.deliverer, self.catalog, publish, VARIATIONS, self.config)
+
+    def submit(self, spec: ImageJob | PackJob, client: str = "c1") -> str:
+        return run(self.desk.submit(client, spec)).job_id
+
+    def work_once(self, worker: JobRunner | None = None) -> bool:
+        """Lease one job and work on it to the end of this attempt; False: nothing to lease."""
+        worker = worker or self.worker
+        leased = run(self.replica.catalog.lease_job(worker.owner, 60_000))
+        if leased is None:
+            return False
+        run(worker.work(leased))
+        return True
+
+    def doc(self, job_id: str, client: str = "c1") -> JobDoc:
+        return run(self.desk.job(client, job_id))
+
+
+def image(cue: str = "a red fox", user: str = "u1", **kw: Any) -> ImageJob:
+    return ImageJob(kind="image", soul_id="nova", cue=cue, user_id=user, **kw)
+
+
+def via_claims(world: World, user: str, job_id: str) -> list[str]:
+    rows = world.rows(
+        "SELECT via FROM user_seen WHERE user_id = ? AND via LIKE ?", user, f"%{job_id}%"
+    )
+    return [r[0] for r in rows]
+
+
+def test_an_image_job_delivers_once_and_ends_succeeded_with_its_webhook(
+    world: World, tmp_path: Path
+) -> None:
+    jobs = Jobs(world, world.replica())
+    job_id = jobs.submit(image(webhook_url="https://example.com/hook"))
+    assert jobs.work_once()
+    doc = jobs.doc(job_id)
+    assert doc.status == "succeeded" and doc.progress.done == 1 and doc.attempts == 1
+    item = doc.outcome.items[0]
+    assert item is not None and item["cache"] == "miss"
+    assert world.seen("u1") == {item["variant"]["variant_id"]}
+    assert via_claims(world, "u1", job_id) == [f"c1/{job_id}/0"]
+    assert [d.job_id for d in jobs.published] == [job_id]  # the webhook went out once
+    assert not jobs.work_once()  # and the job left the queue
+
+
+def test_a_pack_gives_distinct_unseen_variants_and_reports_failed_items_as_partial(
+    world: World, tmp_path: Path
+) -> None:
+    class Picky:
+        """A renderer that refuses one pose: a permanent failure of that item only."""
+
+        def render(self, job: RenderJob) -> Frames:
+            if "arms crossed" in job.prompt:
+                raise InvalidRequest("pose refused")
+            return world.renderer.render(job)
+
+    jobs = Jobs(world, world.replica(renderer=Picky()))
+    pack = PackJob(kind="pack", soul_id="nova", user_id="u1", cue="a cat", count=5, vary="pose")
+    job_id = jobs.submit(pack)
+    assert jobs.work_once()
+    doc = jobs.doc(job_id)
+    assert doc.status == "partial" and doc.progress.done == 5
+    delivered = [i["variant"]["variant_id"] for i in doc.outcome.items if i is not None]
+    assert len(delivered) == 4 == len(set(delivered)) and world.seen("u1") == set(delivered)
+    [failure] = doc.outcome.failed
+    assert failure.index == VARIATIONS["pose"].index("arms crossed")
+    assert failure.error.type == "InvalidRequest" and failure.error.detail == "pose refused"
+
+
+def test_a_transient_failure_is_retried_and_a_permanent_one_fails_at_once(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica()
+    jobs = Jobs(world, replica)
+    flaky = {"left": 1}
+    original = replica.catalog.claim_unseen
+
+    async def claim_unseen(*args: Any) -> Any:
+        if flaky["left"]:
+            flaky["left"] -= 1
+            raise StoreUnavailable("catalog away")
+        return await original(*args)
+
+    monkeypatch.setattr(replica.catalog, "claim_unseen", claim_unseen)
+    job_id = jobs.submit(image())
+    assert jobs.work_once()
+    doc = jobs.doc(job_id)
+    assert doc.status == "queued" and doc.error and doc.error.type == "StoreUnavailable"
+    run(asyncio.sleep(0.05))  # its backoff
+    assert jobs.work_once()
+    doc = jobs.doc(job_id)
+    assert doc.status == "succeeded" and doc.attempts == 2
+    assert len(via_claims(world, "u1", job_id)) == 1
+
+    ghost = jobs.submit(image(cue="a ghost soul"), client="c1")
+    run(replica.catalog.delete_style("nova"))
+    assert jobs.work_once()
+    doc = jobs.doc(ghost)
+    assert doc.status == "failed" and doc.attempts == 1 and not doc.dead_letter
+    assert doc.error and doc.error.type == "NoStyle"
+
+
+def test_a_job_failing_transiently_every_time_becomes_a_dead_letter(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica()
+    jobs = Jobs(world, replica)
+
+    async def down(*args: Any) -> Any:
+        raise StoreUnavailable("catalog away")
+
+    monkeypatch.setattr(replica.catalog, "claim_unseen", down)
+    job_id = jobs.submit(image())
+    for _ in range(3):
+        run(asyncio.sleep(0.1))
+        assert jobs.work_once()
+    doc = jobs.doc(job_id)
+    assert doc.status == "failed" and doc.dead_letter and doc.attempts == 3
+    failed = run(jobs.desk.page("c1", {"status": "failed"}, None, 10))
+    assert [j.job_id for j in failed.jobs] == [job_id] and failed.jobs[0].dead_letter
+
+
+def test_a_worker_that_dies_after_its_claim_delivers_once_when_retried(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first worker claims a variant for the user and dies before recording the item; the
+    next attempt finds that claim (by its job item) and delivers it instead of another one."""
+    replica = world.replica()
+    jobs = Jobs(world, replica, lease_s=0.3)
+    job_id = jobs.submit(image())
+    original = replica.catalog.save_outcome
+
+    async def die(*args: Any) -> Any:
+        raise asyncio.CancelledError  # the replica is gone mid-call: nothing more is written
+
+    monkeypatch.setattr(replica.catalog, "save_outcome", die)
+    leased = run(jobs.replica.catalog.lease_job(jobs.worker.owner, 300))
+    with pytest.raises(asyncio.CancelledError):
+        run(jobs.worker._deliver_all(leased.lease, leased.doc))
+    claimed = world.seen("u1")
+    assert len(claimed) == 1 and jobs.doc(job_id).status == "running"
+
+    monkeypatch.setattr(replica.catalog, "save_outcome", original)
+    run(asyncio.sleep(0.35))  # the dead worker's lease runs out
+    assert jobs.work_once(jobs.runner())  # another worker
+    doc = jobs.doc(job_id)
+    assert doc.status == "succeeded" and doc.attempts == 2
+    item = doc.outcome.items[0]
+    assert item is not None and {item["variant"]["variant_id"]} == claimed == world.seen("u1")
+
+
+def test_a_stopping_worker_hands_its_job_back(world: World, tmp_path: Path) -> None:
+    jobs = Jobs(world, world.replica())
+    job_id = jobs.submit(image())
+
+    async def stop_soon() -> None:
+        await asyncio.sleep(0.05)
+        jobs.worker.stop()
+
+    async def main() -> None:
+        leased = await jobs.replica.catalog.lease_job(jobs.worker.owner, 60_000)
+        await asyncio.gather(jobs.worker.work(leased), stop_soon())
+
+    run(main())
+    doc = jobs.doc(job_id)
+    assert doc.status == "queued" and doc.attempts == 0
+    assert jobs.work_once(jobs.runner())
+    assert jobs.doc(job_id).status == "succeeded"
+
+
+def test_events_stream_the_state_then_progress_and_items_then_done(
+    world: World, tmp_path: Path
+) -> None:
+    jobs = Jobs(world, world.replica())
+    pack = PackJob(kind="pack", soul_id="nova", user_id="u1", cues=["a cat", "a dog", "an owl"])
+    job_id = jobs.submit(pack)
+
+    async def main() -> list[str]:
+        async def listen() -> list[str]:
+            return [frame async for frame in jobs.desk.events("c1", job_id)]
+
+        listening = asyncio.create_task(listen())
+        await asyncio.sleep(0.1)
+        leased = await jobs.replica.catalog.lease_job(jobs.worker.owner, 60_000)
+        await jobs.worker.work(leased)
+        return await asyncio.wait_for(listening, 30)
+
+    frames = run(main())
+    names = [f.split("\n")[0].removeprefix("event: ") for f in frames if f.startswith("event:")]
+    assert names[0] == "status" and names[-1] == "done"
+    assert names.count("item") == 3 and "progress" in names
+
+
+def test_a_render_stops_at_the_step_its_stop_was_set(models_dir: Path) -> None:
+    engine = RendererEngine(ModelManager(models_dir), RendererConfig(steps=12, width=64, height=64))
+    stop, steps = threading.Event(), []
+
+    def on_step(step: int, total: int) -> None:
+        steps.append((step, total))
+        if step == 3:
+            stop.set()
+
+    job = RenderJob(
+        style_id="s", base_model_ref="tiny-sdxl", prompt="a fox", negative_prompt="", seed=1
+    )
+    with pytest.raises(RenderInterrupted):
+        engine.render(job, on_step, stop)
+    assert steps == [(1, 12), (2, 12), (3, 12)]
+    assert engine.render(job, on_step).pixels.size  # the next render runs whole again

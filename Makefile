@@ -8,7 +8,7 @@ POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/soul
 export SOUL_DATA_DIR ?= $(CURDIR)/var
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-postgres test lint bench-hot bench-miss bench-catalog bench-render clean
+.PHONY: setup serve serve-postgres test lint bench-hot bench-miss bench-catalog bench-render bench-jobs clean
 
 setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-lora-ink.safetensors
 
@@ -50,6 +50,9 @@ bench-catalog: setup
 
 bench-render: setup
 	$(BIN)/soul bench render
+
+bench-jobs: setup
+	$(BIN)/soul bench jobs
 
 clean:
 	rm -rf $(SOUL_DATA_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,315 @@
+"""Jobs over HTTP on a local Ray: one JobWorker replica with one slot, so tests can line jobs up
+behind a busy worker; renders are slow enough (many denoising steps) to cancel mid-way."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+import ray
+from soul_client import API_KEY, TEST_ARGS, Graph, free_port
+
+from serve_app.jobs.webhooks import SIGNATURE_HEADER, verify
+from serve_app.local import local_graph
+from tests.support import QuietHandler
+
+pytestmark = pytest.mark.integration
+
+OTHER_KEY = "another-client-key"
+WEBHOOK_SECRET = "webhook-test-secret"
+STEPS = 24
+QUOTA = 4
+JOB_ARGS: dict[str, Any] = {
+    **TEST_ARGS,
+    "renderer": {"steps": STEPS, "width": 128, "height": 128},
+    "ingress": {"lock_ttl_s": 3},  # a killed worker's render lock frees itself soon
+    "worker": {"slots": 1, "lease_s": 3, "watch_s": 0.1},
+}
+FINISHED = {"succeeded", "partial", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
+    data_dir = tmp_path_factory.mktemp("soul")
+    env = {
+        "SOUL_API_KEYS": json.dumps([API_KEY, OTHER_KEY]),
+        "SOUL_TORCH_THREADS": "1",
+        "SOUL_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "SOUL_WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",  # the test receiver is on 127.0.0.1
+        "SOUL_JOB_QUEUED_QUOTA": str(QUOTA),
+    }
+    with local_graph(data_dir, port=free_port(), args=JOB_ARGS, num_cpus=4, env=env) as url:
+        graph = Graph(url, data_dir)
+        yield graph
+        graph.client.close()
+
+
+def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    response = client.post("/jobs", json={"soul_id": "nova", "kind": "image", **body})
+    assert response.status_code == 202, response.text
+    accepted: dict[str, Any] = response.json()
+    return accepted
+
+
+def job(graph: Graph, job_id: str) -> dict[str, Any]:
+    response = graph.client.get(f"/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def wait(graph: Graph, job_id: str, until: Any = None, timeout_s: float = 240) -> dict[str, Any]:
+    """Poll the job until ``until(doc)`` (by default: it finished)."""
+    until = until or (lambda d: d["status"] in FINISHED)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        doc = job(graph, job_id)
+        if until(doc) or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.1)
+
+
+def events(graph: Graph, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    with graph.client.stream("GET", f"/jobs/{job_id}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                yield name, json.loads(line.removeprefix("data: "))
+
+
+def claims_of(graph: Graph, job_id: str) -> list[Any]:
+    return graph.rows(
+        "SELECT user_id, variant_id, via FROM user_seen WHERE via LIKE ?", f"%/{job_id}/%"
+    )
+
+
+def test_a_job_is_accepted_then_polled_to_success_and_serves_its_gif(graph: Graph) -> None:
+    accepted = submit(graph.client, cue="a lighthouse at dawn", user_id="poll")
+    assert accepted["status"] == "queued" and accepted["position"] >= 0
+    assert accepted["links"] == {
+        "self": f"/jobs/{accepted['job_id']}",
+        "events": f"/jobs/{accepted['job_id']}/events",
+        "cancel": f"/jobs/{accepted['job_id']}/cancel",
+    }
+    order = ["queued", "running", "succeeded"]
+    seen: list[dict[str, Any]] = []
+    wait(graph, accepted["job_id"], lambda d: seen.append(d) or d["status"] in FINISHED)
+    statuses = [d["status"] for d in seen]
+    assert statuses[-1] == "succeeded"
+    assert [order.index(s) for s in statuses] == sorted(order.index(s) for s in statuses)
+    done = [d["progress"]["done"] for d in seen]
+    assert done == sorted(done) and done[-1] == 1
+    assert any(d["progress"]["step"] for d in seen)  # denoising steps were reported
+    result = seen[-1]["result"]
+    assert result["cache"] == "miss" and seen[-1]["attempts"] == 1
+    gif = graph.client.get(result["url"])
+    assert gif.status_code == 200 and gif.content[:6] == b"GIF89a"
+
+
+def test_events_give_the_state_then_progress_with_steps_then_done(graph: Graph) -> None:
+    accepted = submit(graph.client, cue="a fox in the snow", user_id="sse")
+    received = list(events(graph, accepted["job_id"]))
+    names = [name for name, _ in received]
+    assert names[0] == "status" and names[-1] == "done"
+    steps = [d["step"] for name, d in received if name == "progress" and d["stage"] == "render"]
+    assert steps and all(s is None or 1 <= s <= STEPS for s in steps)
+    assert received[-1][1]["status"] == "succeeded"
+    late = list(events(graph, accepted["job_id"]))  # a late client gets the state, then done
+    assert [name for name, _ in late] == ["status", "done"]
+
+
+def test_a_pack_of_five_delivers_five_distinct_never_seen_variants(graph: Graph) -> None:
+    accepted = submit(
+        graph.client, kind="pack", cue="a dancer", count=5, vary="expression", user_id="pack"
+    )
+    items = [d for name, d in events(graph, accepted["job_id"]) if name == "item"]
+    doc = job(graph, accepted["job_id"])
+    assert doc["status"] == "succeeded" and doc["progress"] == {**doc["progress"], "done": 5}
+    ids = [item["variant_id"] for item in doc["result"]["items"]]
+    assert len(set(ids)) == 5 and sorted(i["index"] for i in items) == list(range(5))
+    seen = graph.rows("SELECT variant_id FROM user_seen WHERE user_id = 'pack'")
+    assert sorted(r["variant_id"] for r in seen) == sorted(ids)  # each once, none before
+
+
+def test_a_pack_whose_soul_loses_its_style_midway_ends_partial(graph: Graph) -> None:
+    style = graph.client.get("/style/valentina").json()
+    accepted = submit(
+        graph.client, kind="pack", soul_id="valentina", cues=["a cat", "a dog", "an owl"],
+        user_id="partial",
+    )  # fmt: skip
+    try:
+        for name, _ in events(graph, accepted["job_id"]):
+            if name == "item":  # the first item is in: take the style away
+                assert graph.client.delete("/style/valentina").status_code == 204
+                break
+        doc = wait(graph, accepted["job_id"])
+    finally:
+        graph.client.post("/style", json={k: v for k, v in style.items() if k != "updated_at_ts"})
+    assert doc["status"] == "partial"
+    delivered = [i for i in doc["result"]["items"] if i is not None]
+    failed = doc["result"]["failed"]
+    assert len(delivered) + len(failed) == 3 and delivered and failed
+    assert {f["error"]["type"] for f in failed} == {"NoStyle"}
+
+
+def test_cancelling_queued_and_finished_jobs(graph: Graph) -> None:
+    busy = submit(graph.client, cue="a long voyage", user_id="busy")
+    wait(graph, busy["job_id"], lambda d: d["status"] == "running")
+    queued = submit(graph.client, cue="a quick sketch", user_id="cancel")
+    answer = graph.client.post(f"/jobs/{queued['job_id']}/cancel")
+    assert answer.json() == {"cancelled": True, "status": "cancelled"}
+    again = graph.client.post(f"/jobs/{queued['job_id']}/cancel")
+    assert again.json() == {"cancelled": True, "status": "cancelled"}  # idempotent
+    assert wait(graph, busy["job_id"])["status"] == "succeeded"
+    finished = graph.client.post(f"/jobs/{busy['job_id']}/cancel")
+    assert finished.json() == {"cancelled": False, "status": "succeeded"}
+    assert claims_of(graph, queued["job_id"]) == []
+
+
+def test_cancelling_a_running_render_stops_it_within_a_few_steps(graph: Graph) -> None:
+    accepted = submit(graph.client, cue="a clockwork owl", user_id="stop")
+    started = wait(graph, accepted["job_id"], lambda d: (d["progress"]["step"] or 0) >= 2)
+    asked_at = started["progress"]["step"]
+    answer = graph.client.post(f"/jobs/{accepted['job_id']}/cancel")
+    assert answer.status_code == 200 and answer.json()["cancelled"] is True
+    doc = wait(graph, accepted["job_id"])
+    assert doc["status"] == "cancelled" and doc["result"] is None
+    time.sleep(1)  # the renderer's report of the step it stopped at
+    stopped_at = job(graph, accepted["job_id"])["progress"]["step"]
+    assert stopped_at is not None and asked_at <= stopped_at < STEPS
+    assert stopped_at - asked_at <= 6, (asked_at, stopped_at)
+    assert claims_of(graph, accepted["job_id"]) == []  # nothing delivered, nothing claimed
+    variants = {r["variant_id"] for r in graph.rows("SELECT variant_id FROM variant")}
+    files = {
+        f.rpartition("/")[2].partition(".")[0] for f in graph.objects("soul/") if "/variant/" in f
+    }
+    assert files == variants  # no half-made objects
+
+
+def test_a_high_priority_job_overtakes_earlier_normal_ones(graph: Graph) -> None:
+    busy = submit(graph.client, cue="a slow river", user_id="prio")
+    wait(graph, busy["job_id"], lambda d: d["status"] == "running")
+    normal = [submit(graph.client, cue=f"a stone {i}", user_id="prio") for i in range(2)]
+    high = submit(graph.client, cue="an urgent comet", user_id="prio", priority="high")
+    docs = {j["job_id"]: wait(graph, j["job_id"]) for j in [busy, *normal, high]}
+    started = {job_id: d["started_at"] for job_id, d in docs.items()}
+    assert all(d["status"] == "succeeded" for d in docs.values())
+    assert started[high["job_id"]] < min(started[n["job_id"]] for n in normal)
+
+
+def test_a_worker_killed_mid_job_loses_nothing_and_delivers_once(graph: Graph) -> None:
+    accepted = submit(graph.client, cue="a paper crane", user_id="crash")
+    wait(graph, accepted["job_id"], lambda d: d["progress"]["stage"] not in ("queued", "starting"))
+    [worker] = [
+        a for a in ray.util.list_named_actors(all_namespaces=True) if "JobWorker" in a["name"]
+    ]
+    ray.kill(ray.get_actor(worker["name"], namespace=worker["namespace"]), no_restart=True)
+    doc = wait(graph, accepted["job_id"])
+    assert doc["status"] == "succeeded" and doc["attempts"] == 2
+    claims = claims_of(graph, accepted["job_id"])
+    assert [c["variant_id"] for c in claims] == [doc["result"]["variant_id"]]
+
+
+def test_a_client_over_its_quota_gets_a_429_naming_the_limit(graph: Graph) -> None:
+    with httpx.Client(
+        base_url=graph.base_url, timeout=60, headers={"Authorization": f"Bearer {OTHER_KEY}"}
+    ) as other:
+        jobs = [submit(other, cue=f"a quota {i}", user_id="quota") for i in range(QUOTA)]
+        body = {"kind": "image", "soul_id": "nova", "cue": "one more", "user_id": "quota"}
+        over = other.post("/jobs", json=body)
+        assert over.status_code == 429 and "quota" in over.json()["detail"]
+        assert over.headers["retry-after"] and over.json()["request_id"]
+        mine = graph.client.get(f"/jobs/{jobs[0]['job_id']}")
+        assert mine.status_code == 404  # another client's job does not exist for this one
+        for j in jobs:
+            other.post(f"/jobs/{j['job_id']}/cancel")
+        assert submit(graph.client, cue="mine", user_id="quota")  # this client has its own
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that answers 500 to the first POST, then 200."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[int, bytes, str]] = []
+        receiver = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = 500 if not receiver.received else 200
+                receiver.received.append((status, body, self.headers[SIGNATURE_HEADER]))
+                self._send(status, b"{}")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+
+def test_a_webhook_arrives_signed_once_after_a_first_500(graph: Graph) -> None:
+    receiver = Receiver()
+    try:
+        accepted = submit(graph.client, cue="a kite", user_id="hook", webhook_url=receiver.url)
+        assert wait(graph, accepted["job_id"])["status"] == "succeeded"
+        deadline = time.monotonic() + 30
+        while len(receiver.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)  # nothing more comes
+    finally:
+        receiver.server.shutdown()
+    assert [status for status, _, _ in receiver.received] == [500, 200]
+    for _, body, signature in receiver.received:
+        assert verify(WEBHOOK_SECRET.encode(), body, signature)
+        assert json.loads(body)["job_id"] == accepted["job_id"]
+
+
+def test_bad_job_requests_are_refused_and_write_nothing(graph: Graph) -> None:
+    before = graph.rows("SELECT count(*) AS n FROM job")[0]["n"]
+    cases = [
+        ({"kind": "video", "soul_id": "nova", "user_id": "u"}, "kind"),
+        ({"kind": "image", "soul_id": "nova", "cue": "a cat", "user_id": "u", "count": 3}, "count"),
+        ({"kind": "pack", "soul_id": "nova", "cue": "a cat", "count": 11, "user_id": "u"}, "count"),
+        ({"kind": "pack", "soul_id": "nova", "user_id": "u", "cues": ["a cat"]}, "cues"),
+        ({"kind": "image", "soul_id": "nova", "cue": "the of", "user_id": "u"}, "cue"),
+        ({"kind": "image", "soul_id": "nova", "cue": "a cat", "user_id": "u",
+          "webhook_url": "ftp://example.com/x"}, "webhook_url"),
+    ]  # fmt: skip
+    for body, field in cases:
+        response = graph.client.post("/jobs", json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert field in response.json()["detail"] and response.json()["request_id"]
+    ghost = graph.client.post(
+        "/jobs", json={"kind": "image", "soul_id": "ghost", "cue": "a cat", "user_id": "u"}
+    )
+    assert ghost.status_code == 404
+    assert graph.rows("SELECT count(*) AS n FROM job")[0]["n"] == before
+    assert graph.client.get("/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV").status_code == 404
+    assert graph.client.get("/jobs/not-a-job").status_code == 422
+
+
+def test_a_retried_submit_returns_the_same_job_and_lists_page_newest_first(graph: Graph) -> None:
+    body = {"kind": "image", "soul_id": "nova", "cue": "a violin", "user_id": "idem"}
+    headers = {"Idempotency-Key": "job-once"}
+    first = graph.client.post("/jobs", json=body, headers=headers)
+    second = graph.client.post("/jobs", json=body, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["job_id"] == second.json()["job_id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    wait(graph, first.json()["job_id"])
+    page = graph.client.get("/jobs", params={"user_id": "idem", "limit": 1}).json()
+    assert [j["job_id"] for j in page["jobs"]] == [first.json()["job_id"]]
+    stats = graph.client.get("/jobs/stats").json()
+    assert stats["workers_alive"] >= 1 and stats["run_s"]["p50"] > 0
+    estimate = graph.client.get("/estimate", params={"kind": "image", "soul_id": "nova"}).json()
+    assert estimate["estimated_s"] > 0
+    openapi = graph.client.get("/openapi.json").json()
+    assert "429" in openapi["paths"]["/jobs"]["post"]["responses"]
+    assert "202" in openapi["paths"]["/jobs"]["post"]["responses"]

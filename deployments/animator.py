@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from serve_app.diffusion.pipelines import (
     DiffusionConfig,
@@ -115,13 +116,19 @@ class AnimatorEngine:
 
 @serve.deployment(name="Animator", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)
 class Animator:
-    def __init__(self) -> None:
+    def __init__(self, catalog: DeploymentHandle) -> None:
+        self.catalog = catalog  # only for the job backlog its autoscaling policy reads
         settings = Settings()
         configure_torch(settings)
         self.engine = AnimatorEngine(model_manager(settings))
 
     def reconfigure(self, config: dict) -> None:
         self.engine.config = self.engine.pipelines.config = AnimatorConfig.model_validate(config)
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """The job backlog, for the backlog autoscaling policy (``serve_app.autoscale``)."""
+        backlog: dict[str, float] = await self.catalog.job_backlog.remote()
+        return backlog
 
     async def animate(self, image: Frames, job: AnimateJob) -> Frames:
         return await asyncio.to_thread(self.engine.animate, image, job)

@@ -91,8 +91,7 @@ class Ingress:
         transcoder: DeploymentHandle,
         landmarks_file: str = "config/landmarks.yaml",
         variations_file: str = "config/variations.yaml",
-        worker: DeploymentHandle
-        | None = None,  # deployed with the graph; the Ingress never calls it
+        worker: DeploymentHandle | None = None,
     ) -> None:
         self.settings = Settings()
         self.objects = open_object_store(self.settings)
@@ -103,7 +102,9 @@ class Ingress:
         self.looks = Looks(catalog, self.objects, model_manager(self.settings), self.settings)
         self.replays = Replays(catalog)
         variations = load_variations(variations_file)
-        self.jobs = JobDesk(self.deliverer, catalog, self.objects, self.settings, variations)
+        self.jobs = JobDesk(
+            self.deliverer, catalog, self.objects, self.settings, variations, worker=worker
+        )
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         cfg = IngressConfig.model_validate(config)

@@ -200,6 +200,11 @@ class Renderer:
     def reconfigure(self, config: dict) -> None:
         self.engine.configure(RendererConfig.model_validate(config))
 
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """The job backlog, for the backlog autoscaling policy (``serve_app.autoscale``)."""
+        backlog: dict[str, float] = await self.catalog.job_backlog.remote()
+        return backlog
+
     async def render(self, job: RenderJob) -> Frames:
         """Routed by ``multiplexed_model_id=job.style_id`` to a replica holding the style.
 

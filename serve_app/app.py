@@ -93,13 +93,13 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
         deployment(Embedder).bind(),
         catalog,
         deployment(Renderer, args.renderer).bind(catalog, args.renderer.max_styles),
-        deployment(Animator, args.animator).bind(),
+        deployment(Animator, args.animator).bind(catalog),
         deployment(Dedupe, args.dedupe).bind(),
         deployment(Transcoder, args.transcoder).bind(),
     )
     data_files = (args.landmarks_file, args.variations_file)
-    # The worker is no request's callee: a second root of the same graph, bound into the
-    # Ingress so that it is deployed (and scaled, and restarted) with it.
+    # Bound into the Ingress so that it is deployed (and scaled, and restarted) with the graph;
+    # the Ingress only wakes it when a job is submitted.
     # Unless set apart under worker:, jobs deliver with the Ingress's delivery knobs.
     delivery = args.ingress.model_dump(include=set(DeliveryConfig.model_fields))
     worker_config = WorkerConfig.model_validate(

@@ -34,7 +34,7 @@ class JobQueueConfig(BaseModel):
         default=3, ge=1, le=20, description="Attempts of a job before it is a dead letter."
     )
     events_poll_s: float = Field(
-        default=0.25, gt=0, le=5, description="How often an event stream looks at its job."
+        default=0.1, gt=0, le=5, description="How often an event stream looks at its job."
     )
     events_keepalive_s: float = Field(
         default=15, gt=0, description="A comment line this often keeps idle streams open."
@@ -61,7 +61,10 @@ class JobDesk:
         settings: Settings,
         variations: dict[str, list[str]],
         config: JobQueueConfig | None = None,
+        worker: Any = None,
     ) -> None:
+        """``worker``: the JobWorker's handle, woken on each submit (else workers poll)."""
+        self.worker = worker
         self.deliverer = deliverer
         self.catalog = catalog
         self.objects = objects
@@ -92,6 +95,8 @@ class JobDesk:
         )
         if submitted.doc is None:
             raise TooManyJobs(submitted.refused or "", retry_after_s=submitted.retry_after_s)
+        if self.worker is not None:
+            self.worker.wake.remote()  # not awaited: a worker that misses it polls anyway
         estimate = await self.catalog.estimate_job.remote(spec.kind, spec.soul_id, total)
         return JobAccepted(
             job_id=submitted.doc.job_id,

@@ -24,7 +24,7 @@ import httpx
 
 from serve_app.bench.common import BENCH_ARGS, CUE, SOUL, free_port, print_table, summarize
 
-JOBS_ARGS: dict[str, Any] = {**BENCH_ARGS, "worker": {"slots": 2, "poll_s": 0.05}}
+JOBS_ARGS: dict[str, Any] = {**BENCH_ARGS, "worker": {"slots": 2}}
 
 
 async def http_side(base: str, n: int) -> list[dict[str, Any]]:

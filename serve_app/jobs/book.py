@@ -450,6 +450,13 @@ class JobBook:
                 ahead += sum(1 for e in entries if e["job_id"] < job_id)
         return ahead
 
+    async def job_backlog(self) -> dict[str, float]:
+        """Jobs waiting (to be leased, or out their backoff) and jobs leased, for autoscaling."""
+        ts = now_ms()
+        entries = [e for lane in LANES.values() for e in await self.store.queue_lane(lane)]
+        running = sum(1 for e in entries if e["lease_expires_ts"] > ts)
+        return {"queued_jobs": float(len(entries) - running), "running_jobs": float(running)}
+
     async def job_stats(self, window_s: float = 900) -> dict[str, Any]:
         ts = now_ms()
         lanes = {lane: await self.store.queue_lane(lane) for lane in LANES.values()}

@@ -102,6 +102,7 @@ class JobRunner:
         self.config = config or JobWorkerConfig()
         self.owner = new_ulid()
         self.stopping = asyncio.Event()
+        self.woken = asyncio.Event()
         self.held: dict[str, asyncio.Task[Any]] = {}
 
     # ---- the slots ----------------------------------------------------------------------------
@@ -109,13 +110,25 @@ class JobRunner:
         while not self.stopping.is_set():
             leased = await self._lease()
             if leased is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), self.config.poll_s)
+                await self._idle()
                 continue
             try:
                 await self.work(leased)
             except Exception:  # a bug or an outage: the job's lease runs out, it is retried
                 log.exception("job %s: its work broke off", leased.doc.job_id)
+
+    async def _idle(self) -> None:
+        """Until the next poll, or sooner: a submit woke this replica, or it is stopping."""
+        self.woken.clear()
+        wake = asyncio.ensure_future(self.woken.wait())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({wake, stop}, timeout=self.config.poll_s, return_when="FIRST_COMPLETED")
+        wake.cancel()
+        stop.cancel()
+
+    def wake(self) -> None:
+        """A job was just submitted: idle slots lease now instead of at their next poll."""
+        self.woken.set()
 
     async def _lease(self) -> Leased | None:
         try:

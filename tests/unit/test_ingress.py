@@ -31,3 +31,25 @@ def test_every_module_name_the_ingress_uses_is_visible_to_its_methods() -> None:
         if used in module_names and used not in member.__globals__
     }
     assert not missing
+
+
+def test_every_error_a_route_documents_has_the_one_error_body() -> None:
+    spec = ingress_module.api.openapi()
+    documented = {
+        (path, method): set(op["responses"])
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+    }
+    for (path, method), codes in documented.items():
+        for code in codes - {"200", "202", "204"}:
+            content = spec["paths"][path][method]["responses"][code]["content"]
+            assert content["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorBody"
+            }, (path, method, code)
+    assert {"202", "401", "404", "409", "422", "429", "503"} <= documented[("/jobs", "post")]
+    for path in ("/jobs/{job_id}", "/jobs/{job_id}/events"):
+        assert {"401", "404", "422"} <= documented[(path, "get")]
+    assert {"401", "404", "422"} <= documented[("/jobs/{job_id}/cancel", "post")]
+    assert "text/event-stream" in spec["paths"]["/jobs/{job_id}/events"]["get"]["responses"][
+        "200"
+    ]["content"]

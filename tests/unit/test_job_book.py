@@ -189,3 +189,10 @@ def test_a_claim_made_for_a_job_item_is_found_again(book: CatalogEngine) -> None
     assert run(store.claimed_via("u1", "c1/j1/0")) == ("nova:k", "v1")
     assert run(store.claimed_via("u1", "c1/j1/1")) is None
     assert run(store.claimed_via("u2", "c1/j1/0")) is None
+
+
+def test_the_backlog_counts_waiting_and_leased_jobs(book: CatalogEngine) -> None:
+    submit(book)
+    submit(book, cue="second")
+    lease(book)
+    assert run(book.job_backlog()) == {"queued_jobs": 1.0, "running_jobs": 1.0}

@@ -66,7 +66,7 @@ class JobWorker:
 
     async def _publish(self, doc: JobDoc) -> None:
         answer = await asyncio.to_thread(job_answer, self.objects, self.settings, doc)
-        body = json.dumps(answer.model_dump(mode="json"), sort_keys=True).encode()
+        body = json.dumps(answer.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
         assert doc.webhook_url is not None
         await self.webhooks.send(doc.webhook_url, body)
 

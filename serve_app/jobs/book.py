@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from serve_app.ids import new_ulid, now_ms
-from serve_app.jobs.spec import LANES
+from serve_app.jobs.spec import LANES, Priority
 from serve_app.metrics import count, gauge
 from serve_app.storage.jobs import TERMINAL
 from serve_app.storage.store import Store
@@ -63,7 +63,7 @@ class JobDoc(BaseModel):
     client_id: str
     job_id: str
     kind: str
-    priority: str
+    priority: Priority
     status: Status
     user_id: str
     soul_id: str
@@ -255,7 +255,7 @@ class JobBook:
             return doc
         ts = now_ms()
         await self.store.request_cancel(client_id, job_id, ts)
-        lane = LANES[doc.priority]  # type: ignore[index]
+        lane = LANES[doc.priority]
         entry = await self.store.queue_entry(lane, client_id, job_id)
         if entry is not None and entry["lease_expires_ts"] <= ts:
             version = await self.store.take_lease(entry, "cancel", ts, ts + 60_000)

@@ -158,7 +158,8 @@ class JobRunner:
         if doc.attempts > doc.max_attempts:  # its workers died mid-job every time
             error = JobError(type="WorkerLost", detail=f"worker lost {doc.max_attempts} times")
             return Ended("failed", None, error, dead_letter=True)
-        observe("soul_job_wait_ms", now_ms() - doc.created_at_ts, kind=doc.kind)
+        if doc.attempts == 1:
+            observe("soul_job_wait_ms", now_ms() - doc.created_at_ts, kind=doc.kind)
         task = asyncio.create_task(self._deliver_all(lease, doc))
         self.held[doc.job_id] = task
         try:
@@ -233,11 +234,12 @@ class JobRunner:
         spec = SPEC.validate_python(doc.spec)
         outcome = doc.outcome
         ended = {f.index for f in outcome.failed}
+        leased_before = lease.version > 1  # an earlier lease may have claimed without recording
         for item in items(spec, self.variations):
             if outcome.items[item.index] is not None or item.index in ended:
                 continue
             try:
-                delivery = await self._deliver(spec, item, via(doc, item), doc.attempts > 1)
+                delivery = await self._deliver(spec, item, via(doc, item), leased_before)
             except Exception as exc:
                 if not is_permanent(exc):
                     raise

@@ -268,7 +268,9 @@ def test_a_webhook_arrives_signed_once_after_a_first_500(graph: Graph) -> None:
     assert [status for status, _, _ in receiver.received] == [500, 200]
     for _, body, signature in receiver.received:
         assert verify(WEBHOOK_SECRET.encode(), body, signature)
-        assert json.loads(body)["job_id"] == accepted["job_id"]
+        sent = json.loads(body)
+        assert sent["job_id"] == accepted["job_id"] and sent["status"] == "succeeded"
+        assert sent["links"]["self"] == f"/jobs/{accepted['job_id']}" and sent["result"]["url"]
 
 
 def test_bad_job_requests_are_refused_and_write_nothing(graph: Graph) -> None:

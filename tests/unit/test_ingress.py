@@ -50,6 +50,7 @@ def test_every_error_a_route_documents_has_the_one_error_body() -> None:
     for path in ("/jobs/{job_id}", "/jobs/{job_id}/events"):
         assert {"401", "404", "422"} <= documented[(path, "get")]
     assert {"401", "404", "422"} <= documented[("/jobs/{job_id}/cancel", "post")]
-    assert "text/event-stream" in spec["paths"]["/jobs/{job_id}/events"]["get"]["responses"][
-        "200"
-    ]["content"]
+    assert (
+        "text/event-stream"
+        in spec["paths"]["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
+    )

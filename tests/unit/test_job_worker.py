@@ -15,7 +15,7 @@ from serve_app.api.jobs import JobDesk, JobQueueConfig
 from serve_app.diffusion.sources import ModelManager
 from serve_app.errors import InvalidRequest
 from serve_app.jobs.book import JobDoc
-from serve_app.jobs.spec import ImageJob, PackJob, load_variations
+from serve_app.jobs.spec import ImageJob, PackJob, SelfieJob, load_variations
 from serve_app.jobs.worker import JobRunner, JobWorkerConfig
 from serve_app.schemas import Frames, RenderJob
 from serve_app.settings import Settings
@@ -52,7 +52,7 @@ class Jobs:
 
         return JobRunner(self.replica.deliverer, self.catalog, publish, VARIATIONS, self.config)
 
-    def submit(self, spec: ImageJob | PackJob, client: str = "c1") -> str:
+    def submit(self, spec: ImageJob | PackJob | SelfieJob, client: str = "c1") -> str:
         return run(self.desk.submit(client, spec)).job_id
 
     def work_once(self, worker: JobRunner | None = None) -> bool:
@@ -218,6 +218,7 @@ def test_a_stopping_worker_hands_its_job_back(world: World, tmp_path: Path) -> N
     assert doc.status == "queued" and doc.attempts == 0
     assert jobs.work_once(jobs.runner())
     assert jobs.doc(job_id).status == "succeeded"
+    assert len(world.seen("u1")) == 1  # delivered once, whatever the first lease had done
 
 
 def test_events_stream_the_state_then_progress_and_items_then_done(
@@ -259,3 +260,32 @@ def test_a_render_stops_at_the_step_its_stop_was_set(models_dir: Path) -> None:
         engine.render(job, on_step, stop)
     assert steps == [(1, 12), (2, 12), (3, 12)]
     assert engine.render(job, on_step).pixels.size  # the next render runs whole again
+
+
+def test_a_selfie_job_recovered_after_a_crash_keeps_its_place(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica()
+    jobs = Jobs(world, replica, lease_s=0.3)
+    spec = SelfieJob(kind="selfie", soul_id="nova", city_key="paris", mood="happy", user_id="u1")
+    job_id = jobs.submit(spec)
+    original = replica.catalog.save_outcome
+
+    async def die(*args: Any) -> Any:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(replica.catalog, "save_outcome", die)
+    leased = run(replica.catalog.lease_job(jobs.worker.owner, 300))
+    with pytest.raises(asyncio.CancelledError):
+        run(jobs.worker._deliver_all(leased.lease, leased.doc))
+    [logged] = world.rows("SELECT landmark_key, angle_key FROM landmark_log WHERE user_id = 'u1'")
+    monkeypatch.setattr(replica.catalog, "save_outcome", original)
+    run(asyncio.sleep(0.35))
+    assert jobs.work_once(jobs.runner())
+    doc = jobs.doc(job_id)
+    item = doc.outcome.items[0]
+    assert doc.status == "succeeded" and item is not None
+    assert (item["landmark_key"], item["angle"]) == logged  # the shot the first attempt took
+    assert len(world.seen("u1")) == 1
+    view = run(jobs.desk.view("c1", job_id))
+    assert view.result is not None and getattr(view.result, "landmark_key", None) == logged[0]

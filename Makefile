@@ -8,7 +8,7 @@ POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/soul
 export SOUL_DATA_DIR ?= $(CURDIR)/var
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-postgres test lint bench-hot bench-miss bench-catalog bench-render bench-jobs clean
+.PHONY: setup serve serve-postgres test chromium lint bench-hot bench-miss bench-catalog bench-render bench-jobs clean
 
 setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-lora-ink.safetensors
 
@@ -31,8 +31,17 @@ serve-postgres: setup
 	SOUL_DATABASE_URL=$(POSTGRES_URL) $(BIN)/soul db init
 	SOUL_DATABASE_URL=$(POSTGRES_URL) $(MAKE) serve
 
-test: setup
+test: setup chromium
 	$(BIN)/python -m pytest
+
+# The studio's browser tests drive Debian's Chromium (Playwright cannot download its own here);
+# installed when missing and apt-get can (as root). Without it those tests skip, saying why.
+chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		else echo "no Chromium: the browser tests will skip (apt-get install chromium chromium-driver)"; fi; \
+	fi
 
 lint: setup
 	$(BIN)/ruff check .

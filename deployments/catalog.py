@@ -134,6 +134,11 @@ class CatalogEngine(JobBook):
     async def get_prompt_key(self, pk_id: str) -> PromptKey | None:
         return await self.store.get_prompt_key(pk_id)
 
+    async def keys_page(self, soul_id: str, after: str, limit: int) -> list[tuple[PromptKey, int]]:
+        """A page of the soul's prompt keys, each with its number of variants."""
+        keys = await self.store.prompt_keys_page(soul_id, after, limit)
+        return [(key, await self.store.count_variants(key.pk_id)) for key in keys]
+
     async def resolve_similar(
         self, soul_id: str, key_norm: str, embedding: list[float]
     ) -> tuple[PromptKey, float | None]:

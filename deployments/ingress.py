@@ -9,12 +9,12 @@ import mimetypes
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Path, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api.answers import image_answer, reference_answer, shot_answer
-from serve_app.api.app import create_api
+from serve_app.api.answers import image_answer, reference_answer, shot_answer, variant_answer
+from serve_app.api.app import STUDIO, create_api
 from serve_app.api.deps import Authorized, IdempotencyKey, client_scope
 from serve_app.api.errors import responses
 from serve_app.api.idempotency import IdempotencyConfig, Replays
@@ -26,11 +26,14 @@ from serve_app.api.models import (
     JobAccepted,
     JobPage,
     JobView,
+    KeyPage,
+    KeyView,
     Reference,
     ReferenceRequest,
     SelfieRequest,
     SelfieResponse,
     StyleIn,
+    VariantView,
 )
 from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, Shot
 from serve_app.diffusion.sources import model_manager
@@ -47,6 +50,7 @@ from serve_app.storage.objects import open_object_store
 
 JobId = Annotated[str, Path(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$", description="A job id (ULID).")]
 JobKind = Literal["image", "selfie", "pack"]
+PkId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}:[0-9a-f]{40}$")]
 
 
 class IngressConfig(DeliveryConfig, IdempotencyConfig, JobQueueConfig):
@@ -115,6 +119,16 @@ class Ingress:
 
     def _reference(self, soul_id: str, storage_key: str) -> Reference:
         return reference_answer(self.objects, self.settings.media_url_ttl_s, soul_id, storage_key)
+
+    # ---- the studio -----------------------------------------------------------------------
+    @api.get("/", include_in_schema=False)
+    async def home(self) -> RedirectResponse:
+        return RedirectResponse("/studio")
+
+    @api.get("/studio", tags=["studio"], response_class=FileResponse)
+    async def studio(self) -> FileResponse:
+        """The web page for people: generate, selfies, packs, the queue, styles, the catalog."""
+        return FileResponse(STUDIO / "index.html", headers={"Cache-Control": "no-cache"})
 
     # ---- health -------------------------------------------------------------------------
     @api.get("/healthz", tags=["health"])
@@ -451,3 +465,39 @@ class Ingress:
         """Seconds a job submitted now would take, from measured recent run times and the
         queue ahead; ``estimated_s`` is null until a job of the kind has finished."""
         return await self.jobs.estimate(kind, soul_id, count)
+
+    # ---- the catalog, read-only ---------------------------------------------------------
+    @api.get(
+        "/keys",
+        response_model=KeyPage,
+        tags=["catalog"],
+        dependencies=[Authorized],
+        responses=responses(401, 422, 503),
+    )
+    async def keys(
+        self,
+        soul_id: Annotated[SoulId, Query()],
+        after: Annotated[str, Query(max_length=120, description="next_after of a page.")] = "",
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> KeyPage:
+        """A soul's prompt keys in key order, with their normalized text and variant count."""
+        page = await self.catalog.keys_page.remote(soul_id, after, limit)
+        keys = [KeyView(pk_id=k.pk_id, key_norm=k.key_norm, variants=n) for k, n in page]
+        return KeyPage(keys=keys, next_after=keys[-1].pk_id if len(keys) == limit else None)
+
+    @api.get(
+        "/keys/{pk_id}/variants",
+        response_model=list[VariantView],
+        tags=["catalog"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 422, 503),
+    )
+    async def key_variants(self, pk_id: PkId) -> list[VariantView]:
+        """A prompt key's variants, oldest first, with signed cover and GIF URLs."""
+        if await self.catalog.get_prompt_key.remote(pk_id) is None:
+            raise NotFound(f"unknown prompt key {pk_id!r}")
+        variants = await self.catalog.list_variants.remote(pk_id)
+        ttl_s = self.settings.media_url_ttl_s
+        return await asyncio.to_thread(
+            lambda: [variant_answer(self.objects, ttl_s, v) for v in variants]
+        )

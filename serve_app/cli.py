@@ -61,6 +61,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     )
     print(
         f"Soul Serve on http://{settings.host}:{settings.port} (API docs at /docs)\n"
+        f"Studio (the web page) on http://{settings.host}:{settings.port}/studio\n"
         f"Ray dashboard on http://{ray_context.dashboard_url} (this machine only; its token: "
         f"`ray get-auth-token`)\n"
         f"Metrics on http://127.0.0.1:{settings.metrics_port}/metrics (ours are ray_soul_*)\n"

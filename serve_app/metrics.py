@@ -34,8 +34,8 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "soul_cache_requests": Metric(
         "counter",
-        "Deliveries by route (/image, /selfie) and cache result: hit (an existing variant) or "
-        "miss (rendered for it).",
+        "Deliveries by route (/image, /selfie, /jobs: each job item) and cache result: hit (an "
+        "existing variant) or miss (rendered for it).",
         ("route", "soul_id", "result"),
     ),
     "soul_coalesced_requests": Metric(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from ulid import ULID
+
 from serve_app.api.models import (
     ImageResponse,
     JobLinks,
@@ -11,11 +13,12 @@ from serve_app.api.models import (
     PackResult,
     Reference,
     SelfieResponse,
+    VariantView,
 )
 from serve_app.delivery import Delivery, Shot
 from serve_app.errors import Conflict
 from serve_app.jobs.book import JobDoc
-from serve_app.schemas import MediaFormat
+from serve_app.schemas import MediaFormat, Variant
 from serve_app.settings import Settings
 from serve_app.storage.objects import ObjectStore
 
@@ -109,3 +112,19 @@ def _delivered(
 
 def _at(ts_ms: int | None) -> datetime | None:
     return None if ts_ms is None else datetime.fromtimestamp(ts_ms / 1000, UTC)
+
+
+def variant_answer(objects: ObjectStore, ttl_s: int, variant: Variant) -> VariantView:
+    gif = objects.signed_url(variant.storage_key, ttl_s)
+    cover = objects.signed_url(variant.meta.get("cover_key", variant.storage_key), ttl_s)
+    ts_ms = ULID.from_str(variant.variant_id).milliseconds
+    return VariantView(
+        variant_id=variant.variant_id,
+        pk_id=variant.pk_id,
+        cover_url=cover.url,
+        url=gif.url,
+        seed=variant.seed,
+        sampler=variant.meta.get("sampler"),
+        style_id=variant.meta.get("style_id"),
+        created_at=datetime.fromtimestamp(ts_ms / 1000, UTC),
+    )

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from serve_app.api import errors
+
+STUDIO = Path(__file__).resolve().parent.parent / "studio"
 
 
 def create_api() -> FastAPI:
@@ -15,4 +20,6 @@ def create_api() -> FastAPI:
     )
     api.state.api_keys = []  # set by the Ingress from Settings
     errors.install(api)
+    # The studio's scripts and styles; the page itself is GET /studio (a route of the Ingress).
+    api.mount("/studio/assets", StaticFiles(directory=STUDIO), name="studio")
     return api

@@ -134,3 +134,26 @@ class JobPage(BaseModel):
 class CancelAnswer(BaseModel):
     cancelled: bool = Field(description="False: the job had already finished.")
     status: Status
+
+
+# ---- the catalog, read-only -----------------------------------------------------------------
+class KeyView(BaseModel):
+    pk_id: str
+    key_norm: str = Field(description="The normalized cue the key stands for.")
+    variants: int = Field(description="How many variants it has.")
+
+
+class KeyPage(BaseModel):
+    keys: list[KeyView] = Field(description="In key order.")
+    next_after: str | None = Field(description="Pass as ``after`` for the next page; null: last.")
+
+
+class VariantView(BaseModel):
+    variant_id: str
+    pk_id: str
+    cover_url: str = Field(description="Signed, short-lived URL of the cover PNG.")
+    url: str = Field(description="Signed, short-lived URL of the GIF.")
+    seed: int | None
+    sampler: str | None
+    style_id: str | None
+    created_at: datetime

@@ -30,6 +30,7 @@ from serve_app.storage.store import Store
 
 Status = Literal["queued", "running", "succeeded", "partial", "failed", "cancelled"]
 WORKER_LOCK = "worker:"
+CONCLUDING = "concluding"  # the lease owner of a queue row whose job ended (cancelled queued)
 RECENT_RUNS = 500
 
 
@@ -182,7 +183,7 @@ class JobBook:
     ) -> Submitted:
         """Queue a job, unless the client is over its quota of unfinished jobs or its rate."""
         ts = now_ms()
-        unfinished = sum([len(await self.store.client_queue(lane, client_id)) for lane in (0, 1)])
+        unfinished = sum([len(await self._unfinished(lane, client_id)) for lane in LANES.values()])
         if unfinished >= quota:
             return Submitted(
                 refused=f"queued-job quota: {unfinished} of {quota} unfinished jobs; "
@@ -263,7 +264,7 @@ class JobBook:
                 lease = Lease(lane, client_id, job_id, version)
                 if await self.finish_job(lease, "cancelled", None, None):
                     count("soul_jobs", kind=doc.kind, status="cancelled")
-                await self.store.release_lease(lease.key, version, 0)
+                await self.store.release_lease(lease.key, version, 0, owner=CONCLUDING)
         return await self.get_job(client_id, job_id)
 
     # ---- workers ----------------------------------------------------------------------------
@@ -439,11 +440,21 @@ class JobBook:
         await self.store.unlock(f"{WORKER_LOCK}{owner}", owner)
 
     # ---- the queue at a glance --------------------------------------------------------------
+    async def _unfinished(self, lane: int, client_id: str | None = None) -> list[Mapping[str, Any]]:
+        """The lane's rows (or one client's) but those of jobs that ended and wait to be
+        concluded by a worker."""
+        rows = await (
+            self.store.queue_lane(lane)
+            if client_id is None
+            else self.store.client_queue(lane, client_id)
+        )
+        return [r for r in rows if r["lease_owner"] != CONCLUDING]
+
     async def _position(self, lane: int, job_id: str) -> int:
         """Jobs ahead of this one: unfinished jobs of higher lanes, and older ones of its own."""
         ahead = 0
         for other in sorted(LANES.values()):
-            entries = await self.store.queue_lane(other)
+            entries = await self._unfinished(other)
             if other < lane:
                 ahead += len(entries)
             elif other == lane:
@@ -453,13 +464,13 @@ class JobBook:
     async def job_backlog(self) -> dict[str, float]:
         """Jobs waiting (to be leased, or out their backoff) and jobs leased, for autoscaling."""
         ts = now_ms()
-        entries = [e for lane in LANES.values() for e in await self.store.queue_lane(lane)]
+        entries = [e for lane in LANES.values() for e in await self._unfinished(lane)]
         running = sum(1 for e in entries if e["lease_expires_ts"] > ts)
         return {"queued_jobs": float(len(entries) - running), "running_jobs": float(running)}
 
     async def job_stats(self, window_s: float = 900) -> dict[str, Any]:
         ts = now_ms()
-        lanes = {lane: await self.store.queue_lane(lane) for lane in LANES.values()}
+        lanes = {lane: await self._unfinished(lane) for lane in LANES.values()}
         names = {lane: name for name, lane in LANES.items()}
         queued: dict[str, dict[str, int]] = {}
         running: dict[str, dict[str, int]] = {}
@@ -492,7 +503,7 @@ class JobBook:
             return {"estimated_s": None, "basis": f"no {kind} job finished recently to measure"}
         ts = now_ms()
         ahead = sum(
-            [len(await self.store.queue_lane(lane)) for lane in LANES.values()]
+            [len(await self._unfinished(lane)) for lane in LANES.values()]
         )  # every unfinished job, as an item each: a floor
         workers = max(1, len(await self.store.live_locks(WORKER_LOCK, ts)))
         queue_s = ahead * (self._per_item_s(None, None) or per_item) / workers

@@ -248,6 +248,8 @@ class JobRunner:
                 outcome.failed.append(ItemFailure(index=item.index, error=job_error(exc)))
             else:
                 outcome.items[item.index] = delivery.model_dump(mode="json")
+                count("soul_cache_requests", route="/jobs", soul_id=spec.soul_id,
+                      result=delivery.cache)  # fmt: skip
             if not await self.catalog.save_outcome.remote(lease, outcome):
                 raise LeaseLost()
         delivered = sum(1 for i in outcome.items if i is not None)

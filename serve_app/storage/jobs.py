@@ -190,13 +190,14 @@ class JobRows:
         return changed > 0
 
     async def release_lease(
-        self, key: tuple[int, str, str], version: int, not_before_ts: int
+        self, key: tuple[int, str, str], version: int, not_before_ts: int, owner: str = ""
     ) -> bool:
-        """Hand the job back to the queue, to be leased again from ``not_before_ts``."""
+        """Hand the job back to the queue, to be leased again from ``not_before_ts``; ``owner``
+        marks what it is waiting for (nothing: work)."""
         changed = await self._write(
-            "UPDATE job_queue SET lease_owner = '', lease_expires_ts = 0, not_before_ts = ? "
+            "UPDATE job_queue SET lease_owner = ?, lease_expires_ts = 0, not_before_ts = ? "
             f"WHERE {_QUEUE_KEY} AND lease_version = ?",
-            (not_before_ts, *key, version),
+            (owner, not_before_ts, *key, version),
         )
         return changed > 0
 

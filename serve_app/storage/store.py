@@ -255,6 +255,20 @@ class Store(JobRows, ABC):
         )
         return [_key_from(r) for r in rows]
 
+    async def prompt_keys_page(self, soul_id: str, after: str, limit: int) -> list[PromptKey]:
+        """A page of the soul's keys in key order, after ``after`` (a primary-key range)."""
+        low, high = soul_prefix_bounds(soul_id)
+        rows = await self._rows(
+            "SELECT * FROM prompt_key WHERE pk_id >= ? AND pk_id > ? AND pk_id < ? "
+            "ORDER BY pk_id LIMIT ?",
+            (low, after, high, limit),
+        )
+        return [_key_from(r) for r in rows]
+
+    async def count_variants(self, pk_id: str) -> int:
+        rows = await self._rows("SELECT count(*) AS n FROM variant WHERE pk_id = ?", (pk_id,))
+        return int(rows[0]["n"])
+
     async def list_prompt_key_ids(self, soul_id: str) -> list[str]:
         """Only the ids: an index-only prefix scan, cheap enough to run before creating a key."""
         rows = await self._rows(

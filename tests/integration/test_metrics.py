@@ -4,6 +4,7 @@ and every delivery leaves one structured log line under the request id the respo
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,10 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
     assert [r.status_code for r in together] == [200] * 4
     selfie = {"soul_id": "nova", "city_key": "paris", "mood": "happy", "user_id": "u1"}
     assert graph.client.post("/selfie", json=selfie).status_code == 200
+    job = {"kind": "image", "soul_id": "nova", "cue": "penguin", "user_id": "u3"}  # a hit
+    job_id = graph.client.post("/jobs", json=job).json()["job_id"]
+    while graph.client.get(f"/jobs/{job_id}").json()["status"] != "succeeded":
+        time.sleep(0.1)
 
     expected: dict[str, list[dict[str, str]]] = {
         "soul_cache_requests": [
@@ -74,6 +79,7 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
             {"route": "/image", "soul_id": "nova", "result": "hit"},
             {"route": "/image", "soul_id": "valentina", "result": "miss"},
             {"route": "/selfie", "soul_id": "nova", "result": "miss"},
+            {"route": "/jobs", "soul_id": "nova", "result": "hit"},
         ],
         "soul_coalesced_requests": [{"scope": "replica"}],
         "soul_dedupe_rejects": [{"deployment": "Dedupe"}],
@@ -83,26 +89,34 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
         "soul_transcode_ms": [{"deployment": "Transcoder"}],
         "soul_store_ms": [{"backend": "local", "deployment": "Transcoder"}],
         "soul_gif_bytes": [{"deployment": "Transcoder"}],
+        "soul_jobs": [{"kind": "image", "status": "succeeded", "deployment": "JobWorker"}],
+        "soul_job_wait_ms": [{"kind": "image", "deployment": "JobWorker"}],
+        "soul_job_run_ms": [{"kind": "image", "deployment": "JobWorker"}],
+        "soul_job_queue_depth": [{"priority": "high"}, {"priority": "normal"}],  # a gauge: 0
     }
-    # Claim races need concurrent claims that interleave: test_postgres.py provokes them.
-    assert set(expected) == set(METRICS) - {"soul_claim_races"}
+    # Claim races need concurrent claims that interleave: test_postgres.py provokes them. Job
+    # retries and dead letters need failing jobs: test_job_worker.py runs those paths.
+    unobserved = {"soul_claim_races", "soul_job_retries", "soul_job_dead_letters"}
+    assert set(expected) == set(METRICS) - unobserved
+
+    def there(samples: list[Sample], name: str, tags: dict[str, str]) -> bool:
+        if METRICS[name].kind == "gauge":
+            return any(n == f"ray_{name}" and tags.items() <= t.items() for n, t, _ in samples)
+        return total(samples, name, **tags) > 0
 
     def all_there(samples: list[Sample]) -> bool:
-        return all(
-            total(samples, n, **tags) > 0 for n, series in expected.items() for tags in series
-        )
+        return all(there(samples, n, tags) for n, series in expected.items() for tags in series)
 
     samples = scrape_until(graph.metrics_url, all_there)
-    missing = [
-        (n, t) for n, series in expected.items() for t in series if not total(samples, n, **t)
-    ]
+    missing = [(n, t) for n, series in expected.items() for t in series if not there(samples, n, t)]
     assert not missing, f"not exported: {missing}"
     for _name, labels, _value in samples:
         assert labels["application"] == "soul" and labels["replica"], labels
 
     # One render served the four comet users: three joined it, or came after it (hits).
     comet_hits = sum(r.json()["cache"] == "hit" for r in together)
-    assert total(samples, "soul_cache_requests", result="hit") == 1 + comet_hits
+    assert total(samples, "soul_cache_requests", route="/image", result="hit") == 1 + comet_hits
+    assert total(samples, "soul_cache_requests", route="/jobs", result="hit") == 1
     assert total(samples, "soul_cache_requests", route="/image", result="miss") == 7 - comet_hits
     assert total(samples, "soul_coalesced_requests") == 3 - comet_hits
     # Five variants (two penguins for nova, one for valentina, one comet, one selfie), each

@@ -110,6 +110,14 @@ def test_a_queued_job_is_cancelled_at_once_and_concluded_by_a_worker(book: Catal
     assert lease(book) is None and run(book.job_stats())["queued"] == {}
 
 
+def test_a_cancelled_queued_job_no_longer_counts_as_waiting(book: CatalogEngine) -> None:
+    job_id = submit(book, quota=1)
+    run(book.cancel_job("c1", job_id))
+    assert run(book.job_stats())["queued"] == {}
+    assert run(book.job_backlog())["queued_jobs"] == 0
+    assert submit(book, quota=1)  # nor against the quota
+
+
 def test_cancelling_a_running_job_asks_its_worker(book: CatalogEngine) -> None:
     job_id = submit(book)
     leased = lease(book)

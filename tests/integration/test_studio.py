@@ -1,0 +1,192 @@
+"""The studio page in a real browser: Playwright driving Debian's headless Chromium against the
+graph on a local Ray, with API keys on. Screenshots of each screen go to test-artifacts/studio/
+(not committed). Skips where Chromium or Playwright is missing; fails then under
+SOUL_TEST_STRICT=1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from soul_client import API_KEY, TEST_ARGS, Graph, free_port
+
+from serve_app.local import local_graph
+from tests.support import skip_or_fail
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path("test-artifacts/studio")
+STUDIO_ARGS: dict[str, Any] = {
+    **TEST_ARGS,
+    "renderer": {"steps": 24, "width": 96, "height": 96},
+    "worker": {"slots": 1, "watch_s": 0.1},
+}
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if shutil.which(CHROMIUM) is None:
+        skip_or_fail(f"no Chromium at {CHROMIUM} (Debian packages chromium, chromium-driver)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("Playwright is not installed (pip install playwright)")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Graph]:
+    data_dir = tmp_path_factory.mktemp("soul")
+    env = {"SOUL_API_KEYS": json.dumps([API_KEY]), "SOUL_TORCH_THREADS": "1"}
+    with local_graph(data_dir, port=free_port(), args=STUDIO_ARGS, num_cpus=4, env=env) as url:
+        graph = Graph(url, data_dir)
+        yield graph
+        graph.client.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any, graph: Graph) -> Iterator[Any]:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{graph.base_url}/")  # redirects to /studio
+    assert page.url.endswith("/studio")
+    page.fill("#api-key", API_KEY)
+    page.dispatch_event("#api-key", "change")
+    page.wait_for_selector("#soul option[value=nova]", state="attached")
+    yield page
+    context.close()
+
+
+def tab(page: Any, name: str) -> None:
+    page.click(f"nav [data-tab={name}]")
+    page.wait_for_selector(f"#tab-{name}", state="visible")
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def loaded(page: Any, selector: str) -> None:
+    """The <img> has really loaded: natural width > 0."""
+    page.wait_for_function(
+        "s => { const i = document.querySelector(s); return i?.complete && i.naturalWidth > 0 }",
+        arg=selector,
+    )
+
+
+def test_without_the_key_the_page_says_so_in_words(browser: Any, graph: Graph) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{graph.base_url}/studio")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "API key" in page.inner_text("#error")
+    context.close()
+
+
+def test_generate_shows_the_gif_and_another_one_is_a_new_variant(page: Any) -> None:
+    tab(page, "generate")
+    page.select_option("#soul", "nova")
+    assert "pastel" in page.inner_text("#soul-info")  # the soul's tags and palette
+    page.fill("#cue", "a lighthouse in the rain")
+    page.click("#generate")
+    page.wait_for_selector("#gen-progress:not([hidden])")
+    loaded(page, "#gen-image")
+    first = page.inner_text("#gen-variant")
+    assert first and "miss" in page.inner_text("#gen-cache")
+    shot(page, "generate")
+    page.click("#another")
+    page.wait_for_function(
+        "v => document.querySelector('#gen-variant').textContent !== v", arg=first
+    )
+    loaded(page, "#gen-image")
+    assert page.inner_text("#gen-variant") != first
+
+
+def test_a_selfie_names_its_landmark(page: Any) -> None:
+    tab(page, "selfie")
+    page.wait_for_selector("#city option[value=paris]", state="attached")
+    page.select_option("#city", "paris")
+    page.click("#selfie-go")
+    loaded(page, "#selfie-image")
+    assert "variant" in page.inner_text("#selfie-place")
+    shot(page, "selfie")
+
+
+def test_a_pack_of_three_shows_three_items(page: Any) -> None:
+    tab(page, "pack")
+    page.fill("#pack-cues", "a cat\na dog\nan owl")
+    page.click("#pack-go")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#pack-items img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length === 3"
+    )
+    assert page.locator("#pack-items .pack-item").count() == 3
+    shot(page, "pack")
+
+
+def test_a_queued_job_is_cancelled_from_the_queue(page: Any, graph: Graph) -> None:
+    def submit(cue: str) -> str:
+        body = {"kind": "image", "soul_id": "nova", "cue": cue, "user_id": "queue"}
+        response = graph.client.post("/jobs", json=body)
+        assert response.status_code == 202, response.text
+        job_id: str = response.json()["job_id"]
+        return job_id
+
+    submit("a long winter")  # keeps the one worker busy
+    waiting = submit("a short summer")
+    tab(page, "queue")
+    row = f"#queue-list tr[data-job-id='{waiting}']"
+    page.wait_for_selector(f"{row} button.cancel")
+    page.click(f"{row} button.cancel")
+    page.wait_for_function(
+        "r => document.querySelector(r + ' .status')?.textContent === 'cancelled'", arg=row
+    )
+    stats = page.inner_text("#queue-stats")
+    assert "Running: image 1 normal" in stats and "Workers alive: 1" in stats
+    shot(page, "queue")
+
+
+def test_an_invalid_style_shows_the_error_next_to_its_field(page: Any) -> None:
+    tab(page, "styles")
+    page.select_option("#style-soul", "valentina")
+    page.fill("#style-base_model_ref", "")
+    page.click("#style-save")
+    error = page.locator(".field-error[data-field=base_model_ref]")
+    error.wait_for(state="visible")
+    assert "at least 1 character" in error.inner_text()
+    page.fill("#style-extra", "{not json")
+    page.click("#style-save")
+    page.locator(".field-error[data-field=extra]").wait_for(state="visible")
+    shot(page, "styles")
+
+
+def test_the_catalog_shows_keys_and_their_variants(page: Any) -> None:
+    tab(page, "catalog")
+    page.select_option("#catalog-soul", "nova")
+    page.click("#catalog-load")
+    page.locator("#catalog-keys button", has_text="lighthouse").click()
+    loaded(page, "#catalog-variants img.thumb")
+    assert page.locator("#catalog-variants img.thumb").count() == 2  # first one and another one
+    shot(page, "catalog")
+
+
+def test_the_page_stays_usable_on_a_narrow_screen(page: Any) -> None:
+    page.set_viewport_size({"width": 375, "height": 800})
+    tab(page, "generate")
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
+    assert page.locator("#generate").is_visible()
+    shot(page, "narrow")

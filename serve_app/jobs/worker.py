@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from serve_app.coalesce import WorkInterrupted
 from serve_app.delivery import Deliverer, Delivery
 from serve_app.errors import ServiceError, first_line, root_cause
 from serve_app.ids import new_ulid, now_ms
@@ -119,12 +120,12 @@ class JobRunner:
 
     async def _idle(self) -> None:
         """Until the next poll, or sooner: a submit woke this replica, or it is stopping."""
-        self.woken.clear()
         wake = asyncio.ensure_future(self.woken.wait())
         stop = asyncio.ensure_future(self.stopping.wait())
         await asyncio.wait({wake, stop}, timeout=self.config.poll_s, return_when="FIRST_COMPLETED")
         wake.cancel()
         stop.cancel()
+        self.woken.clear()  # after the wait: a wake that came while leasing is not lost
 
     def wake(self) -> None:
         """A job was just submitted: idle slots lease now instead of at their next poll."""
@@ -173,6 +174,8 @@ class JobRunner:
         if why == "stopping":
             await self.catalog.hand_back.remote(lease)
             return None
+        if task.cancelled():  # cancelled by something other than this watcher
+            return await self._after_failure(lease, doc, WorkInterrupted())
         try:
             ended: Ended = task.result()
             observe("soul_job_run_ms", now_ms() - (doc.started_at_ts or now_ms()), kind=doc.kind)

@@ -289,3 +289,26 @@ def test_a_selfie_job_recovered_after_a_crash_keeps_its_place(
     assert len(world.seen("u1")) == 1
     view = run(jobs.desk.view("c1", job_id))
     assert view.result is not None and getattr(view.result, "landmark_key", None) == logged[0]
+
+
+def test_work_cancelled_from_elsewhere_is_retried_and_the_slot_goes_on(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica()
+    jobs = Jobs(world, replica)
+    original = replica.catalog.lookup
+    cancelled = {"left": 1}
+
+    async def lookup(*args: Any) -> Any:
+        if cancelled["left"]:
+            cancelled["left"] -= 1
+            raise asyncio.CancelledError  # e.g. a call a dying replica had in flight
+        return await original(*args)
+
+    monkeypatch.setattr(replica.catalog, "lookup", lookup)
+    job_id = jobs.submit(image())
+    assert jobs.work_once()
+    doc = jobs.doc(job_id)
+    assert doc.status == "queued" and doc.error and doc.error.type == "WorkInterrupted"
+    run(asyncio.sleep(0.05))
+    assert jobs.work_once() and jobs.doc(job_id).status == "succeeded"

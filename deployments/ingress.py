@@ -13,7 +13,13 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Stre
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api.answers import image_answer, reference_answer, shot_answer, variant_answer
+from serve_app.api.answers import (
+    image_answer,
+    media_file,
+    reference_answer,
+    shot_answer,
+    variant_answer,
+)
 from serve_app.api.app import STUDIO, create_api
 from serve_app.api.deps import Authorized, IdempotencyKey, client_scope
 from serve_app.api.errors import responses
@@ -37,7 +43,7 @@ from serve_app.api.models import (
 )
 from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, Shot
 from serve_app.diffusion.sources import model_manager
-from serve_app.errors import Forbidden, NotFound
+from serve_app.errors import NotFound
 from serve_app.jobs.book import Status
 from serve_app.jobs.spec import MAX_PACK, JobSpec, load_variations
 from serve_app.looks import Looks, StoredReference
@@ -45,7 +51,6 @@ from serve_app.metrics import count
 from serve_app.places import load_places
 from serve_app.schemas import MAX_CUE_CHARS, MediaFormat, SoulId, StyleProfile, Text, UserId
 from serve_app.settings import Settings
-from serve_app.storage.local import LocalObjectStore
 from serve_app.storage.objects import open_object_store
 
 JobId = Annotated[str, Path(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$", description="A job id (ULID).")]
@@ -238,13 +243,7 @@ class Ingress:
         sig: Annotated[str, Query(max_length=100)],
     ) -> FileResponse:
         """An object of the local store, only with a valid, unexpired signature."""
-        if not isinstance(self.objects, LocalObjectStore):
-            raise NotFound("media is served by the object store's own signed URLs")
-        if not self.objects.verify(storage_key, exp, sig):
-            raise Forbidden("invalid or expired media signature")
-        path = self.objects.path(storage_key)
-        if not path.is_file():
-            raise NotFound("no such object")
+        path = media_file(self.objects, storage_key, exp, sig)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(
             path, media_type=media_type, headers={"Cache-Control": "private, max-age=300"}

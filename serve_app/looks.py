@@ -37,7 +37,9 @@ class Looks:
         self.catalog, self.objects, self.models, self.settings = catalog, objects, models, settings
 
     async def put_style(self, style: StyleProfile) -> StyleProfile:
-        """Upsert, once its CivitAI refs are known to exist and be safetensors."""
+        """Upsert, once the soul is known (before any outbound call) and its CivitAI refs are
+        known to exist and be safetensors."""
+        await self.require_soul(style.soul_id)
         await asyncio.to_thread(self._check_model_refs, style)
         stored: StyleProfile | None = await self.catalog.put_style.remote(style)
         if stored is None:

@@ -26,14 +26,16 @@ MAX_CUE_CHARS = 200
 MAX_JSON_BYTES = 16_384
 
 # NUL and other control characters break storage (PostgreSQL refuses NUL in text); U+FFFD is what
-# invalid UTF-8 in a URL decodes to. Both are refused at the edge with a 422.
-_UNSAFE_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+# invalid UTF-8 in a URL decodes to, and a lone surrogate (a JSON "\ud800") has no UTF-8 at all:
+# SQLite would store it and fail every later read. All are refused at the edge with a 422.
+_UNSAFE_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd\ud800-\udfff]")
 
 
 def safe_text(value: str) -> str:
     if found := _UNSAFE_CHARS.search(value):
         char = found.group()
-        what = "invalid UTF-8" if char == "\ufffd" else f"control character {char!r}"
+        unicode = char == "\ufffd" or "\ud800" <= char <= "\udfff"
+        what = "invalid UTF-8" if unicode else f"control character {char!r}"
         raise ValueError(f"contains {what}; send plain UTF-8 text")
     return value
 

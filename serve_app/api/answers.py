@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ulid import ULID
 
@@ -16,10 +17,11 @@ from serve_app.api.models import (
     VariantView,
 )
 from serve_app.delivery import Delivery, Shot
-from serve_app.errors import Conflict
+from serve_app.errors import Conflict, Forbidden, NotFound
 from serve_app.jobs.book import JobDoc
 from serve_app.schemas import MediaFormat, Variant
 from serve_app.settings import Settings
+from serve_app.storage.local import LocalObjectStore
 from serve_app.storage.objects import ObjectStore
 
 
@@ -128,3 +130,20 @@ def variant_answer(objects: ObjectStore, ttl_s: int, variant: Variant) -> Varian
         style_id=variant.meta.get("style_id"),
         created_at=datetime.fromtimestamp(ts_ms / 1000, UTC),
     )
+
+
+def media_file(objects: ObjectStore, storage_key: str, exp: int, sig: str) -> Path:
+    """The file a signed ``/media`` URL names: 403 unless its signature holds, 404 unless it is
+    a file inside the local store (a key that would leave it, through ``..``, an absolute path
+    or a planted symlink, included)."""
+    if not isinstance(objects, LocalObjectStore):
+        raise NotFound("media is served by the object store's own signed URLs")
+    if not objects.verify(storage_key, exp, sig):
+        raise Forbidden("invalid or expired media signature")
+    try:
+        path = objects.path(storage_key)
+    except ValueError:
+        raise NotFound("no such object") from None
+    if not path.is_file():
+        raise NotFound("no such object")
+    return path

@@ -38,6 +38,8 @@ IdempotencyKey = Annotated[
 
 
 def client_scope(request: Request) -> str:
-    """Idempotency keys are per client: a hash of the bearer key, never the key itself."""
-    auth = request.headers.get("authorization", "")
-    return hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else "open"
+    """The API client a request comes from (its jobs and Idempotency-Keys are its own): a hash
+    of its bearer key, however the scheme is spelled, never the key itself."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    key = credentials.strip() if scheme.lower() == "bearer" else ""
+    return hashlib.sha256(key.encode()).hexdigest()[:16] if key else "open"

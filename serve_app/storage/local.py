@@ -33,7 +33,9 @@ class MediaSigner:
     ) -> bool:
         if expires_at < (time.time() if now is None else now):
             return False
-        return hmac.compare_digest(self.signature(storage_key, expires_at), signature)
+        # As bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 403).
+        expected = self.signature(storage_key, expires_at).encode()
+        return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
 
 
 class LocalObjectStore:

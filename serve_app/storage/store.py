@@ -238,10 +238,11 @@ class Store(JobRows, ABC):
         )
 
     async def delete_style(self, soul_id: str, ts: int) -> bool:
-        """A tombstone written like any other LWW row, so an older write cannot resurrect it."""
-        existed = await self.get_style(soul_id) is not None
-        changed = await self._write(_UPSERT_STYLE, _style_tombstone(soul_id, ts))
-        return existed and changed > 0
+        """A tombstone written like any other LWW row, so an older write cannot resurrect it;
+        nothing is written when there is no live style (an unknown soul writes no row)."""
+        if await self.get_style(soul_id) is None:
+            return False
+        return await self._write(_UPSERT_STYLE, _style_tombstone(soul_id, ts)) > 0
 
     # Prompt keys.
     async def get_prompt_key(self, pk_id: str) -> PromptKey | None:

@@ -54,3 +54,17 @@ def test_every_error_a_route_documents_has_the_one_error_body() -> None:
         "text/event-stream"
         in spec["paths"]["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     )
+
+
+def test_a_client_is_its_key_however_the_scheme_is_spelled() -> None:
+    from starlette.requests import Request
+
+    from serve_app.api.deps import client_scope
+
+    def scope(authorization: str | None) -> str:
+        headers = [(b"authorization", authorization.encode())] if authorization else []
+        return client_scope(Request({"type": "http", "headers": headers}))
+
+    assert scope("Bearer K") == scope("bearer K") == scope("BEARER  K ")
+    assert scope("Bearer K") != scope("Bearer L") and "K" not in scope("Bearer K")
+    assert scope(None) == scope("Basic Zm9v") == "open"

@@ -58,6 +58,13 @@ def test_tampering_is_rejected(signer: MediaSigner) -> None:
     assert not signer.verify(KEY, exp, "", now=1_000)
 
 
+@pytest.mark.parametrize("sig", ["é", "\u2603" * 43, "\x00"])
+def test_a_signature_that_is_not_ascii_is_rejected_not_an_error(
+    signer: MediaSigner, sig: str
+) -> None:
+    assert not signer.verify(KEY, 2_000, sig, now=1_000)
+
+
 def test_expired_signature_is_rejected(signer: MediaSigner) -> None:
     sig = signer.signature(KEY, 1_000)
     assert signer.verify(KEY, 1_000, sig, now=1_000)
@@ -181,3 +188,24 @@ def test_explicit_media_secret_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert Settings(data_dir=tmp_path, media_secret="s3cr3t").media_key == b"s3cr3t" != generated
     monkeypatch.setenv("SOUL_MEDIA_SECRET", "from-env")
     assert Settings(data_dir=tmp_path).media_key == b"from-env"
+
+
+# Signed media URLs (the /media route).
+def test_a_signed_key_outside_the_store_is_a_404_not_an_error(
+    objects: LocalObjectStore, signer: MediaSigner, tmp_path: Path
+) -> None:
+    from serve_app.api.answers import media_file
+    from serve_app.errors import Forbidden, NotFound
+
+    exp = int(time.time()) + 60
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not media")
+    (objects.root / "soul").mkdir(exist_ok=True)
+    (objects.root / "soul" / "planted.gif").symlink_to(outside)
+    for key in ["../secret.txt", str(outside), "", "soul/planted.gif", "soul/missing.gif"]:
+        with pytest.raises(NotFound):
+            media_file(objects, key, exp, signer.signature(key, exp))
+    objects.put("soul/real.gif", b"GIF89a")
+    assert media_file(objects, "soul/real.gif", exp, signer.signature("soul/real.gif", exp))
+    with pytest.raises(Forbidden):
+        media_file(objects, "soul/real.gif", exp, "é")

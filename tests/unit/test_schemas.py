@@ -23,6 +23,7 @@ def test_plain_text_passes(text: str) -> None:
         ("escape\x1b[0m", "control character"),
         ("delete\x7f", "control character"),
         ("broken \ufffd utf-8", "invalid UTF-8"),
+        ("lone \ud800 surrogate", "invalid UTF-8"),
     ],
 )
 def test_unstorable_text_is_refused(text: str, why: str) -> None:
@@ -39,6 +40,9 @@ def test_unstorable_text_is_refused(text: str, why: str) -> None:
         ({"extra": {"deep": [{"x": float("inf")}]}}, "extra", "finite"),
         ({"extra": {"key\x00": 1}}, "extra", "control character"),
         ({"palette": {"blob": "x" * MAX_JSON_BYTES}}, "palette", "larger than"),
+        ({"negatives": ["\ud800"]}, "negatives.0", "invalid UTF-8"),
+        ({"palette": {"hint": ["\udfff"]}}, "palette", "invalid UTF-8"),
+        ({"extra": {"\ud83d": 1}}, "extra", "invalid UTF-8"),
     ],
 )
 def test_style_refuses_what_a_store_cannot_hold(

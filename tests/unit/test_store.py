@@ -172,6 +172,11 @@ def test_delete_style_honours_timestamp(store: Store) -> None:
     assert run(store.delete_style("nova", 1_000)) is False
 
 
+def test_deleting_a_style_that_is_not_there_writes_nothing(store: Store) -> None:
+    assert run(store.delete_style("ghost", 1_000)) is False
+    assert run(store._rows("SELECT * FROM soul_style_profile")) == []
+
+
 def test_deleted_style_is_not_resurrected_by_an_older_write(store: Store) -> None:
     run(store.upsert_style(make_style(100)))
     run(store.delete_style("nova", 200))

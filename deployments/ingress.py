@@ -22,7 +22,7 @@ from serve_app.api.answers import (
 )
 from serve_app.api.app import STUDIO, create_api
 from serve_app.api.deps import Authorized, IdempotencyKey, client_scope
-from serve_app.api.errors import responses
+from serve_app.api.errors import request_id_of, responses
 from serve_app.api.idempotency import IdempotencyConfig, Replays
 from serve_app.api.jobs import JobDesk, JobQueueConfig
 from serve_app.api.models import (
@@ -130,18 +130,20 @@ class Ingress:
     async def home(self) -> RedirectResponse:
         return RedirectResponse("/studio")
 
-    @api.get("/studio", tags=["studio"], response_class=FileResponse)
+    @api.get("/studio", tags=["studio"], response_class=FileResponse, responses=responses())
     async def studio(self) -> FileResponse:
         """The web page for people: generate, selfies, packs, the queue, styles, the catalog."""
         return FileResponse(STUDIO / "index.html", headers={"Cache-Control": "no-cache"})
 
     # ---- health -------------------------------------------------------------------------
-    @api.get("/healthz", tags=["health"])
+    @api.get("/healthz", tags=["health"], responses=responses())
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/ready", tags=["health"])
-    async def ready(self) -> JSONResponse:
+    @api.get("/ready", tags=["health"], responses=responses(503))
+    async def ready(self, request: Request) -> JSONResponse:
+        """200 when the catalog store and the object store answer; else 503, saying which not
+        (an error body with the request id, plus the checks)."""
         checks: dict[str, str] = {}
         try:
             await self.catalog.ping.remote()
@@ -153,8 +155,12 @@ class Ingress:
             checks["objects"] = "ok"
         except Exception as exc:
             checks["objects"] = f"unavailable: {exc}"
-        ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+        failing = [name for name, state in checks.items() if state != "ok"]
+        if not failing:
+            return JSONResponse({"ready": True, "checks": checks})
+        detail = f"not ready: {', '.join(failing)} unavailable; retry shortly"
+        body = {"detail": detail, "request_id": request_id_of(request), "ready": False}
+        return JSONResponse({**body, "checks": checks}, status_code=503)
 
     # ---- images -------------------------------------------------------------------------
     @api.get(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from serve_app.api import errors
+from serve_app.api.deps import unambiguous
 
 STUDIO = Path(__file__).resolve().parent.parent / "studio"
 
@@ -17,6 +18,7 @@ def create_api() -> FastAPI:
         title="Soul Serve",
         description="User-unique, soul-styled character GIFs with a prompt-similarity cache.",
         version="0.1.0",
+        dependencies=[Depends(unambiguous)],
     )
     api.state.api_keys = []  # set by the Ingress from Settings
     errors.install(api)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from serve_app.errors import InvalidRequest
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -43,3 +46,17 @@ def client_scope(request: Request) -> str:
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     key = credentials.strip() if scheme.lower() == "bearer" else ""
     return hashlib.sha256(key.encode()).hexdigest()[:16] if key else "open"
+
+
+async def unambiguous(request: Request) -> None:
+    """Refuse what could be read two ways (every route): a query parameter or an
+    Idempotency-Key given twice (which one would count?), and a JSON body not in UTF-8 (JSON
+    parsers guess UTF-16 and UTF-32 from the bytes; the API speaks UTF-8 only)."""
+    repeated = sorted({k for k in request.query_params if len(request.query_params.getlist(k)) > 1})
+    if repeated:
+        raise InvalidRequest(f"{repeated[0]}: given more than once; give it once")
+    if len(request.headers.getlist("idempotency-key")) > 1:
+        raise InvalidRequest("Idempotency-Key: given more than once; send one header")
+    body = await request.body()
+    if body and json.detect_encoding(body) != "utf-8":
+        raise InvalidRequest("body: send JSON in UTF-8 (without a byte order mark)")

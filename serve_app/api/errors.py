@@ -33,8 +33,9 @@ MEANINGS = {
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for the error statuses a route answers, all with ``ErrorBody``."""
-    return {code: {"model": ErrorBody, "description": MEANINGS[code]} for code in codes}
+    """OpenAPI ``responses`` for the error statuses a route answers, all with ``ErrorBody``;
+    422 on every route (``deps.unambiguous`` refuses a repeated parameter anywhere)."""
+    return {code: {"model": ErrorBody, "description": MEANINGS[code]} for code in {*codes, 422}}
 
 
 def request_id_of(request: Request) -> str:

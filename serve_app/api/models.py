@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve_app.jobs.book import ItemFailure, JobError, Progress, Status
 from serve_app.looks import StoredReference
@@ -48,9 +48,23 @@ class SelfieResponse(ImageResponse):
 
 
 class StyleIn(StyleProfile):
-    """Body of POST /style: the store stamps the LWW timestamp."""
+    """Body of POST /style: the store stamps the LWW timestamp. Its model refs are CivitAI ids
+    or tags under the models folder: a server path is for the config files an operator writes,
+    never for a client to name."""
 
     updated_at_ts: int = Field(default=0, exclude=True)
+
+    @model_validator(mode="after")
+    def no_server_paths(self) -> StyleIn:
+        refs = {"base_model_ref": [self.base_model_ref], "lora_ids": self.lora_ids,
+                "motion_module": [self.motion_module or ""]}  # fmt: skip
+        for field, values in refs.items():
+            if any(value.startswith("/") for value in values):
+                raise ValueError(
+                    f"{field}: a path on the server cannot be named here; use a tag (a model "
+                    "in the models folder) or civitai:<model version id>"
+                )
+        return self
 
 
 class ReferenceRequest(BaseModel):

@@ -119,9 +119,10 @@ class ModelManager:
             if path.is_file():
                 require_safetensors(path)
                 return path
-        raise ModelNotFound(
+        where = "at that path" if ref.startswith("/") else "in the models folder"
+        raise ModelNotFound(  # the models folder's own path stays out of what clients read
             f"model {ref!r} not found: expected a diffusers folder (model_index.json or "
-            f"config.json) or a .safetensors file at {candidates[0]}"
+            f"config.json) or a .safetensors file {where}"
         )
 
     # ---- CivitAI --------------------------------------------------------------------------

@@ -208,6 +208,7 @@ def test_postgres_stopped_mid_run_is_a_503_then_recovers(pg: Graph) -> None:
         ready = pg.client.get("/ready")
         assert ready.status_code == 503, ready.text
         assert ready.json()["checks"]["catalog"].startswith("unavailable")
+        assert "catalog" in ready.json()["detail"] and ready.json()["request_id"]
         for cue in ["anchor", "new during outage"]:
             r = pg.image("nova", cue, "sailor")
             assert r.status_code == 503, r.text

@@ -147,3 +147,10 @@ def test_a_civitai_lora_renders_like_the_same_file_loaded_locally(
 
     assert np.array_equal(render([ref]), render([PASTEL]))
     assert not np.array_equal(render([ref]), render([]))
+
+
+def test_a_missing_tag_does_not_tell_where_the_models_folder_is(manager: ModelManager) -> None:
+    with pytest.raises(ModelNotFound) as missing:
+        manager.local("no-such-model")
+    assert "in the models folder" in str(missing.value)
+    assert str(manager.models_dir) not in str(missing.value)

@@ -95,3 +95,20 @@ def test_render_job_reference_key_and_strength_go_together() -> None:
     for extra in [{"reference_key": "k.png"}, {"reference_strength": 0.5}]:
         with pytest.raises(ValidationError, match="go together"):
             RenderJob.model_validate({**job, **extra})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"base_model_ref": "/etc/passwd"},
+        {"lora_ids": ["tiny-lora-ink", "/var/secret.safetensors=0.5"]},
+        {"motion_module": "/opt/models/motion"},
+    ],
+)
+def test_a_client_cannot_name_a_server_path_as_a_model(fields: dict[str, Any]) -> None:
+    from serve_app.api.models import StyleIn
+
+    style = {"soul_id": "nova", "base_model_ref": "tiny-sdxl", **fields}
+    with pytest.raises(ValidationError, match="path on the server"):
+        StyleIn.model_validate(style)
+    assert StyleProfile.model_validate(style)  # a config file (souls.yaml) may

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 from dataclasses import dataclass, field
 
 import faiss
@@ -29,6 +31,8 @@ from serve_app.settings import Settings
 from serve_app.souls import load_souls
 from serve_app.storage.store import Store, StoreUnavailable, store_for
 
+log = logging.getLogger("ray.serve")
+
 
 class CatalogConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -37,6 +41,11 @@ class CatalogConfig(BaseModel):
         default=0.85, ge=0.0, le=1.0, description="Cosine at or above which a cue reuses a key."
     )
     embedding_dim: int = Field(default=384, ge=1, description="Width of the Embedder's vectors.")
+    sweep_every_s: float = Field(
+        default=300,
+        gt=0,
+        description="How often expired work locks and idempotency records are deleted.",
+    )
 
 
 @dataclass
@@ -329,6 +338,44 @@ class CatalogEngine(JobBook):
         await self.store.delete_idempotency(idem_key, if_ts=version)
 
 
+class Sweeper:
+    """Deletes the rows that only wait to expire (work locks, idempotency records past their
+    lease or retention), a page at a time, each delete a compare-and-set on the version read."""
+
+    def __init__(self, store: Store, page: int = 500) -> None:
+        self.store, self.page = store, page
+
+    async def sweep(self) -> dict[str, int]:
+        swept = {"work_lock": await self._locks(), "idempotency": await self._records()}
+        for table, n in swept.items():
+            count("soul_swept_rows", n, table=table)
+        return swept
+
+    async def _locks(self) -> int:
+        swept, after = 0, ""
+        while rows := await self.store.locks_after(after, self.page):
+            ts = now_ms()
+            for row in rows:
+                if row["expires_at_ts"] <= ts:
+                    swept += await self.store.drop_expired_lock(
+                        row["lock_key"], row["owner_id"], row["expires_at_ts"]
+                    )
+            after = rows[-1]["lock_key"]
+        return swept
+
+    async def _records(self) -> int:
+        swept, after = 0, ""
+        while rows := await self.store.idempotency_after(after, self.page):
+            ts = now_ms()
+            for row in rows:
+                if json.loads(row["result_json"])["expires_at_ts"] <= ts:
+                    swept += await self.store.delete_idempotency(
+                        row["idem_key"], row["updated_at_ts"]
+                    )
+            after = rows[-1]["idem_key"]
+        return swept
+
+
 def _record(state: str, fingerprint: str, expires_at_ts: int, result: dict | None = None) -> str:
     return json.dumps(
         {
@@ -348,9 +395,20 @@ class Catalog(CatalogEngine):
     async def __init__(self, souls_file: str) -> None:  # type: ignore[misc]  # Serve awaits it
         super().__init__(store_for(Settings()))
         await self.start(load_souls(souls_file))  # opens the store (and its pool)
+        self._sweeping = asyncio.create_task(self._sweep_forever())
 
     def reconfigure(self, config: dict) -> None:
         self.config = CatalogConfig.model_validate(config)
 
+    async def _sweep_forever(self) -> None:
+        sweeper = Sweeper(self.store)
+        while True:
+            await asyncio.sleep(self.config.sweep_every_s)
+            try:
+                await sweeper.sweep()
+            except Exception:  # the store is away: the next round sweeps what is left
+                log.warning("sweeping expired rows failed", exc_info=True)
+
     async def __del__(self) -> None:
+        self._sweeping.cancel()
         await self.close()

@@ -67,6 +67,9 @@ METRICS: dict[str, Metric] = {
         tuple(MS_BUCKETS),
     ),
     "soul_gif_bytes": Metric("histogram", "Size of each GIF written.", (), tuple(BYTES_BUCKETS)),
+    "soul_swept_rows": Metric(
+        "counter", "Expired rows deleted by the catalog's sweeper, by table.", ("table",)
+    ),
     "soul_jobs": Metric(
         "counter",
         "Jobs ended, by kind and terminal status (succeeded, partial, failed, cancelled).",

@@ -412,6 +412,28 @@ class Store(JobRows, ABC):
             "DELETE FROM work_lock WHERE lock_key = ? AND owner_id = ?", (lock_key, owner_id)
         )
 
+    async def locks_after(self, after: str, limit: int) -> list[Row]:
+        """A page of every lock, in key order (the sweeper's walk)."""
+        return await self._rows(
+            "SELECT lock_key, owner_id, expires_at_ts FROM work_lock WHERE lock_key > ? "
+            "ORDER BY lock_key LIMIT ?",
+            (after, limit),
+        )
+
+    async def drop_expired_lock(self, lock_key: str, owner_id: str, expires_at_ts: int) -> int:
+        """Only the version read: a lock renewed or taken since stays."""
+        return await self._write(
+            "DELETE FROM work_lock WHERE lock_key = ? AND owner_id = ? AND expires_at_ts = ?",
+            (lock_key, owner_id, expires_at_ts),
+        )
+
+    async def idempotency_after(self, after: str, limit: int) -> list[Row]:
+        return await self._rows(
+            "SELECT idem_key, result_json, updated_at_ts FROM idempotency WHERE idem_key > ? "
+            "ORDER BY idem_key LIMIT ?",
+            (after, limit),
+        )
+
     # Idempotency records: compare-and-set on the row's timestamp, one row at a time.
     async def insert_idempotency(self, idem_key: str, record: str, ts: int) -> bool:
         row = await self._row(
@@ -436,7 +458,7 @@ class Store(JobRows, ABC):
         )
         return changed > 0
 
-    async def delete_idempotency(self, idem_key: str, if_ts: int) -> None:
-        await self._write(
+    async def delete_idempotency(self, idem_key: str, if_ts: int) -> int:
+        return await self._write(
             "DELETE FROM idempotency WHERE idem_key = ? AND updated_at_ts = ?", (idem_key, if_ts)
         )

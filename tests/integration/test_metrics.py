@@ -96,7 +96,9 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
     }
     # Claim races need concurrent claims that interleave: test_postgres.py provokes them. Job
     # retries and dead letters need failing jobs: test_job_worker.py runs those paths.
-    unobserved = {"soul_claim_races", "soul_job_retries", "soul_job_dead_letters"}
+    # The sweeper runs every sweep_every_s (minutes): test_catalog.py runs it.
+    unobserved = {"soul_claim_races", "soul_job_retries", "soul_job_dead_letters",
+                  "soul_swept_rows"}  # fmt: skip
     assert set(expected) == set(METRICS) - unobserved
 
     def there(samples: list[Sample], name: str, tags: dict[str, str]) -> bool:

@@ -3,6 +3,7 @@ primary-key reads and their query plans. PostgreSQL gets a database of its own."
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from collections.abc import Coroutine, Iterator
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 
 from serve_app import cli
-from serve_app.ids import new_ulid
+from serve_app.ids import new_ulid, now_ms
 from serve_app.prompts import key_hash, pk_id, soul_prefix_bounds
 from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant
 from serve_app.storage.postgres import PostgresStore, drop_database
@@ -503,3 +504,17 @@ def test_plan_landmarks_of_a_user_in_a_city(filled: Store) -> None:
             conn.execute("ANALYZE landmark_log")
     [(query, params)] = statements_of(filled, filled.landmarks_used("soul1", "paris", "user1"))
     assert_uses_primary_key(filled, query_plan(filled, query, params), "landmark_log")
+
+
+def test_the_sweeper_deletes_only_what_expired(store: Store) -> None:
+    from deployments.catalog import Sweeper
+
+    ts = now_ms()
+    assert run(store.try_lock("render:old", "a", ts - 10_000, 1_000))  # expired 9 s ago
+    assert run(store.try_lock("render:live", "b", ts, 60_000))
+    done = {"state": "done", "fingerprint": "f", "result": {}}
+    run(store.insert_idempotency("old", json.dumps({**done, "expires_at_ts": ts - 1}), ts - 5))
+    run(store.insert_idempotency("live", json.dumps({**done, "expires_at_ts": ts + 9e6}), ts))
+    assert run(Sweeper(store, page=1).sweep()) == {"work_lock": 1, "idempotency": 1}
+    assert [r["lock_key"] for r in run(store.locks_after("", 10))] == ["render:live"]
+    assert [r["idem_key"] for r in run(store.idempotency_after("", 10))] == ["live"]

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.coalesce import Coalescer
-from serve_app.errors import Busy, InvalidRequest, NoStyle, NotFound, UnknownSoul
+from serve_app.errors import Busy, InvalidRequest, NoStyle, NotFound, UnknownSoul, replica_died
 from serve_app.ids import new_ulid
 from serve_app.metrics import count
 from serve_app.places import City, Places
@@ -278,7 +278,14 @@ class Deliverer:
         async with self._work_lock(f"render:{key.pk_id}"):
             if not await self._lacking(key, set(users)):
                 return {}
-            variant, claimed = await self._new_variant(key, style, cue, users)
+            try:
+                variant, claimed = await self._new_variant(key, style, cue, users)
+            except Exception as exc:
+                if not replica_died(exc):
+                    raise
+                # A render, an animation and an encode are safe to repeat: once, elsewhere.
+                log.warning("a replica died under a new variant of %s; rendering again", key.pk_id)
+                variant, claimed = await self._new_variant(key, style, cue, users)
             return dict.fromkeys(claimed, variant)
 
     # ---- a new variant --------------------------------------------------------------------

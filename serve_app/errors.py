@@ -65,6 +65,14 @@ class Busy(ServiceError):
     retry_after_s = 1
 
 
+def replica_died(exc: BaseException) -> bool:
+    """The call failed because the replica running it died (or became unreachable): safe to
+    make again elsewhere when the call is idempotent."""
+    from ray.exceptions import RayActorError  # imported here: this module stays light
+
+    return isinstance(exc, RayActorError) or isinstance(root_cause(exc), RayActorError)
+
+
 def root_cause(exc: BaseException) -> BaseException:
     """The error itself, not the wrapper Ray puts around it when it crosses replicas."""
     cause = getattr(exc, "cause", None)

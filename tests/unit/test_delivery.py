@@ -14,7 +14,7 @@ from serve_app.coalesce import WorkInterrupted
 from serve_app.delivery import Delivery, UnknownCity
 from serve_app.errors import Busy, InvalidRequest
 from serve_app.prompts import pk_id
-from serve_app.schemas import DedupeVerdict, Frames
+from serve_app.schemas import DedupeVerdict, Frames, RenderJob
 from serve_app.storage.store import StoreUnavailable
 from tests.support import run
 from tests.unit.world import Gate, Replica, World
@@ -226,3 +226,28 @@ def test_bad_selfie_places_are_refused_before_anything_is_written(world: World) 
         run(replica.deliverer.selfie("nova", "paris", "furious", "a"))
     assert str(mood.value).startswith("mood:")
     assert world.rows("SELECT * FROM landmark_log") == [] and replica.renders == 0
+
+
+def test_a_replica_that_dies_under_a_new_variant_costs_one_more_render_not_a_500(
+    world: World,
+) -> None:
+    from ray.exceptions import ActorDiedError
+
+    class DiesOnce:
+        """The Renderer replica dies during its first call (SIGKILL under load)."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def render(self, job: RenderJob) -> Frames:
+            self.calls += 1
+            if self.calls == 1:
+                raise ActorDiedError()
+            return world.renderer.render(job)
+
+    renderer = DiesOnce()
+    replica = world.replica(renderer=renderer)
+    delivered = replica.image("penguin", "a")
+    assert delivered.cache == "miss" and renderer.calls == 2
+    assert world.seen("a") == {delivered.variant.variant_id} == world.variant_ids()
+    assert world.object_variant_ids() == world.variant_ids()  # the dead attempt left nothing

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from ulid import ULID
 
 from serve_app.ids import now_ms
 from serve_app.jobs.book import JobBook
@@ -29,6 +31,7 @@ from serve_app.schemas import (
 )
 from serve_app.settings import Settings
 from serve_app.souls import load_souls
+from serve_app.storage.objects import ObjectStore, open_object_store
 from serve_app.storage.store import Store, StoreUnavailable, store_for
 
 log = logging.getLogger("ray.serve")
@@ -44,7 +47,14 @@ class CatalogConfig(BaseModel):
     sweep_every_s: float = Field(
         default=300,
         gt=0,
-        description="How often expired work locks and idempotency records are deleted.",
+        description="How often expired work locks, idempotency records and orphan objects are "
+        "deleted.",
+    )
+    orphan_grace_s: float = Field(
+        default=3600,
+        gt=0,
+        description="Age after which a variant's objects without a variant row are orphans "
+        "(keep it above the slowest render, animation and encode).",
     )
 
 
@@ -338,15 +348,34 @@ class CatalogEngine(JobBook):
         await self.store.delete_idempotency(idem_key, if_ts=version)
 
 
-class Sweeper:
-    """Deletes the rows that only wait to expire (work locks, idempotency records past their
-    lease or retention), a page at a time, each delete a compare-and-set on the version read."""
+# soul/<soul_id>/key/<key_hash>/variant/<variant_id>.<ext>: the objects of one variant.
+_VARIANT_OBJECT = re.compile(
+    r"soul/(?P<soul>[a-z0-9][a-z0-9_-]*)/key/(?P<hash>[0-9a-f]{40})/variant/"
+    r"(?P<variant>[0-9A-HJKMNP-TV-Z]{26})\.[A-Za-z0-9]+"
+)
 
-    def __init__(self, store: Store, page: int = 500) -> None:
-        self.store, self.page = store, page
+
+class Sweeper:
+    """Deletes what only waits to expire: work locks and idempotency records past their lease
+    or retention (a page at a time, each delete a compare-and-set on the version read), and
+    orphans: objects of a variant that never got its row (a replica died between the encode
+    and the record), once older than ``grace_s``, so a variant still being made is left alone."""
+
+    def __init__(
+        self,
+        store: Store,
+        objects: ObjectStore | None = None,
+        grace_s: float = 3600,
+        page: int = 500,
+    ) -> None:
+        self.store, self.objects, self.grace_s, self.page = store, objects, grace_s, page
 
     async def sweep(self) -> dict[str, int]:
-        swept = {"work_lock": await self._locks(), "idempotency": await self._records()}
+        swept = {
+            "work_lock": await self._locks(),
+            "idempotency": await self._records(),
+            "objects": await self._orphans(),
+        }
         for table, n in swept.items():
             count("soul_swept_rows", n, table=table)
         return swept
@@ -375,6 +404,26 @@ class Sweeper:
             after = rows[-1]["idem_key"]
         return swept
 
+    async def _orphans(self) -> int:
+        if self.objects is None:
+            return 0
+        objects = self.objects
+        stems: dict[tuple[str, str], list[str]] = {}
+        for key in await asyncio.to_thread(objects.list, "soul/"):
+            if found := _VARIANT_OBJECT.fullmatch(key):
+                pk = f"{found['soul']}:{found['hash']}"
+                stems.setdefault((pk, found["variant"]), []).append(key)
+        cutoff_ms = now_ms() - int(self.grace_s * 1000)
+        swept = 0
+        for (pk, variant_id), keys in stems.items():
+            if ULID.from_str(variant_id).milliseconds > cutoff_ms:
+                continue  # may still be on its way to its row
+            if await self.store.get_variant(pk, variant_id) is None:
+                for key in keys:
+                    await asyncio.to_thread(objects.delete, key)
+                swept += len(keys)
+        return swept
+
 
 def _record(state: str, fingerprint: str, expires_at_ts: int, result: dict | None = None) -> str:
     return json.dumps(
@@ -401,9 +450,10 @@ class Catalog(CatalogEngine):
         self.config = CatalogConfig.model_validate(config)
 
     async def _sweep_forever(self) -> None:
-        sweeper = Sweeper(self.store)
+        objects = open_object_store(Settings())
         while True:
             await asyncio.sleep(self.config.sweep_every_s)
+            sweeper = Sweeper(self.store, objects, self.config.orphan_grace_s)
             try:
                 await sweeper.sweep()
             except Exception:  # the store is away: the next round sweeps what is left

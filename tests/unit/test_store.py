@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -515,6 +516,33 @@ def test_the_sweeper_deletes_only_what_expired(store: Store) -> None:
     done = {"state": "done", "fingerprint": "f", "result": {}}
     run(store.insert_idempotency("old", json.dumps({**done, "expires_at_ts": ts - 1}), ts - 5))
     run(store.insert_idempotency("live", json.dumps({**done, "expires_at_ts": ts + 9e6}), ts))
-    assert run(Sweeper(store, page=1).sweep()) == {"work_lock": 1, "idempotency": 1}
+    assert run(Sweeper(store, page=1).sweep()) == {"work_lock": 1, "idempotency": 1, "objects": 0}
     assert [r["lock_key"] for r in run(store.locks_after("", 10))] == ["render:live"]
     assert [r["idem_key"] for r in run(store.idempotency_after("", 10))] == ["live"]
+
+
+def test_the_sweeper_removes_orphan_objects_past_their_grace(store: Store, tmp_path: Path) -> None:
+    from ulid import ULID
+
+    from deployments.catalog import Sweeper
+    from serve_app.storage.local import LocalObjectStore, MediaSigner
+
+    objects = LocalObjectStore(str(tmp_path / "objects"), MediaSigner(b"k" * 32))
+    pk = pk_id("nova", "penguin")
+    stem = f"soul/nova/key/{pk.split(':')[1]}/variant"
+    hour_ago = ULID.from_timestamp(time.time() - 3600)
+    recorded, orphan, fresh = (
+        str(ULID.from_timestamp(time.time() - 3600)),
+        str(hour_ago),
+        new_ulid(),
+    )
+    run(store.upsert_variant(make_variant(pk, recorded)))
+    for variant_id in (recorded, orphan, fresh):
+        for ext in ("gif", "png", "json"):
+            objects.put(f"{stem}/{variant_id}.{ext}", b"x")
+    objects.put("soul/nova/reference/r.png", b"x")  # not a variant's: never touched
+    swept = run(Sweeper(store, objects, grace_s=600).sweep())
+    assert swept["objects"] == 3
+    left = {k.rpartition("/")[2].partition(".")[0] for k in objects.list(f"{stem}/")}
+    assert left == {recorded, fresh}  # the recorded one, and one still within its grace
+    assert objects.exists("soul/nova/reference/r.png")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import re
 import secrets
@@ -81,6 +82,12 @@ class DeliveryConfig(BaseModel):
     )
     lock_poll_s: float = Field(
         default=0.1, gt=0, le=10, description="How often a waiting request checks the lock."
+    )
+    replica_ttl_s: float = Field(
+        default=5,
+        gt=0,
+        description="How long this replica's locks outlive it: it says it lives every third of "
+        "this, and a lock whose replica went quiet is taken over (instead of after lock_ttl_s).",
     )
 
 
@@ -146,6 +153,8 @@ class Deliverer:
         self.places = places
         self.config = config or DeliveryConfig()
         self.coalescer = Coalescer()
+        self.replica_id = new_ulid()  # the owner of this Deliverer's locks
+        self._alive: asyncio.Task[None] | None = None
 
     # ---- what the routes ask for ----------------------------------------------------------
     async def check_image(self, cue: str, media_format: str) -> None:
@@ -454,7 +463,8 @@ class Deliverer:
     @contextlib.asynccontextmanager
     async def _work_lock(self, lock_key: str) -> AsyncIterator[None]:
         """Hold the ``work_lock`` row (waiting while another owner has it), renewed meanwhile."""
-        owner, ttl_ms = new_ulid(), int(self.config.lock_ttl_s * 1000)
+        await self._say_alive()
+        owner, ttl_ms = f"{self.replica_id}/{new_ulid()}", int(self.config.lock_ttl_s * 1000)
         deadline = time.monotonic() + self.config.lock_wait_s
         while not await self.catalog.try_lock.remote(lock_key, owner, ttl_ms):
             if time.monotonic() > deadline:
@@ -467,6 +477,22 @@ class Deliverer:
             renewal.cancel()
             with contextlib.suppress(Exception):  # else it expires after its TTL
                 await self.catalog.unlock.remote(lock_key, owner)
+
+    async def _say_alive(self) -> None:
+        """From this replica's first lock on, keep saying it lives (a task of no request)."""
+        if self._alive is None or self._alive.done():
+            ttl_ms = int(self.config.replica_ttl_s * 1000)
+            await self.catalog.replica_alive.remote(self.replica_id, ttl_ms)
+            self._alive = asyncio.get_running_loop().create_task(
+                self._keep_alive(), context=contextvars.Context()
+            )
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.replica_ttl_s / 3)
+            with contextlib.suppress(Exception):  # a missed beat only risks a takeover
+                ttl_ms = int(self.config.replica_ttl_s * 1000)
+                await self.catalog.replica_alive.remote(self.replica_id, ttl_ms)
 
     async def _renew(self, lock_key: str, owner: str, ttl_ms: int) -> None:
         while True:

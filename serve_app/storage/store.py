@@ -398,6 +398,22 @@ class Store(JobRows, ABC):
         row = await self._row(_TRY_LOCK, (lock_key, owner_id, ts + ttl_ms, ts))
         return row is not None
 
+    async def get_lock(self, lock_key: str) -> Row | None:
+        return await self._row(
+            "SELECT owner_id, expires_at_ts FROM work_lock WHERE lock_key = ?", (lock_key,)
+        )
+
+    async def take_over_lock(
+        self, lock_key: str, from_owner: str, owner_id: str, ts: int, ttl_ms: int
+    ) -> bool:
+        """Take a lock from the owner read (only if it still holds it), before its TTL."""
+        changed = await self._write(
+            "UPDATE work_lock SET owner_id = ?, expires_at_ts = ?, updated_at_ts = ? "
+            "WHERE lock_key = ? AND owner_id = ?",
+            (owner_id, ts + ttl_ms, ts, lock_key, from_owner),
+        )
+        return changed > 0
+
     async def live_locks(self, prefix: str, ts: int) -> list[str]:
         """Owners of the unexpired locks whose key starts with ``prefix`` (a key prefix scan)."""
         rows = await self._rows(

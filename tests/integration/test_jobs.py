@@ -28,7 +28,6 @@ QUOTA = 4
 JOB_ARGS: dict[str, Any] = {
     **TEST_ARGS,
     "renderer": {"steps": STEPS, "width": 128, "height": 128},
-    "ingress": {"lock_ttl_s": 3},  # a killed worker's render lock frees itself soon
     "worker": {"slots": 1, "lease_s": 3, "watch_s": 0.1},
 }
 FINISHED = {"succeeded", "partial", "failed", "cancelled"}

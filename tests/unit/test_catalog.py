@@ -408,3 +408,19 @@ def test_ensure_key_is_exact_and_outside_similarity(engine: CatalogEngine) -> No
     assert key.key_embed is None
     similar, _ = run(engine.resolve_similar("nova", norm_of("eiffel"), unit(0)))
     assert similar.pk_id != key.pk_id
+
+
+def test_a_lock_whose_replica_went_quiet_is_taken_over_before_its_ttl(
+    engine: CatalogEngine,
+) -> None:
+    run(engine.replica_alive("live", 60_000))
+    run(engine.replica_alive("other", 60_000))
+    run(engine.replica_alive("gone", 1))  # its last word, already out of date
+    time.sleep(0.01)
+    assert run(engine.try_lock("render:a", "live/1", 60_000))
+    assert run(engine.try_lock("render:b", "gone/1", 60_000))
+    assert not run(engine.try_lock("render:a", "other/2", 60_000))  # its replica lives
+    assert run(engine.try_lock("render:b", "other/2", 60_000))  # taken over, TTL or not
+    assert not run(engine.try_lock("render:b", "gone/1", 60_000))  # and the old owner lost it
+    run(engine.store.try_lock("render:c", "legacy-owner", now_ms(), 60_000))
+    assert not run(engine.try_lock("render:c", "other/2", 60_000))  # no replica named: TTL only

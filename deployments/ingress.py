@@ -41,7 +41,7 @@ from serve_app.api.models import (
     StyleIn,
     VariantView,
 )
-from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, Shot
+from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, Shot, tenant_user
 from serve_app.diffusion.sources import model_manager
 from serve_app.errors import NotFound
 from serve_app.jobs.book import Status
@@ -185,9 +185,10 @@ class Ingress:
         """An animation of ``cue`` in the soul's style that this user has never been sent."""
         await self.deliverer.check_image(cue, media_format)
         params = {"soul_id": soul_id, "cue": cue, "user_id": user_id}
+        user = tenant_user(client_scope(request), user_id)
 
         async def deliver() -> dict[str, Any]:
-            return (await self.deliverer.image(soul_id, cue, user_id)).model_dump(mode="json")
+            return (await self.deliverer.image(soul_id, cue, user)).model_dump(mode="json")
 
         result = await self.replays.once(request, response, idempotency_key, params, deliver)
         delivery = Delivery.model_validate(result)
@@ -228,7 +229,8 @@ class Ingress:
         self.deliverer.check_place(body.city_key, body.mood)
 
         async def shoot() -> dict[str, Any]:
-            shot = await self.deliverer.selfie(body.soul_id, body.city_key, body.mood, body.user_id)
+            user = tenant_user(client_scope(request), body.user_id)
+            shot = await self.deliverer.selfie(body.soul_id, body.city_key, body.mood, user)
             return shot.model_dump(mode="json")
 
         params = body.model_dump(mode="json")

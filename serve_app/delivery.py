@@ -57,6 +57,13 @@ from serve_app.storage.objects import ObjectStore
 log = logging.getLogger("ray.serve")
 
 
+def tenant_user(client_id: str, user_id: str) -> str:
+    """A user as the catalog knows them: scoped by the API client that names them, so two
+    client apps that both have a user ``u1`` never share a seen history (a user id has no
+    ``/``)."""
+    return f"{client_id}/{user_id}"
+
+
 class DeliveryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

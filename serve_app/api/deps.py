@@ -44,7 +44,11 @@ def client_scope(request: Request) -> str:
     """The API client a request comes from (its jobs and Idempotency-Keys are its own): a hash
     of its bearer key, however the scheme is spelled, never the key itself."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    key = credentials.strip() if scheme.lower() == "bearer" else ""
+    return key_scope(credentials.strip() if scheme.lower() == "bearer" else "")
+
+
+def key_scope(key: str) -> str:
+    """The client id of an API key ("open" without one)."""
     return hashlib.sha256(key.encode()).hexdigest()[:16] if key else "open"
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from serve_app.coalesce import WorkInterrupted
-from serve_app.delivery import Deliverer, Delivery
+from serve_app.delivery import Deliverer, Delivery, tenant_user
 from serve_app.errors import ServiceError, first_line, root_cause
 from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import ItemFailure, JobDoc, JobError, Lease, Leased, Outcome, Status
@@ -264,15 +264,14 @@ class JobRunner:
         self, spec: ImageJob | SelfieJob | PackJob, item: Item, ref: str, retried: bool
     ) -> Delivery:
         """One item, exactly once: a retry first looks for what an earlier attempt claimed."""
-        if retried and (earlier := await self.deliverer.recover(spec.user_id, ref)) is not None:
+        user = tenant_user(ref.split("/")[0], spec.user_id)  # ref: client/job/index
+        if retried and (earlier := await self.deliverer.recover(user, ref)) is not None:
             return earlier
         with contextlib.suppress(Exception):
             await self.catalog.job_progress.remote([ref], "lookup")
         if isinstance(spec, SelfieJob):
-            return await self.deliverer.selfie(
-                spec.soul_id, spec.city_key, spec.mood, spec.user_id, ref
-            )
-        return await self.deliverer.image(spec.soul_id, item.cue, spec.user_id, ref)
+            return await self.deliverer.selfie(spec.soul_id, spec.city_key, spec.mood, user, ref)
+        return await self.deliverer.image(spec.soul_id, item.cue, user, ref)
 
     async def _conclude(self, lease: Lease) -> None:
         """The webhook of a finished job, then it leaves the queue."""

@@ -16,9 +16,18 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
+from serve_app.api.deps import key_scope
+from serve_app.delivery import tenant_user
 from serve_app.metrics import METRICS
 
 API_KEY = "integration-test-key"
+
+
+def tenant(user_id: str, key: str = API_KEY) -> str:
+    """A user as the catalog stores them: scoped by the API client that names them."""
+    return tenant_user(key_scope(key), user_id)
+
+
 # Small and fast on 2 cores; the same code paths as the defaults.
 TEST_ARGS: dict[str, Any] = {
     "renderer": {"steps": 4, "width": 64, "height": 64},

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from soul_client import API_KEY, TEST_ARGS, Graph, free_port
+from soul_client import API_KEY, TEST_ARGS, Graph, free_port, tenant
 
 from serve_app.local import local_graph
 
@@ -70,10 +70,12 @@ def test_a_leader_that_disconnects_mid_miss_fails_no_one_waiting_on_its_render(
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["cache"] == "miss"
-        seen = graph.rows("SELECT variant_id FROM user_seen WHERE user_id = ?", user)
+        seen = graph.rows("SELECT variant_id FROM user_seen WHERE user_id = ?", tenant(user))
         assert [row["variant_id"] for row in seen] == [body["variant_id"]]
     assert outcome["b"].json()["variant_id"] == outcome["c"].json()["variant_id"]  # one render
-    assert graph.rows("SELECT * FROM user_seen WHERE user_id = 'a'") == []  # a never got it
+    assert (
+        graph.rows("SELECT * FROM user_seen WHERE user_id = ?", tenant("a")) == []
+    )  # a never got it
     rows = {row["variant_id"] for row in graph.rows("SELECT variant_id FROM variant")}
     assert variant_files(graph) == rows  # no object without its row, no row without objects
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from PIL import Image, ImageSequence
-from soul_client import Graph
+from soul_client import Graph, tenant
 
 from serve_app.settings import Settings
 from serve_app.storage.local import MediaSigner
@@ -46,7 +46,7 @@ def test_seed_acceptance_unique_per_user_then_cache_hit(graph: Graph) -> None:
     assert sidecar["seed"] == row["seed"] and sidecar["pk_id"] == a["pk_id"]
     assert {"steps", "sampler", "style_id", "prompt", "frame_count"} <= set(sidecar)
     seen = graph.rows("SELECT user_id FROM user_seen WHERE variant_id = ?", a["variant_id"])
-    assert sorted(r["user_id"] for r in seen) == ["u1", "u2"]
+    assert sorted(r["user_id"] for r in seen) == [tenant("u1"), tenant("u2")]
 
 
 def test_delivered_url_is_a_browser_ready_gif(graph: Graph) -> None:
@@ -93,7 +93,7 @@ def test_twenty_requests_of_one_user_get_twenty_distinct_variants(graph: Graph) 
     ids = [a["variant_id"] for a in answers]
     assert len(set(ids)) == 20
     assert len({a["pk_id"] for a in answers}) == 1
-    rows = graph.rows("SELECT variant_id FROM user_seen WHERE user_id = 'collector'")
+    rows = graph.rows("SELECT variant_id FROM user_seen WHERE user_id = ?", tenant("collector"))
     assert sorted(r["variant_id"] for r in rows) == sorted(ids)
 
 
@@ -240,7 +240,7 @@ def test_render_failure_is_an_error_and_leaves_nothing_behind(
             assert r.json()["request_id"] == r.headers["x-request-id"]
         like = f"%{cue}%"
         assert graph.rows("SELECT * FROM variant WHERE meta_json LIKE ?", like) == []
-        assert graph.rows("SELECT * FROM user_seen WHERE user_id = ?", user) == []
+        assert graph.rows("SELECT * FROM user_seen WHERE user_id = ?", tenant(user)) == []
         assert graph.objects("soul/valentina/") == objects_before
     finally:
         assert graph.client.post("/style", json=valentina).status_code == 200
@@ -383,7 +383,7 @@ def test_selfies_walk_every_landmark_before_a_repeat_from_a_new_angle(graph: Gra
     first_visit = next(s for s in shots if s["landmark_key"] == repeat["landmark_key"])
     assert repeat["angle"] != first_visit["angle"]
     assert len({s["variant_id"] for s in shots}) == len(shots)
-    rows = graph.rows("SELECT landmark_key FROM landmark_log WHERE user_id = 'walker'")
+    rows = graph.rows("SELECT landmark_key FROM landmark_log WHERE user_id = ?", tenant("walker"))
     assert sorted(r["landmark_key"] for r in rows) == sorted(paris)
 
 
@@ -420,4 +420,4 @@ def test_selfie_errors(graph: Graph, body: dict[str, Any], status: int, detail: 
     payload = {k: v for k, v in payload.items() if v is not None}
     r = graph.client.post("/selfie", json=payload)
     assert r.status_code == status and detail in r.json()["detail"], r.text
-    assert graph.rows("SELECT * FROM landmark_log WHERE user_id = 'oops'") == []
+    assert graph.rows("SELECT * FROM landmark_log WHERE user_id = ?", tenant("oops")) == []

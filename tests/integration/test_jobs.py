@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from soul_client import API_KEY, TEST_ARGS, Graph, free_port
+from soul_client import API_KEY, TEST_ARGS, Graph, free_port, tenant
 
 from serve_app.jobs.webhooks import SIGNATURE_HEADER, verify
 from serve_app.local import local_graph
@@ -135,7 +135,7 @@ def test_a_pack_of_five_delivers_five_distinct_never_seen_variants(graph: Graph)
     assert doc["status"] == "succeeded" and doc["progress"] == {**doc["progress"], "done": 5}
     ids = [item["variant_id"] for item in doc["result"]["items"]]
     assert len(set(ids)) == 5 and sorted(i["index"] for i in items) == list(range(5))
-    seen = graph.rows("SELECT variant_id FROM user_seen WHERE user_id = 'pack'")
+    seen = graph.rows("SELECT variant_id FROM user_seen WHERE user_id = ?", tenant("pack"))
     assert sorted(r["variant_id"] for r in seen) == sorted(ids)  # each once, none before
 
 
@@ -314,3 +314,20 @@ def test_a_retried_submit_returns_the_same_job_and_lists_page_newest_first(graph
     openapi = graph.client.get("/openapi.json").json()
     assert "429" in openapi["paths"]["/jobs"]["post"]["responses"]
     assert "202" in openapi["paths"]["/jobs"]["post"]["responses"]
+
+
+def test_two_client_apps_with_a_user_of_the_same_name_never_share_a_history(
+    graph: Graph,
+) -> None:
+    params = {"soul_id": "nova", "cue": "a tenant's teapot", "user_id": "u1"}
+    with httpx.Client(
+        base_url=graph.base_url, timeout=300, headers={"Authorization": f"Bearer {OTHER_KEY}"}
+    ) as other:
+        mine = graph.client.get("/image", params=params).json()
+        theirs = other.get("/image", params=params).json()
+    assert mine["cache"] == "miss"
+    assert theirs["cache"] == "hit" and theirs["variant_id"] == mine["variant_id"]  # unseen there
+    again = graph.client.get("/image", params=params).json()
+    assert again["cache"] == "miss" and again["variant_id"] != mine["variant_id"]
+    rows = graph.rows("SELECT user_id FROM user_seen WHERE variant_id = ?", mine["variant_id"])
+    assert sorted(r["user_id"] for r in rows) == sorted([tenant("u1"), tenant("u1", OTHER_KEY)])

@@ -14,7 +14,17 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from ray import serve
-from soul_client import API_KEY, TEST_ARGS, Graph, burst, free_port, scrape, scrape_until, total
+from soul_client import (
+    API_KEY,
+    TEST_ARGS,
+    Graph,
+    burst,
+    free_port,
+    scrape,
+    scrape_until,
+    tenant,
+    total,
+)
 
 from serve_app.local import local_graph
 from serve_app.schemas import Variant
@@ -74,7 +84,7 @@ def test_a_sixteen_concurrent_requests_of_one_user_get_sixteen_variants(pg: Grap
     assert len(set(ids)) == 16
     [pk] = {r.json()["pk_id"] for r in responses}
     assert sorted(ids) == variants_of(pg, pk)
-    seen = pg.rows("SELECT variant_id FROM user_seen WHERE user_id = 'solo'")
+    seen = pg.rows("SELECT variant_id FROM user_seen WHERE user_id = ?", tenant("solo"))
     assert sorted(r["variant_id"] for r in seen) == sorted(ids)
 
 
@@ -133,9 +143,11 @@ def test_c_mixed_burst_never_delivers_a_variant_twice_to_a_user(pg: Graph) -> No
         delivered[request["user_id"]].append(response.json()["variant_id"])
     for user, ids in delivered.items():
         assert len(ids) == len(set(ids)) == 30, f"{user} got a variant twice"
-    rows = pg.rows("SELECT user_id, variant_id FROM user_seen WHERE user_id LIKE ?", "mixer%")
+    rows = pg.rows(
+        "SELECT user_id, variant_id FROM user_seen WHERE user_id LIKE ?", tenant("mixer%")
+    )
     claimed = {(r["user_id"], r["variant_id"]) for r in rows}
-    assert claimed == {(u, v) for u, ids in delivered.items() for v in ids}
+    assert claimed == {(tenant(u), v) for u, ids in delivered.items() for v in ids}
     renders = len({v for ids in delivered.values() for v in ids})
     assert 30 <= renders < len(requests)  # each cue needs 6 variants; others are reused
 
@@ -150,7 +162,7 @@ def test_idempotent_retry_replays_the_same_variant(pg: Graph) -> None:
     assert "Idempotent-Replayed" not in first.headers
     fresh = pg.client.get("/image", params=params("penguin", "retrier"))
     assert fresh.json()["variant_id"] != first.json()["variant_id"]
-    assert len(pg.rows("SELECT 1 FROM user_seen WHERE user_id = 'retrier'")) == 2
+    assert len(pg.rows("SELECT 1 FROM user_seen WHERE user_id = ?", tenant("retrier"))) == 2
 
     other = pg.client.get("/image", params=params("walrus", "retrier"), headers=key)
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]

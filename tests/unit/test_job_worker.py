@@ -25,6 +25,7 @@ from tests.unit.handles import LocalHandle
 from tests.unit.world import Replica, World
 
 VARIATIONS = load_variations()
+U1 = "c1/u1"  # user u1 of client c1, as the catalog knows them
 
 
 class Jobs:
@@ -89,8 +90,8 @@ def test_an_image_job_delivers_once_and_ends_succeeded_with_its_webhook(
     assert doc.status == "succeeded" and doc.progress.done == 1 and doc.attempts == 1
     item = doc.outcome.items[0]
     assert item is not None and item["cache"] == "miss"
-    assert world.seen("u1") == {item["variant"]["variant_id"]}
-    assert via_claims(world, "u1", job_id) == [f"c1/{job_id}/0"]
+    assert world.seen(U1) == {item["variant"]["variant_id"]}
+    assert via_claims(world, U1, job_id) == [f"c1/{job_id}/0"]
     assert [d.job_id for d in jobs.published] == [job_id]  # the webhook went out once
     assert not jobs.work_once()  # and the job left the queue
 
@@ -113,7 +114,7 @@ def test_a_pack_gives_distinct_unseen_variants_and_reports_failed_items_as_parti
     doc = jobs.doc(job_id)
     assert doc.status == "partial" and doc.progress.done == 5
     delivered = [i["variant"]["variant_id"] for i in doc.outcome.items if i is not None]
-    assert len(delivered) == 4 == len(set(delivered)) and world.seen("u1") == set(delivered)
+    assert len(delivered) == 4 == len(set(delivered)) and world.seen(U1) == set(delivered)
     [failure] = doc.outcome.failed
     assert failure.index == VARIATIONS["pose"].index("arms crossed")
     assert failure.error.type == "InvalidRequest" and failure.error.detail == "pose refused"
@@ -142,7 +143,7 @@ def test_a_transient_failure_is_retried_and_a_permanent_one_fails_at_once(
     assert jobs.work_once()
     doc = jobs.doc(job_id)
     assert doc.status == "succeeded" and doc.attempts == 2
-    assert len(via_claims(world, "u1", job_id)) == 1
+    assert len(via_claims(world, U1, job_id)) == 1
 
     ghost = jobs.submit(image(cue="a ghost soul"), client="c1")
     run(replica.catalog.delete_style("nova"))
@@ -189,7 +190,7 @@ def test_a_worker_that_dies_after_its_claim_delivers_once_when_retried(
     leased = run(jobs.replica.catalog.lease_job(jobs.worker.owner, 300))
     with pytest.raises(asyncio.CancelledError):
         run(jobs.worker._deliver_all(leased.lease, leased.doc))
-    claimed = world.seen("u1")
+    claimed = world.seen(U1)
     assert len(claimed) == 1 and jobs.doc(job_id).status == "running"
 
     monkeypatch.setattr(replica.catalog, "save_outcome", original)
@@ -198,7 +199,7 @@ def test_a_worker_that_dies_after_its_claim_delivers_once_when_retried(
     doc = jobs.doc(job_id)
     assert doc.status == "succeeded" and doc.attempts == 2
     item = doc.outcome.items[0]
-    assert item is not None and {item["variant"]["variant_id"]} == claimed == world.seen("u1")
+    assert item is not None and {item["variant"]["variant_id"]} == claimed == world.seen(U1)
 
 
 def test_a_stopping_worker_hands_its_job_back(world: World, tmp_path: Path) -> None:
@@ -218,7 +219,7 @@ def test_a_stopping_worker_hands_its_job_back(world: World, tmp_path: Path) -> N
     assert doc.status == "queued" and doc.attempts == 0
     assert jobs.work_once(jobs.runner())
     assert jobs.doc(job_id).status == "succeeded"
-    assert len(world.seen("u1")) == 1  # delivered once, whatever the first lease had done
+    assert len(world.seen(U1)) == 1  # delivered once, whatever the first lease had done
 
 
 def test_events_stream_the_state_then_progress_and_items_then_done(
@@ -278,7 +279,7 @@ def test_a_selfie_job_recovered_after_a_crash_keeps_its_place(
     leased = run(replica.catalog.lease_job(jobs.worker.owner, 300))
     with pytest.raises(asyncio.CancelledError):
         run(jobs.worker._deliver_all(leased.lease, leased.doc))
-    [logged] = world.rows("SELECT landmark_key, angle_key FROM landmark_log WHERE user_id = 'u1'")
+    [logged] = world.rows("SELECT landmark_key, angle_key FROM landmark_log WHERE user_id = ?", U1)
     monkeypatch.setattr(replica.catalog, "save_outcome", original)
     run(asyncio.sleep(0.35))
     assert jobs.work_once(jobs.runner())
@@ -286,7 +287,7 @@ def test_a_selfie_job_recovered_after_a_crash_keeps_its_place(
     item = doc.outcome.items[0]
     assert doc.status == "succeeded" and item is not None
     assert (item["landmark_key"], item["angle"]) == logged  # the shot the first attempt took
-    assert len(world.seen("u1")) == 1
+    assert len(world.seen(U1)) == 1
     view = run(jobs.desk.view("c1", job_id))
     assert view.result is not None and getattr(view.result, "landmark_key", None) == logged[0]
 

@@ -3,6 +3,7 @@ primary-key reads and their query plans. PostgreSQL gets a database of its own."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -546,3 +547,23 @@ def test_the_sweeper_removes_orphan_objects_past_their_grace(store: Store, tmp_p
     left = {k.rpartition("/")[2].partition(".")[0] for k in objects.list(f"{stem}/")}
     assert left == {recorded, fresh}  # the recorded one, and one still within its grace
     assert objects.exists("soul/nova/reference/r.png")
+
+
+def test_postgres_recovers_at_once_when_its_backends_are_terminated(postgres_url: str) -> None:
+    """The server stays up but kills every connection of ours: the pool's check on checkout
+    replaces them, and no request waits out the pool timeout or gets a 503."""
+    store = open_store(postgres_url, pool_min=2, pool_max=4, timeout_s=5)
+    run(store.open())
+    database = urlsplit(postgres_url).path.lstrip("/")
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        [(killed,)] = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+            (database,),
+        ).fetchall()
+    assert killed >= 1
+
+    async def eight_pings() -> list[Any]:
+        return await asyncio.gather(*(store.ping() for _ in range(8)), return_exceptions=True)
+
+    assert run(eight_pings()) == [None] * 8
+    run(store.close())

@@ -175,10 +175,21 @@ class Ingress:
         request: Request,
         response: Response,
         soul_id: Annotated[SoulId, Query(description="Soul, e.g. nova.")],
-        cue: Annotated[Text, Query(max_length=MAX_CUE_CHARS, description="What to draw.")],
+        cue: Annotated[
+            Text,
+            Query(
+                max_length=MAX_CUE_CHARS,
+                description="What to draw: at least one word besides punctuation and stopwords.",
+            ),
+        ],
         user_id: Annotated[UserId, Query(description="Who receives it.")],
         media_format: Annotated[
-            MediaFormat, Query(alias="format", description="Format of ``url``: gif, webp or mp4.")
+            MediaFormat,
+            Query(
+                alias="format",
+                description="Format of ``url``: gif always; webp and mp4 only where the service "
+                "encodes them (transcoder.formats), else 422.",
+            ),
         ] = "gif",
         idempotency_key: IdempotencyKey = None,
     ) -> ImageResponse:

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
     model_validator,
 )
@@ -62,7 +63,19 @@ def safe_json(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-Text = Annotated[str, AfterValidator(safe_text)]
+@dataclass(frozen=True)
+class DocumentedPattern:
+    """Puts ``pattern`` in a type's JSON schema (OpenAPI) without changing how it validates:
+    the schema says what a validator enforces, so clients generated from it send valid data."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: GetJsonSchemaHandler) -> Any:
+        return {**handler(core), "pattern": self.pattern}
+
+
+SAFE_TEXT = DocumentedPattern(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd\ud800-\udfff]*$")
+Text = Annotated[str, AfterValidator(safe_text), SAFE_TEXT]
 LoraId = Annotated[
     str,
     StringConstraints(

@@ -75,6 +75,7 @@ class ReferenceRequest(BaseModel):
         min_length=1,
         max_length=2048,
         description="http(s)://... or gs://bucket/path of a PNG, JPEG, WebP or GIF image.",
+        json_schema_extra={"pattern": r"^(https?|gs)://"},
     )
 
 

@@ -70,3 +70,13 @@ def test_a_client_is_its_key_however_the_scheme_is_spelled() -> None:
     assert scope("Bearer K") == scope("bearer K") == scope("BEARER  K ")
     assert scope("Bearer K") != scope("Bearer L") and "K" not in scope("Bearer K")
     assert scope(None) == scope("Basic Zm9v") == "open"
+
+
+def test_the_schema_says_what_the_service_enforces() -> None:
+    spec = ingress_module.api.openapi()
+    image = {p["name"]: p for p in spec["paths"]["/image"]["get"]["parameters"]}
+    assert "\\x00" in image["cue"]["schema"]["pattern"]  # no control characters
+    assert "stopwords" in image["cue"]["description"]
+    assert "transcoder.formats" in image["format"]["description"]
+    url = spec["components"]["schemas"]["ReferenceRequest"]["properties"]["url"]
+    assert url["pattern"] == "^(https?|gs)://"

@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from serve_app.api.models import ErrorBody
 from serve_app.errors import ServiceError, first_line, root_cause
@@ -80,11 +81,33 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 422, "; ".join(problems), errors=jsonable_encoder(errors))
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> set[str]:
+    """Every method some route answers at this path (Starlette's 405 names only the first
+    route that matched the path, whatever the others take): each method tried against the
+    router, as a request with it would be."""
+    return {
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    }
+
+
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI says 400 for a body it can't read
         return error_response(request, 422, "body: not valid UTF-8 JSON")
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        if not allowed:  # only the OPTIONS catch-all matched: there is nothing here
+            return error_response(request, 404, "Not Found")
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
     return error_response(request, exc.status_code, str(exc.detail), headers)
 
 
@@ -103,6 +126,15 @@ HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONRes
 }
 
 
+async def options(request: Request) -> Response:
+    """OPTIONS on any path: the methods its routes answer, all of them."""
+    methods = allowed_methods(request)
+    if not methods:
+        return error_response(request, 404, "Not Found")
+    return Response(status_code=204, headers={"Allow": ", ".join(sorted(methods | {"OPTIONS"}))})
+
+
 def install(app: FastAPI) -> None:
     for error, handler in HANDLERS.items():
         app.add_exception_handler(error, handler)
+    app.add_api_route("/{path:path}", options, methods=["OPTIONS"], include_in_schema=False)

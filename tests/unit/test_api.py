@@ -46,3 +46,17 @@ def test_what_reads_two_ways_is_a_422_naming_it(
     response = client.post(**request_args)
     assert response.status_code == 422, response.text
     assert named in response.json()["detail"] and "request_id" in response.json()
+
+
+def test_options_and_405_name_every_method_a_path_takes() -> None:
+    import deployments.ingress as ingress
+
+    routes = TestClient(ingress.api)  # routing only: no route handler runs
+    options = routes.options("/style/nova")
+    assert options.status_code == 204 and options.headers["allow"] == "DELETE, GET, OPTIONS"
+    assert routes.options("/jobs").headers["allow"] == "GET, OPTIONS, POST"
+    wrong = routes.put("/style/nova")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "DELETE, GET"
+    for method in ("get", "put", "options"):
+        nothing = routes.request(method, "/no/such/route")
+        assert nothing.status_code == 404 and "request_id" in nothing.json()

@@ -66,11 +66,17 @@ class Busy(ServiceError):
 
 
 def replica_died(exc: BaseException) -> bool:
-    """The call failed because the replica running it died (or became unreachable): safe to
-    make again elsewhere when the call is idempotent."""
+    """The call failed because a replica running it died (or became unreachable), itself or
+    one whose response it was handed (Serve raises a ``RayServeException`` caused by the
+    ``ActorDiedError`` then): safe to make again elsewhere when the call is idempotent."""
     from ray.exceptions import RayActorError  # imported here: this module stays light
 
-    return isinstance(exc, RayActorError) or isinstance(root_cause(exc), RayActorError)
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, RayActorError) or isinstance(root_cause(cause), RayActorError):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def root_cause(exc: BaseException) -> BaseException:

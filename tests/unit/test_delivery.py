@@ -251,3 +251,17 @@ def test_a_replica_that_dies_under_a_new_variant_costs_one_more_render_not_a_500
     assert delivered.cache == "miss" and renderer.calls == 2
     assert world.seen("a") == {delivered.variant.variant_id} == world.variant_ids()
     assert world.object_variant_ids() == world.variant_ids()  # the dead attempt left nothing
+
+
+def test_a_dead_upstream_replica_is_recognized_through_serves_wrapper() -> None:
+    """A call handed a dead replica's response fails with Serve's RayServeException, caused by
+    the ActorDiedError (Serve's router, _make_upstream_crash_error)."""
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import RayServeException
+
+    from serve_app.errors import replica_died
+
+    wrapped = RayServeException("an upstream actor died before finishing a dependent task")
+    wrapped.__cause__ = ActorDiedError()
+    assert replica_died(wrapped) and replica_died(ActorDiedError())
+    assert not replica_died(RayServeException("something else")) and not replica_died(Busy("x"))

@@ -166,7 +166,11 @@ class Deliverer:
     # ---- what the routes ask for ----------------------------------------------------------
     async def check_image(self, cue: str, media_format: str) -> None:
         """Refuse, before anything is written, a cue with no words or a format not encoded."""
-        if not cue_tokens(cue):
+        await self.check_images([cue], media_format)
+
+    async def check_images(self, cues: list[str], media_format: str) -> None:
+        """``check_image`` for several cues, asking the Transcoder its formats once."""
+        if not all(cue_tokens(cue) for cue in cues):
             raise InvalidRequest(
                 "cue: must contain at least one word besides punctuation and stopwords"
             )

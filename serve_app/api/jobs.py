@@ -77,8 +77,8 @@ class JobDesk:
         if isinstance(spec, SelfieJob):
             self.deliverer.check_place(spec.city_key, spec.mood)
         else:
-            for item in items(spec, self.variations):
-                await self.deliverer.check_image(item.cue, spec.format)
+            cues = [item.cue for item in items(spec, self.variations)]
+            await self.deliverer.check_images(cues, spec.format)
         if spec.webhook_url is not None:
             await asyncio.to_thread(check_webhook_url, str(spec.webhook_url), self.settings)
         await self.deliverer.check_soul(spec.soul_id)

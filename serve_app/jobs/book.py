@@ -59,6 +59,15 @@ class Outcome(BaseModel):
     items: list[dict[str, Any] | None]
     failed: list[ItemFailure] = Field(default_factory=list)
 
+    @property
+    def delivered(self) -> int:
+        return sum(1 for item in self.items if item is not None)
+
+    @property
+    def done(self) -> int:
+        """Items that ended, delivered or failed."""
+        return self.delivered + len(self.failed)
+
 
 class JobDoc(BaseModel):
     client_id: str
@@ -339,12 +348,15 @@ class JobBook:
 
     async def save_outcome(self, lease: Lease, outcome: Outcome) -> bool:
         """An item finished: its delivery is kept, so a retry of the job goes on from here."""
-        done = sum(1 for item in outcome.items if item is not None) + len(outcome.failed)
         return await self.store.update_job(
             lease.client_id,
             lease.job_id,
             lease.version,
-            {"done": done, "result_json": outcome.model_dump_json(), "updated_at_ts": now_ms()},
+            {
+                "done": outcome.done,
+                "result_json": outcome.model_dump_json(),
+                "updated_at_ts": now_ms(),
+            },
         )
 
     async def job_progress(
@@ -389,7 +401,7 @@ class JobBook:
         }
         if outcome is not None:
             changes["result_json"] = outcome.model_dump_json()
-            changes["done"] = sum(1 for i in outcome.items if i is not None) + len(outcome.failed)
+            changes["done"] = outcome.done
         written = await self.store.update_job(lease.client_id, lease.job_id, lease.version, changes)
         if written and status != "cancelled" and row["started_at_ts"] is not None:
             self._recent.append(

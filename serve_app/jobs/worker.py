@@ -255,10 +255,10 @@ class JobRunner:
                       result=delivery.cache)  # fmt: skip
             if not await self.catalog.save_outcome.remote(lease, outcome):
                 raise LeaseLost()
-        delivered = sum(1 for i in outcome.items if i is not None)
         if not outcome.failed:
             return Ended("succeeded", outcome)
-        return Ended("partial" if delivered else "failed", outcome, outcome.failed[0].error)
+        status: Status = "partial" if outcome.delivered else "failed"
+        return Ended(status, outcome, outcome.failed[0].error)
 
     async def _deliver(
         self, spec: ImageJob | SelfieJob | PackJob, item: Item, ref: str, retried: bool

@@ -39,7 +39,7 @@ def cmd_models_pull(ns: argparse.Namespace) -> int:
 
 def cmd_serve(ns: argparse.Namespace) -> int:
     """`serve run` on the given Serve config, with host and port from the environment, on a
-    local Ray whose dashboard listens on localhost only."""
+    local Ray that listens on localhost only (the Serve port aside, where SOUL_HOST says)."""
     import ray
     from ray.serve.scripts import cli as serve_cli
 
@@ -134,7 +134,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from serve_app.local import node_env
+
     ns = parser().parse_args(argv)
+    os.environ.update(node_env(Settings()))  # before Ray is imported: it reads them at import
     return int(ns.func(ns) or 0)
 
 

@@ -10,6 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from serve_app.diffusion.tiny import build_tiny_models
+from serve_app.settings import Settings
+
+
+def node_env(settings: Settings) -> dict[str, str]:
+    """Environment of a one-machine Ray node: its processes inherit it from ``ray.init``.
+
+    Ray's local-only mode (its default on Windows and macOS) gives the node the address
+    127.0.0.1, so its gRPC servers, agents and metrics endpoints listen on loopback only. Ray
+    reads that flag when it is imported: ``soul`` and the tests' conftest set it first.
+    Serve's HTTP proxy runs our middlewares (``api/proxy.py``)."""
+    return {
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.api.proxy.middlewares",
+        "AUTOSCALER_METRIC_PORT": str(settings.autoscaler_metrics_port),
+        "DASHBOARD_METRIC_PORT": str(settings.dashboard_metrics_port),
+    }
 
 
 @contextmanager
@@ -39,6 +55,7 @@ def local_graph(
     env_vars = {"SOUL_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **(env or {})}
     saved_env = dict(os.environ)
     os.environ.update(env_vars)  # this process reads the same Settings as the replicas
+    os.environ.update(node_env(Settings()))
     build_tiny_models(data_dir / "models")
     ray.init(
         num_cpus=num_cpus,

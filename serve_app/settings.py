@@ -133,6 +133,29 @@ class Settings(BaseSettings):
         le=65535,
         description="Port of the node's Prometheus metrics endpoint under `soul serve`.",
     )
+    autoscaler_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus endpoint of Ray's autoscaler under `soul serve` "
+        "(localhost). 0: any free port, so two services on one host never collide.",
+    )
+    dashboard_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus endpoint of Ray's dashboard under `soul serve` "
+        "(localhost). 0: any free port.",
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="Most bytes of request headers (names and values) Serve's HTTP proxy "
+        "passes on; more is a 431.",
+    )
+    max_headers: int = Field(
+        default=100, ge=10, description="Most request headers the HTTP proxy passes on."
+    )
     torch_threads: int = Field(
         default=0, ge=0, description="torch intra-op threads per replica; 0 keeps torch's default."
     )

@@ -1,8 +1,11 @@
 """`soul serve` (what `make serve` runs): the service, the Ray dashboard on localhost only, the
-metrics endpoint, all printed where they are; Ctrl-C stops it cleanly."""
+metrics endpoint, all printed where they are; nothing else listens beyond loopback but what
+Serve binds to every interface with no setting; Ctrl-C stops it cleanly."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import queue
 import re
@@ -17,10 +20,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 import pytest
 from soul_client import free_port
 
 from serve_app.diffusion.tiny import build_tiny_models
+from serve_app.local import node_env
+from serve_app.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +36,9 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def soul_serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
     build_tiny_models(tmp_path / "models")
+    inherited = {k: v for k, v in os.environ.items() if k not in node_env(Settings())}
     env = {
-        **os.environ,
+        **inherited,  # without what the tests' conftest set: `soul` must set it itself
         "SOUL_DATA_DIR": str(tmp_path),
         "PORT": str(free_port()),
         "SOUL_DASHBOARD_PORT": str(free_port()),
@@ -84,6 +91,21 @@ def until_ok(url: str, timeout_s: float = 180) -> httpx.Response:
         time.sleep(1)
 
 
+def listeners(pid: int) -> list[tuple[str, str, int]]:
+    """(process name, address, port) of every listening TCP socket of ``pid`` and its children."""
+    found = []
+    for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            for conn in process.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    found.append((process.name(), conn.laddr.ip, conn.laddr.port))
+    return found
+
+
+def loopback(address: str) -> bool:
+    return ipaddress.ip_address(address.removeprefix("::ffff:")).is_loopback
+
+
 def test_soul_serve_prints_the_service_dashboard_and_metrics_and_stops_on_ctrl_c(
     soul_serve: tuple[subprocess.Popen[str], queue.Queue[str]],
 ) -> None:
@@ -99,6 +121,16 @@ def test_soul_serve_prints_the_service_dashboard_and_metrics_and_stops_on_ctrl_c
     while "ray_serve_num_http_requests" not in until_ok(metrics).text:
         assert time.monotonic() < deadline, "Serve's request metrics never showed up"
         time.sleep(2)
+
+    # Beyond loopback: only each Serve replica's inter-deployment gRPC server, which Serve
+    # binds to every interface whatever the node's address (Ray's token auth guards it).
+    beyond = [(name, port) for name, ip, port in listeners(process.pid) if not loopback(ip)]
+    assert beyond and all(name.startswith("ray::ServeReplica") for name, _ in beyond), beyond
+
+    # The proxy's header limit, before the Ingress: JSON, with the request's id.
+    refused = httpx.get(f"{service}/healthz", headers={"x-big": "a" * 40_000}, timeout=10)
+    assert refused.status_code == 431 and refused.json()["request_id"]
+    assert refused.headers["x-request-id"] == refused.json()["request_id"]
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 0

@@ -14,6 +14,9 @@ import pytest
 import ray
 import yaml
 
+from serve_app.local import node_env
+from serve_app.settings import Settings
+
 OVERLAYS = ["dev", "prod"]
 
 
@@ -72,6 +75,16 @@ def test_only_the_serve_port_is_public(overlay: str) -> None:
     open_to_all = [rule for rule in policy["ingress"] if "from" not in rule]
     assert [p["port"] for rule in open_to_all for p in rule["ports"]] == [8000]
     assert docs["PodMonitor/soul-serve"]["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pods_http_proxy_runs_the_service_middlewares(overlay: str) -> None:
+    spec = built(overlay)["RayService/soul-serve"]["spec"]["rayClusterConfig"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    wanted = {k: v for k, v in node_env(Settings()).items() if k.startswith("RAY_SERVE_")}
+    for group in groups:
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert wanted.items() <= env.items()
 
 
 def test_overlays_differ_in_bucket_and_scale_and_hold_no_secrets() -> None:

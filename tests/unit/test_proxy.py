@@ -1,0 +1,83 @@
+"""The middlewares Serve's HTTP proxy runs (``api/proxy.py``), wrapped the way the proxy wraps
+them (Serve's own request-id middleware innermost), around stand-ins for the proxy's answers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from ray.serve._private.http_util import _apply_middlewares
+from starlette.types import Receive, Scope, Send
+
+from serve_app.api.proxy import middlewares
+
+
+async def shed(scope: Scope, receive: Receive, send: Send) -> None:
+    """What the proxy sends when a deployment's queue is full."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"2")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"Request dropped due to backpressure"})
+
+
+async def cut_off(scope: Scope, receive: Receive, send: Send) -> None:
+    """The proxy when the replica died mid-request: it returns without answering."""
+
+
+async def ingress(scope: Scope, receive: Receive, send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send(
+        {"type": "http.response.body", "body": b'{"detail":"unknown soul","request_id":"r1"}'}
+    )
+
+
+def call(app: Any, method: str = "GET", headers: dict[str, str] | None = None) -> httpx.Response:
+    async def go() -> httpx.Response:
+        proxied = _apply_middlewares(app, middlewares())
+        transport = httpx.ASGITransport(app=proxied)
+        async with httpx.AsyncClient(transport=transport, base_url="http://soul") as client:
+            return await client.request(method, "/image", headers=headers)
+
+    return asyncio.run(go())
+
+
+def test_too_many_or_too_large_headers_are_a_431_before_the_request_goes_on() -> None:
+    many = call(ingress, headers={f"x-h{i}": "v" for i in range(120)})
+    large = call(ingress, headers={"x-big": "a" * 40_000})
+    fine = call(ingress, headers={"x-small": "a" * 1000})
+    for refused, why in [
+        (many, "request headers; send at most 100"),
+        (large, "bytes; send at most 32768"),
+    ]:
+        assert refused.status_code == 431 and why in refused.json()["detail"]
+        assert refused.json()["request_id"] == refused.headers["x-request-id"]
+    assert fine.status_code == 404  # passed on to the app
+
+
+def test_the_proxys_own_errors_become_the_error_body_with_the_request_id() -> None:
+    busy = call(shed, headers={"x-request-id": "abc"})
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "2"
+    assert busy.json() == {"detail": "Request dropped due to backpressure", "request_id": "abc"}
+    assert busy.headers["content-type"] == "application/json"
+    died = call(cut_off)
+    assert (
+        died.status_code == 500 and "retry with the same Idempotency-Key" in died.json()["detail"]
+    )
+    assert died.json()["request_id"] == died.headers["x-request-id"]
+
+
+def test_json_answers_and_heads_pass_unchanged() -> None:
+    answer, head = call(ingress), call(ingress, "HEAD")
+    assert answer.json() == {"detail": "unknown soul", "request_id": "r1"}
+    assert head.status_code == 404 and head.content == b""

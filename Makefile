@@ -8,7 +8,7 @@ POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/soul
 export SOUL_DATA_DIR ?= $(CURDIR)/var
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-postgres test chromium lint bench-hot bench-miss bench-catalog bench-render bench-jobs clean
+.PHONY: setup serve serve-postgres test chromium lint fuzz bench-hot bench-miss bench-catalog bench-render bench-jobs clean
 
 setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-lora-ink.safetensors
 
@@ -42,6 +42,12 @@ chromium:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 		else echo "no Chromium: the browser tests will skip (apt-get install chromium chromium-driver)"; fi; \
 	fi
+
+# Schemathesis over every route of a running graph, longer than the run in `make test`.
+FUZZ_EXAMPLES ?= 200
+fuzz: setup
+	SOUL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SOUL_FUZZ_SEED=$$(date +%s) \
+		$(BIN)/python -m pytest -s tests/integration/test_fuzz.py
 
 lint: setup
 	$(BIN)/ruff check .

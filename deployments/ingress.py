@@ -9,7 +9,14 @@ import mimetypes
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Path, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    StreamingResponse,
+)
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -41,6 +48,7 @@ from serve_app.api.models import (
     StyleIn,
     VariantView,
 )
+from serve_app.api.openapi import with_formats
 from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, Shot, tenant_user
 from serve_app.diffusion.sources import model_manager
 from serve_app.errors import NotFound
@@ -136,6 +144,14 @@ class Ingress:
         return FileResponse(STUDIO / "index.html", headers={"Cache-Control": "no-cache"})
 
     # ---- health -------------------------------------------------------------------------
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self) -> JSONResponse:
+        return JSONResponse(with_formats(api.openapi(), await self.deliverer.formats()))
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=api.title)
+
     @api.get("/healthz", tags=["health"], responses=responses())
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
@@ -341,7 +357,7 @@ class Ingress:
         response_model=IngestedReference,
         tags=["references"],
         dependencies=[Authorized],
-        responses=responses(401, 404, 409, 413, 422, 502, 503),
+        responses=responses(401, 403, 404, 409, 413, 422, 502, 503),
     )
     async def ingest_reference(
         self,

@@ -35,7 +35,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.coalesce import Coalescer
-from serve_app.errors import Busy, InvalidRequest, NoStyle, NotFound, UnknownSoul, replica_died
+from serve_app.diffusion.sources import ModelError
+from serve_app.errors import (
+    Busy,
+    InvalidRequest,
+    NoStyle,
+    NotFound,
+    UnknownSoul,
+    UnusableStyle,
+    first_line,
+    replica_died,
+)
 from serve_app.ids import new_ulid
 from serve_app.metrics import count
 from serve_app.places import City, Places
@@ -174,13 +184,15 @@ class Deliverer:
             raise InvalidRequest(
                 "cue: must contain at least one word besides punctuation and stopwords"
             )
-        if (
-            media_format != "gif"
-            and media_format not in await self.handles.transcoder.formats.remote()
-        ):
+        if media_format != "gif" and media_format not in await self.formats():
             raise InvalidRequest(
                 f"format: {media_format!r} is not enabled here (transcoder.formats)"
             )
+
+    async def formats(self) -> list[str]:
+        """The formats the Transcoder encodes (beside gif, always)."""
+        formats: list[str] = await self.handles.transcoder.formats.remote()
+        return formats
 
     def check_place(self, city_key: str, mood: str) -> City:
         """The city of a selfie; refuses an unknown city or mood before anything is written."""
@@ -273,9 +285,12 @@ class Deliverer:
     ) -> Variant | None:
         """Lead or join this replica's render of the key, then take what it made for this user,
         or else claim one another render made meanwhile. None: lost every claim."""
-        rendered, led = await self.coalescer.run(
-            key.pk_id, user_id, lambda users: self._render_shared(key, style, cue, users), via
-        )
+        try:
+            rendered, led = await self.coalescer.run(
+                key.pk_id, user_id, lambda users: self._render_shared(key, style, cue, users), via
+            )
+        except ModelError as exc:  # Ray's wrapper is an instance of its cause's class too
+            raise UnusableStyle(key.soul_id, first_line(exc)) from exc
         if user_id in rendered:
             if not led:
                 count("soul_coalesced_requests", scope="replica")

@@ -54,6 +54,15 @@ class NoStyle(Conflict):
         super().__init__(f"soul {soul_id!r} has no style profile: POST /style first")
 
 
+class UnusableStyle(Conflict):
+    """A soul's stored style names a model the render nodes cannot load."""
+
+    def __init__(self, soul_id: str, problem: str) -> None:
+        super().__init__(
+            f"soul {soul_id!r}'s style cannot be rendered ({problem}): fix it with POST /style"
+        )
+
+
 class Forbidden(ServiceError):
     status_code = 403
 

@@ -37,6 +37,12 @@ class ReferenceTooLarge(ReferenceRejected):
     status_code = 413
 
 
+class ReferenceForbidden(ReferenceRejected):
+    """A source this service may not read (a bucket not in reference_gcs_buckets)."""
+
+    status_code = 403
+
+
 class ReferenceUnreachable(ReferenceRejected):
     status_code = 502
 
@@ -62,7 +68,14 @@ def fetch_reference(url: str, settings: Settings) -> ReferenceImage:
 
 
 def fetch_bytes(url: str, settings: Settings) -> bytes:
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parses the port: "host:99999" is refused here, not in the fetch)
+    except ValueError as exc:
+        raise ReferenceRejected(f"url: not a valid URL ({exc})") from exc
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https", "gs") and not parts.hostname:
+        raise ReferenceRejected(f"url: name a host, as in {scheme}://host/path")
     if scheme in ("http", "https"):
         return _fetch_http(url, settings)
     if scheme == "gs":
@@ -155,7 +168,7 @@ def public_address(host: str, port: int) -> str:
 def _fetch_gcs(url: str, settings: Settings) -> bytes:
     bucket, _, name = url.removeprefix("gs://").partition("/")
     if bucket not in settings.reference_gcs_buckets:
-        raise ReferenceRejected(f"url: bucket {bucket!r} is not allowed for references")
+        raise ReferenceForbidden(f"url: bucket {bucket!r} is not allowed for references")
     store = GCSObjectStore(f"gs://{bucket}", settings.gcs_credentials_file, settings.gcs_endpoint)
     try:
         return store.get(name, max_bytes=settings.reference_max_bytes)

@@ -16,8 +16,10 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     StringConstraints,
+    TypeAdapter,
     model_validator,
 )
+from typing_extensions import TypeAliasType
 
 SoulId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
@@ -63,27 +65,76 @@ def safe_json(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-@dataclass(frozen=True)
-class DocumentedPattern:
-    """Puts ``pattern`` in a type's JSON schema (OpenAPI) without changing how it validates:
+@dataclass(frozen=True, eq=False)  # hashed by identity: a schema dict is not hashable
+class Documented:
+    """Adds ``schema`` to a type's JSON schema (OpenAPI) without changing how it validates:
     the schema says what a validator enforces, so clients generated from it send valid data."""
 
-    pattern: str
+    schema: dict[str, Any]
 
     def __get_pydantic_json_schema__(self, core: Any, handler: GetJsonSchemaHandler) -> Any:
-        return {**handler(core), "pattern": self.pattern}
+        return {**handler(core), **self.schema}
 
 
-SAFE_TEXT = DocumentedPattern(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd\ud800-\udfff]*$")
+@dataclass(frozen=True)
+class DocumentedAs:
+    """Documents a type with the JSON schema of ``shape`` (validation stays the type's own)."""
+
+    shape: Any
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: GetJsonSchemaHandler) -> Any:
+        return handler(TypeAdapter(self.shape).core_schema)
+
+
+# Lone surrogates are left out of the documented pattern: they are no Unicode characters, so
+# no regex engine outside Python (a client's JSON Schema validator) can name them.
+SAFE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]*$"
+SAFE_TEXT = Documented({"pattern": SAFE_PATTERN})
+SAFE_KEYS = Documented({"propertyNames": {"pattern": SAFE_PATTERN}})
+# What ``safe_json`` lets through, as a schema: safe text everywhere, keys included.
+SafeJson = TypeAliasType(
+    "SafeJson",
+    "Annotated[str, SAFE_TEXT] | int | float | bool | list[SafeJson]"
+    " | Annotated[dict[str, SafeJson], SAFE_KEYS] | None",
+)
 Text = Annotated[str, AfterValidator(safe_text), SAFE_TEXT]
-LoraId = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^(civitai:\d{1,12}|/[^=\x00-\x1f]{1,300}|[A-Za-z0-9][A-Za-z0-9._@-]{0,199})"
-        r"(=-?(\d{1,2}(\.\d{1,4})?|\.\d{1,4}))?$"
-    ),
+# URLs the service calls out to (references, webhooks): an ASCII host name, an optional port,
+# then anything but spaces and control characters. No user:password@ (secrets would end up in
+# logs), no IP literal in brackets. One pattern that the schema shows and validation enforces.
+_LABEL = r"[A-Za-z0-9-]{1,63}"
+_HOST = rf"(?:{_LABEL}\.)*{_LABEL}\.?"
+_PORT = r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+_REST = r"(?:[/?#][^\s\x00-\x1f\x7f\ufffd]*)?"
+WEB_URL = rf"^https?://{_HOST}{_PORT}{_REST}$"
+REFERENCE_URL = rf"^(?:https?://{_HOST}{_PORT}|gs://[a-z0-9_.-]{{1,222}}){_REST}$"
+
+
+def url_type(pattern: str, shape: str) -> Any:
+    """A URL type that matches ``pattern`` (shown in the schema), or says which ``shape`` to use."""
+
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, safe_text(value)):
+            raise ValueError(f"use {shape}, with no spaces or user:password@")
+        return value
+
+    return Annotated[str, AfterValidator(check), Documented({"pattern": pattern})]
+
+
+WebUrl = url_type(WEB_URL, "http(s)://host[:port]/path")
+ReferenceUrl = url_type(REFERENCE_URL, "http(s)://host[:port]/path or gs://bucket/path")
+
+# Model refs: a CivitAI model version or a tag (under the models folder), what a client may
+# name; or an absolute path on the server, for the config files an operator writes.
+CLIENT_REF = r"civitai:\d{1,12}|[A-Za-z0-9][A-Za-z0-9._@-]{0,199}"
+SERVER_PATH = r"/[^=\x00-\x1f]{1,300}"
+LORA_WEIGHT = r"(=-?(\d{1,2}(\.\d{1,4})?|\.\d{1,4}))?"
+ModelRef = Annotated[str, StringConstraints(pattern=f"^({CLIENT_REF}|{SERVER_PATH})$")]
+LoraId = Annotated[str, StringConstraints(pattern=f"^({CLIENT_REF}|{SERVER_PATH}){LORA_WEIGHT}$")]
+JsonObject = Annotated[
+    dict[str, Any],
+    AfterValidator(safe_json),
+    DocumentedAs(Annotated[dict[str, SafeJson], SAFE_KEYS]),
 ]
-JsonObject = Annotated[dict[str, Any], AfterValidator(safe_json)]
 
 
 class Soul(BaseModel):
@@ -97,8 +148,8 @@ class StyleProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     soul_id: SoulId
-    base_model_ref: Text = Field(
-        min_length=1, max_length=300, description="Local model tag (a folder in the models dir)."
+    base_model_ref: ModelRef = Field(
+        description="civitai:<version id>, or a tag (a diffusers folder in the models dir)."
     )
     lora_ids: list[LoraId] = Field(
         default_factory=list,
@@ -115,9 +166,8 @@ class StyleProfile(BaseModel):
     negatives: list[Annotated[Text, StringConstraints(max_length=200)]] = Field(
         default_factory=list, max_length=32
     )
-    motion_module: Text | None = Field(
+    motion_module: ModelRef | None = Field(
         default=None,
-        max_length=300,
         description='AnimateDiff motion adapter for extra.animation "animated": a diffusers '
         "MotionAdapter folder (config.json + safetensors) by tag or absolute path.",
     )

@@ -19,6 +19,10 @@ def create_api() -> FastAPI:
         description="User-unique, soul-styled character GIFs with a prompt-similarity cache.",
         version="0.1.0",
         dependencies=[Depends(unambiguous)],
+        # Served by the Ingress, with this deployment's formats (api/openapi.py).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     api.state.api_keys = []  # set by the Ingress from Settings
     errors.install(api)

@@ -22,12 +22,13 @@ log = logging.getLogger("ray.serve")
 # What each status means on any route, for the OpenAPI document.
 MEANINGS = {
     401: "Missing or invalid bearer API key.",
-    403: "Invalid or expired signature.",
+    403: "Not allowed: an invalid or expired signature, or a source this service may not read.",
     404: "Something the request names does not exist.",
     409: "The request conflicts with the current state; the detail says what to do first.",
     413: "What the request names is too large.",
     422: "Invalid input; the detail names the field and what to fix. Nothing was changed.",
     429: "Over a limit of this API client (the detail names it); retry after Retry-After.",
+    431: "Too many or too large request headers (the detail gives the limit).",
     502: "An outside source (CivitAI, a reference URL) failed.",
     503: "Busy or the catalog is unreachable; retry after Retry-After seconds.",
 }
@@ -35,8 +36,10 @@ MEANINGS = {
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the error statuses a route answers, all with ``ErrorBody``;
-    422 on every route (``deps.unambiguous`` refuses a repeated parameter anywhere)."""
-    return {code: {"model": ErrorBody, "description": MEANINGS[code]} for code in {*codes, 422}}
+    422 on every route (``deps.unambiguous`` refuses a repeated parameter anywhere), and 431
+    (the HTTP proxy's header limits, ``api/proxy.py``)."""
+    every = {*codes, 422, 431}
+    return {code: {"model": ErrorBody, "description": MEANINGS[code]} for code in sorted(every)}
 
 
 def request_id_of(request: Request) -> str:

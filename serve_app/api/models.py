@@ -10,7 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from serve_app.jobs.book import ItemFailure, JobError, Progress, Status
 from serve_app.looks import StoredReference
 from serve_app.places import Key as PlaceKey
-from serve_app.schemas import MediaFormat, SoulId, StyleProfile, Text, UserId
+from serve_app.schemas import (
+    CLIENT_REF,
+    LORA_WEIGHT,
+    MediaFormat,
+    ReferenceUrl,
+    SoulId,
+    StyleProfile,
+    UserId,
+)
 
 
 class ErrorBody(BaseModel):
@@ -47,10 +55,21 @@ class SelfieResponse(ImageResponse):
     angle: str
 
 
+def _client_refs_only(schema: dict[str, Any]) -> None:
+    """StyleIn's schema names the refs a client may send (``no_server_paths`` says why not a
+    path, which a pattern alone could not)."""
+    fields = schema["properties"]
+    fields["base_model_ref"]["pattern"] = f"^({CLIENT_REF})$"
+    fields["motion_module"]["anyOf"][0]["pattern"] = f"^({CLIENT_REF})$"
+    fields["lora_ids"]["items"]["pattern"] = f"^({CLIENT_REF}){LORA_WEIGHT}$"
+
+
 class StyleIn(StyleProfile):
     """Body of POST /style: the store stamps the LWW timestamp. Its model refs are CivitAI ids
     or tags under the models folder: a server path is for the config files an operator writes,
     never for a client to name."""
+
+    model_config = ConfigDict(json_schema_extra=_client_refs_only)
 
     updated_at_ts: int = Field(default=0, exclude=True)
 
@@ -71,11 +90,9 @@ class ReferenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     soul_id: SoulId
-    url: Text = Field(
-        min_length=1,
+    url: ReferenceUrl = Field(
         max_length=2048,
-        description="http(s)://... or gs://bucket/path of a PNG, JPEG, WebP or GIF image.",
-        json_schema_extra={"pattern": r"^(https?|gs)://"},
+        description="http(s)://host/... or gs://bucket/path of a PNG, JPEG, WebP or GIF image.",
     )
 
 

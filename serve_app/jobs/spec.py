@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from serve_app.places import Key as PlaceKey
-from serve_app.schemas import MAX_CUE_CHARS, MediaFormat, SoulId, Text, UserId
+from serve_app.schemas import MAX_CUE_CHARS, MediaFormat, SoulId, Text, UserId, WebUrl
 from serve_app.settings import config_file
 
 Priority = Literal["normal", "high"]
@@ -24,7 +24,7 @@ class JobBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     priority: Priority = Field(default="normal", description="high jobs are leased first.")
-    webhook_url: HttpUrl | None = Field(
+    webhook_url: WebUrl | None = Field(
         default=None,
         max_length=2048,
         description="Receives the job document (POST, signed) when the job ends; public "
@@ -52,9 +52,23 @@ class SelfieJob(JobBase):
     user_id: UserId
 
 
+NULL: dict[str, JsonValue] = {"type": "null"}
+PACK_OF_CUES: dict[str, JsonValue] = {
+    "required": ["cues"],
+    "properties": {"cues": {"type": "array"}, "cue": NULL, "count": NULL, "vary": NULL},
+}
+PACK_OF_COUNT: dict[str, JsonValue] = {
+    "required": ["cue", "count"],
+    "properties": {"cue": {"type": "string"}, "count": {"type": "integer"}, "cues": NULL},
+}
+
+
 class PackJob(JobBase):
     """2-10 variants this user has never been sent, all in the soul's look: one per cue of
     ``cues``, or ``count`` of ``cue`` (each with the next phrase of ``vary``, if given)."""
+
+    # The rule below, for the schema: exactly one of the two ways is given.
+    model_config = ConfigDict(json_schema_extra={"oneOf": [PACK_OF_CUES, PACK_OF_COUNT]})
 
     kind: Literal["pack"]
     soul_id: SoulId

@@ -282,6 +282,10 @@ def test_bad_job_requests_are_refused_and_write_nothing(graph: Graph) -> None:
         ({"kind": "image", "soul_id": "nova", "cue": "the of", "user_id": "u"}, "cue"),
         ({"kind": "image", "soul_id": "nova", "cue": "a cat", "user_id": "u",
           "webhook_url": "ftp://example.com/x"}, "webhook_url"),
+        ({"kind": "image", "soul_id": "nova", "cue": "a cat", "user_id": "u",
+          "webhook_url": "https://[example.com/x"}, "webhook_url"),  # urlsplit raises: was a 500
+        ({"kind": "image", "soul_id": "nova", "cue": "a cat", "user_id": "u",
+          "webhook_url": "https://example.com:99999/x"}, "webhook_url"),
     ]  # fmt: skip
     for body, field in cases:
         response = graph.client.post("/jobs", json=body)

@@ -368,7 +368,7 @@ def test_reference_from_gs_refusals(store: GCSObjectStore, reference_settings: S
         fetch_reference(url, reference_settings)
     with pytest.raises(ReferenceRejected, match="invalid storage key"):
         fetch_reference(f"gs://{BUCKET}/a/../b.png", reference_settings)
-    for other in [f"gs://other-bucket/{PREFIX}/uploads/cat.png", "gs:///cat.png"]:
+    for other in [f"gs://other-bucket/{PREFIX}/uploads/cat.png"]:
         with pytest.raises(ReferenceRejected, match="is not allowed for references"):
             fetch_reference(other, reference_settings)
     with pytest.raises(ReferenceRejected, match="is not allowed for references"):

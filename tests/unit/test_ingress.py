@@ -6,7 +6,11 @@ import inspect
 from collections.abc import Iterator
 from types import CodeType
 
+import pytest
+
 import deployments.ingress as ingress_module
+from serve_app.api.openapi import with_formats
+from serve_app.schemas import REFERENCE_URL
 
 
 def names_used(code: CodeType) -> Iterator[str]:
@@ -79,4 +83,23 @@ def test_the_schema_says_what_the_service_enforces() -> None:
     assert "stopwords" in image["cue"]["description"]
     assert "transcoder.formats" in image["format"]["description"]
     url = spec["components"]["schemas"]["ReferenceRequest"]["properties"]["url"]
-    assert url["pattern"] == "^(https?|gs)://"
+    assert url["pattern"] == REFERENCE_URL  # a scheme and a host name, no credentials
+    style = spec["components"]["schemas"]["StyleIn"]["properties"]
+    assert style["base_model_ref"]["pattern"].startswith("^(civitai:")
+    assert style["extra"]["propertyNames"]["pattern"] == image["cue"]["schema"]["pattern"]
+    nested = spec["components"]["schemas"][
+        style["extra"]["additionalProperties"]["$ref"].split("/")[-1]
+    ]
+    assert {"type": "string", "pattern": image["cue"]["schema"]["pattern"]} in nested["anyOf"]
+    pack = spec["components"]["schemas"]["PackJob"]
+    assert [way["required"] for way in pack["oneOf"]] == [["cues"], ["cue", "count"]]
+
+
+@pytest.mark.parametrize(("formats", "enum"), [([], ["gif"]), (["mp4"], ["gif", "mp4"])])
+def test_the_openapi_document_names_only_the_formats_encoded_here(
+    formats: list[str], enum: list[str]
+) -> None:
+    document = {"paths": {"/image": {"parameters": [{"schema": {"enum": ["gif", "webp", "mp4"]}}]}}}
+    narrowed = with_formats(document, formats)
+    assert narrowed["paths"]["/image"]["parameters"][0]["schema"]["enum"] == enum
+    assert document["paths"]["/image"]["parameters"][0]["schema"]["enum"] == ["gif", "webp", "mp4"]

@@ -183,6 +183,22 @@ def test_unsupported_schemes_are_refused(url: str, settings: Settings) -> None:
     assert caught.value.status_code == 422
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://", "name a host"),
+        ("gs:///object.png", "name a host"),
+        ("gs://\u00a5.\u00f1]a", "not a valid URL"),  # urlsplit: "Invalid IPv6 URL"
+        ("http://example.com:99999/a.png", "not a valid URL"),
+    ],
+)
+def test_urls_that_do_not_parse_are_refused(url: str, problem: str, settings: Settings) -> None:
+    """Found by the fuzz run: these answered 500 and 502."""
+    with pytest.raises(ReferenceRejected, match=problem) as caught:
+        fetch_reference(url, settings)
+    assert caught.value.status_code == 422
+
+
 # SSRF guard.
 
 

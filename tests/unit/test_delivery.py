@@ -12,7 +12,7 @@ import pytest
 from deployments.dedupe import DedupeConfig, DedupeEngine
 from serve_app.coalesce import WorkInterrupted
 from serve_app.delivery import Delivery, UnknownCity
-from serve_app.errors import Busy, InvalidRequest
+from serve_app.errors import Busy, InvalidRequest, UnusableStyle
 from serve_app.prompts import pk_id
 from serve_app.schemas import DedupeVerdict, Frames, RenderJob
 from serve_app.storage.store import StoreUnavailable
@@ -215,6 +215,21 @@ def test_the_leader_leaving_mid_render_fails_no_one_else(world: World) -> None:
     assert world.seen("a") == set()  # the one who left was not charged with the variant
     assert world.seen("b") == world.seen("c") == {b.variant.variant_id}
     assert world.object_variant_ids() == world.variant_ids()
+
+
+def test_a_style_naming_a_model_the_renderer_lacks_is_a_409_that_says_to_fix_it(
+    world: World,
+) -> None:
+    """Found by the fuzz run: such a style answered each of the soul's misses with a 422, as if
+    the request were wrong; nothing is written either way."""
+    replica = world.replica()
+    style = run(replica.catalog.get_style("nova"))
+    assert style is not None
+    run(replica.catalog.put_style(style.model_copy(update={"base_model_ref": "no-such-model"})))
+    with pytest.raises(UnusableStyle, match=r"'no-such-model' not found.*fix it with POST /style"):
+        replica.image("penguin", "a")
+    assert UnusableStyle.status_code == 409
+    assert world.variant_ids() == set() and world.objects.list("soul/") == []
 
 
 def test_bad_selfie_places_are_refused_before_anything_is_written(world: World) -> None:

@@ -14,11 +14,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     StringConstraints,
     TypeAdapter,
     model_validator,
 )
+from pydantic_core import core_schema
 from typing_extensions import TypeAliasType
 
 SoulId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -109,27 +111,49 @@ WEB_URL = rf"^https?://{_HOST}{_PORT}{_REST}$"
 REFERENCE_URL = rf"^(?:https?://{_HOST}{_PORT}|gs://[a-z0-9_.-]{{1,222}}){_REST}$"
 
 
-def url_type(pattern: str, shape: str) -> Any:
-    """A URL type that matches ``pattern`` (shown in the schema), or says which ``shape`` to use."""
+@dataclass(frozen=True)
+class Matching:
+    """Text that matches ``pattern`` (shown in the schema); else the error is ``advice``, which
+    says what to send (a bare regex in an error helps no one)."""
 
-    def check(value: str) -> str:
-        if not re.fullmatch(pattern, safe_text(value)):
-            raise ValueError(f"use {shape}, with no spaces or user:password@")
+    pattern: str
+    advice: str
+
+    def check(self, value: str) -> str:
+        if not re.fullmatch(self.pattern, safe_text(value)):
+            raise ValueError(self.advice)
         return value
 
-    return Annotated[str, AfterValidator(check), Documented({"pattern": pattern})]
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: GetJsonSchemaHandler) -> Any:
+        return {**handler(core), "pattern": self.pattern}
 
 
-WebUrl = url_type(WEB_URL, "http(s)://host[:port]/path")
-ReferenceUrl = url_type(REFERENCE_URL, "http(s)://host[:port]/path or gs://bucket/path")
+NO_CREDENTIALS = "with no spaces or user:password@"
+WebUrl = Annotated[str, Matching(WEB_URL, f"use http(s)://host[:port]/path, {NO_CREDENTIALS}")]
+ReferenceUrl = Annotated[
+    str,
+    Matching(
+        REFERENCE_URL, f"use http(s)://host[:port]/path or gs://bucket/path, {NO_CREDENTIALS}"
+    ),
+]
 
 # Model refs: a CivitAI model version or a tag (under the models folder), what a client may
 # name; or an absolute path on the server, for the config files an operator writes.
 CLIENT_REF = r"civitai:\d{1,12}|[A-Za-z0-9][A-Za-z0-9._@-]{0,199}"
 SERVER_PATH = r"/[^=\x00-\x1f]{1,300}"
 LORA_WEIGHT = r"(=-?(\d{1,2}(\.\d{1,4})?|\.\d{1,4}))?"
-ModelRef = Annotated[str, StringConstraints(pattern=f"^({CLIENT_REF}|{SERVER_PATH})$")]
-LoraId = Annotated[str, StringConstraints(pattern=f"^({CLIENT_REF}|{SERVER_PATH}){LORA_WEIGHT}$")]
+_REF_SHAPE = "civitai:<model version id>, or a tag (letters, digits and . _ @ -; up to 200)"
+ModelRef = Annotated[str, Matching(f"^({CLIENT_REF}|{SERVER_PATH})$", f"use {_REF_SHAPE}")]
+LoraId = Annotated[
+    str,
+    Matching(
+        f"^({CLIENT_REF}|{SERVER_PATH}){LORA_WEIGHT}$",
+        f'use <ref> or "<ref>=<weight>", a ref being {_REF_SHAPE}',
+    ),
+]
 JsonObject = Annotated[
     dict[str, Any],
     AfterValidator(safe_json),

@@ -217,7 +217,7 @@ def test_deleted_style_then_restored(graph: Graph) -> None:
 @pytest.mark.parametrize(
     ("base_model_ref", "status", "detail"),
     [
-        ("missing-model", 422, "model 'missing-model' not found"),  # the style's fault
+        ("missing-model", 409, "style cannot be rendered (model 'missing-model' not found"),
         ("broken-sdxl", 500, "internal error"),  # the render fails: weights gone
     ],
 )
@@ -335,7 +335,7 @@ def test_reference_images_are_ingested_listed_and_condition_renders(graph: Graph
         assert ghost.status_code == 404
         assert graph.client.get("/ingest/reference/ghost").status_code == 404
         ftp = graph.client.post("/ingest/reference", json={**body, "url": "ftp://x/face.png"})
-        assert ftp.status_code == 422 and "unsupported scheme" in ftp.json()["detail"]
+        assert ftp.status_code == 422 and "use http(s)://" in ftp.json()["detail"]
         assert graph.objects("soul/valentina/reference/") == [ref["storage_key"]]
 
     bad = {**original, "extra": {**original["extra"], "reference_strength": 1.5}}

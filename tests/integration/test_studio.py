@@ -164,7 +164,7 @@ def test_an_invalid_style_shows_the_error_next_to_its_field(page: Any) -> None:
     page.click("#style-save")
     error = page.locator(".field-error[data-field=base_model_ref]")
     error.wait_for(state="visible")
-    assert "at least 1 character" in error.inner_text()
+    assert "use civitai:<model version id>, or a tag" in error.inner_text()
     page.fill("#style-extra", "{not json")
     page.click("#style-save")
     page.locator(".field-error[data-field=extra]").wait_for(state="visible")

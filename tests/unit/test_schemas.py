@@ -35,7 +35,7 @@ def test_unstorable_text_is_refused(text: str, why: str) -> None:
     ("fields", "where", "why"),
     [
         ({"negatives": ["ok", "bad\x00"]}, "negatives.1", "control character"),
-        ({"base_model_ref": "model\x00"}, "base_model_ref", "should match pattern"),
+        ({"base_model_ref": "model\x00"}, "base_model_ref", "control character"),
         ({"palette": {"alpha": float("nan")}}, "palette", "finite"),
         ({"extra": {"deep": [{"x": float("inf")}]}}, "extra", "finite"),
         ({"extra": {"key\x00": 1}}, "extra", "control character"),

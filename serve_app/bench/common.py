@@ -1,4 +1,4 @@
-"""`soul bench hot|miss|catalog|render|jobs|faults`: side-by-side measurements in one invocation.
+"""`soul bench hot|miss|catalog|render|jobs`: side-by-side measurements in one invocation.
 
 hot and miss: the service over HTTP next to its in-process floor. catalog: the catalog on
 PostgreSQL next to SQLite (in-process operations, then the whole graph over HTTP with 2 ingress
@@ -33,18 +33,17 @@ BENCH_ARGS: dict[str, Any] = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "scenario",
-        choices=["hot", "miss", "catalog", "render", "jobs", "faults"],
+        choices=["hot", "miss", "catalog", "render", "jobs"],
         help="hot: cache hits; miss: new renders; catalog: PostgreSQL vs SQLite; "
         "render: LoRA hot-swap vs reload, style switches, encode formats; "
-        "jobs: queue overhead, queue jobs/s, high vs normal wait under a flood; "
-        "faults: 5xx per replica kill or PostgreSQL backend termination under load",
+        "jobs: queue overhead, queue jobs/s, high vs normal wait under a flood",
     )
     p.add_argument("--requests", type=int, default=None, help="measured requests per side")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients (hot)")
     p.add_argument(
         "--postgres",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="catalog, faults: the PostgreSQL server (a scratch database is created and dropped)",
+        help="catalog: PostgreSQL server to use (a scratch database is created and dropped)",
     )
     p.add_argument("--out", default=None, help="JSON file (default: bench-<scenario>.json)")
 
@@ -129,7 +128,7 @@ def report_pair(ns: argparse.Namespace, http: dict[str, Any], floor: dict[str, A
 
 
 def main(ns: argparse.Namespace) -> int:
-    from serve_app.bench import catalog, faults, hot, jobs, miss, render
+    from serve_app.bench import catalog, hot, jobs, miss, render
 
     n = ns.requests or (200 if ns.scenario in ("hot", "catalog") else 5)
     if ns.scenario == "catalog":
@@ -138,8 +137,6 @@ def main(ns: argparse.Namespace) -> int:
         return render.render_main(ns)
     if ns.scenario == "jobs":
         return jobs.jobs_main(ns)
-    if ns.scenario == "faults":
-        return faults.faults_main(ns)
     if ns.scenario == "hot":
         http, floor = hot.hot_main(ns, n)
     else:

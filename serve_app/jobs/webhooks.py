@@ -46,17 +46,13 @@ def verify(key: bytes, body: bytes, header: str, max_age_s: float = 300) -> bool
 
 def check_webhook_url(url: str, settings: Settings) -> None:
     """Refuse (422) a webhook URL that is not http(s), or whose host is not public."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise InvalidRequest(f"webhook_url: not a valid URL ({exc})") from exc
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequest("webhook_url: use an http:// or https:// URL with a host")
     if settings.webhook_allow_private_hosts:
         return
     try:
-        public_address(parts.hostname, port)
+        public_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
     except (ReferenceRejected, ReferenceUnreachable) as exc:
         raise InvalidRequest(str(exc).replace("url:", "webhook_url:", 1)) from exc
 

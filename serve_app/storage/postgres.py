@@ -97,9 +97,7 @@ class PostgresStore(Store):
                 "connect_timeout": max(1, round(self.timeout_s)),
             },
             configure=_json_as_text,
-            # One empty round trip per checkout: a connection broken by a server restart is
-            # replaced before use instead of failing a request.
-            check=AsyncConnectionPool.check_connection,
+            check=self._check,
             open=False,
             name="soul-catalog",
         )
@@ -112,6 +110,19 @@ class PostgresStore(Store):
         async with self._connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_ID,))
             await conn.execute(POSTGRES_DDL)
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """One empty round trip per checkout, so that a connection the server dropped is
+        replaced before use instead of failing a request. A restart, a failover or
+        ``pg_terminate_backend`` drops them all at once: the first broken one found replaces
+        every idle one, else each checkout would try the next broken one after a growing
+        back-off (0 s, 1 s, 2 s: psycopg-pool's) and outwait the pool timeout."""
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            if self._pool is not None:
+                await self._pool.drain()
+            raise
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -129,14 +140,27 @@ class PostgresStore(Store):
             raise StoreUnavailable(f"PostgreSQL: {first_line(exc)}") from exc
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self._connection() as conn:
-            cur = await conn.execute(_placeholders(sql), params)
-            return await cur.fetchall()
+        return (await self._execute(sql, params))[0]
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._connection() as conn:
-            cur = await conn.execute(_placeholders(sql), params)
-            return cur.rowcount
+        return (await self._execute(sql, params))[1]
+
+    async def _execute(self, sql: str, params: Sequence[Any]) -> tuple[list[Row], int]:
+        """One statement, its rows and row count; once more on another connection if the server
+        dropped this one under it (a restart, a failover, ``pg_terminate_backend``). Each
+        statement is a read or an idempotent write (a last-write-wins upsert, an
+        insert-if-absent claim, a compare-and-set), so a repeat after a commit whose answer was
+        lost changes nothing more: at worst a claim is seen as lost and the next one is made."""
+        tries = 2
+        while True:
+            tries -= 1
+            async with self._connection() as conn:
+                try:
+                    cur = await conn.execute(_placeholders(sql), params)
+                    return (await cur.fetchall() if cur.description else []), cur.rowcount
+                except psycopg.OperationalError:
+                    if not tries or not conn.broken:
+                        raise
 
 
 def _placeholders(sql: str) -> str:

@@ -549,21 +549,48 @@ def test_the_sweeper_removes_orphan_objects_past_their_grace(store: Store, tmp_p
     assert objects.exists("soul/nova/reference/r.png")
 
 
-def test_postgres_recovers_at_once_when_its_backends_are_terminated(postgres_url: str) -> None:
-    """The server stays up but kills every connection of ours: the pool's check on checkout
-    replaces them, and no request waits out the pool timeout or gets a 503."""
+def test_a_statement_whose_backend_is_terminated_under_it_runs_again(postgres_url: str) -> None:
+    """A statement in flight when the server drops its connection is made once more on
+    another one (every statement is a read or an idempotent write), not a 503."""
     store = open_store(postgres_url, pool_min=2, pool_max=4, timeout_s=5)
     run(store.open())
     database = urlsplit(postgres_url).path.lstrip("/")
+
+    async def slow_read_under_a_failover() -> Any:
+        read = asyncio.ensure_future(store._rows("SELECT 1 AS ok FROM pg_sleep(0.5)"))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(terminate_backends, database)
+        return await asyncio.gather(read, return_exceptions=True)
+
+    try:
+        assert run(slow_read_under_a_failover()) == [[{"ok": 1}]]
+    finally:
+        run(store.close())
+
+
+def terminate_backends(database: str) -> int:
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         [(killed,)] = admin.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
             (database,),
         ).fetchall()
-    assert killed >= 1
+    return int(killed)
 
-    async def eight_pings() -> list[Any]:
-        return await asyncio.gather(*(store.ping() for _ in range(8)), return_exceptions=True)
 
-    assert run(eight_pings()) == [None] * 8
+def test_postgres_recovers_at_once_when_its_backends_are_terminated(postgres_url: str) -> None:
+    """The server stays up but kills every connection of ours (a restart, a failover,
+    pg_terminate_backend). The first checkout that finds one broken replaces them all: the
+    pool's own check would try the next broken one after 0 s, then 1 s, then 2 s, and a
+    request would outwait the pool timeout (1.5 s here) and get a 503."""
+    store = open_store(postgres_url, pool_min=6, pool_max=8, timeout_s=1.5)
+    run(store.open())
+    assert terminate_backends(urlsplit(postgres_url).path.lstrip("/")) >= 6
+
+    async def pings() -> list[Any]:
+        first = await asyncio.gather(store.ping(), return_exceptions=True)
+        return first + await asyncio.gather(
+            *(store.ping() for _ in range(8)), return_exceptions=True
+        )
+
+    assert run(pings()) == [None] * 9
     run(store.close())

@@ -139,6 +139,31 @@ class Handles:
     transcoder: Any
 
 
+class OnceMore:
+    """A handle to a deployment whose every method is safe to repeat (the Catalog's: reads and
+    idempotent writes): a call whose replica died is made once more, on another replica."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def __getattr__(self, method: str) -> _Repeated:
+        return _Repeated(getattr(self._handle, method), method)
+
+
+class _Repeated:
+    def __init__(self, method: Any, name: str) -> None:
+        self._method, self._name = method, name
+
+    async def remote(self, *args: Any) -> Any:
+        try:
+            return await self._method.remote(*args)
+        except Exception as exc:
+            if not replica_died(exc):
+                raise
+            log.warning("a replica died under %s; calling it again", self._name)
+            return await self._method.remote(*args)
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where a new variant's objects go: ``<stem>.gif``, ``.png``, ``.json``, ..."""
@@ -165,7 +190,7 @@ class Deliverer:
         config: DeliveryConfig | None = None,
     ) -> None:
         self.handles = handles
-        self.catalog = handles.catalog
+        self.catalog = OnceMore(handles.catalog)
         self.objects = objects
         self.places = places
         self.config = config or DeliveryConfig()
@@ -328,8 +353,12 @@ class Deliverer:
         self, key: PromptKey, style: StyleProfile, cue: str, waiting: dict[str, str]
     ) -> tuple[Variant, list[str]]:
         """render_distinct → animate_and_encode → record; the variant and who it was claimed
-        for (of the users ``waiting`` by then, those who need it). Its objects go if any step
-        fails."""
+        for (of the users ``waiting`` by then, those who need it).
+
+        Its objects go if a step before the record fails. Once the record is sent, only the
+        catalog knows whether the row was written (its answer can be lost with its replica or
+        connection after the commit), so the objects stay: the catalog's sweeper removes them
+        if no row names them within ``catalog.orphan_grace_s``."""
         prompt = render_prompt(style, cue)
         candidate = await self._render_distinct(key, style, prompt, waiting)
         variant_id = new_ulid()
@@ -341,10 +370,10 @@ class Deliverer:
             )
             await self._report(waiting, "record")
             claim_for = await self._lacking(key, set(waiting))
-            return variant, await self._record(variant, claim_for, waiting)
         except BaseException:
             await asyncio.to_thread(self._remove_objects, stem)
             raise
+        return variant, await self._record(variant, claim_for, waiting)
 
     async def _render_distinct(
         self, key: PromptKey, style: StyleProfile, prompt: tuple[str, str], waiting: dict[str, str]

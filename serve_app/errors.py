@@ -74,6 +74,14 @@ class Busy(ServiceError):
     retry_after_s = 1
 
 
+class ReplicaLost(Busy):
+    """A replica serving the request died before it answered (Serve starts another): what it
+    was doing may or may not have happened, and nothing was delivered; the client retries."""
+
+    def __init__(self) -> None:
+        super().__init__("a replica serving this request died; nothing was delivered, retry")
+
+
 def replica_died(exc: BaseException) -> bool:
     """The call failed because a replica running it died (or became unreachable), itself or
     one whose response it was handed (Serve raises a ``RayServeException`` caused by the

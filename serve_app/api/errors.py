@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from serve_app.api.models import ErrorBody
-from serve_app.errors import ServiceError, first_line, root_cause
+from serve_app.errors import ReplicaLost, ServiceError, first_line, replica_died, root_cause
 
 log = logging.getLogger("ray.serve")
 
@@ -30,15 +30,17 @@ MEANINGS = {
     429: "Over a limit of this API client (the detail names it); retry after Retry-After.",
     431: "Too many or too large request headers (the detail gives the limit).",
     502: "An outside source (CivitAI, a reference URL) failed.",
-    503: "Busy or the catalog is unreachable; retry after Retry-After seconds.",
+    503: "Busy, a replica serving the request died, or the catalog is unreachable; retry after "
+    "Retry-After seconds.",
 }
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the error statuses a route answers, all with ``ErrorBody``;
-    422 on every route (``deps.unambiguous`` refuses a repeated parameter anywhere), and 431
-    (the HTTP proxy's header limits, ``api/proxy.py``)."""
-    every = {*codes, 422, 431}
+    on every route: 422 (``deps.unambiguous`` refuses a repeated parameter anywhere), 431 (the
+    HTTP proxy's header limits, ``api/proxy.py``) and 503 (the Ingress replica, or one it
+    called, died under the request; or the proxy shed it)."""
+    every = {*codes, 422, 431, 503}
     return {code: {"model": ErrorBody, "description": MEANINGS[code]} for code in sorted(every)}
 
 
@@ -115,6 +117,8 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if replica_died(exc):
+        return await service_error(request, ReplicaLost())
     request_id = request_id_of(request)
     log.exception("request %s failed: %s", request_id, type(exc).__name__)
     detail = f"internal error ({type(root_cause(exc)).__name__}); nothing was delivered"

@@ -5,8 +5,9 @@ RayService) and wraps its ASGI app in them, outside its own request-id middlewar
 - ``HeaderLimits`` refuses too many or too large request headers (431) before the proxy
   routes the request, so an oversized request never travels to an Ingress replica. The proxy's
   HTTP parser has no limit of its own: it still reads what a client sends, up to the socket.
-- ``JsonErrors`` gives the proxy's own answers (a full queue's 503, a timeout's 408, the 500 of
-  a replica that died mid-request) the service's error body: JSON with the request id.
+- ``JsonErrors`` gives the proxy's own answers (a full queue's 503, a timeout's 408) the
+  service's error body: JSON with the request id. Where the proxy gives up without answering
+  (the Ingress replica died mid-request), it answers a 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.api.models import ErrorBody
+from serve_app.errors import ReplicaLost
 from serve_app.settings import Settings
 
 REQUEST_ID = b"x-request-id"
@@ -85,8 +87,9 @@ class JsonErrors:
         if not answer.started:  # the proxy gave up without answering: a replica died
             # (Serve's request-id middleware, inside this one, wrote the id into the scope)
             request_id = dict(scope["headers"]).get(REQUEST_ID, b"").decode("latin-1")
-            detail = "internal error: the request was cut off; retry with the same Idempotency-Key"
-            for message in error_messages(500, detail, request_id):
+            lost = ReplicaLost()
+            retry = [(b"retry-after", str(lost.retry_after_s).encode())]
+            for message in error_messages(lost.status_code, str(lost), request_id, retry):
                 await send(message)
 
 

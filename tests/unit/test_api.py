@@ -19,7 +19,16 @@ def client() -> TestClient:
     async def echo(body: dict[str, Any], cue: str = "") -> dict[str, Any]:
         return {"cue": cue, **body}
 
-    return TestClient(api)
+    @api.get("/fails")
+    async def fails(how: str) -> None:
+        from ray.exceptions import ActorDiedError
+        from ray.serve.exceptions import RayServeException
+
+        if how == "replica-died":  # what a call to a SIGKILLed Catalog replica raises
+            raise RayServeException("an upstream actor died") from ActorDiedError()
+        raise RuntimeError("a bug")
+
+    return TestClient(api, raise_server_exceptions=False)
 
 
 def test_one_of_each_passes(client: TestClient) -> None:
@@ -60,3 +69,14 @@ def test_options_and_405_name_every_method_a_path_takes() -> None:
     for method in ("get", "put", "options"):
         nothing = routes.request(method, "/no/such/route")
         assert nothing.status_code == 404 and "request_id" in nothing.json()
+
+
+def test_a_replica_dying_under_a_request_is_a_503_to_retry_and_a_bug_a_500(
+    client: TestClient,
+) -> None:
+    died = client.get("/fails?how=replica-died")
+    assert died.status_code == 503 and died.headers["retry-after"] == "1"
+    assert died.json()["detail"].startswith("a replica serving this request died")
+    bug = client.get("/fails?how=bug")
+    assert bug.status_code == 500 and bug.json()["detail"].startswith("internal error")
+    assert "request_id" in died.json() and "request_id" in bug.json()

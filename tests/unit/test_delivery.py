@@ -4,6 +4,7 @@ Animator, Dedupe, and the Transcoder on a local object store, behind plain handl
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -46,9 +47,11 @@ def test_a_miss_then_a_hit_for_another_user_then_a_new_variant_for_the_first(wor
     assert world.object_variant_ids() == world.variant_ids()
 
 
-def test_a_failed_catalog_write_removes_the_variants_objects(
+def test_a_failed_catalog_write_leaves_the_objects_to_the_sweeper(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from deployments.catalog import Sweeper
+
     replica = world.replica()
 
     async def refuse(*args: Any) -> list[str]:
@@ -58,8 +61,33 @@ def test_a_failed_catalog_write_removes_the_variants_objects(
     with pytest.raises(StoreUnavailable):
         replica.image("penguin", "a")
     assert replica.renders == 1  # it got as far as encoding
-    assert world.objects.list("soul/") == []
     assert world.variant_ids() == set() and world.seen("a") == set()
+    assert run(Sweeper(replica.catalog.store, world.objects, grace_s=0).sweep())["objects"] > 0
+    assert world.objects.list("soul/") == []
+
+
+def test_a_record_whose_answer_died_with_the_catalog_replica_keeps_the_variants_objects(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Catalog replica wrote the row and died before answering (SIGKILL under load): the
+    delivery renders once more, and the recorded variant keeps its GIF."""
+    from ray.exceptions import ActorDiedError
+
+    replica = world.replica()
+    put_variant = replica.catalog.put_variant
+    answers_lost = iter([True])
+
+    async def write_then_die(*args: Any) -> list[str]:
+        claimed = await put_variant(*args)
+        if next(answers_lost, False):
+            raise ActorDiedError()
+        return claimed
+
+    monkeypatch.setattr(replica.catalog, "put_variant", write_then_die)
+    delivered = replica.image("penguin", "a")
+    assert replica.renders == 2 and len(world.variant_ids()) == 2
+    assert world.object_variant_ids() == world.variant_ids()  # before: the first lost its GIF
+    assert delivered.variant.variant_id in world.seen("a")
 
 
 def test_an_encode_cancelled_after_its_writes_leaves_no_objects_and_a_503(
@@ -266,6 +294,35 @@ def test_a_replica_that_dies_under_a_new_variant_costs_one_more_render_not_a_500
     assert delivered.cache == "miss" and renderer.calls == 2
     assert world.seen("a") == {delivered.variant.variant_id} == world.variant_ids()
     assert world.object_variant_ids() == world.variant_ids()  # the dead attempt left nothing
+
+
+def test_a_catalog_replica_dying_under_a_call_costs_that_call_again_not_a_503(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every Catalog call is a read or an idempotent write: one whose replica died (SIGKILL
+    under load, before it ran) is made once more, on another replica."""
+    from ray.exceptions import ActorDiedError
+
+    replica = world.replica()
+    calls: Counter[str] = Counter()
+
+    def dies_first(name: str) -> Callable[..., Any]:
+        real = getattr(replica.catalog, name)
+
+        async def call(*args: Any) -> Any:
+            calls[name] += 1
+            if calls[name] == 1:
+                raise ActorDiedError()
+            return await real(*args)
+
+        return call
+
+    for name in ("lookup", "try_lock", "put_variant"):
+        monkeypatch.setattr(replica.catalog, name, dies_first(name))
+    delivered = replica.image("penguin", "a")
+    assert delivered.cache == "miss" and replica.renders == 1
+    assert calls == {"lookup": 2, "try_lock": 2, "put_variant": 2}
+    assert world.seen("a") == {delivered.variant.variant_id} == world.variant_ids()
 
 
 def test_a_dead_upstream_replica_is_recognized_through_serves_wrapper() -> None:

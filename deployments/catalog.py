@@ -368,7 +368,7 @@ class CatalogEngine(JobBook):
 
 
 # soul/<soul_id>/key/<key_hash>/variant/<variant_id>.<ext>: the objects of one variant.
-_VARIANT_OBJECT = re.compile(
+VARIANT_OBJECT = re.compile(
     r"soul/(?P<soul>[a-z0-9][a-z0-9_-]*)/key/(?P<hash>[0-9a-f]{40})/variant/"
     r"(?P<variant>[0-9A-HJKMNP-TV-Z]{26})\.[A-Za-z0-9]+"
 )
@@ -429,7 +429,7 @@ class Sweeper:
         objects = self.objects
         stems: dict[tuple[str, str], list[str]] = {}
         for key in await asyncio.to_thread(objects.list, "soul/"):
-            if found := _VARIANT_OBJECT.fullmatch(key):
+            if found := VARIANT_OBJECT.fullmatch(key):
                 pk = f"{found['soul']}:{found['hash']}"
                 stems.setdefault((pk, found["variant"]), []).append(key)
         cutoff_ms = now_ms() - int(self.grace_s * 1000)

@@ -1,8 +1,9 @@
-"""`soul bench hot|miss|catalog|render|jobs`: side-by-side measurements in one invocation.
+"""`soul bench hot|miss|catalog|render|jobs|faults`: side-by-side measurements in one invocation.
 
 hot and miss: the service over HTTP next to its in-process floor. catalog: the catalog on
 PostgreSQL next to SQLite (in-process operations, then the whole graph over HTTP with 2 ingress
 and 2 catalog replicas: hot-path requests/s and the renders that miss coalescing saves).
+faults: what killed replicas, a dropped database and a header flood cost under load.
 Both sides run on the same machine in the same run, so ratios are what to read; absolute times
 on a shared 2-core box are noisy. Prints a table and writes JSON.
 """
@@ -33,17 +34,25 @@ BENCH_ARGS: dict[str, Any] = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "scenario",
-        choices=["hot", "miss", "catalog", "render", "jobs"],
+        choices=["hot", "miss", "catalog", "render", "jobs", "faults"],
         help="hot: cache hits; miss: new renders; catalog: PostgreSQL vs SQLite; "
         "render: LoRA hot-swap vs reload, style switches, encode formats; "
-        "jobs: queue overhead, queue jobs/s, high vs normal wait under a flood",
+        "jobs: queue overhead, queue jobs/s, high vs normal wait under a flood; "
+        "faults: replicas killed and the database dropped under load, a header flood",
     )
     p.add_argument("--requests", type=int, default=None, help="measured requests per side")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients (hot)")
     p.add_argument(
         "--postgres",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="catalog: PostgreSQL server to use (a scratch database is created and dropped)",
+        help="catalog, faults: PostgreSQL server to use (a scratch database is created and "
+        "dropped)",
+    )
+    p.add_argument(
+        "--fault-after",
+        type=float,
+        default=3.0,
+        help="faults: seconds into each phase's load at which the fault is injected",
     )
     p.add_argument("--out", default=None, help="JSON file (default: bench-<scenario>.json)")
 
@@ -128,7 +137,7 @@ def report_pair(ns: argparse.Namespace, http: dict[str, Any], floor: dict[str, A
 
 
 def main(ns: argparse.Namespace) -> int:
-    from serve_app.bench import catalog, hot, jobs, miss, render
+    from serve_app.bench import catalog, faults, hot, jobs, miss, render
 
     n = ns.requests or (200 if ns.scenario in ("hot", "catalog") else 5)
     if ns.scenario == "catalog":
@@ -137,6 +146,8 @@ def main(ns: argparse.Namespace) -> int:
         return render.render_main(ns)
     if ns.scenario == "jobs":
         return jobs.jobs_main(ns)
+    if ns.scenario == "faults":
+        return faults.report_faults(ns, faults.faults_main(ns))
     if ns.scenario == "hot":
         http, floor = hot.hot_main(ns, n)
     else:

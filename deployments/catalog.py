@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ulid import ULID
 
-from serve_app.ids import now_ms
+from serve_app.ids import first_ulid_of, new_ulid, now_ms, ulid_ms
 from serve_app.jobs.book import JobBook
 from serve_app.metrics import count
 from serve_app.places import Used, choose_shot
@@ -59,11 +59,19 @@ class CatalogConfig(BaseModel):
     )
 
 
+# Catch-up rereads the key log this far behind its newest entry read: a ULID is taken just
+# before its entry's insert, and one taken earlier by another replica can commit later.
+LOG_SLACK_MS = 10_000
+LOG_PAGE = 500
+
+
 @dataclass
 class SoulIndex:
-    """Exact inner-product search over unit vectors (cosine); fine up to ~10^5 keys per soul."""
+    """Exact inner-product search over unit vectors (cosine); fine up to ~10^5 keys per soul.
+    ``log_seen``: how far this replica has read the soul's key log."""
 
     index: faiss.IndexFlatIP
+    log_seen: str
     pk_ids: list[str] = field(default_factory=list)
     known: set[str] = field(default_factory=set)
 
@@ -186,13 +194,16 @@ class CatalogEngine(JobBook):
             updated_at_ts=now_ms(),
         )
         await self.store.upsert_prompt_key(key)
+        await self.store.log_prompt_key(soul_id, new_ulid(), key.pk_id)
         index.add(key.pk_id, vector)
         return key, nearest[1] if nearest else None
 
     async def _index(self, soul_id: str) -> SoulIndex:
-        """Built once per replica from the soul's keys (a primary-key prefix scan)."""
+        """Built once per replica from the soul's keys (a primary-key prefix scan); its log is
+        read from where the scan began, so keys written during the scan are learned too."""
         if soul_id not in self._indexes:
-            index = SoulIndex(faiss.IndexFlatIP(self.config.embedding_dim))
+            log_seen = first_ulid_of(now_ms())
+            index = SoulIndex(faiss.IndexFlatIP(self.config.embedding_dim), log_seen)
             for key in await self.store.list_prompt_keys(soul_id):
                 if key.key_embed:
                     index.add(key.pk_id, np.frombuffer(key.key_embed, dtype=np.float32))
@@ -200,11 +211,18 @@ class CatalogEngine(JobBook):
         return self._indexes[soul_id]
 
     async def _catch_up(self, soul_id: str, index: SoulIndex) -> None:
-        for pk in await self.store.list_prompt_key_ids(soul_id):
-            if pk not in index.known:
-                key = await self.store.get_prompt_key(pk)
-                if key is not None and key.key_embed:
-                    index.add(pk, np.frombuffer(key.key_embed, dtype=np.float32))
+        """Learn the keys other replicas created since: the soul's key log past what this
+        replica has read (a primary-key range), reread ``LOG_SLACK_MS`` back, since an entry
+        can commit after one whose ULID was taken later."""
+        after = first_ulid_of(ulid_ms(index.log_seen) - LOG_SLACK_MS)
+        while entries := await self.store.prompt_key_log_after(soul_id, after, LOG_PAGE):
+            for entry in entries:
+                if entry["pk_id"] not in index.known:
+                    key = await self.store.get_prompt_key(entry["pk_id"])
+                    if key is not None and key.key_embed:
+                        index.add(key.pk_id, np.frombuffer(key.key_embed, dtype=np.float32))
+            after = entries[-1]["seq"]
+            index.log_seen = max(index.log_seen, after)
 
     # Variants and user-unique delivery.
     async def list_variants(self, pk_id: str) -> list[Variant]:

@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS landmark_log (
   used_at_ts BIGINT NOT NULL, angle_key TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
 ALTER TABLE landmark_log ADD COLUMN IF NOT EXISTS angle_key TEXT NOT NULL DEFAULT '';
+CREATE TABLE IF NOT EXISTS prompt_key_log (
+  soul_id TEXT COLLATE "C" NOT NULL, seq TEXT COLLATE "C" NOT NULL, pk_id TEXT NOT NULL,
+  PRIMARY KEY (soul_id, seq));
 CREATE TABLE IF NOT EXISTS work_lock (
   lock_key TEXT COLLATE "C" PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts BIGINT NOT NULL,
   updated_at_ts BIGINT NOT NULL);

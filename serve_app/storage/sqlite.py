@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS landmark_log (
   user_id TEXT NOT NULL DEFAULT '', used_at_ts INTEGER NOT NULL,
   angle_key TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
+CREATE TABLE IF NOT EXISTS prompt_key_log (
+  soul_id TEXT NOT NULL, seq TEXT NOT NULL, pk_id TEXT NOT NULL, PRIMARY KEY (soul_id, seq));
 CREATE TABLE IF NOT EXISTS work_lock (
   lock_key TEXT PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts INTEGER NOT NULL,
   updated_at_ts INTEGER NOT NULL);

@@ -270,13 +270,23 @@ class Store(JobRows, ABC):
         rows = await self._rows("SELECT count(*) AS n FROM variant WHERE pk_id = ?", (pk_id,))
         return int(rows[0]["n"])
 
-    async def list_prompt_key_ids(self, soul_id: str) -> list[str]:
-        """Only the ids: an index-only prefix scan, cheap enough to run before creating a key."""
-        rows = await self._rows(
-            "SELECT pk_id FROM prompt_key WHERE pk_id >= ? AND pk_id < ? ORDER BY pk_id",
-            soul_prefix_bounds(soul_id),
+    async def log_prompt_key(self, soul_id: str, seq: str, pk_id: str) -> None:
+        """Append to the soul's log of keys with embeddings (``seq``: a ULID), from which other
+        catalog replicas learn of them."""
+        await self._write(
+            "INSERT INTO prompt_key_log (soul_id, seq, pk_id) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (soul_id, seq, pk_id),
         )
-        return [r["pk_id"] for r in rows]
+
+    async def prompt_key_log_after(self, soul_id: str, after: str, limit: int) -> list[Row]:
+        """The soul's log entries (``seq``, ``pk_id``) after ``after``, oldest first: a range of
+        the primary key."""
+        return await self._rows(
+            "SELECT seq, pk_id FROM prompt_key_log WHERE soul_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (soul_id, after, limit),
+        )
 
     async def upsert_prompt_key(self, key: PromptKey) -> None:
         await self._write(

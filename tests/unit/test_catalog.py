@@ -14,8 +14,8 @@ import pytest
 
 from deployments.catalog import CatalogConfig, CatalogEngine
 from serve_app.ids import new_ulid, now_ms
-from serve_app.prompts import normalize, pk_id
-from serve_app.schemas import SoulSpec, Variant
+from serve_app.prompts import key_hash, normalize, pk_id
+from serve_app.schemas import PromptKey, SoulSpec, Variant
 from serve_app.souls import load_souls
 from serve_app.storage.sqlite import SQLiteStore
 
@@ -317,6 +317,59 @@ def test_replica_learns_keys_another_replica_created_before_creating_one(
     first, _ = run(engine.resolve_similar("nova", norm_of("penguin"), unit(0)))
     found, score = run(replica.resolve_similar("nova", norm_of("penguins"), at_cosine(0.95)))
     assert found.pk_id == first.pk_id and score == pytest.approx(0.95, abs=1e-4)
+    run(replica.close())
+
+
+def test_catch_up_reads_the_key_log_not_the_souls_keys(
+    engine: CatalogEngine, db_path: Path, souls: list[SoulSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once its index is built, a replica learns new keys from the log past what it has read:
+    no listing of the soul's keys on a new cue."""
+    for i in range(20):
+        run(engine.resolve_similar("nova", norm_of(f"thing {i}"), unit(3 * i)))
+    replica = started(db_path, souls)
+    run(replica.resolve_similar("nova", norm_of("cat"), unit(90)))  # builds its index now
+
+    statements: list[str] = []
+    rows = replica.store._rows
+
+    async def recorded(sql: str, params: Any = ()) -> Any:
+        statements.append(sql)
+        return await rows(sql, params)
+
+    monkeypatch.setattr(replica.store, "_rows", recorded)
+    first, _ = run(engine.resolve_similar("nova", norm_of("penguin"), unit(-60)))
+    found, score = run(replica.resolve_similar("nova", norm_of("penguins"), unit(-59)))
+    assert found.pk_id == first.pk_id and score is not None and score > 0.99
+    assert not [sql for sql in statements if "FROM prompt_key WHERE pk_id >=" in sql]
+    assert [sql for sql in statements if "FROM prompt_key_log" in sql]
+    run(replica.close())
+
+
+def test_a_log_entry_that_commits_after_a_later_one_is_still_learned(
+    engine: CatalogEngine, db_path: Path, souls: list[SoulSpec]
+) -> None:
+    """A ULID is taken before its entry's insert, so another replica's earlier one can land
+    after a later one this replica has read: catch-up rereads a slack behind what it read."""
+    replica = started(db_path, souls)
+    run(replica.resolve_similar("nova", norm_of("cat"), unit(90)))  # builds its index
+    early = new_ulid()  # taken first ...
+    time.sleep(0.01)  # (a ULID of an earlier millisecond than the next entry's)
+    run(engine.resolve_similar("nova", norm_of("red car"), unit(180)))
+    run(replica.resolve_similar("nova", norm_of("tree"), unit(45)))  # reads the car's entry
+    assert run(replica._index("nova")).log_seen > early
+    penguin = PromptKey(
+        pk_id=pk_id("nova", norm_of("penguin")),
+        soul_id="nova",
+        key_norm=norm_of("penguin"),
+        key_hash=key_hash(norm_of("penguin")),
+        key_embed=np.asarray(unit(-60), dtype=np.float32).tobytes(),
+        updated_at_ts=now_ms(),
+    )
+    run(engine.store.upsert_prompt_key(penguin))
+    run(engine.store.log_prompt_key("nova", early, penguin.pk_id))  # ... committed last
+    found, score = run(replica.resolve_similar("nova", norm_of("penguins"), unit(-59)))
+    assert found.pk_id == penguin.pk_id and score is not None and score > 0.99
     run(replica.close())
 
 

@@ -25,7 +25,10 @@ from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.store import Store, StoreUnavailable, open_store
 from tests.support import POSTGRES_ADMIN_URL, require_postgres, run, temporary_database
 
-TABLES = "soul, soul_style_profile, prompt_key, variant, user_seen, work_lock, idempotency"
+TABLES = (
+    "soul, soul_style_profile, prompt_key, prompt_key_log, variant, user_seen, work_lock, "
+    "idempotency"
+)
 
 
 @pytest.fixture(scope="module")
@@ -374,11 +377,12 @@ def filled(store: Store) -> Store:
     the prefix "nova", and 2,000 souls with styles; written in bulk, then analyzed."""
     souls = [(f"soul{i}", f"Soul {i}", 1) for i in range(2000)] + [("nova", "Nova", 1)]
     styles = [(soul, "tiny-sdxl", "[]", "{}", "[]", "{}", 1) for soul, _, _ in souls]
-    keys, variants, seen = [], [], []
+    keys, logged, variants, seen = [], [], [], []
     for soul in SOULS:
         for i in range(100):
             pk = pk_id(soul, f"cue {i}")
             keys.append((pk, soul, f"cue {i}", key_hash(f"cue {i}"), "{}", 1))
+            logged.append((soul, new_ulid(), pk))
             for _ in range(2):
                 vid = new_ulid()
                 variants.append((pk, vid, soul, "u", "s", "{}", 1))
@@ -395,6 +399,7 @@ def filled(store: Store) -> Store:
             "VALUES (?, ?, ?, ?, ?, ?)",
             keys,
         ),
+        ("INSERT INTO prompt_key_log (soul_id, seq, pk_id) VALUES (?, ?, ?)", logged),
         (
             "INSERT INTO variant (pk_id, variant_id, soul_id, asset_url, storage_key, meta_json, "
             "updated_at_ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -434,12 +439,22 @@ def test_plan_user_seen_membership(filled: Store) -> None:
 
 
 def test_plan_prompt_keys_of_a_soul(filled: Store) -> None:
-    for call in [filled.list_prompt_keys("nova"), filled.list_prompt_key_ids("nova")]:
-        [(sql, params)] = statements_of(filled, call)
-        assert "pk_id >= ? AND pk_id < ?" in sql and params == soul_prefix_bounds("nova")
-        plan = query_plan(filled, sql, params)
-        assert_uses_primary_key(filled, plan, "prompt_key", ordered=True)
-    assert len(run(filled.list_prompt_key_ids("nova"))) == 100  # not nova2's
+    [(sql, params)] = statements_of(filled, filled.list_prompt_keys("nova"))
+    assert "pk_id >= ? AND pk_id < ?" in sql and params == soul_prefix_bounds("nova")
+    plan = query_plan(filled, sql, params)
+    assert_uses_primary_key(filled, plan, "prompt_key", ordered=True)
+    assert len(run(filled.list_prompt_keys("nova"))) == 100  # not nova2's
+
+
+def test_plan_key_log_after_a_point(filled: Store) -> None:
+    """What a catalog replica reads to catch up: only the soul's log past a point."""
+    [first, *rest] = run(filled.prompt_key_log_after("nova", "", 1000))
+    assert len(rest) == 99
+    [(sql, params)] = statements_of(filled, filled.prompt_key_log_after("nova", first["seq"], 10))
+    assert_uses_primary_key(filled, query_plan(filled, sql, params), "prompt_key_log", ordered=True)
+    assert [e["pk_id"] for e in run(filled.prompt_key_log_after("nova", first["seq"], 10))] == [
+        e["pk_id"] for e in rest[:10]
+    ]
 
 
 def test_plan_point_reads(filled: Store) -> None:

@@ -78,6 +78,53 @@ def normalize(cue: str, style_tags: list[str]) -> tuple[str, str]:
     return (f"{cue_text} | {tags}" if tags else cue_text), cue_text
 
 
+def _meanings(groups: str) -> dict[str, str]:
+    """Word -> meaning, from comma-separated groups of words of one meaning (named by the first)."""
+    return {word: group.split()[0] for group in groups.split(",") for word in group.split()}
+
+
+# Words whose difference changes the picture while barely moving a sentence embedding
+# (measured with `soul bench matching`): colours, counts, places, times.
+CONTRASTS: dict[str, dict[str, str]] = {
+    "colour": _meanings(
+        "red, blue, green, yellow, black, white, pink, purple, orange, brown, golden, silver, "
+        "grey gray"
+    ),
+    "count": _meanings(
+        "zero 0, one 1 single lone alone, two 2 pair couple, three 3, four 4, five 5, six 6, "
+        "seven 7, eight 8, nine 9, ten 10, eleven 11, twelve 12 dozen"
+    ),
+    "place": _meanings(
+        "below under beneath underneath, above over, top atop, inside within, outside out, "
+        "near beside next, behind, front, left, right, far"
+    ),
+    "time": _meanings(
+        "morning, noon, afternoon, evening, night, midnight, dawn, dusk, sunrise, sunset, "
+        "winter, summer, spring, autumn fall, breakfast, lunch, dinner"
+    ),
+}
+
+
+def contrasts_agree(cue_text: str, other_cue_text: str) -> bool:
+    """Whether two normalized cues say the same of every contrast (colour, count, place, time):
+    a similar key whose contrasts differ is another picture, not a paraphrase."""
+    a, b = set(cue_text.split()), set(other_cue_text.split())
+    return all(
+        {m for w, m in words.items() if w in a} == {m for w, m in words.items() if w in b}
+        for words in CONTRASTS.values()
+    )
+
+
+def may_share_key(cosine: float, threshold: float, cue_text: str, other_cue_text: str) -> bool:
+    """Whether a cue may reuse a similar key: close enough, and no contrast differs."""
+    return cosine >= threshold and contrasts_agree(cue_text, other_cue_text)
+
+
+def cue_part(key_norm: str) -> str:
+    """The cue tokens of a key's normalized text, without the soul's tags."""
+    return key_norm.partition(" | ")[0]
+
+
 def key_hash(key_norm: str) -> str:
     return hashlib.sha1(key_norm.encode("utf-8")).hexdigest()
 

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 
 from serve_app.prompts import (
+    contrasts_agree,
     cue_tokens,
     key_hash,
     normalize,
@@ -140,3 +141,21 @@ def test_render_prompt_without_palette_or_negatives() -> None:
     prompt, negative = render_prompt(style(style_tags=["noir"]), "penguin")
     assert prompt == "penguin, noir"
     assert negative == ""
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "agree"),
+    [
+        ("wearing a red scarf", "in a red scarf", True),
+        ("wearing a red scarf", "wearing a blue scarf", False),
+        ("wearing a grey scarf", "wearing a gray scarf", True),  # one meaning, two spellings
+        ("one cat on the sofa", "three cats on the sofa", False),
+        ("3 candles", "three candles", True),
+        ("reading under a tree", "reads beneath a tree", True),
+        ("sitting under the table", "sitting on the table", False),  # "on" is a stopword
+        ("a street at night", "a street at noon", False),
+        ("a garden in autumn", "a garden in the fall", True),
+    ],
+)
+def test_contrasts_agree_on_colour_count_place_and_time(a: str, b: str, agree: bool) -> None:
+    assert contrasts_agree(normalize(a, [])[1], normalize(b, [])[1]) is agree

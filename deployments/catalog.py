@@ -1,4 +1,4 @@
-"""Catalog: souls, styles, prompt keys with a faiss index per soul, variants and seen-claims."""
+"""Catalog: souls, styles, prompt keys (an index per soul), variants and seen-claims."""
 
 from __future__ import annotations
 
@@ -7,19 +7,18 @@ import contextlib
 import json
 import logging
 import re
-from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ulid import ULID
 
-from serve_app.ids import first_ulid_of, new_ulid, now_ms, ulid_ms
+from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import JobBook
+from serve_app.key_index import KeyIndex, KeyIndexConfig, SoulIndexes, as_unit_vector
 from serve_app.metrics import count
 from serve_app.places import Used, choose_shot
-from serve_app.prompts import key_hash, normalize, pk_id
+from serve_app.prompts import cue_part, key_hash, may_share_key, normalize, pk_id
 from serve_app.schemas import (
     IdempotentStart,
     KeyLookup,
@@ -45,6 +44,9 @@ class CatalogConfig(BaseModel):
         default=0.85, ge=0.0, le=1.0, description="Cosine at or above which a cue reuses a key."
     )
     embedding_dim: int = Field(default=384, ge=1, description="Width of the Embedder's vectors.")
+    index: KeyIndexConfig = Field(
+        default_factory=KeyIndexConfig, description="Each soul's index of prompt keys."
+    )
     sweep_every_s: float = Field(
         default=300,
         gt=0,
@@ -59,46 +61,23 @@ class CatalogConfig(BaseModel):
     )
 
 
-# Catch-up rereads the key log this far behind its newest entry read: a ULID is taken just
-# before its entry's insert, and one taken earlier by another replica can commit later.
-LOG_SLACK_MS = 10_000
-LOG_PAGE = 500
-
-
-@dataclass
-class SoulIndex:
-    """Exact inner-product search over unit vectors (cosine); fine up to ~10^5 keys per soul.
-    ``log_seen``: how far this replica has read the soul's key log."""
-
-    index: faiss.IndexFlatIP
-    log_seen: str
-    pk_ids: list[str] = field(default_factory=list)
-    known: set[str] = field(default_factory=set)
-
-    def add(self, pk: str, vector: np.ndarray) -> None:
-        if pk not in self.known:
-            self.index.add(vector.reshape(1, -1))
-            self.pk_ids.append(pk)
-            self.known.add(pk)
-
-    def nearest(self, vector: np.ndarray) -> tuple[str, float] | None:
-        if not self.pk_ids:
-            return None
-        scores, rows = self.index.search(vector.reshape(1, -1), 1)
-        return self.pk_ids[int(rows[0][0])], float(scores[0][0])
-
-
-def as_unit_vector(embedding: list[float] | np.ndarray) -> np.ndarray:
-    v = np.asarray(embedding, dtype=np.float32)
-    return v / max(float(np.linalg.norm(v)), 1e-12)
+# An approximate index's score is off by a few thousandths: a key scoring this far below the
+# threshold is read and scored on its stored vector; further below, it is not read at all.
+APPROXIMATION_MARGIN = 0.02
 
 
 class CatalogEngine(JobBook):
-    def __init__(self, store: Store, config: CatalogConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: CatalogConfig | None = None,
+        objects: ObjectStore | None = None,
+    ) -> None:
+        """``objects``: where snapshots of large souls' key indexes are kept, if anywhere."""
         super().__init__()
         self.store = store
         self.config = config or CatalogConfig()
-        self._indexes: dict[str, SoulIndex] = {}
+        self.indexes = SoulIndexes(store, objects, self.config.embedding_dim, self.config.index)
 
     async def start(self, souls: list[SoulSpec]) -> None:
         """Open the store and seed souls idempotently: styles only where none exists yet."""
@@ -112,7 +91,12 @@ class CatalogEngine(JobBook):
                 spec.style.model_copy(update={"updated_at_ts": 1})
             )
 
+    def configure(self, config: CatalogConfig) -> None:
+        self.config = config
+        self.indexes.config = config.index
+
     async def close(self) -> None:
+        await self.indexes.close()
         await self.store.close()
 
     async def ping(self) -> None:
@@ -170,21 +154,20 @@ class CatalogEngine(JobBook):
     async def resolve_similar(
         self, soul_id: str, key_norm: str, embedding: list[float]
     ) -> tuple[PromptKey, float | None]:
-        """Reuse the nearest key at cosine >= threshold, else create this key with its vector."""
+        """Reuse the nearest key at cosine >= threshold that says the same of every contrast
+        (colour, count, place, time), else create this key with its vector."""
         exact = await self.store.get_prompt_key(pk_id(soul_id, key_norm))
         if exact is not None:
             return exact, 1.0
         vector = as_unit_vector(embedding)
-        index = await self._index(soul_id)
-        nearest = index.nearest(vector)
-        if nearest is None or nearest[1] < self.config.similarity_threshold:
+        index = await self.indexes.get(soul_id)
+        reusable, score = await self._nearest_key(index, key_norm, vector)
+        if reusable is None:
             # Before creating a key, learn the keys other catalog replicas created since.
-            await self._catch_up(soul_id, index)
-            nearest = index.nearest(vector)
-        if nearest is not None and nearest[1] >= self.config.similarity_threshold:
-            key = await self.store.get_prompt_key(nearest[0])
-            if key is not None:
-                return key, nearest[1]
+            await self.indexes.catch_up(index)
+            reusable, score = await self._nearest_key(index, key_norm, vector)
+        if reusable is not None:
+            return reusable, score
         key = PromptKey(
             pk_id=pk_id(soul_id, key_norm),
             soul_id=soul_id,
@@ -193,36 +176,28 @@ class CatalogEngine(JobBook):
             key_embed=vector.tobytes(),
             updated_at_ts=now_ms(),
         )
-        await self.store.upsert_prompt_key(key)
+        # The log entry first: a key row never stands without the entry other replicas learn
+        # it from (an entry whose key write failed is skipped; a retry logs the key anew).
         await self.store.log_prompt_key(soul_id, new_ulid(), key.pk_id)
-        index.add(key.pk_id, vector)
-        return key, nearest[1] if nearest else None
+        await self.store.upsert_prompt_key(key)
+        index.add([(key.pk_id, vector.tobytes())])
+        await self.indexes.added(index)
+        return key, score
 
-    async def _index(self, soul_id: str) -> SoulIndex:
-        """Built once per replica from the soul's keys (a primary-key prefix scan); its log is
-        read from where the scan began, so keys written during the scan are learned too."""
-        if soul_id not in self._indexes:
-            log_seen = first_ulid_of(now_ms())
-            index = SoulIndex(faiss.IndexFlatIP(self.config.embedding_dim), log_seen)
-            for key in await self.store.list_prompt_keys(soul_id):
-                if key.key_embed:
-                    index.add(key.pk_id, np.frombuffer(key.key_embed, dtype=np.float32))
-            self._indexes[soul_id] = index
-        return self._indexes[soul_id]
-
-    async def _catch_up(self, soul_id: str, index: SoulIndex) -> None:
-        """Learn the keys other replicas created since: the soul's key log past what this
-        replica has read (a primary-key range), reread ``LOG_SLACK_MS`` back, since an entry
-        can commit after one whose ULID was taken later."""
-        after = first_ulid_of(ulid_ms(index.log_seen) - LOG_SLACK_MS)
-        while entries := await self.store.prompt_key_log_after(soul_id, after, LOG_PAGE):
-            for entry in entries:
-                if entry["pk_id"] not in index.known:
-                    key = await self.store.get_prompt_key(entry["pk_id"])
-                    if key is not None and key.key_embed:
-                        index.add(key.pk_id, np.frombuffer(key.key_embed, dtype=np.float32))
-            after = entries[-1]["seq"]
-            index.log_seen = max(index.log_seen, after)
+    async def _nearest_key(
+        self, index: KeyIndex, key_norm: str, vector: np.ndarray
+    ) -> tuple[PromptKey | None, float | None]:
+        """The nearest key's cosine, on its stored vector, and the key if it may be reused."""
+        nearest = index.nearest(vector)
+        threshold = self.config.similarity_threshold
+        if nearest is None or nearest[1] < threshold - APPROXIMATION_MARGIN:
+            return None, nearest[1] if nearest else None
+        key = await self.store.get_prompt_key(nearest[0])
+        if key is None or not key.key_embed:
+            return None, None
+        score = float(np.dot(np.frombuffer(key.key_embed, dtype=np.float32), vector))
+        reusable = may_share_key(score, threshold, cue_part(key_norm), cue_part(key.key_norm))
+        return (key if reusable else None), score
 
     # Variants and user-unique delivery.
     async def list_variants(self, pk_id: str) -> list[Variant]:
@@ -479,15 +454,16 @@ class Catalog(CatalogEngine):
     every method of ``CatalogEngine`` is callable through a handle."""
 
     async def __init__(self, souls_file: str) -> None:  # type: ignore[misc]  # Serve awaits it
-        super().__init__(store_for(Settings()))
+        settings = Settings()
+        objects = open_object_store(settings)  # key index snapshots; orphans to sweep
+        super().__init__(store_for(settings), objects=objects)
         await self.start(load_souls(souls_file))  # opens the store (and its pool)
-        self._sweeping = asyncio.create_task(self._sweep_forever())
+        self._sweeping = asyncio.create_task(self._sweep_forever(objects))
 
     def reconfigure(self, config: dict) -> None:
-        self.config = CatalogConfig.model_validate(config)
+        self.configure(CatalogConfig.model_validate(config))
 
-    async def _sweep_forever(self) -> None:
-        objects = open_object_store(Settings())
+    async def _sweep_forever(self, objects: ObjectStore) -> None:
         while True:
             await asyncio.sleep(self.config.sweep_every_s)
             sweeper = Sweeper(self.store, objects, self.config.orphan_grace_s)

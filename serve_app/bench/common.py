@@ -34,11 +34,13 @@ BENCH_ARGS: dict[str, Any] = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "scenario",
-        choices=["hot", "miss", "catalog", "render", "jobs", "faults"],
+        choices=["hot", "miss", "catalog", "render", "jobs", "faults", "matching", "keys"],
         help="hot: cache hits; miss: new renders; catalog: PostgreSQL vs SQLite; "
         "render: LoRA hot-swap vs reload, style switches, encode formats; "
         "jobs: queue overhead, queue jobs/s, high vs normal wait under a flood; "
-        "faults: replicas killed and the database dropped under load, a header flood",
+        "faults: replicas killed and the database dropped under load, a header flood; "
+        "matching: embedded text and threshold on labelled cue pairs; "
+        "keys: a soul's key index at --keys keys, exact vs approximate, SQLite and PostgreSQL",
     )
     p.add_argument("--requests", type=int, default=None, help="measured requests per side")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients (hot)")
@@ -53,6 +55,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=3.0,
         help="faults: seconds into each phase's load at which the fault is injected",
+    )
+    p.add_argument(
+        "--keys",
+        type=int,
+        nargs="+",
+        default=[10_000, 100_000],
+        help="keys: keys in the soul (one row per count, index and backend)",
     )
     p.add_argument("--out", default=None, help="JSON file (default: bench-<scenario>.json)")
 
@@ -137,7 +146,7 @@ def report_pair(ns: argparse.Namespace, http: dict[str, Any], floor: dict[str, A
 
 
 def main(ns: argparse.Namespace) -> int:
-    from serve_app.bench import catalog, faults, hot, jobs, miss, render
+    from serve_app.bench import catalog, faults, hot, jobs, keys, matching, miss, render
 
     n = ns.requests or (200 if ns.scenario in ("hot", "catalog") else 5)
     if ns.scenario == "catalog":
@@ -146,6 +155,10 @@ def main(ns: argparse.Namespace) -> int:
         return render.render_main(ns)
     if ns.scenario == "jobs":
         return jobs.jobs_main(ns)
+    if ns.scenario == "matching":
+        return matching.matching_main(ns)
+    if ns.scenario == "keys":
+        return keys.keys_main(ns)
     if ns.scenario == "faults":
         return faults.report_faults(ns, faults.faults_main(ns))
     if ns.scenario == "hot":

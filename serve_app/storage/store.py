@@ -249,13 +249,6 @@ class Store(JobRows, ABC):
         row = await self._row("SELECT * FROM prompt_key WHERE pk_id = ?", (pk_id,))
         return _key_from(row) if row else None
 
-    async def list_prompt_keys(self, soul_id: str) -> list[PromptKey]:
-        rows = await self._rows(
-            "SELECT * FROM prompt_key WHERE pk_id >= ? AND pk_id < ? ORDER BY pk_id",
-            soul_prefix_bounds(soul_id),
-        )
-        return [_key_from(r) for r in rows]
-
     async def prompt_keys_page(self, soul_id: str, after: str, limit: int) -> list[PromptKey]:
         """A page of the soul's keys in key order, after ``after`` (a primary-key range)."""
         low, high = soul_prefix_bounds(soul_id)
@@ -265,6 +258,19 @@ class Store(JobRows, ABC):
             (low, after, high, limit),
         )
         return [_key_from(r) for r in rows]
+
+    async def key_vectors_page(
+        self, soul_id: str, after: str, limit: int
+    ) -> list[tuple[str, bytes]]:
+        """``prompt_keys_page`` narrowed to what an index is built from: (pk_id, embedding),
+        the embedding empty for a key without one."""
+        low, high = soul_prefix_bounds(soul_id)
+        rows = await self._rows(
+            "SELECT pk_id, key_embed FROM prompt_key WHERE pk_id >= ? AND pk_id > ? AND pk_id < ? "
+            "ORDER BY pk_id LIMIT ?",
+            (low, after, high, limit),
+        )
+        return [(r["pk_id"], bytes(r["key_embed"] or b"")) for r in rows]
 
     async def count_variants(self, pk_id: str) -> int:
         rows = await self._rows("SELECT count(*) AS n FROM variant WHERE pk_id = ?", (pk_id,))

@@ -250,15 +250,21 @@ def test_list_variants_only_that_key_oldest_first(store: Store) -> None:
     assert run(store.list_variants(pk_id("nova", "nothing"))) == []
 
 
-def test_list_prompt_keys_only_that_soul(store: Store) -> None:
+def test_prompt_keys_pages_hold_only_that_soul(store: Store) -> None:
     for soul in ["nova", "nova2", "nov", "valentina"]:
-        for norm in ["penguin", "cat"]:
+        for norm in ["penguin", "cat", "tree"]:
             run(store.upsert_prompt_key(make_key(soul, norm)))
-    keys = run(store.list_prompt_keys("nova"))
-    assert sorted(k.pk_id for k in keys) == sorted([pk_id("nova", "penguin"), pk_id("nova", "cat")])
-    assert {k.soul_id for k in keys} == {"nova"}
-    assert len(run(store.list_prompt_keys("nova2"))) == 2
-    assert run(store.list_prompt_keys("nobody")) == []
+    first = run(store.prompt_keys_page("nova", "", 2))
+    rest = run(store.prompt_keys_page("nova", first[-1].pk_id, 2))
+    keys = [k.pk_id for k in first + rest]
+    assert keys == sorted(pk_id("nova", norm) for norm in ["penguin", "cat", "tree"])
+    assert len(first) == 2 and run(store.prompt_keys_page("nova", keys[-1], 2)) == []
+    assert len(run(store.prompt_keys_page("nova2", "", 10))) == 3
+    assert run(store.prompt_keys_page("nobody", "", 10)) == []
+    vectors = run(store.key_vectors_page("nova", "", 10))
+    assert [(pk, embed) for pk, embed in vectors] == [
+        (k.pk_id, k.key_embed or b"") for k in first + rest
+    ]
 
 
 def test_claim_once_per_user_and_variant(store: Store) -> None:
@@ -439,11 +445,14 @@ def test_plan_user_seen_membership(filled: Store) -> None:
 
 
 def test_plan_prompt_keys_of_a_soul(filled: Store) -> None:
-    [(sql, params)] = statements_of(filled, filled.list_prompt_keys("nova"))
-    assert "pk_id >= ? AND pk_id < ?" in sql and params == soul_prefix_bounds("nova")
+    [(sql, params)] = statements_of(filled, filled.prompt_keys_page("nova", "", 500))
+    low, high = soul_prefix_bounds("nova")
+    assert "pk_id >= ? AND pk_id > ? AND pk_id < ?" in sql and params == (low, "", high, 500)
     plan = query_plan(filled, sql, params)
     assert_uses_primary_key(filled, plan, "prompt_key", ordered=True)
-    assert len(run(filled.list_prompt_keys("nova"))) == 100  # not nova2's
+    assert len(run(filled.prompt_keys_page("nova", "", 500))) == 100  # not nova2's
+    [(sql, params)] = statements_of(filled, filled.key_vectors_page("nova", "", 500))
+    assert_uses_primary_key(filled, query_plan(filled, sql, params), "prompt_key", ordered=True)
 
 
 def test_plan_key_log_after_a_point(filled: Store) -> None:

@@ -1,0 +1,320 @@
+"""The nearest prompt key of a soul: a faiss index per soul in each Catalog replica.
+
+A small soul's index is exact. From ``approximate_from`` keys it is approximate (IVF over 8-bit
+scalar-quantized vectors: a quarter of the memory, a few lists searched instead of every key),
+and a snapshot of it is kept in the object store, so a fresh replica loads the snapshot and
+replays the soul's key log after it instead of reading every key. A snapshot is only a
+shortcut: a missing, damaged or outdated one costs a build from the keys, and every reuse is
+decided on the key's stored vector, never on the index's approximate score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import faiss
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve_app.ids import first_ulid_of, new_ulid, now_ms, ulid_ms
+from serve_app.storage.objects import ObjectStore
+from serve_app.storage.store import Store
+
+log = logging.getLogger("ray.serve")
+
+# Catch-up rereads the key log this far behind its newest entry read (at most once a
+# ``LOG_REREAD_MS``): a ULID is taken just before its entry's insert, and one taken earlier by
+# another replica can commit later.
+LOG_SLACK_MS = 10_000
+LOG_REREAD_MS = 1_000
+PAGE = 1_000
+HASH_BYTES = 20  # a key's sha1: its pk_id is "<soul_id>:<hex of these>"
+
+
+class KeyIndexConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approximate_from: int = Field(
+        default=50_000,
+        ge=1,
+        description="Keys in a soul from which its index is approximate and snapshotted "
+        "(below, exact search is fast and a build from the keys takes under a second).",
+    )
+    lists: int = Field(
+        default=1024, ge=1, description="IVF lists (clusters) of an approximate index."
+    )
+    probe: int = Field(default=32, ge=1, description="IVF lists searched per lookup.")
+    snapshot_every: int = Field(
+        default=10_000,
+        ge=1,
+        description="Keys added to an approximate index after which a new snapshot is written.",
+    )
+    embedding_id: str = Field(
+        default="all-MiniLM-L6-v2:cue-tokens",
+        description="Names the embedder and the embedded text: a snapshot made under another "
+        "id is ignored (rebuild the keys' embeddings when changing either).",
+    )
+
+
+def as_unit_vector(embedding: list[float] | np.ndarray) -> np.ndarray:
+    v = np.asarray(embedding, dtype=np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+class KeyIndex:
+    """One soul's vectors with their keys' hashes, row by row; ``log_seen``: how far this
+    replica has read the soul's key log."""
+
+    def __init__(self, soul_id: str, index: faiss.Index, log_seen: str, hashes: bytes = b""):
+        self.soul_id, self.index, self.log_seen = soul_id, index, log_seen
+        self._hashes = bytearray(hashes)
+        # First 8 bytes of each hash: a collision would only leave a key out (a missed reuse).
+        self._known = {int.from_bytes(h[:8]) for h in self._rows_of(bytes(hashes))}
+        self.added_since_snapshot = 0
+        self.reread_at_ms = 0
+        self.compressing = False
+
+    @staticmethod
+    def _rows_of(hashes: bytes) -> Iterator[bytes]:
+        return (hashes[i : i + HASH_BYTES] for i in range(0, len(hashes), HASH_BYTES))
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def exact(self) -> bool:
+        return isinstance(self.index, faiss.IndexFlat)
+
+    def knows(self, pk_id: str) -> bool:
+        return int.from_bytes(_hash_of(pk_id)[:8]) in self._known
+
+    def add(self, keys: list[tuple[str, bytes]]) -> None:
+        """Keys (pk_id, embedding) this index does not know yet, in one faiss call; a key
+        without an embedding (``ensure_key``'s) is never found by similarity."""
+        new = [(pk, embed) for pk, embed in keys if embed and not self.knows(pk)]
+        if not new:
+            return
+        vectors = np.frombuffer(b"".join(embed for _, embed in new), dtype=np.float32)
+        self.index.add(vectors.reshape(len(new), -1))
+        for pk, _ in new:
+            digest = _hash_of(pk)
+            self._hashes += digest
+            self._known.add(int.from_bytes(digest[:8]))
+        self.added_since_snapshot += len(new)
+
+    def nearest(self, vector: np.ndarray) -> tuple[str, float] | None:
+        if not len(self):
+            return None
+        scores, rows = self.index.search(vector.reshape(1, -1), 1)
+        row = int(rows[0][0])
+        if row < 0:  # an approximate index found nothing in the lists it searched
+            return None
+        digest = self._hashes[row * HASH_BYTES : (row + 1) * HASH_BYTES]
+        return f"{self.soul_id}:{digest.hex()}", float(scores[0][0])
+
+    def vectors(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of an exact index, copied."""
+        return self.index.reconstruct_n(start, stop - start)
+
+    def snapshot(self, embedding_id: str) -> tuple[np.ndarray, bytes, dict]:
+        """A consistent copy, taken on the event loop (the thread that adds): the index's
+        bytes, the hashes and what they describe."""
+        meta = {
+            "soul_id": self.soul_id,
+            "embedding_id": embedding_id,
+            "dim": self.index.d,
+            "log_seen": self.log_seen,
+            "keys": len(self),
+        }
+        return faiss.serialize_index(self.index), bytes(self._hashes), meta
+
+
+def _hash_of(pk_id: str) -> bytes:
+    return bytes.fromhex(pk_id.rpartition(":")[2])
+
+
+def build_approximate(vectors: np.ndarray, config: KeyIndexConfig) -> faiss.Index:
+    """IVF over 8-bit scalar-quantized vectors, trained on ``vectors`` (which it then holds);
+    fewer lists than configured where there are too few vectors to train them (faiss wants 39
+    per list)."""
+    dim = vectors.shape[1]
+    lists = min(config.lists, max(1, len(vectors) // 39))
+    index = faiss.index_factory(dim, f"IVF{lists},SQ8", faiss.METRIC_INNER_PRODUCT)
+    index.train(vectors)
+    index.add(vectors)
+    faiss.extract_index_ivf(index).nprobe = config.probe
+    return index
+
+
+def encode_snapshot(index_bytes: np.ndarray, hashes: bytes, meta: dict) -> bytes:
+    out = io.BytesIO()
+    np.savez(  # a zip whose members carry a CRC-32: a damaged snapshot fails to load
+        out,
+        index=index_bytes,
+        hashes=np.frombuffer(hashes, dtype=np.uint8),
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+    )
+    return out.getvalue()
+
+
+def decode_snapshot(data: bytes, config: KeyIndexConfig, soul_id: str, dim: int) -> KeyIndex:
+    """The snapshot as an index; ``ValueError`` when it is not one of this soul, embedding and
+    width, or does not hold what it says."""
+    with np.load(io.BytesIO(data)) as parts:
+        meta = json.loads(parts["meta"].tobytes())
+        expected = {"soul_id": soul_id, "embedding_id": config.embedding_id, "dim": dim}
+        if {k: meta.get(k) for k in expected} != expected:
+            raise ValueError(f"snapshot of {meta} does not match {expected}")
+        index = faiss.deserialize_index(parts["index"])
+        hashes = parts["hashes"].tobytes()
+    if index.ntotal != meta["keys"] or len(hashes) != meta["keys"] * HASH_BYTES:
+        raise ValueError("snapshot holds another number of keys than it says")
+    faiss.extract_index_ivf(index).nprobe = config.probe
+    return KeyIndex(soul_id, index, meta["log_seen"], hashes)
+
+
+class SoulIndexes:
+    """Each soul's ``KeyIndex`` in this replica: loaded once (from its snapshot and the log
+    after it, or from the soul's keys), kept up to date from the log, made approximate past
+    the switch point, snapshotted by one replica at a time (a lock row)."""
+
+    def __init__(
+        self,
+        store: Store,
+        objects: ObjectStore | None,
+        dim: int,
+        config: KeyIndexConfig | None = None,
+    ) -> None:
+        self.store, self.objects, self.dim = store, objects, dim
+        self.config = config or KeyIndexConfig()
+        self._loading: dict[str, asyncio.Task[KeyIndex]] = {}
+        self._background: set[asyncio.Task[bool]] = set()
+
+    async def get(self, soul_id: str) -> KeyIndex:
+        """The soul's index, loaded by the first caller; the others wait for that load (a
+        caller that leaves does not cancel it)."""
+        if soul_id not in self._loading:
+            self._loading[soul_id] = asyncio.create_task(self._load(soul_id))
+        task = self._loading[soul_id]
+        try:
+            return await asyncio.shield(task)
+        except Exception:
+            if self._loading.get(soul_id) is task:
+                del self._loading[soul_id]  # the next caller tries again
+            raise
+
+    async def added(self, index: KeyIndex) -> None:
+        """After keys were added: past the switch point, become approximate; then snapshot."""
+        await self._compress_if_large(index)
+        if not index.exact and index.added_since_snapshot >= self.config.snapshot_every:
+            self._snapshot_soon(index)
+
+    async def catch_up(self, index: KeyIndex) -> None:
+        """Learn the keys other replicas created: the soul's key log past what this replica
+        has read (a primary-key range), reread ``LOG_SLACK_MS`` back at most once a
+        ``LOG_REREAD_MS``, since an entry can commit after one whose ULID was taken later."""
+        after = index.log_seen
+        if now_ms() - index.reread_at_ms >= LOG_REREAD_MS:
+            index.reread_at_ms = now_ms()
+            after = first_ulid_of(ulid_ms(index.log_seen) - LOG_SLACK_MS)
+        while entries := await self.store.prompt_key_log_after(index.soul_id, after, PAGE):
+            unknown = [e["pk_id"] for e in entries if not index.knows(e["pk_id"])]
+            keys = [key for pk in unknown if (key := await self.store.get_prompt_key(pk))]
+            index.add([(key.pk_id, key.key_embed or b"") for key in keys])
+            after = entries[-1]["seq"]
+            index.log_seen = max(index.log_seen, after)
+            await self.added(index)
+
+    async def flush(self) -> None:
+        """Wait for the snapshot writes in flight."""
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop snapshot writes and loads in flight (before the store they use closes)."""
+        tasks = [t for t in [*self._background, *self._loading.values()] if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _load(self, soul_id: str) -> KeyIndex:
+        index = await self._read_snapshot(soul_id) or await self._build(soul_id)
+        await self.catch_up(index)
+        return index
+
+    async def _build(self, soul_id: str) -> KeyIndex:
+        """From the soul's keys (a primary-key range, page by page); its log is read from where
+        the scan began, so keys written during the scan are learned too."""
+        index = KeyIndex(soul_id, faiss.IndexFlatIP(self.dim), first_ulid_of(now_ms()))
+        after = ""
+        while keys := await self.store.key_vectors_page(soul_id, after, PAGE):
+            index.add(keys)
+            after = keys[-1][0]
+            await self._compress_if_large(index)  # no snapshot of a part: it would lack the rest
+        if not index.exact:
+            self._snapshot_soon(index)
+        return index
+
+    async def _compress_if_large(self, index: KeyIndex) -> None:
+        """Past the switch point, train the approximate index in a thread on a copy of the
+        exact one; keys added meanwhile go to the exact one and are carried over at the swap."""
+        if not index.exact or len(index) < self.config.approximate_from or index.compressing:
+            return
+        index.compressing = True
+        try:
+            trained = len(index)
+            approximate = await asyncio.to_thread(
+                build_approximate, index.vectors(0, trained), self.config
+            )
+            if len(index) > trained:
+                approximate.add(index.vectors(trained, len(index)))
+            index.index = approximate
+            log.info("key index of %s is approximate from %d keys", index.soul_id, trained)
+        finally:
+            index.compressing = False
+
+    def _snapshot_key(self, soul_id: str) -> str:
+        return f"keyindex/{soul_id}/snapshot.npz"
+
+    async def _read_snapshot(self, soul_id: str) -> KeyIndex | None:
+        if self.objects is None:
+            return None
+        objects, key = self.objects, self._snapshot_key(soul_id)
+        try:
+            if not await asyncio.to_thread(objects.exists, key):
+                return None
+            data = await asyncio.to_thread(objects.get, key)
+            return await asyncio.to_thread(decode_snapshot, data, self.config, soul_id, self.dim)
+        except Exception:  # damaged or outdated: a build from the keys replaces it
+            log.warning("ignoring the key index snapshot of %s", soul_id, exc_info=True)
+            return None
+
+    async def write_snapshot(self, index: KeyIndex) -> bool:
+        """Under the soul's snapshot lock, so replicas take turns; whether it was written (a
+        failure only means the next fresh replica replays a longer tail)."""
+        if self.objects is None:
+            return False
+        objects, key = self.objects, self._snapshot_key(index.soul_id)
+        lock, owner = f"keyindex:{index.soul_id}", new_ulid()
+        if not await self.store.try_lock(lock, owner, now_ms(), 600_000):
+            return False
+        try:
+            copy = index.snapshot(self.config.embedding_id)
+            data = await asyncio.to_thread(encode_snapshot, *copy)
+            await asyncio.to_thread(objects.put, key, data)
+            log.info("wrote the key index snapshot of %s (%d keys)", index.soul_id, len(index))
+            return True
+        except Exception:
+            log.warning("writing the key index snapshot of %s failed", index.soul_id, exc_info=True)
+            return False
+        finally:
+            await self.store.unlock(lock, owner)
+
+    def _snapshot_soon(self, index: KeyIndex) -> None:
+        index.added_since_snapshot = 0
+        task = asyncio.create_task(self.write_snapshot(index))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -162,9 +162,8 @@ class CatalogEngine(JobBook):
         vector = as_unit_vector(embedding)
         index = await self.indexes.get(soul_id)
         reusable, score = await self._nearest_key(index, key_norm, vector)
-        if reusable is None:
-            # Before creating a key, learn the keys other catalog replicas created since.
-            await self.indexes.catch_up(index)
+        # Before creating a key, learn the keys other catalog replicas created since.
+        if reusable is None and await self.indexes.catch_up(index):
             reusable, score = await self._nearest_key(index, key_norm, vector)
         if reusable is not None:
             return reusable, score

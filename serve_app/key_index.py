@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.ids import first_ulid_of, new_ulid, now_ms, ulid_ms
+from serve_app.metrics import gauge
 from serve_app.storage.objects import ObjectStore
 from serve_app.storage.store import Store
 
@@ -212,12 +213,14 @@ class SoulIndexes:
         await self._compress_if_large(index)
         if not index.exact and index.added_since_snapshot >= self.config.snapshot_every:
             self._snapshot_soon(index)
+        _report(index)
 
-    async def catch_up(self, index: KeyIndex) -> None:
+    async def catch_up(self, index: KeyIndex) -> int:
         """Learn the keys other replicas created: the soul's key log past what this replica
         has read (a primary-key range), reread ``LOG_SLACK_MS`` back at most once a
-        ``LOG_REREAD_MS``, since an entry can commit after one whose ULID was taken later."""
-        after = index.log_seen
+        ``LOG_REREAD_MS``, since an entry can commit after one whose ULID was taken later.
+        Returns how many keys it learned."""
+        before, after = len(index), index.log_seen
         if now_ms() - index.reread_at_ms >= LOG_REREAD_MS:
             index.reread_at_ms = now_ms()
             after = first_ulid_of(ulid_ms(index.log_seen) - LOG_SLACK_MS)
@@ -228,6 +231,7 @@ class SoulIndexes:
             after = entries[-1]["seq"]
             index.log_seen = max(index.log_seen, after)
             await self.added(index)
+        return len(index) - before
 
     async def flush(self) -> None:
         """Wait for the snapshot writes in flight."""
@@ -243,6 +247,7 @@ class SoulIndexes:
     async def _load(self, soul_id: str) -> KeyIndex:
         index = await self._read_snapshot(soul_id) or await self._build(soul_id)
         await self.catch_up(index)
+        _report(index)
         return index
 
     async def _build(self, soul_id: str) -> KeyIndex:
@@ -318,3 +323,9 @@ class SoulIndexes:
         task = asyncio.create_task(self.write_snapshot(index))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _report(index: KeyIndex) -> None:
+    for kind, exact in (("exact", True), ("approximate", False)):
+        size = len(index) if index.exact is exact else 0
+        gauge("soul_key_index_keys", size, soul_id=index.soul_id, index=kind)

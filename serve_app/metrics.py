@@ -70,6 +70,12 @@ METRICS: dict[str, Metric] = {
     "soul_swept_rows": Metric(
         "counter", "Expired rows deleted by the catalog's sweeper, by table.", ("table",)
     ),
+    "soul_key_index_keys": Metric(
+        "gauge",
+        "Prompt keys in a soul's index on this Catalog replica, by kind of index (exact, or "
+        "approximate past catalog.index.approximate_from).",
+        ("soul_id", "index"),
+    ),
     "soul_jobs": Metric(
         "counter",
         "Jobs ended, by kind and terminal status (succeeded, partial, failed, cancelled).",

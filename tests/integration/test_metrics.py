@@ -93,6 +93,7 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
         "soul_job_wait_ms": [{"kind": "image", "deployment": "JobWorker"}],
         "soul_job_run_ms": [{"kind": "image", "deployment": "JobWorker"}],
         "soul_job_queue_depth": [{"priority": "high"}, {"priority": "normal"}],  # a gauge: 0
+        "soul_key_index_keys": [{"soul_id": "nova", "index": "exact", "deployment": "Catalog"}],
     }
     # Claim races need concurrent claims that interleave: test_postgres.py provokes them. Job
     # retries and dead letters need failing jobs: test_job_worker.py runs those paths.

@@ -96,7 +96,8 @@ class KeyIndex:
     def add(self, keys: list[tuple[str, bytes]]) -> None:
         """Keys (pk_id, embedding) this index does not know yet, in one faiss call; a key
         without an embedding (``ensure_key``'s) is never found by similarity."""
-        new = [(pk, embed) for pk, embed in keys if embed and not self.knows(pk)]
+        # A dict: a key logged twice (a retried create) may come twice in one page.
+        new = list({pk: embed for pk, embed in keys if embed and not self.knows(pk)}.items())
         if not new:
             return
         vectors = np.frombuffer(b"".join(embed for _, embed in new), dtype=np.float32)

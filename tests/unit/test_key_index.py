@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from deployments.catalog import CatalogConfig, CatalogEngine
+from serve_app.ids import new_ulid
 from serve_app.key_index import KeyIndexConfig
 from serve_app.prompts import normalize, pk_id
 from serve_app.souls import load_souls
@@ -180,5 +181,21 @@ def test_a_large_soul_is_snapshotted_as_it_grows(tmp_path: Path) -> None:
         await create_keys(engine, vectors(15, seed=1), start=40)
         await engine.indexes.flush()
         assert world.objects.get(SNAPSHOT) != first
+
+    scenario(tmp_path, body)
+
+
+def test_a_key_logged_twice_is_indexed_once(tmp_path: Path) -> None:
+    """A create retried after its log write keeps both entries: one key, one row."""
+
+    async def body(world: World) -> None:
+        writer = await world.engine(objects=False)
+        reader = await world.engine(objects=False)
+        index = await reader.indexes.get(SOUL)  # built before the keys exist
+        vs = vectors(2)
+        await create_keys(writer, vs)
+        await writer.store.log_prompt_key(SOUL, new_ulid(), pk_id(SOUL, norm(0)))
+        assert await reader.indexes.catch_up(index) == 2
+        assert len(index) == 2
 
     scenario(tmp_path, body)

@@ -15,7 +15,7 @@ from ulid import ULID
 
 from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import JobBook
-from serve_app.key_index import KeyIndex, KeyIndexConfig, SoulIndexes, as_unit_vector
+from serve_app.key_index import REBUILT, KeyIndex, KeyIndexConfig, SoulIndexes, as_unit_vector
 from serve_app.metrics import count
 from serve_app.places import Used, choose_shot
 from serve_app.prompts import cue_part, key_hash, may_share_key, normalize, pk_id
@@ -197,6 +197,33 @@ class CatalogEngine(JobBook):
         score = float(np.dot(np.frombuffer(key.key_embed, dtype=np.float32), vector))
         reusable = may_share_key(score, threshold, cue_part(key_norm), cue_part(key.key_norm))
         return (key if reusable else None), score
+
+    # Rebuilding a soul's keys (``POST /admin/rebuild_prompt_key``, worked on as a job).
+    async def count_prompt_keys(self, soul_id: str) -> int:
+        return await self.store.count_prompt_keys(soul_id)
+
+    async def key_texts_page(
+        self, soul_id: str, after: str, limit: int
+    ) -> list[tuple[str, str, bool]]:
+        return await self.store.key_texts_page(soul_id, after, limit)
+
+    async def rewrite_keys(self, keys: list[tuple[str, str, list[float]]]) -> None:
+        """Each key (pk_id, key_norm, embedding) with its text and embedding recomputed; its
+        id and its variants stay."""
+        ts = now_ms()
+        for pk, key_norm, embedding in keys:
+            await self.store.rewrite_prompt_key(
+                pk, key_norm, as_unit_vector(embedding).tobytes(), ts
+            )
+
+    async def swap_key_index(self, soul_id: str) -> dict[str, int | str]:
+        """After a rewrite of the soul's keys: a marker in its key log tells every replica to
+        build its index anew (this one now, the others when they next read the log); each
+        serves with its current index until the new one is swapped in."""
+        marker = new_ulid()
+        await self.store.log_prompt_key(soul_id, marker, REBUILT)
+        index = await asyncio.shield(self.indexes.rebuild_soon(soul_id, marker))
+        return {"index": "exact" if index.exact else "approximate", "index_keys": len(index)}
 
     # Variants and user-unique delivery.
     async def list_variants(self, pk_id: str) -> list[Variant]:

@@ -37,3 +37,7 @@ class Embedder:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self.engine.embed, texts)
+
+    async def embed_many(self, texts: list[str]) -> list[list[float]]:
+        """Many texts in one call (a rebuild of a soul's keys), outside the request batches."""
+        return await asyncio.to_thread(self.engine.embed, texts)

@@ -28,10 +28,10 @@ from serve_app.api.answers import (
     variant_answer,
 )
 from serve_app.api.app import STUDIO, create_api
-from serve_app.api.deps import Authorized, IdempotencyKey, client_scope
+from serve_app.api.deps import AdminOnly, Authorized, IdempotencyKey, client_scope
 from serve_app.api.errors import request_id_of, responses
 from serve_app.api.idempotency import IdempotencyConfig, Replays
-from serve_app.api.jobs import JobDesk, JobQueueConfig
+from serve_app.api.jobs import JobDesk, JobQueueConfig, Spec
 from serve_app.api.models import (
     CancelAnswer,
     ImageResponse,
@@ -53,7 +53,7 @@ from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, Sho
 from serve_app.diffusion.sources import model_manager
 from serve_app.errors import NotFound
 from serve_app.jobs.book import Status
-from serve_app.jobs.spec import MAX_PACK, JobSpec, load_variations
+from serve_app.jobs.spec import MAX_PACK, JobSpec, RebuildKeysJob, load_variations
 from serve_app.looks import Looks, StoredReference
 from serve_app.metrics import count
 from serve_app.places import load_places
@@ -113,6 +113,7 @@ class Ingress:
         self.settings = Settings()
         self.objects = open_object_store(self.settings)
         api.state.api_keys = [k.get_secret_value().encode() for k in self.settings.api_keys]
+        api.state.admin_keys = [k.get_secret_value().encode() for k in self.settings.admin_keys]
         self.catalog = catalog
         handles = Handles(embedder, catalog, renderer, animator, dedupe, transcoder)
         self.deliverer = Deliverer(handles, self.objects, load_places(landmarks_file))
@@ -408,6 +409,36 @@ class Ingress:
     ) -> JobAccepted:
         """Queue an image, a selfie or a pack (2-10 images) for this client; 202 with the job
         id, its place in the queue and an estimate. Watch it at ``links.events``."""
+        return await self._queue(request, response, spec, idempotency_key)
+
+    @api.post(
+        "/admin/rebuild_prompt_key",
+        status_code=202,
+        response_model=JobAccepted,
+        tags=["admin"],
+        dependencies=[AdminOnly],
+        responses=responses(401, 403, 404, 409, 422, 429, 503),
+    )
+    async def rebuild_prompt_key(
+        self,
+        request: Request,
+        response: Response,
+        spec: Annotated[RebuildKeysJob, Body()],
+        idempotency_key: IdempotencyKey = None,
+    ) -> JobAccepted:
+        """Normalize and embed the soul's prompt keys anew (after a change of the embedder or
+        of the embedded text), as a job of this admin key: 202 with its id; its progress counts
+        keys. Keys and their variants keep their ids, and every Catalog replica swaps its
+        rebuilt index in without a pause in serving."""
+        return await self._queue(request, response, spec, idempotency_key)
+
+    async def _queue(
+        self,
+        request: Request,
+        response: Response,
+        spec: Spec,
+        idempotency_key: str | None,
+    ) -> JobAccepted:
         await self.jobs.check(spec)
         client_id = client_scope(request)
 

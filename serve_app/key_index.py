@@ -6,6 +6,10 @@ and a snapshot of it is kept in the object store, so a fresh replica loads the s
 replays the soul's key log after it instead of reading every key. A snapshot is only a
 shortcut: a missing, damaged or outdated one costs a build from the keys, and every reuse is
 decided on the key's stored vector, never on the index's approximate score.
+
+When a soul's keys are re-embedded (``POST /admin/rebuild_prompt_key``), a marker entry in its
+key log says so: a replica whose index was built before the marker builds a new one in the
+background, serves with the old one meanwhile, and swaps the new one in when it is ready.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import faiss
 import numpy as np
@@ -34,6 +39,7 @@ LOG_SLACK_MS = 10_000
 LOG_REREAD_MS = 1_000
 PAGE = 1_000
 HASH_BYTES = 20  # a key's sha1: its pk_id is "<soul_id>:<hex of these>"
+REBUILT = "rebuilt"  # the pk_id of a log entry saying every key before it was re-embedded
 
 
 class KeyIndexConfig(BaseModel):
@@ -68,10 +74,19 @@ def as_unit_vector(embedding: list[float] | np.ndarray) -> np.ndarray:
 
 class KeyIndex:
     """One soul's vectors with their keys' hashes, row by row; ``log_seen``: how far this
-    replica has read the soul's key log."""
+    replica has read the soul's key log; ``built_from``: the point of the log its keys were
+    read at (a rebuild marker after it makes the index stale)."""
 
-    def __init__(self, soul_id: str, index: faiss.Index, log_seen: str, hashes: bytes = b""):
+    def __init__(
+        self,
+        soul_id: str,
+        index: faiss.Index,
+        log_seen: str,
+        hashes: bytes = b"",
+        built_from: str = "",
+    ):
         self.soul_id, self.index, self.log_seen = soul_id, index, log_seen
+        self.built_from = built_from
         self._hashes = bytearray(hashes)
         # First 8 bytes of each hash: a collision would only leave a key out (a missed reuse).
         self._known = {int.from_bytes(h[:8]) for h in self._rows_of(bytes(hashes))}
@@ -130,6 +145,7 @@ class KeyIndex:
             "embedding_id": embedding_id,
             "dim": self.index.d,
             "log_seen": self.log_seen,
+            "built_from": self.built_from,
             "keys": len(self),
         }
         return faiss.serialize_index(self.index), bytes(self._hashes), meta
@@ -176,7 +192,7 @@ def decode_snapshot(data: bytes, config: KeyIndexConfig, soul_id: str, dim: int)
     if index.ntotal != meta["keys"] or len(hashes) != meta["keys"] * HASH_BYTES:
         raise ValueError("snapshot holds another number of keys than it says")
     faiss.extract_index_ivf(index).nprobe = config.probe
-    return KeyIndex(soul_id, index, meta["log_seen"], hashes)
+    return KeyIndex(soul_id, index, meta["log_seen"], hashes, meta.get("built_from", ""))
 
 
 class SoulIndexes:
@@ -193,7 +209,10 @@ class SoulIndexes:
     ) -> None:
         self.store, self.objects, self.dim = store, objects, dim
         self.config = config or KeyIndexConfig()
-        self._loading: dict[str, asyncio.Task[KeyIndex]] = {}
+        self._loading: dict[str, asyncio.Future[KeyIndex]] = {}
+        self._rebuilding: dict[str, asyncio.Task[KeyIndex]] = {}
+        self._stale_since: dict[str, str] = {}  # the newest rebuild marker seen, per soul
+        self._swapped_from: dict[str, str] = {}  # built_from of the index a rebuild swapped in
         self._background: set[asyncio.Task[bool]] = set()
 
     async def get(self, soul_id: str) -> KeyIndex:
@@ -222,11 +241,17 @@ class SoulIndexes:
         ``LOG_REREAD_MS``, since an entry can commit after one whose ULID was taken later.
         Returns how many keys it learned."""
         before, after = len(index), index.log_seen
+        if (stale_since := self._stale_since.get(index.soul_id, "")) > index.built_from:
+            self.rebuild_soon(index.soul_id, stale_since)  # an earlier try may have failed
         if now_ms() - index.reread_at_ms >= LOG_REREAD_MS:
             index.reread_at_ms = now_ms()
             after = first_ulid_of(ulid_ms(index.log_seen) - LOG_SLACK_MS)
         while entries := await self.store.prompt_key_log_after(index.soul_id, after, PAGE):
-            unknown = [e["pk_id"] for e in entries if not index.knows(e["pk_id"])]
+            for marker in (e["seq"] for e in entries if e["pk_id"] == REBUILT):
+                if marker > index.built_from:
+                    self.rebuild_soon(index.soul_id, marker)
+            keyed = [e["pk_id"] for e in entries if e["pk_id"] != REBUILT]
+            unknown = [pk for pk in keyed if not index.knows(pk)]
             keys = [key for pk in unknown if (key := await self.store.get_prompt_key(pk))]
             index.add([(key.pk_id, key.key_embed or b"") for key in keys])
             after = entries[-1]["seq"]
@@ -234,13 +259,47 @@ class SoulIndexes:
             await self.added(index)
         return len(index) - before
 
+    def rebuild_soon(self, soul_id: str, since: str) -> asyncio.Task[KeyIndex]:
+        """Build the soul's index anew from its keys as they stand after the log entry
+        ``since`` (a rebuild marker), in the background: the current index serves until the
+        new one is swapped in. A marker seen during a build makes it build again after."""
+        task = self._rebuilding.get(soul_id)
+        if task is not None and task.done() and self._swapped_from.get(soul_id, "") >= since:
+            return task  # the index swapped in already follows that marker
+        self._stale_since[soul_id] = max(self._stale_since.get(soul_id, ""), since)
+        if task is None or task.done():
+            task = self._rebuilding[soul_id] = asyncio.create_task(self._rebuild(soul_id))
+            task.add_done_callback(_log_failure)
+        return task
+
+    async def _rebuild(self, soul_id: str) -> KeyIndex:
+        while True:
+            since = self._stale_since[soul_id]
+            index = await self._build(soul_id, since)
+            await self.catch_up(index)
+            if self._stale_since[soul_id] <= since:
+                break
+        swapped: asyncio.Future[KeyIndex] = asyncio.get_running_loop().create_future()
+        swapped.set_result(index)
+        self._loading[soul_id] = swapped
+        self._swapped_from[soul_id] = index.built_from
+        _report(index)
+        log.info("key index of %s rebuilt from %d keys and swapped in", soul_id, len(index))
+        return index
+
     async def flush(self) -> None:
-        """Wait for the snapshot writes in flight."""
+        """Wait for the rebuilds and snapshot writes in flight."""
+        await asyncio.gather(*self._rebuilding.values(), return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop snapshot writes and loads in flight (before the store they use closes)."""
-        tasks = [t for t in [*self._background, *self._loading.values()] if not t.done()]
+        """Stop snapshot writes, loads and rebuilds in flight (before their store closes)."""
+        running: list[asyncio.Future[Any]] = [
+            *self._background,
+            *self._loading.values(),
+            *self._rebuilding.values(),
+        ]
+        tasks = [t for t in running if not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -251,10 +310,12 @@ class SoulIndexes:
         _report(index)
         return index
 
-    async def _build(self, soul_id: str) -> KeyIndex:
+    async def _build(self, soul_id: str, since: str = "") -> KeyIndex:
         """From the soul's keys (a primary-key range, page by page); its log is read from where
-        the scan began, so keys written during the scan are learned too."""
-        index = KeyIndex(soul_id, faiss.IndexFlatIP(self.dim), first_ulid_of(now_ms()))
+        the scan began, so keys written during the scan are learned too. ``since``: the
+        rebuild marker this build follows (the scan begins after it)."""
+        begun = max(first_ulid_of(now_ms()), since)
+        index = KeyIndex(soul_id, faiss.IndexFlatIP(self.dim), begun, built_from=begun)
         after = ""
         while keys := await self.store.key_vectors_page(soul_id, after, PAGE):
             index.add(keys)
@@ -308,6 +369,8 @@ class SoulIndexes:
         if not await self.store.try_lock(lock, owner, now_ms(), 600_000):
             return False
         try:
+            if self._stale_since.get(index.soul_id, "") > index.built_from:
+                return False  # its replacement is being built, and will be snapshotted
             copy = index.snapshot(self.config.embedding_id)
             data = await asyncio.to_thread(encode_snapshot, *copy)
             await asyncio.to_thread(objects.put, key, data)
@@ -324,6 +387,12 @@ class SoulIndexes:
         task = asyncio.create_task(self.write_snapshot(index))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _log_failure(task: asyncio.Task[KeyIndex]) -> None:
+    """A rebuild that failed (the store was down): the next catch-up starts another."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("rebuilding a key index failed", exc_info=task.exception())
 
 
 def _report(index: KeyIndex) -> None:

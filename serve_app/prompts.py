@@ -125,6 +125,14 @@ def cue_part(key_norm: str) -> str:
     return key_norm.partition(" | ")[0]
 
 
+def renormalize(key_norm: str) -> str:
+    """A stored key's text normalized by today's rules: its cue part and its tags part each
+    tokenized again (what the key means, cue and tags, stays as it was written)."""
+    cue, _, tags = key_norm.partition(" | ")
+    cue_text, tag_text = " ".join(cue_tokens(cue)), " ".join(cue_tokens(tags))
+    return f"{cue_text} | {tag_text}" if tag_text else cue_text
+
+
 def key_hash(key_norm: str) -> str:
     return hashlib.sha1(key_norm.encode("utf-8")).hexdigest()
 

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Bearer keys the ingress accepts (JSON list). Empty: open, local dev only.",
     )
+    admin_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Bearer keys of the /admin routes (JSON list); an admin key is also an API "
+        "key. Empty: the /admin routes are off (403).",
+    )
     webhook_secret: SecretStr | None = Field(
         default=None,
         description="HMAC key that signs job webhooks (Soul-Signature). Empty: a random key kept "

@@ -11,6 +11,7 @@ from serve_app.api.models import (
     ImageResponse,
     JobLinks,
     JobView,
+    KeyRebuildResult,
     PackResult,
     Reference,
     SelfieResponse,
@@ -73,16 +74,6 @@ def job_links(job_id: str) -> JobLinks:
 
 def job_answer(objects: ObjectStore, settings: Settings, doc: JobDoc) -> JobView:
     """The job with what it delivered so far, its URLs signed now."""
-    ttl_s, media_format = settings.media_url_ttl_s, doc.spec.get("format", "gif")
-    signed = [
-        None if item is None else _delivered(objects, ttl_s, item, media_format)
-        for item in doc.outcome.items
-    ]
-    result: SelfieResponse | ImageResponse | PackResult | None = None
-    if doc.kind == "pack":
-        result = PackResult(items=signed, failed=doc.outcome.failed)
-    elif signed and signed[0] is not None:
-        result = signed[0]
     return JobView(
         job_id=doc.job_id,
         kind=doc.kind,
@@ -96,12 +87,28 @@ def job_answer(objects: ObjectStore, settings: Settings, doc: JobDoc) -> JobView
         created_at=_at(doc.created_at_ts),
         started_at=_at(doc.started_at_ts),
         finished_at=_at(doc.finished_at_ts),
-        result=result,
+        result=_result(objects, settings, doc),
         error=doc.error,
         dead_letter=doc.dead_letter,
         cancel_requested=doc.cancel_requested,
         links=job_links(doc.job_id),
     )
+
+
+def _result(
+    objects: ObjectStore, settings: Settings, doc: JobDoc
+) -> SelfieResponse | ImageResponse | PackResult | KeyRebuildResult | None:
+    first = doc.outcome.items[0] if doc.outcome.items else None
+    if doc.kind == "rebuild_prompt_key":
+        return None if first is None else KeyRebuildResult.model_validate(first)
+    ttl_s, media_format = settings.media_url_ttl_s, doc.spec.get("format", "gif")
+    if doc.kind == "pack":
+        signed = [
+            None if item is None else _delivered(objects, ttl_s, item, media_format)
+            for item in doc.outcome.items
+        ]
+        return PackResult(items=signed, failed=doc.outcome.failed)
+    return None if first is None else _delivered(objects, ttl_s, first, media_format)
 
 
 def _delivered(

@@ -25,6 +25,7 @@ def create_api() -> FastAPI:
         redoc_url=None,
     )
     api.state.api_keys = []  # set by the Ingress from Settings
+    api.state.admin_keys = []
     errors.install(api)
     # The studio's scripts and styles; the page itself is GET /studio (a route of the Ingress).
     api.mount("/studio/assets", StaticFiles(directory=STUDIO), name="studio")

@@ -10,25 +10,42 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serve_app.errors import InvalidRequest
+from serve_app.errors import Forbidden, InvalidRequest
 
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_api_key(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def require_api_key(request: Request, credentials: Credentials) -> None:
     keys: list[bytes] = request.app.state.api_keys
     if not keys:
         return  # open: local development only
-    given = (credentials.credentials if credentials else "").encode()
-    if not any(secrets.compare_digest(given, key) for key in keys):
+    if not _one_of(credentials, [*keys, *request.app.state.admin_keys]):
         raise HTTPException(
             401, "missing or invalid bearer API key", {"WWW-Authenticate": "Bearer"}
         )
 
 
+def require_admin_key(request: Request, credentials: Credentials) -> None:
+    """The /admin routes: an admin key only, and none at all while no admin key is set."""
+    keys: list[bytes] = request.app.state.admin_keys
+    if not keys:
+        raise Forbidden("the admin routes are off: set SOUL_ADMIN_KEYS to use them")
+    if not _one_of(credentials, keys):
+        raise HTTPException(
+            401, "missing or invalid bearer admin key", {"WWW-Authenticate": "Bearer"}
+        )
+
+
+def _one_of(credentials: HTTPAuthorizationCredentials | None, keys: list[bytes]) -> bool:
+    given = (credentials.credentials if credentials else "").encode()
+    return any(secrets.compare_digest(given, key) for key in keys)
+
+
 Authorized = Depends(require_api_key)
+AdminOnly = Depends(require_admin_key)
 IdempotencyKey = Annotated[
     str | None,
     Header(

@@ -21,8 +21,9 @@ log = logging.getLogger("ray.serve")
 
 # What each status means on any route, for the OpenAPI document.
 MEANINGS = {
-    401: "Missing or invalid bearer API key.",
-    403: "Not allowed: an invalid or expired signature, or a source this service may not read.",
+    401: "Missing or invalid bearer API key (an admin key on /admin routes).",
+    403: "Not allowed: an invalid or expired signature, a source this service may not read, "
+    "or an /admin route while no admin key is set.",
     404: "Something the request names does not exist.",
     409: "The request conflicts with the current state; the detail says what to do first.",
     413: "What the request names is too large.",

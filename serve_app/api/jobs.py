@@ -17,14 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve_app.api.answers import job_answer, job_links
 from serve_app.api.models import CancelAnswer, JobAccepted, JobPage, JobView
 from serve_app.delivery import Deliverer
-from serve_app.errors import NotFound, ServiceError
+from serve_app.errors import NotFound, ServiceError, UnknownSoul
 from serve_app.jobs.book import JobDoc, Submitted
-from serve_app.jobs.spec import ImageJob, PackJob, SelfieJob, items
+from serve_app.jobs.spec import ImageJob, PackJob, RebuildKeysJob, SelfieJob, items
 from serve_app.jobs.webhooks import check_webhook_url
 from serve_app.settings import Settings
 from serve_app.storage.objects import ObjectStore
 
-Spec = ImageJob | SelfieJob | PackJob
+Spec = ImageJob | SelfieJob | PackJob | RebuildKeysJob
 
 
 class JobQueueConfig(BaseModel):
@@ -76,12 +76,16 @@ class JobDesk:
         """Refuse, before anything is written, what the job could never deliver."""
         if isinstance(spec, SelfieJob):
             self.deliverer.check_place(spec.city_key, spec.mood)
-        else:
+        elif not isinstance(spec, RebuildKeysJob):
             cues = [item.cue for item in items(spec, self.variations)]
             await self.deliverer.check_images(cues, spec.format)
         if spec.webhook_url is not None:
             await asyncio.to_thread(check_webhook_url, str(spec.webhook_url), self.settings)
-        await self.deliverer.check_soul(spec.soul_id)
+        if isinstance(spec, RebuildKeysJob):  # a soul without a style still has its keys
+            if await self.catalog.get_soul.remote(spec.soul_id) is None:
+                raise UnknownSoul(spec.soul_id)
+        else:
+            await self.deliverer.check_soul(spec.soul_id)
 
     async def submit(self, client_id: str, spec: Spec) -> JobAccepted:
         total = len(items(spec, self.variations))

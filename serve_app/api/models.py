@@ -133,6 +133,17 @@ class PackResult(BaseModel):
     failed: list[ItemFailure]
 
 
+class KeyRebuildResult(BaseModel):
+    """What a ``rebuild_prompt_key`` job did."""
+
+    soul_id: str
+    keys: int = Field(description="Keys of the soul visited.")
+    reembedded: int = Field(description="Cue keys normalized and embedded anew.")
+    renormalized: int = Field(description="Of those, the keys whose normalized text changed.")
+    index: Literal["exact", "approximate"] = Field(description="The index swapped in.")
+    index_keys: int = Field(description="Keys the new index holds.")
+
+
 class JobView(BaseModel):
     """A job as its client sees it (GET /jobs/{job_id}, list pages, webhooks, SSE)."""
 
@@ -148,9 +159,9 @@ class JobView(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    result: SelfieResponse | ImageResponse | PackResult | None = Field(
+    result: SelfieResponse | ImageResponse | PackResult | KeyRebuildResult | None = Field(
         description="What the synchronous route answers (URLs signed afresh); for a pack, its "
-        "items so far."
+        "items so far; for a key rebuild, what it did."
     )
     error: JobError | None
     dead_letter: bool = Field(description="Failed after every attempt: needs a look.")

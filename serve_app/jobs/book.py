@@ -54,10 +54,13 @@ class ItemFailure(BaseModel):
 
 
 class Outcome(BaseModel):
-    """What a job delivered so far: ``items[i]`` is item i's ``Delivery`` (as JSON), or None."""
+    """What a job delivered so far: ``items[i]`` is item i's ``Delivery`` (as JSON), or None.
+    ``resume``: where a job that works in steps of its own (a key rebuild) goes on after a
+    retry; such a job reports its progress in its own units too."""
 
     items: list[dict[str, Any] | None]
     failed: list[ItemFailure] = Field(default_factory=list)
+    resume: dict[str, Any] | None = None
 
     @property
     def delivered(self) -> int:
@@ -211,7 +214,7 @@ class JobBook:
             "kind": spec["kind"],
             "priority": spec.get("priority", "normal"),
             "status": "queued",
-            "user_id": spec["user_id"],
+            "user_id": spec.get("user_id", ""),
             "soul_id": spec["soul_id"],
             "spec_json": json.dumps(spec, sort_keys=True),
             "webhook_url": spec.get("webhook_url"),
@@ -346,18 +349,20 @@ class JobBook:
         row = await self.store.get_job(lease.client_id, lease.job_id)
         return row is None or bool(row["cancel_requested"])
 
-    async def save_outcome(self, lease: Lease, outcome: Outcome) -> bool:
-        """An item finished: its delivery is kept, so a retry of the job goes on from here."""
-        return await self.store.update_job(
-            lease.client_id,
-            lease.job_id,
-            lease.version,
-            {
-                "done": outcome.done,
-                "result_json": outcome.model_dump_json(),
-                "updated_at_ts": now_ms(),
-            },
-        )
+    async def save_outcome(
+        self, lease: Lease, outcome: Outcome, progress: Progress | None = None
+    ) -> bool:
+        """An item (or a step) finished: it is kept, so a retry of the job goes on from here.
+        ``progress``: where a job counting in its own units stands (else: items done)."""
+        changes: dict[str, Any] = {
+            "done": outcome.done,
+            "result_json": outcome.model_dump_json(),
+            "updated_at_ts": now_ms(),
+        }
+        if progress is not None:
+            changes["done"], changes["total"] = progress.done, progress.total
+            changes["stage_json"] = progress.model_dump_json(include={"stage", "step", "steps"})
+        return await self.store.update_job(lease.client_id, lease.job_id, lease.version, changes)
 
     async def job_progress(
         self, refs: list[str], stage: str, step: int | None = None, steps: int | None = None
@@ -401,7 +406,8 @@ class JobBook:
         }
         if outcome is not None:
             changes["result_json"] = outcome.model_dump_json()
-            changes["done"] = outcome.done
+            if outcome.resume is None:  # else the job's last progress in its units stands
+                changes["done"] = outcome.done
         written = await self.store.update_job(lease.client_id, lease.job_id, lease.version, changes)
         if written and status != "cancelled" and row["started_at_ts"] is not None:
             self._recent.append(

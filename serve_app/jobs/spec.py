@@ -88,7 +88,16 @@ class PackJob(JobBase):
         return self
 
 
+class RebuildKeysJob(JobBase):
+    """``POST /admin/rebuild_prompt_key``: the soul's prompt keys normalized and embedded anew
+    (after a change of embedder or of the embedded text), keeping their ids and variants."""
+
+    kind: Literal["rebuild_prompt_key"] = "rebuild_prompt_key"
+    soul_id: SoulId
+
+
 JobSpec = Annotated[ImageJob | SelfieJob | PackJob, Field(discriminator="kind")]
+AnyJob = Annotated[ImageJob | SelfieJob | PackJob | RebuildKeysJob, Field(discriminator="kind")]
 
 
 class JobRequest(BaseModel):
@@ -113,10 +122,13 @@ def load_variations(path: str | Path = "config/variations.yaml") -> dict[str, li
     return {name: list(variations[name]) for name in Vary.__args__}  # type: ignore[attr-defined]
 
 
-def items(spec: ImageJob | SelfieJob | PackJob, variations: dict[str, list[str]]) -> list[Item]:
+def items(
+    spec: ImageJob | SelfieJob | PackJob | RebuildKeysJob, variations: dict[str, list[str]]
+) -> list[Item]:
+    """What the job delivers, item by item (a key rebuild: one item, its summary)."""
     if isinstance(spec, ImageJob):
         return [Item(0, spec.cue)]
-    if isinstance(spec, SelfieJob):
+    if isinstance(spec, SelfieJob | RebuildKeysJob):
         return [Item(0)]
     if spec.cues is not None:
         return [Item(i, cue) for i, cue in enumerate(spec.cues)]

@@ -2,8 +2,9 @@
 
     slot:     lease (high lane first, fair between clients) → work → again; idle: poll
     work:     deliver each item not yet delivered (a retry goes on where the last attempt
-              stopped; an item whose claim was made but not recorded is recovered, not redone),
-              while a watcher renews the lease and checks for a cancel
+              stopped; an item whose claim was made but not recorded is recovered, not redone;
+              a key rebuild goes through its pages instead, ``jobs/rebuild.py``), while a
+              watcher renews the lease and checks for a cancel
     end:      succeeded / partial / failed (permanent errors at once; transient ones retried
               with backoff up to max_attempts, then a dead letter) / cancelled; then the webhook,
               then the job leaves the queue
@@ -27,12 +28,22 @@ from serve_app.coalesce import WorkInterrupted
 from serve_app.delivery import Deliverer, Delivery, tenant_user
 from serve_app.errors import ServiceError, first_line, root_cause
 from serve_app.ids import new_ulid, now_ms
-from serve_app.jobs.book import ItemFailure, JobDoc, JobError, Lease, Leased, Outcome, Status
-from serve_app.jobs.spec import ImageJob, Item, JobSpec, PackJob, SelfieJob, items
+from serve_app.jobs.book import (
+    ItemFailure,
+    JobDoc,
+    JobError,
+    Lease,
+    Leased,
+    Outcome,
+    Progress,
+    Status,
+)
+from serve_app.jobs.rebuild import KeyRebuild
+from serve_app.jobs.spec import AnyJob, ImageJob, Item, PackJob, RebuildKeysJob, SelfieJob, items
 from serve_app.metrics import count, observe
 
 log = logging.getLogger("ray.serve")
-SPEC: TypeAdapter[ImageJob | SelfieJob | PackJob] = TypeAdapter(JobSpec)
+SPEC: TypeAdapter[ImageJob | SelfieJob | PackJob | RebuildKeysJob] = TypeAdapter(AnyJob)
 
 
 class JobWorkerConfig(BaseModel):
@@ -105,6 +116,7 @@ class JobRunner:
         self.stopping = asyncio.Event()
         self.woken = asyncio.Event()
         self.held: dict[str, asyncio.Task[Any]] = {}
+        self.rebuild = KeyRebuild(catalog, deliverer.handles.embedder)
 
     # ---- the slots ----------------------------------------------------------------------------
     async def run_slot(self) -> None:
@@ -161,7 +173,7 @@ class JobRunner:
             return Ended("failed", None, error, dead_letter=True)
         if doc.attempts == 1:
             observe("soul_job_wait_ms", now_ms() - doc.created_at_ts, kind=doc.kind)
-        task = asyncio.create_task(self._deliver_all(lease, doc))
+        task = asyncio.create_task(self._run(lease, doc))
         self.held[doc.job_id] = task
         try:
             why = await self._watch(lease, task)
@@ -233,8 +245,20 @@ class JobRunner:
         await self.catalog.retry_job.remote(lease, error, delay_ms)
         return None
 
-    async def _deliver_all(self, lease: Lease, doc: JobDoc) -> Ended:
+    async def _run(self, lease: Lease, doc: JobDoc) -> Ended:
         spec = SPEC.validate_python(doc.spec)
+        if not isinstance(spec, RebuildKeysJob):
+            return await self._deliver_all(lease, doc, spec)
+
+        async def save(outcome: Outcome, progress: Progress) -> None:
+            if not await self.catalog.save_outcome.remote(lease, outcome, progress):
+                raise LeaseLost()
+
+        return Ended("succeeded", await self.rebuild.run(doc, spec, save))
+
+    async def _deliver_all(
+        self, lease: Lease, doc: JobDoc, spec: ImageJob | SelfieJob | PackJob
+    ) -> Ended:
         outcome = doc.outcome
         ended = {f.index for f in outcome.failed}
         leased_before = lease.version > 1  # an earlier lease may have claimed without recording

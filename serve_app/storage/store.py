@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from serve_app.errors import ServiceError
-from serve_app.prompts import soul_prefix_bounds
+from serve_app.prompts import key_hash, soul_prefix_bounds
 from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant
 from serve_app.settings import Settings
 from serve_app.storage.jobs import JobRows
@@ -271,6 +271,37 @@ class Store(JobRows, ABC):
             (low, after, high, limit),
         )
         return [(r["pk_id"], bytes(r["key_embed"] or b"")) for r in rows]
+
+    async def key_texts_page(
+        self, soul_id: str, after: str, limit: int
+    ) -> list[tuple[str, str, bool]]:
+        """``prompt_keys_page`` narrowed to what a rebuild reads: (pk_id, key_norm, whether the
+        key has an embedding)."""
+        low, high = soul_prefix_bounds(soul_id)
+        rows = await self._rows(
+            "SELECT pk_id, key_norm, key_embed IS NOT NULL AS embedded FROM prompt_key "
+            "WHERE pk_id >= ? AND pk_id > ? AND pk_id < ? ORDER BY pk_id LIMIT ?",
+            (low, after, high, limit),
+        )
+        return [(r["pk_id"], r["key_norm"], bool(r["embedded"])) for r in rows]
+
+    async def count_prompt_keys(self, soul_id: str) -> int:
+        """The soul's keys, counted over a primary-key range."""
+        low, high = soul_prefix_bounds(soul_id)
+        rows = await self._rows(
+            "SELECT count(*) AS n FROM prompt_key WHERE pk_id >= ? AND pk_id < ?", (low, high)
+        )
+        return int(rows[0]["n"])
+
+    async def rewrite_prompt_key(self, pk_id: str, key_norm: str, embed: bytes, ts: int) -> bool:
+        """A key's text and embedding recomputed (its id, meta and variants stay): one row by
+        its primary key, unless a later write stands."""
+        changed = await self._write(
+            "UPDATE prompt_key SET key_norm = ?, key_hash = ?, key_embed = ?, updated_at_ts = ? "
+            "WHERE pk_id = ? AND updated_at_ts <= ?",
+            (key_norm, key_hash(key_norm), embed, ts, pk_id, ts),
+        )
+        return changed > 0
 
     async def count_variants(self, pk_id: str) -> int:
         rows = await self._rows("SELECT count(*) AS n FROM variant WHERE pk_id = ?", (pk_id,))

@@ -22,6 +22,7 @@ from tests.support import QuietHandler
 pytestmark = pytest.mark.integration
 
 OTHER_KEY = "another-client-key"
+ADMIN_KEY = "an-admin-key"
 WEBHOOK_SECRET = "webhook-test-secret"
 STEPS = 24
 QUOTA = 4
@@ -42,6 +43,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
         "SOUL_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "SOUL_WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",  # the test receiver is on 127.0.0.1
         "SOUL_JOB_QUEUED_QUOTA": str(QUOTA),
+        "SOUL_ADMIN_KEYS": json.dumps([ADMIN_KEY]),
     }
     with local_graph(data_dir, port=free_port(), args=JOB_ARGS, num_cpus=4, env=env) as url:
         graph = Graph(url, data_dir)
@@ -56,19 +58,25 @@ def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
     return accepted
 
 
-def job(graph: Graph, job_id: str) -> dict[str, Any]:
-    response = graph.client.get(f"/jobs/{job_id}")
+def job(graph: Graph, job_id: str, client: httpx.Client | None = None) -> dict[str, Any]:
+    response = (client or graph.client).get(f"/jobs/{job_id}")
     assert response.status_code == 200, response.text
     doc: dict[str, Any] = response.json()
     return doc
 
 
-def wait(graph: Graph, job_id: str, until: Any = None, timeout_s: float = 240) -> dict[str, Any]:
+def wait(
+    graph: Graph,
+    job_id: str,
+    until: Any = None,
+    timeout_s: float = 240,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
     """Poll the job until ``until(doc)`` (by default: it finished)."""
     until = until or (lambda d: d["status"] in FINISHED)
     deadline = time.monotonic() + timeout_s
     while True:
-        doc = job(graph, job_id)
+        doc = job(graph, job_id, client)
         if until(doc) or time.monotonic() > deadline:
             return doc
         time.sleep(0.1)
@@ -276,6 +284,7 @@ def test_bad_job_requests_are_refused_and_write_nothing(graph: Graph) -> None:
     before = graph.rows("SELECT count(*) AS n FROM job")[0]["n"]
     cases = [
         ({"kind": "video", "soul_id": "nova", "user_id": "u"}, "kind"),
+        ({"kind": "rebuild_prompt_key", "soul_id": "nova"}, "kind"),  # an admin route's job
         ({"kind": "image", "soul_id": "nova", "cue": "a cat", "user_id": "u", "count": 3}, "count"),
         ({"kind": "pack", "soul_id": "nova", "cue": "a cat", "count": 11, "user_id": "u"}, "count"),
         ({"kind": "pack", "soul_id": "nova", "user_id": "u", "cues": ["a cat"]}, "cues"),
@@ -335,3 +344,39 @@ def test_two_client_apps_with_a_user_of_the_same_name_never_share_a_history(
     assert again["cache"] == "miss" and again["variant_id"] != mine["variant_id"]
     rows = graph.rows("SELECT user_id FROM user_seen WHERE variant_id = ?", mine["variant_id"])
     assert sorted(r["user_id"] for r in rows) == sorted([tenant("u1"), tenant("u1", OTHER_KEY)])
+
+
+def test_an_admin_rebuilds_a_souls_keys_as_a_job_keeping_ids_and_serving(graph: Graph) -> None:
+    first = graph.image("nova", "a lighthouse rebuilt", "rebuild-1")
+    assert first.status_code == 200, first.text
+    keys = graph.client.get("/keys", params={"soul_id": "nova", "limit": 200}).json()["keys"]
+    admin = httpx.Client(
+        base_url=graph.base_url, timeout=60, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    jobs_before = graph.rows("SELECT count(*) AS n FROM job")[0]["n"]
+    refused = [
+        (graph.client, {"soul_id": "nova"}, 401),  # an API key is not an admin key
+        (admin, {"soul_id": "ghost"}, 404),
+        (admin, {"soul_id": "nova", "cue": "a cat"}, 422),
+        (admin, {"soul_id": "nova", "kind": "image"}, 422),
+    ]
+    for client, body, status in refused:
+        response = client.post("/admin/rebuild_prompt_key", json=body)
+        assert response.status_code == status, (body, response.text)
+        assert response.json()["request_id"]
+    assert graph.rows("SELECT count(*) AS n FROM job")[0]["n"] == jobs_before
+
+    accepted = admin.post("/admin/rebuild_prompt_key", json={"soul_id": "nova"})
+    assert accepted.status_code == 202, accepted.text
+    doc = wait(graph, accepted.json()["job_id"], client=admin)
+    assert doc["status"] == "succeeded" and doc["kind"] == "rebuild_prompt_key", doc
+    assert doc["result"]["keys"] == len(keys) and doc["result"]["index"] == "exact"
+    assert doc["progress"]["done"] == doc["progress"]["total"] == len(keys)
+    assert graph.client.get(f"/jobs/{doc['job_id']}").status_code == 404  # the admin's own
+    after = graph.client.get("/keys", params={"soul_id": "nova", "limit": 200}).json()["keys"]
+    assert [k["pk_id"] for k in after] == [k["pk_id"] for k in keys]
+    assert [k["variants"] for k in after] == [k["variants"] for k in keys]
+    again = graph.image("nova", "a lighthouse rebuilt", "rebuild-2")
+    assert again.status_code == 200 and again.json()["cache"] == "hit"
+    assert again.json()["variant_id"] == first.json()["variant_id"]
+    admin.close()

@@ -49,3 +49,7 @@ class OneText:
     def embed(self, text: str) -> list[float]:
         vectors: list[list[float]] = self.engine.embed([text])
         return vectors[0]
+
+    def embed_many(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = self.engine.embed(texts)
+        return vectors

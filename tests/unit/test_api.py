@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serve_app.api.app import create_api
+from serve_app.api.deps import AdminOnly, Authorized
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +81,31 @@ def test_a_replica_dying_under_a_request_is_a_503_to_retry_and_a_bug_a_500(
     bug = client.get("/fails?how=bug")
     assert bug.status_code == 500 and bug.json()["detail"].startswith("internal error")
     assert "request_id" in died.json() and "request_id" in bug.json()
+
+
+def test_admin_routes_take_admin_keys_only_and_are_off_without_them() -> None:
+    api = create_api()
+
+    @api.post("/admin/thing", dependencies=[AdminOnly])
+    async def admin_thing() -> dict[str, str]:
+        return {"ok": "admin"}
+
+    @api.get("/thing", dependencies=[Authorized])
+    async def thing() -> dict[str, str]:
+        return {"ok": "client"}
+
+    client = TestClient(api, raise_server_exceptions=False)
+    off = client.post("/admin/thing", headers={"Authorization": "Bearer anything"})
+    assert off.status_code == 403 and "SOUL_ADMIN_KEYS" in off.json()["detail"]
+    api.state.api_keys, api.state.admin_keys = [b"client-key"], [b"admin-key"]
+
+    def as_(key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    assert client.post("/admin/thing", headers=as_("admin-key")).json() == {"ok": "admin"}
+    for key in ("client-key", "admin-key-2", ""):
+        refused = client.post("/admin/thing", headers=as_(key))
+        assert refused.status_code == 401 and refused.json()["detail"].endswith("admin key")
+    assert client.get("/thing", headers=as_("admin-key")).json() == {"ok": "client"}
+    assert client.get("/thing", headers=as_("client-key")).json() == {"ok": "client"}
+    assert client.get("/thing", headers=as_("admin-key-2")).status_code == 401

@@ -53,6 +53,8 @@ def test_every_error_a_route_documents_has_the_one_error_body() -> None:
     assert all("422" in codes for codes in documented.values())  # a repeated parameter
     assert "503" in documented[("/ready", "get")]
     assert {"202", "401", "404", "409", "422", "429", "503"} <= documented[("/jobs", "post")]
+    rebuild = documented[("/admin/rebuild_prompt_key", "post")]
+    assert {"202", "401", "403", "404", "409", "422", "429", "503"} <= rebuild
     for path in ("/jobs/{job_id}", "/jobs/{job_id}/events"):
         assert {"401", "404", "422"} <= documented[(path, "get")]
     assert {"401", "404", "422"} <= documented[("/jobs/{job_id}/cancel", "post")]

@@ -8,16 +8,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from deployments.renderer import RendererConfig, RendererEngine, RenderInterrupted
 from serve_app.api.jobs import JobDesk, JobQueueConfig
 from serve_app.diffusion.sources import ModelManager
 from serve_app.errors import InvalidRequest
+from serve_app.jobs import rebuild
 from serve_app.jobs.book import JobDoc
-from serve_app.jobs.spec import ImageJob, PackJob, SelfieJob, load_variations
+from serve_app.jobs.spec import ImageJob, PackJob, RebuildKeysJob, SelfieJob, load_variations
 from serve_app.jobs.worker import JobRunner, JobWorkerConfig
-from serve_app.schemas import Frames, RenderJob
+from serve_app.prompts import key_hash, pk_id
+from serve_app.schemas import Frames, PromptKey, RenderJob
 from serve_app.settings import Settings
 from serve_app.storage.store import StoreUnavailable
 from tests.support import run
@@ -189,7 +192,7 @@ def test_a_worker_that_dies_after_its_claim_delivers_once_when_retried(
     monkeypatch.setattr(replica.catalog, "save_outcome", die)
     leased = run(jobs.replica.catalog.lease_job(jobs.worker.owner, 300))
     with pytest.raises(asyncio.CancelledError):
-        run(jobs.worker._deliver_all(leased.lease, leased.doc))
+        run(jobs.worker._run(leased.lease, leased.doc))
     claimed = world.seen(U1)
     assert len(claimed) == 1 and jobs.doc(job_id).status == "running"
 
@@ -278,7 +281,7 @@ def test_a_selfie_job_recovered_after_a_crash_keeps_its_place(
     monkeypatch.setattr(replica.catalog, "save_outcome", die)
     leased = run(replica.catalog.lease_job(jobs.worker.owner, 300))
     with pytest.raises(asyncio.CancelledError):
-        run(jobs.worker._deliver_all(leased.lease, leased.doc))
+        run(jobs.worker._run(leased.lease, leased.doc))
     [logged] = world.rows("SELECT landmark_key, angle_key FROM landmark_log WHERE user_id = ?", U1)
     monkeypatch.setattr(replica.catalog, "save_outcome", original)
     run(asyncio.sleep(0.35))
@@ -313,3 +316,60 @@ def test_work_cancelled_from_elsewhere_is_retried_and_the_slot_goes_on(
     assert doc.status == "queued" and doc.error and doc.error.type == "WorkInterrupted"
     run(asyncio.sleep(0.05))
     assert jobs.work_once() and jobs.doc(job_id).status == "succeeded"
+
+
+def test_a_key_rebuild_reembeds_keeps_ids_and_a_retry_goes_on_where_it_stopped(
+    world: World, embedder: LocalHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica()
+    jobs, catalog = Jobs(world, replica), replica.catalog
+    tags = "anime outlines pastel"
+    # Keys as an older release wrote them: its normalization kept "the", its embedder differed.
+    stale = {
+        "fox red the | " + tags: "fox red | " + tags,
+        "blue whale | " + tags: "blue whale | " + tags,
+    }
+    noise = np.random.default_rng(3).standard_normal((2, 384)).astype(np.float32)
+    for (norm, _), vector in zip(stale.items(), noise, strict=True):
+        key = PromptKey(
+            pk_id=pk_id("nova", norm),
+            soul_id="nova",
+            key_norm=norm,
+            key_hash=key_hash(norm),
+            key_embed=vector.tobytes(),
+            updated_at_ts=1,
+        )
+        run(catalog.store.upsert_prompt_key(key))
+    shot = run(catalog.ensure_key("nova", "selfie|paris|eiffel|happy|front"))  # no embedding
+    monkeypatch.setattr(rebuild, "PAGE", 1)
+    rewritten: list[str] = []
+    original, flaky = catalog.rewrite_keys, {"left": 1}
+
+    async def rewrite_keys(keys: list[tuple[str, str, list[float]]]) -> None:
+        if rewritten and flaky["left"]:
+            flaky["left"] -= 1
+            raise StoreUnavailable("catalog away")
+        await original(keys)
+        rewritten.extend(pk for pk, _, _ in keys)
+
+    monkeypatch.setattr(catalog, "rewrite_keys", rewrite_keys)
+    job_id = jobs.submit(RebuildKeysJob(soul_id="nova"), client="admin")
+    assert jobs.work_once()
+    assert jobs.doc(job_id, "admin").status == "queued"  # the second rewrite failed: retried
+    run(asyncio.sleep(0.05))
+    assert jobs.work_once()
+    doc = jobs.doc(job_id, "admin")
+    assert doc.status == "succeeded" and doc.attempts == 2
+    summary = {"keys": 3, "reembedded": 2, "renormalized": 1, "index": "exact", "index_keys": 2}
+    assert doc.outcome.items[0] == {"soul_id": "nova", **summary}
+    assert (doc.progress.done, doc.progress.total) == (3, 3)
+    assert sorted(rewritten) == sorted(pk_id("nova", norm) for norm in stale)  # each once
+
+    for old, new in stale.items():
+        key = run(catalog.get_prompt_key(pk_id("nova", old)))  # the same id
+        assert key is not None and key.key_norm == new and key.key_embed is not None
+        vector = embedder.engine.embed(new.partition(" | ")[0])
+        assert np.frombuffer(key.key_embed, np.float32) == pytest.approx(vector, abs=1e-5)
+        found, score = run(catalog.resolve_similar("nova", new, vector))  # a cue of today
+        assert found.pk_id == key.pk_id and score == pytest.approx(1.0, abs=1e-4)
+    assert run(catalog.get_prompt_key(shot.pk_id)) == shot  # a shot's key is left as it is

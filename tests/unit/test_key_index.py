@@ -199,3 +199,74 @@ def test_a_key_logged_twice_is_indexed_once(tmp_path: Path) -> None:
         assert len(index) == 2
 
     scenario(tmp_path, body)
+
+
+def rotated(vs: np.ndarray) -> np.ndarray:
+    """The same keys as another embedder would place them: rotated, so no old vector is near
+    its new one."""
+    q, _ = np.linalg.qr(np.random.default_rng(5).standard_normal((384, 384)))
+    return (vs @ q.T).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["exact", "approximate"])
+def test_rewritten_keys_are_swapped_into_every_replica_without_a_pause(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body(world: World) -> None:
+        config = SMALL if kind == "approximate" else KeyIndexConfig()
+        rebuilder, other = await world.engine(config), await world.engine(config)
+        vs, expected = vectors(50), [pk_id(SOUL, norm(i)) for i in range(50)]
+        await create_keys(rebuilder, vs)
+        served = await other.indexes.get(SOUL)
+        ws = rotated(vs)
+        await rebuilder.rewrite_keys(
+            [(pk_id(SOUL, norm(i)), norm(i), w.tolist()) for i, w in enumerate(ws)]
+        )
+        assert await rebuilder.swap_key_index(SOUL) == {"index": kind, "index_keys": 50}
+        assert await finds_every_key(rebuilder, ws) == expected
+
+        # The other replica learns of the rebuild from the log and builds in the background
+        # (held at its first page here), answering from its current index meanwhile.
+        release, original = asyncio.Event(), other.store.key_vectors_page
+
+        async def held_page(*args: Any) -> Any:
+            await release.wait()
+            return await original(*args)
+
+        monkeypatch.setattr(other.store, "key_vectors_page", held_page)
+        await other.indexes.catch_up(served)
+        assert await asyncio.wait_for(other.indexes.get(SOUL), 1) is served
+        key, _ = await asyncio.wait_for(other.resolve_similar(SOUL, norm(3), ws[3].tolist()), 1)
+        assert key.pk_id == expected[3]
+        release.set()
+        await other.indexes.flush()
+        assert await other.indexes.get(SOUL) is not served
+        assert await finds_every_key(other, ws) == expected
+
+        await rebuilder.indexes.flush()  # the rebuilt approximate index is snapshotted
+        fresh = await world.engine(config)
+        assert await finds_every_key(fresh, ws) == expected
+
+    scenario(tmp_path, body)
+
+
+def test_a_stale_snapshot_is_replaced_by_a_build(tmp_path: Path) -> None:
+    """A snapshot written before a rebuild: the fresh replica replays the rebuild's marker."""
+
+    async def body(world: World) -> None:
+        rebuilder = await world.engine(objects=False)
+        writer = await world.engine()
+        vs, expected = vectors(50), [pk_id(SOUL, norm(i)) for i in range(50)]
+        await create_keys(writer, vs)
+        assert await writer.indexes.write_snapshot(await writer.indexes.get(SOUL))
+        ws = rotated(vs)
+        await rebuilder.rewrite_keys(
+            [(pk_id(SOUL, norm(i)), norm(i), w.tolist()) for i, w in enumerate(ws)]
+        )
+        await rebuilder.swap_key_index(SOUL)
+        fresh = await world.engine()
+        await fresh.indexes.catch_up(await fresh.indexes.get(SOUL))
+        await fresh.indexes.flush()
+        assert await finds_every_key(fresh, ws) == expected
+
+    scenario(tmp_path, body)

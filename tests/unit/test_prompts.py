@@ -13,6 +13,7 @@ from serve_app.prompts import (
     normalize,
     pk_id,
     render_prompt,
+    renormalize,
     soul_prefix_bounds,
     style_id,
 )
@@ -159,3 +160,10 @@ def test_render_prompt_without_palette_or_negatives() -> None:
 )
 def test_contrasts_agree_on_colour_count_place_and_time(a: str, b: str, agree: bool) -> None:
     assert contrasts_agree(normalize(a, [])[1], normalize(b, [])[1]) is agree
+
+
+def test_a_stored_key_is_renormalized_part_by_part() -> None:
+    key_norm = normalize("The penguin, sliding on ICE!", ["Anime", "pastel"])[0]
+    assert renormalize(key_norm) == key_norm  # today's rules: nothing changes
+    assert renormalize("on penguin the | anime pastel") == "penguin | anime pastel"
+    assert renormalize("Ice penguin") == "ice penguin"  # a key without tags stays without

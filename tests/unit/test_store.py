@@ -265,6 +265,24 @@ def test_prompt_keys_pages_hold_only_that_soul(store: Store) -> None:
     assert [(pk, embed) for pk, embed in vectors] == [
         (k.pk_id, k.key_embed or b"") for k in first + rest
     ]
+    texts = run(store.key_texts_page("nova", "", 10))
+    assert texts == [(k.pk_id, k.key_norm, k.key_embed is not None) for k in first + rest]
+    assert run(store.count_prompt_keys("nova")) == 3 and run(store.count_prompt_keys("nobody")) == 0
+
+
+def test_a_rewritten_key_keeps_its_id_and_meta_unless_a_later_write_stands(store: Store) -> None:
+    key = make_key("nova", "the penguin", why="kept")
+    run(store.upsert_prompt_key(key))
+    assert run(store.rewrite_prompt_key(key.pk_id, "penguin", b"\x01" * 8, key.updated_at_ts + 1))
+    stored = run(store.get_prompt_key(key.pk_id))
+    assert stored is not None and stored.pk_id == key.pk_id and stored.meta == {"why": "kept"}
+    assert (stored.key_norm, stored.key_hash, stored.key_embed) == (
+        "penguin",
+        key_hash("penguin"),
+        b"\x01" * 8,
+    )
+    assert not run(store.rewrite_prompt_key(key.pk_id, "old", b"", key.updated_at_ts))
+    assert not run(store.rewrite_prompt_key(pk_id("nova", "nothing"), "x", b"", 10**13))
 
 
 def test_claim_once_per_user_and_variant(store: Store) -> None:
@@ -451,8 +469,11 @@ def test_plan_prompt_keys_of_a_soul(filled: Store) -> None:
     plan = query_plan(filled, sql, params)
     assert_uses_primary_key(filled, plan, "prompt_key", ordered=True)
     assert len(run(filled.prompt_keys_page("nova", "", 500))) == 100  # not nova2's
-    [(sql, params)] = statements_of(filled, filled.key_vectors_page("nova", "", 500))
-    assert_uses_primary_key(filled, query_plan(filled, sql, params), "prompt_key", ordered=True)
+    for call in (filled.key_vectors_page("nova", "", 500), filled.key_texts_page("nova", "", 9)):
+        [(sql, params)] = statements_of(filled, call)
+        assert_uses_primary_key(filled, query_plan(filled, sql, params), "prompt_key", ordered=True)
+    [(sql, params)] = statements_of(filled, filled.count_prompt_keys("nova"))
+    assert_uses_primary_key(filled, query_plan(filled, sql, params), "prompt_key")
 
 
 def test_plan_key_log_after_a_point(filled: Store) -> None:

@@ -8,7 +8,7 @@ POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/soul
 export SOUL_DATA_DIR ?= $(CURDIR)/var
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-postgres test chromium lint fuzz bench-hot bench-miss bench-catalog bench-render bench-jobs bench-faults bench-matching bench-keys clean
+.PHONY: setup serve serve-postgres test chromium lint fuzz bench-hot bench-miss bench-catalog bench-render bench-jobs bench-faults bench-matching bench-keys bench-probes clean
 
 setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-lora-ink.safetensors
 
@@ -77,6 +77,9 @@ bench-matching: setup
 
 bench-keys: setup
 	$(BIN)/soul bench keys --keys 10000 100000 1000000
+
+bench-probes: setup
+	$(BIN)/soul bench probes --keys 100000 1000000
 
 clean:
 	rm -rf $(SOUL_DATA_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -34,13 +34,24 @@ BENCH_ARGS: dict[str, Any] = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "scenario",
-        choices=["hot", "miss", "catalog", "render", "jobs", "faults", "matching", "keys"],
+        choices=[
+            "hot",
+            "miss",
+            "catalog",
+            "render",
+            "jobs",
+            "faults",
+            "matching",
+            "keys",
+            "probes",
+        ],
         help="hot: cache hits; miss: new renders; catalog: PostgreSQL vs SQLite; "
         "render: LoRA hot-swap vs reload, style switches, encode formats; "
         "jobs: queue overhead, queue jobs/s, high vs normal wait under a flood; "
         "faults: replicas killed and the database dropped under load, a header flood; "
         "matching: embedded text and threshold on labelled cue pairs; "
-        "keys: a soul's key index at --keys keys, exact vs approximate, SQLite and PostgreSQL",
+        "keys: a soul's key index at --keys keys, exact vs approximate, SQLite and PostgreSQL; "
+        "probes: the approximate index at --keys keys, recall and query time by lists probed",
     )
     p.add_argument("--requests", type=int, default=None, help="measured requests per side")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients (hot)")
@@ -61,7 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         nargs="+",
         default=[10_000, 100_000],
-        help="keys: keys in the soul (one row per count, index and backend)",
+        help="keys, probes: keys in the soul (one row per count, index and backend; per "
+        "count and probe)",
     )
     p.add_argument("--out", default=None, help="JSON file (default: bench-<scenario>.json)")
 
@@ -159,6 +171,8 @@ def main(ns: argparse.Namespace) -> int:
         return matching.matching_main(ns)
     if ns.scenario == "keys":
         return keys.keys_main(ns)
+    if ns.scenario == "probes":
+        return keys.probes_main(ns)
     if ns.scenario == "faults":
         return faults.report_faults(ns, faults.faults_main(ns))
     if ns.scenario == "hot":

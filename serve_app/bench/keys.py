@@ -7,6 +7,10 @@ similarity lookup (the exact index reads every key; the approximate one loads th
 writer left and replays the log after it, where the writer then added ``TAIL`` keys), new-cue
 and hit latency of ``resolve_similar``, the growth of resident memory, and recall@1 of cues made
 near known keys (cosine ~0.95, so their true nearest key is known).
+
+`soul bench probes --keys N...`: the approximate index itself (``build_approximate``, as a
+replica builds it) over N such keys, searched with each number of lists probed: recall@1 and
+the query's p50/p95 on one thread, the choice of ``catalog.index.probe``.
 """
 
 from __future__ import annotations
@@ -238,6 +242,49 @@ def keys_main(ns: argparse.Namespace) -> int:
         )
     out = Path(ns.out or "bench-keys.json")
     out.write_text(json.dumps({"scenario": "keys", "rows": rows, "builds": builds}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+PROBES = (4, 8, 16, 24, 32, 64)
+
+
+def probes_main(ns: argparse.Namespace) -> int:
+    import faiss
+
+    from serve_app.key_index import KeyIndexConfig, build_approximate
+
+    faiss.omp_set_num_threads(1)  # one lookup of one replica, not a batch over every core
+    rows = []
+    for n in ns.keys:
+        vectors = np.concatenate([chunk_vectors(c)[: n - c * CHUNK] for c in range(-(-n // CHUNK))])
+        t0 = time.perf_counter()
+        index = build_approximate(vectors, KeyIndexConfig())
+        built_s = time.perf_counter() - t0
+        rng = np.random.default_rng(11)
+        picked = rng.choice(n, size=RECALL_QUERIES, replace=False)
+        queries = [_unit(near(vectors[i], rng)) for i in picked]
+        ivf = faiss.extract_index_ivf(index)
+        for probe in PROBES:
+            ivf.nprobe = probe
+            latencies, found = [], 0
+            for i, q in zip(picked, queries, strict=True):
+                t = time.perf_counter()
+                _, nearest = index.search(q.reshape(1, -1), 1)
+                latencies.append(time.perf_counter() - t)
+                found += int(nearest[0][0] == i)
+            lookup = summarize("lookup", latencies, 1)
+            rows.append({"keys": n, "lists": ivf.nlist, "probe": probe,
+                         "recall_at_1": round(found / len(picked), 4),
+                         "lookup_p50_ms": lookup["p50_ms"], "lookup_p95_ms": lookup["p95_ms"],
+                         "built_s": round(built_s, 1)})  # fmt: skip
+    print("\nsoul bench probes (IVF-SQ8, one thread)")
+    print(f"{'keys':>8}{'lists':>7}{'probe':>7}{'recall@1':>10}{'p50 ms':>9}{'p95 ms':>9}")
+    for r in rows:
+        print(f"{r['keys']:>8}{r['lists']:>7}{r['probe']:>7}{r['recall_at_1']:>10.3f}"
+              f"{r['lookup_p50_ms']:>9.3f}{r['lookup_p95_ms']:>9.3f}")  # fmt: skip
+    out = Path(ns.out or "bench-probes.json")
+    out.write_text(json.dumps({"scenario": "probes", "rows": rows}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             "matching",
             "keys",
             "probes",
+            "rebuild",
         ],
         help="hot: cache hits; miss: new renders; catalog: PostgreSQL vs SQLite; "
         "render: LoRA hot-swap vs reload, style switches, encode formats; "
@@ -51,7 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "faults: replicas killed and the database dropped under load, a header flood; "
         "matching: embedded text and threshold on labelled cue pairs; "
         "keys: a soul's key index at --keys keys, exact vs approximate, SQLite and PostgreSQL; "
-        "probes: the approximate index at --keys keys, recall and query time by lists probed",
+        "probes: the approximate index at --keys keys, recall and query time by lists probed; "
+        "rebuild: the key rebuild job over --keys keys while new cues are served",
     )
     p.add_argument("--requests", type=int, default=None, help="measured requests per side")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients (hot)")
@@ -72,8 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         nargs="+",
         default=[10_000, 100_000],
-        help="keys, probes: keys in the soul (one row per count, index and backend; per "
-        "count and probe)",
+        help="keys, probes, rebuild: keys in the soul (a row per count, and per index and "
+        "backend, or per probe)",
     )
     p.add_argument("--out", default=None, help="JSON file (default: bench-<scenario>.json)")
 
@@ -158,7 +160,7 @@ def report_pair(ns: argparse.Namespace, http: dict[str, Any], floor: dict[str, A
 
 
 def main(ns: argparse.Namespace) -> int:
-    from serve_app.bench import catalog, faults, hot, jobs, keys, matching, miss, render
+    from serve_app.bench import catalog, faults, hot, jobs, keys, matching, miss, rebuild, render
 
     n = ns.requests or (200 if ns.scenario in ("hot", "catalog") else 5)
     if ns.scenario == "catalog":
@@ -173,6 +175,8 @@ def main(ns: argparse.Namespace) -> int:
         return keys.keys_main(ns)
     if ns.scenario == "probes":
         return keys.probes_main(ns)
+    if ns.scenario == "rebuild":
+        return rebuild.rebuild_main(ns)
     if ns.scenario == "faults":
         return faults.report_faults(ns, faults.faults_main(ns))
     if ns.scenario == "hot":

@@ -254,6 +254,13 @@ class CatalogEngine(JobBook):
         found = await self.store.claimed_via(user_id, via)
         return await self.store.get_variant(*found) if found else None
 
+    async def seen_page(self, user_id: str, before: str, limit: int) -> list[tuple[Variant, int]]:
+        """A page of what the user was sent, newest variant first, each with when it was sent
+        (a variant whose row is gone is left out)."""
+        rows = await self.store.seen_page(user_id, before, limit)
+        found = [(await self.store.get_variant(r["pk_id"], r["variant_id"]), r) for r in rows]
+        return [(variant, r["seen_at_ts"]) for variant, r in found if variant is not None]
+
     async def users_lacking_unseen(self, pk_id: str, user_ids: list[str]) -> list[str]:
         """The users who have already seen every variant of the key: only they need a render."""
         variant_ids = [v.variant_id for v in await self.store.list_variants(pk_id)]

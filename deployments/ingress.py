@@ -24,6 +24,7 @@ from serve_app.api.answers import (
     image_answer,
     media_file,
     reference_answer,
+    seen_answer,
     shot_answer,
     variant_answer,
 )
@@ -43,6 +44,7 @@ from serve_app.api.models import (
     KeyView,
     Reference,
     ReferenceRequest,
+    SeenPage,
     SelfieRequest,
     SelfieResponse,
     StyleIn,
@@ -61,7 +63,8 @@ from serve_app.schemas import MAX_CUE_CHARS, MediaFormat, SoulId, StyleProfile, 
 from serve_app.settings import Settings
 from serve_app.storage.objects import open_object_store
 
-JobId = Annotated[str, Path(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$", description="A job id (ULID).")]
+ULID_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
+JobId = Annotated[str, Path(pattern=ULID_PATTERN, description="A job id (ULID).")]
 JobKind = Literal["image", "selfie", "pack"]
 PkId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}:[0-9a-f]{40}$")]
 
@@ -566,3 +569,29 @@ class Ingress:
         return await asyncio.to_thread(
             lambda: [variant_answer(self.objects, ttl_s, v) for v in variants]
         )
+
+    @api.get(
+        "/users/{user_id}/seen",
+        response_model=SeenPage,
+        tags=["catalog"],
+        dependencies=[Authorized],
+        responses=responses(401, 422, 503),
+    )
+    async def seen(
+        self,
+        request: Request,
+        user_id: Annotated[UserId, Path(description="A user of this API client.")],
+        after: Annotated[
+            str | None, Query(pattern=ULID_PATTERN, description="next_after of a page.")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> SeenPage:
+        """What this client's user was sent, newest variant first (the order of the history's
+        primary key: a variant sent late but made early comes later), with signed URLs."""
+        user = tenant_user(client_scope(request), user_id)
+        page = await self.catalog.seen_page.remote(user, after or "", limit)
+        ttl_s = self.settings.media_url_ttl_s
+        seen = await asyncio.to_thread(
+            lambda: [seen_answer(self.objects, ttl_s, v, ts) for v, ts in page]
+        )
+        return SeenPage(seen=seen, next_after=seen[-1].variant_id if len(page) == limit else None)

@@ -102,11 +102,14 @@ SafeJson = TypeAliasType(
 Text = Annotated[str, AfterValidator(safe_text), SAFE_TEXT]
 # URLs the service calls out to (references, webhooks): an ASCII host name, an optional port,
 # then anything but spaces and control characters. No user:password@ (secrets would end up in
-# logs), no IP literal in brackets. One pattern that the schema shows and validation enforces.
+# logs), no IP literal in brackets. One pattern that the schema shows and validation enforces,
+# so its classes are spelled out: `\s` means other characters in Python (U+0085, U+001C-1F)
+# than in a client's JSON Schema validator (ECMA-262).
+_SPACES = r"\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 _LABEL = r"[A-Za-z0-9-]{1,63}"
 _HOST = rf"(?:{_LABEL}\.)*{_LABEL}\.?"
 _PORT = r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
-_REST = r"(?:[/?#][^\s\x00-\x1f\x7f\ufffd]*)?"
+_REST = rf"(?:[/?#][^\x00-\x20\x7f-\x9f{_SPACES}\ufffd]*)?"  # no C0/C1 control, no space
 WEB_URL = rf"^https?://{_HOST}{_PORT}{_REST}$"
 REFERENCE_URL = rf"^(?:https?://{_HOST}{_PORT}|gs://[a-z0-9_.-]{{1,222}}){_REST}$"
 

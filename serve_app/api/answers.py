@@ -14,6 +14,7 @@ from serve_app.api.models import (
     KeyRebuildResult,
     PackResult,
     Reference,
+    SeenView,
     SelfieResponse,
     VariantView,
 )
@@ -137,6 +138,11 @@ def variant_answer(objects: ObjectStore, ttl_s: int, variant: Variant) -> Varian
         style_id=variant.meta.get("style_id"),
         created_at=datetime.fromtimestamp(ts_ms / 1000, UTC),
     )
+
+
+def seen_answer(objects: ObjectStore, ttl_s: int, variant: Variant, seen_at_ts: int) -> SeenView:
+    view = variant_answer(objects, ttl_s, variant)
+    return SeenView(**view.model_dump(), seen_at=datetime.fromtimestamp(seen_at_ts / 1000, UTC))
 
 
 def media_file(objects: ObjectStore, storage_key: str, exp: int, sig: str) -> Path:

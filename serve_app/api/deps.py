@@ -29,9 +29,10 @@ def require_api_key(request: Request, credentials: Credentials) -> None:
 
 
 def require_admin_key(request: Request, credentials: Credentials) -> None:
-    """The /admin routes: an admin key only, and none at all while no admin key is set."""
+    """The /admin routes: an admin key only (401 without one), and none at all while no admin
+    key is set (403)."""
     keys: list[bytes] = request.app.state.admin_keys
-    if not keys:
+    if not keys and credentials is not None:
         raise Forbidden("the admin routes are off: set SOUL_ADMIN_KEYS to use them")
     if not _one_of(credentials, keys):
         raise HTTPException(

@@ -200,3 +200,12 @@ class VariantView(BaseModel):
     sampler: str | None
     style_id: str | None
     created_at: datetime
+
+
+class SeenView(VariantView):
+    seen_at: datetime = Field(description="When it was sent to this user.")
+
+
+class SeenPage(BaseModel):
+    seen: list[SeenView] = Field(description="Newest variant first.")
+    next_after: str | None = Field(description="Pass as ``after`` for the next page; null: last.")

@@ -384,6 +384,16 @@ class Store(JobRows, ABC):
         )
         return row is not None
 
+    async def seen_page(self, user_id: str, before: str, limit: int) -> list[Row]:
+        """What the user was sent (``pk_id``, ``variant_id``, ``seen_at_ts``), newest variant
+        first, below ``before`` (a variant id; empty: from the newest): a backward range of the
+        primary key."""
+        return await self._rows(
+            "SELECT pk_id, variant_id, seen_at_ts FROM user_seen WHERE user_id = ? "
+            "AND variant_id < ? ORDER BY variant_id DESC LIMIT ?",
+            (user_id, before or "~", limit),  # "~" sorts after every ULID
+        )
+
     async def claimed_via(self, user_id: str, via: str) -> tuple[str, str] | None:
         """(pk_id, variant_id) a job item already claimed for the user: a prefix scan of the
         user's history, run only when a job item is retried."""

@@ -29,6 +29,7 @@ SEED = os.environ.get("SOUL_FUZZ_SEED", "20261202")  # fixed in CI: a failure re
 def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
     env = {
         "SOUL_API_KEYS": json.dumps([API_KEY]),
+        "SOUL_ADMIN_KEYS": json.dumps([API_KEY]),  # the /admin routes are fuzzed for real too
         "SOUL_TORCH_THREADS": "1",
         # Job webhooks go to whatever host the fuzzer names: resolving them at submit would
         # refuse most (this machine has no DNS), so they are tried, and fail, at delivery.

@@ -345,6 +345,25 @@ def test_two_client_apps_with_a_user_of_the_same_name_never_share_a_history(
     rows = graph.rows("SELECT user_id FROM user_seen WHERE variant_id = ?", mine["variant_id"])
     assert sorted(r["user_id"] for r in rows) == sorted([tenant("u1"), tenant("u1", OTHER_KEY)])
 
+    # Each client reads its own user's history, newest variant first, a page at a time.
+    with httpx.Client(
+        base_url=graph.base_url, timeout=60, headers={"Authorization": f"Bearer {OTHER_KEY}"}
+    ) as other:
+        their_seen = other.get("/users/u1/seen").json()
+    assert [v["variant_id"] for v in their_seen["seen"]] == [mine["variant_id"]]
+    first = graph.client.get("/users/u1/seen", params={"limit": 1}).json()
+    assert [v["variant_id"] for v in first["seen"]] == [again["variant_id"]]
+    assert first["next_after"] == again["variant_id"]
+    rest = graph.client.get("/users/u1/seen", params={"after": first["next_after"]}).json()
+    assert [v["variant_id"] for v in rest["seen"]][:1] == [mine["variant_id"]]
+    assert rest["seen"][0]["seen_at"] and rest["seen"][0]["pk_id"] == mine["pk_id"]
+    cover = graph.client.get(rest["seen"][0]["cover_url"])
+    assert cover.status_code == 200 and cover.content[:4] == b"\x89PNG"
+    for params in ({"after": "not-a-cursor"}, {"limit": 0}, {"limit": 201}):
+        refused = graph.client.get("/users/u1/seen", params=params)
+        assert refused.status_code == 422 and refused.json()["request_id"], params
+    assert graph.client.get("/users/no%20such/seen").status_code == 422
+
 
 def test_an_admin_rebuilds_a_souls_keys_as_a_job_keeping_ids_and_serving(graph: Graph) -> None:
     first = graph.image("nova", "a lighthouse rebuilt", "rebuild-1")

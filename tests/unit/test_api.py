@@ -97,6 +97,7 @@ def test_admin_routes_take_admin_keys_only_and_are_off_without_them() -> None:
     client = TestClient(api, raise_server_exceptions=False)
     off = client.post("/admin/thing", headers={"Authorization": "Bearer anything"})
     assert off.status_code == 403 and "SOUL_ADMIN_KEYS" in off.json()["detail"]
+    assert client.post("/admin/thing").status_code == 401  # no key at all: authenticate first
     api.state.api_keys, api.state.admin_keys = [b"client-key"], [b"admin-key"]
 
     def as_(key: str) -> dict[str, str]:

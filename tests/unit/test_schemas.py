@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from serve_app.app import AppArgs
-from serve_app.schemas import MAX_JSON_BYTES, RenderJob, StyleProfile, safe_text
+from serve_app.schemas import (
+    MAX_JSON_BYTES,
+    REFERENCE_URL,
+    WEB_URL,
+    RenderJob,
+    StyleProfile,
+    safe_text,
+)
 
 
 @pytest.mark.parametrize("text", ["penguin", "café ☃", "tab\tand\nnewline", "emoji 🐧"])
@@ -112,3 +120,15 @@ def test_a_client_cannot_name_a_server_path_as_a_model(fields: dict[str, Any]) -
     with pytest.raises(ValidationError, match="path on the server"):
         StyleIn.model_validate(style)
     assert StyleProfile.model_validate(style)  # a config file (souls.yaml) may
+
+
+@pytest.mark.parametrize("char", ["\x85", "\x9f", "\xa0", "\u2028", "\ufeff", " ", "\x1c"])
+def test_a_url_with_a_space_or_control_character_is_refused_by_schema_and_validation(
+    char: str,
+) -> None:
+    """Python's ``\\s`` is not ECMA-262's: the URL patterns spell their classes out, so the
+    schema a client validates against refuses exactly what the service refuses."""
+    assert "\\s" not in REFERENCE_URL and "\\s" not in WEB_URL
+    url = f"http://example.com/a{char}b"
+    assert re.fullmatch(REFERENCE_URL, url) is None and re.fullmatch(WEB_URL, url) is None
+    assert re.fullmatch(WEB_URL, "http://example.com/été?x=1#top")

@@ -285,6 +285,19 @@ def test_a_rewritten_key_keeps_its_id_and_meta_unless_a_later_write_stands(store
     assert not run(store.rewrite_prompt_key(pk_id("nova", "nothing"), "x", b"", 10**13))
 
 
+def test_a_users_history_pages_newest_variant_first(store: Store) -> None:
+    ids = [new_ulid() for _ in range(5)]
+    for i, vid in enumerate(ids):
+        assert run(store.claim("u1", vid, 100 + i, pk_id("nova", "cat")))
+    assert run(store.claim("u2", new_ulid(), 1))
+    first = run(store.seen_page("u1", "", 3))
+    assert [r["variant_id"] for r in first] == ids[::-1][:3]
+    assert (first[0]["pk_id"], first[0]["seen_at_ts"]) == (pk_id("nova", "cat"), 104)
+    rest = run(store.seen_page("u1", first[-1]["variant_id"], 3))
+    assert [r["variant_id"] for r in rest] == ids[::-1][3:]
+    assert run(store.seen_page("nobody", "", 3)) == []
+
+
 def test_claim_once_per_user_and_variant(store: Store) -> None:
     vid = new_ulid()
     assert run(store.claim("u1", vid, 1)) is True
@@ -388,7 +401,7 @@ def assert_uses_primary_key(store: Store, plan: str, table: str, ordered: bool =
         assert not ordered or "TEMP B-TREE" not in plan, plan
     else:
         assert "Seq Scan" not in plan, plan
-        pk = rf"(Index (Only )?Scan using|Bitmap Index Scan on) {table}_pkey"
+        pk = rf"(Index (Only )?Scan (Backward )?using|Bitmap Index Scan on) {table}_pkey"
         assert re.search(pk, plan), plan
 
 
@@ -474,6 +487,12 @@ def test_plan_prompt_keys_of_a_soul(filled: Store) -> None:
         assert_uses_primary_key(filled, query_plan(filled, sql, params), "prompt_key", ordered=True)
     [(sql, params)] = statements_of(filled, filled.count_prompt_keys("nova"))
     assert_uses_primary_key(filled, query_plan(filled, sql, params), "prompt_key")
+
+
+def test_plan_a_users_history(filled: Store) -> None:
+    [(sql, params)] = statements_of(filled, filled.seen_page("user1", "", 10))
+    assert_uses_primary_key(filled, query_plan(filled, sql, params), "user_seen", ordered=True)
+    assert len(run(filled.seen_page("user1", "", 1000))) > 0
 
 
 def test_plan_key_log_after_a_point(filled: Store) -> None:

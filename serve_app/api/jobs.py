@@ -101,6 +101,8 @@ class JobDesk:
             raise TooManyJobs(submitted.refused or "", retry_after_s=submitted.retry_after_s)
         if self.worker is not None:
             self.worker.wake.remote()  # not awaited: a worker that misses it polls anyway
+        if isinstance(spec, RebuildKeysJob):  # its run times are recorded per key
+            total = await self.catalog.count_prompt_keys.remote(spec.soul_id)
         estimate = await self.catalog.estimate_job.remote(spec.kind, spec.soul_id, total)
         return JobAccepted(
             job_id=submitted.doc.job_id,

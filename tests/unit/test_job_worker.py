@@ -373,3 +373,8 @@ def test_a_key_rebuild_reembeds_keeps_ids_and_a_retry_goes_on_where_it_stopped(
         found, score = run(catalog.resolve_similar("nova", new, vector))  # a cue of today
         assert found.pk_id == key.pk_id and score == pytest.approx(1.0, abs=1e-4)
     assert run(catalog.get_prompt_key(shot.pk_id)) == shot  # a shot's key is left as it is
+
+    # The next rebuild's estimate comes from the last one's time per key, times the soul's keys.
+    accepted = run(jobs.desk.submit("admin", RebuildKeysJob(soul_id="nova")))
+    per_keys = run(catalog.estimate_job("rebuild_prompt_key", "nova", 3))
+    assert accepted.estimated_s == per_keys["estimated_s"] and per_keys["per_item_s"] > 0

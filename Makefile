@@ -8,7 +8,7 @@ POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/soul
 export SOUL_DATA_DIR ?= $(CURDIR)/var
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-postgres test chromium lint fuzz bench-hot bench-miss bench-catalog bench-render bench-jobs bench-faults bench-matching bench-keys bench-probes bench-rebuild clean
+.PHONY: setup serve serve-postgres test chromium lint fuzz bench-hot bench-miss bench-catalog bench-render bench-jobs bench-faults bench-matching bench-keys bench-probes bench-rebuild bench-batch clean
 
 setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-lora-ink.safetensors
 
@@ -83,6 +83,9 @@ bench-probes: setup
 
 bench-rebuild: setup
 	$(BIN)/soul bench rebuild --keys 10000 100000
+
+bench-batch: setup
+	$(BIN)/soul bench batch
 
 clean:
 	rm -rf $(SOUL_DATA_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -118,7 +118,7 @@ class Ingress:
         api.state.api_keys = [k.get_secret_value().encode() for k in self.settings.api_keys]
         api.state.admin_keys = [k.get_secret_value().encode() for k in self.settings.admin_keys]
         self.catalog = catalog
-        handles = Handles(embedder, catalog, renderer, animator, dedupe, transcoder)
+        handles = Handles.of_deployments(embedder, catalog, renderer, animator, dedupe, transcoder)
         self.deliverer = Deliverer(handles, self.objects, load_places(landmarks_file))
         self.looks = Looks(catalog, self.objects, model_manager(self.settings), self.settings)
         self.replays = Replays(catalog)

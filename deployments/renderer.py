@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from pydantic import Field
 from ray import serve
@@ -27,6 +28,8 @@ from serve_app.schemas import Frames, RenderJob
 from serve_app.settings import Settings
 from serve_app.storage.objects import ObjectStore, open_object_store
 
+log = logging.getLogger("ray.serve")
+
 
 class RendererConfig(DiffusionConfig):
     width: int = Field(default=128, ge=64, le=2048, multiple_of=8)
@@ -40,9 +43,29 @@ class RendererConfig(DiffusionConfig):
     max_loras: int = Field(
         default=8, ge=1, le=128, description="LoRA adapters kept loaded per base model (LRU)."
     )
+    max_batch_size: int = Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="Renders of one style a replica runs as one pipeline call, at most "
+        "(@serve.batch); also the replica's max_ongoing_requests unless a limit sets it.",
+    )
+    batch_wait_s: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="How long a render waits for others of its style to join its batch. Renders "
+        "that arrive while a batch runs join the next one without waiting.",
+    )
 
 
 StepReport = Callable[[int, int], None]  # (denoising step done, steps in all)
+
+
+class Stop(Protocol):
+    """Asked between denoising steps: stop the render? (a ``threading.Event`` is one)"""
+
+    def is_set(self) -> bool: ...
 
 
 class RenderInterrupted(Exception):
@@ -78,12 +101,70 @@ class RendererEngine:
             self.pipelines.style(job.base_model_ref, job.lora_ids)
 
     def render(
-        self, job: RenderJob, on_step: StepReport | None = None, stop: threading.Event | None = None
+        self, job: RenderJob, on_step: StepReport | None = None, stop: Stop | None = None
     ) -> Frames:
+        """One job: ``render_batch`` of one, raising its failure."""
+        (outcome,) = self.render_batch([job], on_step, stop)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def render_batch(
+        self, jobs: list[RenderJob], on_step: StepReport | None = None, stop: Stop | None = None
+    ) -> list[Frames | Exception]:
+        """Each job's picture, or what failed it, in order; a failure is its job's alone.
+
+        Jobs of one call shape (style, reference strength, with or without a negative prompt)
+        run as one pipeline call, each with its own prompt and seed, so a job's picture is the
+        one it gets rendered alone. A job whose reference image can't be read fails alone; when
+        a batched call fails (out of memory, say), its jobs are rendered again one by one.
+        """
+        outcomes: dict[int, Frames | Exception] = {}
+        shapes: dict[tuple[Any, ...], list[tuple[int, dict[str, Any]]]] = {}
+        for i, job in enumerate(jobs):
+            try:
+                inputs = self._inputs(job)  # reads the reference image, if any, outside the lock
+            except Exception as exc:
+                outcomes[i] = exc
+            else:
+                shapes.setdefault(_call_shape(job), []).append((i, inputs))
+        for members in shapes.values():
+            group = [(jobs[i], inputs) for i, inputs in members]
+            results = self._render_group(group, on_step, stop)
+            outcomes.update(zip([i for i, _ in members], results, strict=True))
+        return [outcomes[i] for i in range(len(jobs))]
+
+    def _render_group(
+        self,
+        group: list[tuple[RenderJob, dict[str, Any]]],
+        on_step: StepReport | None,
+        stop: Stop | None,
+    ) -> Sequence[Frames | Exception]:
+        try:
+            return self._call(group, on_step, stop)
+        except RenderInterrupted as exc:
+            return [exc] * len(group)
+        except Exception as exc:
+            if len(group) == 1:
+                return [exc]
+            log.warning(
+                "a batch of %d renders failed (%r); rendering them one by one", len(group), exc
+            )
+            return [self._render_group([member], on_step, stop)[0] for member in group]
+
+    def _call(
+        self,
+        group: list[tuple[RenderJob, dict[str, Any]]],
+        on_step: StepReport | None,
+        stop: Stop | None,
+    ) -> list[Frames]:
+        """One pipeline call for jobs of one call shape."""
         import torch
 
-        cfg = self.config
-        inputs = self._inputs(job)  # reads the reference image, if any, outside the lock
+        jobs = [job for job, _ in group]
+        first, inputs = group[0]
+        if "image" in inputs:
+            inputs = {**inputs, "image": [member_inputs["image"] for _, member_inputs in group]}
         steps = _steps_run(inputs)
 
         def step_end(pipe: Any, index: int, _timestep: Any, tensors: dict) -> dict:
@@ -94,26 +175,39 @@ class RendererEngine:
             return tensors
 
         with self.pipelines.lock, torch.inference_mode():
-            pipe = self.pipelines.activate(self.pipelines.style(job.base_model_ref, job.lora_ids))
-            if job.reference_key is not None:
-                pipe = self.pipelines.img2img(job.base_model_ref)
-            with timed("soul_render_ms", source="reference" if job.reference_key else "text"):
+            pipe = self.pipelines.activate(
+                self.pipelines.style(first.base_model_ref, first.lora_ids)
+            )
+            if first.reference_key is not None:
+                pipe = self.pipelines.img2img(first.base_model_ref)
+            with timed("soul_render_ms", source="reference" if first.reference_key else "text"):
                 out = pipe(
-                    prompt=job.prompt,
-                    negative_prompt=job.negative_prompt or None,
-                    guidance_scale=cfg.guidance_scale,
+                    prompt=[job.prompt for job in jobs],
+                    negative_prompt=[job.negative_prompt for job in jobs]
+                    if first.negative_prompt
+                    else None,
+                    guidance_scale=self.config.guidance_scale,
                     output_type="np",
-                    generator=torch.Generator(pipe.device).manual_seed(job.seed),
+                    generator=[torch.Generator(pipe.device).manual_seed(job.seed) for job in jobs],
                     callback_on_step_end=step_end,
                     **inputs,
                 )
         if stop is not None and stop.is_set():
-            raise RenderInterrupted(f"render of seed {job.seed} stopped")
-        meta = {
+            raise RenderInterrupted(f"render of seeds {[job.seed for job in jobs]} stopped")
+        sampler = type(pipe.scheduler).__name__
+        pixels = to_pixels(out.images)
+        return [
+            Frames(pixels=pixels[i : i + 1], meta=self._meta(job, sampler))
+            for i, job in enumerate(jobs)
+        ]
+
+    def _meta(self, job: RenderJob, sampler: str) -> dict[str, Any]:
+        cfg = self.config
+        return {
             "seed": job.seed,
             "steps": cfg.steps,
             "guidance_scale": cfg.guidance_scale,
-            "sampler": type(pipe.scheduler).__name__,
+            "sampler": sampler,
             "style_id": job.style_id,
             "base_model_ref": job.base_model_ref,
             "lora_ids": job.lora_ids,
@@ -124,7 +218,6 @@ class RendererEngine:
             "reference_key": job.reference_key,
             "reference_strength": job.reference_strength,
         }
-        return Frames(pixels=to_pixels(out.images), meta=meta)
 
     def _inputs(self, job: RenderJob) -> dict[str, Any]:
         """Text-to-image at the render size, or img2img from the job's reference image."""
@@ -149,6 +242,17 @@ class RendererEngine:
             return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS)
 
 
+def _call_shape(job: RenderJob) -> tuple[Any, ...]:
+    """Jobs of one shape run as one pipeline call: a call takes one style, one img2img strength,
+    and negative prompts for all of its images or none (an empty one is not the same as none)."""
+    return (
+        job.base_model_ref,
+        tuple(job.lora_ids),
+        job.reference_strength,
+        bool(job.negative_prompt),
+    )
+
+
 def _steps_run(inputs: dict[str, Any]) -> int:
     """Denoising steps a call runs: img2img runs ``int(steps * strength)`` of them."""
     steps = int(inputs["num_inference_steps"])
@@ -160,7 +264,7 @@ class StepReporter:
     (and always the last step, and the step it stopped at); called from the render's thread."""
 
     def __init__(
-        self, catalog: DeploymentHandle, refs: list[str], stop: threading.Event, every_s: float
+        self, catalog: DeploymentHandle, refs: list[str], stop: Stop, every_s: float
     ) -> None:
         self.catalog, self.refs, self.stop, self.every_s = catalog, refs, stop, every_s
         self.loop = asyncio.get_running_loop()
@@ -177,7 +281,26 @@ class StepReporter:
         self.catalog.job_progress.remote(self.refs, "render", step, steps)
 
 
-@serve.deployment(name="Renderer", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)
+@dataclass
+class WaitingRender:
+    """A render call waiting in (or running as part of) a batch; ``left`` once its caller
+    cancelled it."""
+
+    job: RenderJob
+    left: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class EveryCallerLeft:
+    """A batch stops once every call in it was cancelled: the others still want their images."""
+
+    calls: list[WaitingRender]
+
+    def is_set(self) -> bool:
+        return all(call.left.is_set() for call in self.calls)
+
+
+@serve.deployment(name="Renderer", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4)
 class Renderer:
     def __init__(
         self, catalog: DeploymentHandle, max_styles: int = RendererConfig().max_styles
@@ -199,6 +322,9 @@ class Renderer:
 
     def reconfigure(self, config: dict) -> None:
         self.engine.configure(RendererConfig.model_validate(config))
+        batching: Any = self._render_batch  # serve.batch gave the method its setters
+        batching.set_max_batch_size(self.engine.config.max_batch_size)
+        batching.set_batch_wait_timeout_s(self.engine.config.batch_wait_s)
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """The job backlog, for the backlog autoscaling policy (``serve_app.autoscale``)."""
@@ -206,21 +332,30 @@ class Renderer:
         return backlog
 
     async def render(self, job: RenderJob) -> Frames:
-        """Routed by ``multiplexed_model_id=job.style_id`` to a replica holding the style.
+        """Routed by ``multiplexed_model_id=job.style_id`` to a replica holding the style, and
+        batched with the renders of that style waiting there (Serve splits a batch by model id).
 
-        Cancelled (Serve cancels a call whose caller cancelled it), the render stops at its
-        next denoising step; the replica is free again once it has."""
+        Cancelled (Serve cancels a call whose caller cancelled it), the render leaves its batch;
+        a batch every caller left stops at its next denoising step."""
         self._jobs[job.style_id] = job
         await self.get_style(job.style_id)
-        stop = threading.Event()
-        report = (
-            StepReporter(self.catalog, job.progress_refs, stop, 0.25) if job.progress_refs else None
-        )
-        rendering = asyncio.ensure_future(asyncio.to_thread(self.engine.render, job, report, stop))
+        call = WaitingRender(job)
         try:
-            return await asyncio.shield(rendering)
+            outcome = await self._render_batch(call)
         except asyncio.CancelledError:
-            stop.set()
-            with contextlib.suppress(RenderInterrupted):
-                await rendering
+            call.left.set()
             raise
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    @serve.batch(
+        max_batch_size=RendererConfig().max_batch_size,
+        batch_wait_timeout_s=RendererConfig().batch_wait_s,
+    )
+    async def _render_batch(self, calls: list[WaitingRender]) -> list[Frames | Exception]:
+        stop = EveryCallerLeft(calls)
+        refs = [ref for call in calls for ref in call.job.progress_refs]
+        report = StepReporter(self.catalog, refs, stop, 0.25) if refs else None
+        jobs = [call.job for call in calls]
+        return await asyncio.to_thread(self.engine.render_batch, jobs, report, stop)

@@ -45,7 +45,7 @@ class JobWorker:
     ) -> None:
         self.settings = Settings()
         self.objects = open_object_store(self.settings)
-        handles = Handles(embedder, catalog, renderer, animator, dedupe, transcoder)
+        handles = Handles.of_deployments(embedder, catalog, renderer, animator, dedupe, transcoder)
         deliverer = Deliverer(handles, self.objects, load_places(landmarks_file))
         self.catalog = catalog
         self.webhooks = Webhooks(self.settings)

@@ -73,13 +73,19 @@ class AppArgs(BaseModel):
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
     args = AppArgs.model_validate(args)
 
-    def deployment(decorated: object, section: BaseModel | None = None) -> Deployment:
-        """Each deployment with its live config and, if asked, a fixed replica count."""
+    def deployment(
+        decorated: object, section: BaseModel | None = None, **defaults: Any
+    ) -> Deployment:
+        """Each deployment with its live config, ``defaults`` for its options and, if asked, a
+        fixed replica count and request limits."""
         # @serve.deployment turned each class into a Deployment; type checkers see the class.
         if not isinstance(decorated, Deployment):
             raise TypeError(f"{decorated!r} is not a Serve deployment")
         # A request shed by a full queue (max_queued_requests) is a 503 that says when to retry.
-        options: dict[str, Any] = {"backpressure_config": {"retry_after_s": SHED_RETRY_AFTER_S}}
+        options: dict[str, Any] = {
+            "backpressure_config": {"retry_after_s": SHED_RETRY_AFTER_S},
+            **defaults,
+        }
         if section is not None:
             options["user_config"] = section.model_dump(mode="json")
         if decorated.name in args.replicas:
@@ -92,7 +98,10 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     boxes = (
         deployment(Embedder).bind(),
         catalog,
-        deployment(Renderer, args.renderer).bind(catalog, args.renderer.max_styles),
+        # A replica takes as many renders at once as it batches.
+        deployment(Renderer, args.renderer, max_ongoing_requests=args.renderer.max_batch_size).bind(
+            catalog, args.renderer.max_styles
+        ),
         deployment(Animator, args.animator).bind(catalog),
         deployment(Dedupe, args.dedupe).bind(),
         deployment(Transcoder, args.transcoder).bind(),

@@ -138,6 +138,17 @@ class Handles:
     dedupe: Any
     transcoder: Any
 
+    @classmethod
+    def of_deployments(
+        cls, embedder: Any, catalog: Any, renderer: Any, animator: Any, dedupe: Any, transcoder: Any
+    ) -> Handles:
+        """Serve's handles, the pixels' by reference: frames go from the Renderer and the
+        Animator to their takers through Ray's object store, never through this replica, even
+        where the node sends handle calls over gRPC (``RAY_SERVE_USE_GRPC_BY_DEFAULT=1``), by
+        value and at most 4 MiB a message: 8 frames of 1024² are 24 MiB."""
+        pixels = [h.options(_by_reference=True) for h in (renderer, animator, dedupe, transcoder)]
+        return cls(embedder, catalog, *pixels)
+
 
 class OnceMore:
     """A handle to a deployment whose every method is safe to repeat (the Catalog's: reads and

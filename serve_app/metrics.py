@@ -4,12 +4,19 @@ Each node's metrics agent exports them to Prometheus as ``ray_<name>`` (counters
 ``ray_<name>_total``), and the Ray dashboard charts them. Serve adds the ``deployment``,
 ``replica`` and ``application`` tags itself. Outside a Ray worker, recording does nothing, so the
 engines record directly and still run bare in unit tests.
+
+Ray exports a histogram's sum from its buckets (each value counted at its bucket's midpoint), so
+``observe`` also logs each value as it is at DEBUG, under the request id Serve gives the line:
+``soul bench miss`` adds up a miss's stages from those lines, and its in-process side from what
+``tapped`` keeps.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +28,8 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 MS_BUCKETS = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000,
               120_000, 300_000]  # fmt: skip
 BYTES_BUCKETS = [2**k for k in range(12, 26)]  # 4 KiB … 32 MiB
+
+log = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,10 @@ METRICS: dict[str, Metric] = {
         "counter", "Renders rejected as too close to a sibling variant (pHash distance)."
     ),
     "soul_render_ms": Metric(
-        "histogram", "Text-to-image (or img2img) render time.", ("source",), tuple(MS_BUCKETS)
+        "histogram",
+        "Text-to-image (or img2img) time of a pipeline call: a batch of renders of one style.",
+        ("source",),
+        tuple(MS_BUCKETS),
     ),
     "soul_animate_ms": Metric(
         "histogram", "Animation time of one rendered image.", ("mode",), tuple(MS_BUCKETS)
@@ -126,12 +138,30 @@ def observe(name: str, value: float, **tags: str) -> None:
     histogram = _recorder(name)
     assert isinstance(histogram, Histogram), f"{name} is not a histogram"
     histogram.observe(value, tags=tags)
+    fields = {"metric": name, "value": value}  # Serve writes them as fields of the line
+    log.debug("%s %s", name, value, extra={"ray_serve_extra_fields": fields})
+    for values in _taps:
+        values[name].append(value)
 
 
 def gauge(name: str, value: float, **tags: str) -> None:
     recorder = _recorder(name)
     assert isinstance(recorder, Gauge), f"{name} is not a gauge"
     recorder.set(value, tags=tags)
+
+
+_taps: list[defaultdict[str, list[float]]] = []
+
+
+@contextmanager
+def tapped() -> Iterator[dict[str, list[float]]]:
+    """Also keep every histogram value this process observes in the block, by metric name."""
+    values: defaultdict[str, list[float]] = defaultdict(list)
+    _taps.append(values)
+    try:
+        yield values
+    finally:
+        _taps.remove(values)
 
 
 @contextmanager

@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from serve_app.local import SPEED_MODES
+
 CUE = "penguin on a skateboard"
 SOUL = "nova"
 BENCH_ARGS: dict[str, Any] = {
@@ -45,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             "keys",
             "probes",
             "rebuild",
+            "batch",
         ],
         help="hot: cache hits; miss: new renders; catalog: PostgreSQL vs SQLite; "
         "render: LoRA hot-swap vs reload, style switches, encode formats; "
@@ -53,10 +56,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "matching: embedded text and threshold on labelled cue pairs; "
         "keys: a soul's key index at --keys keys, exact vs approximate, SQLite and PostgreSQL; "
         "probes: the approximate index at --keys keys, recall and query time by lists probed; "
-        "rebuild: the key rebuild job over --keys keys while new cues are served",
+        "rebuild: the key rebuild job over --keys keys while new cues are served; "
+        "batch: renders/s of one Renderer by concurrency, batched vs unbatched",
     )
     p.add_argument("--requests", type=int, default=None, help="measured requests per side")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients (hot)")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        choices=list(SPEED_MODES),
+        default=["ray-defaults", "soul", "throughput-optimized"],
+        help="hot: Serve speed modes, each on a local Ray of its own (serve_app/local.py: "
+        "soul is the default; every part of throughput-optimized can run alone)",
+    )
     p.add_argument(
         "--postgres",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -143,8 +155,17 @@ def print_table(title: str, rows: list[dict[str, Any]], ratio: dict[str, float])
         print(f"{name}: {value:.2f}")
 
 
+def print_stages(http: dict[str, Any], floor: dict[str, Any]) -> None:
+    """The rows' ``stages_ms`` side by side, with what the HTTP side adds to each."""
+    print(f"\n{'ms per request (mean)':<46}{'http':>11}{'in-process':>11}{'added':>11}")
+    for stage, ms in http["stages_ms"].items():
+        base = floor["stages_ms"][stage]
+        print(f"{stage:<46}{ms:>11.1f}{base:>11.1f}{ms - base:>+11.1f}")
+
+
 def report_pair(ns: argparse.Namespace, http: dict[str, Any], floor: dict[str, Any]) -> int:
-    """hot and miss: print the HTTP side next to its in-process floor and write the JSON."""
+    """hot and miss: print the HTTP side next to its in-process floor (stage by stage where the
+    rows have ``stages_ms``) and write the JSON."""
     ratio = {"p50 ratio http/in-process": http["p50_ms"] / floor["p50_ms"]}
     report = {
         "scenario": ns.scenario,
@@ -153,6 +174,8 @@ def report_pair(ns: argparse.Namespace, http: dict[str, Any], floor: dict[str, A
         "concurrency": ns.concurrency if ns.scenario == "hot" else 1,
     }
     print_table(f"soul bench {ns.scenario}", [http, floor], ratio)
+    if "stages_ms" in http:
+        print_stages(http, floor)
     out = Path(ns.out or f"bench-{ns.scenario}.json")
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
@@ -160,7 +183,18 @@ def report_pair(ns: argparse.Namespace, http: dict[str, Any], floor: dict[str, A
 
 
 def main(ns: argparse.Namespace) -> int:
-    from serve_app.bench import catalog, faults, hot, jobs, keys, matching, miss, rebuild, render
+    from serve_app.bench import (
+        batch,
+        catalog,
+        faults,
+        hot,
+        jobs,
+        keys,
+        matching,
+        miss,
+        rebuild,
+        render,
+    )
 
     n = ns.requests or (200 if ns.scenario in ("hot", "catalog") else 5)
     if ns.scenario == "catalog":
@@ -177,10 +211,11 @@ def main(ns: argparse.Namespace) -> int:
         return keys.probes_main(ns)
     if ns.scenario == "rebuild":
         return rebuild.rebuild_main(ns)
+    if ns.scenario == "batch":
+        return batch.batch_main(ns)
     if ns.scenario == "faults":
         return faults.report_faults(ns, faults.faults_main(ns))
     if ns.scenario == "hot":
-        http, floor = hot.hot_main(ns, n)
-    else:
-        http, floor = miss.miss_main(n)
+        return hot.report_hot(ns, hot.hot_main(ns, n))
+    http, floor = miss.miss_main(n)
     return report_pair(ns, http, floor)

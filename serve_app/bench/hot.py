@@ -1,9 +1,15 @@
-"""`soul bench hot`: cache hits over HTTP next to the same catalog logic in-process."""
+"""`soul bench hot`: cache hits over HTTP next to the floor, per speed mode, and in-process.
+
+Each mode (``--modes``, names in ``serve_app.local.SPEED_MODES``) gets a local Ray of its own,
+started with that node environment; in it, the same client measures our hit path and then the
+floor, a no-op graph of our shape (``serve_app.api.floor``): ours/floor is what a hit costs
+above Ray's own. Last, the catalog logic called in-process on the same store."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -15,6 +21,7 @@ from serve_app.bench.common import (
     SOUL,
     free_port,
     http_hot,
+    print_table,
     summarize,
     timed_concurrently,
 )
@@ -43,14 +50,42 @@ async def inprocess_hot(data_dir: Path, n: int) -> dict[str, Any]:
     return result
 
 
-def hot_main(ns: argparse.Namespace, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The HTTP side and its floor, on one scratch data directory: (http, floor) rows."""
-    from serve_app.local import local_graph
+def mode_hot(data_dir: Path, mode: str, n: int, concurrency: int) -> list[dict[str, Any]]:
+    """Our hit path, then the floor, over HTTP on one local Ray in ``mode``: two rows."""
+    from ray import serve
 
+    from serve_app.api.floor import build_floor
+    from serve_app.local import SPEED_MODES, local_graph
+
+    env = SPEED_MODES[mode]
+    with local_graph(data_dir, port=free_port(), args=BENCH_ARGS, env=env, quiet=True) as base:
+        ours = asyncio.run(http_hot(base, n, concurrency, f"ours [{mode}]"))
+        serve.run(build_floor(), name="floor", route_prefix="/floor")
+        floor = asyncio.run(http_hot(f"{base}/floor", n, concurrency, f"floor [{mode}]"))
+    return [{**ours, "mode": mode}, {**floor, "mode": mode}]
+
+
+def hot_main(ns: argparse.Namespace, n: int) -> dict[str, Any]:
+    """Every mode's two rows, then the in-process row, on one scratch data directory."""
+    rows: list[dict[str, Any]] = []
+    ratios: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="soul-bench-") as tmp:
         data_dir = Path(tmp)
-        with local_graph(data_dir, port=free_port(), args=BENCH_ARGS, quiet=True) as base:
-            http = asyncio.run(http_hot(base, n, ns.concurrency))
-        # the floor reads the catalog the HTTP side filled
-        floor = asyncio.run(inprocess_hot(data_dir, n))
-    return http, floor
+        for mode in ns.modes:
+            ours, floor = mode_hot(data_dir, mode, n, ns.concurrency)
+            rows += [ours, floor]
+            ratios[f"{mode}: p50 ours/floor"] = ours["p50_ms"] / floor["p50_ms"]
+            ratios[f"{mode}: req/s ours/floor"] = ours["rps"] / floor["rps"]
+        # the in-process side reads the catalog the HTTP side filled
+        inprocess = asyncio.run(inprocess_hot(data_dir, n))
+    ratios["p50 ratio http/in-process"] = rows[0]["p50_ms"] / inprocess["p50_ms"]
+    return {"rows": [*rows, inprocess], "ratios": ratios}
+
+
+def report_hot(ns: argparse.Namespace, result: dict[str, Any]) -> int:
+    print_table("soul bench hot", result["rows"], result["ratios"])
+    report = {"scenario": "hot", **result, "concurrency": ns.concurrency, "modes": ns.modes}
+    out = Path(ns.out or "bench-hot.json")
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0

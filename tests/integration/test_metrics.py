@@ -18,6 +18,7 @@ from soul_client import (
     Sample,
     burst,
     free_port,
+    scrape,
     scrape_until,
     total,
 )
@@ -168,3 +169,37 @@ def ingress_log_lines(logs_dir: Path) -> list[dict[str, Any]]:
         for line in path.read_text().splitlines()
         if line.startswith("{")
     ]
+
+
+def test_concurrent_misses_of_one_style_render_in_batches(observed: Observed) -> None:
+    """New cues of one soul at once: the Renderer runs them as batched pipeline calls (Serve's
+    own batch-size histogram has a batch of more than one), and each user still gets a new
+    variant of their own cue."""
+    graph = observed.graph
+
+    def batches() -> tuple[float, float]:
+        """(batches, batches of one render) the Renderer's ``@serve.batch`` ran so far, on
+        every replica: the histogram's count and its first bucket (Ray exports a histogram's
+        sum from its buckets' midpoints, so the sum is no count of renders)."""
+        samples = scrape(graph.metrics_url, prefix="ray_serve_actual_batch_size")
+        mine = [(n, labels, v) for n, labels, v in samples
+                if labels["function_name"] == "_render_batch"]  # fmt: skip
+        count = sum(v for n, _, v in mine if n.endswith("_count"))
+        ones = sum(v for n, labels, v in mine if n.endswith("_bucket") and labels["le"] == "1.0")
+        return count, ones
+
+    before = batches()
+    cues = ["harbour", "glacier", "meadow", "canyon", "volcano", "orchard"]
+    answers = burst(graph, [{"soul_id": "nova", "cue": c, "user_id": f"b-{c}"} for c in cues])
+    assert [r.status_code for r in answers] == [200] * len(cues), [r.text for r in answers]
+    assert {r.json()["cache"] for r in answers} == {"miss"}
+    assert len({r.json()["variant_id"] for r in answers}) == len(cues)
+
+    # Each replica exports once a second: wait for two scrapes that agree, past the burst.
+    deadline, previous, now = time.monotonic() + 60, None, batches()
+    while (now != previous or now[0] == before[0]) and time.monotonic() < deadline:
+        time.sleep(1.5)
+        previous, now = now, batches()
+    ran, ones = now[0] - before[0], now[1] - before[1]
+    assert ran > 0, "the batches never showed in the metrics"
+    assert ones < ran, f"{len(cues)} concurrent misses ran as {ran} batches of one render each"

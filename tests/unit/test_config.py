@@ -46,6 +46,8 @@ def test_gpu_config_shares_gpus_autoscales_sheds_and_waits_for_renders() -> None
         autoscaling = gpu["autoscaling_config"]
         assert autoscaling["min_replicas"] < autoscaling["max_replicas"]
         assert gpu["graceful_shutdown_timeout_s"] >= 120
+    # a Renderer replica takes at least as many renders at once as it batches
+    assert deployments["Renderer"]["max_ongoing_requests"] >= args.renderer.max_batch_size
     assert all("max_queued_requests" in d for d in deployments.values())
     assert config["http_options"]["request_timeout_s"] >= 120
     assert "database_url" not in str(app) and "gs://" not in str(app)  # from the environment

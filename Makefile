@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: setup serve serve-postgres test chromium lint fuzz bench-hot bench-miss bench-catalog bench-render bench-jobs bench-faults bench-matching bench-keys bench-probes bench-rebuild bench-batch clean
 
-setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-lora-ink.safetensors
+setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-svd/model_index.json
 
 # torch first and pinned: that takes the local CPU wheel instead of gigabytes of CUDA packages.
 $(VENV)/.installed: pyproject.toml
@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-$(SOUL_DATA_DIR)/models/tiny-lora-ink.safetensors: $(VENV)/.installed
+# the last of the tiny models `soul models tiny` builds (it keeps those that exist)
+$(SOUL_DATA_DIR)/models/tiny-svd/model_index.json: $(VENV)/.installed
 	$(BIN)/soul models tiny
 
 serve: setup

@@ -1,5 +1,6 @@
-"""Animator (seed §7): "subtle" mode, the render plus low-strength img2img variations of it, or
-"animated" mode, AnimateDiff with the soul's motion module. The soul's style picks the mode."""
+"""Animator (seed §7): "subtle" mode, the render plus low-strength img2img variations of it;
+"animated" mode, AnimateDiff with the soul's motion module; or "video" mode, Stable Video
+Diffusion (image-to-video) from the render. The soul's style picks the mode."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ class AnimatorConfig(DiffusionConfig):
     strength: float = Field(default=0.3, gt=0.0, le=1.0, description="img2img strength.")
     steps: int = Field(default=10, ge=1, le=150, description="Steps before strength scaling.")
     batch_size: int = Field(default=4, ge=1, le=12, description="Variations per pipeline call.")
+    video_model: str = Field(
+        default="tiny-svd",
+        description='Image-to-video model of mode "video": a diffusers '
+        "StableVideoDiffusionPipeline folder, by tag under the models folder or absolute path.",
+    )
 
     @model_validator(mode="after")
     def leaves_a_denoising_step(self) -> AnimatorConfig:
@@ -52,6 +58,8 @@ class AnimatorEngine:
         with self.pipelines.lock, torch.inference_mode(), timed("soul_animate_ms", mode=job.mode):
             if job.mode == "animated":
                 frames, facts = self._animated(image, job)
+            elif job.mode == "video":
+                frames, facts = self._video(image, job)
             else:
                 frames, facts = self._subtle(image, job)
         meta = {
@@ -70,7 +78,7 @@ class AnimatorEngine:
 
         cfg = self.config
         init = Image.fromarray(image.pixels[0])
-        seeds = [(job.seed + i) % 2**63 for i in range(1, cfg.frames)]
+        seeds = [(job.seed + i) % 2**63 for i in range(1, job.frames or cfg.frames)]
         frames = [image.pixels[:1]]
         self.pipelines.activate(self.pipelines.style(job.base_model_ref, job.lora_ids))
         pipe = self.pipelines.img2img(job.base_model_ref)
@@ -103,7 +111,7 @@ class AnimatorEngine:
         out = pipe(
             prompt=job.prompt,
             negative_prompt=job.negative_prompt or None,
-            num_frames=cfg.frames,
+            num_frames=job.frames or cfg.frames,
             height=height,
             width=width,
             num_inference_steps=cfg.steps,
@@ -112,6 +120,29 @@ class AnimatorEngine:
             output_type="np",
         )
         return to_pixels(out.frames[0]), {"motion_module": job.motion_module}
+
+    def _video(self, image: Frames, job: AnimateJob) -> tuple[np.ndarray, dict[str, Any]]:
+        """Stable Video Diffusion from the render, at its size: the frames move out of it (the
+        first one is close to it, not it)."""
+        import torch
+        from PIL import Image
+
+        cfg = self.config
+        _, height, width, _ = image.pixels.shape
+        frames = job.frames or cfg.frames
+        pipe = self.pipelines.video(cfg.video_model)
+        out = pipe(
+            image=Image.fromarray(image.pixels[0]),
+            height=height,
+            width=width,
+            num_frames=frames,
+            num_inference_steps=cfg.steps,
+            max_guidance_scale=max(1.0, cfg.guidance_scale),
+            decode_chunk_size=frames,
+            generator=torch.Generator(pipe.device).manual_seed(job.seed),
+            output_type="np",
+        )
+        return to_pixels(out.frames[0]), {"video_model": cfg.video_model}
 
 
 @serve.deployment(name="Animator", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)

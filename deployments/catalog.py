@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ulid import ULID
 
+from serve_app.errors import Gone, NotFound
 from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import JobBook
 from serve_app.key_index import REBUILT, KeyIndex, KeyIndexConfig, SoulIndexes, as_unit_vector
@@ -30,7 +31,7 @@ from serve_app.schemas import (
 )
 from serve_app.settings import Settings
 from serve_app.souls import load_souls
-from serve_app.storage.objects import ObjectStore, open_object_store
+from serve_app.storage.objects import ObjectStore, open_object_store, remove_objects
 from serve_app.storage.store import Store, StoreUnavailable, store_for
 
 log = logging.getLogger("ray.serve")
@@ -76,6 +77,7 @@ class CatalogEngine(JobBook):
         """``objects``: where snapshots of large souls' key indexes are kept, if anywhere."""
         super().__init__()
         self.store = store
+        self.objects = objects
         self.config = config or CatalogConfig()
         self.indexes = SoulIndexes(store, objects, self.config.embedding_dim, self.config.index)
 
@@ -250,16 +252,54 @@ class CatalogEngine(JobBook):
         return claimed
 
     async def claimed_via(self, user_id: str, via: str) -> Variant | None:
-        """The variant a job item already claimed for the user (a retried item delivers it)."""
+        """The variant a job item already claimed for the user (a retried item delivers it);
+        None too once it was deleted (the item delivers another)."""
         found = await self.store.claimed_via(user_id, via)
-        return await self.store.get_variant(*found) if found else None
+        variant = await self.store.get_variant(*found) if found else None
+        return None if variant is None or variant.deleted else variant
 
-    async def seen_page(self, user_id: str, before: str, limit: int) -> list[tuple[Variant, int]]:
+    async def seen_page(
+        self, user_id: str, before: str, limit: int
+    ) -> tuple[list[tuple[Variant, int]], str | None]:
         """A page of what the user was sent, newest variant first, each with when it was sent
-        (a variant whose row is gone is left out)."""
+        (a deleted variant is left out: its history row stays), and the cursor of the next
+        page (None: this was the last)."""
         rows = await self.store.seen_page(user_id, before, limit)
         found = [(await self.store.get_variant(r["pk_id"], r["variant_id"]), r) for r in rows]
-        return [(variant, r["seen_at_ts"]) for variant, r in found if variant is not None]
+        page = [(v, r["seen_at_ts"]) for v, r in found if v is not None and not v.deleted]
+        return page, rows[-1]["variant_id"] if len(rows) == limit else None
+
+    async def find_variant(self, variant_id: str) -> Variant:
+        """The variant of this id: NotFound, or Gone once it was deleted."""
+        variant = await self.store.find_variant(variant_id)
+        if variant is None:
+            raise NotFound(f"unknown variant {variant_id!r}")
+        if variant.deleted:
+            raise Gone(f"variant {variant_id!r} was deleted")
+        return variant
+
+    async def delete_variant(self, variant_id: str) -> None:
+        """Tombstone the variant, then remove its objects: it is never claimed again, by
+        anyone, and who had it keeps their history row. NotFound, or Gone when deleted."""
+        await self._tombstone(await self.find_variant(variant_id))
+
+    async def delete_key_variants(self, pk_id: str) -> int:
+        """``delete_variant`` for every variant of the key (the key stays, and renders anew);
+        how many were deleted."""
+        if await self.store.get_prompt_key(pk_id) is None:
+            raise NotFound(f"unknown prompt key {pk_id!r}")
+        variants = await self.store.list_variants(pk_id)
+        for variant in variants:
+            await self._tombstone(variant)
+        return len(variants)
+
+    async def _tombstone(self, variant: Variant) -> None:
+        # Newer than the row, so that it wins; objects first would leave a listed variant
+        # without objects, and a removal that fails is the sweeper's (a tombstone's objects
+        # are orphans).
+        await self.store.delete_variant(variant, max(now_ms(), variant.updated_at_ts + 1))
+        if self.objects is not None:
+            await asyncio.to_thread(remove_objects, self.objects, variant.stem)
 
     async def users_lacking_unseen(self, pk_id: str, user_ids: list[str]) -> list[str]:
         """The users who have already seen every variant of the key: only they need a render."""
@@ -396,7 +436,7 @@ class CatalogEngine(JobBook):
 # soul/<soul_id>/key/<key_hash>/variant/<variant_id>.<ext>: the objects of one variant.
 VARIANT_OBJECT = re.compile(
     r"soul/(?P<soul>[a-z0-9][a-z0-9_-]*)/key/(?P<hash>[0-9a-f]{40})/variant/"
-    r"(?P<variant>[0-9A-HJKMNP-TV-Z]{26})\.[A-Za-z0-9]+"
+    r"(?P<variant>[0-9A-HJKMNP-TV-Z]{26})(\.[A-Za-z0-9]+)+"
 )
 
 
@@ -463,7 +503,8 @@ class Sweeper:
         for (pk, variant_id), keys in stems.items():
             if ULID.from_str(variant_id).milliseconds > cutoff_ms:
                 continue  # may still be on its way to its row
-            if await self.store.get_variant(pk, variant_id) is None:
+            variant = await self.store.get_variant(pk, variant_id)
+            if variant is None or variant.deleted:
                 for key in keys:
                     await asyncio.to_thread(objects.delete, key)
                 swept += len(keys)

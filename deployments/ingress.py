@@ -6,6 +6,7 @@ domain errors become HTTP answers in one table (``serve_app/api/errors.py``)."""
 import asyncio
 import logging
 import mimetypes
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Path, Query, Request, Response
@@ -32,18 +33,23 @@ from serve_app.api.app import STUDIO, create_api
 from serve_app.api.deps import AdminOnly, Authorized, IdempotencyKey, client_scope
 from serve_app.api.errors import request_id_of, responses
 from serve_app.api.idempotency import IdempotencyConfig, Replays
+from serve_app.api.info import service_info
 from serve_app.api.jobs import JobDesk, JobQueueConfig, Spec
 from serve_app.api.models import (
+    AnimateRequest,
     CancelAnswer,
     ImageResponse,
+    InfoView,
     IngestedReference,
     JobAccepted,
     JobPage,
     JobView,
+    KeyDeleted,
     KeyPage,
     KeyView,
     Reference,
     ReferenceRequest,
+    RegenerateRequest,
     SeenPage,
     SelfieRequest,
     SelfieResponse,
@@ -59,7 +65,16 @@ from serve_app.jobs.spec import MAX_PACK, JobSpec, RebuildKeysJob, load_variatio
 from serve_app.looks import Looks, StoredReference
 from serve_app.metrics import count
 from serve_app.places import load_places
-from serve_app.schemas import MAX_CUE_CHARS, MediaFormat, SoulId, StyleProfile, Text, UserId
+from serve_app.schemas import (
+    MAX_CUE_CHARS,
+    MediaFormat,
+    Regeneration,
+    SoulId,
+    StyleProfile,
+    Text,
+    UserId,
+    Variant,
+)
 from serve_app.settings import Settings
 from serve_app.storage.objects import open_object_store
 
@@ -67,6 +82,7 @@ ULID_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
 JobId = Annotated[str, Path(pattern=ULID_PATTERN, description="A job id (ULID).")]
 JobKind = Literal["image", "selfie", "pack"]
 PkId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}:[0-9a-f]{40}$")]
+VariantId = Annotated[str, Path(pattern=ULID_PATTERN, description="A variant id (ULID).")]
 
 
 class IngressConfig(DeliveryConfig, IdempotencyConfig, JobQueueConfig):
@@ -134,6 +150,31 @@ class Ingress:
     def _signed(self, delivery: Delivery, media_format: MediaFormat) -> ImageResponse:
         return image_answer(self.objects, self.settings.media_url_ttl_s, delivery, media_format)
 
+    async def _delivered_once(
+        self,
+        request: Request,
+        response: Response,
+        route: str,
+        idempotency_key: str | None,
+        params: dict[str, Any],
+        deliver: Callable[[], Awaitable[Delivery]],
+        media_format: MediaFormat = "gif",
+    ) -> ImageResponse:
+        """``deliver`` once per Idempotency-Key (a retry replays what it delivered), then the
+        answer with its URLs signed now, counted and logged under ``route``."""
+
+        async def recorded() -> dict[str, Any]:
+            return (await deliver()).model_dump(mode="json")
+
+        result = await self.replays.once(request, response, idempotency_key, params, recorded)
+        delivery = Delivery.model_validate(result)
+        answer = await asyncio.to_thread(self._signed, delivery, media_format)
+        delivered(route, response, delivery)
+        return answer
+
+    async def _thumbnailed(self, variants: list[Variant]) -> list[Variant]:
+        return list(await asyncio.gather(*map(self.deliverer.thumbnailed, variants)))
+
     def _reference(self, soul_id: str, storage_key: str) -> Reference:
         return reference_answer(self.objects, self.settings.media_url_ttl_s, soul_id, storage_key)
 
@@ -159,6 +200,23 @@ class Ingress:
     @api.get("/healthz", tags=["health"], responses=responses())
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
+
+    @api.get(
+        "/info",
+        response_model=InfoView,
+        tags=["health"],
+        dependencies=[Authorized],
+        responses=responses(401, 503),
+    )
+    async def info(self) -> InfoView:
+        """Version, the graph's deployments and their running replicas, the models the souls'
+        styles render with, the formats new variants get, and which backends are in use (by
+        name: never a URL or a secret)."""
+        status = await asyncio.to_thread(serve.status)
+        styles = await self.looks.list_styles()
+        formats = await self.deliverer.formats()
+        objects = self.objects.backend
+        return service_info(status, styles, formats, self.settings, objects)
 
     @api.get("/ready", tags=["health"], responses=responses(503))
     async def ready(self, request: Request) -> JSONResponse:
@@ -218,14 +276,11 @@ class Ingress:
         params = {"soul_id": soul_id, "cue": cue, "user_id": user_id}
         user = tenant_user(client_scope(request), user_id)
 
-        async def deliver() -> dict[str, Any]:
-            return (await self.deliverer.image(soul_id, cue, user)).model_dump(mode="json")
+        async def deliver() -> Delivery:
+            return await self.deliverer.image(soul_id, cue, user)
 
-        result = await self.replays.once(request, response, idempotency_key, params, deliver)
-        delivery = Delivery.model_validate(result)
-        answer = await asyncio.to_thread(self._signed, delivery, media_format)
-        delivered("/image", response, delivery)
-        return answer
+        once = (idempotency_key, params, deliver)
+        return await self._delivered_once(request, response, "/image", *once, media_format)
 
     # ---- selfies ------------------------------------------------------------------------
     @api.get("/cities", tags=["selfies"], dependencies=[Authorized], responses=responses(401))
@@ -561,14 +616,109 @@ class Ingress:
         responses=responses(401, 404, 422, 503),
     )
     async def key_variants(self, pk_id: PkId) -> list[VariantView]:
-        """A prompt key's variants, oldest first, with signed cover and GIF URLs."""
+        """A prompt key's variants, oldest first, with signed cover, thumbnail and GIF URLs."""
         if await self.catalog.get_prompt_key.remote(pk_id) is None:
             raise NotFound(f"unknown prompt key {pk_id!r}")
-        variants = await self.catalog.list_variants.remote(pk_id)
+        variants = await self._thumbnailed(await self.catalog.list_variants.remote(pk_id))
         ttl_s = self.settings.media_url_ttl_s
         return await asyncio.to_thread(
             lambda: [variant_answer(self.objects, ttl_s, v) for v in variants]
         )
+
+    @api.delete(
+        "/keys/{pk_id}",
+        response_model=KeyDeleted,
+        tags=["catalog"],
+        dependencies=[AdminOnly],
+        responses=responses(401, 403, 404, 422, 503),
+    )
+    async def delete_key(self, pk_id: PkId) -> KeyDeleted:
+        """Delete every variant of the key (admin keys only), as ``DELETE /variants/{id}``
+        does one; the key stays, and its next request renders anew."""
+        deleted = await self.catalog.delete_key_variants.remote(pk_id)
+        return KeyDeleted(pk_id=pk_id, deleted=deleted)
+
+    @api.get(
+        "/variants/{variant_id}",
+        response_model=VariantView,
+        tags=["catalog"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 410, 422, 503),
+    )
+    async def get_variant(self, variant_id: VariantId) -> VariantView:
+        """A variant with signed cover, thumbnail and GIF URLs; 410 once it was deleted."""
+        found = await self.catalog.find_variant.remote(variant_id)
+        [variant] = await self._thumbnailed([found])
+        ttl_s = self.settings.media_url_ttl_s
+        return await asyncio.to_thread(variant_answer, self.objects, ttl_s, variant)
+
+    @api.post(
+        "/variants/{variant_id}/regenerate",
+        response_model=ImageResponse,
+        tags=["catalog"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 409, 410, 422, 503),
+    )
+    async def regenerate(
+        self,
+        request: Request,
+        response: Response,
+        variant_id: VariantId,
+        body: RegenerateRequest,
+        idempotency_key: IdempotencyKey = None,
+    ) -> ImageResponse:
+        """A new variant of the same key derived from this one (its style and prompt; a new
+        seed, extra words, or img2img from its cover at ``strength``), delivered to the user
+        as a GIF; 409 past ``ingress.regenerate_limit`` of them per original."""
+
+        async def derive() -> Delivery:
+            user = tenant_user(client_scope(request), body.user_id)
+            change = Regeneration.model_validate(body.model_dump(exclude={"user_id"}))
+            return await self.deliverer.regenerate(variant_id, user, change)
+
+        params = {"variant_id": variant_id, **body.model_dump(mode="json")}
+        route = "/variants/{variant_id}/regenerate"
+        return await self._delivered_once(request, response, route, idempotency_key, params, derive)
+
+    @api.post(
+        "/variants/{variant_id}/animate",
+        response_model=ImageResponse,
+        tags=["catalog"],
+        dependencies=[Authorized],
+        responses=responses(401, 404, 409, 410, 422, 503),
+    )
+    async def animate(
+        self,
+        request: Request,
+        response: Response,
+        variant_id: VariantId,
+        body: AnimateRequest,
+        idempotency_key: IdempotencyKey = None,
+    ) -> ImageResponse:
+        """A new variant of the same key: this one's cover set in motion in ``mode``,
+        delivered to the user as a GIF; it counts towards ``ingress.regenerate_limit``."""
+
+        async def move() -> Delivery:
+            user = tenant_user(client_scope(request), body.user_id)
+            return await self.deliverer.animate(variant_id, user, body.mode, body.frames)
+
+        params = {"variant_id": variant_id, **body.model_dump(mode="json")}
+        route = "/variants/{variant_id}/animate"
+        return await self._delivered_once(request, response, route, idempotency_key, params, move)
+
+    @api.delete(
+        "/variants/{variant_id}",
+        status_code=204,
+        tags=["catalog"],
+        dependencies=[AdminOnly],
+        responses=responses(401, 403, 404, 410, 422, 503),
+    )
+    async def delete_variant(self, variant_id: VariantId) -> Response:
+        """Delete a variant (admin keys only): it is never delivered again, to anyone, and its
+        objects are removed; the users who had it keep it in their history (not in
+        ``/users/{id}/seen``, which lists what still exists). 410 when it is already gone."""
+        await self.catalog.delete_variant.remote(variant_id)
+        return Response(status_code=204)
 
     @api.get(
         "/users/{user_id}/seen",
@@ -589,9 +739,13 @@ class Ingress:
         """What this client's user was sent, newest variant first (the order of the history's
         primary key: a variant sent late but made early comes later), with signed URLs."""
         user = tenant_user(client_scope(request), user_id)
-        page = await self.catalog.seen_page.remote(user, after or "", limit)
+        page, next_after = await self.catalog.seen_page.remote(user, after or "", limit)
+        variants = await self._thumbnailed([variant for variant, _ in page])
         ttl_s = self.settings.media_url_ttl_s
         seen = await asyncio.to_thread(
-            lambda: [seen_answer(self.objects, ttl_s, v, ts) for v, ts in page]
+            lambda: [
+                seen_answer(self.objects, ttl_s, v, ts)
+                for v, (_, ts) in zip(variants, page, strict=True)
+            ]
         )
-        return SeenPage(seen=seen, next_after=seen[-1].variant_id if len(page) == limit else None)
+        return SeenPage(seen=seen, next_after=next_after)

@@ -202,6 +202,7 @@ class RendererEngine:
         ]
 
     def _meta(self, job: RenderJob, sampler: str) -> dict[str, Any]:
+        """The render's facts: ``schemas.RENDER_FACTS``, in that order."""
         cfg = self.config
         return {
             "seed": job.seed,

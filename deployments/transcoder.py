@@ -1,5 +1,5 @@
-"""Transcoder: frames → looping animated GIF (+ optional animated WebP and MP4, cover PNG and
-JSON sidecar) in the object store.
+"""Transcoder: frames → looping animated GIF (+ optional animated WebP and MP4, cover PNG, still
+WebP thumbnail and JSON sidecar) in the object store.
 
 Encoding runs entirely in memory through PyAV (FFmpeg's libavfilter + muxers); no temp files and
 no ffmpeg subprocess. Every format is scaled by the same filter graph; for the GIF it is the PyAV
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
 from serve_app.metrics import observe, timed
-from serve_app.schemas import EncodedAsset, EncodeJob, Frames, MediaFormat
+from serve_app.schemas import EncodedAsset, EncodeJob, Frames, MediaFormat, Variant
 from serve_app.settings import Settings
 from serve_app.storage.objects import ObjectStore, open_object_store
 
@@ -229,6 +229,13 @@ class TranscoderConfig(BaseModel):
 
     fps: int = Field(default=12, ge=MIN_FPS, le=MAX_FPS, description="Frame rate.")
     width: int = Field(default=512, ge=MIN_WIDTH, le=MAX_WIDTH, description="Width (px).")
+    thumbnail_px: int = Field(
+        default=256,
+        ge=16,
+        le=1024,
+        description="Longest side of each variant's still WebP thumbnail (never larger than "
+        "the render).",
+    )
     formats: list[MediaFormat] = Field(
         default=["gif"],
         description="Formats written per variant, each as <stem>.<format>: gif (required; "
@@ -252,14 +259,28 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def encode_thumbnail(image: Image.Image, px: int) -> bytes:
+    """A still WebP of ``image``, its longest side ``px`` (aspect kept, never enlarged)."""
+    still = image.convert("RGB")
+    still.thumbnail((px, px), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    still.save(buf, format="WEBP", quality=80)
+    return buf.getvalue()
+
+
+def thumbnail_key(storage_key: str) -> str:
+    """Where a variant's thumbnail lives: beside its GIF, ``<stem>.thumb.webp``."""
+    return f"{storage_key.rpartition('.')[0]}.thumb.webp"
+
+
 class TranscoderEngine:
     def __init__(self, objects: ObjectStore, config: TranscoderConfig | None = None) -> None:
         self.objects = objects
         self.config = config or TranscoderConfig()
 
     def encode(self, frames: Frames, job: EncodeJob) -> EncodedAsset:
-        """Write cover, sidecar and the other formats first and the GIF last: the GIF's
-        presence means the variant is complete."""
+        """Write cover, thumbnail, sidecar and the other formats first and the GIF last: the
+        GIF's presence means the variant is complete."""
         cfg = self.config
         order: list[MediaFormat] = [fmt for fmt in cfg.formats if fmt != "gif"] + ["gif"]
         t0 = time.perf_counter()
@@ -283,18 +304,31 @@ class TranscoderEngine:
         }
         cover_key, sidecar_key = f"{job.storage_stem}.png", f"{job.storage_stem}.json"
         cover = encode_png(frames.pixels[0])
+        thumbnail = encode_thumbnail(Image.fromarray(frames.pixels[0]), cfg.thumbnail_px)
         with timed("soul_store_ms", backend=self.objects.backend):
             self.objects.put(cover_key, cover)
+            self.objects.put(thumbnail_key(keys["gif"]), thumbnail)
             self.objects.put(sidecar_key, json.dumps({**job.sidecar, **meta}, indent=2).encode())
             for fmt, data in encoded.items():  # in `order`: the GIF last
                 asset_url = self.objects.put(keys[fmt], data)
         return EncodedAsset(
             gif_key=keys["gif"],
             cover_key=cover_key,
+            thumbnail_key=thumbnail_key(keys["gif"]),
             sidecar_key=sidecar_key,
             asset_url=asset_url,
             meta=meta,
         )
+
+    def thumbnail(self, variant: Variant) -> str:
+        """The thumbnail of a variant made before thumbnails: made from its cover (or its GIF's
+        first frame) on first request, then found where it was written."""
+        key = thumbnail_key(variant.storage_key)
+        if not self.objects.exists(key):
+            source = self.objects.get(variant.meta.get("cover_key", variant.storage_key))
+            with Image.open(io.BytesIO(source)) as image:
+                self.objects.put(key, encode_thumbnail(image, self.config.thumbnail_px))
+        return key
 
 
 @serve.deployment(name="Transcoder", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=4)
@@ -307,6 +341,9 @@ class Transcoder:
 
     async def encode(self, frames: Frames, job: EncodeJob) -> EncodedAsset:
         return await asyncio.to_thread(self.engine.encode, frames, job)
+
+    async def thumbnail(self, variant: Variant) -> str:
+        return await asyncio.to_thread(self.engine.thumbnail, variant)
 
     def formats(self) -> list[str]:
         """What new variants are encoded in (the config can change live)."""

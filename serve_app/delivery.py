@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import io
 import logging
 import re
 import secrets
@@ -38,6 +39,7 @@ from serve_app.coalesce import Coalescer
 from serve_app.diffusion.sources import ModelError
 from serve_app.errors import (
     Busy,
+    Conflict,
     InvalidRequest,
     NoStyle,
     NotFound,
@@ -52,17 +54,21 @@ from serve_app.places import City, Places
 from serve_app.prompts import cue_tokens, render_prompt, style_id
 from serve_app.references import reference_prefix
 from serve_app.schemas import (
+    RENDER_FACTS,
     AnimateJob,
+    Animation,
     DedupeVerdict,
     EncodedAsset,
     EncodeJob,
+    Frames,
     KeyLookup,
     PromptKey,
+    Regeneration,
     RenderJob,
     StyleProfile,
     Variant,
 )
-from serve_app.storage.objects import ObjectStore
+from serve_app.storage.objects import ObjectStore, remove_objects
 
 log = logging.getLogger("ray.serve")
 
@@ -105,6 +111,12 @@ class DeliveryConfig(BaseModel):
         gt=0,
         description="How long this replica's locks outlive it: it says it lives every third of "
         "this, and a lock whose replica went quiet is taken over (instead of after lock_ttl_s).",
+    )
+    regenerate_limit: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Variants derived from one original (regenerated or animated), at most.",
     )
 
 
@@ -291,11 +303,93 @@ class Deliverer:
             return None
         key: PromptKey | None = await self.catalog.get_prompt_key.remote(variant.pk_id)
         shot = _SELFIE.fullmatch(key.key_norm) if key else None
+        variant = await self.thumbnailed(variant)
         if shot is None:
             return Delivery(variant=variant, cache="hit")
         return Shot(
             variant=variant, cache="hit", landmark_key=shot["landmark"], angle=shot["angle"]
         )
+
+    async def regenerate(
+        self, variant_id: str, user_id: str, change: Regeneration, via: str = ""
+    ) -> Delivery:
+        """A new variant of the original's key, derived from it (the soul's style, the
+        original's prompt, and ``change``), delivered to the user."""
+        async with self._deriving(variant_id) as (original, key, style, siblings):
+            prompt = _derived_prompt(original, style, key.key_norm, change)
+            candidate = await self._render_derived(style, prompt, original, change, siblings)
+            return await self._derived(key, style, prompt, candidate, original, user_id, via)
+
+    async def animate(
+        self,
+        variant_id: str,
+        user_id: str,
+        mode: Animation,
+        frames: int | None = None,
+        via: str = "",
+    ) -> Delivery:
+        """A new variant of the original's key: its cover set in motion in ``mode`` (with
+        ``frames``, else the Animator's), delivered to the user."""
+        async with self._deriving(variant_id) as (original, key, style, _):
+            if mode == "animated" and not style.motion_module:
+                raise Conflict(
+                    f'soul {style.soul_id!r} has no motion_module for mode "animated": set one '
+                    "with POST /style"
+                )
+            moving = style.model_copy(update={"extra": {**style.extra, "animation": mode}})
+            prompt = _derived_prompt(original, style, key.key_norm, Regeneration())
+            candidate = await self._cover_of(original)
+            return await self._derived(
+                key, moving, prompt, candidate, original, user_id, via, frames
+            )
+
+    @contextlib.asynccontextmanager
+    async def _deriving(
+        self, variant_id: str
+    ) -> AsyncIterator[tuple[Variant, PromptKey, StyleProfile, list[Variant]]]:
+        """The original, its key, the soul's style and the key's variants, under the
+        original's lock: at most ``regenerate_limit`` variants derive from one original,
+        counted where concurrent requests cannot pass it either."""
+        original: Variant = await self.catalog.find_variant.remote(variant_id)  # 404, 410
+        key: PromptKey | None = await self.catalog.get_prompt_key.remote(original.pk_id)
+        if key is None:
+            raise NotFound(f"variant {variant_id!r} has no prompt key")
+        style = await self._style(original.soul_id)
+        async with self._work_lock(f"derive:{variant_id}"):
+            siblings: list[Variant] = await self.catalog.list_variants.remote(key.pk_id)
+            made = sum(v.meta.get("parent_variant_id") == variant_id for v in siblings)
+            if made >= self.config.regenerate_limit:
+                raise Conflict(
+                    f"{made} variants derive from {variant_id!r} already, the most "
+                    "regenerate_limit allows: derive from one of them instead"
+                )
+            yield original, key, style, siblings
+
+    async def _derived(
+        self,
+        key: PromptKey,
+        style: StyleProfile,
+        prompt: tuple[str, str],
+        candidate: Candidate,
+        original: Variant,
+        user_id: str,
+        via: str,
+        frames: int | None = None,
+    ) -> Delivery:
+        variant, claimed = await self._finish(
+            key, style, key.key_norm, prompt, candidate, {user_id: via}, original.variant_id, frames
+        )
+        if user_id not in claimed:  # the catalog failed the claim after the row
+            raise Busy("the new variant could not be claimed for this user; retry")
+        return Delivery(variant=variant, cache="miss")
+
+    async def thumbnailed(self, variant: Variant) -> Variant:
+        """The variant with its thumbnail: one made before thumbnails gets it now (the
+        Transcoder writes it once and finds it from then on)."""
+        if "thumbnail_key" in variant.meta:
+            return variant
+        key: str = await self.handles.transcoder.thumbnail.remote(variant)
+        return variant.model_copy(update={"meta": {**variant.meta, "thumbnail_key": key}})
 
     # ---- delivery -------------------------------------------------------------------------
     async def deliver(
@@ -309,7 +403,7 @@ class Deliverer:
     ) -> Delivery:
         """``claimed`` (a hit), else render-and-claim rounds for this user (a miss)."""
         if claimed is not None:
-            return Delivery(variant=claimed, cache="hit")
+            return Delivery(variant=await self.thumbnailed(claimed), cache="hit")
         for _ in range(self.config.delivery_attempts):
             variant = await self._render_round(key, style, cue, user_id, via)
             if variant is not None:
@@ -364,25 +458,45 @@ class Deliverer:
         self, key: PromptKey, style: StyleProfile, cue: str, waiting: dict[str, str]
     ) -> tuple[Variant, list[str]]:
         """render_distinct → animate_and_encode → record; the variant and who it was claimed
-        for (of the users ``waiting`` by then, those who need it).
+        for (of the users ``waiting`` by then, those who need it)."""
+        prompt = render_prompt(style, cue)
+        candidate = await self._render_distinct(key, style, prompt, waiting)
+        return await self._finish(key, style, cue, prompt, candidate, waiting)
+
+    async def _finish(
+        self,
+        key: PromptKey,
+        style: StyleProfile,
+        cue: str,
+        prompt: tuple[str, str],
+        candidate: Candidate,
+        waiting: dict[str, str],
+        parent_variant_id: str | None = None,
+        frames: int | None = None,
+    ) -> tuple[Variant, list[str]]:
+        """animate_and_encode → record; the variant and who it was claimed for: of ``waiting``,
+        those who need it, or all of them for a variant derived from ``parent_variant_id``
+        (it is new to everyone).
 
         Its objects go if a step before the record fails. Once the record is sent, only the
         catalog knows whether the row was written (its answer can be lost with its replica or
         connection after the commit), so the objects stay: the catalog's sweeper removes them
         if no row names them within ``catalog.orphan_grace_s``."""
-        prompt = render_prompt(style, cue)
-        candidate = await self._render_distinct(key, style, prompt, waiting)
         variant_id = new_ulid()
         stem = f"soul/{key.soul_id}/key/{key.key_hash}/variant/{variant_id}"
         try:
             await self._report(waiting, "animate")
             variant = await self._animate_and_encode(
-                key, style, cue, prompt, candidate, Placement(variant_id, stem)
+                key, style, cue, prompt, candidate, Placement(variant_id, stem), frames
             )
             await self._report(waiting, "record")
-            claim_for = await self._lacking(key, set(waiting))
+            if parent_variant_id is None:
+                claim_for = await self._lacking(key, set(waiting))
+            else:
+                variant.meta["parent_variant_id"] = parent_variant_id
+                claim_for = list(waiting)
         except BaseException:
-            await asyncio.to_thread(self._remove_objects, stem)
+            await asyncio.to_thread(remove_objects, self.objects, stem)
             raise
         return variant, await self._record(variant, claim_for, waiting)
 
@@ -395,24 +509,12 @@ class Deliverer:
         siblings: list[Variant] = await self.catalog.list_variants.remote(key.pk_id)
         known = [v.phash for v in siblings if v.phash is not None]
         references = await self._style_references(style)
-        positive, negative = prompt
-        sid = style_id(style)
-        renderer = self.handles.renderer.options(multiplexed_model_id=sid)
+        renderer = self.handles.renderer.options(multiplexed_model_id=style_id(style))
         best: Candidate | None = None
         for _ in range(self.config.dedupe_attempts):
             seed = secrets.randbits(63)
             reference = references[seed % len(references)] if references else None
-            job = RenderJob(
-                style_id=sid,
-                base_model_ref=style.base_model_ref,
-                lora_ids=style.lora_ids,
-                prompt=positive,
-                negative_prompt=negative,
-                seed=seed,
-                reference_key=reference,
-                reference_strength=style.reference_strength if reference else None,
-                progress_refs=[ref for ref in waiting.values() if ref],
-            )
+            job = _render_job(style, prompt, seed, reference, style.reference_strength, waiting)
             image = renderer.render.remote(job)
             try:
                 verdict: DedupeVerdict = await self.handles.dedupe.check.remote(image, known)
@@ -426,6 +528,44 @@ class Deliverer:
         assert best is not None
         return best
 
+    async def _render_derived(
+        self,
+        style: StyleProfile,
+        prompt: tuple[str, str],
+        original: Variant,
+        change: Regeneration,
+        siblings: list[Variant],
+    ) -> Candidate:
+        """One render for a regeneration: img2img from the original's cover at
+        ``change.strength``, else as the soul's renders go; checked by Dedupe for its pHash
+        only (it was asked for: kept even if close to a sibling)."""
+        seed = secrets.randbits(63) if change.seed is None else change.seed
+        reference: str | None
+        strength: float | None
+        if change.strength is not None:
+            reference, strength = original.meta.get("cover_key"), change.strength
+        else:
+            references = await self._style_references(style)
+            reference = references[seed % len(references)] if references else None
+            strength = style.reference_strength
+        job = _render_job(style, prompt, seed, reference, strength, {})
+        image = self.handles.renderer.options(multiplexed_model_id=job.style_id).render.remote(job)
+        known = [v.phash for v in siblings if v.phash is not None]
+        verdict: DedupeVerdict = await self.handles.dedupe.check.remote(image, known)
+        return Candidate(image, verdict, seed)
+
+    async def _cover_of(self, original: Variant) -> Candidate:
+        """The original's cover (its render, for "subtle") as the image to set in motion."""
+        import numpy as np
+        from PIL import Image
+
+        data = await asyncio.to_thread(self.objects.get, original.meta["cover_key"])
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.asarray(image.convert("RGB"))[None]
+        render = {k: v for k, v in original.meta.items() if k in RENDER_FACTS}
+        verdict = DedupeVerdict(phash=original.phash or 0, min_distance=None, duplicate=False)
+        return Candidate(Frames(pixels=pixels, meta=render), verdict, original.seed or 0)
+
     async def _animate_and_encode(
         self,
         key: PromptKey,
@@ -434,6 +574,7 @@ class Deliverer:
         prompt: tuple[str, str],
         candidate: Candidate,
         placement: Placement,
+        frames: int | None = None,
     ) -> Variant:
         """Frames from the render (Animator → Transcoder directly), written under the stem."""
         positive, negative = prompt
@@ -447,6 +588,7 @@ class Deliverer:
                 seed=candidate.seed,
                 mode=style.animation,
                 motion_module=style.motion_module,
+                frames=frames,
             ),
         )
         sidecar = {
@@ -471,6 +613,7 @@ class Deliverer:
             meta={
                 **asset.meta,
                 "cover_key": asset.cover_key,
+                "thumbnail_key": asset.thumbnail_key,
                 "sidecar_key": asset.sidecar_key,
                 "dedupe_min_distance": candidate.verdict.min_distance,
             },
@@ -482,14 +625,6 @@ class Deliverer:
         """The variant row (single-row LWW write), then a claim for each of ``claim_for``."""
         claimed: list[str] = await self.catalog.put_variant.remote(variant, claim_for, via)
         return claimed
-
-    def _remove_objects(self, stem: str) -> None:
-        """Every object of an unrecorded variant (cover, sidecar, each format)."""
-        for object_key in self.objects.list(stem):
-            try:
-                self.objects.delete(object_key)
-            except Exception:  # the rest still go; an orphan costs storage, not correctness
-                log.exception("could not remove %s of a failed variant", object_key)
 
     # ---- helpers --------------------------------------------------------------------------
     async def _report(self, waiting: dict[str, str], stage: str) -> None:
@@ -569,6 +704,42 @@ class Deliverer:
 
 _SELFIE_KEY = "selfie:{city}:{landmark}:{mood}:{angle}"
 _SELFIE = re.compile(r"selfie:(?P<city>\w+):(?P<landmark>\w+):(?P<mood>\w+):(?P<angle>\w+)")
+
+
+def _render_job(
+    style: StyleProfile,
+    prompt: tuple[str, str],
+    seed: int,
+    reference: str | None,
+    strength: float | None,
+    waiting: dict[str, str],
+) -> RenderJob:
+    """A render in the soul's style; img2img from ``reference`` at ``strength`` if given."""
+    positive, negative = prompt
+    return RenderJob(
+        style_id=style_id(style),
+        base_model_ref=style.base_model_ref,
+        lora_ids=style.lora_ids,
+        prompt=positive,
+        negative_prompt=negative,
+        seed=seed,
+        reference_key=reference,
+        reference_strength=strength if reference else None,
+        progress_refs=[ref for ref in waiting.values() if ref],
+    )
+
+
+def _derived_prompt(
+    original: Variant, style: StyleProfile, key_norm: str, change: Regeneration
+) -> tuple[str, str]:
+    """The original's prompt (the key's in the soul's style, where none was recorded), the
+    extra words first: CLIP reads 77 tokens, and a soul's prompt may fill them."""
+    positive, negative = render_prompt(style, key_norm)
+    positive = original.meta.get("prompt", positive)
+    negative = original.meta.get("negative_prompt", negative)
+    if change.prompt_extra:
+        positive = f"{change.prompt_extra}, {positive}"
+    return positive, negative
 
 
 def _distance(verdict: DedupeVerdict) -> int:

@@ -38,6 +38,12 @@ class NotFound(ServiceError):
     status_code = 404
 
 
+class Gone(ServiceError):
+    """What the request names existed and was deleted."""
+
+    status_code = 410
+
+
 class UnknownSoul(NotFound):
     def __init__(self, soul_id: str) -> None:
         super().__init__(f"unknown soul {soul_id!r}")

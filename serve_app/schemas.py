@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -26,7 +27,7 @@ from typing_extensions import TypeAliasType
 SoulId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
 MediaFormat = Literal["gif", "webp", "mp4"]
-Animation = Literal["subtle", "animated"]
+Animation = Literal["subtle", "animated", "video"]
 MAX_CUE_CHARS = 200
 MAX_JSON_BYTES = 16_384
 
@@ -202,8 +203,8 @@ class StyleProfile(BaseModel):
         default_factory=dict,
         description="Free-form knobs. reference_strength (0 < x <= 1): render img2img from one "
         "of the soul's reference images at that strength."
-        ' animation: "subtle" (default, img2img variations of the render) or "animated" '
-        "(AnimateDiff with motion_module).",
+        ' animation: "subtle" (default, img2img variations of the render), "animated" '
+        '(AnimateDiff with motion_module) or "video" (Stable Video Diffusion from the render).',
     )
     updated_at_ts: int = Field(default=0, description="LWW timestamp (epoch ms), set by the store.")
 
@@ -219,15 +220,18 @@ class StyleProfile(BaseModel):
     @model_validator(mode="after")
     def animation_is_known(self) -> StyleProfile:
         mode = self.extra.get("animation", "subtle")
-        if mode not in ("subtle", "animated"):
-            raise ValueError(f'extra.animation: must be "subtle" or "animated", not {mode!r}')
+        if mode not in typing.get_args(Animation):
+            raise ValueError(
+                f'extra.animation: must be "subtle", "animated" or "video", not {mode!r}'
+            )
         if mode == "animated" and not self.motion_module:
             raise ValueError('extra.animation "animated" needs a motion_module')
         return self
 
     @property
     def animation(self) -> Animation:
-        return "animated" if self.extra.get("animation") == "animated" else "subtle"
+        mode = self.extra.get("animation")
+        return mode if mode in ("animated", "video") else "subtle"
 
     @property
     def reference_strength(self) -> float | None:
@@ -265,6 +269,16 @@ class Variant(BaseModel):
     meta: dict[str, Any] = Field(default_factory=dict)
     updated_at_ts: int = 0
 
+    @property
+    def stem(self) -> str:
+        """Its objects' common key prefix: ``<stem>.gif``, ``<stem>.png``, and so on."""
+        return self.storage_key.rpartition(".")[0]
+
+    @property
+    def deleted(self) -> bool:
+        """A tombstone: the variant was deleted; its row stays, its objects are gone."""
+        return not self.storage_key
+
 
 class KeyLookup(BaseModel):
     """The catalog's answer to a cue: the normalized key and, when it exists, its row."""
@@ -290,6 +304,33 @@ class IdempotentStart(BaseModel):
     result: dict[str, Any] | None = None
 
 
+class Regeneration(BaseModel):
+    """How a new variant derives from an original (``POST /variants/{id}/regenerate``): its
+    style, its prompt, and each of these when given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**53 - 1,  # past it, a JSON number loses digits in JavaScript (and JSON Schema)
+        description="The render's seed (default: a new random one).",
+    )
+    prompt_extra: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Words put before the original's prompt, e.g. 'wearing a red scarf'.",
+    )
+    strength: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Render img2img from the original's cover at this strength (0 keeps it, 1 "
+        "ignores it) instead of from noise.",
+    )
+
+
 class RenderJob(BaseModel):
     style_id: str
     base_model_ref: str
@@ -313,6 +354,25 @@ class RenderJob(BaseModel):
         return self
 
 
+# What a render records in its Frames' meta (and so in the variant's): what animating a
+# variant's cover again carries over from its render.
+RENDER_FACTS = (
+    "seed",
+    "steps",
+    "guidance_scale",
+    "sampler",
+    "style_id",
+    "base_model_ref",
+    "lora_ids",
+    "prompt",
+    "negative_prompt",
+    "width",
+    "height",
+    "reference_key",
+    "reference_strength",
+)
+
+
 class AnimateJob(BaseModel):
     base_model_ref: str
     lora_ids: list[str] = Field(default_factory=list)
@@ -321,6 +381,9 @@ class AnimateJob(BaseModel):
     seed: int
     mode: Animation = "subtle"
     motion_module: str | None = None
+    frames: int | None = Field(
+        default=None, ge=6, le=12, description="Frames of the GIF (default: animator.frames)."
+    )
 
 
 class EncodeJob(BaseModel):
@@ -331,6 +394,7 @@ class EncodeJob(BaseModel):
 class EncodedAsset(BaseModel):
     gif_key: str
     cover_key: str
+    thumbnail_key: str
     sidecar_key: str
     asset_url: str
     meta: dict[str, Any] = Field(description="Generation and encoding facts, as in the sidecar.")

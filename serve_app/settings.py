@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(
         default=None, description="Folder of local model folders. Empty: data_dir/models."
     )
+    model_cache_url: str = Field(
+        default="",
+        description="Where downloaded models are mirrored (gs://bucket/prefix, or a folder), "
+        "each file with its SHA256, so a new node copies them from there (verified) instead "
+        "of from CivitAI. Empty: no mirror.",
+    )
     civitai_url: str = Field(
         default="https://civitai.com", description="Base URL of the CivitAI REST API."
     )

@@ -40,10 +40,12 @@ def image_answer(
         )
     media = objects.signed_url(formats[media_format], ttl_s)
     cover = objects.signed_url(variant.meta.get("cover_key", variant.storage_key), ttl_s)
+    thumbnail = variant.meta.get("thumbnail_key")
     return ImageResponse(
         url=media.url,
         format=media_format,
         cover_url=cover.url,
+        thumbnail_url=objects.signed_url(thumbnail, ttl_s).url if thumbnail else None,
         variant_id=variant.variant_id,
         pk_id=variant.pk_id,
         cache=delivery.cache,
@@ -125,6 +127,7 @@ def _at(ts_ms: int | None) -> datetime | None:
 
 
 def variant_answer(objects: ObjectStore, ttl_s: int, variant: Variant) -> VariantView:
+    """A variant with its thumbnail (``Deliverer.thumbnailed``)."""
     gif = objects.signed_url(variant.storage_key, ttl_s)
     cover = objects.signed_url(variant.meta.get("cover_key", variant.storage_key), ttl_s)
     ts_ms = ULID.from_str(variant.variant_id).milliseconds
@@ -132,6 +135,7 @@ def variant_answer(objects: ObjectStore, ttl_s: int, variant: Variant) -> Varian
         variant_id=variant.variant_id,
         pk_id=variant.pk_id,
         cover_url=cover.url,
+        thumbnail_url=objects.signed_url(variant.meta["thumbnail_key"], ttl_s).url,
         url=gif.url,
         seed=variant.seed,
         sampler=variant.meta.get("sampler"),

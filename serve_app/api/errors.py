@@ -25,6 +25,7 @@ MEANINGS = {
     403: "Not allowed: an invalid or expired signature, a source this service may not read, "
     "or an /admin route while no admin key is set.",
     404: "Something the request names does not exist.",
+    410: "What the request names was deleted.",
     409: "The request conflicts with the current state; the detail says what to do first.",
     413: "What the request names is too large.",
     422: "Invalid input; the detail names the field and what to fix. Nothing was changed.",

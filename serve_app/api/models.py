@@ -13,12 +13,37 @@ from serve_app.places import Key as PlaceKey
 from serve_app.schemas import (
     CLIENT_REF,
     LORA_WEIGHT,
+    Animation,
     MediaFormat,
     ReferenceUrl,
+    Regeneration,
     SoulId,
     StyleProfile,
     UserId,
 )
+
+
+class DeploymentInfo(BaseModel):
+    name: str
+    status: str = Field(description="Serve's status of the deployment, e.g. HEALTHY.")
+    replicas: int = Field(description="Replicas running.")
+
+
+class Backends(BaseModel):
+    catalog: Literal["sqlite", "postgresql"]
+    objects: str = Field(description="The object store: local (a folder) or gcs.")
+    embedded: bool = Field(description="Both are the embedded defaults (SQLite, a folder).")
+
+
+class InfoView(BaseModel):
+    version: str
+    deployments: list[DeploymentInfo] = Field(description="The graph's boxes, by name.")
+    models: list[str] = Field(
+        description="The model refs the souls' styles render with: base models, LoRAs, motion "
+        "modules."
+    )
+    formats: list[str] = Field(description="What new variants are encoded in.")
+    backends: Backends
 
 
 class ErrorBody(BaseModel):
@@ -38,6 +63,12 @@ class ImageResponse(BaseModel):
     pk_id: str
     cache: Literal["hit", "miss"]
     cover_url: str
+    thumbnail_url: str | None = Field(
+        default=None,
+        description="Signed, short-lived URL of a still WebP, its longest side "
+        "transcoder.thumbnail_px; null only in an answer recorded before thumbnails were made "
+        "(a job's result, an Idempotency-Key replay).",
+    )
     expires_at: int = Field(description="Epoch seconds after which the URL stops working.")
 
 
@@ -48,6 +79,23 @@ class SelfieRequest(BaseModel):
     city_key: PlaceKey = Field(description="A city of GET /cities, e.g. paris.")
     mood: PlaceKey = Field(description="A mood of GET /cities, e.g. happy.")
     user_id: UserId
+
+
+class RegenerateRequest(Regeneration):
+    user_id: UserId = Field(description="Who the new variant is delivered to.")
+
+
+class AnimateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: UserId = Field(description="Who the new variant is delivered to.")
+    mode: Animation = Field(
+        description='"subtle" (img2img variations of the cover) or "animated" (AnimateDiff '
+        "with the soul's motion module)."
+    )
+    frames: int | None = Field(
+        default=None, ge=6, le=12, description="Frames of the GIF (default: animator.frames)."
+    )
 
 
 class SelfieResponse(ImageResponse):
@@ -186,6 +234,11 @@ class KeyView(BaseModel):
     variants: int = Field(description="How many variants it has.")
 
 
+class KeyDeleted(BaseModel):
+    pk_id: str
+    deleted: int = Field(description="Variants deleted; the key stays, and renders anew.")
+
+
 class KeyPage(BaseModel):
     keys: list[KeyView] = Field(description="In key order.")
     next_after: str | None = Field(description="Pass as ``after`` for the next page; null: last.")
@@ -195,6 +248,10 @@ class VariantView(BaseModel):
     variant_id: str
     pk_id: str
     cover_url: str = Field(description="Signed, short-lived URL of the cover PNG.")
+    thumbnail_url: str = Field(
+        description="Signed, short-lived URL of a still WebP, its longest side "
+        "transcoder.thumbnail_px."
+    )
     url: str = Field(description="Signed, short-lived URL of the GIF.")
     seed: int | None
     sampler: str | None

@@ -1,5 +1,5 @@
 """Pipelines: SDXL base models loaded once per replica, their AnimateDiff versions (one per motion
-module), soul LoRA sets switched on them, and their img2img views."""
+module), soul LoRA sets switched on them, their img2img views, and image-to-video models."""
 
 from __future__ import annotations
 
@@ -67,6 +67,15 @@ def load_sdxl(path: Path, config: DiffusionConfig | None = None) -> Any:
     if config.attention == "xformers":  # raises clearly where xformers or CUDA is missing
         pipe.enable_xformers_memory_efficient_attention()
     return pipe
+
+
+def load_video(path: Path, config: DiffusionConfig) -> Any:
+    """A Stable Video Diffusion (image-to-video) pipeline from a diffusers folder."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    pipe = StableVideoDiffusionPipeline.from_pretrained(path, **_local_weights(config))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(config.device)
 
 
 def load_animatediff(base: Any, base_path: Path, adapter: Path, config: DiffusionConfig) -> Any:
@@ -140,6 +149,7 @@ class StylePipelines:
         self._recent: dict[str, OrderedDict[str, Path]] = {}
         self._motions: dict[str, dict[str, Any]] = {}  # base ref -> motion ref -> pipeline
         self._img2img: dict[str, Any] = {}  # base ref -> the base as img2img
+        self._videos: dict[str, Any] = {}  # image-to-video model ref -> its pipeline
 
     def base(self, base_model_ref: str) -> Any:
         if base_model_ref not in self._bases:
@@ -187,6 +197,19 @@ class StylePipelines:
             pipe.set_progress_bar_config(disable=True)
             self._img2img[base_model_ref] = pipe
         return self._img2img[base_model_ref]
+
+    def video(self, video_ref: str) -> Any:
+        """An image-to-video model (a diffusers StableVideoDiffusionPipeline folder), loaded
+        once; it takes no prompt, so no LoRA applies to it."""
+        if video_ref not in self._videos:
+            path = self.manager.ensure(video_ref)
+            if not (path / "model_index.json").is_file():
+                raise ModelNotFound(
+                    f"video model {video_ref!r} must be a diffusers StableVideoDiffusionPipeline "
+                    "folder (model_index.json and safetensors)"
+                )
+            self._videos[video_ref] = load_video(path, self.config)
+        return self._videos[video_ref]
 
     def style(
         self, base_model_ref: str, lora_ids: list[str], motion_ref: str | None = None

@@ -3,7 +3,10 @@
 References:
 - ``civitai:<model_version_id>``: CivitAI's REST API gives the version's primary file, its format
   and its SHA256; the file is downloaded once (bearer token from settings) into the cache folder,
-  streamed to a temp file with a progress bar, verified, and renamed into place.
+  streamed to a temp file with a progress bar, verified, and renamed into place. With a mirror
+  (``SOUL_MODEL_CACHE_URL``), a download is also copied there with its record (the SHA256), and a
+  node that lacks the file copies it from the mirror first, verified against that record; a copy
+  that does not verify is refused and the file fetched from CivitAI again (and mirrored anew).
 - an absolute path, or a tag under the models folder: a diffusers pipeline folder
   (``model_index.json``), a diffusers model folder (``config.json`` beside its safetensors, e.g. a
   motion adapter) or a single ``.safetensors`` file (``<tag>.safetensors``).
@@ -28,6 +31,7 @@ from pydantic import BaseModel
 
 from serve_app.errors import UnusableSource
 from serve_app.settings import Settings
+from serve_app.storage.objects import ObjectStore, open_object_store
 
 log = logging.getLogger("ray.serve")
 
@@ -81,8 +85,10 @@ class ModelManager:
         civitai_token: str = "",
         max_bytes: int = 8 << 30,
         timeout_s: float = 30.0,
+        mirror: ObjectStore | None = None,
     ) -> None:
         self.models_dir = models_dir
+        self.mirror = mirror
         self.civitai_url = civitai_url.rstrip("/")
         self.civitai_token = civitai_token
         self.max_bytes = max_bytes
@@ -172,6 +178,14 @@ class ModelManager:
     def _ensure_civitai(self, version_id: str) -> Path:
         if cached := self._cached(version_id):
             return cached
+        if self.mirror is not None and (mirrored := self._from_mirror(self.mirror, version_id)):
+            return mirrored
+        path, remote = self._fetch_civitai(version_id)
+        if self.mirror is not None:
+            self._to_mirror(self.mirror, remote, path)
+        return path
+
+    def _fetch_civitai(self, version_id: str) -> tuple[Path, RemoteFile]:
         remote = self.describe(version_id)
         folder = self._folder(version_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -191,7 +205,54 @@ class ModelManager:
         remote = remote.model_copy(update={"size_bytes": size})
         _write_atomically(folder / "version.json", remote.model_dump_json(indent=2).encode())
         log.info("civitai:%s downloaded and verified (%d bytes)", version_id, size)
+        return final, remote
+
+    # ---- the mirror -----------------------------------------------------------------------
+    def _from_mirror(self, mirror: ObjectStore, version_id: str) -> Path | None:
+        """The mirror's copy, verified against the SHA256 recorded with it; None when there is
+        none, or when it does not verify (it is then fetched from CivitAI and mirrored anew)."""
+        try:
+            record = RemoteFile.model_validate_json(
+                mirror.get(f"civitai/{version_id}/version.json")
+            )
+        except FileNotFoundError:
+            return None
+        folder = self._folder(version_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / record.name
+        part = folder / f".{record.name}.{secrets.token_hex(4)}.part"
+        try:
+            mirror.get_file(f"civitai/{version_id}/{record.name}", part)
+            digest = _sha256(part)
+            if digest != record.sha256:
+                log.warning(
+                    "civitai:%s: the mirror's copy has SHA256 %s, not %s: refused",
+                    version_id,
+                    digest,
+                    record.sha256,
+                )
+                return None
+            require_safetensors(part)
+            os.replace(part, final)
+        except (OSError, UnsafeModelFormat) as exc:
+            log.warning("civitai:%s: the mirror's copy is unusable (%s)", version_id, exc)
+            return None
+        finally:
+            part.unlink(missing_ok=True)
+        _write_atomically(folder / "version.json", record.model_dump_json(indent=2).encode())
+        log.info("civitai:%s copied from the mirror and verified", version_id)
         return final
+
+    @staticmethod
+    def _to_mirror(mirror: ObjectStore, remote: RemoteFile, path: Path) -> None:
+        """The file, then its record: a copy without its record is never read. A mirror that
+        fails costs the next node a download, not this one its model."""
+        folder = f"civitai/{remote.version_id}"
+        try:
+            mirror.put_file(f"{folder}/{remote.name}", path)
+            mirror.put(f"{folder}/version.json", remote.model_dump_json(indent=2).encode())
+        except Exception:
+            log.warning("civitai:%s could not be mirrored", remote.version_id, exc_info=True)
 
     def _download(self, remote: RemoteFile, part: Path) -> tuple[str, int]:
         from tqdm import tqdm
@@ -285,6 +346,14 @@ def _model_folder(path: Path) -> Path:
     return path
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     tmp.write_bytes(data)
@@ -292,11 +361,15 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def model_manager(settings: Settings) -> ModelManager:
+    mirror = (
+        open_object_store(settings, settings.model_cache_url) if settings.model_cache_url else None
+    )
     return ModelManager(
         settings.resolved_models_dir,
         civitai_url=settings.civitai_url,
         civitai_token=settings.civitai_token.get_secret_value() if settings.civitai_token else "",
         max_bytes=settings.model_max_bytes,
+        mirror=mirror,
     )
 
 

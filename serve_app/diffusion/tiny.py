@@ -4,7 +4,9 @@ The tiny model has the SDXL architecture (two CLIP text encoders, a UNet with te
 conditioning, a VAE) at a few MB: it makes abstract images, but it goes through exactly the
 loading and inference code a real SDXL checkpoint does. Tiny LoRAs for it are real PEFT adapters
 saved with diffusers' ``save_lora_weights``; the tiny motion adapter is a diffusers
-``MotionAdapter`` that fits the tiny UNet.
+``MotionAdapter`` that fits the tiny UNet. The tiny Stable Video Diffusion (image-to-video) has
+SVD's architecture: a spatio-temporal UNet, a VAE with a temporal decoder and a CLIP vision
+encoder.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from serve_app.diffusion.pipelines import load_sdxl
 TINY_MODEL = "tiny-sdxl"
 TINY_LORAS = {"tiny-lora-pastel": 1, "tiny-lora-ink": 2}  # tag -> seed
 TINY_MOTION = "tiny-motion"
+TINY_VIDEO = "tiny-svd"
 TINY_UNET_BLOCKS = (32, 64)  # the tiny UNet's block_out_channels, one layer per block
 
 
@@ -197,12 +200,82 @@ def build_tiny_motion_adapter(dest: Path, seed: int = 0) -> Path:
     return dest
 
 
+def build_tiny_svd(dest: Path, seed: int = 0) -> Path:
+    """A Stable Video Diffusion pipeline built from config (random weights), saved as
+    safetensors. Idempotent: an existing folder is kept."""
+    if (dest / "model_index.json").is_file():
+        return dest
+    import torch
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    unet = UNetSpatioTemporalConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=8,  # the noisy latents and the conditioning image's latents
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        cross_attention_dim=32,
+        num_attention_heads=4,
+        projection_class_embeddings_input_dim=96,  # three added time ids of 32
+        addition_time_embed_dim=32,
+    )
+    vae = AutoencoderKLTemporalDecoder(  # three blocks: latents at a quarter of the size
+        block_out_channels=[32, 32, 64],
+        down_block_types=["DownEncoderBlock2D"] * 3,
+        latent_channels=4,
+    )
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=224,  # what the pipeline resizes the image to for its encoder
+            intermediate_size=37,
+            patch_size=32,
+        )
+    )
+    scheduler = EulerDiscreteScheduler(  # SVD's own schedule: v-prediction, Karras sigmas
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        interpolation_type="linear",
+        prediction_type="v_prediction",
+        sigma_max=700.0,
+        sigma_min=0.002,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
+    )
+    pipe = StableVideoDiffusionPipeline(
+        vae=vae,
+        image_encoder=encoder,
+        unet=unet,
+        scheduler=scheduler,
+        feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
+    )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _save_in_place(pipe, dest, "model_index.json")
+    return dest
+
+
 def build_tiny_models(models_dir: Path) -> list[Path]:
-    """The tiny model, its tiny LoRAs and motion adapter (what `soul models tiny` and the tests
-    build)."""
+    """The tiny model, its tiny LoRAs and motion adapter, and the tiny SVD (what `soul models
+    tiny` and the tests build)."""
     base = build_tiny_sdxl(models_dir / TINY_MODEL)
     loras = [
         build_tiny_lora(models_dir / f"{tag}.safetensors", base, seed)
         for tag, seed in TINY_LORAS.items()
     ]
-    return [base, *loras, build_tiny_motion_adapter(models_dir / TINY_MOTION)]
+    motion = build_tiny_motion_adapter(models_dir / TINY_MOTION)
+    return [base, *loras, motion, build_tiny_svd(models_dir / TINY_VIDEO)]

@@ -71,6 +71,12 @@ class GCSObjectStore:
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
         return read_capped(self.fs, self._path(key), max_bytes)
 
+    def put_file(self, key: str, source: Path) -> None:
+        self.fs.put_file(str(source), self._path(key))  # an upload is all or nothing
+
+    def get_file(self, key: str, target: Path) -> None:
+        self.fs.get_file(self._path(key), str(target))
+
     def list(self, prefix: str) -> builtins.list[str]:
         folder = prefix.rpartition("/")[0]
         root = "/".join(part for part in (self.bucket, self.prefix) if part)

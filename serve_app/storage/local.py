@@ -69,6 +69,16 @@ class LocalObjectStore:
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
         return read_capped(self.fs, str(self.path(key)), max_bytes)
 
+    def put_file(self, key: str, source: Path) -> None:
+        path = self.path(key)
+        self.fs.makedirs(str(path.parent), exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{new_ulid()}.tmp")
+        self.fs.put_file(str(source), str(tmp))
+        self.fs.mv(str(tmp), str(path))
+
+    def get_file(self, key: str, target: Path) -> None:
+        self.fs.get_file(str(self.path(key)), str(target))
+
     def list(self, prefix: str) -> builtins.list[str]:
         folder = prefix.rpartition("/")[0]
         paths = self.fs.find(str(self.path(folder) if folder else self.root))

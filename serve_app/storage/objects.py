@@ -7,10 +7,14 @@ One module per backend: ``local`` (a folder, served by the ingress under ``/medi
 from __future__ import annotations
 
 import builtins
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from serve_app.settings import Settings
+
+log = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,14 @@ class ObjectStore(Protocol):
 
     def list(self, prefix: str) -> builtins.list[str]:
         """Keys that start with ``prefix``, sorted (ULID-named keys: oldest first)."""
+        ...
+
+    def put_file(self, key: str, source: Path) -> None:
+        """Write a whole object from a local file, streamed (model weights run to gigabytes)."""
+        ...
+
+    def get_file(self, key: str, target: Path) -> None:
+        """Copy a whole object to a local file, streamed; FileNotFoundError when absent."""
         ...
 
     def delete(self, key: str) -> None: ...
@@ -63,9 +75,20 @@ def under(prefix: str, paths: list[str], root: str) -> list[str]:
     return sorted(key for key in keys if key.startswith(prefix))
 
 
-def open_object_store(settings: Settings) -> ObjectStore:
-    """The backend named by the URL's scheme: a folder (or file://) or gs://bucket[/prefix]."""
-    url = settings.resolved_object_store_url
+def remove_objects(objects: ObjectStore, stem: str) -> None:
+    """Every object of one variant (cover, thumbnail, sidecar, each format); one that can't go
+    stays for the sweeper: an orphan costs storage, not correctness."""
+    for object_key in objects.list(stem):
+        try:
+            objects.delete(object_key)
+        except Exception:
+            log.exception("could not remove %s", object_key)
+
+
+def open_object_store(settings: Settings, url: str = "") -> ObjectStore:
+    """The backend named by the URL's scheme: a folder (or file://) or gs://bucket[/prefix];
+    ``url`` (default: the media store's, ``SOUL_OBJECT_STORE_URL``)."""
+    url = url or settings.resolved_object_store_url
     scheme = url.split("://", 1)[0] if "://" in url else "file"
     if scheme == "file":
         from serve_app.storage.local import LocalObjectStore, MediaSigner

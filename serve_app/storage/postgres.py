@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS variant (
   asset_url TEXT NOT NULL, storage_key TEXT NOT NULL, seed BIGINT, phash BIGINT,
   meta_json JSONB NOT NULL DEFAULT '{}', updated_at_ts BIGINT NOT NULL,
   PRIMARY KEY (pk_id, variant_id));
+-- DELETE /variants/{variant_id} names a variant by its id alone.
+CREATE INDEX IF NOT EXISTS variant_by_id ON variant (variant_id);
 CREATE TABLE IF NOT EXISTS user_seen (
   user_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL,
   seen_at_ts BIGINT NOT NULL, PRIMARY KEY (user_id, variant_id));

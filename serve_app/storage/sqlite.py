@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS variant (
   pk_id TEXT NOT NULL, variant_id TEXT NOT NULL, soul_id TEXT NOT NULL, asset_url TEXT NOT NULL,
   storage_key TEXT NOT NULL, seed INTEGER, phash INTEGER, meta_json TEXT NOT NULL DEFAULT '{}',
   updated_at_ts INTEGER NOT NULL, PRIMARY KEY (pk_id, variant_id));
+-- DELETE /variants/{variant_id} names a variant by its id alone.
+CREATE INDEX IF NOT EXISTS variant_by_id ON variant (variant_id);
 CREATE TABLE IF NOT EXISTS user_seen (
   user_id TEXT NOT NULL, variant_id TEXT NOT NULL, seen_at_ts INTEGER NOT NULL,
   pk_id TEXT NOT NULL DEFAULT '', via TEXT NOT NULL DEFAULT '',

@@ -116,6 +116,8 @@ _TRY_LOCK = (
 
 # A deleted style is a row with an empty base model (a tombstone); readers skip it.
 _LIVE = "base_model_ref <> ''"
+# A deleted variant is a row without objects (a tombstone): never listed, counted or claimed.
+_LIVE_VARIANT = "storage_key <> ''"
 
 
 def _style_row(style: StyleProfile) -> tuple[Any, ...]:
@@ -304,7 +306,9 @@ class Store(JobRows, ABC):
         return changed > 0
 
     async def count_variants(self, pk_id: str) -> int:
-        rows = await self._rows("SELECT count(*) AS n FROM variant WHERE pk_id = ?", (pk_id,))
+        rows = await self._rows(
+            f"SELECT count(*) AS n FROM variant WHERE pk_id = ? AND {_LIVE_VARIANT}", (pk_id,)
+        )
         return int(rows[0]["n"])
 
     async def log_prompt_key(self, soul_id: str, seq: str, pk_id: str) -> None:
@@ -342,7 +346,8 @@ class Store(JobRows, ABC):
     # Variants and user-unique delivery.
     async def list_variants(self, pk_id: str) -> list[Variant]:
         rows = await self._rows(
-            "SELECT * FROM variant WHERE pk_id = ? ORDER BY variant_id", (pk_id,)
+            f"SELECT * FROM variant WHERE pk_id = ? AND {_LIVE_VARIANT} ORDER BY variant_id",
+            (pk_id,),
         )
         return [_variant_from(r) for r in rows]
 
@@ -375,12 +380,15 @@ class Store(JobRows, ABC):
     async def claim(
         self, user_id: str, variant_id: str, ts: int, pk_id: str = "", via: str = ""
     ) -> bool:
-        """True only for the one request whose insert created the row. ``via`` names the job
-        item the claim was made for (empty for a synchronous request)."""
+        """True only for the one request whose insert created the row; False too once the
+        variant is a tombstone, so a claim made after its delete never delivers it. ``via``
+        names the job item the claim was made for (empty for a synchronous request)."""
         row = await self._row(
             "INSERT INTO user_seen (user_id, variant_id, seen_at_ts, pk_id, via) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING variant_id",
-            (user_id, variant_id, ts, pk_id, via),
+            "SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM variant WHERE pk_id = ? "
+            f"AND variant_id = ? AND NOT ({_LIVE_VARIANT})) "
+            "ON CONFLICT DO NOTHING RETURNING variant_id",
+            (user_id, variant_id, ts, pk_id, via, pk_id, variant_id),
         )
         return row is not None
 
@@ -404,10 +412,22 @@ class Store(JobRows, ABC):
         return (row["pk_id"], row["variant_id"]) if row else None
 
     async def get_variant(self, pk_id: str, variant_id: str) -> Variant | None:
+        """The variant's row, a tombstone included (``Variant.deleted``)."""
         row = await self._row(
             "SELECT * FROM variant WHERE pk_id = ? AND variant_id = ?", (pk_id, variant_id)
         )
         return _variant_from(row) if row else None
+
+    async def find_variant(self, variant_id: str) -> Variant | None:
+        """A variant by its id alone (the ``variant_by_id`` index), a tombstone included."""
+        row = await self._row("SELECT * FROM variant WHERE variant_id = ?", (variant_id,))
+        return _variant_from(row) if row else None
+
+    async def delete_variant(self, variant: Variant, ts: int) -> bool:
+        """Its tombstone, written like any LWW row, so an older write (a retried create)
+        cannot bring it back. False: a newer write is there."""
+        tombstone = (variant.pk_id, variant.variant_id, variant.soul_id, "", "", None, None, "{}")
+        return await self._write(_UPSERT_VARIANT, (*tombstone, ts)) > 0
 
     # Selfie places: which landmarks of a city a user had (a primary-key prefix read).
     async def landmarks_used(

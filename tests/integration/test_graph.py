@@ -62,6 +62,10 @@ def test_delivered_url_is_a_browser_ready_gif(graph: Graph) -> None:
     assert sum(1 for _ in ImageSequence.Iterator(gif)) == 6
     cover = graph.client.get(answer["cover_url"])
     assert cover.status_code == 200 and cover.headers["content-type"] == "image/png"
+    thumbnail = graph.client.get(answer["thumbnail_url"])
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/webp"
+    # the render is 64 px; the thumbnail is never larger than the render
+    assert Image.open(io.BytesIO(thumbnail.content)).size == (64, 64)
 
 
 def test_punctuation_and_stopwords_share_a_key_but_souls_do_not(graph: Graph) -> None:
@@ -421,3 +425,19 @@ def test_selfie_errors(graph: Graph, body: dict[str, Any], status: int, detail: 
     r = graph.client.post("/selfie", json=payload)
     assert r.status_code == status and detail in r.json()["detail"], r.text
     assert graph.rows("SELECT * FROM landmark_log WHERE user_id = ?", tenant("oops")) == []
+
+
+def test_info_says_what_runs_without_a_secret(graph: Graph) -> None:
+    info = graph.client.get("/info")
+    assert info.status_code == 200, info.text
+    body = info.json()
+    boxes = {d["name"]: d for d in body["deployments"]}
+    assert set(boxes) == {
+        "Ingress", "Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder",
+        "JobWorker",
+    }  # fmt: skip
+    assert all(d["replicas"] >= 1 and d["status"] == "HEALTHY" for d in boxes.values()), boxes
+    assert {"tiny-sdxl", "tiny-motion"} <= set(body["models"])
+    assert body["formats"][0] == "gif"
+    assert body["backends"] == {"catalog": "sqlite", "objects": "local", "embedded": True}
+    assert graph.client.get("/info", headers={"Authorization": ""}).status_code == 401

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from soul_client import API_KEY, TEST_ARGS, Graph, free_port, tenant
+from soul_client import API_KEY, TEST_ARGS, Graph, burst, free_port, tenant
 
 from serve_app.jobs.webhooks import SIGNATURE_HEADER, verify
 from serve_app.local import local_graph
@@ -30,6 +30,7 @@ JOB_ARGS: dict[str, Any] = {
     **TEST_ARGS,
     "renderer": {"steps": STEPS, "width": 128, "height": 128},
     "worker": {"slots": 1, "lease_s": 3, "watch_s": 0.1},
+    "ingress": {"regenerate_limit": 2},
 }
 FINISHED = {"succeeded", "partial", "failed", "cancelled"}
 
@@ -359,6 +360,8 @@ def test_two_client_apps_with_a_user_of_the_same_name_never_share_a_history(
     assert rest["seen"][0]["seen_at"] and rest["seen"][0]["pk_id"] == mine["pk_id"]
     cover = graph.client.get(rest["seen"][0]["cover_url"])
     assert cover.status_code == 200 and cover.content[:4] == b"\x89PNG"
+    thumbnail = graph.client.get(rest["seen"][0]["thumbnail_url"])
+    assert thumbnail.status_code == 200 and thumbnail.content[8:12] == b"WEBP"
     for params in ({"after": "not-a-cursor"}, {"limit": 0}, {"limit": 201}):
         refused = graph.client.get("/users/u1/seen", params=params)
         assert refused.status_code == 422 and refused.json()["request_id"], params
@@ -399,3 +402,106 @@ def test_an_admin_rebuilds_a_souls_keys_as_a_job_keeping_ids_and_serving(graph: 
     assert again.status_code == 200 and again.json()["cache"] == "hit"
     assert again.json()["variant_id"] == first.json()["variant_id"]
     admin.close()
+
+
+def test_an_admin_deletes_a_variant_that_no_one_is_sent_again(graph: Graph) -> None:
+    made = graph.image("nova", "a paper lantern", "del-1").json()
+    variant_id, pk_id = made["variant_id"], made["pk_id"]
+    shown = graph.client.get(f"/variants/{variant_id}")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["pk_id"] == pk_id and shown.json()["thumbnail_url"]
+    assert graph.client.get(shown.json()["url"]).status_code == 200
+
+    admin = httpx.Client(
+        base_url=graph.base_url, timeout=60, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    assert graph.client.delete(f"/variants/{variant_id}").status_code == 401  # not an admin key
+    assert admin.delete("/variants/not-a-ulid").status_code == 422
+    assert admin.delete(f"/variants/{'0' * 26}").status_code == 404
+    assert admin.delete(f"/variants/{variant_id}").status_code == 204
+    for answer in (
+        admin.delete(f"/variants/{variant_id}"),
+        graph.client.get(f"/variants/{variant_id}"),
+    ):
+        assert answer.status_code == 410 and answer.json()["request_id"], answer.text
+    assert graph.client.get(shown.json()["url"]).status_code == 404  # its objects are gone
+
+    # A burst of users on its key: every one gets a variant, none the deleted one.
+    users = [
+        {"soul_id": "nova", "cue": "a paper lantern", "user_id": f"del-b{i}"} for i in range(6)
+    ]
+    answers = burst(graph, users)
+    assert [r.status_code for r in answers] == [200] * len(users)
+    assert variant_id not in {r.json()["variant_id"] for r in answers}
+    assert variant_id not in [
+        v["variant_id"] for v in graph.client.get("/users/del-1/seen").json()["seen"]
+    ]
+    assert graph.rows("SELECT 1 FROM user_seen WHERE variant_id = ?", variant_id)  # history kept
+
+    # Deleting the whole key deletes every variant it has; its next request renders anew.
+    live = {r.json()["variant_id"] for r in answers}
+    deleted = admin.delete(f"/keys/{pk_id}")
+    assert deleted.status_code == 200 and deleted.json() == {"pk_id": pk_id, "deleted": len(live)}
+    assert all(graph.client.get(f"/variants/{v}").status_code == 410 for v in live)
+    assert graph.client.get(f"/keys/{pk_id}/variants").json() == []
+    again = graph.image("nova", "a paper lantern", "del-b0").json()
+    assert again["cache"] == "miss" and again["variant_id"] not in live
+    assert admin.delete(f"/keys/nova:{'0' * 40}").status_code == 404
+    admin.close()
+
+
+def test_a_regeneration_is_a_new_variant_of_the_key_for_its_user(graph: Graph) -> None:
+    original = graph.image("nova", "a clockwork bird", "regen-1").json()
+    route = f"/variants/{original['variant_id']}/regenerate"
+    body = {"user_id": "regen-1", "seed": 42, "prompt_extra": "in the rain"}
+    derived = graph.client.post(route, json=body)
+    assert derived.status_code == 200, derived.text
+    answer = derived.json()
+    assert answer["cache"] == "miss" and answer["pk_id"] == original["pk_id"]
+    assert answer["variant_id"] != original["variant_id"] and answer["thumbnail_url"]
+    [row] = graph.rows(
+        "SELECT seed, meta_json FROM variant WHERE variant_id = ?", answer["variant_id"]
+    )
+    meta = json.loads(row["meta_json"]) if isinstance(row["meta_json"], str) else row["meta_json"]
+    assert row["seed"] == 42 and meta["parent_variant_id"] == original["variant_id"]
+    assert meta["prompt"].startswith("in the rain, ")
+    seen = graph.rows("SELECT user_id FROM user_seen WHERE variant_id = ?", answer["variant_id"])
+    assert [r["user_id"] for r in seen] == [tenant("regen-1")]
+
+    from_cover = graph.client.post(route, json={"user_id": "regen-2", "strength": 0.6})
+    assert from_cover.status_code == 200, from_cover.text
+    over = graph.client.post(route, json={"user_id": "regen-3"})
+    assert over.status_code == 409 and "regenerate_limit" in over.json()["detail"]
+    for bad in ({"user_id": "regen-3", "strength": 0}, {"user_id": "regen-3", "strength": 1.5},
+                {"user_id": "regen-3", "colour": "red"}, {"strength": 0.5}):  # fmt: skip
+        refused = graph.client.post(route, json=bad)
+        assert refused.status_code == 422 and refused.json()["request_id"], bad
+    unknown = graph.client.post(f"/variants/{'0' * 26}/regenerate", json={"user_id": "regen-3"})
+    assert unknown.status_code == 404
+
+
+def test_a_variant_is_set_in_motion_anew_for_its_user(graph: Graph) -> None:
+    original = graph.image("valentina", "a glass harp", "move-1").json()
+    route = f"/variants/{original['variant_id']}/animate"
+    moved = graph.client.post(route, json={"user_id": "move-1", "mode": "subtle", "frames": 6})
+    assert moved.status_code == 200, moved.text
+    answer = moved.json()
+    assert answer["cache"] == "miss" and answer["variant_id"] != original["variant_id"]
+    gif = graph.client.get(answer["url"])
+    assert gif.status_code == 200 and gif.headers["content-type"] == "image/gif"
+    video = graph.client.post(route, json={"user_id": "move-3", "mode": "video", "frames": 6})
+    assert video.status_code == 200, video.text  # Stable Video Diffusion from the cover
+    [row] = graph.rows(
+        "SELECT meta_json FROM variant WHERE variant_id = ?", video.json()["variant_id"]
+    )
+    meta = json.loads(row["meta_json"]) if isinstance(row["meta_json"], str) else row["meta_json"]
+    assert (meta["animation"], meta["frame_count"], meta["video_model"]) == ("video", 6, "tiny-svd")
+    for bad in ({"user_id": "move-1", "mode": "wobbly"}, {"user_id": "move-1", "mode": "subtle",
+                "frames": 40}, {"mode": "subtle"}):  # fmt: skip
+        refused = graph.client.post(route, json=bad)
+        assert refused.status_code == 422 and refused.json()["request_id"], bad
+    nova = graph.image("nova", "a glass harp", "move-2").json()  # nova has no motion module
+    conflict = graph.client.post(
+        f"/variants/{nova['variant_id']}/animate", json={"user_id": "move-2", "mode": "animated"}
+    )
+    assert conflict.status_code == 409 and "motion_module" in conflict.json()["detail"]

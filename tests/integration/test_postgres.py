@@ -96,7 +96,7 @@ def test_b_eight_users_asking_a_new_cue_share_exactly_one_render(pg: Graph) -> N
     [pk] = {r.json()["pk_id"] for r in responses}
     assert variants_of(pg, pk) == [variant_id]
     key_hash = pk.split(":")[1]
-    assert len(pg.objects(f"soul/nova/key/{key_hash}/")) == 4  # gif, webp, cover, sidecar
+    assert len(pg.objects(f"soul/nova/key/{key_hash}/")) == 5  # gif, webp, cover, thumb, sidecar
 
     # Seven of the eight were served by the one render: as coalesced misses, or as hits if they
     # arrived after it; each counted once, whichever replica it went through.

@@ -4,6 +4,8 @@ Animator, Dedupe, and the Transcoder on a local object store, behind plain handl
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -11,11 +13,13 @@ from typing import Any
 import pytest
 
 from deployments.dedupe import DedupeConfig, DedupeEngine
+from deployments.renderer import RendererEngine
 from serve_app.coalesce import WorkInterrupted
 from serve_app.delivery import Delivery, UnknownCity
-from serve_app.errors import Busy, InvalidRequest, UnusableStyle
+from serve_app.errors import Busy, Conflict, Gone, InvalidRequest, NotFound, UnusableStyle
+from serve_app.ids import new_ulid
 from serve_app.prompts import pk_id
-from serve_app.schemas import DedupeVerdict, Frames, RenderJob
+from serve_app.schemas import DedupeVerdict, Frames, Regeneration, RenderJob
 from serve_app.storage.store import StoreUnavailable
 from tests.support import run
 from tests.unit.world import Gate, Replica, World
@@ -337,3 +341,106 @@ def test_a_dead_upstream_replica_is_recognized_through_serves_wrapper() -> None:
     wrapped.__cause__ = ActorDiedError()
     assert replica_died(wrapped) and replica_died(ActorDiedError())
     assert not replica_died(RayServeException("something else")) and not replica_died(Busy("x"))
+
+
+def test_a_variant_made_before_thumbnails_is_delivered_with_one(world: World) -> None:
+    replica = world.replica()
+    made = replica.image("lighthouse", "a").variant
+    thumbnail = made.meta["thumbnail_key"]
+    assert world.objects.exists(thumbnail)
+    # as it was recorded before thumbnails: no key in its meta, no object
+    world.objects.delete(thumbnail)
+    meta = {k: v for k, v in made.meta.items() if k != "thumbnail_key"}
+    db = sqlite3.connect(world.db)
+    with db:
+        db.execute("UPDATE variant SET meta_json = ?", (json.dumps(meta),))
+    db.close()
+
+    hit = replica.image("lighthouse", "b")
+    assert (hit.cache, hit.variant.variant_id) == ("hit", made.variant_id)
+    assert hit.variant.meta["thumbnail_key"] == thumbnail and world.objects.exists(thumbnail)
+    assert replica.handles.transcoder.calls["thumbnail"] == 1
+
+
+def test_a_deleted_variant_is_never_delivered_again_and_its_objects_go(world: World) -> None:
+    replica = world.replica()
+    made = replica.image("windmill", "a").variant
+    assert world.objects.list(made.stem)
+    run(replica.catalog.delete_variant(made.variant_id))
+
+    assert world.objects.list(made.stem) == []
+    after = replica.image("windmill", "b")  # the key's only variant is gone: a new one
+    assert after.cache == "miss" and after.variant.variant_id != made.variant_id
+    assert made.variant_id in world.seen("a")  # who had it keeps their history row
+    for call in (replica.catalog.find_variant, replica.catalog.delete_variant):
+        with pytest.raises(Gone, match="was deleted"):
+            run(call(made.variant_id))
+    with pytest.raises(NotFound, match="unknown variant"):
+        run(replica.catalog.delete_variant(new_ulid()))
+
+    second = replica.image("windmill", "c").variant  # a hit: b's variant
+    assert run(replica.catalog.delete_key_variants(second.pk_id)) == 1
+    assert world.objects.list(second.stem) == []
+    assert replica.image("windmill", "d").cache == "miss"
+    with pytest.raises(NotFound, match="unknown prompt key"):
+        run(replica.catalog.delete_key_variants("nova:" + "0" * 40))
+
+
+def test_a_regeneration_derives_a_new_variant_for_the_user_up_to_the_limit(world: World) -> None:
+    # img2img from a cover reads it from the object store
+    renderer = RendererEngine(
+        world.renderer.pipelines.manager, world.renderer.config, world.objects
+    )
+    replica = world.replica(renderer=renderer, regenerate_limit=2)
+    original = replica.image("lighthouse keeper", "a").variant
+
+    def regenerate(user_id: str, **change: Any) -> Delivery:
+        return run(
+            replica.deliverer.regenerate(original.variant_id, user_id, Regeneration(**change))
+        )
+
+    worded = regenerate("a", seed=7, prompt_extra="wearing a red scarf")
+    derived = worded.variant
+    assert worded.cache == "miss" and derived.variant_id != original.variant_id
+    assert (derived.pk_id, derived.seed) == (original.pk_id, 7)
+    assert derived.meta["parent_variant_id"] == original.variant_id
+    # first: CLIP reads 77 tokens, which a soul's prompt may fill
+    assert derived.meta["prompt"] == f"wearing a red scarf, {original.meta['prompt']}"
+    assert derived.variant_id in world.seen("a")  # delivered to the user who asked
+
+    from_cover = regenerate("b", strength=0.5).variant
+    assert from_cover.meta["reference_key"] == original.meta["cover_key"]
+    assert from_cover.meta["reference_strength"] == 0.5
+    assert from_cover.meta["prompt"] == original.meta["prompt"]
+
+    with pytest.raises(Conflict, match="2 variants derive from"):
+        regenerate("c")
+    again = run(replica.deliverer.regenerate(derived.variant_id, "c", Regeneration()))
+    assert again.variant.meta["parent_variant_id"] == derived.variant_id  # a regeneration's own
+    run(replica.catalog.delete_variant(original.variant_id))
+    with pytest.raises(Gone):
+        regenerate("c")
+    with pytest.raises(NotFound):
+        run(replica.deliverer.regenerate(new_ulid(), "c", Regeneration()))
+
+
+def test_a_variant_set_in_motion_in_another_mode_is_a_new_variant_for_the_user(
+    world: World,
+) -> None:
+    replica = world.replica()
+    animated = replica.image("paper crane", "a", soul_id="valentina").variant
+    assert animated.meta["animation"] == "animated"
+
+    subtle = run(replica.deliverer.animate(animated.variant_id, "a", "subtle", frames=7))
+    moved = subtle.variant
+    assert subtle.cache == "miss" and moved.variant_id != animated.variant_id
+    assert (moved.meta["animation"], moved.meta["frame_count"]) == ("subtle", 7)
+    assert moved.meta["parent_variant_id"] == animated.variant_id
+    assert (moved.pk_id, moved.seed) == (animated.pk_id, animated.seed)
+    assert moved.meta["prompt"] == animated.meta["prompt"]
+    assert "motion_module" not in moved.meta  # the render's facts only, then this animation's
+    assert moved.variant_id in world.seen("a")
+
+    still = replica.image("paper crane", "b").variant  # nova: no motion module
+    with pytest.raises(Conflict, match="no motion_module"):
+        run(replica.deliverer.animate(still.variant_id, "b", "animated"))

@@ -17,7 +17,13 @@ from deployments.animator import AnimatorConfig, AnimatorEngine
 from deployments.renderer import RendererConfig, RendererEngine
 from serve_app.diffusion.pipelines import load_sdxl
 from serve_app.diffusion.sources import ModelManager, ModelNotFound, UnsafeModelFormat
-from serve_app.diffusion.tiny import TINY_LORAS, TINY_MODEL, TINY_MOTION, build_tiny_models
+from serve_app.diffusion.tiny import (
+    TINY_LORAS,
+    TINY_MODEL,
+    TINY_MOTION,
+    TINY_VIDEO,
+    build_tiny_models,
+)
 from serve_app.schemas import AnimateJob, Frames, RenderJob, StyleProfile
 
 PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle"}
@@ -71,12 +77,12 @@ def test_build_is_idempotent(models_dir: Path, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr("serve_app.diffusion.tiny.tempfile.TemporaryDirectory", no_rebuild)
     loras = [models_dir / f"{tag}.safetensors" for tag in TINY_LORAS]
-    motion = models_dir / TINY_MOTION
-    assert build_tiny_models(models_dir) == [dest, *loras, motion]
+    motion, video = models_dir / TINY_MOTION, models_dir / TINY_VIDEO
+    assert build_tiny_models(models_dir) == [dest, *loras, motion, video]
     assert digest(dest) == before
-    # Nothing but the model, its LoRAs and motion adapter: no staging folder left behind.
+    # Nothing but the model, its LoRAs, motion adapter and SVD: no staging folder left behind.
     assert sorted(p.name for p in models_dir.iterdir()) == sorted(
-        [TINY_MODEL, *(p.name for p in loras), TINY_MOTION]
+        [TINY_MODEL, *(p.name for p in loras), TINY_MOTION, TINY_VIDEO]
     )
     assert sorted(p.name for p in motion.iterdir()) == [
         "config.json",
@@ -369,8 +375,10 @@ def test_the_style_picks_the_animation_and_animated_needs_a_motion_module() -> N
     assert StyleProfile.model_validate(animated).animation == "animated"
     with pytest.raises(ValidationError, match="needs a motion_module"):
         StyleProfile.model_validate({**style, "extra": {"animation": "animated"}})
-    with pytest.raises(ValidationError, match='must be "subtle" or "animated"'):
+    with pytest.raises(ValidationError, match='must be "subtle", "animated" or "video"'):
         StyleProfile.model_validate({**animated, "extra": {"animation": "wobbly"}})
+    video = StyleProfile.model_validate({**style, "extra": {"animation": "video"}})
+    assert video.animation == "video"  # image-to-video needs no motion module
 
 
 def test_unknown_or_unsafe_motion_modules_are_refused(
@@ -429,3 +437,21 @@ def test_xformers_attention_is_opt_in_and_fails_clearly_without_it(models_dir: P
     assert RendererConfig().attention == "sdpa"
     with pytest.raises((ModuleNotFoundError, ValueError), match=r"xformers|CUDA|cuda"):
         load_sdxl(models_dir / TINY_MODEL, RendererConfig(attention="xformers"))
+
+
+def test_video_mode_moves_the_render_through_stable_video_diffusion(
+    animator: AnimatorEngine, rendered: Frames
+) -> None:
+    """The tiny SVD (its spatio-temporal UNet, temporal VAE and CLIP vision encoder, loaded
+    through from_pretrained) makes the frames asked for, at the render's size, per seed."""
+    job = ANIMATE.model_copy(update={"mode": "video", "frames": 7})
+    clip = animator.animate(rendered, job)
+    assert clip.pixels.shape == (7, *rendered.pixels.shape[1:])
+    assert (clip.meta["animation"], clip.meta["frames"]) == ("video", 7)
+    assert clip.meta["video_model"] == TINY_VIDEO and clip.meta["seed"] == rendered.meta["seed"]
+    assert len({frame.tobytes() for frame in clip.pixels}) > 1  # it moves
+    assert np.array_equal(clip.pixels, animator.animate(rendered, job).pixels)
+    other = animator.animate(rendered, job.model_copy(update={"seed": job.seed + 1}))
+    assert not np.array_equal(clip.pixels, other.pixels)
+    default = animator.animate(rendered, job.model_copy(update={"frames": None}))
+    assert len(default.pixels) == animator.config.frames

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import google.auth
 import httpx
+import numpy as np
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -373,3 +374,57 @@ def test_reference_from_gs_refusals(store: GCSObjectStore, reference_settings: S
             fetch_reference(other, reference_settings)
     with pytest.raises(ReferenceRejected, match="is not allowed for references"):
         fetch_reference(url, Settings())  # no bucket is allowed by default
+
+
+def test_models_are_mirrored_to_the_bucket_and_copied_down_verified(
+    emulator: str, service_account: ServiceAccount, tmp_path: Path
+) -> None:
+    """A node downloads from CivitAI and mirrors; a new node copies from the mirror without
+    asking CivitAI for the file; a corrupted mirror copy is refused, fetched again and
+    mirrored anew."""
+    from safetensors.numpy import save
+
+    from serve_app.diffusion.sources import ModelManager
+    from tests.support import FakeCivitai
+
+    mirror = GCSObjectStore(f"gs://{BUCKET}/models", service_account.key_file, emulator)
+    weights = save({"lora_down": np.arange(64, dtype=np.float32).reshape(8, 8)})
+    civitai = FakeCivitai()
+    ref = civitai.publish("301", weights, name="ink.safetensors")
+
+    def node(name: str) -> ModelManager:
+        return ModelManager(
+            tmp_path / name, civitai_url=civitai.url, civitai_token=FakeCivitai.TOKEN, mirror=mirror
+        )
+
+    try:
+        assert node("first").ensure(ref).read_bytes() == weights
+        assert mirror.get("civitai/301/ink.safetensors") == weights
+        record = json.loads(mirror.get("civitai/301/version.json"))
+        assert record["sha256"] == hashlib.sha256(weights).hexdigest()
+
+        downloads = civitai.requests.count("/cdn/301")
+        assert node("second").ensure(ref).read_bytes() == weights
+        assert civitai.requests.count("/cdn/301") == downloads  # from the mirror, not CivitAI
+
+        mirror.put("civitai/301/ink.safetensors", weights[:-1] + b"!")  # bit rot in the bucket
+        assert node("third").ensure(ref).read_bytes() == weights  # refused, fetched again
+        assert civitai.requests.count("/cdn/301") == downloads + 1
+        assert mirror.get("civitai/301/ink.safetensors") == weights  # and mirrored anew
+    finally:
+        civitai.close()
+
+
+def test_a_settings_mirror_url_opens_its_store(tmp_path: Path) -> None:
+    from serve_app.diffusion.sources import model_manager
+
+    settings = Settings(data_dir=tmp_path, model_cache_url=str(tmp_path / "mirror"))
+    manager = model_manager(settings)
+    assert isinstance(manager.mirror, LocalObjectStore)
+    assert manager.mirror.root == (tmp_path / "mirror").resolve()
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"w" * 1000)
+    manager.mirror.put_file("a/b.safetensors", source)
+    manager.mirror.get_file("a/b.safetensors", tmp_path / "back")
+    assert (tmp_path / "back").read_bytes() == source.read_bytes()
+    assert model_manager(Settings(data_dir=tmp_path)).mirror is None

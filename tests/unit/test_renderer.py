@@ -20,7 +20,7 @@ from deployments.renderer import (
 )
 from serve_app.diffusion.sources import ModelManager
 from serve_app.diffusion.tiny import TINY_LORAS, TINY_MODEL, build_tiny_lora, build_tiny_sdxl
-from serve_app.schemas import Frames, RenderJob
+from serve_app.schemas import RENDER_FACTS, Frames, RenderJob
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 
 REFERENCE = "soul/nova/reference/01JDQ4Z5V8.png"
@@ -132,6 +132,7 @@ def test_a_batch_gives_each_job_the_picture_it_gets_alone(renderer: RendererEngi
         assert picture.pixels.shape == alone.pixels.shape == (1, 64, 64, 3)
         assert mean_abs_diff(picture, alone) < 1.0, member  # under 1/255 of the range
         assert picture.meta == alone.meta
+        assert tuple(picture.meta) == RENDER_FACTS  # what animating its cover again carries over
     # four pipeline calls: the two plain jobs, the one without a negative prompt, the two
     # referenced ones, the inked one
     assert len(calls) == 4

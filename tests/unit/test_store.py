@@ -236,6 +236,30 @@ def test_variant_equal_timestamp_resolved_by_tiebreak(store: Store, order: str) 
     assert (got.storage_key, got.seed) == ("b", 2)
 
 
+def test_a_deleted_variant_is_never_listed_counted_or_claimed_again(store: Store) -> None:
+    pk = pk_id("nova", "penguin")
+    kept, gone = make_variant(pk, ts=100, storage_key="soul/a.gif"), make_variant(pk, ts=100)
+    for v in (kept, gone):
+        run(store.upsert_variant(v))
+    assert run(store.claim("u1", gone.variant_id, 1, pk))
+    assert run(store.delete_variant(gone, 200))
+
+    assert [v.variant_id for v in run(store.list_variants(pk))] == [kept.variant_id]
+    assert run(store.count_variants(pk)) == 1
+    assert not run(store.claim("u2", gone.variant_id, 2, pk))  # never delivered again
+    assert run(store.claim("u2", kept.variant_id, 2, pk))
+    assert run(store.seen_among("u1", [gone.variant_id])) == {gone.variant_id}  # history stays
+    tombstone = run(store.find_variant(gone.variant_id))
+    assert tombstone is not None and tombstone.deleted and tombstone.pk_id == pk
+    # a retried create of the variant (its older timestamp) cannot bring it back
+    run(store.upsert_variant(gone))
+    assert run(store.count_variants(pk)) == 1
+    assert not run(store.delete_variant(gone, 150))  # nor can an older delete overwrite
+    found = run(store.find_variant(kept.variant_id))
+    assert found is not None and not found.deleted
+    assert run(store.find_variant(new_ulid())) is None
+
+
 # Reads.
 
 
@@ -516,6 +540,12 @@ def test_plan_point_reads(filled: Store) -> None:
         assert_uses_primary_key(filled, query_plan(filled, sql, params), table)
 
 
+def test_plan_a_variant_by_its_id(filled: Store) -> None:
+    [(sql, params)] = statements_of(filled, filled.find_variant(new_ulid()))
+    plan = query_plan(filled, sql, params)
+    assert "variant_by_id" in plan and "SCAN variant" not in plan and "Seq Scan" not in plan, plan
+
+
 def test_claim_is_one_statement(store: Store) -> None:
     [(sql, _)] = statements_of(store, store.claim("user1", new_ulid(), 1))
     assert sql.startswith("INSERT INTO user_seen") and "ON CONFLICT DO NOTHING" in sql
@@ -596,18 +626,22 @@ def test_the_sweeper_removes_orphan_objects_past_their_grace(store: Store, tmp_p
     pk = pk_id("nova", "penguin")
     stem = f"soul/nova/key/{pk.split(':')[1]}/variant"
     hour_ago = ULID.from_timestamp(time.time() - 3600)
-    recorded, orphan, fresh = (
+    recorded, orphan, fresh, deleted = (
         str(ULID.from_timestamp(time.time() - 3600)),
         str(hour_ago),
         new_ulid(),
+        str(ULID.from_timestamp(time.time() - 3600)),
     )
     run(store.upsert_variant(make_variant(pk, recorded)))
-    for variant_id in (recorded, orphan, fresh):
-        for ext in ("gif", "png", "json"):
+    tombstone = make_variant(pk, deleted)
+    run(store.upsert_variant(tombstone))
+    run(store.delete_variant(tombstone, 10))  # whose objects could not all be removed
+    for variant_id in (recorded, orphan, fresh, deleted):
+        for ext in ("gif", "png", "thumb.webp", "json"):
             objects.put(f"{stem}/{variant_id}.{ext}", b"x")
     objects.put("soul/nova/reference/r.png", b"x")  # not a variant's: never touched
     swept = run(Sweeper(store, objects, grace_s=600).sweep())
-    assert swept["objects"] == 3
+    assert swept["objects"] == 8
     left = {k.rpartition("/")[2].partition(".")[0] for k in objects.list(f"{stem}/")}
     assert left == {recorded, fresh}  # the recorded one, and one still within its grace
     assert objects.exists("soul/nova/reference/r.png")

@@ -23,7 +23,7 @@ from deployments.transcoder import (
     encode_gif,
 )
 from serve_app.bench import encode_formats
-from serve_app.schemas import EncodeJob, Frames
+from serve_app.schemas import EncodeJob, Frames, Variant
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
@@ -243,7 +243,14 @@ def test_engine_writes_every_format_and_the_gif_last(tmp_path: Path) -> None:
         Frames(pixels, {"seed": 7}), EncodeJob(storage_stem="s/v1", sidecar={"pk_id": "k"})
     )
 
-    assert list(store.written) == ["s/v1.png", "s/v1.json", "s/v1.mp4", "s/v1.webp", "s/v1.gif"]
+    assert list(store.written) == [
+        "s/v1.png",
+        "s/v1.thumb.webp",
+        "s/v1.json",
+        "s/v1.mp4",
+        "s/v1.webp",
+        "s/v1.gif",
+    ]
     assert asset.gif_key == "s/v1.gif"
     assert asset.asset_url == store.path("s/v1.gif").as_uri()
     formats = {"mp4": "s/v1.mp4", "webp": "s/v1.webp", "gif": "s/v1.gif"}
@@ -260,8 +267,54 @@ def test_engine_default_writes_gif_only(tmp_path: Path) -> None:
     asset = TranscoderEngine(store).encode(
         Frames(solid_frames([RED, BLUE])), EncodeJob(storage_stem="s/v2")
     )
-    assert list(store.written) == ["s/v2.png", "s/v2.json", "s/v2.gif"]
+    assert list(store.written) == ["s/v2.png", "s/v2.thumb.webp", "s/v2.json", "s/v2.gif"]
     assert asset.meta["formats"] == {"gif": "s/v2.gif"}
+
+
+def test_a_variants_thumbnail_is_a_still_webp_of_the_size_asked(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    engine = TranscoderEngine(store, TranscoderConfig(thumbnail_px=40))
+    pixels = solid_frames([RED, BLUE], h=60, w=80)
+    asset = engine.encode(Frames(pixels), EncodeJob(storage_stem="s/v3"))
+    assert asset.thumbnail_key == "s/v3.thumb.webp"
+    with Image.open(io.BytesIO(store.written[asset.thumbnail_key])) as thumbnail:
+        assert (thumbnail.format, thumbnail.size, getattr(thumbnail, "n_frames", 1)) == (
+            "WEBP",
+            (40, 30),  # the longest side, aspect kept
+            1,
+        )
+        assert_close_rgb(thumbnail.convert("RGB"), RED)  # the cover: the first frame
+    # a render smaller than thumbnail_px keeps its size
+    small = TranscoderEngine(store, TranscoderConfig(thumbnail_px=256))
+    asset = small.encode(Frames(pixels), EncodeJob(storage_stem="s/v4"))
+    assert Image.open(io.BytesIO(store.written[asset.thumbnail_key])).size == (80, 60)
+
+
+def test_a_variant_made_before_thumbnails_gets_one_written_once(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    engine = TranscoderEngine(store, TranscoderConfig(thumbnail_px=32))
+    asset = engine.encode(Frames(solid_frames([GREEN, BLUE])), EncodeJob(storage_stem="s/old"))
+    store.delete(asset.thumbnail_key)  # as a variant encoded before thumbnails were made
+    old = Variant(
+        variant_id="01JDQ4Z5V8AAAAAAAAAAAAAAAA",
+        pk_id="k",
+        soul_id="nova",
+        asset_url=asset.asset_url,
+        storage_key=asset.gif_key,
+        meta={"cover_key": asset.cover_key},
+    )
+    store.written.clear()
+    assert engine.thumbnail(old) == "s/old.thumb.webp"
+    assert list(store.written) == ["s/old.thumb.webp"]
+    assert Image.open(io.BytesIO(store.written["s/old.thumb.webp"])).size == (32, 24)
+    store.written.clear()
+    assert engine.thumbnail(old) == "s/old.thumb.webp"
+    assert store.written == {}  # found, not written again
+    no_cover = old.model_copy(update={"meta": {}, "storage_key": asset.gif_key})
+    store.delete("s/old.thumb.webp")
+    assert engine.thumbnail(no_cover) == "s/old.thumb.webp"  # from the GIF's first frame
+    thumbnail = Image.open(io.BytesIO(store.written["s/old.thumb.webp"])).convert("RGB")
+    assert_close_rgb(thumbnail, GREEN)
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ class Replica:
     """One Ingress replica's Deliverer with its own catalog engine (one SQLite file for all)."""
 
     def __init__(self, world: World, config: DeliveryConfig, renderer: Any, dedupe: Any) -> None:
-        self.catalog = CatalogEngine(SQLiteStore(world.db))
+        self.catalog = CatalogEngine(SQLiteStore(world.db), objects=world.objects)
         run(self.catalog.start(load_souls("config/souls.yaml")))
         self.transcoder = TranscoderEngine(world.objects, TranscoderConfig(width=64))
         self.handles = Handles(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -19,6 +18,7 @@ from serve_app.bench.common import (
     print_table,
     summarize,
     timed_concurrently,
+    write_report,
 )
 
 CONCURRENCY = (1, 2, 4, 8)
@@ -92,8 +92,6 @@ def batch_main(ns: argparse.Namespace) -> int:
     }
     rows = unbatched + batched
     print_table(f"soul bench batch (max_batch_size {BATCHED} vs 1)", rows, ratio)
-    out = Path(ns.out or "bench-batch.json")
     report = {"scenario": "batch", "rows": rows, "ratios": ratio, "max_batch_size": BATCHED}
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, report)
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from serve_app.bench.common import (
     print_table,
     summarize,
     timed_concurrently,
+    write_report,
 )
 
 
@@ -146,9 +146,7 @@ def report_catalog(ns: argparse.Namespace, result: dict[str, Any]) -> int:
             f"{name:<12}{c['requests']:>5} requests {c['renders']:>4} renders "
             f"{c['renders_saved']:>4} saved  {c['wall_s']:>7.2f} s"
         )
-    out = Path(ns.out or "bench-catalog.json")
-    out.write_text(json.dumps({"scenario": "catalog", **result, **ratio, **rps}, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, {"scenario": "catalog", **result, **ratio, **rps})
     return 0
 
 

@@ -146,6 +146,13 @@ async def http_hot(
         return summarize(side, *await timed_concurrently(calls, concurrency))
 
 
+def write_report(ns: argparse.Namespace, report: dict[str, Any]) -> None:
+    """The run's JSON, at ``--out`` or ``bench-<scenario>.json``."""
+    out = Path(ns.out or f"bench-{ns.scenario}.json")
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+
+
 def print_table(title: str, rows: list[dict[str, Any]], ratio: dict[str, float]) -> None:
     print(f"\n{title}")
     print(f"{'side':<46}{'n':>6}{'p50 ms':>11}{'p95 ms':>11}{'req/s':>9}")
@@ -176,9 +183,7 @@ def report_pair(ns: argparse.Namespace, http: dict[str, Any], floor: dict[str, A
     print_table(f"soul bench {ns.scenario}", [http, floor], ratio)
     if "stages_ms" in http:
         print_stages(http, floor)
-    out = Path(ns.out or f"bench-{ns.scenario}.json")
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, report)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from serve_app.bench.common import BENCH_ARGS, CUE, SOUL, free_port
+from serve_app.bench.common import BENCH_ARGS, CUE, SOUL, free_port, write_report
 
 REPLICATED = ("Ingress", "Catalog", "Renderer", "Animator", "Transcoder")
 FAULTS = (*REPLICATED, "postgres")
@@ -320,7 +319,5 @@ def report_faults(ns: argparse.Namespace, result: dict[str, Any]) -> int:
     print("\ninvariants")
     for name, value in result["invariants"].items():
         print(f"{name:<34}{value:>6}")
-    out = Path(ns.out or "bench-faults.json")
-    out.write_text(json.dumps({"scenario": "faults", **result}, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, {"scenario": "faults", **result})
     return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -24,6 +23,7 @@ from serve_app.bench.common import (
     print_table,
     summarize,
     timed_concurrently,
+    write_report,
 )
 
 
@@ -85,7 +85,5 @@ def hot_main(ns: argparse.Namespace, n: int) -> dict[str, Any]:
 def report_hot(ns: argparse.Namespace, result: dict[str, Any]) -> int:
     print_table("soul bench hot", result["rows"], result["ratios"])
     report = {"scenario": "hot", **result, "concurrency": ns.concurrency, "modes": ns.modes}
-    out = Path(ns.out or "bench-hot.json")
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, report)
     return 0

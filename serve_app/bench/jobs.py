@@ -22,7 +22,15 @@ from typing import Any
 
 import httpx
 
-from serve_app.bench.common import BENCH_ARGS, CUE, SOUL, free_port, print_table, summarize
+from serve_app.bench.common import (
+    BENCH_ARGS,
+    CUE,
+    SOUL,
+    free_port,
+    print_table,
+    summarize,
+    write_report,
+)
 
 JOBS_ARGS: dict[str, Any] = {**BENCH_ARGS, "worker": {"slots": 2}}
 
@@ -171,7 +179,5 @@ def jobs_main(ns: argparse.Namespace) -> int:
         "p95 wait normal/high": flood[0]["p95_ms"] / max(flood[1]["p95_ms"], 1e-3),
     }
     print_table("soul bench jobs", rows, ratio)
-    out = Path(ns.out or "bench-jobs.json")
-    out.write_text(json.dumps({"scenario": "jobs", "rows": rows, **ratio}, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, {"scenario": "jobs", "rows": rows, **ratio})
     return 0

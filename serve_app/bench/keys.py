@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import tempfile
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.bench.common import summarize
+from serve_app.bench.common import summarize, write_report
 
 SOUL = "nova"
 DIM = 384
@@ -240,9 +239,7 @@ def keys_main(ns: argparse.Namespace) -> int:
             f"{b['backend']} {b['keys']} keys: filled in {b['fill_s']} s, approximate index built "
             f"from the keys (and snapshotted) in {b['approximate_build_s']} s"
         )
-    out = Path(ns.out or "bench-keys.json")
-    out.write_text(json.dumps({"scenario": "keys", "rows": rows, "builds": builds}, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, {"scenario": "keys", "rows": rows, "builds": builds})
     return 0
 
 
@@ -283,9 +280,7 @@ def probes_main(ns: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['keys']:>8}{r['lists']:>7}{r['probe']:>7}{r['recall_at_1']:>10.3f}"
               f"{r['lookup_p50_ms']:>9.3f}{r['lookup_p95_ms']:>9.3f}")  # fmt: skip
-    out = Path(ns.out or "bench-probes.json")
-    out.write_text(json.dumps({"scenario": "probes", "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, {"scenario": "probes", "rows": rows})
     return 0
 
 

@@ -8,7 +8,6 @@ without the contrast check) it reports recall (paraphrases that share a key) and
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import unicodedata
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from serve_app.bench.common import write_report
 from serve_app.prompts import STOPWORDS, may_share_key, normalize
 
 PAIRS = Path(__file__).with_name("cue_pairs.yaml")
@@ -111,7 +111,5 @@ def matching_main(ns: argparse.Namespace) -> int:
                 f"{name:<46}{'on' if contrasts else 'off':>10}{best['threshold']:>10.2f}"
                 f"{best['recall']:>8.3f}{best['false_reuse']:>8.3f}{best['score']:>8.3f}"
             )
-    out = Path(ns.out or "bench-matching.json")
-    out.write_text(json.dumps({"scenario": "matching", "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, {"scenario": "matching", "rows": rows})
     return 0

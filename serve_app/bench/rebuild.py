@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.bench.common import summarize
+from serve_app.bench.common import summarize, write_report
 from serve_app.bench.keys import DIM, SOUL, fill
 
 CUES = 200
@@ -114,7 +113,5 @@ def rebuild_main(ns: argparse.Namespace) -> int:
         print(f"{r['keys']:>8}{r['rebuild_s']:>11.1f}{r['keys_per_s']:>8}{r['index']:>13}"
               f"{r['new_key_p50_ms_before']:>16.2f}{r['new_key_p50_ms_during']:>16.2f}"
               f"{r['new_key_max_ms_during'] or 0:>12.2f}{r['cues_during']:>6}")  # fmt: skip
-    out = Path(ns.out or "bench-rebuild.json")
-    out.write_text(json.dumps({"scenario": "rebuild", "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, {"scenario": "rebuild", "rows": rows})
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -14,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.bench.common import BENCH_ARGS, print_table, summarize
+from serve_app.bench.common import BENCH_ARGS, print_table, summarize, write_report
 
 ENCODE_RUNS = 5  # encode_formats: runs per format, the median is reported
 
@@ -155,8 +154,6 @@ def render_main(ns: argparse.Namespace) -> int:
         "\nfull-size SDXL on a GPU: not measured here (no accelerator on this machine); the "
         "published baseline is about 2.5 s for 1024x1024, 30 steps, fp16 on an H100."
     )
-    out = Path(ns.out or "bench-render.json")
     report = {"scenario": "render", "style_switching": switching, "encode": encode}
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(ns, report)
     return 0

@@ -301,7 +301,11 @@ class EveryCallerLeft:
         return all(call.left.is_set() for call in self.calls)
 
 
-@serve.deployment(name="Renderer", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4)
+@serve.deployment(
+    name="Renderer",
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=RendererConfig().max_batch_size,  # as many at once as it batches
+)
 class Renderer:
     def __init__(
         self, catalog: DeploymentHandle, max_styles: int = RendererConfig().max_styles

@@ -268,9 +268,9 @@ def encode_thumbnail(image: Image.Image, px: int) -> bytes:
     return buf.getvalue()
 
 
-def thumbnail_key(storage_key: str) -> str:
-    """Where a variant's thumbnail lives: beside its GIF, ``<stem>.thumb.webp``."""
-    return f"{storage_key.rpartition('.')[0]}.thumb.webp"
+def thumbnail_key(stem: str) -> str:
+    """Where a variant's thumbnail lives: beside its other objects, ``<stem>.thumb.webp``."""
+    return f"{stem}.thumb.webp"
 
 
 class TranscoderEngine:
@@ -307,14 +307,14 @@ class TranscoderEngine:
         thumbnail = encode_thumbnail(Image.fromarray(frames.pixels[0]), cfg.thumbnail_px)
         with timed("soul_store_ms", backend=self.objects.backend):
             self.objects.put(cover_key, cover)
-            self.objects.put(thumbnail_key(keys["gif"]), thumbnail)
+            self.objects.put(thumbnail_key(job.storage_stem), thumbnail)
             self.objects.put(sidecar_key, json.dumps({**job.sidecar, **meta}, indent=2).encode())
             for fmt, data in encoded.items():  # in `order`: the GIF last
                 asset_url = self.objects.put(keys[fmt], data)
         return EncodedAsset(
             gif_key=keys["gif"],
             cover_key=cover_key,
-            thumbnail_key=thumbnail_key(keys["gif"]),
+            thumbnail_key=thumbnail_key(job.storage_stem),
             sidecar_key=sidecar_key,
             asset_url=asset_url,
             meta=meta,
@@ -323,7 +323,7 @@ class TranscoderEngine:
     def thumbnail(self, variant: Variant) -> str:
         """The thumbnail of a variant made before thumbnails: made from its cover (or its GIF's
         first frame) on first request, then found where it was written."""
-        key = thumbnail_key(variant.storage_key)
+        key = thumbnail_key(variant.stem)
         if not self.objects.exists(key):
             source = self.objects.get(variant.meta.get("cover_key", variant.storage_key))
             with Image.open(io.BytesIO(source)) as image:

@@ -8,9 +8,9 @@ POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/soul
 export SOUL_DATA_DIR ?= $(CURDIR)/var
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-postgres test chromium lint fuzz bench-hot bench-miss bench-catalog bench-render bench-jobs bench-faults bench-matching bench-keys bench-probes bench-rebuild bench-batch clean
+.PHONY: setup serve serve-postgres test chromium lint fuzz bench-hot bench-miss bench-catalog bench-render bench-jobs bench-faults bench-matching bench-keys bench-probes bench-rebuild bench-batch bench-dedupe clean
 
-setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-svd/model_index.json
+setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-clip/preprocessor_config.json
 
 # torch first and pinned: that takes the local CPU wheel instead of gigabytes of CUDA packages.
 $(VENV)/.installed: pyproject.toml
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # the last of the tiny models `soul models tiny` builds (it keeps those that exist)
-$(SOUL_DATA_DIR)/models/tiny-svd/model_index.json: $(VENV)/.installed
+$(SOUL_DATA_DIR)/models/tiny-clip/preprocessor_config.json: $(VENV)/.installed
 	$(BIN)/soul models tiny
 
 serve: setup
@@ -87,6 +87,9 @@ bench-rebuild: setup
 
 bench-batch: setup
 	$(BIN)/soul bench batch
+
+bench-dedupe: setup
+	$(BIN)/soul bench dedupe
 
 clean:
 	rm -rf $(SOUL_DATA_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ Diffusion (image-to-video) from the render. The soul's style picks the mode."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -56,18 +57,21 @@ class AnimatorEngine:
         import torch
 
         with self.pipelines.lock, torch.inference_mode(), timed("soul_animate_ms", mode=job.mode):
+            started = time.perf_counter()
             if job.mode == "animated":
                 frames, facts = self._animated(image, job)
             elif job.mode == "video":
                 frames, facts = self._video(image, job)
             else:
                 frames, facts = self._subtle(image, job)
+            animate_s = round(time.perf_counter() - started, 4)
         meta = {
             **image.meta,
             "animation": job.mode,
             "frames": len(frames),
             "animate_steps": self.config.steps,
             **facts,
+            "animate_s": animate_s,
         }
         return Frames(pixels=frames, meta=meta)
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ulid import ULID
 
+from serve_app.cost import CostConfig, Ledger
 from serve_app.errors import Gone, NotFound
 from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import JobBook
@@ -21,6 +22,8 @@ from serve_app.metrics import count
 from serve_app.places import Used, choose_shot
 from serve_app.prompts import cue_part, key_hash, may_share_key, normalize, pk_id
 from serve_app.schemas import (
+    CostDay,
+    CostReport,
     IdempotentStart,
     KeyLookup,
     PromptKey,
@@ -60,6 +63,10 @@ class CatalogConfig(BaseModel):
         description="Age after which a variant's objects without a variant row are orphans "
         "(keep it above the slowest render, animation and encode).",
     )
+    cost: CostConfig = Field(
+        default_factory=CostConfig,
+        description="What a second of each deployment costs, and the daily budget.",
+    )
 
 
 # An approximate index's score is off by a few thousandths: a key scoring this far below the
@@ -80,6 +87,7 @@ class CatalogEngine(JobBook):
         self.objects = objects
         self.config = config or CatalogConfig()
         self.indexes = SoulIndexes(store, objects, self.config.embedding_dim, self.config.index)
+        self.ledger = Ledger(self.config.cost)
 
     async def start(self, souls: list[SoulSpec]) -> None:
         """Open the store and seed souls idempotently: styles only where none exists yet."""
@@ -96,6 +104,7 @@ class CatalogEngine(JobBook):
     def configure(self, config: CatalogConfig) -> None:
         self.config = config
         self.indexes.config = config.index
+        self.ledger.config = config.cost
 
     async def close(self) -> None:
         await self.indexes.close()
@@ -240,7 +249,17 @@ class CatalogEngine(JobBook):
         Once the row is written the variant stands (its objects must stay): a claim that fails
         only leaves that user to claim a variant in their next round.
         """
-        await self.store.upsert_variant(variant.model_copy(update={"updated_at_ts": now_ms()}))
+        ts = now_ms()
+        cost = None if variant.cost is None else self.ledger.priced(variant.cost, ts)
+        fresh = cost is not None and not await self.store.get_variant(
+            variant.pk_id, variant.variant_id
+        )
+        await self.store.upsert_variant(
+            variant.model_copy(update={"updated_at_ts": ts, "cost": cost})
+        )
+        if fresh and cost is not None:  # a retried write is not spent twice
+            with contextlib.suppress(StoreUnavailable):  # the day's sum only feeds the gauges
+                self.ledger.spent(variant.soul_id, cost, await self.store.day_cost_usd(cost.day))
         claimed = []
         for user_id in claim_for:
             with contextlib.suppress(StoreUnavailable):
@@ -250,6 +269,33 @@ class CatalogEngine(JobBook):
                 ):
                     claimed.append(user_id)
         return claimed
+
+    async def cost_report(self, since: str, today: str) -> CostReport:
+        """Spend per UTC day from ``since`` and soul, and today's against the budget."""
+        rows = await self.store.cost_by_day(since)
+        days = [
+            CostDay(
+                day=r["cost_day"],
+                soul_id=r["soul_id"],
+                variants=r["variants"],
+                render_s=round(r["render_s"], 3),
+                animate_s=round(r["animate_s"], 3),
+                encode_s=round(r["encode_s"], 3),
+                usd=round(r["usd"], 6),
+            )
+            for r in rows
+        ]
+        spent_today = await self.store.day_cost_usd(today)
+        budget = self.config.cost.daily_budget_usd
+        return CostReport(
+            since=since,
+            days=days,
+            usd=round(sum(d.usd for d in days), 6),
+            today_usd=round(spent_today, 6),
+            daily_budget_usd=budget,
+            budget_used=None if budget is None else round(spent_today / budget, 4),
+            budget_warning=self.ledger.over_warning(spent_today),
+        )
 
     async def claimed_via(self, user_id: str, via: str) -> Variant | None:
         """The variant a job item already claimed for the user (a retried item delivers it);

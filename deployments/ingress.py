@@ -4,6 +4,7 @@ domain errors become HTTP answers in one table (``serve_app/api/errors.py``)."""
 # No `from __future__ import annotations`: FastAPI must resolve route signatures at runtime.
 
 import asyncio
+import datetime as dt
 import logging
 import mimetypes
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,8 @@ from serve_app.metrics import count
 from serve_app.places import load_places
 from serve_app.schemas import (
     MAX_CUE_CHARS,
+    CostReport,
+    Day,
     MediaFormat,
     Regeneration,
     SoulId,
@@ -749,3 +752,26 @@ class Ingress:
             ]
         )
         return SeenPage(seen=seen, next_after=next_after)
+
+    @api.get(
+        "/stats/cost",
+        response_model=CostReport,
+        tags=["stats"],
+        dependencies=[AdminOnly],
+        responses=responses(401, 403, 422, 503),
+    )
+    async def cost(
+        self,
+        since: Annotated[
+            Day | None, Query(description="First UTC day counted; default: six days ago.")
+        ] = None,
+    ) -> CostReport:
+        """What variants cost (admin keys only): per UTC day and soul, the seconds of their
+        render, animation and encode and their price (``catalog.cost``), and today's spend
+        against the daily budget."""
+        today = dt.datetime.now(dt.UTC).date()
+        first = since or today - dt.timedelta(days=6)
+        report: CostReport = await self.catalog.cost_report.remote(
+            first.isoformat(), today.isoformat()
+        )
+        return report

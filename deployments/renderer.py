@@ -180,6 +180,7 @@ class RendererEngine:
             )
             if first.reference_key is not None:
                 pipe = self.pipelines.img2img(first.base_model_ref)
+            started = time.perf_counter()
             with timed("soul_render_ms", source="reference" if first.reference_key else "text"):
                 out = pipe(
                     prompt=[job.prompt for job in jobs],
@@ -194,10 +195,11 @@ class RendererEngine:
                 )
         if stop is not None and stop.is_set():
             raise RenderInterrupted(f"render of seeds {[job.seed for job in jobs]} stopped")
+        each_s = round((time.perf_counter() - started) / len(jobs), 4)  # the call's share
         sampler = type(pipe.scheduler).__name__
         pixels = to_pixels(out.images)
         return [
-            Frames(pixels=pixels[i : i + 1], meta=self._meta(job, sampler))
+            Frames(pixels=pixels[i : i + 1], meta={**self._meta(job, sampler), "render_s": each_s})
             for i, job in enumerate(jobs)
         ]
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import io
 import logging
 import re
@@ -67,6 +68,7 @@ from serve_app.schemas import (
     RenderJob,
     StyleProfile,
     Variant,
+    VariantCost,
 )
 from serve_app.storage.objects import ObjectStore, remove_objects
 
@@ -202,6 +204,7 @@ class Candidate:
     image: Any  # the Renderer's pending or finished Frames, passed on without a round trip
     verdict: DedupeVerdict
     seed: int
+    render_s: float  # of every render made to find it: its variant's render cost
 
 
 class Deliverer:
@@ -503,14 +506,15 @@ class Deliverer:
     async def _render_distinct(
         self, key: PromptKey, style: StyleProfile, prompt: tuple[str, str], waiting: dict[str, str]
     ) -> Candidate:
-        """Render with new seeds until one is not a near copy of the key's variants (pHash);
-        after ``dedupe_attempts``, the most distinct render."""
+        """Render with new seeds until one is not a near copy of the key's variants (pHash, and
+        CLIP with ``dedupe.clip_model``); after ``dedupe_attempts``, the most distinct render."""
         await self._report(waiting, "render")
         siblings: list[Variant] = await self.catalog.list_variants.remote(key.pk_id)
-        known = [v.phash for v in siblings if v.phash is not None]
+        known = [v.fingerprint for v in siblings]
         references = await self._style_references(style)
         renderer = self.handles.renderer.options(multiplexed_model_id=style_id(style))
         best: Candidate | None = None
+        render_s = 0.0
         for _ in range(self.config.dedupe_attempts):
             seed = secrets.randbits(63)
             reference = references[seed % len(references)] if references else None
@@ -521,12 +525,13 @@ class Deliverer:
             except asyncio.CancelledError:  # a render handed on is not cancelled with its taker
                 image.cancel()
                 raise
+            render_s += verdict.render_s
             if best is None or _distance(verdict) > _distance(best.verdict):
-                best = Candidate(image, verdict, seed)
+                best = Candidate(image, verdict, seed, 0.0)
             if not verdict.duplicate:
                 break
         assert best is not None
-        return best
+        return dataclasses.replace(best, render_s=render_s)
 
     async def _render_derived(
         self,
@@ -537,8 +542,8 @@ class Deliverer:
         siblings: list[Variant],
     ) -> Candidate:
         """One render for a regeneration: img2img from the original's cover at
-        ``change.strength``, else as the soul's renders go; checked by Dedupe for its pHash
-        only (it was asked for: kept even if close to a sibling)."""
+        ``change.strength``, else as the soul's renders go; checked by Dedupe for its pHash and
+        embedding only (it was asked for: kept even if close to a sibling)."""
         seed = secrets.randbits(63) if change.seed is None else change.seed
         reference: str | None
         strength: float | None
@@ -550,9 +555,9 @@ class Deliverer:
             strength = style.reference_strength
         job = _render_job(style, prompt, seed, reference, strength, {})
         image = self.handles.renderer.options(multiplexed_model_id=job.style_id).render.remote(job)
-        known = [v.phash for v in siblings if v.phash is not None]
+        known = [v.fingerprint for v in siblings]
         verdict: DedupeVerdict = await self.handles.dedupe.check.remote(image, known)
-        return Candidate(image, verdict, seed)
+        return Candidate(image, verdict, seed, verdict.render_s)
 
     async def _cover_of(self, original: Variant) -> Candidate:
         """The original's cover (its render, for "subtle") as the image to set in motion."""
@@ -563,8 +568,14 @@ class Deliverer:
         with Image.open(io.BytesIO(data)) as image:
             pixels = np.asarray(image.convert("RGB"))[None]
         render = {k: v for k, v in original.meta.items() if k in RENDER_FACTS}
-        verdict = DedupeVerdict(phash=original.phash or 0, min_distance=None, duplicate=False)
-        return Candidate(Frames(pixels=pixels, meta=render), verdict, original.seed or 0)
+        verdict = DedupeVerdict(
+            phash=original.phash or 0,
+            min_distance=None,
+            duplicate=False,
+            image_embed=original.image_embed,
+            embed_model=original.fingerprint.embed_model,
+        )
+        return Candidate(Frames(pixels=pixels, meta=render), verdict, original.seed or 0, 0.0)
 
     async def _animate_and_encode(
         self,
@@ -610,13 +621,21 @@ class Deliverer:
             storage_key=asset.gif_key,
             seed=candidate.seed,
             phash=candidate.verdict.phash,
+            image_embed=candidate.verdict.image_embed,
             meta={
                 **asset.meta,
                 "cover_key": asset.cover_key,
                 "thumbnail_key": asset.thumbnail_key,
                 "sidecar_key": asset.sidecar_key,
                 "dedupe_min_distance": candidate.verdict.min_distance,
+                "dedupe_clip_distance": candidate.verdict.clip_distance,
+                "image_embed_model": candidate.verdict.embed_model,
             },
+            cost=VariantCost(
+                render_s=candidate.render_s,
+                animate_s=asset.meta["animate_s"],
+                encode_s=asset.meta["encode_s"],
+            ),
         )
 
     async def _record(
@@ -742,5 +761,7 @@ def _derived_prompt(
     return positive, negative
 
 
-def _distance(verdict: DedupeVerdict) -> int:
-    return 64 if verdict.min_distance is None else verdict.min_distance
+def _distance(verdict: DedupeVerdict) -> tuple[float, int]:
+    """How distinct a render is: in image embedding first, where there is one, then in pHash."""
+    clip = 2.0 if verdict.clip_distance is None else verdict.clip_distance
+    return clip, 64 if verdict.min_distance is None else verdict.min_distance

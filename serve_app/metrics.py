@@ -57,7 +57,10 @@ METRICS: dict[str, Metric] = {
         "counter", "Claims lost to a concurrent request of the same user (it tries the next)."
     ),
     "soul_dedupe_rejects": Metric(
-        "counter", "Renders rejected as too close to a sibling variant (pHash distance)."
+        "counter",
+        "Renders rejected as too close to a sibling variant, by the filter that found it: "
+        "phash (Hamming distance), else clip (image embedding distance).",
+        ("filter",),
     ),
     "soul_render_ms": Metric(
         "histogram",
@@ -68,7 +71,12 @@ METRICS: dict[str, Metric] = {
     "soul_animate_ms": Metric(
         "histogram", "Animation time of one rendered image.", ("mode",), tuple(MS_BUCKETS)
     ),
-    "soul_dedupe_ms": Metric("histogram", "Perceptual-hash check time.", (), tuple(MS_BUCKETS)),
+    "soul_dedupe_ms": Metric(
+        "histogram",
+        "Dedupe check time of one render, by filter: phash, or clip (embedding it and comparing).",
+        ("filter",),
+        tuple(MS_BUCKETS),
+    ),
     "soul_transcode_ms": Metric(
         "histogram", "Encoding time of one variant in every enabled format.", (), tuple(MS_BUCKETS)
     ),
@@ -87,6 +95,21 @@ METRICS: dict[str, Metric] = {
         "Prompt keys in a soul's index on this Catalog replica, by kind of index (exact, or "
         "approximate past catalog.index.approximate_from).",
         ("soul_id", "index"),
+    ),
+    "soul_cost_usd": Metric(
+        "counter",
+        "Dollars of new variants by soul and stage (render, animate, encode): each stage's "
+        "seconds at its deployment's catalog.cost.usd_per_second.",
+        ("soul_id", "stage"),
+    ),
+    "soul_cost_today_usd": Metric(
+        "gauge", "Spend of the UTC day, all souls, as the catalog last summed it.", ()
+    ),
+    "soul_cost_budget_warning": Metric(
+        "gauge",
+        "1 once the day's spend reached catalog.cost.warn_at of catalog.cost.daily_budget_usd, "
+        "else 0 (always 0 without a budget).",
+        (),
     ),
     "soul_jobs": Metric(
         "counter",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
@@ -13,6 +14,7 @@ import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
@@ -26,6 +28,16 @@ from typing_extensions import TypeAliasType
 
 SoulId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 UserId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")]
+
+
+def _spelled_iso(value: Any) -> Any:
+    """A day as YYYY-MM-DD only (pydantic would also read a number as a Unix time)."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("a day is spelled YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[dt.date, BeforeValidator(_spelled_iso)]
 MediaFormat = Literal["gif", "webp", "mp4"]
 Animation = Literal["subtle", "animated", "video"]
 MAX_CUE_CHARS = 200
@@ -258,6 +270,24 @@ class PromptKey(BaseModel):
     updated_at_ts: int = 0
 
 
+class Fingerprint(BaseModel):
+    """A variant as Dedupe sees it: its pHash and its cover's image embedding, if any."""
+
+    phash: int | None = None
+    image_embed: bytes | None = None
+    embed_model: str | None = Field(default=None, description="The encoder of image_embed.")
+
+
+class VariantCost(BaseModel):
+    """A variant's seconds per stage (all its renders: dedupe attempts too), priced."""
+
+    render_s: float = Field(default=0.0, ge=0)
+    animate_s: float = Field(default=0.0, ge=0)
+    encode_s: float = Field(default=0.0, ge=0)
+    usd: float = Field(default=0.0, ge=0, description="Priced by the catalog as it records it.")
+    day: str = Field(default="", description="The UTC day it was recorded on (YYYY-MM-DD).")
+
+
 class Variant(BaseModel):
     variant_id: str
     pk_id: str
@@ -266,7 +296,13 @@ class Variant(BaseModel):
     storage_key: str
     seed: int | None = None
     phash: int | None = None
+    image_embed: bytes | None = Field(
+        default=None,
+        exclude=True,  # the catalog's alone: never in an answer or a record of one
+        description="Its cover's image embedding (float16), where Dedupe has one.",
+    )
     meta: dict[str, Any] = Field(default_factory=dict)
+    cost: VariantCost | None = None
     updated_at_ts: int = 0
 
     @property
@@ -275,9 +311,40 @@ class Variant(BaseModel):
         return self.storage_key.rpartition(".")[0]
 
     @property
+    def fingerprint(self) -> Fingerprint:
+        """What Dedupe compares a new render of its key with."""
+        return Fingerprint(
+            phash=self.phash,
+            image_embed=self.image_embed,
+            embed_model=self.meta.get("image_embed_model"),
+        )
+
+    @property
     def deleted(self) -> bool:
         """A tombstone: the variant was deleted; its row stays, its objects are gone."""
         return not self.storage_key
+
+
+class CostDay(BaseModel):
+    """One soul's variants of one UTC day: how many, their seconds per stage, their price."""
+
+    day: str = Field(description="UTC day, YYYY-MM-DD.")
+    soul_id: str
+    variants: int = Field(description="Variants made that day (deleted ones too: they were paid).")
+    render_s: float
+    animate_s: float
+    encode_s: float
+    usd: float
+
+
+class CostReport(BaseModel):
+    since: str = Field(description="First UTC day counted.")
+    days: list[CostDay] = Field(description="Per day and soul, in that order.")
+    usd: float = Field(description="All of it.")
+    today_usd: float = Field(description="Spend of today (UTC), all souls.")
+    daily_budget_usd: float | None
+    budget_used: float | None = Field(description="today_usd over the daily budget.")
+    budget_warning: bool = Field(description="Today's spend reached catalog.cost.warn_at.")
 
 
 class KeyLookup(BaseModel):
@@ -402,8 +469,25 @@ class EncodedAsset(BaseModel):
 
 class DedupeVerdict(BaseModel):
     phash: int
-    min_distance: int | None
+    min_distance: int | None = Field(description="Hamming distance to the nearest sibling.")
     duplicate: bool
+    image_embed: bytes | None = Field(default=None, description="With dedupe.clip_model.")
+    embed_model: str | None = None
+    clip_distance: float | None = Field(
+        default=None, description="Cosine distance to the nearest sibling embedded alike."
+    )
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """The judged render as a sibling of the next ones."""
+        return Fingerprint(
+            phash=self.phash, image_embed=self.image_embed, embed_model=self.embed_model
+        )
+
+    render_s: float = Field(
+        default=0.0,
+        description="Seconds of the render judged: the variant pays for it, kept or not.",
+    )
 
 
 @dataclass

@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             "probes",
             "rebuild",
             "batch",
+            "dedupe",
         ],
         help="hot: cache hits; miss: new renders; catalog: PostgreSQL vs SQLite; "
         "render: LoRA hot-swap vs reload, style switches, encode formats; "
@@ -57,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "keys: a soul's key index at --keys keys, exact vs approximate, SQLite and PostgreSQL; "
         "probes: the approximate index at --keys keys, recall and query time by lists probed; "
         "rebuild: the key rebuild job over --keys keys while new cues are served; "
-        "batch: renders/s of one Renderer by concurrency, batched vs unbatched",
+        "batch: renders/s of one Renderer by concurrency, batched vs unbatched; "
+        "dedupe: how often pHash and CLIP fire on distinct renders and on copies, ms per check",
     )
     p.add_argument("--requests", type=int, default=None, help="measured requests per side")
     p.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP clients (hot)")
@@ -191,6 +193,7 @@ def main(ns: argparse.Namespace) -> int:
     from serve_app.bench import (
         batch,
         catalog,
+        dedupe,
         faults,
         hot,
         jobs,
@@ -218,6 +221,8 @@ def main(ns: argparse.Namespace) -> int:
         return rebuild.rebuild_main(ns)
     if ns.scenario == "batch":
         return batch.batch_main(ns)
+    if ns.scenario == "dedupe":
+        return dedupe.dedupe_main(ns)
     if ns.scenario == "faults":
         return faults.report_faults(ns, faults.faults_main(ns))
     if ns.scenario == "hot":

@@ -6,7 +6,7 @@ loading and inference code a real SDXL checkpoint does. Tiny LoRAs for it are re
 saved with diffusers' ``save_lora_weights``; the tiny motion adapter is a diffusers
 ``MotionAdapter`` that fits the tiny UNet. The tiny Stable Video Diffusion (image-to-video) has
 SVD's architecture: a spatio-temporal UNet, a VAE with a temporal decoder and a CLIP vision
-encoder.
+encoder. The tiny CLIP vision model is Dedupe's image encoder.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ TINY_MODEL = "tiny-sdxl"
 TINY_LORAS = {"tiny-lora-pastel": 1, "tiny-lora-ink": 2}  # tag -> seed
 TINY_MOTION = "tiny-motion"
 TINY_VIDEO = "tiny-svd"
+TINY_CLIP = "tiny-clip"
 TINY_UNET_BLOCKS = (32, 64)  # the tiny UNet's block_out_channels, one layer per block
 
 
@@ -39,12 +40,15 @@ def _clip_byte_vocab() -> dict[str, int]:
     return {t: i for i, t in enumerate(tokens)}
 
 
-def _save_in_place(model: Any, dest: Path, marker: str) -> None:
-    """``save_pretrained`` (safetensors) into a staging folder beside ``dest``, then rename it into
-    place, unless another process finished first (``dest/marker`` exists)."""
+def _save_in_place(dest: Path, marker: str, model: Any, *also: Any) -> None:
+    """``save_pretrained`` (safetensors) of ``model`` and ``also`` (its processor, say) into a
+    staging folder beside ``dest``, then rename it into place, unless another process finished
+    first (``dest/marker`` exists)."""
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         staged = Path(tmp) / dest.name
         model.save_pretrained(staged, safe_serialization=True)
+        for part in also:
+            part.save_pretrained(staged)
         if not (dest / marker).is_file():
             shutil.rmtree(dest, ignore_errors=True)
             staged.rename(dest)
@@ -136,7 +140,7 @@ def build_tiny_sdxl(dest: Path, seed: int = 0) -> Path:
             text_encoder_2=CLIPTextModelWithProjection(text_config),
             tokenizer_2=tokenizer,
         )
-        _save_in_place(pipe, dest, "model_index.json")
+        _save_in_place(dest, "model_index.json", pipe)
     return dest
 
 
@@ -196,7 +200,7 @@ def build_tiny_motion_adapter(dest: Path, seed: int = 0) -> Path:
         use_motion_mid_block=False,  # as SDXL motion adapters
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _save_in_place(adapter, dest, "config.json")
+    _save_in_place(dest, "config.json", adapter)
     return dest
 
 
@@ -265,17 +269,49 @@ def build_tiny_svd(dest: Path, seed: int = 0) -> Path:
         feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _save_in_place(pipe, dest, "model_index.json")
+    _save_in_place(dest, "model_index.json", pipe)
+    return dest
+
+
+def build_tiny_clip(dest: Path, seed: int = 0) -> Path:
+    """A CLIP vision model with its projection (Dedupe's image encoder), built from config with
+    random weights and saved as safetensors with its image processor. Idempotent.
+
+    It sees the picture at 16x16 in one patch, so its embedding is close to a random projection
+    of the downscaled picture: the layout stays, pixel noise goes. A re-encoded copy embeds
+    near its original, another seed's render does not (``soul bench dedupe`` measures how
+    near); a real CLIP also knows what the picture shows."""
+    if (dest / "preprocessor_config.json").is_file():
+        return dest
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(
+        hidden_size=256,
+        projection_dim=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=512,
+        image_size=16,
+        patch_size=16,
+    )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    model = CLIPVisionModelWithProjection(config)
+    _save_in_place(
+        dest, "preprocessor_config.json", model, CLIPImageProcessor(size=16, crop_size=16)
+    )
     return dest
 
 
 def build_tiny_models(models_dir: Path) -> list[Path]:
-    """The tiny model, its tiny LoRAs and motion adapter, and the tiny SVD (what `soul models
-    tiny` and the tests build)."""
+    """The tiny model, its tiny LoRAs and motion adapter, the tiny SVD and the tiny CLIP (what
+    `soul models tiny` and the tests build)."""
     base = build_tiny_sdxl(models_dir / TINY_MODEL)
     loras = [
         build_tiny_lora(models_dir / f"{tag}.safetensors", base, seed)
         for tag, seed in TINY_LORAS.items()
     ]
     motion = build_tiny_motion_adapter(models_dir / TINY_MOTION)
-    return [base, *loras, motion, build_tiny_svd(models_dir / TINY_VIDEO)]
+    video = build_tiny_svd(models_dir / TINY_VIDEO)
+    return [base, *loras, motion, video, build_tiny_clip(models_dir / TINY_CLIP)]

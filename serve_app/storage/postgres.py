@@ -37,8 +37,16 @@ CREATE TABLE IF NOT EXISTS variant (
   asset_url TEXT NOT NULL, storage_key TEXT NOT NULL, seed BIGINT, phash BIGINT,
   meta_json JSONB NOT NULL DEFAULT '{}', updated_at_ts BIGINT NOT NULL,
   PRIMARY KEY (pk_id, variant_id));
+ALTER TABLE variant ADD COLUMN IF NOT EXISTS image_embed BYTEA;
+ALTER TABLE variant ADD COLUMN IF NOT EXISTS cost_day TEXT COLLATE "C";
+ALTER TABLE variant ADD COLUMN IF NOT EXISTS render_s DOUBLE PRECISION;
+ALTER TABLE variant ADD COLUMN IF NOT EXISTS animate_s DOUBLE PRECISION;
+ALTER TABLE variant ADD COLUMN IF NOT EXISTS encode_s DOUBLE PRECISION;
+ALTER TABLE variant ADD COLUMN IF NOT EXISTS cost_usd DOUBLE PRECISION;
 -- DELETE /variants/{variant_id} names a variant by its id alone.
 CREATE INDEX IF NOT EXISTS variant_by_id ON variant (variant_id);
+-- GET /stats/cost and the daily budget sum a day's variants.
+CREATE INDEX IF NOT EXISTS variant_by_cost_day ON variant (cost_day);
 CREATE TABLE IF NOT EXISTS user_seen (
   user_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL,
   seen_at_ts BIGINT NOT NULL, PRIMARY KEY (user_id, variant_id));

@@ -21,8 +21,9 @@ CREATE TABLE IF NOT EXISTS prompt_key (
   key_embed BLOB, meta_json TEXT NOT NULL DEFAULT '{}', updated_at_ts INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS variant (
   pk_id TEXT NOT NULL, variant_id TEXT NOT NULL, soul_id TEXT NOT NULL, asset_url TEXT NOT NULL,
-  storage_key TEXT NOT NULL, seed INTEGER, phash INTEGER, meta_json TEXT NOT NULL DEFAULT '{}',
-  updated_at_ts INTEGER NOT NULL, PRIMARY KEY (pk_id, variant_id));
+  storage_key TEXT NOT NULL, seed INTEGER, phash INTEGER, image_embed BLOB,
+  meta_json TEXT NOT NULL DEFAULT '{}', cost_day TEXT, render_s REAL, animate_s REAL,
+  encode_s REAL, cost_usd REAL, updated_at_ts INTEGER NOT NULL, PRIMARY KEY (pk_id, variant_id));
 -- DELETE /variants/{variant_id} names a variant by its id alone.
 CREATE INDEX IF NOT EXISTS variant_by_id ON variant (variant_id);
 CREATE TABLE IF NOT EXISTS user_seen (
@@ -61,7 +62,15 @@ ADDED_COLUMNS = [
     ("landmark_log", "angle_key", "TEXT NOT NULL DEFAULT ''"),
     ("user_seen", "pk_id", "TEXT NOT NULL DEFAULT ''"),
     ("user_seen", "via", "TEXT NOT NULL DEFAULT ''"),
+    ("variant", "image_embed", "BLOB"),
+    *(("variant", column, "REAL") for column in ("render_s", "animate_s", "encode_s", "cost_usd")),
+    ("variant", "cost_day", "TEXT"),
 ]
+# Indexes on added columns: made once the columns are there.
+LATER_DDL = """
+-- GET /stats/cost and the daily budget sum a day's variants.
+CREATE INDEX IF NOT EXISTS variant_by_cost_day ON variant (cost_day);
+"""
 
 
 class SQLiteStore(Store):
@@ -89,6 +98,7 @@ class SQLiteStore(Store):
             columns = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
             if column not in columns:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        db.executescript(LATER_DDL)
         self._db = db
 
     async def close(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from serve_app.errors import ServiceError
 from serve_app.prompts import key_hash, soul_prefix_bounds
-from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant
+from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant, VariantCost
 from serve_app.settings import Settings
 from serve_app.storage.jobs import JobRows
 
@@ -86,6 +86,7 @@ _KEY_COLUMNS = [
     "meta_json",
     "updated_at_ts",
 ]
+_COST_COLUMNS = ["cost_day", "render_s", "animate_s", "encode_s", "cost_usd"]
 _VARIANT_COLUMNS = [
     "pk_id",
     "variant_id",
@@ -94,7 +95,9 @@ _VARIANT_COLUMNS = [
     "storage_key",
     "seed",
     "phash",
+    "image_embed",
     "meta_json",
+    *_COST_COLUMNS,
     "updated_at_ts",
 ]
 _UPSERT_SOUL = lww_upsert_sql(
@@ -174,9 +177,29 @@ def _variant_from(row: Row) -> Variant:
         storage_key=row["storage_key"],
         seed=row["seed"],
         phash=row["phash"],
+        image_embed=row["image_embed"],
         meta=json.loads(row["meta_json"]),
+        cost=_cost_from(row),
         updated_at_ts=row["updated_at_ts"],
     )
+
+
+def _cost_from(row: Row) -> VariantCost | None:
+    if row["cost_day"] is None:  # made before costs were recorded
+        return None
+    return VariantCost(
+        day=row["cost_day"],
+        render_s=row["render_s"],
+        animate_s=row["animate_s"],
+        encode_s=row["encode_s"],
+        usd=row["cost_usd"],
+    )
+
+
+def _cost_row(cost: VariantCost | None) -> tuple[Any, ...]:
+    if cost is None:
+        return (None,) * len(_COST_COLUMNS)
+    return (cost.day, cost.render_s, cost.animate_s, cost.encode_s, cost.usd)
 
 
 class Store(JobRows, ABC):
@@ -362,7 +385,9 @@ class Store(JobRows, ABC):
                 variant.storage_key,
                 variant.seed,
                 variant.phash,
+                variant.image_embed,
                 json.dumps(variant.meta, sort_keys=True),
+                *_cost_row(variant.cost),
                 variant.updated_at_ts,
             ),
         )
@@ -425,9 +450,27 @@ class Store(JobRows, ABC):
 
     async def delete_variant(self, variant: Variant, ts: int) -> bool:
         """Its tombstone, written like any LWW row, so an older write (a retried create)
-        cannot bring it back. False: a newer write is there."""
-        tombstone = (variant.pk_id, variant.variant_id, variant.soul_id, "", "", None, None, "{}")
-        return await self._write(_UPSERT_VARIANT, (*tombstone, ts)) > 0
+        cannot bring it back; it keeps what the variant cost. False: a newer write is there."""
+        tombstone = (variant.pk_id, variant.variant_id, variant.soul_id, "", "", None, None, None)
+        spent = _cost_row(variant.cost)
+        return await self._write(_UPSERT_VARIANT, (*tombstone, "{}", *spent, ts)) > 0
+
+    # What variants cost (the cost columns of their rows, tombstones included: it was spent).
+    async def day_cost_usd(self, day: str) -> float:
+        row = await self._row(
+            "SELECT COALESCE(SUM(cost_usd), 0) AS usd FROM variant WHERE cost_day = ?", (day,)
+        )
+        return float(row["usd"]) if row else 0.0
+
+    async def cost_by_day(self, since: str) -> list[Row]:
+        """Per UTC day from ``since`` (YYYY-MM-DD) and soul: variants made, seconds, dollars."""
+        return await self._rows(
+            "SELECT cost_day, soul_id, COUNT(*) AS variants, SUM(render_s) AS render_s, "
+            "SUM(animate_s) AS animate_s, SUM(encode_s) AS encode_s, SUM(cost_usd) AS usd "
+            "FROM variant WHERE cost_day >= ? GROUP BY cost_day, soul_id "
+            "ORDER BY cost_day, soul_id",
+            (since,),
+        )
 
     # Selfie places: which landmarks of a city a user had (a primary-key prefix read).
     async def landmarks_used(

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from typing import Any
 
@@ -505,3 +506,25 @@ def test_a_variant_is_set_in_motion_anew_for_its_user(graph: Graph) -> None:
         f"/variants/{nova['variant_id']}/animate", json={"user_id": "move-2", "mode": "animated"}
     )
     assert conflict.status_code == 409 and "motion_module" in conflict.json()["detail"]
+
+
+def test_an_admin_reads_what_variants_cost_per_soul_and_day(graph: Graph) -> None:
+    made = graph.image("valentina", "a copper kettle", "cost-1")
+    assert made.status_code == 200, made.text
+    admin = httpx.Client(
+        base_url=graph.base_url, timeout=60, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    report = admin.get("/stats/cost")
+    assert report.status_code == 200, report.text
+    body = report.json()
+    today = datetime.now(UTC).date().isoformat()
+    [valentina] = [d for d in body["days"] if d["day"] == today and d["soul_id"] == "valentina"]
+    assert valentina["variants"] >= 1 and valentina["render_s"] > 0 and valentina["usd"] > 0
+    assert body["today_usd"] >= valentina["usd"] and body["usd"] >= body["today_usd"]
+    assert body["daily_budget_usd"] is None and body["budget_warning"] is False
+    assert admin.get("/stats/cost", params={"since": "2999-01-01"}).json()["days"] == []
+    for since in ("yesterday", "0", "2026-02-30"):  # a day of the calendar, spelled ISO
+        bad = admin.get("/stats/cost", params={"since": since})
+        assert bad.status_code == 422 and "since" in bad.text and bad.json()["request_id"], since
+    assert graph.client.get("/stats/cost").status_code == 401  # an API key is not an admin key
+    admin.close()

@@ -38,8 +38,10 @@ class Observed:
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
-    # Threshold 64: every sibling counts as too close, so a key's second variant has rejects.
-    args = {**TEST_ARGS, "dedupe": {"threshold": 64}}
+    # Threshold 64: every sibling counts as too close, so a key's second variant has rejects
+    # (pHash's: it is asked first). The tiny CLIP embeds every render too.
+    dedupe = {"threshold": 64, "clip_model": "tiny-clip", "clip_distance": 0.012}
+    args = {**TEST_ARGS, "dedupe": dedupe}
     env = {"SOUL_API_KEYS": json.dumps([API_KEY]), "SOUL_TORCH_THREADS": "1"}
     data_dir = tmp_path_factory.mktemp("metrics")
     logs_dir, metrics_port = data_dir / "logs", free_port()
@@ -83,10 +85,10 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
             {"route": "/jobs", "soul_id": "nova", "result": "hit"},
         ],
         "soul_coalesced_requests": [{"scope": "replica"}],
-        "soul_dedupe_rejects": [{"deployment": "Dedupe"}],
+        "soul_dedupe_rejects": [{"deployment": "Dedupe", "filter": "phash"}],
         "soul_render_ms": [{"source": "text", "deployment": "Renderer"}],
         "soul_animate_ms": [{"mode": "subtle"}, {"mode": "animated"}],
-        "soul_dedupe_ms": [{"deployment": "Dedupe"}],
+        "soul_dedupe_ms": [{"deployment": "Dedupe", "filter": f} for f in ("phash", "clip")],
         "soul_transcode_ms": [{"deployment": "Transcoder"}],
         "soul_store_ms": [{"backend": "local", "deployment": "Transcoder"}],
         "soul_gif_bytes": [{"deployment": "Transcoder"}],
@@ -95,6 +97,13 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
         "soul_job_run_ms": [{"kind": "image", "deployment": "JobWorker"}],
         "soul_job_queue_depth": [{"priority": "high"}, {"priority": "normal"}],  # a gauge: 0
         "soul_key_index_keys": [{"soul_id": "nova", "index": "exact", "deployment": "Catalog"}],
+        "soul_cost_usd": [
+            {"soul_id": soul, "stage": stage, "deployment": "Catalog"}
+            for soul in ("nova", "valentina")
+            for stage in ("render", "animate", "encode")
+        ],
+        "soul_cost_today_usd": [{"deployment": "Catalog"}],
+        "soul_cost_budget_warning": [{"deployment": "Catalog"}],  # no budget: 0
     }
     # Claim races need concurrent claims that interleave: test_postgres.py provokes them. Job
     # retries and dead letters need failing jobs: test_job_worker.py runs those paths.
@@ -128,7 +137,9 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
     # its renders were rejected and the most distinct one kept.
     attempts = IngressConfig().dedupe_attempts
     assert total(samples, "soul_dedupe_rejects") == attempts
-    assert total(samples, "soul_render_ms") == total(samples, "soul_dedupe_ms") == 4 + attempts
+    assert total(samples, "soul_render_ms") == 4 + attempts
+    for name in ("phash", "clip"):  # each render judged by both filters
+        assert total(samples, "soul_dedupe_ms", filter=name) == 4 + attempts, name
     for name in ("soul_animate_ms", "soul_transcode_ms", "soul_store_ms", "soul_gif_bytes"):
         assert total(samples, name) == 5, name
 

@@ -14,9 +14,10 @@ import pytest
 
 from deployments.catalog import CatalogConfig, CatalogEngine
 from serve_app import key_index
+from serve_app.cost import CostConfig, utc_day
 from serve_app.ids import new_ulid, now_ms
 from serve_app.prompts import key_hash, normalize, pk_id
-from serve_app.schemas import PromptKey, SoulSpec, Variant
+from serve_app.schemas import PromptKey, SoulSpec, Variant, VariantCost
 from serve_app.souls import load_souls
 from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.store import StoreUnavailable
@@ -390,6 +391,47 @@ def test_put_variant_claims_it_for_the_users_who_need_it(engine: CatalogEngine) 
     assert [v.variant_id for v in run(engine.list_variants(pk))] == [old, new.variant_id]
     assert run(engine.users_lacking_unseen(pk, ["u1", "u2", "u3"])) == ["u1"]
     assert run(engine.users_lacking_unseen(pk_id("nova", "nothing"), ["u9"])) == ["u9"]
+
+
+def test_a_variant_is_priced_as_recorded_once_and_reported_against_the_budget(
+    db_path: Path, souls: list[SoulSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prices = {"Renderer": 0.5, "Animator": 0.25}  # the Transcoder's seconds cost nothing here
+    config = CatalogConfig(cost=CostConfig(usd_per_second=prices, daily_budget_usd=2.0))
+    engine = started(db_path, souls, config)
+    spent: list[float] = []
+    monkeypatch.setattr(engine.ledger, "spent", lambda soul, cost, day_usd: spent.append(day_usd))
+    pk, today = pk_id("nova", "cue"), utc_day(now_ms())
+
+    def made(render_s: float) -> Variant:
+        cost = VariantCost(render_s=render_s, animate_s=1.0, encode_s=10.0)
+        vid = new_ulid()
+        return Variant(
+            variant_id=vid, pk_id=pk, soul_id="nova", asset_url="a", storage_key=vid, cost=cost
+        )
+
+    first = made(2.0)
+    run(engine.put_variant(first, []))
+    run(engine.put_variant(first, []))  # a retried write: one variant, spent once
+    assert spent == [1.25]
+    [stored] = run(engine.list_variants(pk))
+    assert stored.cost == first.cost.model_copy(update={"usd": 1.25, "day": today})
+    report = run(engine.cost_report(today, today))
+    assert (report.today_usd, report.budget_used, report.budget_warning) == (1.25, 0.625, False)
+
+    run(engine.put_variant(made(0.5), []))  # 1.75 of 2.0: past 80 %
+    report = run(engine.cost_report(today, today))
+    assert spent == [1.25, 1.75] and report.budget_warning and report.budget_used == 0.875
+    [day] = report.days
+    assert (day.day, day.soul_id, day.variants, day.render_s, day.usd) == (
+        today,
+        "nova",
+        2,
+        2.5,
+        1.75,
+    )
+    assert run(engine.cost_report("2999-01-01", today)).days == []
+    run(engine.close())
 
 
 def test_work_lock_between_two_owners(engine: CatalogEngine) -> None:

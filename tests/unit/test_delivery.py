@@ -8,6 +8,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,11 +16,14 @@ import pytest
 from deployments.dedupe import DedupeConfig, DedupeEngine
 from deployments.renderer import RendererEngine
 from serve_app.coalesce import WorkInterrupted
+from serve_app.cost import CostConfig, utc_day
 from serve_app.delivery import Delivery, UnknownCity
+from serve_app.diffusion.sources import ModelManager
+from serve_app.diffusion.tiny import TINY_CLIP
 from serve_app.errors import Busy, Conflict, Gone, InvalidRequest, NotFound, UnusableStyle
-from serve_app.ids import new_ulid
+from serve_app.ids import new_ulid, now_ms
 from serve_app.prompts import pk_id
-from serve_app.schemas import DedupeVerdict, Frames, Regeneration, RenderJob
+from serve_app.schemas import DedupeVerdict, Fingerprint, Frames, Regeneration, RenderJob
 from serve_app.storage.store import StoreUnavailable
 from tests.support import run
 from tests.unit.world import Gate, Replica, World
@@ -141,12 +145,12 @@ def test_the_render_lock_is_renewed_while_a_render_outlasts_its_ttl(world: World
 
 
 class Recording(DedupeEngine):
-    def __init__(self, config: DedupeConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: DedupeConfig, manager: ModelManager | None = None) -> None:
+        super().__init__(config, manager)
         self.verdicts: list[DedupeVerdict] = []
 
-    def check(self, frames: Frames, existing: list[int]) -> DedupeVerdict:
-        verdict = super().check(frames, existing)
+    def check(self, frames: Frames, known: list[Fingerprint]) -> DedupeVerdict:
+        verdict = super().check(frames, known)
         self.verdicts.append(verdict)
         return verdict
 
@@ -163,6 +167,49 @@ def test_dedupe_keeps_the_most_distinct_of_its_attempts(world: World) -> None:
     best = max(v.min_distance or 0 for v in dedupe.verdicts)
     assert second.variant.meta["dedupe_min_distance"] == best
     assert second.variant.phash in {v.phash for v in dedupe.verdicts if v.min_distance == best}
+
+
+def test_a_variants_image_embedding_is_kept_and_judges_its_keys_next_renders(
+    world: World, models_dir: Path
+) -> None:
+    clip = DedupeConfig(threshold=0, clip_model=TINY_CLIP, clip_distance=2.0)  # CLIP alone
+    dedupe = Recording(clip, ModelManager(models_dir))  # and every picture is "the same"
+    replica = world.replica(dedupe=dedupe, dedupe_attempts=2)
+    first = replica.image("penguin", "a").variant
+    [(stored,)] = world.rows(
+        "SELECT image_embed FROM variant WHERE variant_id = ?", first.variant_id
+    )
+    assert stored == dedupe.verdicts[0].image_embed and len(stored) == 2 * 64  # float16 x 64
+    assert first.meta["image_embed_model"] == TINY_CLIP
+    dedupe.verdicts.clear()
+    replica.image("penguin", "a")
+    assert len(dedupe.verdicts) == 2  # both attempts judged against the stored embedding
+    assert all(v.duplicate and v.clip_distance is not None for v in dedupe.verdicts)
+    assert all(v.min_distance is not None and v.min_distance >= 0 for v in dedupe.verdicts)
+
+
+def test_a_variant_costs_every_render_it_took_its_animation_and_encode(world: World) -> None:
+    dedupe = Recording(DedupeConfig(threshold=64))
+    replica = world.replica(dedupe=dedupe, dedupe_attempts=3)
+    replica.image("penguin", "a")
+    dedupe.verdicts.clear()
+    second = replica.image("penguin", "a").variant  # three renders, the most distinct kept
+    [(day, render_s, animate_s, encode_s, usd)] = world.rows(
+        "SELECT cost_day, render_s, animate_s, encode_s, cost_usd FROM variant "
+        "WHERE variant_id = ?",
+        second.variant_id,
+    )
+    assert len(dedupe.verdicts) == 3 and all(v.render_s > 0 for v in dedupe.verdicts)
+    assert render_s == pytest.approx(sum(v.render_s for v in dedupe.verdicts))
+    assert render_s > second.meta["render_s"] > 0  # the kept render alone is a third of it
+    assert animate_s == second.meta["animate_s"] > 0 and encode_s == second.meta["encode_s"] > 0
+    prices = CostConfig().usd_per_second
+    priced = (
+        render_s * prices["Renderer"]
+        + animate_s * prices["Animator"]
+        + encode_s * prices["Transcoder"]
+    )
+    assert usd == pytest.approx(priced, abs=1e-9) and day == utc_day(now_ms())  # to 9 places
 
 
 def test_delivery_gives_up_with_a_503_after_its_attempts(

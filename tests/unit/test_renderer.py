@@ -131,8 +131,10 @@ def test_a_batch_gives_each_job_the_picture_it_gets_alone(renderer: RendererEngi
         alone = renderer.render(member)
         assert picture.pixels.shape == alone.pixels.shape == (1, 64, 64, 3)
         assert mean_abs_diff(picture, alone) < 1.0, member  # under 1/255 of the range
-        assert picture.meta == alone.meta
-        assert tuple(picture.meta) == RENDER_FACTS  # what animating its cover again carries over
+        # What animating its cover again carries over, and its share of the call's seconds.
+        assert tuple(picture.meta) == (*RENDER_FACTS, "render_s")
+        assert {**picture.meta, "render_s": 0} == {**alone.meta, "render_s": 0}
+        assert picture.meta["render_s"] > 0
     # four pipeline calls: the two plain jobs, the one without a negative prompt, the two
     # referenced ones, the inked one
     assert len(calls) == 4

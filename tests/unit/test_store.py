@@ -19,7 +19,7 @@ import pytest
 from serve_app import cli
 from serve_app.ids import new_ulid, now_ms
 from serve_app.prompts import key_hash, pk_id, soul_prefix_bounds
-from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant
+from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant, VariantCost
 from serve_app.storage.postgres import PostgresStore, drop_database
 from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.store import Store, StoreUnavailable, open_store
@@ -434,8 +434,9 @@ SOULS = ["nova", "nova2", "valentina", *(f"filler{i}" for i in range(20))]
 
 @pytest.fixture
 def filled(store: Store) -> Store:
-    """About 2,300 keys, 4,600 variants and 4,600 seen rows over 23 souls, one of them sharing
-    the prefix "nova", and 2,000 souls with styles; written in bulk, then analyzed."""
+    """About 2,300 keys, 4,600 variants (made over 30 days) and 4,600 seen rows over 23 souls,
+    one of them sharing the prefix "nova", and 2,000 souls with styles; written in bulk, then
+    analyzed."""
     souls = [(f"soul{i}", f"Soul {i}", 1) for i in range(2000)] + [("nova", "Nova", 1)]
     styles = [(soul, "tiny-sdxl", "[]", "{}", "[]", "{}", 1) for soul, _, _ in souls]
     keys, logged, variants, seen = [], [], [], []
@@ -446,7 +447,8 @@ def filled(store: Store) -> Store:
             logged.append((soul, new_ulid(), pk))
             for _ in range(2):
                 vid = new_ulid()
-                variants.append((pk, vid, soul, "u", "s", "{}", 1))
+                day = f"2026-11-{1 + len(variants) % 30:02d}"
+                variants.append((pk, vid, soul, "u", "s", "{}", day, 1.0, 2.0, 0.1, 0.01, 1))
                 seen.append((f"user{i % 50}", vid, 1))
     statements = [
         ("INSERT INTO soul (soul_id, display_name, updated_at_ts) VALUES (?, ?, ?)", souls),
@@ -463,7 +465,8 @@ def filled(store: Store) -> Store:
         ("INSERT INTO prompt_key_log (soul_id, seq, pk_id) VALUES (?, ?, ?)", logged),
         (
             "INSERT INTO variant (pk_id, variant_id, soul_id, asset_url, storage_key, meta_json, "
-            "updated_at_ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "cost_day, render_s, animate_s, encode_s, cost_usd, updated_at_ts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             variants,
         ),
         ("INSERT INTO user_seen (user_id, variant_id, seen_at_ts) VALUES (?, ?, ?)", seen),
@@ -544,6 +547,44 @@ def test_plan_a_variant_by_its_id(filled: Store) -> None:
     [(sql, params)] = statements_of(filled, filled.find_variant(new_ulid()))
     plan = query_plan(filled, sql, params)
     assert "variant_by_id" in plan and "SCAN variant" not in plan and "Seq Scan" not in plan, plan
+
+
+def test_plan_a_days_spend(filled: Store) -> None:
+    for call in (filled.day_cost_usd("2026-11-30"), filled.cost_by_day("2026-11-29")):
+        [(sql, params)] = statements_of(filled, call)
+        plan = query_plan(filled, sql, params)
+        assert "variant_by_cost_day" in plan and "SCAN variant" not in plan, plan
+        assert "Seq Scan" not in plan, plan
+
+
+def costing(soul: str, day: str, render_s: float, usd: float) -> Variant:
+    cost = VariantCost(render_s=render_s, animate_s=1.0, encode_s=0.5, usd=usd, day=day)
+    return make_variant(pk_id(soul, "cue"), ts=2).model_copy(update={"cost": cost})
+
+
+def test_costs_sum_per_day_and_soul_and_outlive_a_deletion(store: Store) -> None:
+    made = [
+        costing("nova", "2026-11-30", 2.0, 0.25),
+        costing("nova", "2026-11-30", 3.0, 0.5),
+        costing("valentina", "2026-11-30", 1.0, 0.125),
+        costing("nova", "2026-12-01", 4.0, 1.0),
+        make_variant(pk_id("nova", "cue"), ts=2),  # made before costs: not counted
+    ]
+    for variant in made:
+        run(store.upsert_variant(variant))
+    assert run(store.get_variant(made[0].pk_id, made[0].variant_id)) == made[0]
+    assert run(store.delete_variant(made[1], 3))  # its cost was spent all the same
+
+    assert run(store.day_cost_usd("2026-11-30")) == 0.875
+    assert run(store.day_cost_usd("2026-12-02")) == 0
+    by_day = [dict(r) for r in run(store.cost_by_day("2026-11-30"))]
+    assert [(r["cost_day"], r["soul_id"], r["variants"], r["usd"]) for r in by_day] == [
+        ("2026-11-30", "nova", 2, 0.75),
+        ("2026-11-30", "valentina", 1, 0.125),
+        ("2026-12-01", "nova", 1, 1.0),
+    ]
+    assert by_day[0]["render_s"] == 5.0 and by_day[0]["animate_s"] == 2.0
+    assert [r["cost_day"] for r in run(store.cost_by_day("2026-12-01"))] == ["2026-12-01"]
 
 
 def test_claim_is_one_statement(store: Store) -> None:

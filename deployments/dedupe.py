@@ -113,13 +113,13 @@ class DedupeEngine:
 @serve.deployment(name="Dedupe", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=32)
 class Dedupe:
     def __init__(self) -> None:
-        settings = Settings()
-        configure_torch(settings)
-        self.engine = DedupeEngine(manager=model_manager(settings))
+        self.settings = Settings()
+        self.engine = DedupeEngine(manager=model_manager(self.settings))
 
     def reconfigure(self, config: dict) -> None:
         self.engine.config = DedupeConfig.model_validate(config)
         if self.engine.config.clip_model:  # loaded before the first render waits on it
+            configure_torch(self.settings)  # torch only where a CLIP model runs
             self.engine.encoder(self.engine.config.clip_model)
 
     def check(self, frames: Frames, known: list[Fingerprint]) -> DedupeVerdict:

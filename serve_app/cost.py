@@ -68,32 +68,32 @@ class Ledger:
 
     def priced(self, cost: VariantCost, ts_ms: int) -> VariantCost:
         """``cost`` with its day (of ``ts_ms``, UTC) and its price in dollars."""
-        seconds = cost.model_dump()
-        usd = sum(
-            seconds[f"{STAGE_OF[deployment]}_s"] * price
-            for deployment, price in self.config.usd_per_second.items()
-        )
+        usd = sum(self._by_stage(cost).values())
         return cost.model_copy(update={"day": utc_day(ts_ms), "usd": round(usd, 9)})
 
     def spent(self, soul_id: str, cost: VariantCost, day_usd: float) -> None:
         """A new variant's cost is recorded; ``day_usd``: its day's spend, all souls, with it."""
-        prices = self.config.usd_per_second
-        for deployment, price in prices.items():
-            stage = STAGE_OF[deployment]
-            count(
-                "soul_cost_usd", getattr(cost, f"{stage}_s") * price, soul_id=soul_id, stage=stage
-            )
+        for stage, usd in self._by_stage(cost).items():
+            count("soul_cost_usd", usd, soul_id=soul_id, stage=stage)
+        warning = self.over_warning(day_usd)
         gauge("soul_cost_today_usd", day_usd)
-        gauge("soul_cost_budget_warning", float(self.over_warning(day_usd)))
-        if self.over_warning(day_usd) and self._warned_day != cost.day:
+        gauge("soul_cost_budget_warning", float(warning))
+        if warning and self._warned_day != cost.day:
             self._warned_day = cost.day
             log.warning(
-                "spend of %s is $%.2f, %.0f%% of the daily budget of $%.2f",
+                "spend of %s is $%.2f, past %.0f%% of the daily budget of $%.2f",
                 cost.day,
                 day_usd,
-                100 * day_usd / (self.config.daily_budget_usd or 1),
+                100 * self.config.warn_at,
                 self.config.daily_budget_usd,
             )
+
+    def _by_stage(self, cost: VariantCost) -> dict[str, float]:
+        """Dollars of each priced stage: its seconds at its deployment's price."""
+        return {
+            STAGE_OF[deployment]: getattr(cost, f"{STAGE_OF[deployment]}_s") * price
+            for deployment, price in self.config.usd_per_second.items()
+        }
 
     def over_warning(self, day_usd: float) -> bool:
         budget = self.config.daily_budget_usd

@@ -477,17 +477,17 @@ class DedupeVerdict(BaseModel):
         default=None, description="Cosine distance to the nearest sibling embedded alike."
     )
 
+    render_s: float = Field(
+        default=0.0,
+        description="Seconds of the render judged: the variant pays for it, kept or not.",
+    )
+
     @property
     def fingerprint(self) -> Fingerprint:
         """The judged render as a sibling of the next ones."""
         return Fingerprint(
             phash=self.phash, image_embed=self.image_embed, embed_model=self.embed_model
         )
-
-    render_s: float = Field(
-        default=0.0,
-        description="Seconds of the render judged: the variant pays for it, kept or not.",
-    )
 
 
 @dataclass

@@ -3,7 +3,8 @@ check costs.
 
 Renders of one prompt with distinct seeds are what must never be rejected (every pair is
 checked); re-encoded copies of them (JPEG at a quality, or the picture shifted a few pixels)
-are what should be. Each filter is judged alone, at the configured thresholds, in-process.
+are what should be. Each filter is judged alone, with `config/serve.local.yaml`'s Dedupe
+settings (its model and thresholds), in-process.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import yaml
 
 from serve_app.bench.common import BENCH_ARGS, write_report
 
 RENDERS = 16
-CLIP_DISTANCE = 0.012  # as config/serve.local.yaml has it
+LOCAL_CONFIG = "config/serve.local.yaml"  # Dedupe as `make serve` runs it
 
 
 def jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
@@ -45,15 +47,16 @@ def dedupe_main(ns: argparse.Namespace) -> int:
     from deployments.dedupe import DedupeConfig, DedupeEngine
     from deployments.renderer import RendererConfig, RendererEngine
     from serve_app.diffusion.sources import ModelManager
-    from serve_app.diffusion.tiny import TINY_CLIP, TINY_MODEL, build_tiny_models
+    from serve_app.diffusion.tiny import TINY_MODEL, build_tiny_models
     from serve_app.schemas import Frames, RenderJob
-    from serve_app.settings import Settings
+    from serve_app.settings import Settings, config_file
 
     models_dir = Settings().resolved_models_dir
     build_tiny_models(models_dir)
     manager = ModelManager(models_dir)
     renderer = RendererEngine(manager, RendererConfig(**BENCH_ARGS["renderer"]))
-    config = DedupeConfig(clip_model=TINY_CLIP, clip_distance=CLIP_DISTANCE)
+    app = yaml.safe_load(config_file(LOCAL_CONFIG).read_text())["applications"][0]
+    config = DedupeConfig.model_validate(app["args"]["dedupe"])
     engine = DedupeEngine(config, manager)
     count = ns.requests or RENDERS
     renders = [
@@ -87,7 +90,7 @@ def dedupe_main(ns: argparse.Namespace) -> int:
             v.min_distance is not None and v.min_distance < config.threshold for v in verdicts
         ]
         by_picture = [
-            v.clip_distance is not None and v.clip_distance < CLIP_DISTANCE for v in verdicts
+            v.clip_distance is not None and v.clip_distance < config.clip_distance for v in verdicts
         ]
         rows.append(
             {
@@ -104,8 +107,8 @@ def dedupe_main(ns: argparse.Namespace) -> int:
         "phash": _ms_per_check(DedupeEngine(manager=manager), renders, known),
         "phash + clip": _ms_per_check(engine, renders, known),
     }
-    _print(rows, costs, config.threshold)
-    report = {"thresholds": {"phash": config.threshold, "clip": CLIP_DISTANCE}}
+    _print(rows, costs, config)
+    report = {"thresholds": {"phash": config.threshold, "clip": config.clip_distance}}
     write_report(ns, {**report, "cases": rows, "ms_per_check": costs})
     return 0
 
@@ -127,8 +130,11 @@ def _ms_per_check(engine: Any, renders: list[np.ndarray], known: list[Any]) -> f
     return round(sorted(times)[len(times) // 2] * 1000, 2)
 
 
-def _print(rows: list[dict[str, Any]], costs: dict[str, float], threshold: int) -> None:
-    print(f"\nDedupe filters on the tiny model (pHash < {threshold} bits, CLIP < {CLIP_DISTANCE})")
+def _print(rows: list[dict[str, Any]], costs: dict[str, float], config: Any) -> None:
+    print(
+        f"\nDedupe filters as {LOCAL_CONFIG} has them ({config.clip_model}; pHash < "
+        f"{config.threshold} bits, CLIP < {config.clip_distance})"
+    )
     print(f"{'case':<40}{'n':>6}{'pHash':>8}{'CLIP':>8}{'CLIP only':>11}")
     for r in rows:
         print(

@@ -32,8 +32,10 @@ log = logging.getLogger("ray.serve")
 
 
 class RendererConfig(DiffusionConfig):
-    width: int = Field(default=128, ge=64, le=2048, multiple_of=8)
-    height: int = Field(default=128, ge=64, le=2048, multiple_of=8)
+    width: int = Field(default=128, ge=64, le=2048, multiple_of=8, description="Render width (px).")
+    height: int = Field(
+        default=128, ge=64, le=2048, multiple_of=8, description="Render height (px)."
+    )
     max_styles: int = Field(
         default=4,
         ge=1,

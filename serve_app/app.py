@@ -48,15 +48,34 @@ class AppArgs(BaseModel):
         default="config/variations.yaml",
         description="What pack jobs vary between items: poses, expressions, angles.",
     )
-    ingress: IngressConfig = Field(default_factory=IngressConfig)
-    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
-    renderer: RendererConfig = Field(default_factory=RendererConfig)
-    animator: AnimatorConfig = Field(default_factory=AnimatorConfig)
-    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
-    transcoder: TranscoderConfig = Field(default_factory=TranscoderConfig)
+    ingress: IngressConfig = Field(
+        default_factory=IngressConfig,
+        description="The Ingress: delivery, Idempotency-Key and job-queue knobs.",
+    )
+    catalog: CatalogConfig = Field(
+        default_factory=CatalogConfig,
+        description="The Catalog: key matching, each soul's key index, sweeping, cost.",
+    )
+    renderer: RendererConfig = Field(
+        default_factory=RendererConfig,
+        description="The Renderer: render size and steps, device, styles and LoRAs kept, batching.",
+    )
+    animator: AnimatorConfig = Field(
+        default_factory=AnimatorConfig,
+        description="The Animator: frames, img2img strength and steps, the video model.",
+    )
+    dedupe: DedupeConfig = Field(
+        default_factory=DedupeConfig,
+        description="Dedupe: the pHash threshold and the optional CLIP filter.",
+    )
+    transcoder: TranscoderConfig = Field(
+        default_factory=TranscoderConfig,
+        description="The Transcoder: frame rate, width, formats, thumbnail size.",
+    )
     worker: WorkerConfig = Field(
         default_factory=WorkerConfig,
-        description="The JobWorker: slots, leases, retries, webhooks, and its delivery knobs.",
+        description="The JobWorker: slots, leases, retries, webhooks, and its delivery knobs "
+        "(those left unset follow ingress:).",
     )
     replicas: dict[DeploymentName, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict,

@@ -95,6 +95,14 @@ def cmd_db_init(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs_config(ns: argparse.Namespace) -> int:
+    """Rewrite docs/configuration.md from the config models' field descriptions."""
+    from serve_app import configdoc
+
+    print(f"wrote {configdoc.write()}")
+    return 0
+
+
 def cmd_bench(ns: argparse.Namespace) -> int:
     from serve_app import bench
 
@@ -124,6 +132,12 @@ def parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the service in the foreground")
     serve.add_argument("--config", default="config/serve.local.yaml", help="Serve config file")
     serve.set_defaults(func=cmd_serve)
+
+    docs = sub.add_parser("docs", help="the generated reference pages").add_subparsers(
+        dest="docs_command", required=True
+    )
+    config_page = docs.add_parser("config", help="rewrite docs/configuration.md from the configs")
+    config_page.set_defaults(func=cmd_docs_config)
 
     from serve_app.bench import add_arguments
 

@@ -31,7 +31,14 @@ class DiffusionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(default=8, ge=1, le=150, description="Denoising steps.")
-    guidance_scale: float = Field(default=5.0, ge=0.0, le=30.0)
+    guidance_scale: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=30.0,
+        description="Classifier-free guidance: how strongly the prompt and negatives steer each "
+        'denoising step (1 or less: off). Mode "video" uses it as its highest guidance, at '
+        "least 1.",
+    )
     device: Literal["cpu", "cuda"] = Field(
         default="cpu", description="Where pipelines loaded from now on run."
     )

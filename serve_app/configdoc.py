@@ -93,12 +93,12 @@ def type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "multiple_of": "multiple of"}
-
-
 def key_name(annotation: Any) -> str:
     """A dict's key: a name from a fixed list (a deployment's) reads as `name`."""
     return "name" if typing.get_origin(annotation) is typing.Literal else type_name(annotation)
+
+
+BOUNDS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "multiple_of": "multiple of"}
 
 
 def bounds(field: FieldInfo) -> str:

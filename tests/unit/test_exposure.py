@@ -15,18 +15,18 @@ BUCKET = "gs://artifacts-prod-soulmedia"
 
 
 @pytest.mark.parametrize(
-    ("backend", "named"),
+    ("settings", "named"),
     [
-        ({"database_url": DSN}, "SOUL_DATABASE_URL is PostgreSQL"),
-        ({"database_url": "postgres://soul@db/soul"}, "SOUL_DATABASE_URL is PostgreSQL"),
-        ({"object_store_url": BUCKET}, "SOUL_OBJECT_STORE_URL is a gs:// bucket"),
+        (Settings(database_url=DSN), "SOUL_DATABASE_URL is PostgreSQL"),
+        (Settings(database_url="postgres://soul@db/soul"), "SOUL_DATABASE_URL is PostgreSQL"),
+        (Settings(object_store_url=BUCKET), "SOUL_OBJECT_STORE_URL is a gs:// bucket"),
     ],
 )
 def test_a_production_backend_without_api_keys_is_refused_naming_the_settings(
-    backend: dict[str, str], named: str
+    settings: Settings, named: str
 ) -> None:
     with pytest.raises(UnsafeSettings) as refused:
-        Settings(**backend).check_exposure()
+        settings.check_exposure()
     message = str(refused.value)
     assert named in message
     assert "Set SOUL_API_KEYS" in message and "SOUL_ALLOW_NO_API_KEYS=true" in message

@@ -18,6 +18,7 @@ from deployments.renderer import Renderer, RendererConfig
 from deployments.transcoder import Transcoder, TranscoderConfig
 from deployments.worker import JobWorker, WorkerConfig
 from serve_app.delivery import DeliveryConfig
+from serve_app.settings import Settings
 
 SHED_RETRY_AFTER_S = 2
 DeploymentName = Literal[
@@ -91,6 +92,7 @@ class AppArgs(BaseModel):
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
     args = AppArgs.model_validate(args)
+    Settings().check_exposure()  # refused here, before any replica starts, on every way in
 
     def deployment(
         decorated: object, section: BaseModel | None = None, **defaults: Any

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from serve_app.settings import Settings
+from serve_app.settings import POSTGRES_SCHEMES, Settings, UnsafeSettings
 
 
 def cmd_models_tiny(ns: argparse.Namespace) -> int:
@@ -44,6 +44,11 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     from ray.serve.scripts import cli as serve_cli
 
     settings = Settings()
+    try:
+        settings.check_exposure()  # before Ray starts: the quickest refusal
+    except UnsafeSettings as exc:
+        print(f"soul serve: {exc}", file=sys.stderr)
+        return 2
     config = yaml.safe_load(Path(ns.config).read_text())
     config.setdefault("http_options", {}).update(host=settings.host, port=settings.port)
     run_file = settings.resolved_data_dir / f"serve.{settings.port}.yaml"
@@ -79,7 +84,7 @@ def cmd_db_init(ns: argparse.Namespace) -> int:
 
     settings = Settings()
     dsn = settings.resolved_database_url
-    created = dsn.startswith(("postgresql://", "postgres://")) and create_database(dsn)
+    created = dsn.startswith(POSTGRES_SCHEMES) and create_database(dsn)
 
     async def apply_schema() -> None:
         store = store_for(settings)

@@ -68,7 +68,10 @@ def node_env(settings: Settings) -> dict[str, str]:
 
     Ray's local-only mode (its default on Windows and macOS) gives the node the address
     127.0.0.1, so its gRPC servers, agents and metrics endpoints listen on loopback only. Ray
-    reads that flag when it is imported: ``soul`` and the tests' conftest set it first.
+    reads that flag when it is imported: ``soul`` and the tests' conftest set it first. One
+    listener no setting reaches: each Serve replica's inter-deployment gRPC server, which Ray
+    2.60 binds to ``[::]:0`` in code (``Replica._on_initialized``); under Ray's token auth it
+    answers only calls that carry the cluster's token.
     Serve's HTTP proxy runs our middlewares (``api/proxy.py``); the adopted speed parts are on."""
     adopted = {k: v for part in ADOPTED_PARTS for k, v in SPEED_PARTS[part].items()}
     return {

@@ -106,11 +106,11 @@ class DocumentedAs:
 SAFE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]*$"
 SAFE_TEXT = Documented({"pattern": SAFE_PATTERN})
 SAFE_KEYS = Documented({"propertyNames": {"pattern": SAFE_PATTERN}})
-# What ``safe_json`` lets through, as a schema: safe text everywhere, keys included.
+# What ``safe_json`` lets through, as a schema: safe text, keys included. Not recursive, so a
+# client generator can follow it: nested lists and objects are documented as any JSON
+# (``safe_json`` checks every level).
 SafeJson = TypeAliasType(
-    "SafeJson",
-    "Annotated[str, SAFE_TEXT] | int | float | bool | list[SafeJson]"
-    " | Annotated[dict[str, SafeJson], SAFE_KEYS] | None",
+    "SafeJson", Annotated[str, SAFE_TEXT] | int | float | bool | list[Any] | dict[str, Any] | None
 )
 Text = Annotated[str, AfterValidator(safe_text), SAFE_TEXT]
 # URLs the service calls out to (references, webhooks): an ASCII host name, an optional port,
@@ -173,7 +173,8 @@ LoraId = Annotated[
 JsonObject = Annotated[
     dict[str, Any],
     AfterValidator(safe_json),
-    DocumentedAs(Annotated[dict[str, SafeJson], SAFE_KEYS]),
+    DocumentedAs(dict[str, SafeJson]),
+    SAFE_KEYS,
 ]
 
 

@@ -11,6 +11,12 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+class UnsafeSettings(ValueError):
+    """The settings would expose a production backend without authentication."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SOUL_", extra="ignore")
@@ -111,6 +117,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Bearer keys the ingress accepts (JSON list). Empty: open, local dev only.",
     )
+    allow_no_api_keys: bool = Field(
+        default=False,
+        description="Serve without API keys although the catalog is on PostgreSQL or the objects "
+        "in a gs:// bucket: only for a private network whose every client is trusted. Off: such a "
+        "service refuses to start until SOUL_API_KEYS is set.",
+    )
     admin_keys: list[SecretStr] = Field(
         default_factory=list,
         description="Bearer keys of the /admin routes (JSON list); an admin key is also an API "
@@ -186,6 +198,28 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return (self.models_dir or self.resolved_data_dir / "models").expanduser().resolve()
+
+    def check_exposure(self) -> None:
+        """Refuse to serve a production backend to anyone who reaches the port: with PostgreSQL
+        or a gs:// bucket, API keys are required unless ``allow_no_api_keys`` says the network
+        is private. Raises ``UnsafeSettings`` naming the setting to set."""
+        production = [
+            name
+            for name, is_production in [
+                ("SOUL_DATABASE_URL is PostgreSQL", self.database_url.startswith(POSTGRES_SCHEMES)),
+                (
+                    "SOUL_OBJECT_STORE_URL is a gs:// bucket",
+                    self.object_store_url.startswith("gs://"),
+                ),
+            ]
+            if is_production
+        ]
+        if production and not self.api_keys and not self.allow_no_api_keys:
+            raise UnsafeSettings(
+                f"{' and '.join(production)} but SOUL_API_KEYS is empty, so anyone who reaches "
+                "the service could use it. Set SOUL_API_KEYS (a JSON list of bearer keys), or "
+                "SOUL_ALLOW_NO_API_KEYS=true if only a private network reaches it."
+            )
 
     @cached_property
     def media_key(self) -> bytes:

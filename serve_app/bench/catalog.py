@@ -158,3 +158,7 @@ def side_ratios(
         f"{label}, {a['side'].split(': ', 1)[1]}": a[field] / b[field]
         for a, b in zip(left, right, strict=True)
     }
+
+
+def run(ns: argparse.Namespace) -> int:
+    return report_catalog(ns, catalog_main(ns, ns.requests or 200))

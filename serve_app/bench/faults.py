@@ -321,3 +321,7 @@ def report_faults(ns: argparse.Namespace, result: dict[str, Any]) -> int:
         print(f"{name:<34}{value:>6}")
     write_report(ns, {"scenario": "faults", **result})
     return 0
+
+
+def run(ns: argparse.Namespace) -> int:
+    return report_faults(ns, faults_main(ns))

@@ -2,7 +2,7 @@
 
 Each mode (``--modes``, names in ``serve_app.local.SPEED_MODES``) gets a local Ray of its own,
 started with that node environment; in it, the same client measures our hit path and then the
-floor, a no-op graph of our shape (``serve_app.api.floor``): ours/floor is what a hit costs
+floor, a no-op graph of our shape (``serve_app.bench.floor``): ours/floor is what a hit costs
 above Ray's own. Last, the catalog logic called in-process on the same store."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def mode_hot(data_dir: Path, mode: str, n: int, concurrency: int) -> list[dict[s
     """Our hit path, then the floor, over HTTP on one local Ray in ``mode``: two rows."""
     from ray import serve
 
-    from serve_app.api.floor import build_floor
+    from serve_app.bench.floor import build_floor
     from serve_app.local import SPEED_MODES, local_graph
 
     env = SPEED_MODES[mode]
@@ -87,3 +87,7 @@ def report_hot(ns: argparse.Namespace, result: dict[str, Any]) -> int:
     report = {"scenario": "hot", **result, "concurrency": ns.concurrency, "modes": ns.modes}
     write_report(ns, report)
     return 0
+
+
+def run(ns: argparse.Namespace) -> int:
+    return report_hot(ns, hot_main(ns, ns.requests or 200))

@@ -10,6 +10,7 @@ remainder; over HTTP, the replicas' own timing of their calls says what it went 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
@@ -24,7 +25,15 @@ from typing import Any
 import httpx
 from ray.serve import Deployment
 
-from serve_app.bench.common import BENCH_ARGS, SOUL, free_port, summarize, timed_concurrently
+from serve_app.bench.common import (
+    BENCH_ARGS,
+    SOUL,
+    free_port,
+    print_table,
+    summarize,
+    timed_concurrently,
+    write_report,
+)
 from serve_app.settings import Settings
 
 STAGES = {  # a stage of a miss: the histogram that times it, on both sides
@@ -219,3 +228,21 @@ def miss_main(n: int) -> tuple[dict[str, Any], dict[str, Any]]:
         with graph as base:
             http = asyncio.run(http_miss(base, logs_dir, n))
     return http, floor
+
+
+def run(ns: argparse.Namespace) -> int:
+    """The HTTP side next to its in-process floor, stage by stage; the table and the JSON."""
+    http, floor = miss_main(ns.requests or 5)
+    ratio = {"p50 ratio http/in-process": http["p50_ms"] / floor["p50_ms"]}
+    print_table("soul bench miss", [http, floor], ratio)
+    print_stages(http, floor)
+    write_report(ns, {"scenario": "miss", "rows": [http, floor], **ratio, "concurrency": 1})
+    return 0
+
+
+def print_stages(http: dict[str, Any], floor: dict[str, Any]) -> None:
+    """The rows' ``stages_ms`` side by side, with what the HTTP side adds to each."""
+    print(f"\n{'ms per request (mean)':<46}{'http':>11}{'in-process':>11}{'added':>11}")
+    for stage, ms in http["stages_ms"].items():
+        base = floor["stages_ms"][stage]
+        print(f"{stage:<46}{ms:>11.1f}{base:>11.1f}{ms - base:>+11.1f}")

@@ -53,22 +53,42 @@ class SelfieJob(JobBase):
 
 
 NULL: dict[str, JsonValue] = {"type": "null"}
-PACK_OF_CUES: dict[str, JsonValue] = {
-    "required": ["cues"],
-    "properties": {"cues": {"type": "array"}, "cue": NULL, "count": NULL, "vary": NULL},
-}
-PACK_OF_COUNT: dict[str, JsonValue] = {
-    "required": ["cue", "count"],
-    "properties": {"cue": {"type": "string"}, "count": {"type": "integer"}, "cues": NULL},
-}
+
+
+def _two_ways(schema: dict[str, JsonValue]) -> None:
+    """PackJob's rule, for the schema: exactly one of the two ways is given. Each way is a whole
+    typed object (a client generator makes a model of each): cues, or cue with count."""
+    fields = schema["properties"]
+    assert isinstance(fields, dict)
+
+    def way(title: str, given: list[str], absent: list[str]) -> dict[str, JsonValue]:
+        given_fields = {name: _not_null(fields[name]) for name in given}
+        return {
+            "type": "object",
+            "title": title,
+            "properties": {**fields, **given_fields, **{name: NULL for name in absent}},
+            "required": list(given),
+        }
+
+    schema["oneOf"] = [
+        way("PackOfCues", ["cues"], ["cue", "count", "vary"]),
+        way("PackOfCount", ["cue", "count"], ["cues"]),
+    ]
+
+
+def _not_null(field: JsonValue) -> JsonValue:
+    """An optional field's schema without its ``null``, keeping its title and description."""
+    assert isinstance(field, dict) and isinstance(field["anyOf"], list)
+    [value] = [option for option in field["anyOf"] if option != NULL]
+    assert isinstance(value, dict)
+    return {**{k: v for k, v in field.items() if k != "anyOf"}, **value}
 
 
 class PackJob(JobBase):
     """2-10 variants this user has never been sent, all in the soul's look: one per cue of
     ``cues``, or ``count`` of ``cue`` (each with the next phrase of ``vary``, if given)."""
 
-    # The rule below, for the schema: exactly one of the two ways is given.
-    model_config = ConfigDict(json_schema_extra={"oneOf": [PACK_OF_CUES, PACK_OF_COUNT]})
+    model_config = ConfigDict(json_schema_extra=_two_ways)
 
     kind: Literal["pack"]
     soul_id: SoulId

@@ -16,6 +16,7 @@ import yaml
 
 from serve_app.local import node_env
 from serve_app.settings import Settings
+from tests.support import skip_or_fail
 
 OVERLAYS = ["dev", "prod"]
 
@@ -23,7 +24,7 @@ OVERLAYS = ["dev", "prod"]
 def built(overlay: str) -> dict[str, dict[str, Any]]:
     """``kubectl kustomize`` of an overlay, by ``Kind/name``."""
     if shutil.which("kubectl") is None:
-        pytest.skip("kubectl (with its built-in kustomize) is not installed")
+        skip_or_fail("kubectl (with its built-in kustomize) is not installed")
     out = subprocess.run(
         ["kubectl", "kustomize", f"k8s/overlays/{overlay}"],
         check=True,

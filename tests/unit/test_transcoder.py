@@ -22,7 +22,7 @@ from deployments.transcoder import (
     encode_frames,
     encode_gif,
 )
-from serve_app.bench import encode_formats
+from serve_app.bench.render import encode_formats
 from serve_app.schemas import EncodeJob, Frames, Variant
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serve_app.ids import first_ulid_of, new_ulid, now_ms, ulid_ms
 from serve_app.metrics import gauge
 from serve_app.storage.objects import ObjectStore
-from serve_app.storage.store import Store
+from serve_app.storage.tables import CatalogStore
 
 log = logging.getLogger("ray.serve")
 
@@ -207,7 +207,7 @@ class SoulIndexes:
 
     def __init__(
         self,
-        store: Store,
+        store: CatalogStore,
         objects: ObjectStore | None,
         dim: int,
         config: KeyIndexConfig | None = None,

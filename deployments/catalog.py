@@ -11,7 +11,8 @@ from ray import serve
 
 from serve_app.catalog.costs import Costs
 from serve_app.catalog.jobs import Jobs
-from serve_app.catalog.key_index import KeyIndexConfig, SoulIndexes
+from serve_app.catalog.key_index import SoulIndexes
+from serve_app.catalog.key_vectors import KeyIndexConfig
 from serve_app.catalog.keys import PromptKeys
 from serve_app.catalog.ledger import CostConfig, Ledger
 from serve_app.catalog.locks import WorkLocks

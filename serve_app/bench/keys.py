@@ -105,7 +105,7 @@ async def fill(dsn: str, n: int) -> None:
 
 
 def index_config(kind: str, n: int) -> Any:
-    from serve_app.catalog.key_index import KeyIndexConfig
+    from serve_app.catalog.key_vectors import KeyIndexConfig
 
     if kind == "exact":
         return KeyIndexConfig(approximate_from=10**12)
@@ -249,7 +249,7 @@ PROBES = (4, 8, 16, 24, 32, 64)
 def probes_main(ns: argparse.Namespace) -> int:
     import faiss
 
-    from serve_app.catalog.key_index import KeyIndexConfig, build_approximate
+    from serve_app.catalog.key_vectors import KeyIndexConfig, build_approximate
 
     faiss.omp_set_num_threads(1)  # one lookup of one replica, not a batch over every core
     rows = []

@@ -9,7 +9,8 @@ import asyncio
 import numpy as np
 
 from serve_app.catalog.claims import Claims
-from serve_app.catalog.key_index import REBUILT, KeyIndex, as_unit_vector
+from serve_app.catalog.key_index import REBUILT
+from serve_app.catalog.key_vectors import KeyIndex, as_unit_vector
 from serve_app.ids import new_ulid, now_ms
 from serve_app.prompts import cue_part, key_hash, may_share_key, normalize, pk_id
 from serve_app.schemas import KeyLookup, PromptKey

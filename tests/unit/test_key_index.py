@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deployments.catalog import CatalogConfig, CatalogEngine
-from serve_app.catalog.key_index import KeyIndexConfig
+from serve_app.catalog.key_vectors import KeyIndexConfig
 from serve_app.catalog.souls import load_souls
 from serve_app.ids import new_ulid
 from serve_app.prompts import normalize, pk_id

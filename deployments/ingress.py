@@ -79,7 +79,7 @@ from serve_app.schemas import (
     Variant,
 )
 from serve_app.settings import Settings
-from serve_app.storage.objects import open_object_store
+from serve_app.storage import open_object_store
 
 ULID_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
 JobId = Annotated[str, Path(pattern=ULID_PATTERN, description="A job id (ULID).")]

@@ -26,7 +26,8 @@ from serve_app.diffusion.sources import ModelManager, model_manager
 from serve_app.metrics import timed
 from serve_app.schemas import Frames, RenderJob
 from serve_app.settings import Settings
-from serve_app.storage.objects import ObjectStore, open_object_store
+from serve_app.storage import open_object_store
+from serve_app.storage.objects import ObjectStore
 
 log = logging.getLogger("ray.serve")
 

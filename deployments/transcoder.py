@@ -37,7 +37,8 @@ from ray import serve
 from serve_app.metrics import observe, timed
 from serve_app.schemas import EncodedAsset, EncodeJob, Frames, MediaFormat, Variant
 from serve_app.settings import Settings
-from serve_app.storage.objects import ObjectStore, open_object_store
+from serve_app.storage import open_object_store
+from serve_app.storage.objects import ObjectStore
 
 GIF_TIME_BASE = Fraction(1, 100)  # GIF frame delays are stored in centiseconds.
 MIN_FPS, MAX_FPS = 1, 60

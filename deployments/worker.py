@@ -23,7 +23,7 @@ from serve_app.jobs.webhooks import Webhooks
 from serve_app.jobs.worker import JobRunner, JobWorkerConfig
 from serve_app.places import load_places
 from serve_app.settings import Settings
-from serve_app.storage.objects import open_object_store
+from serve_app.storage import open_object_store
 
 
 class WorkerConfig(DeliveryConfig, JobWorkerConfig):

@@ -79,8 +79,8 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
 def cmd_db_init(ns: argparse.Namespace) -> int:
     """Create the catalog database if it is missing (PostgreSQL) and apply the schema."""
+    from serve_app.storage import store_for
     from serve_app.storage.postgres import create_database
-    from serve_app.storage.store import store_for
 
     settings = Settings()
     dsn = settings.resolved_database_url

@@ -29,10 +29,10 @@ async def catalog_ops(dsn: str, n: int) -> list[dict[str, Any]]:
     import numpy as np
 
     from deployments.catalog import CatalogEngine
+    from serve_app.catalog.souls import load_souls
     from serve_app.ids import new_ulid
     from serve_app.schemas import Variant
-    from serve_app.souls import load_souls
-    from serve_app.storage.store import open_store
+    from serve_app.storage import open_store
 
     backend = dsn.split(":")[0]
     engine = CatalogEngine(open_store(dsn))

@@ -259,7 +259,7 @@ def variant_rows(pg: str) -> dict[str, str]:
 
 def orphans(pg: str, objects_root: Path) -> int:
     """Variants whose objects are stored but that have no row."""
-    from deployments.catalog import VARIANT_OBJECT
+    from serve_app.catalog.sweeper import VARIANT_OBJECT
 
     keys = [str(p.relative_to(objects_root)) for p in objects_root.rglob("*") if p.is_file()]
     stems = {m["variant"] for key in keys if (m := VARIANT_OBJECT.fullmatch(key))}

@@ -31,8 +31,7 @@ async def inprocess_hot(data_dir: Path, n: int) -> dict[str, Any]:
     """The floor: the same catalog logic and URL signing, called directly on the same store."""
     from deployments.catalog import CatalogEngine
     from serve_app.settings import Settings
-    from serve_app.storage.objects import open_object_store
-    from serve_app.storage.store import store_for
+    from serve_app.storage import open_object_store, store_for
 
     settings = Settings(data_dir=data_dir)
     engine = CatalogEngine(store_for(settings))

@@ -87,7 +87,7 @@ async def throughput(dsn: str, n: int, workers: int) -> dict[str, Any]:
     """Submit ``n`` jobs, then ``workers`` loops lease and finish them with no work between."""
     from deployments.catalog import CatalogEngine
     from serve_app.jobs.book import Outcome
-    from serve_app.storage.store import open_store
+    from serve_app.storage import open_store
 
     book = CatalogEngine(open_store(dsn))
     await book.start([])
@@ -120,7 +120,7 @@ async def priority_flood(dsn: str, normal: int, high: int, work_ms: float) -> li
     """Normal jobs keep arriving with high ones among them; two workers with fixed work."""
     from deployments.catalog import CatalogEngine
     from serve_app.jobs.book import Outcome
-    from serve_app.storage.store import open_store
+    from serve_app.storage import open_store
 
     book = CatalogEngine(open_store(dsn))
     await book.start([])

@@ -69,7 +69,7 @@ def seq_of(i: int) -> str:
 
 async def fill(dsn: str, n: int) -> None:
     """N keys and their log entries, in bulk (the store's own writes would take an hour)."""
-    from serve_app.storage.store import open_store
+    from serve_app.storage import open_store
 
     store = open_store(dsn)
     await store.open()  # creates the tables
@@ -105,7 +105,7 @@ async def fill(dsn: str, n: int) -> None:
 
 
 def index_config(kind: str, n: int) -> Any:
-    from serve_app.key_index import KeyIndexConfig
+    from serve_app.catalog.key_vectors import KeyIndexConfig
 
     if kind == "exact":
         return KeyIndexConfig(approximate_from=10**12)
@@ -115,8 +115,8 @@ def index_config(kind: str, n: int) -> Any:
 
 def engine_for(dsn: str, objects_root: str, kind: str, n: int) -> Any:
     from deployments.catalog import CatalogConfig, CatalogEngine
+    from serve_app.storage import open_store
     from serve_app.storage.local import LocalObjectStore, MediaSigner
-    from serve_app.storage.store import open_store
 
     objects = LocalObjectStore(objects_root, MediaSigner(b"bench" * 8))
     config = CatalogConfig(index=index_config(kind, n))
@@ -249,7 +249,7 @@ PROBES = (4, 8, 16, 24, 32, 64)
 def probes_main(ns: argparse.Namespace) -> int:
     import faiss
 
-    from serve_app.key_index import KeyIndexConfig, build_approximate
+    from serve_app.catalog.key_vectors import KeyIndexConfig, build_approximate
 
     faiss.omp_set_num_threads(1)  # one lookup of one replica, not a batch over every core
     rows = []

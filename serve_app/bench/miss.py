@@ -158,7 +158,7 @@ def inprocess_miss(data_dir: Path, n: int) -> dict[str, Any]:
     from serve_app.diffusion.tiny import TINY_LORAS, TINY_MODEL
     from serve_app.metrics import tapped
     from serve_app.schemas import AnimateJob, EncodeJob, RenderJob
-    from serve_app.storage.objects import open_object_store
+    from serve_app.storage import open_object_store
 
     settings = Settings(data_dir=data_dir)
     threads = replica_torch_threads(settings, Renderer)

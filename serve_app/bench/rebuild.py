@@ -62,7 +62,7 @@ async def measure(dsn: str, n: int) -> dict[str, Any]:
     from serve_app.jobs.book import Outcome, Progress
     from serve_app.jobs.rebuild import KeyRebuild
     from serve_app.jobs.spec import RebuildKeysJob
-    from serve_app.storage.store import open_store
+    from serve_app.storage import open_store
 
     engine = CatalogEngine(open_store(dsn))
     await engine.store.open()

@@ -31,7 +31,8 @@ from pydantic import BaseModel
 
 from serve_app.errors import UnusableSource
 from serve_app.settings import Settings
-from serve_app.storage.objects import ObjectStore, open_object_store
+from serve_app.storage import open_object_store
+from serve_app.storage.objects import ObjectStore
 
 log = logging.getLogger("ray.serve")
 

@@ -1,7 +1,7 @@
-"""The object store behind a small interface, chosen by fsspec URL; signed, expiring media URLs.
+"""The object store's interface; signed, expiring media URLs.
 
 One module per backend: ``local`` (a folder, served by the ingress under ``/media``) and
-``gcs`` (a private bucket, V4 signed URLs).
+``gcs`` (a private bucket, V4 signed URLs), chosen by URL in ``serve_app.storage``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-
-from serve_app.settings import Settings
 
 log = logging.getLogger("ray.serve")
 
@@ -83,21 +81,3 @@ def remove_objects(objects: ObjectStore, stem: str) -> None:
             objects.delete(object_key)
         except Exception:
             log.exception("could not remove %s", object_key)
-
-
-def open_object_store(settings: Settings, url: str = "") -> ObjectStore:
-    """The backend named by the URL's scheme: a folder (or file://) or gs://bucket[/prefix];
-    ``url`` (default: the media store's, ``SOUL_OBJECT_STORE_URL``)."""
-    url = url or settings.resolved_object_store_url
-    scheme = url.split("://", 1)[0] if "://" in url else "file"
-    if scheme == "file":
-        from serve_app.storage.local import LocalObjectStore, MediaSigner
-
-        return LocalObjectStore(url, MediaSigner(settings.media_key), settings.public_base_url)
-    if scheme == "gs":
-        from serve_app.storage.gcs import GCSObjectStore
-
-        return GCSObjectStore(url, settings.gcs_credentials_file, settings.gcs_endpoint)
-    raise ValueError(
-        f"unsupported object store URL {url!r}: use a folder path, file://... or gs://bucket/prefix"
-    )

@@ -16,71 +16,9 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from serve_app.errors import first_line
-from serve_app.storage.store import Row, Store, StoreUnavailable
+from serve_app.storage.store import Row, StoreUnavailable
+from serve_app.storage.tables import CatalogStore
 
-# Primary-key text columns are COLLATE "C": byte order, so the pk_id prefix range of a soul
-# ("nova:" <= pk_id < "nova;") means the same as in SQLite and is served by the PK index.
-POSTGRES_DDL = """
-CREATE TABLE IF NOT EXISTS soul (
-  soul_id TEXT COLLATE "C" PRIMARY KEY, display_name TEXT NOT NULL,
-  updated_at_ts BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS soul_style_profile (
-  soul_id TEXT COLLATE "C" PRIMARY KEY, base_model_ref TEXT NOT NULL,
-  lora_ids_json JSONB NOT NULL, palette_json JSONB NOT NULL, negatives_json JSONB NOT NULL,
-  motion_module TEXT, extra_json JSONB NOT NULL DEFAULT '{}', updated_at_ts BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS prompt_key (
-  pk_id TEXT COLLATE "C" PRIMARY KEY, soul_id TEXT NOT NULL, key_norm TEXT NOT NULL,
-  key_hash TEXT NOT NULL, key_embed BYTEA, meta_json JSONB NOT NULL DEFAULT '{}',
-  updated_at_ts BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS variant (
-  pk_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL, soul_id TEXT NOT NULL,
-  asset_url TEXT NOT NULL, storage_key TEXT NOT NULL, seed BIGINT, phash BIGINT,
-  meta_json JSONB NOT NULL DEFAULT '{}', updated_at_ts BIGINT NOT NULL,
-  PRIMARY KEY (pk_id, variant_id));
-ALTER TABLE variant ADD COLUMN IF NOT EXISTS image_embed BYTEA;
-ALTER TABLE variant ADD COLUMN IF NOT EXISTS cost_day TEXT COLLATE "C";
-ALTER TABLE variant ADD COLUMN IF NOT EXISTS render_s DOUBLE PRECISION;
-ALTER TABLE variant ADD COLUMN IF NOT EXISTS animate_s DOUBLE PRECISION;
-ALTER TABLE variant ADD COLUMN IF NOT EXISTS encode_s DOUBLE PRECISION;
-ALTER TABLE variant ADD COLUMN IF NOT EXISTS cost_usd DOUBLE PRECISION;
--- DELETE /variants/{variant_id} names a variant by its id alone.
-CREATE INDEX IF NOT EXISTS variant_by_id ON variant (variant_id);
--- GET /stats/cost and the daily budget sum a day's variants.
-CREATE INDEX IF NOT EXISTS variant_by_cost_day ON variant (cost_day);
-CREATE TABLE IF NOT EXISTS user_seen (
-  user_id TEXT COLLATE "C" NOT NULL, variant_id TEXT COLLATE "C" NOT NULL,
-  seen_at_ts BIGINT NOT NULL, PRIMARY KEY (user_id, variant_id));
-ALTER TABLE user_seen ADD COLUMN IF NOT EXISTS pk_id TEXT NOT NULL DEFAULT '';
-ALTER TABLE user_seen ADD COLUMN IF NOT EXISTS via TEXT NOT NULL DEFAULT '';
-CREATE TABLE IF NOT EXISTS landmark_log (
-  soul_id TEXT COLLATE "C" NOT NULL, city_key TEXT COLLATE "C" NOT NULL,
-  landmark_key TEXT COLLATE "C" NOT NULL, user_id TEXT COLLATE "C" NOT NULL DEFAULT '',
-  used_at_ts BIGINT NOT NULL, angle_key TEXT NOT NULL DEFAULT '',
-  PRIMARY KEY (soul_id, city_key, user_id, landmark_key));
-ALTER TABLE landmark_log ADD COLUMN IF NOT EXISTS angle_key TEXT NOT NULL DEFAULT '';
-CREATE TABLE IF NOT EXISTS prompt_key_log (
-  soul_id TEXT COLLATE "C" NOT NULL, seq TEXT COLLATE "C" NOT NULL, pk_id TEXT NOT NULL,
-  PRIMARY KEY (soul_id, seq));
-CREATE TABLE IF NOT EXISTS work_lock (
-  lock_key TEXT COLLATE "C" PRIMARY KEY, owner_id TEXT NOT NULL, expires_at_ts BIGINT NOT NULL,
-  updated_at_ts BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS idempotency (
-  idem_key TEXT COLLATE "C" PRIMARY KEY, result_json JSONB NOT NULL,
-  updated_at_ts BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS job (
-  client_id TEXT COLLATE "C" NOT NULL, job_id TEXT COLLATE "C" NOT NULL, kind TEXT NOT NULL,
-  priority TEXT NOT NULL, status TEXT NOT NULL, user_id TEXT NOT NULL, soul_id TEXT NOT NULL,
-  spec_json JSONB NOT NULL, webhook_url TEXT, attempts INT NOT NULL, max_attempts INT NOT NULL,
-  fence BIGINT NOT NULL, done INT NOT NULL, total INT NOT NULL, stage_json JSONB NOT NULL,
-  result_json JSONB NOT NULL, error_json JSONB, cancel_requested INT NOT NULL,
-  dead_letter INT NOT NULL, created_at_ts BIGINT NOT NULL, started_at_ts BIGINT,
-  finished_at_ts BIGINT, updated_at_ts BIGINT NOT NULL, PRIMARY KEY (client_id, job_id));
-CREATE TABLE IF NOT EXISTS job_queue (
-  lane INT NOT NULL, client_id TEXT COLLATE "C" NOT NULL, job_id TEXT COLLATE "C" NOT NULL,
-  kind TEXT NOT NULL, lease_owner TEXT NOT NULL, lease_version BIGINT NOT NULL,
-  lease_expires_ts BIGINT NOT NULL, not_before_ts BIGINT NOT NULL, created_at_ts BIGINT NOT NULL,
-  PRIMARY KEY (lane, client_id, job_id));
-"""
 # Replicas starting together apply the DDL one at a time (CREATE IF NOT EXISTS can still race).
 _DDL_LOCK_ID = 0x50A1_5E7E
 
@@ -89,7 +27,7 @@ async def _json_as_text(conn: psycopg.AsyncConnection[Any]) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)
 
 
-class PostgresStore(Store):
+class PostgresStore(CatalogStore):
     """psycopg 3 through an async pool, opened and closed with the Catalog replica."""
 
     def __init__(self, dsn: str, *, pool_min: int, pool_max: int, timeout_s: float) -> None:
@@ -122,7 +60,7 @@ class PostgresStore(Store):
         self._pool = pool
         async with self._connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_ID,))
-            await conn.execute(POSTGRES_DDL)
+            await conn.execute("\n".join(ddl.postgres for ddl in self.schema()))
 
     async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """One empty round trip per checkout, so that a connection the server dropped is

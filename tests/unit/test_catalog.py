@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from deployments.catalog import CatalogConfig, CatalogEngine
-from serve_app import key_index
-from serve_app.cost import CostConfig, utc_day
+from serve_app.catalog import key_index
+from serve_app.catalog.ledger import CostConfig, utc_day
+from serve_app.catalog.souls import load_souls
 from serve_app.ids import new_ulid, now_ms
 from serve_app.prompts import key_hash, normalize, pk_id
 from serve_app.schemas import PromptKey, SoulSpec, Variant, VariantCost
-from serve_app.souls import load_souls
 from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.store import StoreUnavailable
 

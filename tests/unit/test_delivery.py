@@ -15,8 +15,8 @@ import pytest
 
 from deployments.dedupe import DedupeConfig, DedupeEngine
 from deployments.renderer import RendererEngine
+from serve_app.catalog.ledger import CostConfig, utc_day
 from serve_app.coalesce import WorkInterrupted
-from serve_app.cost import CostConfig, utc_day
 from serve_app.delivery import Delivery, UnknownCity
 from serve_app.diffusion.sources import ModelManager
 from serve_app.diffusion.tiny import TINY_CLIP
@@ -58,7 +58,7 @@ def test_a_miss_then_a_hit_for_another_user_then_a_new_variant_for_the_first(wor
 def test_a_failed_catalog_write_leaves_the_objects_to_the_sweeper(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from deployments.catalog import Sweeper
+    from serve_app.catalog.sweeper import Sweeper
 
     replica = world.replica()
 

@@ -33,9 +33,10 @@ from serve_app.references import (
     fetch_reference,
 )
 from serve_app.settings import Settings
+from serve_app.storage import open_object_store
 from serve_app.storage.gcs import GCSObjectStore
 from serve_app.storage.local import LocalObjectStore
-from serve_app.storage.objects import ObjectTooLarge, open_object_store
+from serve_app.storage.objects import ObjectTooLarge
 
 BUCKET, PREFIX = "artifacts-test-soulmedia", "media/v1"
 KEY = "soul/nova/key/3f786850e387550fdab836ed7e6dc881de23001b/variant/01JDQ4Z5V8.gif"

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from deployments.catalog import CatalogEngine
+from serve_app.catalog.souls import load_souls
 from serve_app.jobs.book import JobError, Outcome
-from serve_app.souls import load_souls
+from serve_app.storage import open_store
 from serve_app.storage.sqlite import SQLiteStore
-from serve_app.storage.store import open_store
 from tests.support import run, temporary_database
 
 LEASE_MS = 60_000

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from deployments.catalog import CatalogConfig, CatalogEngine
+from serve_app.catalog.key_vectors import KeyIndexConfig
+from serve_app.catalog.souls import load_souls
 from serve_app.ids import new_ulid
-from serve_app.key_index import KeyIndexConfig
 from serve_app.prompts import normalize, pk_id
-from serve_app.souls import load_souls
+from serve_app.storage import open_store
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 from serve_app.storage.objects import ObjectStore
-from serve_app.storage.store import open_store
 from tests.support import temporary_database
 
 SOUL = "nova"

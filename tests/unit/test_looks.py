@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from deployments.catalog import CatalogEngine
+from serve_app.catalog.souls import load_souls
 from serve_app.diffusion.sources import ModelManager
 from serve_app.errors import UnknownSoul
 from serve_app.looks import Looks
 from serve_app.schemas import StyleProfile
 from serve_app.settings import Settings
-from serve_app.souls import load_souls
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run

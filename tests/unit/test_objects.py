@@ -10,8 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from serve_app.settings import Settings
+from serve_app.storage import open_object_store
 from serve_app.storage.local import LocalObjectStore, MediaSigner
-from serve_app.storage.objects import ObjectTooLarge, open_object_store
+from serve_app.storage.objects import ObjectTooLarge
 
 KEY = "soul/nova/key/abc/variant/01J.gif"
 

@@ -20,9 +20,10 @@ from serve_app import cli
 from serve_app.ids import new_ulid, now_ms
 from serve_app.prompts import key_hash, pk_id, soul_prefix_bounds
 from serve_app.schemas import PromptKey, Soul, StyleProfile, Variant, VariantCost
+from serve_app.storage import open_store
 from serve_app.storage.postgres import PostgresStore, drop_database
 from serve_app.storage.sqlite import SQLiteStore
-from serve_app.storage.store import Store, StoreUnavailable, open_store
+from serve_app.storage.store import Store, StoreUnavailable
 from tests.support import POSTGRES_ADMIN_URL, require_postgres, run, temporary_database
 
 TABLES = (
@@ -644,7 +645,7 @@ def test_plan_landmarks_of_a_user_in_a_city(filled: Store) -> None:
 
 
 def test_the_sweeper_deletes_only_what_expired(store: Store) -> None:
-    from deployments.catalog import Sweeper
+    from serve_app.catalog.sweeper import Sweeper
 
     ts = now_ms()
     assert run(store.try_lock("render:old", "a", ts - 10_000, 1_000))  # expired 9 s ago
@@ -660,7 +661,7 @@ def test_the_sweeper_deletes_only_what_expired(store: Store) -> None:
 def test_the_sweeper_removes_orphan_objects_past_their_grace(store: Store, tmp_path: Path) -> None:
     from ulid import ULID
 
-    from deployments.catalog import Sweeper
+    from serve_app.catalog.sweeper import Sweeper
     from serve_app.storage.local import LocalObjectStore, MediaSigner
 
     objects = LocalObjectStore(str(tmp_path / "objects"), MediaSigner(b"k" * 32))

@@ -1,5 +1,5 @@
-"""The job tables' statements, part of the catalog ``Store`` (same discipline: primary-key reads
-and prefix scans, single-row writes, no transactions).
+"""The job tables (``job``, ``job_queue``), part of the catalog store (same discipline:
+primary-key reads and prefix scans, single-row writes, no transactions).
 
 - ``job``, keyed ``(client_id, job_id)``: the document a client reads. A client's jobs are a
   prefix of the key, so listing is a prefix scan and a job of another client cannot be named.
@@ -11,12 +11,43 @@ and prefix scans, single-row writes, no transactions).
 
 from __future__ import annotations
 
-from abc import abstractmethod
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from serve_app.storage.store import Row
+from serve_app.storage.store import Row, Store, TableDDL, insert_sql
+
+DDL = TableDDL(
+    sqlite="""
+CREATE TABLE IF NOT EXISTS job (
+  client_id TEXT NOT NULL, job_id TEXT NOT NULL, kind TEXT NOT NULL, priority TEXT NOT NULL,
+  status TEXT NOT NULL, user_id TEXT NOT NULL, soul_id TEXT NOT NULL, spec_json TEXT NOT NULL,
+  webhook_url TEXT, attempts INTEGER NOT NULL, max_attempts INTEGER NOT NULL,
+  fence INTEGER NOT NULL, done INTEGER NOT NULL, total INTEGER NOT NULL,
+  stage_json TEXT NOT NULL, result_json TEXT NOT NULL, error_json TEXT,
+  cancel_requested INTEGER NOT NULL, dead_letter INTEGER NOT NULL,
+  created_at_ts INTEGER NOT NULL, started_at_ts INTEGER, finished_at_ts INTEGER,
+  updated_at_ts INTEGER NOT NULL, PRIMARY KEY (client_id, job_id));
+CREATE TABLE IF NOT EXISTS job_queue (
+  lane INTEGER NOT NULL, client_id TEXT NOT NULL, job_id TEXT NOT NULL, kind TEXT NOT NULL,
+  lease_owner TEXT NOT NULL, lease_version INTEGER NOT NULL, lease_expires_ts INTEGER NOT NULL,
+  not_before_ts INTEGER NOT NULL, created_at_ts INTEGER NOT NULL,
+  PRIMARY KEY (lane, client_id, job_id));
+""",
+    postgres="""
+CREATE TABLE IF NOT EXISTS job (
+  client_id TEXT COLLATE "C" NOT NULL, job_id TEXT COLLATE "C" NOT NULL, kind TEXT NOT NULL,
+  priority TEXT NOT NULL, status TEXT NOT NULL, user_id TEXT NOT NULL, soul_id TEXT NOT NULL,
+  spec_json JSONB NOT NULL, webhook_url TEXT, attempts INT NOT NULL, max_attempts INT NOT NULL,
+  fence BIGINT NOT NULL, done INT NOT NULL, total INT NOT NULL, stage_json JSONB NOT NULL,
+  result_json JSONB NOT NULL, error_json JSONB, cancel_requested INT NOT NULL,
+  dead_letter INT NOT NULL, created_at_ts BIGINT NOT NULL, started_at_ts BIGINT,
+  finished_at_ts BIGINT, updated_at_ts BIGINT NOT NULL, PRIMARY KEY (client_id, job_id));
+CREATE TABLE IF NOT EXISTS job_queue (
+  lane INT NOT NULL, client_id TEXT COLLATE "C" NOT NULL, job_id TEXT COLLATE "C" NOT NULL,
+  kind TEXT NOT NULL, lease_owner TEXT NOT NULL, lease_version BIGINT NOT NULL,
+  lease_expires_ts BIGINT NOT NULL, not_before_ts BIGINT NOT NULL, created_at_ts BIGINT NOT NULL,
+  PRIMARY KEY (lane, client_id, job_id));
+""",
+)
 
 TERMINAL = ("succeeded", "partial", "failed", "cancelled")
 _LIVE_STATUS = f"status NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
@@ -61,31 +92,19 @@ _QUEUE_KEY = "lane = ? AND client_id = ? AND job_id = ?"
 _JOB_KEY = "client_id = ? AND job_id = ?"
 
 
-class JobRows:
-    """The statements; a ``Store`` backend supplies ``_rows`` and ``_write``."""
-
-    @abstractmethod
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
-
-    @abstractmethod
-    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+class JobRows(Store):
+    ddl = DDL
 
     async def insert_job(self, job: dict[str, Any]) -> bool:
         """The document, first: a queue row never points at a job that is not there."""
         rows = await self._rows(
-            f"INSERT INTO job ({', '.join(JOB_COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in JOB_COLUMNS)}) "
-            "ON CONFLICT DO NOTHING RETURNING job_id",
+            insert_sql("job", JOB_COLUMNS, "ON CONFLICT DO NOTHING RETURNING job_id"),
             [job[c] for c in JOB_COLUMNS],
         )
         return bool(rows)
 
     async def enqueue_job(self, entry: dict[str, Any]) -> None:
-        await self._write(
-            f"INSERT INTO job_queue ({', '.join(QUEUE_COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in QUEUE_COLUMNS)}) ON CONFLICT DO NOTHING",
-            [entry[c] for c in QUEUE_COLUMNS],
-        )
+        await self._write(insert_sql("job_queue", QUEUE_COLUMNS), [entry[c] for c in QUEUE_COLUMNS])
 
     async def get_job(self, client_id: str, job_id: str) -> Row | None:
         rows = await self._rows(f"SELECT * FROM job WHERE {_JOB_KEY}", (client_id, job_id))

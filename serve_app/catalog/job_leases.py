@@ -1,0 +1,179 @@
+"""The job book's leases: how a worker takes a job, keeps it, writes to it and lets it go.
+
+A lease is a compare-and-set on the queue row's version; every write of the worker to the job's
+document is fenced by that version, so a worker that lost its lease (it stalled, its replica
+died) writes nothing more. A lease runs out by itself: a dead worker's job is leased again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from serve_app.catalog.job_stats import JobStats, Run
+from serve_app.ids import now_ms
+from serve_app.jobs.book import JobError, Lease, Leased, Outcome, Progress, Status, job_doc
+from serve_app.jobs.spec import LANES
+from serve_app.metrics import gauge
+
+
+class JobLeases(JobStats):
+    def __init__(self) -> None:
+        super().__init__()
+        self._next_after: dict[int, str] = {}  # lane -> the client served last (round robin)
+
+    async def lease_job(self, owner: str, lease_ms: int) -> Leased | None:
+        """The next job to work on, leased to ``owner`` and marked running (attempts + 1); a job
+        found finished (its worker died before clearing it) comes back as it is, to conclude."""
+        for priority, lane in sorted(LANES.items(), key=lambda p: p[1]):
+            ts = now_ms()
+            free = [
+                e
+                for e in await self.store.queue_lane(lane)
+                if e["lease_expires_ts"] <= ts and e["not_before_ts"] <= ts
+            ]
+            gauge("soul_job_queue_depth", len(free), priority=priority)
+            for entry in self._round_robin(lane, free):
+                version = await self.store.take_lease(entry, owner, ts, ts + lease_ms)
+                if version is None:
+                    continue  # another worker took it first
+                self._next_after[lane] = entry["client_id"]
+                leased = await self._start(
+                    Lease(lane, entry["client_id"], entry["job_id"], version)
+                )
+                if leased is not None:
+                    return leased
+        return None
+
+    def _round_robin(self, lane: int, free: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Each client's oldest free job, clients in turn after the one served last."""
+        oldest: dict[str, Mapping[str, Any]] = {}
+        for entry in free:  # ordered by (client_id, job_id)
+            oldest.setdefault(entry["client_id"], entry)
+        clients = sorted(oldest)
+        last = self._next_after.get(lane, "")
+        turn = [c for c in clients if c > last] + [c for c in clients if c <= last]
+        return [oldest[c] for c in turn]
+
+    async def _start(self, lease: Lease) -> Leased | None:
+        row = await self.store.get_job(lease.client_id, lease.job_id)
+        if row is None:  # a queue row whose document never got written: drop it
+            await self.store.dequeue(lease.key, lease.version)
+            return None
+        doc = job_doc(row)
+        if not doc.finished:
+            ts = now_ms()
+            changes = {
+                "status": "running",
+                "attempts": doc.attempts + 1,
+                "started_at_ts": doc.started_at_ts or ts,
+                "stage_json": json.dumps({"stage": "starting"}),
+                "updated_at_ts": ts,
+            }
+            if not await self.store.update_job(
+                lease.client_id, lease.job_id, lease.version, changes
+            ):
+                return None
+            doc = doc.model_copy(
+                update={
+                    "status": "running",
+                    "attempts": doc.attempts + 1,
+                    "started_at_ts": changes["started_at_ts"],
+                }
+            )
+        return Leased(lease_lane=lease.lane, lease_version=lease.version, doc=doc)
+
+    async def renew_job(self, lease: Lease, lease_ms: int) -> bool:
+        """Keep the lease; False: it was lost (expired and taken by another worker)."""
+        return await self.store.renew_lease(lease.key, lease.version, now_ms() + lease_ms)
+
+    async def cancel_requested(self, lease: Lease) -> bool:
+        row = await self.store.get_job(lease.client_id, lease.job_id)
+        return row is None or bool(row["cancel_requested"])
+
+    async def save_outcome(
+        self, lease: Lease, outcome: Outcome, progress: Progress | None = None
+    ) -> bool:
+        """An item (or a step) finished: it is kept, so a retry of the job goes on from here.
+        ``progress``: where a job counting in its own units stands (else: items done)."""
+        changes: dict[str, Any] = {
+            "done": outcome.done,
+            "result_json": outcome.model_dump_json(),
+            "updated_at_ts": now_ms(),
+        }
+        if progress is not None:
+            changes["done"], changes["total"] = progress.done, progress.total
+            changes["stage_json"] = progress.model_dump_json(include={"stage", "step", "steps"})
+        return await self.store.update_job(lease.client_id, lease.job_id, lease.version, changes)
+
+    async def finish_job(
+        self,
+        lease: Lease,
+        status: Status,
+        outcome: Outcome | None,
+        error: JobError | None,
+        dead_letter: bool = False,
+    ) -> bool:
+        ts = now_ms()
+        row = await self.store.get_job(lease.client_id, lease.job_id)
+        if row is None:
+            return False
+        # A cancelled job keeps the denoising step it stopped at.
+        last = json.loads(row["stage_json"]) if status == "cancelled" else {}
+        changes: dict[str, Any] = {
+            "status": status,
+            "finished_at_ts": ts,
+            "updated_at_ts": ts,
+            "stage_json": json.dumps({**last, "stage": status}),
+            "error_json": error.model_dump_json() if error else None,
+            "dead_letter": int(dead_letter),
+        }
+        if outcome is not None:
+            changes["result_json"] = outcome.model_dump_json()
+            if outcome.resume is None:  # else the job's last progress in its units stands
+                changes["done"] = outcome.done
+        written = await self.store.update_job(lease.client_id, lease.job_id, lease.version, changes)
+        if written and status != "cancelled" and row["started_at_ts"] is not None:
+            self._ran(_run_of(row, ts))
+        return written
+
+    async def retry_job(self, lease: Lease, error: JobError, delay_ms: int) -> bool:
+        """Back to the queue after a transient failure, leasable again after ``delay_ms``."""
+        changes = {
+            "status": "queued",
+            "error_json": error.model_dump_json(),
+            "stage_json": json.dumps({"stage": "retrying"}),
+            "updated_at_ts": now_ms(),
+        }
+        if not await self.store.update_job(lease.client_id, lease.job_id, lease.version, changes):
+            return False
+        return await self.store.release_lease(lease.key, lease.version, now_ms() + delay_ms)
+
+    async def hand_back(self, lease: Lease) -> bool:
+        """A stopping worker returns its job at once; the attempt it used is given back too."""
+        row = await self.store.get_job(lease.client_id, lease.job_id)
+        if row is not None and row["status"] == "running":
+            changes = {
+                "status": "queued",
+                "attempts": max(0, row["attempts"] - 1),
+                "stage_json": json.dumps({"stage": "queued"}),
+                "updated_at_ts": now_ms(),
+            }
+            await self.store.update_job(lease.client_id, lease.job_id, lease.version, changes)
+        return await self.store.release_lease(lease.key, lease.version, 0)
+
+    async def conclude_job(self, lease: Lease) -> None:
+        """The job is finished and its webhook sent: it leaves the queue."""
+        await self.store.dequeue(lease.key, lease.version)
+
+
+def _run_of(row: Mapping[str, Any], finished_ts: int) -> Run:
+    return Run(
+        finished_ts=finished_ts,
+        kind=row["kind"],
+        soul_id=row["soul_id"],
+        wait_ms=row["started_at_ts"] - row["created_at_ts"],
+        run_ms=finished_ts - row["started_at_ts"],
+        items=row["total"],
+    )

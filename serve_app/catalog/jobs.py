@@ -1,0 +1,111 @@
+"""The jobs facet: the catalog's side of jobs, as clients see them (submit, read, list,
+cancel) and as renders report their progress; it mixes in the lease/fence book
+(``job_leases``) and the stats (``job_stats``). The records are ``serve_app.jobs.book``'s.
+
+    submit:  the document, then its queue row (a queue row never names a missing job)
+    lease:   high lane first; within a lane, round robin between API clients, each client's
+             oldest job first; a compare-and-set on the queue row's version is the lease
+    work:    every write of a worker is fenced by its lease version; a worker that lost its
+             lease (it stalled, its replica died) writes nothing more
+    end:     the terminal document first, then (after its webhook) the queue row goes; a job
+             whose worker died in between is leased again, seen finished, and concluded
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from serve_app.catalog.job_leases import JobLeases
+from serve_app.ids import now_ms
+from serve_app.jobs.book import (
+    CONCLUDING,
+    JobDoc,
+    Lease,
+    Submitted,
+    job_doc,
+    new_job_row,
+    queue_row,
+    ulid_floor,
+)
+from serve_app.jobs.spec import LANES
+from serve_app.metrics import count
+
+
+class Jobs(JobLeases):
+    async def submit_job(
+        self,
+        client_id: str,
+        spec: dict[str, Any],
+        total: int,
+        max_attempts: int,
+        quota: int,
+        rate_per_min: int,
+    ) -> Submitted:
+        """Queue a job, unless the client is over its quota of unfinished jobs or its rate."""
+        ts = now_ms()
+        unfinished = sum([len(await self._unfinished(lane, client_id)) for lane in LANES.values()])
+        if unfinished >= quota:
+            return Submitted(
+                refused=f"queued-job quota: {unfinished} of {quota} unfinished jobs; "
+                "wait for some to finish or cancel them",
+                retry_after_s=5,
+            )
+        recent = await self.store.count_jobs_since(client_id, ulid_floor(ts - 60_000))
+        if recent >= rate_per_min:
+            return Submitted(
+                refused=f"submit rate: {recent} jobs in the last minute, {rate_per_min} allowed",
+                retry_after_s=10,
+            )
+        row = new_job_row(client_id, spec, total, max_attempts, ts)
+        await self.store.insert_job(row)
+        lane = LANES[row["priority"]]
+        await self.store.enqueue_job(queue_row(lane, row))
+        return Submitted(doc=job_doc(row), position=await self._position(lane, row["job_id"]))
+
+    async def get_job(self, client_id: str, job_id: str) -> JobDoc | None:
+        row = await self.store.get_job(client_id, job_id)
+        return job_doc(row) if row else None
+
+    async def list_jobs(
+        self, client_id: str, filters: dict[str, str], after: str | None, limit: int
+    ) -> list[JobDoc]:
+        """Newest first; ``after`` is the last job id of the previous page."""
+        return [job_doc(r) for r in await self.store.list_jobs(client_id, after, filters, limit)]
+
+    async def cancel_job(self, client_id: str, job_id: str) -> JobDoc | None:
+        """Ask a job to stop. A queued one is cancelled here and now (its queue row stays, so a
+        worker sends its webhook and clears it); a running one stops at its worker's next check."""
+        doc = await self.get_job(client_id, job_id)
+        if doc is None or doc.finished:
+            return doc
+        ts = now_ms()
+        await self.store.request_cancel(client_id, job_id, ts)
+        lane = LANES[doc.priority]
+        entry = await self.store.queue_entry(lane, client_id, job_id)
+        if entry is not None and entry["lease_expires_ts"] <= ts:
+            version = await self.store.take_lease(entry, "cancel", ts, ts + 60_000)
+            if version is not None:
+                lease = Lease(lane, client_id, job_id, version)
+                if await self.finish_job(lease, "cancelled", None, None):
+                    count("soul_jobs", kind=doc.kind, status="cancelled")
+                await self.store.release_lease(lease.key, version, 0, owner=CONCLUDING)
+        return await self.get_job(client_id, job_id)
+
+    async def job_progress(
+        self, refs: list[str], stage: str, step: int | None = None, steps: int | None = None
+    ) -> None:
+        """Live progress of the job items ``refs`` (``client/job/index``) name. A render's last
+        report may land after its job was cancelled: it says the step the render stopped at."""
+        for ref in dict.fromkeys(refs):
+            client_id, job_id, index = ref.split("/")
+            row = await self.store.get_job(client_id, job_id)
+            status = row["status"] if row else None
+            if status == "cancelled" and step is not None:
+                stage = "cancelled"
+            elif status != "running":
+                continue
+            stage_json = json.dumps(
+                {"stage": stage, "step": step, "steps": steps, "item": int(index)}
+            )
+            await self.store.set_job_stage(client_id, job_id, status, stage_json, now_ms())

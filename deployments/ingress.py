@@ -213,13 +213,14 @@ class Ingress:
     )
     async def info(self) -> InfoView:
         """Version, the graph's deployments and their running replicas, the models the souls'
-        styles render with, the formats new variants get, and which backends are in use (by
-        name: never a URL or a secret)."""
+        styles render with, the formats new variants get, what a pack can vary, and which
+        backends are in use (by name: never a URL or a secret)."""
         status = await asyncio.to_thread(serve.status)
         styles = await self.looks.list_styles()
         formats = await self.deliverer.formats()
+        variations = list(self.jobs.variations)
         objects = self.objects.backend
-        return service_info(status, styles, formats, self.settings, objects)
+        return service_info(status, styles, formats, variations, self.settings, objects)
 
     @api.get("/ready", tags=["health"], responses=responses(503))
     async def ready(self, request: Request) -> JSONResponse:

@@ -15,9 +15,15 @@ APP = "soul"
 
 
 def service_info(
-    status: Any, styles: list[StyleProfile], formats: list[str], settings: Settings, objects: str
+    status: Any,
+    styles: list[StyleProfile],
+    formats: list[str],
+    variations: list[str],
+    settings: Settings,
+    objects: str,
 ) -> InfoView:
-    """``status``: ``serve.status()``; ``objects``: the object store's backend name."""
+    """``status``: ``serve.status()``; ``variations``: the names a pack can vary;
+    ``objects``: the object store's backend name."""
     app = status.applications.get(APP)
     deployments = [
         DeploymentInfo(
@@ -34,6 +40,7 @@ def service_info(
         deployments=deployments,
         models=sorted({ref for style in styles for ref in style_models(style)}),
         formats=["gif", *(f for f in formats if f != "gif")],
+        variations=variations,
         backends=Backends(
             catalog=catalog_name,
             objects=objects,

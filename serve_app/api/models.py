@@ -43,6 +43,10 @@ class InfoView(BaseModel):
         "modules."
     )
     formats: list[str] = Field(description="What new variants are encoded in.")
+    variations: list[str] = Field(
+        description="What a pack of one cue can vary between its items (POST /jobs, kind "
+        '"pack", ``vary``), e.g. pose, expression, angle.'
+    )
     backends: Backends
 
 

@@ -89,17 +89,68 @@ export async function events(path, onEvent, signal) {
   }
 }
 
-// Submits a job and follows it to its end: the finished job document.
-export async function runJob(spec, { onProgress = () => {}, onItem = () => {} } = {}) {
-  const accepted = await call("POST", "/jobs", spec);
-  let last = null;
-  await events(accepted.links.events, (name, data) => {
-    if (name === "progress") onProgress(data);
-    else if (name === "item") onItem(data.index, data.item);
-    else if (name === "status" || name === "done") {
-      last = data;
-      onProgress(data.progress);
+const ENDED = ["succeeded", "partial", "failed", "cancelled"];
+const RETRY_MS = [250, 500, 1000, 2000, 4000];
+
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A stream that drops is not a job that ends: Serve cuts streams at request_timeout_s and a
+// replica restart cuts them too, while the job goes on. Only what the service says ends a job.
+function dropped(error) {
+  return !(error instanceof ApiError) || error.status === 0 || error.status >= 500;
+}
+
+// The job's state from GET /jobs/{id}, asked again while the service cannot be reached.
+async function jobState(path) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      return await call("GET", path);
+    } catch (error) {
+      if (!dropped(error)) throw error;
+      await pause(RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]);
     }
-  });
-  return last;
+  }
+}
+
+// Follows a job to its end over its events, resuming a dropped stream from the job's state:
+// resolves with the finished job document. onProgress(progress), onItem(index, item) as it
+// goes, onItem again for pack items delivered while the stream was down; onResume() when a
+// dropped stream is picked up again.
+export async function followJob(links, { onProgress = () => {}, onItem = () => {}, onResume = () => {} } = {}) {
+  const seen = new Set();
+  const item = (index, value) => {
+    if (!seen.has(index)) onItem(index, value);
+    seen.add(index);
+  };
+  const state = (job) => {
+    onProgress(job.progress);
+    (job.result?.items || []).forEach((value, index) => value && item(index, value));
+  };
+  for (let drops = 0; ; drops += 1) {
+    let last = null;
+    try {
+      await events(links.events, (name, data) => {
+        if (name === "progress") onProgress(data);
+        else if (name === "item") item(data.index, data.item);
+        else if (name === "status" || name === "done") {
+          last = data;
+          state(data);
+        }
+      });
+    } catch (error) {
+      if (!dropped(error)) throw error;
+    }
+    if (last && ENDED.includes(last.status)) return last;
+    onResume();
+    await pause(RETRY_MS[Math.min(drops, RETRY_MS.length - 1)]);
+    const job = await jobState(links.self);
+    if (ENDED.includes(job.status)) return job;
+    state(job);
+  }
+}
+
+// Submits a job and follows it to its end: the finished job document.
+export async function runJob(spec, callbacks = {}) {
+  const accepted = await call("POST", "/jobs", spec);
+  return followJob(accepted.links, callbacks);
 }

@@ -6,6 +6,7 @@ SOUL_TEST_STRICT=1."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,33 @@ STUDIO_ARGS: dict[str, Any] = {
     "worker": {"slots": 1, "watch_s": 0.1},
 }
 TIMEOUT_MS = 120_000
+# Wraps the page's fetch so that the first event stream of a job breaks after its first chunk
+# (the job's first status), as Serve's request timeout or a replica restart breaks one.
+CUT_THE_FIRST_STREAM = """() => {
+  const realFetch = window.fetch;
+  window.studioRealFetch = realFetch;
+  window.studioCuts = 0;
+  window.fetch = async (input, init) => {
+    const response = await realFetch(input, init);
+    if (!/\\/jobs\\/[^/]+\\/events$/.test(String(input)) || window.studioCuts > 0) return response;
+    window.studioCuts += 1;
+    const reader = response.body.getReader();
+    let chunks = 0;
+    const body = new ReadableStream({
+      async pull(controller) {
+        if (chunks++ > 0) {
+          reader.cancel();
+          controller.error(new TypeError("the test cut the stream"));
+          return;
+        }
+        const { value, done } = await reader.read();
+        if (done) controller.close();
+        else controller.enqueue(value);
+      },
+    });
+    return new Response(body, { status: response.status, headers: response.headers });
+  };
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +207,99 @@ def test_the_catalog_shows_keys_and_their_variants(page: Any) -> None:
     loaded(page, "#catalog-variants img.thumb")
     assert page.locator("#catalog-variants img.thumb").count() == 2  # first one and another one
     shot(page, "catalog")
+
+
+def test_a_dropped_stream_is_picked_up_and_the_job_finishes(page: Any) -> None:
+    tab(page, "generate")
+    page.select_option("#soul", "nova")
+    before = page.inner_text("#gen-variant")
+    job_reads: list[str] = []
+
+    def note_job_read(request: Any) -> None:
+        if re.search(r"/jobs/(?!stats)[^/?]+$", request.url):
+            job_reads.append(request.url)
+
+    page.on("request", note_job_read)
+    page.evaluate(CUT_THE_FIRST_STREAM)
+    try:
+        page.fill("#cue", "a harbour at dawn")
+        page.click("#generate")
+        page.wait_for_function(
+            "v => document.querySelector('#gen-variant').textContent !== v", arg=before
+        )
+        loaded(page, "#gen-image")
+        assert page.evaluate("() => window.studioCuts") == 1
+        assert job_reads, "the studio did not read the job's state after its stream dropped"
+        assert page.locator("#gen-error").is_hidden()
+        assert "miss" in page.inner_text("#gen-cache")
+    finally:
+        page.remove_listener("request", note_job_read)
+        page.evaluate("() => { window.fetch = window.studioRealFetch }")
+
+
+def test_the_choices_come_from_the_service(page: Any, graph: Graph) -> None:
+    info = graph.client.get("/info").json()
+    places = graph.client.get("/cities").json()
+    values = "options => options.map(o => o.value)"
+    assert page.eval_on_selector_all("#format option", values) == info["formats"]
+    assert info["variations"] and "pose" in info["variations"]
+    assert page.eval_on_selector_all("#pack-vary option", values) == ["", *info["variations"]]
+    cities = [c["city_key"] for c in places["cities"]]
+    assert page.eval_on_selector_all("#city option", values) == cities
+    assert page.eval_on_selector_all("#mood option", values) == places["moods"]
+
+
+def test_the_catalog_pages_past_its_first_page(page: Any, graph: Graph) -> None:
+    everything = graph.client.get("/keys", params={"soul_id": "nova", "limit": 200}).json()
+    assert len(everything["keys"]) >= 2 and everything["next_after"] is None
+
+    def first_page_of_one(route: Any) -> None:
+        response = route.fetch()
+        first = response.json()["keys"][:1]
+        route.fulfill(response=response, json={"keys": first, "next_after": first[0]["pk_id"]})
+
+    page.route(re.compile(r"/keys\?"), first_page_of_one, times=1)
+    tab(page, "catalog")
+    page.select_option("#catalog-soul", "nova")
+    page.click("#catalog-load")
+    page.locator("#catalog-more").wait_for(state="visible")
+    assert page.locator("#catalog-keys li").count() == 1
+    page.click("#catalog-more")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#catalog-keys li').length === n",
+        arg=len(everything["keys"]),
+    )
+    assert page.locator("#catalog-more").is_hidden()
+    assert page.locator("#catalog-keys button", has_text="lighthouse").count() == 1
+
+
+def test_the_tabs_are_aria_tabs_that_follow_the_arrow_keys(page: Any) -> None:
+    for tab_button in page.locator("[role=tablist] [role=tab]").all():
+        panel = page.locator(f"#{tab_button.get_attribute('aria-controls')}")
+        assert panel.get_attribute("role") == "tabpanel"
+        assert panel.get_attribute("aria-labelledby") == tab_button.get_attribute("id")
+
+    def chosen() -> list[str]:
+        names: list[str] = page.evaluate(
+            "() => [document.activeElement.dataset.tab,"
+            " document.querySelector('[role=tab][aria-selected=true]').dataset.tab]"
+        )
+        return names
+
+    tab(page, "generate")
+    page.focus("nav [data-tab=generate]")
+    for key, name in [
+        ("ArrowRight", "selfie"),
+        ("ArrowLeft", "generate"),
+        ("ArrowLeft", "catalog"),  # round the end
+        ("Home", "generate"),
+        ("End", "catalog"),
+    ]:
+        page.keyboard.press(key)
+        assert chosen() == [name, name], key
+        assert page.locator(f"#tab-{name}").is_visible()
+        assert page.locator("[role=tabpanel]:visible").count() == 1
+    tab(page, "generate")
 
 
 def test_the_page_stays_usable_on_a_narrow_screen(page: Any) -> None:

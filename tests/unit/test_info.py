@@ -43,7 +43,8 @@ def test_info_names_deployments_models_formats_and_backends_never_urls(tmp_path:
     ]
     secret_dsn = "postgresql://soul:s3cret@db.internal:5432/soul"
     settings = Settings(data_dir=tmp_path, database_url=secret_dsn)
-    info = service_info(status, styles, ["webp", "gif"], settings, "gcs")
+    variations = ["pose", "expression", "angle"]
+    info = service_info(status, styles, ["webp", "gif"], variations, settings, "gcs")
 
     assert [(d.name, d.status, d.replicas) for d in info.deployments] == [
         ("Ingress", "HEALTHY", 1),
@@ -51,6 +52,7 @@ def test_info_names_deployments_models_formats_and_backends_never_urls(tmp_path:
     ]
     assert info.models == ["tiny-lora-ink", "tiny-motion", "tiny-sdxl"]
     assert info.formats == ["gif", "webp"]
+    assert info.variations == ["pose", "expression", "angle"]
     assert (info.backends.catalog, info.backends.objects, info.backends.embedded) == (
         "postgresql",
         "gcs",
@@ -59,7 +61,7 @@ def test_info_names_deployments_models_formats_and_backends_never_urls(tmp_path:
     assert "s3cret" not in info.model_dump_json() and "db.internal" not in info.model_dump_json()
     assert info.version
 
-    embedded = service_info(ServeStatus(), [], [], Settings(data_dir=tmp_path), "local")
+    embedded = service_info(ServeStatus(), [], [], [], Settings(data_dir=tmp_path), "local")
     assert (embedded.deployments, embedded.backends.catalog, embedded.backends.embedded) == (
         [],
         "sqlite",

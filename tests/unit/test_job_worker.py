@@ -3,10 +3,11 @@ they should, retries go on where they stopped and deliver once, and the render i
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from serve_app.diffusion.sources import ModelManager
 from serve_app.errors import InvalidRequest
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.desk import JobDesk, JobQueueConfig
+from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds import rebuild_keys as rebuild
 from serve_app.jobs.kinds.image import ImageJob
 from serve_app.jobs.kinds.pack import PackJob, load_variations
@@ -476,3 +478,30 @@ def test_events_are_sent_only_on_change_and_a_quiet_job_is_read_less_often(
     assert [f.split("\n")[0] for f in quiet] == ["event: status"]  # nothing while unchanged
     assert frames[-1].startswith("event: done")
     assert reads <= 10  # 0.02, 0.04 ... up to 1 s between reads; 75 at a fixed 0.02 s
+
+
+def _names_kind(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "kind") or (
+        isinstance(node, ast.Name) and node.id == "kind"
+    )
+
+
+def test_job_kinds_are_told_apart_only_by_their_registry() -> None:
+    """A new kind is one module of jobs/kinds/ and one line in KINDS: nowhere else compares a
+    job's kind with a kind's name or tests a spec's class."""
+    specs = {kind.spec.__name__ for kind in KINDS.values()}
+    root = Path(__file__).resolve().parents[2]
+    for path in [*(root / "serve_app").rglob("*.py"), *(root / "deployments").glob("*.py")]:
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith("serve_app/jobs/kinds/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                named = {o.value for o in operands if isinstance(o, ast.Constant)} & set(KINDS)
+                assert not (named and any(map(_names_kind, operands))), f"{relative}:{node.lineno}"
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
+                classes = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+                assert not classes & specs, f"{relative}:{node.lineno} tests a spec's class"
+    for name, kind in KINDS.items():
+        assert kind.name == name and kind.spec.model_fields["kind"].annotation == Literal[name]

@@ -2,8 +2,8 @@
 
     leaser:   one per replica; while a slot is free it leases (high lane first, fair between
               clients) and hands the job to a slot; while the queue is empty it waits
-              ``poll_s``, doubling up to ``idle_max_s`` (a submit wakes it at once, and a slot
-              set free makes it lease again at once)
+              ``poll_s``, doubling up to ``idle_max_s`` (a submit wakes it at once, a retry
+              when it is due, and a slot set free makes it lease again at once)
     work:     the job's kind runs the attempt (``jobs/kinds/``: deliveries go on where the last
               attempt stopped, a key rebuild through its pages), while a watcher renews the
               lease and checks for a cancel
@@ -237,6 +237,8 @@ class JobRunner:
                  error.detail, delay_ms)  # fmt: skip
         count("soul_job_retries", kind=doc.kind)
         await self.catalog.retry_job.remote(lease, error, delay_ms)
+        # Nothing else wakes an idle leaser when the retry is due: this replica does.
+        asyncio.get_running_loop().call_later(delay_ms / 1000, self.wake)
         return None
 
     async def _run(self, lease: Lease, doc: JobDoc) -> Ended:

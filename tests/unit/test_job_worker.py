@@ -480,6 +480,45 @@ def test_events_are_sent_only_on_change_and_a_quiet_job_is_read_less_often(
     assert reads <= 10  # 0.02, 0.04 ... up to 1 s between reads; 75 at a fixed 0.02 s
 
 
+def test_an_idle_leaser_leases_a_retry_when_it_is_due(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica()
+    jobs = Jobs(world, replica, poll_s=1, idle_max_s=5)
+    jobs.config.backoff_s = 0.2  # the runner's config: a retry 0.1-0.2 s after the failure
+    runner, original, flaky = jobs.worker, replica.catalog.claim_unseen, {"left": 1}
+
+    async def claim_unseen(*args: Any) -> Any:
+        if flaky["left"]:
+            flaky["left"] -= 1
+            raise StoreUnavailable("catalog away")
+        return await original(*args)
+
+    monkeypatch.setattr(replica.catalog, "claim_unseen", claim_unseen)
+    job_id = jobs.submit(image())
+
+    async def main() -> float:
+        leaser = asyncio.create_task(runner.run())
+
+        async def retry_due() -> bool:
+            doc = await jobs.desk.job("c1", job_id)
+            return doc.status == "queued" and doc.attempts == 1
+
+        async def second_attempt() -> bool:
+            return (await jobs.desk.job("c1", job_id)).attempts == 2
+
+        await until(retry_due)
+        waited_s = await until(second_attempt)
+        await until(lambda: _finished(jobs, job_id))
+        runner.stop()
+        await asyncio.wait_for(leaser, 30)
+        return waited_s
+
+    waited_s = run(main())
+    assert waited_s < 0.8  # its delay is 0.1-0.2 s; the idle leaser's next lease was 1 s away
+    assert jobs.doc(job_id).status == "succeeded"
+
+
 def _names_kind(node: ast.expr) -> bool:
     return (isinstance(node, ast.Attribute) and node.attr == "kind") or (
         isinstance(node, ast.Name) and node.id == "kind"

@@ -35,7 +35,6 @@ from serve_app.api.deps import AdminOnly, Authorized, IdempotencyKey, client_sco
 from serve_app.api.errors import request_id_of, responses
 from serve_app.api.idempotency import IdempotencyConfig, Replays
 from serve_app.api.info import service_info
-from serve_app.api.jobs import JobDesk, JobQueueConfig, Spec
 from serve_app.api.models import (
     AnimateRequest,
     CancelAnswer,
@@ -62,7 +61,11 @@ from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, Sho
 from serve_app.diffusion.sources import model_manager
 from serve_app.errors import NotFound
 from serve_app.jobs.book import Status
-from serve_app.jobs.spec import MAX_PACK, JobSpec, RebuildKeysJob, load_variations
+from serve_app.jobs.desk import JobDesk, JobQueueConfig
+from serve_app.jobs.kinds import JobSpec
+from serve_app.jobs.kinds.pack import MAX_PACK, load_variations
+from serve_app.jobs.kinds.rebuild_keys import RebuildKeysJob
+from serve_app.jobs.spec import JobBase as Spec
 from serve_app.looks import Looks, StoredReference
 from serve_app.metrics import count
 from serve_app.places import load_places
@@ -218,7 +221,7 @@ class Ingress:
         status = await asyncio.to_thread(serve.status)
         styles = await self.looks.list_styles()
         formats = await self.deliverer.formats()
-        variations = list(self.jobs.variations)
+        variations = list(self.jobs.tools.variations)
         objects = self.objects.backend
         return service_info(status, styles, formats, variations, self.settings, objects)
 

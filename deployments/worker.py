@@ -13,14 +13,13 @@ import json
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
-from serve_app.api.answers import job_answer
 from serve_app.delivery import Deliverer, DeliveryConfig, Handles
+from serve_app.jobs.answers import job_answer
 from serve_app.jobs.book import JobDoc
-from serve_app.jobs.spec import load_variations
+from serve_app.jobs.kinds.pack import load_variations
+from serve_app.jobs.runner import JobRunner, JobWorkerConfig
 from serve_app.jobs.webhooks import Webhooks
-from serve_app.jobs.worker import JobRunner, JobWorkerConfig
 from serve_app.places import load_places
 from serve_app.settings import Settings
 from serve_app.storage import open_object_store
@@ -34,23 +33,18 @@ class WorkerConfig(DeliveryConfig, JobWorkerConfig):
 class JobWorker:
     async def __init__(  # type: ignore[misc]  # Serve awaits it
         self,
-        embedder: DeploymentHandle,
-        catalog: DeploymentHandle,
-        renderer: DeploymentHandle,
-        animator: DeploymentHandle,
-        dedupe: DeploymentHandle,
-        transcoder: DeploymentHandle,
+        handles: Handles,
         landmarks_file: str = "config/landmarks.yaml",
         variations_file: str = "config/variations.yaml",
     ) -> None:
         self.settings = Settings()
         self.objects = open_object_store(self.settings)
-        handles = Handles.of_deployments(embedder, catalog, renderer, animator, dedupe, transcoder)
-        deliverer = Deliverer(handles, self.objects, load_places(landmarks_file))
-        self.catalog = catalog
+        deliverer = Deliverer(handles.by_reference(), self.objects, load_places(landmarks_file))
+        self.catalog = handles.catalog
         self.webhooks = Webhooks(self.settings)
-        self.runner = JobRunner(deliverer, catalog, self._publish, load_variations(variations_file))
-        self.slots: list[asyncio.Task[None]] = []
+        variations = load_variations(variations_file)
+        self.runner = JobRunner(deliverer, self.catalog, self._publish, variations)
+        self.leaser: asyncio.Task[None] | None = None
         self.heartbeat = asyncio.create_task(self._beat())
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
@@ -61,8 +55,8 @@ class JobWorker:
             cfg.model_dump(include=set(DeliveryConfig.model_fields))
         )
         self.webhooks.attempts = cfg.webhook_attempts
-        while len(self.slots) < cfg.slots:  # slots are added live, never taken away mid-job
-            self.slots.append(asyncio.create_task(self.runner.run_slot()))
+        if self.leaser is None:  # slots follow the config live, never taken away mid-job
+            self.leaser = asyncio.create_task(self.runner.run())
 
     async def _publish(self, doc: JobDoc) -> None:
         answer = await asyncio.to_thread(job_answer, self.objects, self.settings, doc)
@@ -87,15 +81,15 @@ class JobWorker:
         return list(self.runner.held)
 
     async def check_health(self) -> None:
-        for slot in self.slots:
-            if slot.done() and not self.runner.stopping.is_set():
-                raise RuntimeError(f"a job slot stopped: {slot.exception()!r}")
+        leaser = self.leaser
+        if leaser is not None and leaser.done() and not self.runner.stopping.is_set():
+            raise RuntimeError(f"the job leaser stopped: {leaser.exception()!r}")
 
     async def __del__(self) -> None:
         """Stopping: lease nothing more, hand back what is held (within a watch interval)."""
         self.runner.stop()
-        if self.slots:
-            await asyncio.wait(self.slots, timeout=self.runner.config.lease_s)
+        if self.leaser is not None:
+            await asyncio.wait({self.leaser}, timeout=self.runner.config.lease_s)
         self.heartbeat.cancel()
         with contextlib.suppress(Exception):
             await self.catalog.worker_gone.remote(self.runner.owner)

@@ -17,7 +17,7 @@ from deployments.ingress import Ingress, IngressConfig
 from deployments.renderer import Renderer, RendererConfig
 from deployments.transcoder import Transcoder, TranscoderConfig
 from deployments.worker import JobWorker, WorkerConfig
-from serve_app.delivery import DeliveryConfig
+from serve_app.delivery import DeliveryConfig, Handles
 from serve_app.settings import Settings
 
 SHED_RETRY_AFTER_S = 2
@@ -135,5 +135,5 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     worker_config = WorkerConfig.model_validate(
         {**delivery, **args.worker.model_dump(exclude_unset=True)}
     )
-    worker = deployment(JobWorker, worker_config).bind(*boxes, *data_files)
+    worker = deployment(JobWorker, worker_config).bind(Handles(*boxes), *data_files)
     return deployment(Ingress, args.ingress).bind(*boxes, *data_files, worker)

@@ -163,6 +163,11 @@ class Handles:
         pixels = [h.options(_by_reference=True) for h in (renderer, animator, dedupe, transcoder)]
         return cls(embedder, catalog, *pixels)
 
+    def by_reference(self) -> Handles:
+        """These handles, the pixels' by reference (``of_deployments``)."""
+        boxes = (self.renderer, self.animator, self.dedupe, self.transcoder)
+        return Handles.of_deployments(self.embedder, self.catalog, *boxes)
+
 
 class OnceMore:
     """A handle to a deployment whose every method is safe to repeat (the Catalog's: reads and

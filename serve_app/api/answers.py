@@ -9,10 +9,6 @@ from ulid import ULID
 
 from serve_app.api.models import (
     ImageResponse,
-    JobLinks,
-    JobView,
-    KeyRebuildResult,
-    PackResult,
     Reference,
     SeenView,
     SelfieResponse,
@@ -20,9 +16,7 @@ from serve_app.api.models import (
 )
 from serve_app.delivery import Delivery, Shot
 from serve_app.errors import Conflict, Forbidden, NotFound
-from serve_app.jobs.book import JobDoc
 from serve_app.schemas import MediaFormat, Variant
-from serve_app.settings import Settings
 from serve_app.storage.local import LocalObjectStore
 from serve_app.storage.objects import ObjectStore
 
@@ -67,63 +61,6 @@ def reference_answer(objects: ObjectStore, ttl_s: int, soul_id: str, storage_key
         url=signed.url,
         expires_at=signed.expires_at,
     )
-
-
-def job_links(job_id: str) -> JobLinks:
-    return JobLinks(
-        self_url=f"/jobs/{job_id}", events=f"/jobs/{job_id}/events", cancel=f"/jobs/{job_id}/cancel"
-    )
-
-
-def job_answer(objects: ObjectStore, settings: Settings, doc: JobDoc) -> JobView:
-    """The job with what it delivered so far, its URLs signed now."""
-    return JobView(
-        job_id=doc.job_id,
-        kind=doc.kind,
-        status=doc.status,
-        priority=doc.priority,
-        user_id=doc.user_id,
-        soul_id=doc.soul_id,
-        progress=doc.progress,
-        attempts=doc.attempts,
-        max_attempts=doc.max_attempts,
-        created_at=_at(doc.created_at_ts),
-        started_at=_at(doc.started_at_ts),
-        finished_at=_at(doc.finished_at_ts),
-        result=_result(objects, settings, doc),
-        error=doc.error,
-        dead_letter=doc.dead_letter,
-        cancel_requested=doc.cancel_requested,
-        links=job_links(doc.job_id),
-    )
-
-
-def _result(
-    objects: ObjectStore, settings: Settings, doc: JobDoc
-) -> SelfieResponse | ImageResponse | PackResult | KeyRebuildResult | None:
-    first = doc.outcome.items[0] if doc.outcome.items else None
-    if doc.kind == "rebuild_prompt_key":
-        return None if first is None else KeyRebuildResult.model_validate(first)
-    ttl_s, media_format = settings.media_url_ttl_s, doc.spec.get("format", "gif")
-    if doc.kind == "pack":
-        signed = [
-            None if item is None else _delivered(objects, ttl_s, item, media_format)
-            for item in doc.outcome.items
-        ]
-        return PackResult(items=signed, failed=doc.outcome.failed)
-    return None if first is None else _delivered(objects, ttl_s, first, media_format)
-
-
-def _delivered(
-    objects: ObjectStore, ttl_s: int, item: dict, media_format: MediaFormat
-) -> ImageResponse:
-    if "landmark_key" in item:
-        return shot_answer(objects, ttl_s, Shot.model_validate(item))
-    return image_answer(objects, ttl_s, Delivery.model_validate(item), media_format)
-
-
-def _at(ts_ms: int | None) -> datetime | None:
-    return None if ts_ms is None else datetime.fromtimestamp(ts_ms / 1000, UTC)
 
 
 def variant_answer(objects: ObjectStore, ttl_s: int, variant: Variant) -> VariantView:

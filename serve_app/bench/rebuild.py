@@ -60,8 +60,7 @@ async def measure(dsn: str, n: int) -> dict[str, Any]:
     from deployments.catalog import CatalogEngine
     from deployments.embedder import EmbedderEngine
     from serve_app.jobs.book import Outcome, Progress
-    from serve_app.jobs.rebuild import KeyRebuild
-    from serve_app.jobs.spec import RebuildKeysJob
+    from serve_app.jobs.kinds.rebuild_keys import KeyRebuild, RebuildKeysJob
     from serve_app.storage import open_store
 
     engine = CatalogEngine(open_store(dsn))

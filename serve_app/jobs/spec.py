@@ -1,26 +1,23 @@
-"""What a job asks for (the body of ``POST /jobs``, by kind), and the items it delivers."""
+"""What every job shares, whatever its kind (``jobs/kinds/``): its priority lane, the fields
+every spec has, and the items it delivers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.places import Key as PlaceKey
-from serve_app.schemas import MAX_CUE_CHARS, MediaFormat, SoulId, Text, UserId, WebUrl
-from serve_app.settings import config_file
+from serve_app.schemas import MAX_CUE_CHARS, SoulId, Text, WebUrl
 
 Priority = Literal["normal", "high"]
-Vary = Literal["pose", "expression", "angle"]
 Cue = Annotated[Text, Field(min_length=1, max_length=MAX_CUE_CHARS)]
-MIN_PACK, MAX_PACK = 2, 10
 LANES: dict[Priority, int] = {"high": 0, "normal": 1}  # leased in this order
 
 
 class JobBase(BaseModel):
+    """The fields of every job's spec; each kind narrows ``kind`` to its own name."""
+
     model_config = ConfigDict(extra="forbid")
 
     priority: Priority = Field(default="normal", description="high jobs are leased first.")
@@ -30,100 +27,8 @@ class JobBase(BaseModel):
         description="Receives the job document (POST, signed) when the job ends; public "
         "http(s) hosts only.",
     )
-
-
-class ImageJob(JobBase):
-    """What ``GET /image`` delivers."""
-
-    kind: Literal["image"]
+    kind: str
     soul_id: SoulId
-    cue: Cue
-    user_id: UserId
-    format: MediaFormat = "gif"
-
-
-class SelfieJob(JobBase):
-    """What ``POST /selfie`` delivers."""
-
-    kind: Literal["selfie"]
-    soul_id: SoulId
-    city_key: PlaceKey
-    mood: PlaceKey
-    user_id: UserId
-
-
-NULL: dict[str, JsonValue] = {"type": "null"}
-
-
-def _two_ways(schema: dict[str, JsonValue]) -> None:
-    """PackJob's rule, for the schema: exactly one of the two ways is given. Each way is a whole
-    typed object (a client generator makes a model of each): cues, or cue with count."""
-    fields = schema["properties"]
-    assert isinstance(fields, dict)
-
-    def way(title: str, given: list[str], absent: list[str]) -> dict[str, JsonValue]:
-        given_fields = {name: _not_null(fields[name]) for name in given}
-        return {
-            "type": "object",
-            "title": title,
-            "properties": {**fields, **given_fields, **{name: NULL for name in absent}},
-            "required": list(given),
-        }
-
-    schema["oneOf"] = [
-        way("PackOfCues", ["cues"], ["cue", "count", "vary"]),
-        way("PackOfCount", ["cue", "count"], ["cues"]),
-    ]
-
-
-def _not_null(field: JsonValue) -> JsonValue:
-    """An optional field's schema without its ``null``, keeping its title and description."""
-    assert isinstance(field, dict) and isinstance(field["anyOf"], list)
-    [value] = [option for option in field["anyOf"] if option != NULL]
-    assert isinstance(value, dict)
-    return {**{k: v for k, v in field.items() if k != "anyOf"}, **value}
-
-
-class PackJob(JobBase):
-    """2-10 variants this user has never been sent, all in the soul's look: one per cue of
-    ``cues``, or ``count`` of ``cue`` (each with the next phrase of ``vary``, if given)."""
-
-    model_config = ConfigDict(json_schema_extra=_two_ways)
-
-    kind: Literal["pack"]
-    soul_id: SoulId
-    user_id: UserId
-    cues: list[Cue] | None = Field(default=None, min_length=MIN_PACK, max_length=MAX_PACK)
-    cue: Cue | None = None
-    count: int | None = Field(default=None, ge=MIN_PACK, le=MAX_PACK)
-    vary: Vary | None = None
-    format: MediaFormat = "gif"
-
-    @model_validator(mode="after")
-    def cues_or_cue_and_count(self) -> PackJob:
-        if self.cues is not None and (self.cue, self.count, self.vary) != (None, None, None):
-            raise ValueError("give either cues, or cue with count (and optionally vary)")
-        if self.cues is None and (self.cue is None or self.count is None):
-            raise ValueError("give either cues (2-10), or cue with count (2-10)")
-        return self
-
-
-class RebuildKeysJob(JobBase):
-    """``POST /admin/rebuild_prompt_key``: the soul's prompt keys normalized and embedded anew
-    (after a change of embedder or of the embedded text), keeping their ids and variants."""
-
-    kind: Literal["rebuild_prompt_key"] = "rebuild_prompt_key"
-    soul_id: SoulId
-
-
-JobSpec = Annotated[ImageJob | SelfieJob | PackJob, Field(discriminator="kind")]
-AnyJob = Annotated[ImageJob | SelfieJob | PackJob | RebuildKeysJob, Field(discriminator="kind")]
-
-
-class JobRequest(BaseModel):
-    """The body of ``POST /jobs``."""
-
-    spec: JobSpec
 
 
 @dataclass(frozen=True)
@@ -132,28 +37,3 @@ class Item:
 
     index: int
     cue: str = ""
-
-
-def load_variations(path: str | Path = "config/variations.yaml") -> dict[str, list[str]]:
-    variations = yaml.safe_load(config_file(path).read_text())
-    for name in Vary.__args__:  # type: ignore[attr-defined]
-        if len(variations.get(name) or []) < MAX_PACK:
-            raise ValueError(f"{path}: {name!r} needs at least {MAX_PACK} phrases")
-    return {name: list(variations[name]) for name in Vary.__args__}  # type: ignore[attr-defined]
-
-
-def items(
-    spec: ImageJob | SelfieJob | PackJob | RebuildKeysJob, variations: dict[str, list[str]]
-) -> list[Item]:
-    """What the job delivers, item by item (a key rebuild: one item, its summary)."""
-    if isinstance(spec, ImageJob):
-        return [Item(0, spec.cue)]
-    if isinstance(spec, SelfieJob | RebuildKeysJob):
-        return [Item(0)]
-    if spec.cues is not None:
-        return [Item(i, cue) for i, cue in enumerate(spec.cues)]
-    assert spec.cue is not None and spec.count is not None
-    phrases = variations[spec.vary] if spec.vary else None
-    return [
-        Item(i, f"{spec.cue}, {phrases[i]}" if phrases else spec.cue) for i in range(spec.count)
-    ]

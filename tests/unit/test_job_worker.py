@@ -3,29 +3,34 @@ they should, retries go on where they stopped and deliver once, and the render i
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
 
 from deployments.renderer import RendererConfig, RendererEngine, RenderInterrupted
-from serve_app.api.jobs import JobDesk, JobQueueConfig
 from serve_app.diffusion.sources import ModelManager
 from serve_app.errors import InvalidRequest
-from serve_app.jobs import rebuild
 from serve_app.jobs.book import JobDoc
-from serve_app.jobs.spec import ImageJob, PackJob, RebuildKeysJob, SelfieJob, load_variations
-from serve_app.jobs.worker import JobRunner, JobWorkerConfig
+from serve_app.jobs.desk import JobDesk, JobQueueConfig
+from serve_app.jobs.kinds import KINDS
+from serve_app.jobs.kinds import rebuild_keys as rebuild
+from serve_app.jobs.kinds.image import ImageJob
+from serve_app.jobs.kinds.pack import PackJob, load_variations
+from serve_app.jobs.kinds.rebuild_keys import RebuildKeysJob
+from serve_app.jobs.kinds.selfie import SelfieJob
+from serve_app.jobs.runner import JobRunner, JobWorkerConfig
 from serve_app.prompts import key_hash, pk_id
 from serve_app.schemas import Frames, PromptKey, RenderJob
 from serve_app.settings import Settings
 from serve_app.storage.store import StoreUnavailable
 from tests.support import run
 from tests.unit.handles import LocalHandle
-from tests.unit.world import Replica, World
+from tests.unit.world import Gate, Replica, World
 
 VARIATIONS = load_variations()
 U1 = "c1/u1"  # user u1 of client c1, as the catalog knows them
@@ -378,3 +383,164 @@ def test_a_key_rebuild_reembeds_keeps_ids_and_a_retry_goes_on_where_it_stopped(
     accepted = run(jobs.desk.submit("admin", RebuildKeysJob(soul_id="nova")))
     per_keys = run(catalog.estimate_job("rebuild_prompt_key", "nova", 3))
     assert accepted.estimated_s == per_keys["estimated_s"] and per_keys["per_item_s"] > 0
+
+
+async def until(done: Any, timeout_s: float = 60) -> float:
+    """Seconds until ``done()`` (awaited) holds, looked at every 10 ms."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not await done():
+        assert loop.time() - start < timeout_s, "timed out"
+        await asyncio.sleep(0.01)
+    return loop.time() - start
+
+
+def test_an_idle_leaser_backs_off_and_a_wake_leases_at_once(world: World) -> None:
+    """Idle, the replica's one leaser waits 0.02, 0.04, 0.08 ... s between leases (50 leases a
+    second without the back-off); a submit's wake leases at once, whatever the wait."""
+    jobs = Jobs(world, world.replica(), poll_s=0.02, idle_max_s=5)
+    runner = jobs.worker
+
+    async def main() -> tuple[int, float, str]:
+        leaser = asyncio.create_task(runner.run())
+        await asyncio.sleep(2.6)  # leases at 0, .02, .06, .14, .30, .62, 1.26, 2.54; next 5.1
+        idle_leases = jobs.catalog.calls["lease_job"]
+        job_id = (await jobs.desk.submit("c1", image())).job_id
+        runner.wake()
+
+        async def started() -> bool:
+            return (await jobs.desk.job("c1", job_id)).status != "queued"
+
+        waited_s = await until(started)
+        await until(lambda: _finished(jobs, job_id))
+        runner.stop()
+        await asyncio.wait_for(leaser, 30)
+        return idle_leases, waited_s, job_id
+
+    idle_leases, waited_s, job_id = run(main())
+    assert idle_leases <= 9  # 130 at a fixed 0.02 s
+    assert waited_s < 1.5  # the backed-off lease was due 2.5 s later
+    assert jobs.doc(job_id).status == "succeeded"
+
+
+async def _finished(jobs: Jobs, job_id: str) -> bool:
+    return (await jobs.desk.job("c1", job_id)).finished
+
+
+def test_every_slot_gets_work_when_jobs_queue_and_no_more(world: World) -> None:
+    gate = Gate(world.renderer)
+    jobs = Jobs(world, world.replica(renderer=gate), slots=2, poll_s=0.02, idle_max_s=0.1)
+    runner = jobs.worker
+    job_ids = [jobs.submit(image(cue=cue)) for cue in ("a red fox", "a blue whale", "an owl")]
+
+    async def main() -> list[str]:
+        leaser = asyncio.create_task(runner.run())
+
+        async def both_slots_busy() -> bool:
+            return len(runner.held) == 2
+
+        await until(both_slots_busy)
+        await asyncio.sleep(0.3)  # the leaser could lease more if it would
+        statuses = [(await jobs.desk.job("c1", job_id)).status for job_id in job_ids]
+        gate.open.set()
+        for job_id in job_ids:
+            await until(lambda job_id=job_id: _finished(jobs, job_id))
+        runner.stop()
+        await asyncio.wait_for(leaser, 30)
+        return statuses
+
+    statuses = run(main())
+    assert sorted(statuses) == ["queued", "running", "running"]
+    assert [jobs.doc(job_id).status for job_id in job_ids] == ["succeeded"] * 3
+
+
+def test_events_are_sent_only_on_change_and_a_quiet_job_is_read_less_often(
+    world: World,
+) -> None:
+    jobs = Jobs(world, world.replica())
+    job_id = jobs.submit(image())  # queued: nobody works on it
+
+    async def main() -> tuple[list[str], list[str], int]:
+        frames: list[str] = []
+
+        async def listen() -> None:
+            async for frame in jobs.desk.events("c1", job_id):
+                frames.append(frame)
+
+        listening = asyncio.create_task(listen())
+        await asyncio.sleep(1.5)
+        quiet, reads = list(frames), jobs.catalog.calls["get_job"]
+        await jobs.desk.cancel("c1", job_id)  # a change: the stream tells it and ends
+        await asyncio.wait_for(listening, 10)
+        return quiet, frames, reads
+
+    quiet, frames, reads = run(main())
+    assert [f.split("\n")[0] for f in quiet] == ["event: status"]  # nothing while unchanged
+    assert frames[-1].startswith("event: done")
+    assert reads <= 10  # 0.02, 0.04 ... up to 1 s between reads; 75 at a fixed 0.02 s
+
+
+def test_an_idle_leaser_leases_a_retry_when_it_is_due(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica()
+    jobs = Jobs(world, replica, poll_s=1, idle_max_s=5)
+    jobs.config.backoff_s = 0.2  # the runner's config: a retry 0.1-0.2 s after the failure
+    runner, original, flaky = jobs.worker, replica.catalog.claim_unseen, {"left": 1}
+
+    async def claim_unseen(*args: Any) -> Any:
+        if flaky["left"]:
+            flaky["left"] -= 1
+            raise StoreUnavailable("catalog away")
+        return await original(*args)
+
+    monkeypatch.setattr(replica.catalog, "claim_unseen", claim_unseen)
+    job_id = jobs.submit(image())
+
+    async def main() -> float:
+        leaser = asyncio.create_task(runner.run())
+
+        async def retry_due() -> bool:
+            doc = await jobs.desk.job("c1", job_id)
+            return doc.status == "queued" and doc.attempts == 1
+
+        async def second_attempt() -> bool:
+            return (await jobs.desk.job("c1", job_id)).attempts == 2
+
+        await until(retry_due)
+        waited_s = await until(second_attempt)
+        await until(lambda: _finished(jobs, job_id))
+        runner.stop()
+        await asyncio.wait_for(leaser, 30)
+        return waited_s
+
+    waited_s = run(main())
+    assert waited_s < 0.8  # its delay is 0.1-0.2 s; the idle leaser's next lease was 1 s away
+    assert jobs.doc(job_id).status == "succeeded"
+
+
+def _names_kind(node: ast.expr) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "kind") or (
+        isinstance(node, ast.Name) and node.id == "kind"
+    )
+
+
+def test_job_kinds_are_told_apart_only_by_their_registry() -> None:
+    """A new kind is one module of jobs/kinds/ and one line in KINDS: nowhere else compares a
+    job's kind with a kind's name or tests a spec's class."""
+    specs = {kind.spec.__name__ for kind in KINDS.values()}
+    root = Path(__file__).resolve().parents[2]
+    for path in [*(root / "serve_app").rglob("*.py"), *(root / "deployments").glob("*.py")]:
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith("serve_app/jobs/kinds/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                named = {o.value for o in operands if isinstance(o, ast.Constant)} & set(KINDS)
+                assert not (named and any(map(_names_kind, operands))), f"{relative}:{node.lineno}"
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
+                classes = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+                assert not classes & specs, f"{relative}:{node.lineno} tests a spec's class"
+    for name, kind in KINDS.items():
+        assert kind.name == name and kind.spec.model_fields["kind"].annotation == Literal[name]

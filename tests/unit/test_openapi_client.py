@@ -7,10 +7,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from pydantic import TypeAdapter
 
 import deployments.ingress as ingress_module
 from serve_app.api.models import StyleIn
-from serve_app.jobs.spec import JobRequest
+from serve_app.jobs.kinds import JobSpec
 from tests.generated_client import endpoint, generate_client, model
 
 DOCUMENT = ingress_module.api.openapi()
@@ -42,7 +43,7 @@ def test_both_ways_of_a_pack_are_models_whose_bodies_the_service_accepts(
 ) -> None:
     client, _ = generated
     body = model(client, name)(kind="pack", soul_id="nova", user_id="u1", **fields).to_dict()
-    assert JobRequest.model_validate({"spec": body}).spec.kind == "pack"
+    assert TypeAdapter(JobSpec).validate_python(body).kind == "pack"
     submit = endpoint(client, "jobs", "submit_job_jobs_post")
     assert model(client, name) in submit.sync.__annotations__["body"].__args__  # type: ignore[attr-defined]
 

@@ -1,10 +1,12 @@
-"""The job worker's engine: lease a job, deliver its items with the ``Deliverer``, end it.
+"""The JobWorker's engine: lease jobs, run each one as its kind says, end it.
 
-    slot:     lease (high lane first, fair between clients) → work → again; idle: poll
-    work:     deliver each item not yet delivered (a retry goes on where the last attempt
-              stopped; an item whose claim was made but not recorded is recovered, not redone;
-              a key rebuild goes through its pages instead, ``jobs/rebuild.py``), while a
-              watcher renews the lease and checks for a cancel
+    leaser:   one per replica; while a slot is free it leases (high lane first, fair between
+              clients) and hands the job to a slot; while the queue is empty it waits
+              ``poll_s``, doubling up to ``idle_max_s`` (a submit wakes it at once, a retry
+              when it is due, and a slot set free makes it lease again at once)
+    work:     the job's kind runs the attempt (``jobs/kinds/``: deliveries go on where the last
+              attempt stopped, a key rebuild through its pages), while a watcher renews the
+              lease and checks for a cancel
     end:      succeeded / partial / failed (permanent errors at once; transient ones retried
               with backoff up to max_attempts, then a dead letter) / cancelled; then the webhook,
               then the job leaves the queue
@@ -19,31 +21,19 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.coalesce import WorkInterrupted
-from serve_app.delivery import Deliverer, Delivery, tenant_user
-from serve_app.errors import ServiceError, first_line, root_cause
+from serve_app.delivery import Deliverer
 from serve_app.ids import new_ulid, now_ms
-from serve_app.jobs.book import (
-    ItemFailure,
-    JobDoc,
-    JobError,
-    Lease,
-    Leased,
-    Outcome,
-    Progress,
-    Status,
-)
-from serve_app.jobs.rebuild import KeyRebuild
-from serve_app.jobs.spec import AnyJob, ImageJob, Item, PackJob, RebuildKeysJob, SelfieJob, items
+from serve_app.jobs.book import JobDoc, JobError, Lease, Leased
+from serve_app.jobs.kinds import KINDS
+from serve_app.jobs.kinds.base import Attempt, Ended, JobTools, LeaseLost, is_permanent, job_error
 from serve_app.metrics import count, observe
 
 log = logging.getLogger("ray.serve")
-SPEC: TypeAdapter[ImageJob | SelfieJob | PackJob | RebuildKeysJob] = TypeAdapter(AnyJob)
 
 
 class JobWorkerConfig(BaseModel):
@@ -58,7 +48,19 @@ class JobWorkerConfig(BaseModel):
         description="How long a lease lasts unless renewed (every third of it): the longest a "
         "dead worker's job waits before another worker takes it.",
     )
-    poll_s: float = Field(default=0.5, gt=0, description="Idle wait between lease attempts.")
+    poll_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="The first idle wait between lease attempts while the queue is empty; it "
+        "doubles up to idle_max_s (a submit wakes a worker at once).",
+    )
+    idle_max_s: float = Field(
+        default=4,
+        gt=0,
+        le=60,
+        description="The longest idle wait between lease attempts: the longest a job waits "
+        "for a replica that was not woken by its submit while the others are busy.",
+    )
     watch_s: float = Field(
         default=0.25, gt=0, description="How often a running job is checked for a cancel."
     )
@@ -67,34 +69,6 @@ class JobWorkerConfig(BaseModel):
     )
     backoff_max_s: float = Field(default=60, gt=0, description="Longest retry delay.")
     webhook_attempts: int = Field(default=5, ge=1, le=20, description="Tries per webhook.")
-
-
-class LeaseLost(Exception):
-    """Another worker holds the job now: this one must write nothing more."""
-
-
-@dataclass
-class Ended:
-    status: Status
-    outcome: Outcome | None
-    error: JobError | None = None
-    dead_letter: bool = False
-
-
-def job_error(exc: BaseException) -> JobError:
-    cause = root_cause(exc)
-    detail = getattr(cause, "public_detail", None) or first_line(cause)
-    return JobError(type=type(cause).__name__, detail=detail)
-
-
-def is_permanent(exc: BaseException) -> bool:
-    """The client's fault (a 4xx-class domain error): retrying cannot help."""
-    cause = root_cause(exc)
-    return isinstance(cause, ServiceError) and cause.status_code < 500
-
-
-def via(doc: JobDoc, item: Item) -> str:
-    return f"{doc.client_id}/{doc.job_id}/{item.index}"
 
 
 class JobRunner:
@@ -110,38 +84,58 @@ class JobRunner:
         self.deliverer = deliverer
         self.catalog = catalog
         self.publish = publish
-        self.variations = variations
+        self.tools = JobTools(deliverer, catalog, variations)
         self.config = config or JobWorkerConfig()
         self.owner = new_ulid()
         self.stopping = asyncio.Event()
         self.woken = asyncio.Event()
+        self.freed = asyncio.Event()
+        self.working: set[asyncio.Task[None]] = set()  # one per slot in use
         self.held: dict[str, asyncio.Task[Any]] = {}
-        self.rebuild = KeyRebuild(catalog, deliverer.handles.embedder)
 
-    # ---- the slots ----------------------------------------------------------------------------
-    async def run_slot(self) -> None:
+    # ---- the leaser ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Lease into free slots until the replica stops; then wait for the slots to end (their
+        watchers hand back what they hold)."""
+        idle_s = self.config.poll_s
         while not self.stopping.is_set():
+            if len(self.working) >= self.config.slots:
+                await self._until(self.freed)
+                continue
             leased = await self._lease()
             if leased is None:
-                await self._idle()
+                await self._until(self.woken, timeout_s=idle_s)
+                idle_s = min(2 * idle_s, self.config.idle_max_s)
                 continue
-            try:
-                await self.work(leased)
-            except Exception:  # a bug or an outage: the job's lease runs out, it is retried
-                log.exception("job %s: its work broke off", leased.doc.job_id)
-
-    async def _idle(self) -> None:
-        """Until the next poll, or sooner: a submit woke this replica, or it is stopping."""
-        wake = asyncio.ensure_future(self.woken.wait())
-        stop = asyncio.ensure_future(self.stopping.wait())
-        await asyncio.wait({wake, stop}, timeout=self.config.poll_s, return_when="FIRST_COMPLETED")
-        wake.cancel()
-        stop.cancel()
-        self.woken.clear()  # after the wait: a wake that came while leasing is not lost
+            idle_s = self.config.poll_s
+            slot = asyncio.create_task(self._work_in_slot(leased))
+            self.working.add(slot)
+            slot.add_done_callback(self._free)
+        if self.working:
+            await asyncio.wait(self.working)
 
     def wake(self) -> None:
-        """A job was just submitted: idle slots lease now instead of at their next poll."""
+        """A job was just submitted: lease now instead of at the end of the idle wait."""
         self.woken.set()
+
+    def _free(self, slot: asyncio.Task[None]) -> None:
+        self.working.discard(slot)
+        self.freed.set()
+
+    async def _until(self, event: asyncio.Event, timeout_s: float | None = None) -> None:
+        """Until ``event`` is set (then it is cleared) or the timeout, or sooner: stopping."""
+        happened = asyncio.ensure_future(event.wait())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({happened, stop}, timeout=timeout_s, return_when="FIRST_COMPLETED")
+        happened.cancel()
+        stop.cancel()
+        event.clear()  # after the wait: one set while leasing is seen by the next wait
+
+    async def _work_in_slot(self, leased: Leased) -> None:
+        try:
+            await self.work(leased)
+        except Exception:  # a bug or an outage: the job's lease runs out, it is retried
+            log.exception("job %s: its work broke off", leased.doc.job_id)
 
     async def _lease(self) -> Leased | None:
         try:
@@ -243,59 +237,13 @@ class JobRunner:
                  error.detail, delay_ms)  # fmt: skip
         count("soul_job_retries", kind=doc.kind)
         await self.catalog.retry_job.remote(lease, error, delay_ms)
+        # Nothing else wakes an idle leaser when the retry is due: this replica does.
+        asyncio.get_running_loop().call_later(delay_ms / 1000, self.wake)
         return None
 
     async def _run(self, lease: Lease, doc: JobDoc) -> Ended:
-        spec = SPEC.validate_python(doc.spec)
-        if not isinstance(spec, RebuildKeysJob):
-            return await self._deliver_all(lease, doc, spec)
-
-        async def save(outcome: Outcome, progress: Progress) -> None:
-            if not await self.catalog.save_outcome.remote(lease, outcome, progress):
-                raise LeaseLost()
-
-        return Ended("succeeded", await self.rebuild.run(doc, spec, save))
-
-    async def _deliver_all(
-        self, lease: Lease, doc: JobDoc, spec: ImageJob | SelfieJob | PackJob
-    ) -> Ended:
-        outcome = doc.outcome
-        ended = {f.index for f in outcome.failed}
-        leased_before = lease.version > 1  # an earlier lease may have claimed without recording
-        for item in items(spec, self.variations):
-            if outcome.items[item.index] is not None or item.index in ended:
-                continue
-            try:
-                delivery = await self._deliver(spec, item, via(doc, item), leased_before)
-            except Exception as exc:
-                if not is_permanent(exc):
-                    raise
-                if not isinstance(spec, PackJob):
-                    return Ended("failed", outcome, job_error(exc))
-                outcome.failed.append(ItemFailure(index=item.index, error=job_error(exc)))
-            else:
-                outcome.items[item.index] = delivery.model_dump(mode="json")
-                count("soul_cache_requests", route="/jobs", soul_id=spec.soul_id,
-                      result=delivery.cache)  # fmt: skip
-            if not await self.catalog.save_outcome.remote(lease, outcome):
-                raise LeaseLost()
-        if not outcome.failed:
-            return Ended("succeeded", outcome)
-        status: Status = "partial" if outcome.delivered else "failed"
-        return Ended(status, outcome, outcome.failed[0].error)
-
-    async def _deliver(
-        self, spec: ImageJob | SelfieJob | PackJob, item: Item, ref: str, retried: bool
-    ) -> Delivery:
-        """One item, exactly once: a retry first looks for what an earlier attempt claimed."""
-        user = tenant_user(ref.split("/")[0], spec.user_id)  # ref: client/job/index
-        if retried and (earlier := await self.deliverer.recover(user, ref)) is not None:
-            return earlier
-        with contextlib.suppress(Exception):
-            await self.catalog.job_progress.remote([ref], "lookup")
-        if isinstance(spec, SelfieJob):
-            return await self.deliverer.selfie(spec.soul_id, spec.city_key, spec.mood, user, ref)
-        return await self.deliverer.image(spec.soul_id, item.cue, user, ref)
+        kind = KINDS[doc.kind]
+        return await kind.run(kind.parse(doc.spec), Attempt(lease, doc, self.tools))
 
     async def _conclude(self, lease: Lease) -> None:
         """The webhook of a finished job, then it leaves the queue."""

@@ -1,5 +1,6 @@
-"""The job routes' logic (the Ingress only translates HTTP): check and submit a job, read, list
-and cancel a client's jobs, stream a job's events, the queue's stats and estimates.
+"""The job routes' logic, without HTTP (the routes only translate it): check and submit a job,
+read, list and cancel a client's jobs, stream a job's events, the queue's stats and estimates.
+What differs between kinds is asked of the kind (``jobs/kinds/``).
 
 A client (``client_scope``: its API key) sees only its own jobs: another client's job id is a
 404, as if it did not exist.
@@ -14,17 +15,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.answers import job_answer, job_links
 from serve_app.api.models import CancelAnswer, JobAccepted, JobPage, JobView
 from serve_app.delivery import Deliverer
-from serve_app.errors import NotFound, ServiceError, UnknownSoul
+from serve_app.errors import NotFound, ServiceError
+from serve_app.jobs.answers import job_answer, job_links
 from serve_app.jobs.book import JobDoc, Submitted
-from serve_app.jobs.spec import ImageJob, PackJob, RebuildKeysJob, SelfieJob, items
+from serve_app.jobs.kinds import KINDS
+from serve_app.jobs.kinds.base import JobTools
+from serve_app.jobs.spec import JobBase
 from serve_app.jobs.webhooks import check_webhook_url
 from serve_app.settings import Settings
 from serve_app.storage.objects import ObjectStore
-
-Spec = ImageJob | SelfieJob | PackJob | RebuildKeysJob
 
 
 class JobQueueConfig(BaseModel):
@@ -34,7 +35,18 @@ class JobQueueConfig(BaseModel):
         default=3, ge=1, le=20, description="Attempts of a job before it is a dead letter."
     )
     events_poll_s: float = Field(
-        default=0.1, gt=0, le=5, description="How often an event stream looks at its job."
+        default=0.1,
+        gt=0,
+        le=5,
+        description="How often an event stream looks at its job while it changes; while it "
+        "does not, the wait doubles up to events_quiet_max_s.",
+    )
+    events_quiet_max_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30,
+        description="The longest wait of an event stream between two looks at a job that "
+        "does not change (a change resets it to events_poll_s).",
     )
     events_keepalive_s: float = Field(
         default=15, gt=0, description="A comment line this often keeps idle streams open."
@@ -65,30 +77,21 @@ class JobDesk:
     ) -> None:
         """``worker``: the JobWorker's handle, woken on each submit (else workers poll)."""
         self.worker = worker
-        self.deliverer = deliverer
+        self.tools = JobTools(deliverer, catalog, variations)
         self.catalog = catalog
         self.objects = objects
         self.settings = settings
-        self.variations = variations
         self.config = config or JobQueueConfig()
 
-    async def check(self, spec: Spec) -> None:
+    async def check(self, spec: JobBase) -> None:
         """Refuse, before anything is written, what the job could never deliver."""
-        if isinstance(spec, SelfieJob):
-            self.deliverer.check_place(spec.city_key, spec.mood)
-        elif not isinstance(spec, RebuildKeysJob):
-            cues = [item.cue for item in items(spec, self.variations)]
-            await self.deliverer.check_images(cues, spec.format)
+        await KINDS[spec.kind].check(spec, self.tools)
         if spec.webhook_url is not None:
             await asyncio.to_thread(check_webhook_url, str(spec.webhook_url), self.settings)
-        if isinstance(spec, RebuildKeysJob):  # a soul without a style still has its keys
-            if await self.catalog.get_soul.remote(spec.soul_id) is None:
-                raise UnknownSoul(spec.soul_id)
-        else:
-            await self.deliverer.check_soul(spec.soul_id)
 
-    async def submit(self, client_id: str, spec: Spec) -> JobAccepted:
-        total = len(items(spec, self.variations))
+    async def submit(self, client_id: str, spec: JobBase) -> JobAccepted:
+        kind = KINDS[spec.kind]
+        total = len(kind.items(spec, self.tools.variations))
         submitted: Submitted = await self.catalog.submit_job.remote(
             client_id,
             spec.model_dump(mode="json"),
@@ -101,9 +104,8 @@ class JobDesk:
             raise TooManyJobs(submitted.refused or "", retry_after_s=submitted.retry_after_s)
         if self.worker is not None:
             self.worker.wake.remote()  # not awaited: a worker that misses it polls anyway
-        if isinstance(spec, RebuildKeysJob):  # its run times are recorded per key
-            total = await self.catalog.count_prompt_keys.remote(spec.soul_id)
-        estimate = await self.catalog.estimate_job.remote(spec.kind, spec.soul_id, total)
+        units = await kind.units(spec, self.tools)
+        estimate = await self.catalog.estimate_job.remote(spec.kind, spec.soul_id, units)
         return JobAccepted(
             job_id=submitted.doc.job_id,
             status=submitted.doc.status,
@@ -147,34 +149,45 @@ class JobDesk:
 
     async def events(self, client_id: str, job_id: str) -> AsyncIterator[str]:
         """Server-Sent Events: ``status`` (the whole job, first and on every status change),
-        ``progress``, ``item`` (a pack item as it is delivered), and ``done`` at the end."""
+        ``progress``, ``item`` (a pack item as it is delivered), and ``done`` at the end. An
+        event goes out only when the job changed; while it does not, the job is read less and
+        less often (down to every ``events_quiet_max_s``), and a change reads it quickly again."""
         doc = await self.job(client_id, job_id)
         yield _event("status", await self._answer(doc))
         sent_items = {i for i, item in enumerate(doc.outcome.items) if item is not None}
-        quiet_s = 0.0
+        wait_s, quiet_s = self.config.events_poll_s, 0.0
         while not doc.finished:
-            await asyncio.sleep(self.config.events_poll_s)
+            await asyncio.sleep(wait_s)
+            quiet_s += wait_s
             now = await self.job(client_id, job_id)
-            view = await self._answer(now) if now != doc else None
-            if view is None:
-                quiet_s += self.config.events_poll_s
+            if now == doc:
+                wait_s = min(2 * wait_s, self.config.events_quiet_max_s)
                 if quiet_s >= self.config.events_keepalive_s:
                     quiet_s = 0.0
                     yield ": keep-alive\n\n"
                 continue
-            quiet_s = 0.0
-            if now.status != doc.status and not now.finished:
-                yield _event("status", view)
-            if now.progress != doc.progress:
-                yield _event("progress", view.progress)
-            for index, item in _new_items(view, sent_items):
-                sent_items.add(index)
-                yield _event("item", {"index": index, "item": item})
+            wait_s, quiet_s = self.config.events_poll_s, 0.0
+            for frame in _changes(doc, now, await self._answer(now), sent_items):
+                yield frame
             doc = now
         yield _event("done", await self._answer(doc))
 
     async def _answer(self, doc: JobDoc) -> JobView:
         return await asyncio.to_thread(job_answer, self.objects, self.settings, doc)
+
+
+def _changes(before: JobDoc, now: JobDoc, view: JobView, sent_items: set[int]) -> list[str]:
+    """The events that tell a client how ``before`` became ``now`` (``view``: ``now``'s answer);
+    ``sent_items`` gains the items they announce."""
+    frames = []
+    if now.status != before.status and not now.finished:
+        frames.append(_event("status", view))
+    if now.progress != before.progress:
+        frames.append(_event("progress", view.progress))
+    for index, item in _new_items(view, sent_items):
+        sent_items.add(index)
+        frames.append(_event("item", {"index": index, "item": item}))
+    return frames
 
 
 def _new_items(view: JobView, sent: set[int]) -> list[tuple[int, Any]]:

@@ -1,6 +1,6 @@
-"""A soul's prompt keys normalized and embedded anew (``POST /admin/rebuild_prompt_key``), as a
-job: after a change of the embedder or of the embedded text, old keys' vectors no longer
-compare with new cues'.
+"""The ``rebuild_prompt_key`` job: a soul's prompt keys normalized and embedded anew
+(``POST /admin/rebuild_prompt_key``, its own route): after a change of the embedder or of the
+embedded text, old keys' vectors no longer compare with new cues'.
 
     pages:  the soul's keys in key order (a primary-key range), a page at a time: each cue
             key's text normalized by today's rules, its cue part embedded, both written back
@@ -16,16 +16,27 @@ writes the same rows again.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from serve_app.api.models import KeyRebuildResult
+from serve_app.errors import UnknownSoul
 from serve_app.jobs.book import JobDoc, Outcome, Progress
-from serve_app.jobs.spec import RebuildKeysJob
+from serve_app.jobs.kinds.base import Attempt, Ended, JobKind, JobTools
+from serve_app.jobs.spec import Item, JobBase
 from serve_app.prompts import cue_part, renormalize
+from serve_app.storage.objects import ObjectStore
 
 PAGE = 500
 Save = Callable[[Outcome, Progress], Awaitable[None]]
+
+
+class RebuildKeysJob(JobBase):
+    """``POST /admin/rebuild_prompt_key``: the soul's prompt keys normalized and embedded anew
+    (after a change of embedder or of the embedded text), keeping their ids and variants."""
+
+    kind: Literal["rebuild_prompt_key"] = "rebuild_prompt_key"
 
 
 class RebuildState(BaseModel):
@@ -76,3 +87,30 @@ class KeyRebuild:
         await self.catalog.rewrite_keys.remote(rewritten)
         state.reembedded += len(cue_keys)
         state.renormalized += sum(1 for _, old, new in cue_keys if old != new)
+
+
+class RebuildKeysKind(JobKind[RebuildKeysJob]):
+    name = "rebuild_prompt_key"
+    spec = RebuildKeysJob
+    submitted = False
+
+    def items(self, spec: RebuildKeysJob, variations: dict[str, list[str]]) -> list[Item]:
+        return [Item(0)]  # its summary
+
+    async def check(self, spec: RebuildKeysJob, tools: JobTools) -> None:
+        # A soul without a style still has its keys.
+        if await tools.catalog.get_soul.remote(spec.soul_id) is None:
+            raise UnknownSoul(spec.soul_id)
+
+    async def units(self, spec: RebuildKeysJob, tools: JobTools) -> int:
+        count: int = await tools.catalog.count_prompt_keys.remote(spec.soul_id)
+        return count  # its run times are recorded per key
+
+    async def run(self, spec: RebuildKeysJob, attempt: Attempt) -> Ended:
+        tools = attempt.tools
+        rebuild = KeyRebuild(tools.catalog, tools.deliverer.handles.embedder)
+        return Ended("succeeded", await rebuild.run(attempt.doc, spec, attempt.save))
+
+    def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> KeyRebuildResult | None:
+        first = doc.outcome.items[0] if doc.outcome.items else None
+        return None if first is None else KeyRebuildResult.model_validate(first)

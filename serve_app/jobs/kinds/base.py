@@ -1,0 +1,112 @@
+"""What a job kind is: the one place that knows a kind's spec, its items, its submit checks,
+how an attempt at it runs and what its answer carries (the registry, ``kinds/__init__.py``,
+maps each kind's name to one). The desk, the runner and the answers ask the kind; none of them
+branches on it.
+
+    submit:   ``check`` refuses what could never be delivered, before anything is written;
+              ``items`` says what the job delivers (their count is its progress total);
+              ``units`` what its estimate counts (items, unless the kind counts otherwise)
+    run:      ``run`` works one attempt at a leased job to its ``Ended``; every write goes
+              through ``Attempt.save``, fenced by the lease (``LeaseLost`` when it is gone)
+    answer:   ``result`` turns what the job delivered so far into its answer's ``result``,
+              URLs signed now
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from serve_app.delivery import Deliverer
+from serve_app.errors import ServiceError, first_line, root_cause
+from serve_app.jobs.book import JobDoc, JobError, Lease, Outcome, Progress, Status
+from serve_app.jobs.spec import Item, JobBase
+from serve_app.storage.objects import ObjectStore
+
+S = TypeVar("S", bound=JobBase)
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now: this one must write nothing more."""
+
+
+@dataclass
+class Ended:
+    """How an attempt at a job ended, to be written when it finishes."""
+
+    status: Status
+    outcome: Outcome | None
+    error: JobError | None = None
+    dead_letter: bool = False
+
+
+def job_error(exc: BaseException) -> JobError:
+    cause = root_cause(exc)
+    detail = getattr(cause, "public_detail", None) or first_line(cause)
+    return JobError(type=type(cause).__name__, detail=detail)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """The client's fault (a 4xx-class domain error): retrying cannot help."""
+    cause = root_cause(exc)
+    return isinstance(cause, ServiceError) and cause.status_code < 500
+
+
+@dataclass(frozen=True)
+class JobTools:
+    """What kinds work with: the replica's ``Deliverer``, the Catalog's handle, and the
+    phrases a pack varies its cue with (``config/variations.yaml``)."""
+
+    deliverer: Deliverer
+    catalog: Any
+    variations: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt at a leased job, as its kind runs it."""
+
+    lease: Lease
+    doc: JobDoc
+    tools: JobTools
+
+    async def save(self, outcome: Outcome, progress: Progress | None = None) -> None:
+        """Keep what the job has done so far (a retry goes on from there)."""
+        if not await self.tools.catalog.save_outcome.remote(self.lease, outcome, progress):
+            raise LeaseLost()
+
+
+class JobKind(ABC, Generic[S]):
+    """A kind of job; one instance of each sits in the registry."""
+
+    name: ClassVar[str]
+    spec: type[S]
+    submitted: ClassVar[bool] = True
+    """Submitted through ``POST /jobs`` (False: through a route of its own)."""
+
+    def parse(self, raw: dict[str, Any]) -> S:
+        """The spec as the job row keeps it, typed again."""
+        return self.spec.model_validate(raw)
+
+    @abstractmethod
+    def items(self, spec: S, variations: dict[str, list[str]]) -> list[Item]:
+        """What the job delivers, item by item."""
+
+    @abstractmethod
+    async def check(self, spec: S, tools: JobTools) -> None:
+        """Refuse (a domain error) what this job could never deliver."""
+
+    async def units(self, spec: S, tools: JobTools) -> int:
+        """What the job's estimate counts (its run times are recorded per such unit)."""
+        return len(self.items(spec, tools.variations))
+
+    @abstractmethod
+    async def run(self, spec: S, attempt: Attempt) -> Ended:
+        """One attempt, to its end (raising: a failure the runner retries or ends)."""
+
+    @abstractmethod
+    def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> BaseModel | None:
+        """What the job delivered so far, as its answer's ``result`` (None: nothing yet)."""

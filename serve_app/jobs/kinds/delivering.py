@@ -1,0 +1,72 @@
+"""The kinds whose items are deliveries to one user through the ``Deliverer`` (image, selfie,
+pack): how their attempts run, whatever the item.
+
+    each item not yet delivered, in order: a retry goes on where the last attempt stopped, and
+    an item whose claim was made but not recorded (its worker died between the two) is
+    recovered by its job item reference, not delivered twice
+    a permanent failure of an item fails the job, or, in a kind that delivers ``partial``ly,
+    only that item; a transient one breaks the attempt off (the runner retries it)
+    each item's result is saved as it comes, fenced by the lease
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import abstractmethod
+from typing import ClassVar
+
+from serve_app.delivery import Delivery, tenant_user
+from serve_app.jobs.book import ItemFailure, JobDoc, Status
+from serve_app.jobs.kinds.base import Attempt, Ended, JobKind, JobTools, S, is_permanent, job_error
+from serve_app.jobs.spec import Item
+from serve_app.metrics import count
+
+
+def via(doc: JobDoc, item: Item) -> str:
+    """The job item's reference (``client/job/index``): claims and progress carry it."""
+    return f"{doc.client_id}/{doc.job_id}/{item.index}"
+
+
+class DeliveringKind(JobKind[S]):
+    partial: ClassVar[bool] = False
+    """A permanently failed item fails only itself (the job ends ``partial``)."""
+
+    @abstractmethod
+    async def deliver(self, spec: S, item: Item, user: str, ref: str, tools: JobTools) -> Delivery:
+        """One item, for ``user`` (the tenant-scoped id), claimed under ``ref``."""
+
+    async def run(self, spec: S, attempt: Attempt) -> Ended:
+        doc = attempt.doc
+        outcome = doc.outcome
+        ended = {f.index for f in outcome.failed}
+        for item in self.items(spec, attempt.tools.variations):
+            if outcome.items[item.index] is not None or item.index in ended:
+                continue
+            try:
+                delivery = await self._deliver_once(spec, item, attempt)
+            except Exception as exc:
+                if not is_permanent(exc):
+                    raise
+                if not self.partial:
+                    return Ended("failed", outcome, job_error(exc))
+                outcome.failed.append(ItemFailure(index=item.index, error=job_error(exc)))
+            else:
+                outcome.items[item.index] = delivery.model_dump(mode="json")
+                count("soul_cache_requests", route="/jobs", soul_id=doc.soul_id,
+                      result=delivery.cache)  # fmt: skip
+            await attempt.save(outcome)
+        if not outcome.failed:
+            return Ended("succeeded", outcome)
+        status: Status = "partial" if outcome.delivered else "failed"
+        return Ended(status, outcome, outcome.failed[0].error)
+
+    async def _deliver_once(self, spec: S, item: Item, attempt: Attempt) -> Delivery:
+        """One item, exactly once: a retry first looks for what an earlier attempt claimed."""
+        doc, tools, ref = attempt.doc, attempt.tools, via(attempt.doc, item)
+        user = tenant_user(doc.client_id, doc.user_id)
+        leased_before = attempt.lease.version > 1  # an earlier lease may have claimed
+        if leased_before and (earlier := await tools.deliverer.recover(user, ref)) is not None:
+            return earlier
+        with contextlib.suppress(Exception):
+            await tools.catalog.job_progress.remote([ref], "lookup")
+        return await self.deliver(spec, item, user, ref, tools)

@@ -1,0 +1,54 @@
+"""The ``image`` job: what ``GET /image`` delivers (a variant of a cue this user has never been
+sent), queued."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from serve_app.api.answers import image_answer
+from serve_app.api.models import ImageResponse
+from serve_app.delivery import Delivery
+from serve_app.jobs.book import JobDoc
+from serve_app.jobs.kinds.base import JobTools
+from serve_app.jobs.kinds.delivering import DeliveringKind
+from serve_app.jobs.spec import Cue, Item, JobBase
+from serve_app.schemas import MediaFormat, UserId
+from serve_app.storage.objects import ObjectStore
+
+
+class ImageJob(JobBase):
+    """What ``GET /image`` delivers."""
+
+    kind: Literal["image"]
+    cue: Cue
+    user_id: UserId
+    format: MediaFormat = "gif"
+
+
+def signed_image(
+    objects: ObjectStore, ttl_s: int, item: dict[str, Any], media_format: MediaFormat
+) -> ImageResponse:
+    """A delivered item (``Delivery`` as the job keeps it), its URLs signed now."""
+    return image_answer(objects, ttl_s, Delivery.model_validate(item), media_format)
+
+
+class ImageKind(DeliveringKind[ImageJob]):
+    name = "image"
+    spec = ImageJob
+
+    def items(self, spec: ImageJob, variations: dict[str, list[str]]) -> list[Item]:
+        return [Item(0, spec.cue)]
+
+    async def check(self, spec: ImageJob, tools: JobTools) -> None:
+        await tools.deliverer.check_images([spec.cue], spec.format)
+        await tools.deliverer.check_soul(spec.soul_id)
+
+    async def deliver(
+        self, spec: ImageJob, item: Item, user: str, ref: str, tools: JobTools
+    ) -> Delivery:
+        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref)
+
+    def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> ImageResponse | None:
+        first = doc.outcome.items[0] if doc.outcome.items else None
+        media_format = doc.spec.get("format", "gif")
+        return None if first is None else signed_image(objects, ttl_s, first, media_format)

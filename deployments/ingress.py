@@ -22,7 +22,7 @@ from fastapi.responses import (
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api.answers import (
+from serve_app.media.answers import (
     image_answer,
     media_file,
     reference_answer,
@@ -36,7 +36,7 @@ from serve_app.api.errors import request_id_of, responses
 from serve_app.api.idempotency import IdempotencyConfig, Replays
 from serve_app.api.info import service_info
 from serve_app.api.jobs import JobDesk, JobQueueConfig, Spec
-from serve_app.api.models import (
+from serve_app.api.protocol import (
     AnimateRequest,
     CancelAnswer,
     ImageResponse,

@@ -15,7 +15,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serve_app.api.answers import job_answer
+from serve_app.media.answers import job_answer
 from serve_app.delivery import Deliverer, DeliveryConfig, Handles
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.spec import load_variations

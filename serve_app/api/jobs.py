@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.answers import job_answer, job_links
-from serve_app.api.models import CancelAnswer, JobAccepted, JobPage, JobView
+from serve_app.media.answers import job_answer, job_links
+from serve_app.api.protocol import CancelAnswer, JobAccepted, JobPage, JobView
 from serve_app.delivery import Deliverer
 from serve_app.errors import NotFound, ServiceError, UnknownSoul
 from serve_app.jobs.book import JobDoc, Submitted

@@ -13,14 +13,13 @@ import json
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
-from serve_app.media.answers import job_answer
 from serve_app.delivery import Deliverer, DeliveryConfig, Handles
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.spec import load_variations
 from serve_app.jobs.webhooks import Webhooks
 from serve_app.jobs.worker import JobRunner, JobWorkerConfig
+from serve_app.media.answers import job_answer
 from serve_app.places import load_places
 from serve_app.settings import Settings
 from serve_app.storage.objects import open_object_store
@@ -34,22 +33,18 @@ class WorkerConfig(DeliveryConfig, JobWorkerConfig):
 class JobWorker:
     async def __init__(  # type: ignore[misc]  # Serve awaits it
         self,
-        embedder: DeploymentHandle,
-        catalog: DeploymentHandle,
-        renderer: DeploymentHandle,
-        animator: DeploymentHandle,
-        dedupe: DeploymentHandle,
-        transcoder: DeploymentHandle,
+        handles: Handles,
         landmarks_file: str = "config/landmarks.yaml",
         variations_file: str = "config/variations.yaml",
     ) -> None:
         self.settings = Settings()
         self.objects = open_object_store(self.settings)
-        handles = Handles.of_deployments(embedder, catalog, renderer, animator, dedupe, transcoder)
-        deliverer = Deliverer(handles, self.objects, load_places(landmarks_file))
-        self.catalog = catalog
+        deliverer = Deliverer(handles.by_reference(), self.objects, load_places(landmarks_file))
+        self.catalog = handles.catalog
         self.webhooks = Webhooks(self.settings)
-        self.runner = JobRunner(deliverer, catalog, self._publish, load_variations(variations_file))
+        self.runner = JobRunner(
+            deliverer, self.catalog, self._publish, load_variations(variations_file)
+        )
         self.slots: list[asyncio.Task[None]] = []
         self.heartbeat = asyncio.create_task(self._beat())
 

@@ -17,7 +17,7 @@ from deployments.ingress import Ingress, IngressConfig
 from deployments.renderer import Renderer, RendererConfig
 from deployments.transcoder import Transcoder, TranscoderConfig
 from deployments.worker import JobWorker, WorkerConfig
-from serve_app.delivery import DeliveryConfig
+from serve_app.delivery import DeliveryConfig, Handles
 
 SHED_RETRY_AFTER_S = 2
 DeploymentName = Literal[
@@ -95,16 +95,17 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
         return decorated.options(**options)
 
     catalog = deployment(Catalog, args.catalog).bind(args.souls_file)
-    boxes = (
-        deployment(Embedder).bind(),
-        catalog,
+    # Serve finds the applications inside the record and binds their handles in their place.
+    handles = Handles(
+        embedder=deployment(Embedder).bind(),
+        catalog=catalog,
         # A replica takes as many renders at once as it batches.
-        deployment(Renderer, args.renderer, max_ongoing_requests=args.renderer.max_batch_size).bind(
-            catalog, args.renderer.max_styles
-        ),
-        deployment(Animator, args.animator).bind(catalog),
-        deployment(Dedupe, args.dedupe).bind(),
-        deployment(Transcoder, args.transcoder).bind(),
+        renderer=deployment(
+            Renderer, args.renderer, max_ongoing_requests=args.renderer.max_batch_size
+        ).bind(catalog, args.renderer.max_styles),
+        animator=deployment(Animator, args.animator).bind(catalog),
+        dedupe=deployment(Dedupe, args.dedupe).bind(),
+        transcoder=deployment(Transcoder, args.transcoder).bind(),
     )
     data_files = (args.landmarks_file, args.variations_file)
     # Bound into the Ingress so that it is deployed (and scaled, and restarted) with the graph;
@@ -114,5 +115,5 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     worker_config = WorkerConfig.model_validate(
         {**delivery, **args.worker.model_dump(exclude_unset=True)}
     )
-    worker = deployment(JobWorker, worker_config).bind(*boxes, *data_files)
-    return deployment(Ingress, args.ingress).bind(*boxes, *data_files, worker)
+    worker = deployment(JobWorker, worker_config).bind(handles, *data_files)
+    return deployment(Ingress, args.ingress).bind(handles, *data_files, worker)

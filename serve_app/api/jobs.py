@@ -14,13 +14,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.media.answers import job_answer, job_links
 from serve_app.api.protocol import CancelAnswer, JobAccepted, JobPage, JobView
 from serve_app.delivery import Deliverer
 from serve_app.errors import NotFound, ServiceError, UnknownSoul
 from serve_app.jobs.book import JobDoc, Submitted
 from serve_app.jobs.spec import ImageJob, PackJob, RebuildKeysJob, SelfieJob, items
 from serve_app.jobs.webhooks import check_webhook_url
+from serve_app.media.answers import job_answer, job_links
 from serve_app.settings import Settings
 from serve_app.storage.objects import ObjectStore
 

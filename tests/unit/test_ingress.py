@@ -10,6 +10,7 @@ import pytest
 
 import deployments.ingress as ingress_module
 from serve_app.api.openapi import with_formats
+from serve_app.api.routes import ROUTERS
 from serve_app.schemas import REFERENCE_URL
 
 
@@ -27,6 +28,8 @@ def test_every_module_name_the_ingress_uses_is_visible_to_its_methods() -> None:
     ours = [k for k in deployed.__mro__ if k.__module__ == ingress_module.__name__]
     module_names = set(vars(ingress_module))
     methods = [(n, m) for k in ours for n, m in vars(k).items() if inspect.isfunction(m)]
+    # The route handlers live in the route families' modules (serve_app/api/routes/).
+    methods += [(r.name, r.endpoint) for router in ROUTERS for r in router.routes]
     assert len(methods) > 10  # the route handlers and helpers, wherever Serve put them
     missing = {
         f"{name}: {used}"
@@ -105,3 +108,23 @@ def test_the_openapi_document_names_only_the_formats_encoded_here(
     narrowed = with_formats(document, formats)
     assert narrowed["paths"]["/image"]["parameters"][0]["schema"]["enum"] == enum
     assert document["paths"]["/image"]["parameters"][0]["schema"]["enum"] == ["gif", "webp", "mp4"]
+
+
+def test_serve_binds_a_handle_in_place_of_each_application_in_the_handles_record() -> None:
+    # What `serve.run` does to the graph before it deploys it, with stand-ins for the handles.
+    from ray.serve._private.build_app import build_app as build_serve_app
+
+    from serve_app.app import build_app
+    from serve_app.delivery import Handles
+
+    built = build_serve_app(
+        build_app({}), name="soul", make_deployment_handle=lambda d, _: f"handle of {d.name}"
+    )
+    deployed = {d.name: d for d in built.deployments}
+    boxes = ["Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder"]
+    for name in ("Ingress", "JobWorker"):
+        handles = deployed[name].init_args[0]
+        assert isinstance(handles, Handles)
+        assert list(vars(handles).values()) == [f"handle of {box}" for box in boxes]
+    assert deployed["Ingress"].init_args[-1] == "handle of JobWorker"
+    assert set(deployed) == {*boxes, "Ingress", "JobWorker"}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from types import CodeType
+from typing import Any
 
+import httpx
 import pytest
 
 import deployments.ingress as ingress_module
@@ -128,3 +132,57 @@ def test_serve_binds_a_handle_in_place_of_each_application_in_the_handles_record
         assert list(vars(handles).values()) == [f"handle of {box}" for box in boxes]
     assert deployed["Ingress"].init_args[-1] == "handle of JobWorker"
     assert set(deployed) == {*boxes, "Ingress", "JobWorker"}
+
+
+def test_the_app_an_ingress_replica_serves_reaches_its_services_and_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Ingress as Serve constructs it on a replica, over a real catalog engine (no Ray).
+    from deployments.catalog import CatalogEngine
+    from serve_app.delivery import Handles
+    from serve_app.settings import Settings
+    from serve_app.souls import load_souls
+    from serve_app.storage.objects import open_object_store
+    from serve_app.storage.sqlite import SQLiteStore
+    from tests.support import run
+    from tests.unit.handles import LocalHandle
+
+    monkeypatch.setenv("SOUL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SOUL_API_KEYS", json.dumps(["client-key"]))
+    engine = CatalogEngine(
+        SQLiteStore(tmp_path / "catalog.db"), objects=open_object_store(Settings())
+    )
+    run(engine.start(load_souls("config/souls.yaml")))
+    catalog = LocalHandle(engine)
+    unused = LocalHandle(None)  # no route here renders, animates, dedupes or encodes
+    handles = Handles(unused, catalog, unused, unused, unused, unused)
+    replica = ingress_module.Ingress.func_or_class.__wrapped__(handles)
+    served = replica.__serve_build_asgi_app__()
+    transport = httpx.ASGITransport(app=served)
+    key = {"Authorization": "Bearer client-key"}
+
+    async def call(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://soul") as client:
+            return await client.request(method, url, **kwargs)
+
+    try:
+        assert run(call("GET", "/style")).status_code == 401
+        assert run(call("GET", "/ready")).json()["checks"] == {"catalog": "ok", "objects": "ok"}
+        assert "paris" in {
+            c["city_key"] for c in run(call("GET", "/cities", headers=key)).json()["cities"]
+        }
+        nova = run(call("GET", "/style/nova", headers=key)).json()
+        once = {**key, "Idempotency-Key": "k1"}
+        first = run(call("POST", "/style", json={**nova, "style_tags": ["ink"]}, headers=once))
+        again = run(call("POST", "/style", json={**nova, "style_tags": ["ink"]}, headers=once))
+        assert first.json() == again.json() and first.json()["style_tags"] == ["ink"]
+        assert again.headers["idempotent-replayed"] == "true"
+        assert "idempotent-replayed" not in first.headers
+        assert run(call("DELETE", "/style/nova", headers=key)).status_code == 204
+        assert run(call("GET", "/style/nova", headers=key)).status_code == 404
+        assert run(call("GET", "/keys?soul_id=nova", headers=key)).json() == {
+            "keys": [],
+            "next_after": None,
+        }
+    finally:
+        run(engine.close())

@@ -116,16 +116,17 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
         return decorated.options(**options)
 
     catalog = deployment(Catalog, args.catalog).bind(args.souls_file)
-    boxes = (
-        deployment(Embedder).bind(),
-        catalog,
+    # Serve finds the applications inside the record and binds their handles in their place.
+    handles = Handles(
+        embedder=deployment(Embedder).bind(),
+        catalog=catalog,
         # A replica takes as many renders at once as it batches.
-        deployment(Renderer, args.renderer, max_ongoing_requests=args.renderer.max_batch_size).bind(
-            catalog, args.renderer.max_styles
-        ),
-        deployment(Animator, args.animator).bind(catalog),
-        deployment(Dedupe, args.dedupe).bind(),
-        deployment(Transcoder, args.transcoder).bind(),
+        renderer=deployment(
+            Renderer, args.renderer, max_ongoing_requests=args.renderer.max_batch_size
+        ).bind(catalog, args.renderer.max_styles),
+        animator=deployment(Animator, args.animator).bind(catalog),
+        dedupe=deployment(Dedupe, args.dedupe).bind(),
+        transcoder=deployment(Transcoder, args.transcoder).bind(),
     )
     data_files = (args.landmarks_file, args.variations_file)
     # Bound into the Ingress so that it is deployed (and scaled, and restarted) with the graph;
@@ -135,5 +136,5 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     worker_config = WorkerConfig.model_validate(
         {**delivery, **args.worker.model_dump(exclude_unset=True)}
     )
-    worker = deployment(JobWorker, worker_config).bind(Handles(*boxes), *data_files)
-    return deployment(Ingress, args.ingress).bind(*boxes, *data_files, worker)
+    worker = deployment(JobWorker, worker_config).bind(handles, *data_files)
+    return deployment(Ingress, args.ingress).bind(handles, *data_files, worker)

@@ -152,21 +152,14 @@ class Handles:
     dedupe: Any
     transcoder: Any
 
-    @classmethod
-    def of_deployments(
-        cls, embedder: Any, catalog: Any, renderer: Any, animator: Any, dedupe: Any, transcoder: Any
-    ) -> Handles:
+    def by_reference(self) -> Handles:
         """Serve's handles, the pixels' by reference: frames go from the Renderer and the
         Animator to their takers through Ray's object store, never through this replica, even
         where the node sends handle calls over gRPC (``RAY_SERVE_USE_GRPC_BY_DEFAULT=1``), by
         value and at most 4 MiB a message: 8 frames of 1024² are 24 MiB."""
-        pixels = [h.options(_by_reference=True) for h in (renderer, animator, dedupe, transcoder)]
-        return cls(embedder, catalog, *pixels)
-
-    def by_reference(self) -> Handles:
-        """These handles, the pixels' by reference (``of_deployments``)."""
-        boxes = (self.renderer, self.animator, self.dedupe, self.transcoder)
-        return Handles.of_deployments(self.embedder, self.catalog, *boxes)
+        pixels = (self.renderer, self.animator, self.dedupe, self.transcoder)
+        by_reference = [h.options(_by_reference=True) for h in pixels]
+        return Handles(self.embedder, self.catalog, *by_reference)
 
 
 class OnceMore:

@@ -1,1 +1,2 @@
-"""The HTTP side of the Ingress: the FastAPI app, error mapping, dependencies, bodies, replays."""
+"""The HTTP side of the Ingress: the FastAPI app, its routes by family (``routes/``), error
+mapping, dependencies, bodies (``protocol``), replays."""

@@ -27,6 +27,6 @@ def create_api() -> FastAPI:
     api.state.api_keys = []  # set by the Ingress from Settings
     api.state.admin_keys = []
     errors.install(api)
-    # The studio's scripts and styles; the page itself is GET /studio (a route of the Ingress).
+    # The studio's scripts and styles; the page itself is GET /studio (routes/studio.py).
     api.mount("/studio/assets", StaticFiles(directory=STUDIO), name="studio")
     return api

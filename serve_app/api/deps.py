@@ -1,16 +1,20 @@
-"""Dependencies of the routes: the bearer API key, the Idempotency-Key header, client scope."""
+"""Dependencies of the routes: the bearer API key, the Idempotency-Key header, the client scope
+(``ClientScope``) and the user a request serves (``TenantUser``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import secrets
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from serve_app.delivery import tenant_user
 from serve_app.errors import Forbidden, InvalidRequest
+from serve_app.schemas import UserId
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -63,6 +67,28 @@ def client_scope(request: Request) -> str:
     of its bearer key, however the scheme is spelled, never the key itself."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     return key_scope(credentials.strip() if scheme.lower() == "bearer" else "")
+
+
+ClientScope = Annotated[str, Depends(client_scope)]
+
+
+@dataclass(frozen=True)
+class ScopedUser:
+    """A user as their API client names them (``user_id``) and as the catalog knows them
+    (``scoped``: two clients' users of the same name never share a history)."""
+
+    user_id: str
+    scoped: str
+
+
+def receiving_user(
+    client_id: ClientScope, user_id: Annotated[UserId, Query(description="Who receives it.")]
+) -> ScopedUser:
+    """The user ``?user_id=`` names, scoped by the API client."""
+    return ScopedUser(user_id, tenant_user(client_id, user_id))
+
+
+TenantUser = Annotated[ScopedUser, Depends(receiving_user)]
 
 
 def key_scope(key: str) -> str:

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from serve_app.api.models import ErrorBody
+from serve_app.api.protocol import ErrorBody
 from serve_app.errors import ReplicaLost, ServiceError, first_line, replica_died, root_cause
 
 log = logging.getLogger("ray.serve")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import Any, Literal
 
-from serve_app.api.models import Backends, DeploymentInfo, InfoView
+from serve_app.api.protocol import Backends, DeploymentInfo, InfoView
 from serve_app.diffusion.sources import parse_lora
 from serve_app.schemas import StyleProfile
 from serve_app.settings import Settings

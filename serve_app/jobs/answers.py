@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from serve_app.api.models import JobLinks, JobView
+from serve_app.api.protocol import JobLinks, JobView
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds import KINDS
 from serve_app.settings import Settings

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.models import CancelAnswer, JobAccepted, JobPage, JobView
+from serve_app.api.protocol import CancelAnswer, JobAccepted, JobPage, JobView
 from serve_app.delivery import Deliverer
 from serve_app.errors import NotFound, ServiceError
 from serve_app.jobs.answers import job_answer, job_links

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from types import CodeType
+from typing import Any
 
+import httpx
 import pytest
 
 import deployments.ingress as ingress_module
 from serve_app.api.openapi import with_formats
+from serve_app.api.routes import ROUTERS
 from serve_app.schemas import REFERENCE_URL
 
 
@@ -27,6 +32,8 @@ def test_every_module_name_the_ingress_uses_is_visible_to_its_methods() -> None:
     ours = [k for k in deployed.__mro__ if k.__module__ == ingress_module.__name__]
     module_names = set(vars(ingress_module))
     methods = [(n, m) for k in ours for n, m in vars(k).items() if inspect.isfunction(m)]
+    # The route handlers live in the route families' modules (serve_app/api/routes/).
+    methods += [(r.name, r.endpoint) for router in ROUTERS for r in router.routes]
     assert len(methods) > 10  # the route handlers and helpers, wherever Serve put them
     missing = {
         f"{name}: {used}"
@@ -105,3 +112,78 @@ def test_the_openapi_document_names_only_the_formats_encoded_here(
     narrowed = with_formats(document, formats)
     assert narrowed["paths"]["/image"]["parameters"][0]["schema"]["enum"] == enum
     assert document["paths"]["/image"]["parameters"][0]["schema"]["enum"] == ["gif", "webp", "mp4"]
+
+
+def test_serve_binds_a_handle_in_place_of_each_application_in_the_handles_record() -> None:
+    # What `serve.run` does to the graph before it deploys it, with stand-ins for the handles.
+    from ray.serve._private.build_app import build_app as build_serve_app
+
+    from serve_app.app import build_app
+    from serve_app.delivery import Handles
+
+    built = build_serve_app(
+        build_app({}), name="soul", make_deployment_handle=lambda d, _: f"handle of {d.name}"
+    )
+    deployed = {d.name: d for d in built.deployments}
+    boxes = ["Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder"]
+    for name in ("Ingress", "JobWorker"):
+        handles = deployed[name].init_args[0]
+        assert isinstance(handles, Handles)
+        assert list(vars(handles).values()) == [f"handle of {box}" for box in boxes]
+    assert deployed["Ingress"].init_args[-1] == "handle of JobWorker"
+    assert set(deployed) == {*boxes, "Ingress", "JobWorker"}
+
+
+def test_the_app_an_ingress_replica_serves_reaches_its_services_and_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Ingress as Serve constructs it on a replica, over a real catalog engine (no Ray).
+    from serve_app.souls import load_souls
+
+    from deployments.catalog import CatalogEngine
+    from serve_app.delivery import Handles
+    from serve_app.settings import Settings
+    from serve_app.storage import open_object_store
+    from serve_app.storage.sqlite import SQLiteStore
+    from tests.support import run
+    from tests.unit.handles import LocalHandle
+
+    monkeypatch.setenv("SOUL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SOUL_API_KEYS", json.dumps(["client-key"]))
+    engine = CatalogEngine(
+        SQLiteStore(tmp_path / "catalog.db"), objects=open_object_store(Settings())
+    )
+    run(engine.start(load_souls("config/souls.yaml")))
+    catalog = LocalHandle(engine)
+    unused = LocalHandle(None)  # no route here renders, animates, dedupes or encodes
+    handles = Handles(unused, catalog, unused, unused, unused, unused)
+    replica = ingress_module.Ingress.func_or_class.__wrapped__(handles)
+    served = replica.__serve_build_asgi_app__()
+    transport = httpx.ASGITransport(app=served)
+    key = {"Authorization": "Bearer client-key"}
+
+    async def call(method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://soul") as client:
+            return await client.request(method, url, **kwargs)
+
+    try:
+        assert run(call("GET", "/style")).status_code == 401
+        assert run(call("GET", "/ready")).json()["checks"] == {"catalog": "ok", "objects": "ok"}
+        assert "paris" in {
+            c["city_key"] for c in run(call("GET", "/cities", headers=key)).json()["cities"]
+        }
+        nova = run(call("GET", "/style/nova", headers=key)).json()
+        once = {**key, "Idempotency-Key": "k1"}
+        first = run(call("POST", "/style", json={**nova, "style_tags": ["ink"]}, headers=once))
+        again = run(call("POST", "/style", json={**nova, "style_tags": ["ink"]}, headers=once))
+        assert first.json() == again.json() and first.json()["style_tags"] == ["ink"]
+        assert again.headers["idempotent-replayed"] == "true"
+        assert "idempotent-replayed" not in first.headers
+        assert run(call("DELETE", "/style/nova", headers=key)).status_code == 204
+        assert run(call("GET", "/style/nova", headers=key)).status_code == 404
+        assert run(call("GET", "/keys?soul_id=nova", headers=key)).json() == {
+            "keys": [],
+            "next_after": None,
+        }
+    finally:
+        run(engine.close())

@@ -195,8 +195,8 @@ def test_explicit_media_secret_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_a_signed_key_outside_the_store_is_a_404_not_an_error(
     objects: LocalObjectStore, signer: MediaSigner, tmp_path: Path
 ) -> None:
-    from serve_app.api.answers import media_file
     from serve_app.errors import Forbidden, NotFound
+    from serve_app.media.answers import media_file
 
     exp = int(time.time()) + 60
     outside = tmp_path / "secret.txt"

@@ -10,7 +10,7 @@ import pytest
 from pydantic import TypeAdapter
 
 import deployments.ingress as ingress_module
-from serve_app.api.models import StyleIn
+from serve_app.api.protocol import StyleIn
 from serve_app.jobs.kinds import JobSpec
 from tests.generated_client import endpoint, generate_client, model
 

@@ -114,7 +114,7 @@ def test_render_job_reference_key_and_strength_go_together() -> None:
     ],
 )
 def test_a_client_cannot_name_a_server_path_as_a_model(fields: dict[str, Any]) -> None:
-    from serve_app.api.models import StyleIn
+    from serve_app.api.protocol import StyleIn
 
     style = {"soul_id": "nova", "base_model_ref": "tiny-sdxl", **fields}
     with pytest.raises(ValidationError, match="path on the server"):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from serve_app.api.answers import image_answer
-from serve_app.api.models import ImageResponse
+from serve_app.api.protocol import ImageResponse
 from serve_app.delivery import Delivery
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import JobTools
 from serve_app.jobs.kinds.delivering import DeliveringKind
 from serve_app.jobs.spec import Cue, Item, JobBase
+from serve_app.media.answers import image_answer
 from serve_app.schemas import MediaFormat, UserId
 from serve_app.storage.objects import ObjectStore
 

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import ConfigDict, Field, JsonValue, model_validator
 
-from serve_app.api.models import PackResult
+from serve_app.api.protocol import PackResult
 from serve_app.delivery import Delivery
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import JobTools

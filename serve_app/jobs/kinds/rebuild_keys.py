@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from serve_app.api.models import KeyRebuildResult
+from serve_app.api.protocol import KeyRebuildResult
 from serve_app.errors import UnknownSoul
 from serve_app.jobs.book import JobDoc, Outcome, Progress
 from serve_app.jobs.kinds.base import Attempt, Ended, JobKind, JobTools

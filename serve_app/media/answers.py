@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ulid import ULID
 
-from serve_app.api.models import (
+from serve_app.api.protocol import (
     ImageResponse,
     Reference,
     SeenView,

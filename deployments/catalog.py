@@ -19,7 +19,7 @@ from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import JobBook
 from serve_app.key_index import REBUILT, KeyIndex, KeyIndexConfig, SoulIndexes, as_unit_vector
 from serve_app.metrics import count
-from serve_app.places import Used, choose_shot
+from serve_app.delivery.places import Used, choose_shot
 from serve_app.prompts import cue_part, key_hash, may_share_key, normalize, pk_id
 from serve_app.schemas import (
     CostDay,

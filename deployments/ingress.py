@@ -65,7 +65,7 @@ from serve_app.jobs.book import Status
 from serve_app.jobs.spec import MAX_PACK, JobSpec, RebuildKeysJob, load_variations
 from serve_app.looks import Looks, StoredReference
 from serve_app.metrics import count
-from serve_app.places import load_places
+from serve_app.delivery.places import load_places
 from serve_app.schemas import (
     MAX_CUE_CHARS,
     CostReport,

@@ -21,7 +21,7 @@ from serve_app.jobs.book import JobDoc
 from serve_app.jobs.spec import load_variations
 from serve_app.jobs.webhooks import Webhooks
 from serve_app.jobs.worker import JobRunner, JobWorkerConfig
-from serve_app.places import load_places
+from serve_app.delivery.places import load_places
 from serve_app.settings import Settings
 from serve_app.storage.objects import open_object_store
 

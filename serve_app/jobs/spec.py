@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from serve_app.places import Key as PlaceKey
+from serve_app.delivery.places import Key as PlaceKey
 from serve_app.schemas import MAX_CUE_CHARS, MediaFormat, SoulId, Text, UserId, WebUrl
 from serve_app.settings import config_file
 

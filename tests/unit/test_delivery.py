@@ -15,7 +15,7 @@ import pytest
 
 from deployments.dedupe import DedupeConfig, DedupeEngine
 from deployments.renderer import RendererEngine
-from serve_app.coalesce import WorkInterrupted
+from serve_app.delivery.coalesce import WorkInterrupted
 from serve_app.cost import CostConfig, utc_day
 from serve_app.delivery import Delivery, UnknownCity
 from serve_app.diffusion.sources import ModelManager

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.coalesce import Coalescer
+from serve_app.delivery.coalesce import Coalescer
 from serve_app.diffusion.sources import ModelError
 from serve_app.errors import (
     Busy,
@@ -51,7 +51,7 @@ from serve_app.errors import (
 )
 from serve_app.ids import new_ulid
 from serve_app.metrics import count
-from serve_app.places import City, Places
+from serve_app.delivery.places import City, Places
 from serve_app.prompts import cue_tokens, render_prompt, style_id
 from serve_app.references import reference_prefix
 from serve_app.schemas import (

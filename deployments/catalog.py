@@ -14,12 +14,12 @@ from ray import serve
 from ulid import ULID
 
 from serve_app.cost import CostConfig, Ledger
+from serve_app.delivery.places import Used, choose_shot
 from serve_app.errors import Gone, NotFound
 from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import JobBook
 from serve_app.key_index import REBUILT, KeyIndex, KeyIndexConfig, SoulIndexes, as_unit_vector
 from serve_app.metrics import count
-from serve_app.delivery.places import Used, choose_shot
 from serve_app.prompts import cue_part, key_hash, may_share_key, normalize, pk_id
 from serve_app.schemas import (
     CostDay,

@@ -59,13 +59,13 @@ from serve_app.api.models import (
 )
 from serve_app.api.openapi import with_formats
 from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles, Shot, tenant_user
+from serve_app.delivery.places import load_places
 from serve_app.diffusion.sources import model_manager
 from serve_app.errors import NotFound
 from serve_app.jobs.book import Status
 from serve_app.jobs.spec import MAX_PACK, JobSpec, RebuildKeysJob, load_variations
 from serve_app.looks import Looks, StoredReference
 from serve_app.metrics import count
-from serve_app.delivery.places import load_places
 from serve_app.schemas import (
     MAX_CUE_CHARS,
     CostReport,
@@ -137,7 +137,7 @@ class Ingress:
         api.state.api_keys = [k.get_secret_value().encode() for k in self.settings.api_keys]
         api.state.admin_keys = [k.get_secret_value().encode() for k in self.settings.admin_keys]
         self.catalog = catalog
-        handles = Handles.of_deployments(embedder, catalog, renderer, animator, dedupe, transcoder)
+        handles = Handles(embedder, catalog, renderer, animator, dedupe, transcoder).by_reference()
         self.deliverer = Deliverer(handles, self.objects, load_places(landmarks_file))
         self.looks = Looks(catalog, self.objects, model_manager(self.settings), self.settings)
         self.replays = Replays(catalog)

@@ -17,11 +17,11 @@ from ray.serve.handle import DeploymentHandle
 
 from serve_app.api.answers import job_answer
 from serve_app.delivery import Deliverer, DeliveryConfig, Handles
+from serve_app.delivery.places import load_places
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.spec import load_variations
 from serve_app.jobs.webhooks import Webhooks
 from serve_app.jobs.worker import JobRunner, JobWorkerConfig
-from serve_app.delivery.places import load_places
 from serve_app.settings import Settings
 from serve_app.storage.objects import open_object_store
 
@@ -45,7 +45,7 @@ class JobWorker:
     ) -> None:
         self.settings = Settings()
         self.objects = open_object_store(self.settings)
-        handles = Handles.of_deployments(embedder, catalog, renderer, animator, dedupe, transcoder)
+        handles = Handles(embedder, catalog, renderer, animator, dedupe, transcoder).by_reference()
         deliverer = Deliverer(handles, self.objects, load_places(landmarks_file))
         self.catalog = catalog
         self.webhooks = Webhooks(self.settings)

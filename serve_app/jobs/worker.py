@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from serve_app.delivery.coalesce import WorkInterrupted
 from serve_app.delivery import Deliverer, Delivery, tenant_user
+from serve_app.delivery.coalesce import WorkInterrupted
 from serve_app.errors import ServiceError, first_line, root_cause
 from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import (

@@ -1,4 +1,4 @@
-"""Unit tests for serve_app.delivery.coalesce.Coalescer: single flight per key, never twice per user."""
+"""Unit tests for the Coalescer: single flight per key, never twice per user."""
 
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ import pytest
 
 from deployments.dedupe import DedupeConfig, DedupeEngine
 from deployments.renderer import RendererEngine
-from serve_app.delivery.coalesce import WorkInterrupted
 from serve_app.cost import CostConfig, utc_day
 from serve_app.delivery import Delivery, UnknownCity
+from serve_app.delivery.coalesce import WorkInterrupted
 from serve_app.diffusion.sources import ModelManager
 from serve_app.diffusion.tiny import TINY_CLIP
 from serve_app.errors import Busy, Conflict, Gone, InvalidRequest, NotFound, UnusableStyle
@@ -142,6 +142,33 @@ def test_the_render_lock_is_renewed_while_a_render_outlasts_its_ttl(world: World
         return result
 
     assert run(test()).cache == "miss"
+
+
+def test_the_replica_says_it_lives_only_while_it_holds_a_lock(world: World) -> None:
+    """Issue 28: the heartbeat went on forever after the first lock, a catalog call every
+    third of replica_ttl_s from an idle replica."""
+    gate = Gate(world.renderer)
+    replica = world.replica(renderer=gate, replica_ttl_s=0.3)  # a beat every 0.1 s
+    calls = replica.handles.catalog.calls
+
+    async def test() -> None:
+        assert calls["replica_alive"] == 0  # no lock yet: not a word
+        delivery = asyncio.create_task(replica.deliverer.image("nova", "penguin", "a"))
+        await until(gate.entered.is_set)
+        held = calls["replica_alive"]
+        await asyncio.sleep(0.5)
+        assert calls["replica_alive"] >= held + 2  # it beats while the render holds its lock
+        gate.open.set()
+        await delivery
+        released = calls["replica_alive"]
+        await asyncio.sleep(0.5)  # five beats' time
+        assert calls["replica_alive"] == released and not replica.deliverer.locks.beating
+        again = await replica.deliverer.image("nova", "penguin", "a")  # a miss: a lock again
+        assert again.cache == "miss" and calls["replica_alive"] > released
+        await asyncio.sleep(0.3)
+        assert not replica.deliverer.locks.beating
+
+    run(test())
 
 
 class Recording(DedupeEngine):

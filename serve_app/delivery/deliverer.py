@@ -26,6 +26,7 @@ It raises domain errors (``serve_app.errors``), never HTTP ones.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from serve_app.delivery.checks import DedupeCheck
 from serve_app.delivery.coalesce import Coalescer
@@ -57,6 +58,15 @@ from serve_app.schemas import Animation, KeyLookup, PromptKey, Regeneration, Sty
 from serve_app.storage.objects import ObjectStore
 
 log = logging.getLogger("ray.serve")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a delivery is for: a cue in a soul's style, under the prompt key it resolved to."""
+
+    key: PromptKey
+    style: StyleProfile
+    cue: str
 
 
 class Deliverer:
@@ -129,7 +139,7 @@ class Deliverer:
         if key is None:
             key = await self._similar_key(soul_id, lookup)
             claimed = await self.catalog.claim_unseen.remote(key.pk_id, user_id, via)
-        return await self.deliver(key, lookup.style, cue, user_id, claimed, via)
+        return await self.deliver(Ask(key, lookup.style, cue), user_id, claimed, via)
 
     async def selfie(
         self, soul_id: str, city_key: str, mood: str, user_id: str, via: str = ""
@@ -139,7 +149,7 @@ class Deliverer:
         style = await style_of(self.catalog, soul_id)
         spot = await self.selfies.choose(soul_id, city_key, mood, user_id)
         claimed = await self.catalog.claim_unseen.remote(spot.key.pk_id, user_id, via)
-        delivery = await self.deliver(spot.key, style, spot.scene, user_id, claimed, via)
+        delivery = await self.deliver(Ask(spot.key, style, spot.scene), user_id, claimed, via)
         return Shot(**dict(delivery), landmark_key=spot.landmark, angle=spot.angle)
 
     async def recover(self, user_id: str, via: str) -> Delivery | None:
@@ -169,31 +179,24 @@ class Deliverer:
 
     # ---- delivery -------------------------------------------------------------------------
     async def deliver(
-        self,
-        key: PromptKey,
-        style: StyleProfile,
-        cue: str,
-        user_id: str,
-        claimed: Variant | None,
-        via: str = "",
+        self, ask: Ask, user_id: str, claimed: Variant | None, via: str = ""
     ) -> Delivery:
         """``claimed`` (a hit), else render-and-claim rounds for this user (a miss)."""
         if claimed is not None:
             return Delivery(variant=await self.thumbnailed(claimed), cache="hit")
         for _ in range(self.config.delivery_attempts):
-            variant = await self._render_round(key, style, cue, user_id, via)
+            variant = await self._render_round(ask, user_id, via)
             if variant is not None:
                 return Delivery(variant=variant, cache="miss")
         raise Busy("too many concurrent requests for this cue; retry")
 
-    async def _render_round(
-        self, key: PromptKey, style: StyleProfile, cue: str, user_id: str, via: str
-    ) -> Variant | None:
+    async def _render_round(self, ask: Ask, user_id: str, via: str) -> Variant | None:
         """Lead or join this replica's render of the key, then take what it made for this user,
         or else claim one another render made meanwhile. None: lost every claim."""
+        key = ask.key
         try:
             rendered, led = await self.coalescer.run(
-                key.pk_id, user_id, lambda users: self._render_shared(key, style, cue, users), via
+                key.pk_id, user_id, lambda users: self._render_shared(ask, users), via
             )
         except ModelError as exc:  # Ray's wrapper is an instance of its cause's class too
             raise UnusableStyle(key.soul_id, first_line(exc)) from exc
@@ -206,9 +209,7 @@ class Deliverer:
             count("soul_coalesced_requests", scope="cluster")
         return variant
 
-    async def _render_shared(
-        self, key: PromptKey, style: StyleProfile, cue: str, users: dict[str, str]
-    ) -> dict[str, Variant]:
+    async def _render_shared(self, ask: Ask, users: dict[str, str]) -> dict[str, Variant]:
         """One render of a key at a time across replicas, for the users who still need one.
 
         Under the key's lock, a render happens only if some user has seen every variant (the
@@ -216,30 +217,29 @@ class Deliverer:
         variant is claimed for the users still waiting when it is recorded who still need it,
         those who joined meanwhile included. Returns who got what.
         """
+        key = ask.key
         async with self.locks.hold(f"render:{key.pk_id}"):
             if not await users_lacking(self.catalog, key, users):
                 return {}
             try:
-                variant, claimed = await self._new_variant(key, style, cue, users)
+                variant, claimed = await self._new_variant(ask, users)
             except Exception as exc:
                 if not replica_died(exc):
                     raise
                 # A render, an animation and an encode are safe to repeat: once, elsewhere.
                 log.warning("a replica died under a new variant of %s; rendering again", key.pk_id)
-                variant, claimed = await self._new_variant(key, style, cue, users)
+                variant, claimed = await self._new_variant(ask, users)
             return dict.fromkeys(claimed, variant)
 
-    async def _new_variant(
-        self, key: PromptKey, style: StyleProfile, cue: str, waiting: dict[str, str]
-    ) -> tuple[Variant, list[str]]:
+    async def _new_variant(self, ask: Ask, waiting: dict[str, str]) -> tuple[Variant, list[str]]:
         """A new variant of the key, distinct from its others, and who it was claimed for (of
         the users ``waiting`` by then, those who need it)."""
-        siblings: list[Variant] = await self.catalog.list_variants.remote(key.pk_id)
+        siblings: list[Variant] = await self.catalog.list_variants.remote(ask.key.pk_id)
         order = Order(
-            key=key,
-            style=style,
-            cue=cue,
-            prompt=render_prompt(style, cue),
+            key=ask.key,
+            style=ask.style,
+            cue=ask.cue,
+            prompt=render_prompt(ask.style, ask.cue),
             waiting=waiting,
             siblings=tuple(siblings),
             attempts=self.config.dedupe_attempts,

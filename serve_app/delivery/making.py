@@ -52,7 +52,9 @@ class VariantMaker:
     async def render_checked(self, order: Order) -> Candidate:
         """The first render every check passes; else, after ``order.attempts`` (or a check's
         "keep best"), the best ranked of them, charged with every render's seconds."""
-        references = [] if order.source else await style_references(self.objects, order.style)
+        references = (
+            [] if order.source is not None else await style_references(self.objects, order.style)
+        )
         renderer = self.handles.renderer.options(multiplexed_model_id=style_id(order.style))
         best: tuple[tuple[float, ...], Candidate] | None = None
         render_s = 0.0
@@ -60,14 +62,11 @@ class VariantMaker:
             render = self._render(renderer, order, references)
             judgements = await self._judge(render, order)
             render_s += max((j.render_s for j in judgements), default=0.0)
-            candidate = Candidate(render.image, render.seed, judgements, 0.0)
+            rank = _rank(judgements)  # one that passes every check outranks all before it
+            if best is None or rank > best[0]:
+                best = (rank, Candidate(render.image, render.seed, judgements, 0.0))
             answers = {j.answer for j in judgements}
-            if answers <= {Answer.PASS}:
-                best = (_rank(judgements), candidate)
-                break
-            if best is None or _rank(judgements) > best[0]:
-                best = (_rank(judgements), candidate)
-            if Answer.KEEP_BEST in answers:
+            if answers <= {Answer.PASS} or Answer.KEEP_BEST in answers:
                 break
         assert best is not None
         return dataclasses.replace(best[1], render_s=render_s)
@@ -81,7 +80,7 @@ class VariantMaker:
             variant = await self._animate_and_encode(order)
             await report(self.catalog, order.waiting, "record")
             if order.parent_variant_id is None:
-                claim_for = await users_lacking(self.catalog, order.key, set(order.waiting))
+                claim_for = await users_lacking(self.catalog, order.key, order.waiting)
             else:
                 variant.meta["parent_variant_id"] = order.parent_variant_id
                 claim_for = list(order.waiting)

@@ -18,6 +18,7 @@ from deployments.renderer import RendererEngine
 from serve_app.cost import CostConfig, utc_day
 from serve_app.delivery import Delivery, UnknownCity
 from serve_app.delivery.coalesce import WorkInterrupted
+from serve_app.delivery.order import Answer, Judgement, Order, Render
 from serve_app.diffusion.sources import ModelManager
 from serve_app.diffusion.tiny import TINY_CLIP
 from serve_app.errors import Busy, Conflict, Gone, InvalidRequest, NotFound, UnusableStyle
@@ -194,6 +195,30 @@ def test_dedupe_keeps_the_most_distinct_of_its_attempts(world: World) -> None:
     best = max(v.min_distance or 0 for v in dedupe.verdicts)
     assert second.variant.meta["dedupe_min_distance"] == best
     assert second.variant.phash in {v.phash for v in dedupe.verdicts if v.min_distance == best}
+
+
+class Scripted:
+    """A check that answers as it is told, one answer a render."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers, self.seeds = list(answers), list[int]()
+
+    async def judge(self, render: Render, order: Order) -> Judgement:
+        self.seeds.append(render.seed)
+        return Judgement(self.answers.pop(0), (float(len(self.seeds)),))
+
+
+def test_a_check_added_to_the_list_judges_every_new_render(world: World) -> None:
+    """The identity check is one more entry in the list: "again" gets a new seed, "keep best"
+    ends the attempts."""
+    replica = world.replica(dedupe_attempts=3)
+    again_then_pass = Scripted(Answer.AGAIN, Answer.PASS)
+    replica.deliverer.maker.checks.append(again_then_pass)
+    made = replica.image("penguin", "a").variant
+    assert replica.renders == 2 and made.seed == again_then_pass.seeds[1]
+
+    replica.deliverer.maker.checks[-1] = Scripted(Answer.KEEP_BEST)
+    assert replica.image("penguin", "a").cache == "miss" and replica.renders == 3
 
 
 def test_a_variants_image_embedding_is_kept_and_judges_its_keys_next_renders(

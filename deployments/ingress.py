@@ -14,11 +14,11 @@ from serve_app.api.idempotency import IdempotencyConfig, Replays
 from serve_app.api.routes import routed_api
 from serve_app.api.services import IngressServices
 from serve_app.delivery import Deliverer, DeliveryConfig, Handles
+from serve_app.delivery.places import load_places
 from serve_app.diffusion.sources import model_manager
 from serve_app.jobs.desk import JobDesk, JobQueueConfig
 from serve_app.jobs.kinds.pack import load_variations
 from serve_app.looks import Looks
-from serve_app.places import load_places
 from serve_app.settings import Settings
 from serve_app.storage import open_object_store
 

@@ -15,12 +15,12 @@ from typing import Any
 from ray import serve
 
 from serve_app.delivery import Deliverer, DeliveryConfig, Handles
+from serve_app.delivery.places import load_places
 from serve_app.jobs.answers import job_answer
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.pack import load_variations
 from serve_app.jobs.runner import JobRunner, JobWorkerConfig
 from serve_app.jobs.webhooks import Webhooks
-from serve_app.places import load_places
 from serve_app.settings import Settings
 from serve_app.storage import open_object_store
 

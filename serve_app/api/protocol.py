@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serve_app.delivery.places import Key as PlaceKey
 from serve_app.jobs.book import ItemFailure, JobError, Progress, Status
 from serve_app.looks import StoredReference
-from serve_app.places import Key as PlaceKey
 from serve_app.schemas import (
     CLIENT_REF,
     LORA_WEIGHT,

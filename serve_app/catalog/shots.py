@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from serve_app.catalog.facet import Facet
+from serve_app.delivery.places import Used, choose_shot
 from serve_app.ids import now_ms
-from serve_app.places import Used, choose_shot
 
 
 class Shots(Facet):

@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.coalesce import WorkInterrupted
 from serve_app.delivery import Deliverer
+from serve_app.delivery.coalesce import WorkInterrupted
 from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import JobDoc, JobError, Lease, Leased
 from serve_app.jobs.kinds import KINDS

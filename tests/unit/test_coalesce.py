@@ -1,4 +1,4 @@
-"""Unit tests for serve_app.coalesce.Coalescer: single flight per key, never twice per user."""
+"""Unit tests for the Coalescer: single flight per key, never twice per user."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from serve_app.coalesce import Coalescer, WorkInterrupted
+from serve_app.delivery.coalesce import Coalescer, WorkInterrupted
 
 
 class Work:

@@ -16,8 +16,9 @@ import pytest
 from deployments.dedupe import DedupeConfig, DedupeEngine
 from deployments.renderer import RendererEngine
 from serve_app.catalog.ledger import CostConfig, utc_day
-from serve_app.coalesce import WorkInterrupted
 from serve_app.delivery import Delivery, UnknownCity
+from serve_app.delivery.coalesce import WorkInterrupted
+from serve_app.delivery.order import Answer, Judgement, Order, Render
 from serve_app.diffusion.sources import ModelManager
 from serve_app.diffusion.tiny import TINY_CLIP
 from serve_app.errors import Busy, Conflict, Gone, InvalidRequest, NotFound, UnusableStyle
@@ -144,6 +145,33 @@ def test_the_render_lock_is_renewed_while_a_render_outlasts_its_ttl(world: World
     assert run(test()).cache == "miss"
 
 
+def test_the_replica_says_it_lives_only_while_it_holds_a_lock(world: World) -> None:
+    """Issue 28: the heartbeat went on forever after the first lock, a catalog call every
+    third of replica_ttl_s from an idle replica."""
+    gate = Gate(world.renderer)
+    replica = world.replica(renderer=gate, replica_ttl_s=0.3)  # a beat every 0.1 s
+    calls = replica.handles.catalog.calls
+
+    async def test() -> None:
+        assert calls["replica_alive"] == 0  # no lock yet: not a word
+        delivery = asyncio.create_task(replica.deliverer.image("nova", "penguin", "a"))
+        await until(gate.entered.is_set)
+        held = calls["replica_alive"]
+        await asyncio.sleep(0.5)
+        assert calls["replica_alive"] >= held + 2  # it beats while the render holds its lock
+        gate.open.set()
+        await delivery
+        released = calls["replica_alive"]
+        await asyncio.sleep(0.5)  # five beats' time
+        assert calls["replica_alive"] == released and not replica.deliverer.locks.beating
+        again = await replica.deliverer.image("nova", "penguin", "a")  # a miss: a lock again
+        assert again.cache == "miss" and calls["replica_alive"] > released
+        await asyncio.sleep(0.3)
+        assert not replica.deliverer.locks.beating
+
+    run(test())
+
+
 class Recording(DedupeEngine):
     def __init__(self, config: DedupeConfig, manager: ModelManager | None = None) -> None:
         super().__init__(config, manager)
@@ -167,6 +195,30 @@ def test_dedupe_keeps_the_most_distinct_of_its_attempts(world: World) -> None:
     best = max(v.min_distance or 0 for v in dedupe.verdicts)
     assert second.variant.meta["dedupe_min_distance"] == best
     assert second.variant.phash in {v.phash for v in dedupe.verdicts if v.min_distance == best}
+
+
+class Scripted:
+    """A check that answers as it is told, one answer a render."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers, self.seeds = list(answers), list[int]()
+
+    async def judge(self, render: Render, order: Order) -> Judgement:
+        self.seeds.append(render.seed)
+        return Judgement(self.answers.pop(0), (float(len(self.seeds)),))
+
+
+def test_a_check_added_to_the_list_judges_every_new_render(world: World) -> None:
+    """The identity check is one more entry in the list: "again" gets a new seed, "keep best"
+    ends the attempts."""
+    replica = world.replica(dedupe_attempts=3)
+    again_then_pass = Scripted(Answer.AGAIN, Answer.PASS)
+    replica.deliverer.maker.checks.append(again_then_pass)
+    made = replica.image("penguin", "a").variant
+    assert replica.renders == 2 and made.seed == again_then_pass.seeds[1]
+
+    replica.deliverer.maker.checks[-1] = Scripted(Answer.KEEP_BEST)
+    assert replica.image("penguin", "a").cache == "miss" and replica.renders == 3
 
 
 def test_a_variants_image_embedding_is_kept_and_judges_its_keys_next_renders(

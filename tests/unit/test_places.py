@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serve_app.places import Used, choose_shot, load_places
+from serve_app.delivery.places import Used, choose_shot, load_places
 
 LANDMARKS = ["eiffel", "louvre", "montmartre"]
 ANGLES = ["closeup", "wide", "high"]

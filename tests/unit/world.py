@@ -15,7 +15,7 @@ from deployments.renderer import RendererEngine
 from deployments.transcoder import TranscoderConfig, TranscoderEngine
 from serve_app.catalog.souls import load_souls
 from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles
-from serve_app.places import load_places
+from serve_app.delivery.places import load_places
 from serve_app.schemas import Frames, RenderJob
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 from serve_app.storage.sqlite import SQLiteStore

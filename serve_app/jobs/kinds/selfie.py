@@ -7,12 +7,12 @@ from typing import Literal
 
 from serve_app.api.protocol import SelfieResponse
 from serve_app.delivery import Delivery, Shot
+from serve_app.delivery.places import Key as PlaceKey
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import JobTools
 from serve_app.jobs.kinds.delivering import DeliveringKind
 from serve_app.jobs.spec import Item, JobBase
 from serve_app.media.answers import shot_answer
-from serve_app.places import Key as PlaceKey
 from serve_app.schemas import UserId
 from serve_app.storage.objects import ObjectStore
 

@@ -5,43 +5,21 @@ phase (`make fuzz` runs more, with a fresh seed)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from soul_client import API_KEY, TEST_ARGS, Graph, free_port
-
-from serve_app.local import local_graph
+from shared_graph import FUZZ_KEY
+from soul_client import Graph
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("SOUL_FUZZ_EXAMPLES", "40"))
 SEED = os.environ.get("SOUL_FUZZ_SEED", "20261202")  # fixed in CI: a failure replays as is
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
-    env = {
-        "SOUL_API_KEYS": json.dumps([API_KEY]),
-        "SOUL_ADMIN_KEYS": json.dumps([API_KEY]),  # the /admin routes are fuzzed for real too
-        "SOUL_TORCH_THREADS": "1",
-        # Job webhooks go to whatever host the fuzzer names: resolving them at submit would
-        # refuse most (this machine has no DNS), so they are tried, and fail, at delivery.
-        "SOUL_WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",
-        # The same for reference URLs ("http://0" is 0.0.0.0): fetched, and unreachable (502).
-        "SOUL_REFERENCE_ALLOW_PRIVATE_HOSTS": "true",
-    }
-    data_dir = tmp_path_factory.mktemp("soul")
-    with local_graph(data_dir, port=free_port(), args=TEST_ARGS, env=env, quiet=True) as url:
-        graph = Graph(url, data_dir)
-        yield graph
-        graph.client.close()
 
 
 def test_schemathesis_finds_no_failure_on_any_route(graph: Graph, tmp_path: Path) -> None:
@@ -67,7 +45,7 @@ def test_schemathesis_finds_no_failure_on_any_route(graph: Graph, tmp_path: Path
         env={
             **os.environ,
             "PYTHONPATH": str(ROOT),
-            "SOUL_FUZZ_API_KEY": API_KEY,
+            "SOUL_FUZZ_API_KEY": FUZZ_KEY,  # an admin key: the /admin routes are fuzzed for real
             "SOUL_FUZZ_STATUSES": str(statuses),
         },
     )

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,19 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("SOUL_FUZZ_EXAMPLES", "40"))
 SEED = os.environ.get("SOUL_FUZZ_SEED", "20261202")  # fixed in CI: a failure replays as is
+
+
+@pytest.fixture(autouse=True)
+def styles_put_back(graph: Graph) -> Iterator[None]:
+    """The fuzzer, an admin, follows GET /style's soul ids to DELETE and POST /style: every
+    soul's style is put back afterwards, for the modules that share the graph."""
+    souls = [style["soul_id"] for style in graph.client.get("/style").json()]
+    styles = [graph.client.get(f"/style/{soul_id}").json() for soul_id in souls]
+    yield
+    for style in styles:
+        style.pop("updated_at_ts")
+        restored = graph.client.post("/style", json=style)
+        assert restored.status_code == 200, restored.text
 
 
 def test_schemathesis_finds_no_failure_on_any_route(graph: Graph, tmp_path: Path) -> None:

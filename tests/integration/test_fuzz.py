@@ -16,11 +16,23 @@ import pytest
 from shared_graph import FUZZ_KEY
 from soul_client import Graph
 
+from tests.support import FakeCivitai
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("SOUL_FUZZ_EXAMPLES", "40"))
 SEED = os.environ.get("SOUL_FUZZ_SEED", "20261202")  # fixed in CI: a failure replays as is
+
+
+@pytest.fixture(autouse=True)
+def civitai_offline(civitai: FakeCivitai) -> Iterator[None]:
+    """The fuzzed graph has no outside world (`schemathesis.toml`): a CivitAI ref answers 502,
+    as an unreachable CivitAI makes it, not the 404 (422) of the session's fake for a version it
+    does not know."""
+    civitai.offline = True
+    yield
+    civitai.offline = False
 
 
 @pytest.fixture(autouse=True)

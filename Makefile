@@ -8,7 +8,7 @@ POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/soul
 export SOUL_DATA_DIR ?= $(CURDIR)/var
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup serve serve-postgres test chromium lint fuzz clean
+.PHONY: setup serve serve-postgres test test-fast chromium lint fuzz clean
 
 setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-clip/preprocessor_config.json
 
@@ -34,6 +34,11 @@ serve-postgres: setup
 
 test: setup chromium
 	$(BIN)/python -m pytest
+
+# The unit tests and the integration tests on the one shared graph: without the modules that
+# start their own (PostgreSQL, `soul serve`, the notebooks), which `make test` runs too.
+test-fast: setup chromium
+	$(BIN)/python -m pytest -m "not slow"
 
 # The studio's browser tests drive Debian's Chromium (Playwright cannot download its own here);
 # installed when missing and apt-get can (as root). Without it those tests skip, saying why.

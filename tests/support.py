@@ -96,7 +96,8 @@ class QuietHandler(BaseHTTPRequestHandler):
 class FakeCivitai:
     """CivitAI's REST API on 127.0.0.1, as far as the model manager uses it: model-version
     metadata and downloads (through a redirect to a "CDN" path, like the real one), both behind
-    a bearer token. ``publish`` adds a version; ``requests`` counts what was asked."""
+    a bearer token. ``publish`` adds a version; ``requests`` counts what was asked; while
+    ``offline``, every request fails (503), as an unreachable CivitAI does."""
 
     TOKEN = "fake-civitai-token"
 
@@ -104,11 +105,14 @@ class FakeCivitai:
         self.versions: dict[str, dict[str, Any]] = {}
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
+        self.offline = False
         fake = self
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:
                 fake.requests.append(self.path)
+                if fake.offline:
+                    return self._send(503, b'{"error": "Service Unavailable"}')
                 if self.path.startswith("/cdn/"):  # signed CDN URL: no token needed
                     return self._send(200, fake.files[self.path.removeprefix("/cdn/")])
                 if self.headers.get("Authorization") != f"Bearer {fake.TOKEN}":

@@ -1,42 +1,108 @@
-"""One local Ray cluster and one running graph per test module, spoken to over HTTP."""
+"""One local Ray and one running graph for the whole test session, spoken to over HTTP.
+
+Each module gets the ``graph`` fixture: the session's graph with the module's own settings
+applied live (module attributes ``GRAPH_ARGS``, sections as in ``build_app``'s args, and
+``GRAPH_LIMITS``, request limits by deployment) and restored afterwards. Modules marked ``slow``
+start what they test themselves (PostgreSQL, `soul serve`, the notebooks): they run last, after
+the shared graph has stopped, so no two local Rays meet."""
 
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from soul_client import API_KEY, TEST_ARGS, Graph, free_port
+from shared_graph import SharedGraph, shared_graph
+from soul_client import Graph
 
-from serve_app.local import local_graph
+from serve_app.diffusion.tiny import build_tiny_models
 from tests.support import FakeCivitai
 
+IDLE_TIMEOUT_S = 300
 
-@pytest.fixture(scope="module")
+
+@dataclass
+class Node:
+    graph: SharedGraph
+    url: str
+    metrics_url: str
+
+
+class SessionGraph:
+    """Starts the shared graph on first use; ``stop`` ends it before a module starts its own."""
+
+    def __init__(self, factory: pytest.TempPathFactory, models: Path, civitai: FakeCivitai):
+        self.factory, self.models, self.civitai = factory, models, civitai
+        self.stack = ExitStack()
+        self.node: Node | None = None
+
+    def get(self) -> Node:
+        if self.node is None:
+            data_dir = self.factory.mktemp("shared")
+            started = shared_graph(data_dir, self.models, self.civitai)
+            self.node = Node(*self.stack.enter_context(started))
+        return self.node
+
+    def stop(self) -> None:
+        self.stack.close()
+        self.node = None
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny models, built once per session; each graph's data folder links to them."""
+    models = tmp_path_factory.mktemp("models")
+    build_tiny_models(models)
+    return models
+
+
+@pytest.fixture(scope="session")
 def civitai() -> Iterator[FakeCivitai]:
     fake = FakeCivitai()
     yield fake
     fake.close()
 
 
+@pytest.fixture(scope="session")
+def session_graph(
+    tmp_path_factory: pytest.TempPathFactory, tiny_models: Path, civitai: FakeCivitai
+) -> Iterator[SessionGraph]:
+    running = SessionGraph(tmp_path_factory, tiny_models, civitai)
+    yield running
+    running.stop()
+
+
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory, civitai: FakeCivitai) -> Iterator[Graph]:
-    data_dir = tmp_path_factory.mktemp("soul")
-    env = {
-        "SOUL_API_KEYS": json.dumps([API_KEY]),
-        "SOUL_TORCH_THREADS": "1",
-        "SOUL_CIVITAI_URL": civitai.url,
-        "SOUL_CIVITAI_TOKEN": FakeCivitai.TOKEN,
-        "SOUL_REFERENCE_ALLOW_PRIVATE_HOSTS": "true",  # the tests serve references on 127.0.0.1
-    }
-    with local_graph(data_dir, port=free_port(), args=TEST_ARGS, num_cpus=4, env=env) as url:
-        graph = Graph(url, data_dir)
+def graph(request: pytest.FixtureRequest, session_graph: SessionGraph) -> Iterator[Graph]:
+    node = session_graph.get()
+    args = getattr(request.module, "GRAPH_ARGS", None)
+    limits = getattr(request.module, "GRAPH_LIMITS", None)
+    with node.graph.configured(args, limits):
+        graph = Graph(node.url, node.graph.data_dir, metrics_url=node.metrics_url)
         yield graph
+        wait_for_jobs(graph)  # the next module starts on an idle worker
         graph.client.close()
 
 
+@pytest.fixture(scope="module")
+def own_ray(session_graph: SessionGraph) -> None:
+    """For a module that starts a Ray of its own: the shared graph is stopped first."""
+    session_graph.stop()
+
+
+def wait_for_jobs(graph: Graph) -> None:
+    deadline = time.monotonic() + IDLE_TIMEOUT_S
+    unfinished = "SELECT count(*) AS n FROM job WHERE finished_at_ts IS NULL"
+    while graph.rows(unfinished)[0]["n"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test here starts Ray: it must say so, so `-m "not integration"` leaves it out."""
+    """Every test here starts Ray: it must say so, so `-m "not integration"` leaves it out.
+    The slow modules, which start their own, run after those on the shared graph."""
     unmarked = [
         item.nodeid
         for item in items
@@ -44,3 +110,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
     if unmarked:
         raise pytest.UsageError(f"integration tests without the integration marker: {unmarked}")
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

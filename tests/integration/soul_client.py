@@ -127,6 +127,23 @@ def scrape_until(
         time.sleep(1.5)
 
 
+def since(before: list[Sample], now: list[Sample]) -> list[Sample]:
+    """``now`` less ``before``: what counters and histograms counted in between (the session's
+    graph has served other modules before); gauges as they are now."""
+    counted = ("_total", "_count", "_sum", "_bucket")
+    earlier = {(name, tuple(sorted(labels.items()))): value for name, labels, value in before}
+    return [
+        (
+            name,
+            labels,
+            value - earlier.get((name, tuple(sorted(labels.items()))), 0.0)
+            if name.endswith(counted)
+            else value,
+        )
+        for name, labels, value in now
+    ]
+
+
 def total(samples: list[Sample], name: str, **tags: str) -> float:
     """Our metric ``name`` (a counter's total, a histogram's count) summed over the series
     (replicas) that carry ``tags``."""

@@ -3,45 +3,33 @@ request and every handle call made in its context; the shared render belongs to 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from soul_client import API_KEY, TEST_ARGS, Graph, free_port, tenant
-
-from serve_app.local import local_graph
+from shared_graph import souls_of
+from soul_client import API_KEY, Graph, tenant
 
 pytestmark = pytest.mark.integration
 
+NOVA, _ = souls_of("disconnect")
 LEADER_GIVES_UP_S = 1.5
 # A render of several seconds, so the leader leaves while it runs and the others join it.
-SLOW_ARGS: dict[str, Any] = {**TEST_ARGS, "renderer": {"steps": 16, "width": 128, "height": 128}}
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
-    data_dir = tmp_path_factory.mktemp("soul")
-    env = {"SOUL_API_KEYS": json.dumps([API_KEY]), "SOUL_TORCH_THREADS": "1"}
-    with local_graph(data_dir, port=free_port(), args=SLOW_ARGS, num_cpus=4, env=env) as url:
-        graph = Graph(url, data_dir)
-        yield graph
-        graph.client.close()
+GRAPH_ARGS: dict[str, Any] = {"renderer": {"steps": 16, "width": 128, "height": 128}}
 
 
 def variant_files(graph: Graph) -> set[str]:
     """The variant each object file belongs to (its name without the extension)."""
-    files = graph.objects("soul/")
+    files = graph.objects(f"soul/{NOVA}/")
     return {f.rpartition("/")[2].partition(".")[0] for f in files if "/variant/" in f}
 
 
 def test_a_leader_that_disconnects_mid_miss_fails_no_one_waiting_on_its_render(
     graph: Graph,
 ) -> None:
-    params = {"soul_id": "nova", "cue": "a lighthouse in a storm"}
+    params = {"soul_id": NOVA, "cue": "a lighthouse in a storm"}
     outcome: dict[str, Any] = {}
 
     def ask(user_id: str, timeout_s: float) -> None:
@@ -76,10 +64,11 @@ def test_a_leader_that_disconnects_mid_miss_fails_no_one_waiting_on_its_render(
     assert (
         graph.rows("SELECT * FROM user_seen WHERE user_id = ?", tenant("a")) == []
     )  # a never got it
-    rows = {row["variant_id"] for row in graph.rows("SELECT variant_id FROM variant")}
+    mine = graph.rows("SELECT variant_id FROM variant WHERE soul_id = ?", NOVA)
+    rows = {row["variant_id"] for row in mine}
     assert variant_files(graph) == rows  # no object without its row, no row without objects
 
     # The leader asking again gets the finished render, as a cache hit.
-    again = graph.image("nova", params["cue"], "a")
+    again = graph.image(NOVA, params["cue"], "a")
     assert again.status_code == 200 and again.json()["cache"] == "hit"
     assert again.json()["variant_id"] == outcome["b"].json()["variant_id"]

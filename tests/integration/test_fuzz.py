@@ -5,7 +5,6 @@ phase (`make fuzz` runs more, with a fresh seed)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -14,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from soul_client import API_KEY, TEST_ARGS, Graph, free_port
+from shared_graph import FUZZ_KEY
+from soul_client import Graph
 
-from serve_app.local import local_graph
+from tests.support import FakeCivitai
 
 pytestmark = pytest.mark.integration
 
@@ -25,23 +25,27 @@ EXAMPLES = int(os.environ.get("SOUL_FUZZ_EXAMPLES", "40"))
 SEED = os.environ.get("SOUL_FUZZ_SEED", "20261202")  # fixed in CI: a failure replays as is
 
 
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
-    env = {
-        "SOUL_API_KEYS": json.dumps([API_KEY]),
-        "SOUL_ADMIN_KEYS": json.dumps([API_KEY]),  # the /admin routes are fuzzed for real too
-        "SOUL_TORCH_THREADS": "1",
-        # Job webhooks go to whatever host the fuzzer names: resolving them at submit would
-        # refuse most (this machine has no DNS), so they are tried, and fail, at delivery.
-        "SOUL_WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",
-        # The same for reference URLs ("http://0" is 0.0.0.0): fetched, and unreachable (502).
-        "SOUL_REFERENCE_ALLOW_PRIVATE_HOSTS": "true",
-    }
-    data_dir = tmp_path_factory.mktemp("soul")
-    with local_graph(data_dir, port=free_port(), args=TEST_ARGS, env=env, quiet=True) as url:
-        graph = Graph(url, data_dir)
-        yield graph
-        graph.client.close()
+@pytest.fixture(autouse=True)
+def civitai_offline(civitai: FakeCivitai) -> Iterator[None]:
+    """The fuzzed graph has no outside world (`schemathesis.toml`): a CivitAI ref answers 502,
+    as an unreachable CivitAI makes it, not the 404 (422) of the session's fake for a version it
+    does not know."""
+    civitai.offline = True
+    yield
+    civitai.offline = False
+
+
+@pytest.fixture(autouse=True)
+def styles_put_back(graph: Graph) -> Iterator[None]:
+    """The fuzzer, an admin, follows GET /style's soul ids to DELETE and POST /style: every
+    soul's style is put back afterwards, for the modules that share the graph."""
+    souls = [style["soul_id"] for style in graph.client.get("/style").json()]
+    styles = [graph.client.get(f"/style/{soul_id}").json() for soul_id in souls]
+    yield
+    for style in styles:
+        style.pop("updated_at_ts")
+        restored = graph.client.post("/style", json=style)
+        assert restored.status_code == 200, restored.text
 
 
 def test_schemathesis_finds_no_failure_on_any_route(graph: Graph, tmp_path: Path) -> None:
@@ -67,7 +71,7 @@ def test_schemathesis_finds_no_failure_on_any_route(graph: Graph, tmp_path: Path
         env={
             **os.environ,
             "PYTHONPATH": str(ROOT),
-            "SOUL_FUZZ_API_KEY": API_KEY,
+            "SOUL_FUZZ_API_KEY": FUZZ_KEY,  # an admin key: the /admin routes are fuzzed for real
             "SOUL_FUZZ_STATUSES": str(statuses),
         },
     )

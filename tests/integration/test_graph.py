@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from PIL import Image, ImageSequence
+from shared_graph import souls_of
 from soul_client import Graph, tenant
 
 from serve_app.settings import Settings
@@ -19,20 +20,22 @@ from serve_app.storage.local import MediaSigner
 from tests.support import FakeCivitai, static_http
 
 pytestmark = pytest.mark.integration
-GIF_KEY = re.compile(r"^soul/nova/key/[0-9a-f]{40}/variant/[0-9A-HJKMNP-TV-Z]{26}\.gif$")
-REFERENCE_KEY = re.compile(r"^soul/valentina/reference/[0-9A-HJKMNP-TV-Z]{26}\.png$")
+NOVA, VALENTINA = souls_of("graph")
+ULID = "[0-9A-HJKMNP-TV-Z]{26}"
+GIF_KEY = re.compile(rf"^soul/{NOVA}/key/[0-9a-f]{{40}}/variant/{ULID}\.gif$")
+REFERENCE_KEY = re.compile(rf"^soul/{VALENTINA}/reference/{ULID}\.png$")
 
 
 def test_seed_acceptance_unique_per_user_then_cache_hit(graph: Graph) -> None:
-    first = graph.image("nova", "penguin", "u1")
-    second = graph.image("nova", "penguin", "u1")
+    first = graph.image(NOVA, "penguin", "u1")
+    second = graph.image(NOVA, "penguin", "u1")
     assert first.status_code == second.status_code == 200, (first.text, second.text)
     a, b = first.json(), second.json()
     assert a["variant_id"] != b["variant_id"]
     assert a["pk_id"] == b["pk_id"]
     assert a["cache"] == b["cache"] == "miss"
 
-    other = graph.image("nova", "penguin", "u2").json()
+    other = graph.image(NOVA, "penguin", "u2").json()
     assert other["variant_id"] == a["variant_id"]
     assert other["cache"] == "hit"
 
@@ -50,7 +53,7 @@ def test_seed_acceptance_unique_per_user_then_cache_hit(graph: Graph) -> None:
 
 
 def test_delivered_url_is_a_browser_ready_gif(graph: Graph) -> None:
-    answer = graph.image("nova", "lighthouse at dusk", "viewer").json()
+    answer = graph.image(NOVA, "lighthouse at dusk", "viewer").json()
     media = graph.client.get(
         answer["url"], headers={"Authorization": ""}
     )  # the URL is the credential
@@ -69,13 +72,15 @@ def test_delivered_url_is_a_browser_ready_gif(graph: Graph) -> None:
 
 
 def test_punctuation_and_stopwords_share_a_key_but_souls_do_not(graph: Graph) -> None:
-    bare = graph.image("nova", "penguin", "u3").json()
-    loud = graph.image("nova", "A penguin!", "u4").json()
+    # Cues of its own (here and below): a test that renders a cue another test expects to
+    # miss makes the outcome depend on the order the tests run in.
+    bare = graph.image(NOVA, "walrus", "u3").json()
+    loud = graph.image(NOVA, "A walrus!", "u4").json()
     assert loud["pk_id"] == bare["pk_id"]
     assert loud["cache"] == "hit"
-    other_soul = graph.image("valentina", "penguin", "u3").json()
+    other_soul = graph.image(VALENTINA, "walrus", "u3").json()
     assert other_soul["pk_id"] != bare["pk_id"]
-    assert other_soul["pk_id"].startswith("valentina:")
+    assert other_soul["pk_id"].startswith(f"{VALENTINA}:")
     [row] = graph.rows(
         "SELECT storage_key FROM variant WHERE variant_id = ?", other_soul["variant_id"]
     )
@@ -84,16 +89,16 @@ def test_punctuation_and_stopwords_share_a_key_but_souls_do_not(graph: Graph) ->
 
 
 def test_similar_cues_share_a_key_dissimilar_ones_do_not(graph: Graph) -> None:
-    sleeping = graph.image("nova", "cat sleeping", "s1").json()
-    sleeps = graph.image("nova", "cat sleeps", "s2").json()  # MiniLM cosine 0.97
+    sleeping = graph.image(NOVA, "cat sleeping", "s1").json()
+    sleeps = graph.image(NOVA, "cat sleeps", "s2").json()  # MiniLM cosine 0.97
     assert sleeps["pk_id"] == sleeping["pk_id"] and sleeps["cache"] == "hit"
-    red = graph.image("nova", "red car", "s1").json()
-    blue = graph.image("nova", "blue car", "s1").json()  # cosine 0.67
+    red = graph.image(NOVA, "red car", "s1").json()
+    blue = graph.image(NOVA, "blue car", "s1").json()  # cosine 0.67
     assert red["pk_id"] != blue["pk_id"]
 
 
 def test_twenty_requests_of_one_user_get_twenty_distinct_variants(graph: Graph) -> None:
-    answers = [graph.image("nova", "kite", "collector").json() for _ in range(20)]
+    answers = [graph.image(NOVA, "kite", "collector").json() for _ in range(20)]
     ids = [a["variant_id"] for a in answers]
     assert len(set(ids)) == 20
     assert len({a["pk_id"] for a in answers}) == 1
@@ -104,18 +109,18 @@ def test_twenty_requests_of_one_user_get_twenty_distinct_variants(graph: Graph) 
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"soul_id": "nova", "cue": "", "user_id": "u"}, "cue"),
-        ({"soul_id": "nova", "cue": "   ", "user_id": "u"}, "cue"),
-        ({"soul_id": "nova", "cue": "!!! the a", "user_id": "u"}, "cue"),
-        ({"soul_id": "nova", "cue": "x" * 201, "user_id": "u"}, "cue"),
+        ({"soul_id": NOVA, "cue": "", "user_id": "u"}, "cue"),
+        ({"soul_id": NOVA, "cue": "   ", "user_id": "u"}, "cue"),
+        ({"soul_id": NOVA, "cue": "!!! the a", "user_id": "u"}, "cue"),
+        ({"soul_id": NOVA, "cue": "x" * 201, "user_id": "u"}, "cue"),
         ({"soul_id": "Nova!", "cue": "penguin", "user_id": "u"}, "soul_id"),
         ({"soul_id": "n" * 65, "cue": "penguin", "user_id": "u"}, "soul_id"),
-        ({"soul_id": "nova", "cue": "penguin", "user_id": "has space"}, "user_id"),
-        ({"soul_id": "nova", "cue": "penguin", "user_id": "u" * 129}, "user_id"),
-        ({"soul_id": "nova", "cue": "penguin"}, "user_id"),
-        ({"soul_id": "nova", "cue": "pen\x00guin", "user_id": "u"}, "cue"),
-        ({"soul_id": "nova", "cue": "pen\x1bguin", "user_id": "u"}, "cue"),
-        ({"soul_id": "nova\x00", "cue": "penguin", "user_id": "u"}, "soul_id"),
+        ({"soul_id": NOVA, "cue": "penguin", "user_id": "has space"}, "user_id"),
+        ({"soul_id": NOVA, "cue": "penguin", "user_id": "u" * 129}, "user_id"),
+        ({"soul_id": NOVA, "cue": "penguin"}, "user_id"),
+        ({"soul_id": NOVA, "cue": "pen\x00guin", "user_id": "u"}, "cue"),
+        ({"soul_id": NOVA, "cue": "pen\x1bguin", "user_id": "u"}, "cue"),
+        ({"soul_id": f"{NOVA}\x00", "cue": "penguin", "user_id": "u"}, "soul_id"),
     ],
 )
 def test_bad_input_is_a_422_naming_the_field(graph: Graph, params: dict, field: str) -> None:
@@ -127,17 +132,17 @@ def test_bad_input_is_a_422_naming_the_field(graph: Graph, params: dict, field: 
 
 
 def test_undecodable_or_out_of_range_input_is_a_422_never_a_500(graph: Graph) -> None:
-    invalid_utf8 = graph.client.get("/image?soul_id=nova&user_id=u&cue=pen%FF%FEguin")
+    invalid_utf8 = graph.client.get(f"/image?soul_id={NOVA}&user_id=u&cue=pen%FF%FEguin")
     assert invalid_utf8.status_code == 422 and "invalid UTF-8" in invalid_utf8.json()["detail"]
     long_key = graph.client.get(
         "/image",
-        params={"soul_id": "nova", "cue": "penguin", "user_id": "u"},
+        params={"soul_id": NOVA, "cue": "penguin", "user_id": "u"},
         headers={"Idempotency-Key": "k" * 201},
     )
     assert long_key.status_code == 422 and "idempotency-key" in long_key.json()["detail"].lower()
     media = graph.client.get("/media/x.gif", params={"exp": "9" * 400, "sig": "s"})
     assert media.status_code in (403, 422), media.text
-    nova = graph.client.get("/style/nova").json()
+    nova = graph.client.get(f"/style/{NOVA}").json()
     nova.pop("updated_at_ts")
     headers = {"Content-Type": "application/json"}
     for body in [
@@ -148,7 +153,7 @@ def test_undecodable_or_out_of_range_input_is_a_422_never_a_500(graph: Graph) ->
     ]:
         r = graph.client.post("/style", content=body, headers=headers)
         assert r.status_code == 422, (r.status_code, r.text)
-    assert graph.client.get("/style/nova").json()["base_model_ref"] == nova["base_model_ref"]
+    assert graph.client.get(f"/style/{NOVA}").json()["base_model_ref"] == nova["base_model_ref"]
 
 
 def test_unknown_soul_is_a_404(graph: Graph) -> None:
@@ -157,7 +162,7 @@ def test_unknown_soul_is_a_404(graph: Graph) -> None:
 
 
 def test_api_key_is_required(graph: Graph) -> None:
-    params = {"soul_id": "nova", "cue": "penguin", "user_id": "u1"}
+    params = {"soul_id": NOVA, "cue": "penguin", "user_id": "u1"}
     assert (
         graph.client.get("/image", params=params, headers={"Authorization": ""}).status_code == 401
     )
@@ -167,7 +172,7 @@ def test_api_key_is_required(graph: Graph) -> None:
 
 
 def test_media_needs_a_valid_unexpired_signature(graph: Graph) -> None:
-    answer = graph.image("nova", "penguin", "u5").json()
+    answer = graph.image(NOVA, "otter", "u5").json()
     url = answer["url"]
     assert graph.client.get(url).status_code == 200
     forged = re.sub(r"sig=[^&]+", "sig=AAAA", url)
@@ -188,8 +193,8 @@ def test_media_needs_a_valid_unexpired_signature(graph: Graph) -> None:
 
 def test_style_profiles_crud(graph: Graph) -> None:
     styles = graph.client.get("/style").json()
-    assert {s["soul_id"] for s in styles} >= {"nova", "valentina"}
-    nova = graph.client.get("/style/nova").json()
+    assert {s["soul_id"] for s in styles} >= {NOVA, VALENTINA}
+    nova = graph.client.get(f"/style/{NOVA}").json()
     assert nova["base_model_ref"] == "tiny-sdxl" and "pastel" in nova["style_tags"]
 
     assert graph.client.post("/style", json={**nova, "soul_id": "ghost"}).status_code == 404
@@ -202,20 +207,20 @@ def test_style_profiles_crud(graph: Graph) -> None:
     assert changed.status_code == 200
     assert changed.json()["negatives"] == ["blurry", "text"]
     assert changed.json()["updated_at_ts"] > nova["updated_at_ts"]
-    assert graph.client.get("/style/nova").json()["negatives"] == ["blurry", "text"]
+    assert graph.client.get(f"/style/{NOVA}").json()["negatives"] == ["blurry", "text"]
 
 
 def test_deleted_style_then_restored(graph: Graph) -> None:
-    valentina = graph.client.get("/style/valentina").json()
-    assert graph.client.delete("/style/valentina").status_code == 204
+    valentina = graph.client.get(f"/style/{VALENTINA}").json()
+    assert graph.client.delete(f"/style/{VALENTINA}").status_code == 204
     try:
-        assert graph.client.get("/style/valentina").status_code == 404
-        assert graph.client.delete("/style/valentina").status_code == 404
-        r = graph.image("valentina", "rose", "u1")
+        assert graph.client.get(f"/style/{VALENTINA}").status_code == 404
+        assert graph.client.delete(f"/style/{VALENTINA}").status_code == 404
+        r = graph.image(VALENTINA, "rose", "u1")
         assert r.status_code == 409 and "POST /style" in r.json()["detail"]
     finally:
         assert graph.client.post("/style", json=valentina).status_code == 200
-    assert graph.image("valentina", "rose", "u1").status_code == 200
+    assert graph.image(VALENTINA, "rose", "u1").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -232,23 +237,23 @@ def test_render_failure_is_an_error_and_leaves_nothing_behind(
     if not broken_model.exists():
         shutil.copytree(graph.data_dir / "models" / "tiny-sdxl", broken_model)
         (broken_model / "unet" / "diffusion_pytorch_model.safetensors").unlink()
-    valentina = graph.client.get("/style/valentina").json()
+    valentina = graph.client.get(f"/style/{VALENTINA}").json()
     broken = {**valentina, "base_model_ref": base_model_ref}
     cue, user = f"umbrella {status}", f"victim-{status}"
     assert graph.client.post("/style", json=broken).status_code == 200
     try:
-        objects_before = graph.objects("soul/valentina/")
-        r = graph.image("valentina", cue, user)
+        objects_before = graph.objects(f"soul/{VALENTINA}/")
+        r = graph.image(VALENTINA, cue, user)
         assert r.status_code == status and detail in r.json()["detail"], r.text
         if status == 500:
             assert r.json()["request_id"] == r.headers["x-request-id"]
         like = f"%{cue}%"
         assert graph.rows("SELECT * FROM variant WHERE meta_json LIKE ?", like) == []
         assert graph.rows("SELECT * FROM user_seen WHERE user_id = ?", tenant(user)) == []
-        assert graph.objects("soul/valentina/") == objects_before
+        assert graph.objects(f"soul/{VALENTINA}/") == objects_before
     finally:
         assert graph.client.post("/style", json=valentina).status_code == 200
-    assert graph.image("valentina", cue, user).status_code == 200
+    assert graph.image(VALENTINA, cue, user).status_code == 200
 
 
 def test_health_readiness_and_openapi(graph: Graph) -> None:
@@ -261,10 +266,10 @@ def test_health_readiness_and_openapi(graph: Graph) -> None:
 
 
 def test_other_formats_of_the_same_variant(graph: Graph) -> None:
-    gif = graph.image("nova", "kite festival", "viewer")
+    gif = graph.image(NOVA, "kite festival", "viewer")
     webp = graph.client.get(
         "/image",
-        params={"soul_id": "nova", "cue": "kite festival", "user_id": "viewer2", "format": "webp"},
+        params={"soul_id": NOVA, "cue": "kite festival", "user_id": "viewer2", "format": "webp"},
     )
     assert webp.status_code == 200 and webp.json()["format"] == "webp"
     assert webp.json()["variant_id"] == gif.json()["variant_id"]  # a hit, in another format
@@ -274,7 +279,7 @@ def test_other_formats_of_the_same_variant(graph: Graph) -> None:
     seen_before = graph.rows("SELECT count(*) AS n FROM user_seen")[0]["n"]
     mp4 = graph.client.get(
         "/image",
-        params={"soul_id": "nova", "cue": "kite festival", "user_id": "viewer3", "format": "mp4"},
+        params={"soul_id": NOVA, "cue": "kite festival", "user_id": "viewer3", "format": "mp4"},
     )
     assert mp4.status_code == 422 and "not enabled" in mp4.json()["detail"]
     assert graph.rows("SELECT count(*) AS n FROM user_seen")[0]["n"] == seen_before
@@ -283,12 +288,12 @@ def test_other_formats_of_the_same_variant(graph: Graph) -> None:
 def test_a_soul_style_with_a_civitai_lora(graph: Graph, civitai: FakeCivitai) -> None:
     lora = (graph.data_dir / "models" / "tiny-lora-ink.safetensors").read_bytes()
     ref = civitai.publish("201", lora, name="ink-noir.safetensors")
-    original = graph.client.get("/style/valentina").json()
+    original = graph.client.get(f"/style/{VALENTINA}").json()
     original.pop("updated_at_ts")
     try:
         r = graph.client.post("/style", json={**original, "lora_ids": [f"{ref}=0.7"]})
         assert r.status_code == 200, r.text
-        image = graph.image("valentina", "neon alley", "lora-fan")
+        image = graph.image(VALENTINA, "neon alley", "lora-fan")
         assert image.status_code == 200, image.text
         [row] = graph.rows(
             "SELECT storage_key FROM variant WHERE variant_id = ?", image.json()["variant_id"]
@@ -303,7 +308,7 @@ def test_a_soul_style_with_a_civitai_lora(graph: Graph, civitai: FakeCivitai) ->
         pickled = civitai.publish("202", b"pickle", name="x.ckpt", file_format="PickleTensor")
         refused = graph.client.post("/style", json={**original, "lora_ids": [pickled]})
         assert refused.status_code == 422 and "only safetensors" in refused.json()["detail"]
-        assert graph.client.get("/style/valentina").json()["lora_ids"] == [f"{ref}=0.7"]
+        assert graph.client.get(f"/style/{VALENTINA}").json()["lora_ids"] == [f"{ref}=0.7"]
     finally:
         assert graph.client.post("/style", json=original).status_code == 200
 
@@ -312,22 +317,22 @@ def test_reference_images_are_ingested_listed_and_condition_renders(graph: Graph
     png = io.BytesIO()
     Image.new("RGB", (96, 48), "crimson").save(png, format="PNG")
     files = {"/face.png": png.getvalue(), "/page.html": b"<html>not an image</html>"}
-    original = graph.client.get("/style/valentina").json()
+    original = graph.client.get(f"/style/{VALENTINA}").json()
     original.pop("updated_at_ts")
     with static_http(files) as source:
-        body = {"soul_id": "valentina", "url": f"{source}/face.png"}
+        body = {"soul_id": VALENTINA, "url": f"{source}/face.png"}
         first = graph.client.post("/ingest/reference", json=body, headers={"Idempotency-Key": "r1"})
         assert first.status_code == 200, first.text
         ref = first.json()
         assert REFERENCE_KEY.match(ref["storage_key"]), ref
-        assert (ref["width"], ref["height"], ref["soul_id"]) == (96, 48, "valentina")
+        assert (ref["width"], ref["height"], ref["soul_id"]) == (96, 48, VALENTINA)
         stored = graph.client.get(ref["url"], headers={"Authorization": ""})
         assert stored.headers["content-type"] == "image/png" and len(stored.content) == ref["bytes"]
         retry = graph.client.post("/ingest/reference", json=body, headers={"Idempotency-Key": "r1"})
         assert retry.json()["reference_id"] == ref["reference_id"]
         assert retry.headers["idempotent-replayed"] == "true"
 
-        listed = graph.client.get("/ingest/reference/valentina")
+        listed = graph.client.get(f"/ingest/reference/{VALENTINA}")
         assert [r["storage_key"] for r in listed.json()] == [ref["storage_key"]]
         assert graph.client.get(listed.json()[0]["url"]).status_code == 200
 
@@ -340,14 +345,14 @@ def test_reference_images_are_ingested_listed_and_condition_renders(graph: Graph
         assert graph.client.get("/ingest/reference/ghost").status_code == 404
         ftp = graph.client.post("/ingest/reference", json={**body, "url": "ftp://x/face.png"})
         assert ftp.status_code == 422 and "use http(s)://" in ftp.json()["detail"]
-        assert graph.objects("soul/valentina/reference/") == [ref["storage_key"]]
+        assert graph.objects(f"soul/{VALENTINA}/reference/") == [ref["storage_key"]]
 
     bad = {**original, "extra": {**original["extra"], "reference_strength": 1.5}}
     assert graph.client.post("/style", json=bad).status_code == 422
     referenced = {**original, "extra": {**original["extra"], "reference_strength": 0.7}}
     assert graph.client.post("/style", json=referenced).status_code == 200
     try:
-        image = graph.image("valentina", "portrait by the sea", "ref-fan")
+        image = graph.image(VALENTINA, "portrait by the sea", "ref-fan")
         assert image.status_code == 200, image.text
         [row] = graph.rows(
             "SELECT storage_key, meta_json FROM variant WHERE variant_id = ?",
@@ -365,7 +370,7 @@ def test_reference_images_are_ingested_listed_and_condition_renders(graph: Graph
 
 
 def selfie(graph: Graph, user: str, city: str = "paris", mood: str = "happy", **extra: str) -> Any:
-    body = {"soul_id": "nova", "city_key": city, "mood": mood, "user_id": user, **extra}
+    body = {"soul_id": NOVA, "city_key": city, "mood": mood, "user_id": user, **extra}
     return graph.client.post("/selfie", json=body)
 
 
@@ -419,7 +424,7 @@ def test_concurrent_selfies_of_one_user_get_different_landmarks(graph: Graph) ->
     ],
 )
 def test_selfie_errors(graph: Graph, body: dict[str, Any], status: int, detail: str) -> None:
-    payload = {"soul_id": "nova", "city_key": "paris", "mood": "happy", "user_id": "oops"}
+    payload = {"soul_id": NOVA, "city_key": "paris", "mood": "happy", "user_id": "oops"}
     payload.update(body)
     payload = {k: v for k, v in payload.items() if v is not None}
     r = graph.client.post("/selfie", json=payload)

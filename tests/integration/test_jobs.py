@@ -14,47 +14,25 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from soul_client import API_KEY, TEST_ARGS, Graph, burst, free_port, tenant
+from shared_graph import ADMIN_KEY, JOB_QUEUED_QUOTA, OTHER_KEY, WEBHOOK_SECRET, souls_of
+from soul_client import Graph, burst, tenant
 
 from serve_app.jobs.webhooks import SIGNATURE_HEADER, verify
-from serve_app.local import local_graph
 from tests.support import QuietHandler
 
 pytestmark = pytest.mark.integration
 
-OTHER_KEY = "another-client-key"
-ADMIN_KEY = "an-admin-key"
-WEBHOOK_SECRET = "webhook-test-secret"
+NOVA, VALENTINA = souls_of("jobs")
 STEPS = 24
-QUOTA = 4
-JOB_ARGS: dict[str, Any] = {
-    **TEST_ARGS,
-    "renderer": {"steps": STEPS, "width": 128, "height": 128},
-    "worker": {"slots": 1, "lease_s": 3, "watch_s": 0.1},
-    "ingress": {"regenerate_limit": 2},
-}
+QUOTA = JOB_QUEUED_QUOTA
+# Renders slow enough to cancel mid-way; the shared graph's one JobWorker slot (leases of 3 s,
+# watched every 0.1 s) and regenerate limit of 2 are what these tests were written against.
+GRAPH_ARGS: dict[str, Any] = {"renderer": {"steps": STEPS, "width": 128, "height": 128}}
 FINISHED = {"succeeded", "partial", "failed", "cancelled"}
 
 
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
-    data_dir = tmp_path_factory.mktemp("soul")
-    env = {
-        "SOUL_API_KEYS": json.dumps([API_KEY, OTHER_KEY]),
-        "SOUL_TORCH_THREADS": "1",
-        "SOUL_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "SOUL_WEBHOOK_ALLOW_PRIVATE_HOSTS": "true",  # the test receiver is on 127.0.0.1
-        "SOUL_JOB_QUEUED_QUOTA": str(QUOTA),
-        "SOUL_ADMIN_KEYS": json.dumps([ADMIN_KEY]),
-    }
-    with local_graph(data_dir, port=free_port(), args=JOB_ARGS, num_cpus=4, env=env) as url:
-        graph = Graph(url, data_dir)
-        yield graph
-        graph.client.close()
-
-
 def submit(client: httpx.Client, **body: Any) -> dict[str, Any]:
-    response = client.post("/jobs", json={"soul_id": "nova", "kind": "image", **body})
+    response = client.post("/jobs", json={"soul_id": NOVA, "kind": "image", **body})
     assert response.status_code == 202, response.text
     accepted: dict[str, Any] = response.json()
     return accepted
@@ -150,15 +128,15 @@ def test_a_pack_of_five_delivers_five_distinct_never_seen_variants(graph: Graph)
 
 
 def test_a_pack_whose_soul_loses_its_style_midway_ends_partial(graph: Graph) -> None:
-    style = graph.client.get("/style/valentina").json()
+    style = graph.client.get(f"/style/{VALENTINA}").json()
     accepted = submit(
-        graph.client, kind="pack", soul_id="valentina", cues=["a cat", "a dog", "an owl"],
+        graph.client, kind="pack", soul_id=VALENTINA, cues=["a cat", "a dog", "an owl"],
         user_id="partial",
     )  # fmt: skip
     try:
         for name, _ in events(graph, accepted["job_id"]):
             if name == "item":  # the first item is in: take the style away
-                assert graph.client.delete("/style/valentina").status_code == 204
+                assert graph.client.delete(f"/style/{VALENTINA}").status_code == 204
                 break
         doc = wait(graph, accepted["job_id"])
     finally:
@@ -197,9 +175,12 @@ def test_cancelling_a_running_render_stops_it_within_a_few_steps(graph: Graph) -
     assert stopped_at is not None and asked_at <= stopped_at < STEPS
     assert stopped_at - asked_at <= 6, (asked_at, stopped_at)
     assert claims_of(graph, accepted["job_id"]) == []  # nothing delivered, nothing claimed
-    variants = {r["variant_id"] for r in graph.rows("SELECT variant_id FROM variant")}
+    mine = graph.rows("SELECT variant_id FROM variant WHERE soul_id = ?", NOVA)
+    variants = {r["variant_id"] for r in mine}
     files = {
-        f.rpartition("/")[2].partition(".")[0] for f in graph.objects("soul/") if "/variant/" in f
+        f.rpartition("/")[2].partition(".")[0]
+        for f in graph.objects(f"soul/{NOVA}/")
+        if "/variant/" in f
     }
     assert files == variants  # no half-made objects
 
@@ -233,7 +214,7 @@ def test_a_client_over_its_quota_gets_a_429_naming_the_limit(graph: Graph) -> No
         base_url=graph.base_url, timeout=60, headers={"Authorization": f"Bearer {OTHER_KEY}"}
     ) as other:
         jobs = [submit(other, cue=f"a quota {i}", user_id="quota") for i in range(QUOTA)]
-        body = {"kind": "image", "soul_id": "nova", "cue": "one more", "user_id": "quota"}
+        body = {"kind": "image", "soul_id": NOVA, "cue": "one more", "user_id": "quota"}
         over = other.post("/jobs", json=body)
         assert over.status_code == 429 and "quota" in over.json()["detail"]
         assert over.headers["retry-after"] and over.json()["request_id"]
@@ -285,17 +266,17 @@ def test_a_webhook_arrives_signed_once_after_a_first_500(graph: Graph) -> None:
 def test_bad_job_requests_are_refused_and_write_nothing(graph: Graph) -> None:
     before = graph.rows("SELECT count(*) AS n FROM job")[0]["n"]
     cases = [
-        ({"kind": "video", "soul_id": "nova", "user_id": "u"}, "kind"),
-        ({"kind": "rebuild_prompt_key", "soul_id": "nova"}, "kind"),  # an admin route's job
-        ({"kind": "image", "soul_id": "nova", "cue": "a cat", "user_id": "u", "count": 3}, "count"),
-        ({"kind": "pack", "soul_id": "nova", "cue": "a cat", "count": 11, "user_id": "u"}, "count"),
-        ({"kind": "pack", "soul_id": "nova", "user_id": "u", "cues": ["a cat"]}, "cues"),
-        ({"kind": "image", "soul_id": "nova", "cue": "the of", "user_id": "u"}, "cue"),
-        ({"kind": "image", "soul_id": "nova", "cue": "a cat", "user_id": "u",
+        ({"kind": "video", "soul_id": NOVA, "user_id": "u"}, "kind"),
+        ({"kind": "rebuild_prompt_key", "soul_id": NOVA}, "kind"),  # an admin route's job
+        ({"kind": "image", "soul_id": NOVA, "cue": "a cat", "user_id": "u", "count": 3}, "count"),
+        ({"kind": "pack", "soul_id": NOVA, "cue": "a cat", "count": 11, "user_id": "u"}, "count"),
+        ({"kind": "pack", "soul_id": NOVA, "user_id": "u", "cues": ["a cat"]}, "cues"),
+        ({"kind": "image", "soul_id": NOVA, "cue": "the of", "user_id": "u"}, "cue"),
+        ({"kind": "image", "soul_id": NOVA, "cue": "a cat", "user_id": "u",
           "webhook_url": "ftp://example.com/x"}, "webhook_url"),
-        ({"kind": "image", "soul_id": "nova", "cue": "a cat", "user_id": "u",
+        ({"kind": "image", "soul_id": NOVA, "cue": "a cat", "user_id": "u",
           "webhook_url": "https://[example.com/x"}, "webhook_url"),  # urlsplit raises: was a 500
-        ({"kind": "image", "soul_id": "nova", "cue": "a cat", "user_id": "u",
+        ({"kind": "image", "soul_id": NOVA, "cue": "a cat", "user_id": "u",
           "webhook_url": "https://example.com:99999/x"}, "webhook_url"),
     ]  # fmt: skip
     for body, field in cases:
@@ -312,7 +293,7 @@ def test_bad_job_requests_are_refused_and_write_nothing(graph: Graph) -> None:
 
 
 def test_a_retried_submit_returns_the_same_job_and_lists_page_newest_first(graph: Graph) -> None:
-    body = {"kind": "image", "soul_id": "nova", "cue": "a violin", "user_id": "idem"}
+    body = {"kind": "image", "soul_id": NOVA, "cue": "a violin", "user_id": "idem"}
     headers = {"Idempotency-Key": "job-once"}
     first = graph.client.post("/jobs", json=body, headers=headers)
     second = graph.client.post("/jobs", json=body, headers=headers)
@@ -324,7 +305,7 @@ def test_a_retried_submit_returns_the_same_job_and_lists_page_newest_first(graph
     assert [j["job_id"] for j in page["jobs"]] == [first.json()["job_id"]]
     stats = graph.client.get("/jobs/stats").json()
     assert stats["workers_alive"] >= 1 and stats["run_s"]["p50"] > 0
-    estimate = graph.client.get("/estimate", params={"kind": "image", "soul_id": "nova"}).json()
+    estimate = graph.client.get("/estimate", params={"kind": "image", "soul_id": NOVA}).json()
     assert estimate["estimated_s"] > 0
     openapi = graph.client.get("/openapi.json").json()
     assert "429" in openapi["paths"]["/jobs"]["post"]["responses"]
@@ -334,7 +315,7 @@ def test_a_retried_submit_returns_the_same_job_and_lists_page_newest_first(graph
 def test_two_client_apps_with_a_user_of_the_same_name_never_share_a_history(
     graph: Graph,
 ) -> None:
-    params = {"soul_id": "nova", "cue": "a tenant's teapot", "user_id": "u1"}
+    params = {"soul_id": NOVA, "cue": "a tenant's teapot", "user_id": "u1"}
     with httpx.Client(
         base_url=graph.base_url, timeout=300, headers={"Authorization": f"Bearer {OTHER_KEY}"}
     ) as other:
@@ -370,18 +351,18 @@ def test_two_client_apps_with_a_user_of_the_same_name_never_share_a_history(
 
 
 def test_an_admin_rebuilds_a_souls_keys_as_a_job_keeping_ids_and_serving(graph: Graph) -> None:
-    first = graph.image("nova", "a lighthouse rebuilt", "rebuild-1")
+    first = graph.image(NOVA, "a lighthouse rebuilt", "rebuild-1")
     assert first.status_code == 200, first.text
-    keys = graph.client.get("/keys", params={"soul_id": "nova", "limit": 200}).json()["keys"]
+    keys = graph.client.get("/keys", params={"soul_id": NOVA, "limit": 200}).json()["keys"]
     admin = httpx.Client(
         base_url=graph.base_url, timeout=60, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
     )
     jobs_before = graph.rows("SELECT count(*) AS n FROM job")[0]["n"]
     refused = [
-        (graph.client, {"soul_id": "nova"}, 401),  # an API key is not an admin key
+        (graph.client, {"soul_id": NOVA}, 401),  # an API key is not an admin key
         (admin, {"soul_id": "ghost"}, 404),
-        (admin, {"soul_id": "nova", "cue": "a cat"}, 422),
-        (admin, {"soul_id": "nova", "kind": "image"}, 422),
+        (admin, {"soul_id": NOVA, "cue": "a cat"}, 422),
+        (admin, {"soul_id": NOVA, "kind": "image"}, 422),
     ]
     for client, body, status in refused:
         response = client.post("/admin/rebuild_prompt_key", json=body)
@@ -389,24 +370,24 @@ def test_an_admin_rebuilds_a_souls_keys_as_a_job_keeping_ids_and_serving(graph: 
         assert response.json()["request_id"]
     assert graph.rows("SELECT count(*) AS n FROM job")[0]["n"] == jobs_before
 
-    accepted = admin.post("/admin/rebuild_prompt_key", json={"soul_id": "nova"})
+    accepted = admin.post("/admin/rebuild_prompt_key", json={"soul_id": NOVA})
     assert accepted.status_code == 202, accepted.text
     doc = wait(graph, accepted.json()["job_id"], client=admin)
     assert doc["status"] == "succeeded" and doc["kind"] == "rebuild_prompt_key", doc
     assert doc["result"]["keys"] == len(keys) and doc["result"]["index"] == "exact"
     assert doc["progress"]["done"] == doc["progress"]["total"] == len(keys)
     assert graph.client.get(f"/jobs/{doc['job_id']}").status_code == 404  # the admin's own
-    after = graph.client.get("/keys", params={"soul_id": "nova", "limit": 200}).json()["keys"]
+    after = graph.client.get("/keys", params={"soul_id": NOVA, "limit": 200}).json()["keys"]
     assert [k["pk_id"] for k in after] == [k["pk_id"] for k in keys]
     assert [k["variants"] for k in after] == [k["variants"] for k in keys]
-    again = graph.image("nova", "a lighthouse rebuilt", "rebuild-2")
+    again = graph.image(NOVA, "a lighthouse rebuilt", "rebuild-2")
     assert again.status_code == 200 and again.json()["cache"] == "hit"
     assert again.json()["variant_id"] == first.json()["variant_id"]
     admin.close()
 
 
 def test_an_admin_deletes_a_variant_that_no_one_is_sent_again(graph: Graph) -> None:
-    made = graph.image("nova", "a paper lantern", "del-1").json()
+    made = graph.image(NOVA, "a paper lantern", "del-1").json()
     variant_id, pk_id = made["variant_id"], made["pk_id"]
     shown = graph.client.get(f"/variants/{variant_id}")
     assert shown.status_code == 200, shown.text
@@ -428,9 +409,7 @@ def test_an_admin_deletes_a_variant_that_no_one_is_sent_again(graph: Graph) -> N
     assert graph.client.get(shown.json()["url"]).status_code == 404  # its objects are gone
 
     # A burst of users on its key: every one gets a variant, none the deleted one.
-    users = [
-        {"soul_id": "nova", "cue": "a paper lantern", "user_id": f"del-b{i}"} for i in range(6)
-    ]
+    users = [{"soul_id": NOVA, "cue": "a paper lantern", "user_id": f"del-b{i}"} for i in range(6)]
     answers = burst(graph, users)
     assert [r.status_code for r in answers] == [200] * len(users)
     assert variant_id not in {r.json()["variant_id"] for r in answers}
@@ -445,14 +424,14 @@ def test_an_admin_deletes_a_variant_that_no_one_is_sent_again(graph: Graph) -> N
     assert deleted.status_code == 200 and deleted.json() == {"pk_id": pk_id, "deleted": len(live)}
     assert all(graph.client.get(f"/variants/{v}").status_code == 410 for v in live)
     assert graph.client.get(f"/keys/{pk_id}/variants").json() == []
-    again = graph.image("nova", "a paper lantern", "del-b0").json()
+    again = graph.image(NOVA, "a paper lantern", "del-b0").json()
     assert again["cache"] == "miss" and again["variant_id"] not in live
-    assert admin.delete(f"/keys/nova:{'0' * 40}").status_code == 404
+    assert admin.delete(f"/keys/{NOVA}:{'0' * 40}").status_code == 404
     admin.close()
 
 
 def test_a_regeneration_is_a_new_variant_of_the_key_for_its_user(graph: Graph) -> None:
-    original = graph.image("nova", "a clockwork bird", "regen-1").json()
+    original = graph.image(NOVA, "a clockwork bird", "regen-1").json()
     route = f"/variants/{original['variant_id']}/regenerate"
     body = {"user_id": "regen-1", "seed": 42, "prompt_extra": "in the rain"}
     derived = graph.client.post(route, json=body)
@@ -482,7 +461,7 @@ def test_a_regeneration_is_a_new_variant_of_the_key_for_its_user(graph: Graph) -
 
 
 def test_a_variant_is_set_in_motion_anew_for_its_user(graph: Graph) -> None:
-    original = graph.image("valentina", "a glass harp", "move-1").json()
+    original = graph.image(VALENTINA, "a glass harp", "move-1").json()
     route = f"/variants/{original['variant_id']}/animate"
     moved = graph.client.post(route, json={"user_id": "move-1", "mode": "subtle", "frames": 6})
     assert moved.status_code == 200, moved.text
@@ -501,7 +480,7 @@ def test_a_variant_is_set_in_motion_anew_for_its_user(graph: Graph) -> None:
                 "frames": 40}, {"mode": "subtle"}):  # fmt: skip
         refused = graph.client.post(route, json=bad)
         assert refused.status_code == 422 and refused.json()["request_id"], bad
-    nova = graph.image("nova", "a glass harp", "move-2").json()  # nova has no motion module
+    nova = graph.image(NOVA, "a glass harp", "move-2").json()  # nova has no motion module
     conflict = graph.client.post(
         f"/variants/{nova['variant_id']}/animate", json={"user_id": "move-2", "mode": "animated"}
     )
@@ -509,7 +488,7 @@ def test_a_variant_is_set_in_motion_anew_for_its_user(graph: Graph) -> None:
 
 
 def test_an_admin_reads_what_variants_cost_per_soul_and_day(graph: Graph) -> None:
-    made = graph.image("valentina", "a copper kettle", "cost-1")
+    made = graph.image(VALENTINA, "a copper kettle", "cost-1")
     assert made.status_code == 200, made.text
     admin = httpx.Client(
         base_url=graph.base_url, timeout=60, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -518,7 +497,7 @@ def test_an_admin_reads_what_variants_cost_per_soul_and_day(graph: Graph) -> Non
     assert report.status_code == 200, report.text
     body = report.json()
     today = datetime.now(UTC).date().isoformat()
-    [valentina] = [d for d in body["days"] if d["day"] == today and d["soul_id"] == "valentina"]
+    [valentina] = [d for d in body["days"] if d["day"] == today and d["soul_id"] == VALENTINA]
     assert valentina["variants"] >= 1 and valentina["render_s"] > 0 and valentina["usd"] > 0
     assert body["today_usd"] >= valentina["usd"] and body["usd"] >= body["today_usd"]
     assert body["daily_budget_usd"] is None and body["budget_warning"] is False

@@ -5,29 +5,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from soul_client import (
-    API_KEY,
-    TEST_ARGS,
-    Graph,
-    Sample,
-    burst,
-    free_port,
-    scrape,
-    scrape_until,
-    total,
-)
+from shared_graph import souls_of
+from soul_client import Graph, Sample, burst, scrape, scrape_until, since, total
 
 from deployments.ingress import IngressConfig
-from serve_app.local import local_graph
 from serve_app.metrics import METRICS
 
 pytestmark = pytest.mark.integration
+
+
+# Threshold 64: every sibling counts as too close, so a key's second variant has rejects
+# (pHash's: it is asked first). The tiny CLIP embeds every render too.
+GRAPH_ARGS = {"dedupe": {"threshold": 64, "clip_model": "tiny-clip", "clip_distance": 0.012}}
+NOVA, VALENTINA = souls_of("metrics")
 
 
 @dataclass
@@ -37,52 +32,36 @@ class Observed:
 
 
 @pytest.fixture(scope="module")
-def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
-    # Threshold 64: every sibling counts as too close, so a key's second variant has rejects
-    # (pHash's: it is asked first). The tiny CLIP embeds every render too.
-    dedupe = {"threshold": 64, "clip_model": "tiny-clip", "clip_distance": 0.012}
-    args = {**TEST_ARGS, "dedupe": dedupe}
-    env = {"SOUL_API_KEYS": json.dumps([API_KEY]), "SOUL_TORCH_THREADS": "1"}
-    data_dir = tmp_path_factory.mktemp("metrics")
-    logs_dir, metrics_port = data_dir / "logs", free_port()
-    with local_graph(
-        data_dir,
-        port=free_port(),
-        args=args,
-        num_cpus=4,
-        env=env,
-        metrics_port=metrics_port,
-        logging_config={"encoding": "JSON", "logs_dir": str(logs_dir)},
-    ) as url:
-        graph = Graph(url, data_dir, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
-        yield Observed(graph, logs_dir)
-        graph.client.close()
+def observed(graph: Graph) -> Observed:
+    """The shared graph: metrics on its node's port, JSON logs in its data folder."""
+    return Observed(graph, graph.data_dir / "logs")
 
 
 def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
     graph = observed.graph
-    assert graph.image("nova", "penguin", "u1").json()["cache"] == "miss"
-    assert graph.image("nova", "penguin", "u2").json()["cache"] == "hit"
-    assert graph.image("nova", "penguin", "u1").json()["cache"] == "miss"  # a sibling: rejects
-    assert graph.image("valentina", "penguin", "u1").json()["cache"] == "miss"  # AnimateDiff
+    before = scrape_until(graph.metrics_url, lambda _: True)  # the module's counts are deltas
+    assert graph.image(NOVA, "penguin", "u1").json()["cache"] == "miss"
+    assert graph.image(NOVA, "penguin", "u2").json()["cache"] == "hit"
+    assert graph.image(NOVA, "penguin", "u1").json()["cache"] == "miss"  # a sibling: rejects
+    assert graph.image(VALENTINA, "penguin", "u1").json()["cache"] == "miss"  # AnimateDiff
     together = burst(
-        graph, [{"soul_id": "nova", "cue": "comet", "user_id": f"c{i}"} for i in range(4)]
+        graph, [{"soul_id": NOVA, "cue": "comet", "user_id": f"c{i}"} for i in range(4)]
     )
     assert [r.status_code for r in together] == [200] * 4
-    selfie = {"soul_id": "nova", "city_key": "paris", "mood": "happy", "user_id": "u1"}
+    selfie = {"soul_id": NOVA, "city_key": "paris", "mood": "happy", "user_id": "u1"}
     assert graph.client.post("/selfie", json=selfie).status_code == 200
-    job = {"kind": "image", "soul_id": "nova", "cue": "penguin", "user_id": "u3"}  # a hit
+    job = {"kind": "image", "soul_id": NOVA, "cue": "penguin", "user_id": "u3"}  # a hit
     job_id = graph.client.post("/jobs", json=job).json()["job_id"]
     while graph.client.get(f"/jobs/{job_id}").json()["status"] != "succeeded":
         time.sleep(0.1)
 
     expected: dict[str, list[dict[str, str]]] = {
         "soul_cache_requests": [
-            {"route": "/image", "soul_id": "nova", "result": "miss"},
-            {"route": "/image", "soul_id": "nova", "result": "hit"},
-            {"route": "/image", "soul_id": "valentina", "result": "miss"},
-            {"route": "/selfie", "soul_id": "nova", "result": "miss"},
-            {"route": "/jobs", "soul_id": "nova", "result": "hit"},
+            {"route": "/image", "soul_id": NOVA, "result": "miss"},
+            {"route": "/image", "soul_id": NOVA, "result": "hit"},
+            {"route": "/image", "soul_id": VALENTINA, "result": "miss"},
+            {"route": "/selfie", "soul_id": NOVA, "result": "miss"},
+            {"route": "/jobs", "soul_id": NOVA, "result": "hit"},
         ],
         "soul_coalesced_requests": [{"scope": "replica"}],
         "soul_dedupe_rejects": [{"deployment": "Dedupe", "filter": "phash"}],
@@ -96,10 +75,10 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
         "soul_job_wait_ms": [{"kind": "image", "deployment": "JobWorker"}],
         "soul_job_run_ms": [{"kind": "image", "deployment": "JobWorker"}],
         "soul_job_queue_depth": [{"priority": "high"}, {"priority": "normal"}],  # a gauge: 0
-        "soul_key_index_keys": [{"soul_id": "nova", "index": "exact", "deployment": "Catalog"}],
+        "soul_key_index_keys": [{"soul_id": NOVA, "index": "exact", "deployment": "Catalog"}],
         "soul_cost_usd": [
             {"soul_id": soul, "stage": stage, "deployment": "Catalog"}
-            for soul in ("nova", "valentina")
+            for soul in (NOVA, VALENTINA)
             for stage in ("render", "animate", "encode")
         ],
         "soul_cost_today_usd": [{"deployment": "Catalog"}],
@@ -120,7 +99,7 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
     def all_there(samples: list[Sample]) -> bool:
         return all(there(samples, n, tags) for n, series in expected.items() for tags in series)
 
-    samples = scrape_until(graph.metrics_url, all_there)
+    samples = since(before, scrape_until(graph.metrics_url, lambda s: all_there(since(before, s))))
     missing = [(n, t) for n, series in expected.items() for t in series if not there(samples, n, t)]
     assert not missing, f"not exported: {missing}"
     for _name, labels, _value in samples:
@@ -146,7 +125,7 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
 
 def test_a_delivery_logs_one_structured_line_under_its_request_id(observed: Observed) -> None:
     response = observed.graph.client.get(
-        "/image", params={"soul_id": "nova", "cue": "lighthouse", "user_id": "logged"}
+        "/image", params={"soul_id": NOVA, "cue": "lighthouse", "user_id": "logged"}
     )
     assert response.status_code == 200, response.text
     request_id = response.headers["X-Request-ID"]
@@ -161,7 +140,7 @@ def test_a_delivery_logs_one_structured_line_under_its_request_id(observed: Obse
     answer = response.json()
     expected = {
         "route": "/image",
-        "soul_id": "nova",
+        "soul_id": NOVA,
         "pk_id": answer["pk_id"],
         "variant_id": answer["variant_id"],
         "cache": "miss",
@@ -201,7 +180,7 @@ def test_concurrent_misses_of_one_style_render_in_batches(observed: Observed) ->
 
     before = batches()
     cues = ["harbour", "glacier", "meadow", "canyon", "volcano", "orchard"]
-    answers = burst(graph, [{"soul_id": "nova", "cue": c, "user_id": f"b-{c}"} for c in cues])
+    answers = burst(graph, [{"soul_id": NOVA, "cue": c, "user_id": f"b-{c}"} for c in cues])
     assert [r.status_code for r in answers] == [200] * len(cues), [r.text for r in answers]
     assert {r.json()["cache"] for r in answers} == {"miss"}
     assert len({r.json()["variant_id"] for r in answers}) == len(cues)

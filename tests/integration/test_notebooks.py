@@ -18,7 +18,8 @@ import pytest
 from ipykernel.kernelspec import write_kernel_spec
 from nbclient import NotebookClient
 
-pytestmark = pytest.mark.integration
+# Each notebook starts its own Ray, after the shared graph has stopped.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("own_ray")]
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CLEANUP = """\

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,13 +31,17 @@ from serve_app.local import local_graph
 from serve_app.schemas import Variant
 from tests.support import postgres_outage, temporary_database
 
-pytestmark = pytest.mark.integration
+# Its own graph: PostgreSQL with 2 ingress and 2 catalog replicas, and an outage of the store.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
+def pg(
+    tmp_path_factory: pytest.TempPathFactory, own_ray: None, tiny_models: Path
+) -> Iterator[Graph]:
     with temporary_database() as url:
         data_dir = tmp_path_factory.mktemp("soul-pg")
+        (data_dir / "models").symlink_to(tiny_models)
         env = {
             "SOUL_API_KEYS": json.dumps([API_KEY]),
             "SOUL_TORCH_THREADS": "1",

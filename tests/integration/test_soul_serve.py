@@ -24,18 +24,20 @@ import psutil
 import pytest
 from soul_client import free_port
 
-from serve_app.diffusion.tiny import build_tiny_models
 from serve_app.local import node_env
 from serve_app.settings import Settings
 
-pytestmark = pytest.mark.integration
+# `soul serve` starts its own Ray, after the shared graph has stopped.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("own_ray")]
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def soul_serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
-    build_tiny_models(tmp_path / "models")
+def soul_serve(
+    tmp_path: Path, tiny_models: Path
+) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    (tmp_path / "models").symlink_to(tiny_models)
     inherited = {k: v for k, v in os.environ.items() if k not in node_env(Settings())}
     env = {
         **inherited,  # without what the tests' conftest set: `soul` must set it itself

@@ -13,20 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from soul_client import API_KEY, TEST_ARGS, Graph, free_port
+from soul_client import API_KEY, Graph
 
-from serve_app.local import local_graph
 from tests.support import skip_or_fail
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path("test-artifacts/studio")
-STUDIO_ARGS: dict[str, Any] = {
-    **TEST_ARGS,
-    "renderer": {"steps": 24, "width": 96, "height": 96},
-    "worker": {"slots": 1, "watch_s": 0.1},
-}
+# The shared graph's JobWorker already has one slot, watched every 0.1 s.
+GRAPH_ARGS: dict[str, Any] = {"renderer": {"steps": 24, "width": 96, "height": 96}}
 TIMEOUT_MS = 120_000
 # Wraps the page's fetch so that the first event stream of a job breaks after its first chunk
 # (the job's first status), as Serve's request timeout or a replica restart breaks one.
@@ -69,16 +65,6 @@ def browser() -> Iterator[Any]:
         chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield chromium
         chromium.close()
-
-
-@pytest.fixture(scope="module")
-def graph(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[Graph]:
-    data_dir = tmp_path_factory.mktemp("soul")
-    env = {"SOUL_API_KEYS": json.dumps([API_KEY]), "SOUL_TORCH_THREADS": "1"}
-    with local_graph(data_dir, port=free_port(), args=STUDIO_ARGS, num_cpus=4, env=env) as url:
-        graph = Graph(url, data_dir)
-        yield graph
-        graph.client.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ SOUL_TEST_STRICT=1."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Iterator

@@ -35,6 +35,35 @@ class Limits(BaseModel):
     )
 
 
+class Logging(BaseModel):
+    """Serve's ``logging_config`` of every deployment, set here and not per application: a
+    deployment's own logging config replaces the application's whole, and only the Ingress
+    writes Serve's access log (an internal deployment's lines are its callers' polls)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoding: Literal["TEXT", "JSON"] = Field(
+        default="TEXT", description="TEXT for people, JSON for log collectors (one record a line)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="The least severe record the replicas write."
+    )
+    logs_dir: str | None = Field(
+        default=None, description="Folder of the replicas' log files. Empty: Ray's session folder."
+    )
+    access_log: list[DeploymentName] = Field(
+        default_factory=lambda: ["Ingress"],
+        description="Deployments that log a line per request (Serve's access log). The Ingress's "
+        "carries the route and request id; the internal deployments' would only repeat the "
+        "JobWorker's leases and the heartbeats, several lines a second while idle.",
+    )
+
+    def of(self, deployment: str) -> dict[str, Any]:
+        """Serve's logging config of ``deployment``."""
+        config = self.model_dump(exclude={"access_log"}, exclude_none=True)
+        return {**config, "enable_access_log": deployment in self.access_log}
+
+
 class AppArgs(BaseModel):
     """Arguments of the application; each section becomes its deployment's ``user_config``."""
 
@@ -88,6 +117,10 @@ class AppArgs(BaseModel):
         description='Request limits by deployment name, e.g. {"Renderer": {"max_queued_requests": '
         "4}}, for runs without a Serve config; a config's deployments section also works.",
     )
+    logging: Logging = Field(
+        default_factory=Logging,
+        description="How the deployments log: encoding, level, folder, which write access logs.",
+    )
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
@@ -105,6 +138,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
         # A request shed by a full queue (max_queued_requests) is a 503 that says when to retry.
         options: dict[str, Any] = {
             "backpressure_config": {"retry_after_s": SHED_RETRY_AFTER_S},
+            "logging_config": args.logging.of(decorated.name),
             **defaults,
         }
         if section is not None:

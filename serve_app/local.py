@@ -93,15 +93,14 @@ def local_graph(
     env: dict[str, str] | None = None,
     quiet: bool = False,
     metrics_port: int | None = None,
-    logging_config: dict[str, Any] | None = None,
 ) -> Iterator[str]:
     """Run the app on ``127.0.0.1:port`` with its state in ``data_dir``; yield the base URL.
 
     ``env`` is added to the node's environment, over ``node_env``'s (a speed mode, say).
     ``quiet`` keeps replica logs out of this console (they stay in Ray's session log folder).
     ``metrics_port``: where the node serves its Prometheus metrics, ours included, refreshed
-    every second (Ray's default is every ten). ``logging_config``: Serve's, for every
-    deployment (e.g. ``{"encoding": "JSON", "logs_dir": ...}``).
+    every second (Ray's default is every ten). How the deployments log is ``args``'s
+    ``logging`` section (e.g. ``{"encoding": "JSON", "logs_dir": ...}``).
     """
     import ray
     from ray import serve
@@ -124,9 +123,7 @@ def local_graph(
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(
-            build_app(args or {}), name="soul", route_prefix="/", logging_config=logging_config
-        )
+        serve.run(build_app(args or {}), name="soul", route_prefix="/")
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()

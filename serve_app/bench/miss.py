@@ -221,10 +221,9 @@ def miss_main(n: int) -> tuple[dict[str, Any], dict[str, Any]]:
         build_tiny_models(data_dir / "models")
         floor = inprocess_miss(data_dir, n)
         logs_dir = data_dir / "logs"  # the replicas' JSON lines, each stage's among them
-        logging_config = {"encoding": "JSON", "log_level": "DEBUG", "logs_dir": str(logs_dir)}
-        graph = local_graph(
-            data_dir, port=free_port(), args=BENCH_ARGS, quiet=True, logging_config=logging_config
-        )
+        logging = {"encoding": "JSON", "log_level": "DEBUG", "logs_dir": str(logs_dir)}
+        args = {**BENCH_ARGS, "logging": logging}
+        graph = local_graph(data_dir, port=free_port(), args=args, quiet=True)
         with graph as base:
             http = asyncio.run(http_miss(base, logs_dir, n))
     return http, floor

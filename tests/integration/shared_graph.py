@@ -111,8 +111,11 @@ class SharedGraph:
             "name": "soul",
             "route_prefix": "/",
             "import_path": "serve_app.app:build_app",
-            "args": {**SESSION_ARGS, "souls_file": str(self.souls_file)},
-            "logging_config": {"encoding": "JSON", "logs_dir": str(self.logs_dir)},
+            "args": {
+                **SESSION_ARGS,
+                "souls_file": str(self.souls_file),
+                "logging": {"encoding": "JSON", "logs_dir": str(self.logs_dir)},
+            },
             "deployments": overrides(args or {}, limits or {}),
         }
         config = ServeDeploySchema.parse_obj({"applications": [app]})

@@ -58,3 +58,20 @@ def test_local_config_stays_on_the_cpu() -> None:
     args = AppArgs.model_validate(app["args"])
     assert (args.renderer.device, args.animator.device) == ("cpu", "cpu")
     assert "num_gpus" not in str(app)
+
+
+def test_only_the_ingress_writes_access_logs_and_every_deployment_keeps_the_encoding() -> None:
+    # What `serve.run` deploys, built without a cluster: each deployment's own logging config.
+    from ray.serve._private.build_app import build_app as build_serve_app
+
+    args = {"logging": {"encoding": "JSON", "log_level": "WARNING", "logs_dir": "/tmp/x"}}
+    built = build_serve_app(build_app(args), name="soul", make_deployment_handle=lambda d, _: d)
+    logging = {d.name: d._deployment_config.logging_config for d in built.deployments}
+    assert {name for name, config in logging.items() if config["enable_access_log"]} == {"Ingress"}
+    assert len(logging) == 8
+    for config in logging.values():
+        assert (config["encoding"], config["log_level"], config["logs_dir"]) == (
+            "JSON",
+            "WARNING",
+            "/tmp/x",
+        )

@@ -138,9 +138,8 @@ def test_the_app_an_ingress_replica_serves_reaches_its_services_and_keys(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The Ingress as Serve constructs it on a replica, over a real catalog engine (no Ray).
-    from serve_app.souls import load_souls
-
     from deployments.catalog import CatalogEngine
+    from serve_app.catalog.souls import load_souls
     from serve_app.delivery import Handles
     from serve_app.settings import Settings
     from serve_app.storage import open_object_store

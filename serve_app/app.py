@@ -52,7 +52,7 @@ class Logging(BaseModel):
         default=None, description="Folder of the replicas' log files. Empty: Ray's session folder."
     )
     access_log: list[DeploymentName] = Field(
-        default_factory=lambda: ["Ingress"],
+        default=["Ingress"],
         description="Deployments that log a line per request (Serve's access log). The Ingress's "
         "carries the route and request id; the internal deployments' would only repeat the "
         "JobWorker's leases and the heartbeats, several lines a second while idle.",

@@ -154,7 +154,7 @@ class Animator:
     def __init__(self, catalog: DeploymentHandle) -> None:
         self.catalog = catalog  # only for the job backlog its autoscaling policy reads
         settings = Settings()
-        configure_torch(settings)
+        configure_torch(settings.models)
         self.engine = AnimatorEngine(model_manager(settings))
 
     def reconfigure(self, config: dict) -> None:

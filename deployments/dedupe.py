@@ -119,7 +119,7 @@ class Dedupe:
     def reconfigure(self, config: dict) -> None:
         self.engine.config = DedupeConfig.model_validate(config)
         if self.engine.config.clip_model:  # loaded before the first render waits on it
-            configure_torch(self.settings)  # torch only where a CLIP model runs
+            configure_torch(self.settings.models)  # torch only where a CLIP model runs
             self.engine.encoder(self.engine.config.clip_model)
 
     def check(self, frames: Frames, known: list[Fingerprint]) -> DedupeVerdict:

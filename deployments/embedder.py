@@ -8,7 +8,7 @@ import os
 from ray import serve
 
 from serve_app.diffusion.pipelines import configure_torch
-from serve_app.settings import Settings
+from serve_app.settings import ModelSettings
 
 
 class EmbedderEngine:
@@ -31,7 +31,7 @@ class EmbedderEngine:
 @serve.deployment(name="Embedder", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class Embedder:
     def __init__(self) -> None:
-        configure_torch(Settings())
+        configure_torch(ModelSettings())
         self.engine = EmbedderEngine()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)

@@ -66,7 +66,7 @@ class Ingress:
         """The app this replica serves: the routes' services and the API keys on its state."""
         settings = self.services.settings
         served = routed_api()
-        served.state.api_keys = [k.get_secret_value().encode() for k in settings.api_keys]
-        served.state.admin_keys = [k.get_secret_value().encode() for k in settings.admin_keys]
+        served.state.api_keys = [k.get_secret_value().encode() for k in settings.auth.api_keys]
+        served.state.admin_keys = [k.get_secret_value().encode() for k in settings.auth.admin_keys]
         served.state.services = self.services
         return served

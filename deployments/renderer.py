@@ -317,7 +317,7 @@ class Renderer:
     ) -> None:
         self.catalog = catalog
         settings = Settings()
-        configure_torch(settings)
+        configure_torch(settings.models)
         self.engine = RendererEngine(model_manager(settings), objects=open_object_store(settings))
         self._jobs: dict[str, RenderJob] = {}
 

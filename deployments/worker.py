@@ -41,7 +41,7 @@ class JobWorker:
         self.objects = open_object_store(self.settings)
         deliverer = Deliverer(handles.by_reference(), self.objects, load_places(landmarks_file))
         self.catalog = handles.catalog
-        self.webhooks = Webhooks(self.settings)
+        self.webhooks = Webhooks(self.settings.jobs, self.settings.webhook_key)
         variations = load_variations(variations_file)
         self.runner = JobRunner(deliverer, self.catalog, self._publish, variations)
         self.leaser: asyncio.Task[None] | None = None
@@ -59,7 +59,7 @@ class JobWorker:
             self.leaser = asyncio.create_task(self.runner.run())
 
     async def _publish(self, doc: JobDoc) -> None:
-        answer = await asyncio.to_thread(job_answer, self.objects, self.settings, doc)
+        answer = await asyncio.to_thread(job_answer, self.objects, self.settings.media, doc)
         body = json.dumps(answer.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
         assert doc.webhook_url is not None
         await self.webhooks.send(doc.webhook_url, body)

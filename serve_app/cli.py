@@ -50,8 +50,8 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         print(f"soul serve: {exc}", file=sys.stderr)
         return 2
     config = yaml.safe_load(Path(ns.config).read_text())
-    config.setdefault("http_options", {}).update(host=settings.host, port=settings.port)
-    run_file = settings.resolved_data_dir / f"serve.{settings.port}.yaml"
+    config.setdefault("http_options", {}).update(host=settings.node.host, port=settings.node.port)
+    run_file = settings.resolved_data_dir / f"serve.{settings.node.port}.yaml"
     run_file.parent.mkdir(parents=True, exist_ok=True)
     run_file.write_text(yaml.safe_dump(config, sort_keys=False))
     # Before ray.init: the replicas' worker processes inherit this environment.
@@ -61,15 +61,15 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         namespace="serve",  # Serve's own; `serve run` uses the Ray it finds initialized
         include_dashboard=True,
         dashboard_host="127.0.0.1",
-        dashboard_port=settings.dashboard_port,
-        _metrics_export_port=settings.metrics_port,
+        dashboard_port=settings.node.dashboard_port,
+        _metrics_export_port=settings.node.metrics_port,
     )
     print(
-        f"Soul Serve on http://{settings.host}:{settings.port} (API docs at /docs)\n"
-        f"Studio (the web page) on http://{settings.host}:{settings.port}/studio\n"
+        f"Soul Serve on http://{settings.node.host}:{settings.node.port} (API docs at /docs)\n"
+        f"Studio (the web page) on http://{settings.node.host}:{settings.node.port}/studio\n"
         f"Ray dashboard on http://{ray_context.dashboard_url} (this machine only; its token: "
         f"`ray get-auth-token`)\n"
-        f"Metrics on http://127.0.0.1:{settings.metrics_port}/metrics (ours are ray_soul_*)\n"
+        f"Metrics on http://127.0.0.1:{settings.node.metrics_port}/metrics (ours are ray_soul_*)\n"
         "Ctrl-C stops.",
         flush=True,
     )

@@ -1,9 +1,9 @@
 """docs/configuration.md, written from the config models' field descriptions.
 
-Two sources, one page: the environment (``Settings``, the one place that reads it) and the
-Serve config's ``args`` (``AppArgs``, each section a deployment's ``user_config``), walked down
-every nested model. ``soul docs config`` rewrites the page; tests/unit/test_docs.py fails when
-the page is stale or a field has no description.
+Two sources, one page: the environment (``Settings``' groups, the one place that reads it) and
+the Serve config's ``args`` (``AppArgs``, each section a deployment's ``user_config``), walked
+down every nested model. ``soul docs config`` rewrites the page; tests/unit/test_docs.py fails
+when the page is stale or a field has no description.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from serve_app.app import AppArgs
-from serve_app.settings import Settings
+from serve_app.settings import groups
 
-# The classes that read the environment, in the page's order.
-ENVIRONMENT: list[type[BaseSettings]] = [Settings]
+# The classes that read the environment (Settings' groups), in the page's order.
+GROUPS = groups()
+ENVIRONMENT: list[type[BaseSettings]] = list(GROUPS.values())
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 INTRO = """\
@@ -161,17 +162,20 @@ def environment_table() -> list[str]:
     lines = [
         "## Environment",
         "",
-        "| variable | default | range | meaning |",
-        "| --- | --- | --- | --- |",
+        "Grouped by concern as `Settings` holds them (`settings.<group>.<field>`).",
+        "",
     ]
-    for model in ENVIRONMENT:
+    for group, model in GROUPS.items():
+        lines += [f"### {group.capitalize()}", "", f"`settings.{group}`: {one_line(model.__doc__)}"]
+        lines += ["", "| variable | default | range | meaning |", "| --- | --- | --- | --- |"]
         for name, field in model.model_fields.items():
             lines.append(
                 f"| `{env_name(model, name)}` | {shown(field_default(field))} | {bounds(field)} "
                 f"| {one_line(field.description)} |"
             )
+        lines.append("")
     lists = "Lists (`SOUL_API_KEYS`, `SOUL_ADMIN_KEYS`, `SOUL_REFERENCE_GCS_BUCKETS`) are JSON"
-    lines += ["", f'{lists}: `\'["key1", "key2"]\'`.', ""]
+    lines += [f'{lists}: `\'["key1", "key2"]\'`.', ""]
     return lines
 
 

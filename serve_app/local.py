@@ -77,8 +77,8 @@ def node_env(settings: Settings) -> dict[str, str]:
     return {
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_app.api.proxy.middlewares",
-        "AUTOSCALER_METRIC_PORT": str(settings.autoscaler_metrics_port),
-        "DASHBOARD_METRIC_PORT": str(settings.dashboard_metrics_port),
+        "AUTOSCALER_METRIC_PORT": str(settings.node.autoscaler_metrics_port),
+        "DASHBOARD_METRIC_PORT": str(settings.node.dashboard_metrics_port),
         **adopted,
     }
 

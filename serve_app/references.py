@@ -21,7 +21,7 @@ import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from serve_app.errors import UnusableSource
-from serve_app.settings import Settings
+from serve_app.settings import ObjectSettings, ReferenceSettings, Settings
 from serve_app.storage.gcs import GCSObjectStore
 from serve_app.storage.objects import ObjectTooLarge
 
@@ -64,7 +64,7 @@ def reference_key(soul_id: str, reference_id: str) -> str:
 
 def fetch_reference(url: str, settings: Settings) -> ReferenceImage:
     """The image at ``url``, verified and normalized; raises ``ReferenceRejected``."""
-    return normalize_image(fetch_bytes(url, settings), settings.reference_max_pixels)
+    return normalize_image(fetch_bytes(url, settings), settings.references.reference_max_pixels)
 
 
 def fetch_bytes(url: str, settings: Settings) -> bytes:
@@ -77,19 +77,19 @@ def fetch_bytes(url: str, settings: Settings) -> bytes:
     if scheme in ("http", "https", "gs") and not parts.hostname:
         raise ReferenceRejected(f"url: name a host, as in {scheme}://host/path")
     if scheme in ("http", "https"):
-        return _fetch_http(url, settings)
+        return _fetch_http(url, settings.references)
     if scheme == "gs":
-        return _fetch_gcs(url, settings)
+        return _fetch_gcs(url, settings.references, settings.objects)
     raise ReferenceRejected(f"url: unsupported scheme {scheme!r}; use http, https or gs")
 
 
-def _fetch_http(url: str, settings: Settings) -> bytes:
+def _fetch_http(url: str, references: ReferenceSettings) -> bytes:
     transport = (
-        httpx.HTTPTransport() if settings.reference_allow_private_hosts else public_transport()
+        httpx.HTTPTransport() if references.reference_allow_private_hosts else public_transport()
     )
     client = httpx.Client(
         transport=transport,
-        timeout=settings.reference_timeout_s,
+        timeout=references.reference_timeout_s,
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
         trust_env=False,  # no proxies or .netrc credentials from the environment
@@ -100,7 +100,7 @@ def _fetch_http(url: str, settings: Settings) -> bytes:
         with client, client.stream("GET", url) as response:
             if not response.is_success:
                 raise ReferenceUnreachable(f"url: the source answered {response.status_code}")
-            return _read_capped(response, settings.reference_max_bytes)
+            return _read_capped(response, references.reference_max_bytes)
     except httpx.InvalidURL as exc:
         raise ReferenceRejected(f"url: {exc}") from exc
     except httpx.TooManyRedirects as exc:
@@ -165,16 +165,16 @@ def public_address(host: str, port: int) -> str:
     return str(addresses[0])
 
 
-def _fetch_gcs(url: str, settings: Settings) -> bytes:
+def _fetch_gcs(url: str, references: ReferenceSettings, objects: ObjectSettings) -> bytes:
     bucket, _, name = url.removeprefix("gs://").partition("/")
-    if bucket not in settings.reference_gcs_buckets:
+    if bucket not in references.reference_gcs_buckets:
         raise ReferenceForbidden(f"url: bucket {bucket!r} is not allowed for references")
-    store = GCSObjectStore(f"gs://{bucket}", settings.gcs_credentials_file, settings.gcs_endpoint)
+    store = GCSObjectStore(f"gs://{bucket}", objects.gcs_credentials_file, objects.gcs_endpoint)
     try:
-        return store.get(name, max_bytes=settings.reference_max_bytes)
+        return store.get(name, max_bytes=references.reference_max_bytes)
     except ObjectTooLarge as exc:
         raise ReferenceTooLarge(
-            f"url: the object is over the {settings.reference_max_bytes} byte limit"
+            f"url: the object is over the {references.reference_max_bytes} byte limit"
         ) from exc
     except ValueError as exc:  # an object name the store refuses
         raise ReferenceRejected(f"url: {exc}") from exc

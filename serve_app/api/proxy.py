@@ -19,19 +19,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve_app.api.protocol import ErrorBody
 from serve_app.errors import ReplicaLost
-from serve_app.settings import Settings
+from serve_app.settings import LimitSettings
 
 REQUEST_ID = b"x-request-id"
 
 
 def middlewares() -> list[Middleware]:
     """Ray's proxy callback: the middlewares, outermost last."""
-    settings = Settings()
+    limits = LimitSettings()
     return [
         Middleware(JsonErrors),
-        Middleware(
-            HeaderLimits, max_bytes=settings.max_header_bytes, max_count=settings.max_headers
-        ),
+        Middleware(HeaderLimits, max_bytes=limits.max_header_bytes, max_count=limits.max_headers),
     ]
 
 

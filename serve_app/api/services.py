@@ -37,7 +37,7 @@ class IngressServices:
     @property
     def ttl_s(self) -> int:
         """How long a signed media URL in an answer lives."""
-        return self.settings.media_url_ttl_s
+        return self.settings.media.media_url_ttl_s
 
     async def thumbnailed(self, variants: list[Variant]) -> list[Variant]:
         return list(await asyncio.gather(*map(self.deliverer.thumbnailed, variants)))

@@ -142,7 +142,7 @@ def replica_torch_threads(settings: Settings, deployment: object) -> int:
     if not isinstance(deployment, Deployment):  # type checkers see the decorated class
         raise TypeError(f"{deployment!r} is not a Serve deployment")
     cpus = (deployment.ray_actor_options or {}).get("num_cpus", 1)
-    return settings.torch_threads or max(1, math.floor(cpus))
+    return settings.models.torch_threads or max(1, math.floor(cpus))
 
 
 def inprocess_miss(data_dir: Path, n: int) -> dict[str, Any]:

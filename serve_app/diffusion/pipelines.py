@@ -14,15 +14,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.diffusion.sources import ModelManager, ModelNotFound, parse_lora
-from serve_app.settings import Settings
+from serve_app.settings import ModelSettings
 
 
-def configure_torch(settings: Settings) -> None:
+def configure_torch(models: ModelSettings) -> None:
     """Per-replica torch threads: replicas share the node's cores."""
-    if settings.torch_threads:
+    if models.torch_threads:
         import torch
 
-        torch.set_num_threads(settings.torch_threads)
+        torch.set_num_threads(models.torch_threads)
 
 
 class DiffusionConfig(BaseModel):

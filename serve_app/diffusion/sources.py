@@ -362,14 +362,13 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def model_manager(settings: Settings) -> ModelManager:
-    mirror = (
-        open_object_store(settings, settings.model_cache_url) if settings.model_cache_url else None
-    )
+    models = settings.models
+    mirror = open_object_store(settings, models.model_cache_url) if models.model_cache_url else None
     return ModelManager(
         settings.resolved_models_dir,
-        civitai_url=settings.civitai_url,
-        civitai_token=settings.civitai_token.get_secret_value() if settings.civitai_token else "",
-        max_bytes=settings.model_max_bytes,
+        civitai_url=models.civitai_url,
+        civitai_token=models.civitai_token.get_secret_value() if models.civitai_token else "",
+        max_bytes=models.model_max_bytes,
         mirror=mirror,
     )
 

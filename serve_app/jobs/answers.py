@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from serve_app.api.protocol import JobLinks, JobView
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds import KINDS
-from serve_app.settings import Settings
+from serve_app.settings import MediaSettings
 from serve_app.storage.objects import ObjectStore
 
 
@@ -18,7 +18,7 @@ def job_links(job_id: str) -> JobLinks:
     )
 
 
-def job_answer(objects: ObjectStore, settings: Settings, doc: JobDoc) -> JobView:
+def job_answer(objects: ObjectStore, media: MediaSettings, doc: JobDoc) -> JobView:
     """The job with what it delivered so far, its URLs signed now."""
     return JobView(
         job_id=doc.job_id,
@@ -33,7 +33,7 @@ def job_answer(objects: ObjectStore, settings: Settings, doc: JobDoc) -> JobView
         created_at=_at(doc.created_at_ts),
         started_at=_at(doc.started_at_ts),
         finished_at=_at(doc.finished_at_ts),
-        result=KINDS[doc.kind].result(doc, objects, settings.media_url_ttl_s),
+        result=KINDS[doc.kind].result(doc, objects, media.media_url_ttl_s),
         error=doc.error,
         dead_letter=doc.dead_letter,
         cancel_requested=doc.cancel_requested,

@@ -87,7 +87,7 @@ class JobDesk:
         """Refuse, before anything is written, what the job could never deliver."""
         await KINDS[spec.kind].check(spec, self.tools)
         if spec.webhook_url is not None:
-            await asyncio.to_thread(check_webhook_url, str(spec.webhook_url), self.settings)
+            await asyncio.to_thread(check_webhook_url, str(spec.webhook_url), self.settings.jobs)
 
     async def submit(self, client_id: str, spec: JobBase) -> JobAccepted:
         kind = KINDS[spec.kind]
@@ -97,8 +97,8 @@ class JobDesk:
             spec.model_dump(mode="json"),
             total,
             self.config.max_attempts,
-            self.settings.job_queued_quota,
-            self.settings.job_submit_rate,
+            self.settings.jobs.job_queued_quota,
+            self.settings.jobs.job_submit_rate,
         )
         if submitted.doc is None:
             raise TooManyJobs(submitted.refused or "", retry_after_s=submitted.retry_after_s)
@@ -173,7 +173,7 @@ class JobDesk:
         yield _event("done", await self._answer(doc))
 
     async def _answer(self, doc: JobDoc) -> JobView:
-        return await asyncio.to_thread(job_answer, self.objects, self.settings, doc)
+        return await asyncio.to_thread(job_answer, self.objects, self.settings.media, doc)
 
 
 def _changes(before: JobDoc, now: JobDoc, view: JobView, sent_items: set[int]) -> list[str]:

@@ -25,7 +25,7 @@ from serve_app.references import (
     public_address,
     public_transport,
 )
-from serve_app.settings import Settings
+from serve_app.settings import JobSettings
 
 log = logging.getLogger("ray.serve")
 SIGNATURE_HEADER = "Soul-Signature"
@@ -44,12 +44,12 @@ def verify(key: bytes, body: bytes, header: str, max_age_s: float = 300) -> bool
     return hmac.compare_digest(signature(key, body, int(fields["t"])), header)
 
 
-def check_webhook_url(url: str, settings: Settings) -> None:
+def check_webhook_url(url: str, jobs: JobSettings) -> None:
     """Refuse (422) a webhook URL that is not http(s), or whose host is not public."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequest("webhook_url: use an http:// or https:// URL with a host")
-    if settings.webhook_allow_private_hosts:
+    if jobs.webhook_allow_private_hosts:
         return
     try:
         public_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
@@ -58,8 +58,11 @@ def check_webhook_url(url: str, settings: Settings) -> None:
 
 
 class Webhooks:
-    def __init__(self, settings: Settings, attempts: int = 5, timeout_s: float = 10) -> None:
-        self.settings = settings
+    def __init__(
+        self, jobs: JobSettings, key: bytes, attempts: int = 5, timeout_s: float = 10
+    ) -> None:
+        """``key``: the HMAC key that signs each body (``Settings.webhook_key``)."""
+        self.jobs, self.key = jobs, key
         self.attempts, self.timeout_s = attempts, timeout_s
 
     async def send(self, url: str, body: bytes) -> bool:
@@ -79,13 +82,11 @@ class Webhooks:
 
     def _post(self, url: str, body: bytes) -> int:
         transport = (
-            httpx.HTTPTransport()
-            if self.settings.webhook_allow_private_hosts
-            else public_transport()
+            httpx.HTTPTransport() if self.jobs.webhook_allow_private_hosts else public_transport()
         )
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: signature(self.settings.webhook_key, body, int(time.time())),
+            SIGNATURE_HEADER: signature(self.key, body, int(time.time())),
         }
         with httpx.Client(
             transport=transport, timeout=self.timeout_s, follow_redirects=False, trust_env=False

@@ -51,22 +51,22 @@ def open_store(
 def store_for(settings: Settings) -> CatalogStore:
     return open_store(
         settings.resolved_database_url,
-        pool_min=settings.database_pool_min,
-        pool_max=settings.database_pool_max,
-        timeout_s=settings.database_timeout_s,
+        pool_min=settings.store.database_pool_min,
+        pool_max=settings.store.database_pool_max,
+        timeout_s=settings.store.database_timeout_s,
     )
 
 
 def _local(url: str, settings: Settings) -> ObjectStore:
     from serve_app.storage.local import LocalObjectStore, MediaSigner
 
-    return LocalObjectStore(url, MediaSigner(settings.media_key), settings.public_base_url)
+    return LocalObjectStore(url, MediaSigner(settings.media_key), settings.media.public_base_url)
 
 
 def _gcs(url: str, settings: Settings) -> ObjectStore:
     from serve_app.storage.gcs import GCSObjectStore
 
-    return GCSObjectStore(url, settings.gcs_credentials_file, settings.gcs_endpoint)
+    return GCSObjectStore(url, settings.objects.gcs_credentials_file, settings.objects.gcs_endpoint)
 
 
 OBJECT_STORES: dict[str, Callable[[str, Settings], ObjectStore]] = {"file": _local, "gs": _gcs}

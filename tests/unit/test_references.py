@@ -203,7 +203,7 @@ def test_urls_that_do_not_parse_are_refused(url: str, problem: str, settings: Se
 
 
 def test_private_hosts_are_refused_by_default(server: str) -> None:
-    assert Settings().reference_allow_private_hosts is False
+    assert Settings().references.reference_allow_private_hosts is False
     for url in [f"{server}/cat.png", server.replace("127.0.0.1", "localhost") + "/cat.png"]:
         with pytest.raises(ReferenceRejected, match="non-public address") as caught:
             fetch_reference(url, Settings())

@@ -37,6 +37,7 @@ MediaFormat = Literal["gif", "webp", "mp4"]
 Animation = Literal["subtle", "animated", "video"]
 MAX_CUE_CHARS = 200
 MAX_JSON_BYTES = 16_384
+MAX_JSON_DEPTH = 4  # levels of objects and lists in free-form JSON, the top object included
 
 # NUL and other control characters break storage (PostgreSQL refuses NUL in text); U+FFFD is what
 # invalid UTF-8 in a URL decodes to, and a lone surrogate (a JSON "\ud800") has no UTF-8 at all:
@@ -54,22 +55,25 @@ def safe_text(value: str) -> str:
 
 
 def safe_json(value: dict[str, Any]) -> dict[str, Any]:
-    """Free-form JSON that every backend can store: safe text, finite numbers, bounded size."""
+    """Free-form JSON that every backend can store: safe text, finite numbers, bounded size and
+    nesting."""
 
-    def check(node: Any) -> None:
+    def check(node: Any, depth: int) -> None:
         if isinstance(node, str):
             safe_text(node)
         elif isinstance(node, float) and not math.isfinite(node):
             raise ValueError("numbers must be finite (no NaN or Infinity)")
+        elif isinstance(node, dict | list) and depth > MAX_JSON_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels of objects and lists")
         elif isinstance(node, dict):
             for k, v in node.items():
-                check(k)
-                check(v)
+                check(k, depth)
+                check(v, depth + 1)
         elif isinstance(node, list):
             for item in node:
-                check(item)
+                check(item, depth + 1)
 
-    check(value)
+    check(value, 1)
     if len(json.dumps(value)) > MAX_JSON_BYTES:
         raise ValueError(f"larger than {MAX_JSON_BYTES} bytes as JSON")
     return value
@@ -101,11 +105,19 @@ class DocumentedAs:
 SAFE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]*$"
 SAFE_TEXT = Documented({"pattern": SAFE_PATTERN})
 SAFE_KEYS = Documented({"propertyNames": {"pattern": SAFE_PATTERN}})
-# What ``safe_json`` lets through, as a schema: safe text, keys included. Not recursive, so a
-# client generator can follow it: nested lists and objects are documented as any JSON
-# (``safe_json`` checks every level).
+# What ``safe_json`` lets through, as a schema: safe text, keys included, a value of the top
+# object holding at most MAX_JSON_DEPTH - 1 more levels of objects and lists. Spelled out level
+# by level rather than recursive, so a client generator can follow it, and exactly as deep as
+# ``safe_json`` allows.
+SafeScalar = Annotated[str, SAFE_TEXT] | int | float | bool | None
+SafeJson1 = TypeAliasType(
+    "SafeJson1", SafeScalar | list[SafeScalar] | Annotated[dict[str, SafeScalar], SAFE_KEYS]
+)
+SafeJson2 = TypeAliasType(
+    "SafeJson2", SafeScalar | list[SafeJson1] | Annotated[dict[str, SafeJson1], SAFE_KEYS]
+)
 SafeJson = TypeAliasType(
-    "SafeJson", Annotated[str, SAFE_TEXT] | int | float | bool | list[Any] | dict[str, Any] | None
+    "SafeJson", SafeScalar | list[SafeJson2] | Annotated[dict[str, SafeJson2], SAFE_KEYS]
 )
 Text = Annotated[str, AfterValidator(safe_text), SAFE_TEXT]
 # URLs the service calls out to (references, webhooks): an ASCII host name, an optional port,

@@ -51,6 +51,8 @@ def test_unstorable_text_is_refused(text: str, why: str) -> None:
         ({"negatives": ["\ud800"]}, "negatives.0", "invalid UTF-8"),
         ({"palette": {"hint": ["\udfff"]}}, "palette", "invalid UTF-8"),
         ({"extra": {"\ud83d": 1}}, "extra", "invalid UTF-8"),
+        ({"extra": {"a": [{"b": [[1]]}]}}, "extra", "nested deeper than 4 levels"),
+        ({"extra": {"a": {"b": {"c": {"d": {}}}}}}, "extra", "nested deeper than 4 levels"),
     ],
 )
 def test_style_refuses_what_a_store_cannot_hold(
@@ -61,6 +63,13 @@ def test_style_refuses_what_a_store_cannot_hold(
     [error] = caught.value.errors()
     assert ".".join(str(p) for p in error["loc"]) == where
     assert why in error["msg"]
+
+
+def test_style_keeps_json_nested_as_deep_as_its_schema_says() -> None:
+    # The documented schema spells out the levels (no recursion, for client generators): the
+    # top object, then SafeJson, SafeJson2, SafeJson1 and scalars.
+    extra = {"a": [{"b": [1, "x", None]}], "c": {"d": {"e": True}}}
+    assert StyleProfile(soul_id="nova", base_model_ref="m", extra=extra).extra == extra
 
 
 def test_style_keeps_nested_json_that_is_fine() -> None:

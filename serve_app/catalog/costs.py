@@ -23,12 +23,15 @@ class Costs(Facet):
             )
             for r in rows
         ]
-        spent_today = await self.store.day_cost_usd(today)
+        # Today's spend from the same rows when they hold today, so that the report adds up:
+        # both sums are rounded once, and no variant recorded between two reads is in one only.
+        todays = [r["usd"] for r in rows if r["cost_day"] == today]
+        spent_today = sum(todays) if since <= today else await self.store.day_cost_usd(today)
         budget = self.ledger.config.daily_budget_usd
         return CostReport(
             since=since,
             days=days,
-            usd=round(sum(d.usd for d in days), 6),
+            usd=round(sum(r["usd"] for r in rows), 6),
             today_usd=round(spent_today, 6),
             daily_budget_usd=budget,
             budget_used=None if budget is None else round(spent_today / budget, 4),

@@ -4,6 +4,7 @@ state (store, objects, config, key indexes, ledger), never another facet it does
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,3 +211,18 @@ def test_the_sweeping_facet_sweeps_expired_locks_each_round(store: CatalogStore)
 
     run(until_swept())
     assert run(store.get_lock("key:a")) is None
+
+
+def test_a_cost_report_adds_up_however_its_days_and_souls_round(store: CatalogStore) -> None:
+    prices = {"usd_per_second": {"Renderer": 0.0000004}}  # 0.5 micro-dollars a variant
+    variants = alone(Variants, store, cost=prices)
+    for soul in ("nova", "valentina", "iris"):
+        made = variant(cost=VariantCost(render_s=1.25)).model_copy(update={"soul_id": soul})
+        run(variants.put_variant(made, []))
+    today = utc_day(now_ms())
+    report = run(alone(Costs, store, cost=prices).cost_report(today, today))
+    assert len(report.days) == 3
+    assert report.usd == report.today_usd == round(3 * 0.0000005, 6)
+    tomorrow = (dt.date.fromisoformat(today) + dt.timedelta(days=1)).isoformat()
+    later = run(alone(Costs, store, cost=prices).cost_report(tomorrow, today))
+    assert (later.days, later.usd, later.today_usd) == ([], 0, report.today_usd)

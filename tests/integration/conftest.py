@@ -102,7 +102,9 @@ def wait_for_jobs(graph: Graph) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test here starts Ray: it must say so, so `-m "not integration"` leaves it out.
-    The slow modules, which start their own, run after those on the shared graph."""
+    The unit tests run first (the shared graph's environment, set in this process for as long
+    as it runs, is not theirs), then the modules on the shared graph, then the slow modules,
+    which start their own."""
     unmarked = [
         item.nodeid
         for item in items
@@ -110,4 +112,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
     if unmarked:
         raise pytest.UsageError(f"integration tests without the integration marker: {unmarked}")
-    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("integration") is not None,
+            item.get_closest_marker("slow") is not None,
+        )
+    )

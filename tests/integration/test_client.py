@@ -8,12 +8,14 @@ from types import ModuleType
 
 import httpx
 import pytest
+from shared_graph import souls_of
 from soul_client import API_KEY, Graph
 
 from tests.generated_client import endpoint, generate_client, model
 
 pytestmark = pytest.mark.integration
 FINISHED = {"succeeded", "partial", "failed", "cancelled"}
+NOVA, _ = souls_of("client")
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +35,16 @@ def api(graph: Graph, client_package: ModuleType) -> object:
 
 def test_get_image_through_the_generated_client(client_package: ModuleType, api: object) -> None:
     image = endpoint(client_package, "images", "image_image_get")
-    answer = image.sync(client=api, soul_id="nova", cue="a kite over dunes", user_id="gen-1")
+    answer = image.sync(client=api, soul_id=NOVA, cue="a kite over dunes", user_id="gen-1")
     assert isinstance(answer, model(client_package, "ImageResponse")), answer
-    assert (str(answer.cache), str(answer.format)) == ("miss", "gif") and answer.url
+    assert (str(answer.cache), str(answer.format_)) == ("miss", "gif") and answer.url
 
 
 def test_post_a_pack_job_through_the_generated_client(
     client_package: ModuleType, api: object
 ) -> None:
     pack = model(client_package, "PackOfCount")(
-        kind="pack", soul_id="nova", user_id="gen-2", cue="a lantern", count=2, vary="pose"
+        kind="pack", soul_id=NOVA, user_id="gen-2", cue="a lantern", count=2, vary="pose"
     )
     accepted = endpoint(client_package, "jobs", "submit_job_jobs_post").sync(client=api, body=pack)
     assert isinstance(accepted, model(client_package, "JobAccepted")), accepted

@@ -77,6 +77,8 @@ def page(browser: Any, graph: Graph) -> Iterator[Any]:
     page.fill("#api-key", API_KEY)
     page.dispatch_event("#api-key", "change")
     page.wait_for_selector("#soul option[value=nova]", state="attached")
+    # The formats come from GET /info, which can answer after the souls on a busy machine.
+    page.wait_for_selector("#format option[value=gif]", state="attached")
     yield page
     context.close()
 

@@ -56,7 +56,8 @@ export function generatePanel() {
       soul_id: $("#soul").value,
       cue: $("#cue").value,
       user_id: userId(),
-      format: $("#format").value,
+      // Before GET /info has answered there is no choice yet: the service's default (gif).
+      format: $("#format").value || undefined,
     };
     busy($("#generate"), () => generate(spec));
   });

@@ -20,7 +20,7 @@ from serve_app.jobs.desk import JobDesk, JobQueueConfig
 from serve_app.jobs.kinds.pack import load_variations
 from serve_app.looks import Looks
 from serve_app.settings import Settings
-from serve_app.storage import open_object_store
+from serve_app.storage import change_feed, open_object_store
 
 
 class IngressConfig(DeliveryConfig, IdempotencyConfig, JobQueueConfig):
@@ -51,7 +51,15 @@ class Ingress:
             catalog=catalog,
             deliverer=deliverer,
             looks=Looks(catalog, objects, model_manager(settings), settings),
-            jobs=JobDesk(deliverer, catalog, objects, settings, variations, worker=worker),
+            jobs=JobDesk(
+                deliverer,
+                catalog,
+                objects,
+                settings,
+                variations,
+                change_feed(settings),
+                worker=worker,
+            ),
             replays=Replays(catalog),
             objects=objects,
             settings=settings,

@@ -9,6 +9,7 @@ A client (``client_scope``: its API key) sees only its own jobs: another client'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +26,7 @@ from serve_app.jobs.kinds.base import JobTools
 from serve_app.jobs.spec import JobBase
 from serve_app.jobs.webhooks import check_webhook_url
 from serve_app.settings import Settings
+from serve_app.storage.changes import ChangeFeed, job_ref
 from serve_app.storage.objects import ObjectStore
 
 
@@ -34,22 +36,12 @@ class JobQueueConfig(BaseModel):
     max_attempts: int = Field(
         default=3, ge=1, le=20, description="Attempts of a job before it is a dead letter."
     )
-    events_poll_s: float = Field(
-        default=0.1,
-        gt=0,
-        le=5,
-        description="How often an event stream looks at its job while it changes; while it "
-        "does not, the wait doubles up to events_quiet_max_s.",
-    )
-    events_quiet_max_s: float = Field(
-        default=1.0,
-        gt=0,
-        le=30,
-        description="The longest wait of an event stream between two looks at a job that "
-        "does not change (a change resets it to events_poll_s).",
-    )
     events_keepalive_s: float = Field(
-        default=15, gt=0, description="A comment line this often keeps idle streams open."
+        default=15,
+        gt=0,
+        description="A stream that got no change notice for this long reads its job anyway (a "
+        "notice can be lost while the change feed reconnects) and sends a comment line that "
+        "keeps it open.",
     )
 
 
@@ -72,11 +64,14 @@ class JobDesk:
         objects: ObjectStore,
         settings: Settings,
         variations: dict[str, list[str]],
+        changes: ChangeFeed,
         config: JobQueueConfig | None = None,
         worker: Any = None,
     ) -> None:
-        """``worker``: the JobWorker's handle, woken on each submit (else workers poll)."""
+        """``changes``: this replica's feed of job changes, which the event streams wait on;
+        ``worker``: the JobWorker's handle, woken on each submit (else workers poll)."""
         self.worker = worker
+        self.changes = changes
         self.tools = JobTools(deliverer, catalog, variations)
         self.catalog = catalog
         self.objects = objects
@@ -149,27 +144,26 @@ class JobDesk:
 
     async def events(self, client_id: str, job_id: str) -> AsyncIterator[str]:
         """Server-Sent Events: ``status`` (the whole job, first and on every status change),
-        ``progress``, ``item`` (a pack item as it is delivered), and ``done`` at the end. An
-        event goes out only when the job changed; while it does not, the job is read less and
-        less often (down to every ``events_quiet_max_s``), and a change reads it quickly again."""
-        doc = await self.job(client_id, job_id)
-        yield _event("status", await self._answer(doc))
-        sent_items = {i for i, item in enumerate(doc.outcome.items) if item is not None}
-        wait_s, quiet_s = self.config.events_poll_s, 0.0
-        while not doc.finished:
-            await asyncio.sleep(wait_s)
-            quiet_s += wait_s
-            now = await self.job(client_id, job_id)
-            if now == doc:
-                wait_s = min(2 * wait_s, self.config.events_quiet_max_s)
-                if quiet_s >= self.config.events_keepalive_s:
-                    quiet_s = 0.0
-                    yield ": keep-alive\n\n"
-                continue
-            wait_s, quiet_s = self.config.events_poll_s, 0.0
-            for frame in _changes(doc, now, await self._answer(now), sent_items):
-                yield frame
-            doc = now
+        ``progress``, ``item`` (a pack item as it is delivered), and ``done`` at the end. The
+        stream reads its job when the change feed says it changed (no polling), and after
+        ``events_keepalive_s`` without a notice; an event goes out only when the job changed."""
+        async with self.changes.watch(job_ref(client_id, job_id)) as changed:
+            doc = await self.job(client_id, job_id)
+            yield _event("status", await self._answer(doc))
+            sent_items = {i for i, item in enumerate(doc.outcome.items) if item is not None}
+            while not doc.finished:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), self.config.events_keepalive_s)
+                noticed = changed.is_set()
+                changed.clear()
+                now = await self.job(client_id, job_id)
+                if now == doc:
+                    if not noticed:
+                        yield ": keep-alive\n\n"
+                    continue
+                for frame in _changes(doc, now, await self._answer(now), sent_items):
+                    yield frame
+                doc = now
         yield _event("done", await self._answer(doc))
 
     async def _answer(self, doc: JobDoc) -> JobView:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from serve_app.settings import Settings
+from serve_app.storage.changes import ChangeFeed, DatagramFeed
 from serve_app.storage.objects import ObjectStore
 from serve_app.storage.tables import CatalogStore
 
@@ -57,6 +58,16 @@ def store_for(settings: Settings) -> CatalogStore:
     )
 
 
+def change_feed(settings: Settings) -> ChangeFeed:
+    """The job change feed of the catalog ``settings`` names (``storage/changes.py``)."""
+    dsn = settings.resolved_database_url
+    if dsn.startswith("sqlite:///"):
+        return DatagramFeed(Path(dsn.removeprefix("sqlite:///")))
+    from serve_app.storage.postgres import PostgresFeed
+
+    return PostgresFeed(dsn, settings.store.database_timeout_s)
+
+
 def _local(url: str, settings: Settings) -> ObjectStore:
     from serve_app.storage.local import LocalObjectStore, MediaSigner
 
@@ -85,4 +96,11 @@ def open_object_store(settings: Settings, url: str = "") -> ObjectStore:
     return OBJECT_STORES[scheme](url, settings)
 
 
-__all__ = ["CatalogStore", "ObjectStore", "open_object_store", "open_store", "store_for"]
+__all__ = [
+    "CatalogStore",
+    "ObjectStore",
+    "change_feed",
+    "open_object_store",
+    "open_store",
+    "store_for",
+]

@@ -1,7 +1,10 @@
-"""The PostgreSQL catalog backend (psycopg 3 + psycopg-pool), and scratch databases."""
+"""The PostgreSQL catalog backend (psycopg 3 + psycopg-pool), its job change feed, and scratch
+databases."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -16,6 +19,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from serve_app.errors import first_line
+from serve_app.storage.changes import CHANNEL, ChangeFeed
 from serve_app.storage.store import Row, StoreUnavailable
 from serve_app.storage.tables import CatalogStore
 
@@ -112,6 +116,33 @@ class PostgresStore(CatalogStore):
                 except psycopg.OperationalError:
                     if not tries or not conn.broken:
                         raise
+
+
+class PostgresFeed(ChangeFeed):
+    """One ``LISTEN`` connection per replica for the job rows' ``pg_notify`` (a trigger sends
+    one per update, whichever replica wrote); it reconnects after a growing pause."""
+
+    def __init__(self, dsn: str, timeout_s: float) -> None:
+        super().__init__()
+        self.dsn, self.timeout_s = dsn, timeout_s
+
+    async def _listen(self) -> None:
+        pause_s = 0.5
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.dsn, autocommit=True, connect_timeout=max(1, round(self.timeout_s))
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening()
+                    pause_s = 0.5
+                    async for notice in conn.notifies():
+                        self.changed(notice.payload)
+            except psycopg.Error as exc:
+                logging.getLogger("ray.serve").warning("job change feed: %s", first_line(exc))
+            await asyncio.sleep(pause_s)
+            pause_s = min(2 * pause_s, 10.0)
 
 
 def _placeholders(sql: str) -> str:

@@ -1,4 +1,5 @@
-"""The embedded default catalog backend: one SQLite file (WAL), statements run inline."""
+"""The embedded default catalog backend: one SQLite file (WAL), statements run inline; job
+writes are announced to the event streams by datagram (``storage/changes.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from serve_app.storage.changes import DatagramNotices, job_ref
 from serve_app.storage.store import Row, StoreUnavailable
 from serve_app.storage.tables import CatalogStore
 
@@ -17,6 +19,7 @@ class SQLiteStore(CatalogStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self.notices = DatagramNotices(path)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -44,6 +47,10 @@ class SQLiteStore(CatalogStore):
         if self._db is not None:
             self._db.close()
             self._db = None
+        self.notices.close()
+
+    def _job_written(self, client_id: str, job_id: str) -> None:
+        self.notices.send(job_ref(client_id, job_id))
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:

@@ -17,6 +17,7 @@ from serve_app.catalog.souls import load_souls
 from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles
 from serve_app.delivery.places import load_places
 from serve_app.schemas import Frames, RenderJob
+from serve_app.storage.changes import DatagramFeed
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run
@@ -73,6 +74,7 @@ class World:
         self.objects = LocalObjectStore(str(tmp_path / "objects"), MediaSigner(b"k" * 32))
         self.renderer, self.animator, self.embedder = renderer, animator, embedder
         self.replicas: list[Replica] = []
+        self.feeds: list[DatagramFeed] = []
 
     def replica(self, renderer: Any = None, dedupe: Any = None, **config: Any) -> Replica:
         replica = Replica(
@@ -83,6 +85,11 @@ class World:
         )
         self.replicas.append(replica)
         return replica
+
+    def feed(self) -> DatagramFeed:
+        """An Ingress replica's feed of the catalog's job changes."""
+        self.feeds.append(DatagramFeed(self.db))
+        return self.feeds[-1]
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         db = sqlite3.connect(self.db)
@@ -105,5 +112,7 @@ class World:
         }
 
     def close(self) -> None:
+        for feed in self.feeds:
+            run(feed.close())
         for replica in self.replicas:
             run(replica.catalog.close())

@@ -7,6 +7,9 @@ primary-key reads and prefix scans, single-row writes, no transactions).
   in its priority lane. The row is the lease: ``lease_version`` goes up by one with every lease
   (a compare-and-set), and every write of the job's document by a worker is fenced by it
   (``job.fence <= version``), so a worker whose lease was taken over can no longer write.
+
+Every update of a ``job`` row tells the replicas that stream its events (``storage/changes.py``:
+a trigger's ``pg_notify`` on PostgreSQL, datagrams from the SQLite store).
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ CREATE TABLE IF NOT EXISTS job_queue (
   kind TEXT NOT NULL, lease_owner TEXT NOT NULL, lease_version BIGINT NOT NULL,
   lease_expires_ts BIGINT NOT NULL, not_before_ts BIGINT NOT NULL, created_at_ts BIGINT NOT NULL,
   PRIMARY KEY (lane, client_id, job_id));
+CREATE OR REPLACE FUNCTION soul_job_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('soul_job', NEW.client_id || '/' || NEW.job_id); RETURN NULL; END $$;
+CREATE OR REPLACE TRIGGER job_changed AFTER UPDATE ON job
+  FOR EACH ROW EXECUTE FUNCTION soul_job_changed();
 """,
 )
 
@@ -103,6 +110,11 @@ class JobRows(Store):
         )
         return bool(rows)
 
+    def _job_written(self, client_id: str, job_id: str) -> None:
+        """After a write of a job's row: a backend whose database tells no one itself (SQLite)
+        tells the streams' change feeds here; PostgreSQL's trigger on ``job`` does it
+        (``storage/changes.py``)."""
+
     async def enqueue_job(self, entry: dict[str, Any]) -> None:
         await self._write(insert_sql("job_queue", QUEUE_COLUMNS), [entry[c] for c in QUEUE_COLUMNS])
 
@@ -145,6 +157,8 @@ class JobRows(Store):
             f"UPDATE job SET {sets}, fence = ? WHERE {_JOB_KEY} AND fence <= ? AND {_LIVE_STATUS}",
             (*changes.values(), fence, client_id, job_id, fence),
         )
+        if changed:
+            self._job_written(client_id, job_id)
         return changed > 0
 
     async def set_job_stage(
@@ -152,10 +166,11 @@ class JobRows(Store):
     ) -> None:
         """Live progress (stage, denoising step) while the job is still in ``status``:
         advisory, so not fenced."""
-        await self._write(
+        if await self._write(
             f"UPDATE job SET stage_json = ?, updated_at_ts = ? WHERE {_JOB_KEY} AND status = ?",
             (stage_json, ts, client_id, job_id, status),
-        )
+        ):
+            self._job_written(client_id, job_id)
 
     async def request_cancel(self, client_id: str, job_id: str, ts: int) -> bool:
         changed = await self._write(
@@ -163,6 +178,8 @@ class JobRows(Store):
             f"AND {_LIVE_STATUS}",
             (ts, client_id, job_id),
         )
+        if changed:
+            self._job_written(client_id, job_id)
         return changed > 0
 
     # The queue: a lane is a primary-key prefix.

@@ -84,6 +84,9 @@ SCENARIOS = (
         "serve_app.bench.batch:batch_main",
     ),
     Scenario(
+        "gpu", "full-size SDXL, AnimateDiff, IP-Adapter on a GPU", "serve_app.bench.gpu:gpu_main"
+    ),
+    Scenario(
         "dedupe",
         "how often pHash and CLIP fire on distinct renders and on copies, ms per check",
         "serve_app.bench.dedupe:dedupe_main",
@@ -129,6 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="keys, probes, rebuild: keys in the soul (a row per count, and per index and "
         "backend, or per probe)",
     )
+    p.add_argument("--size", choices=["full", "tiny"], default="full", help="gpu: model size")
     p.add_argument("--out", default=None, help="JSON file (default: bench-<scenario>.json)")
 
 

@@ -43,7 +43,7 @@ class IngressServices:
         return list(await asyncio.gather(*map(self.deliverer.thumbnailed, variants)))
 
 
-def replica_services(request: Request) -> IngressServices:
+async def replica_services(request: Request) -> IngressServices:
     services: IngressServices = request.app.state.services
     return services
 
@@ -67,7 +67,7 @@ class IdempotentCall:
         return await self.replays.once(self.request, self.response, self.key, params, work)
 
 
-def idempotent_call(
+async def idempotent_call(
     services: Services,
     request: Request,
     response: Response,

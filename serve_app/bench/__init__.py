@@ -132,6 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="keys, probes, rebuild: keys in the soul (a row per count, and per index and "
         "backend, or per probe)",
     )
+    p.add_argument("--profile", default=None, help="hot: py-spy our replicas into this folder")
     p.add_argument("--size", choices=["full", "tiny"], default="full", help="gpu: model size")
     p.add_argument("--out", default=None, help="JSON file (default: bench-<scenario>.json)")
 

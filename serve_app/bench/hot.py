@@ -49,16 +49,21 @@ async def inprocess_hot(data_dir: Path, n: int) -> dict[str, Any]:
     return result
 
 
-def mode_hot(data_dir: Path, mode: str, n: int, concurrency: int) -> list[dict[str, Any]]:
-    """Our hit path, then the floor, over HTTP on one local Ray in ``mode``: two rows."""
+def mode_hot(
+    data_dir: Path, mode: str, n: int, concurrency: int, profile: Path | None = None
+) -> list[dict[str, Any]]:
+    """Our hit path, then the floor, over HTTP on one local Ray in ``mode``: two rows; with
+    ``profile``, our replicas are sampled meanwhile (``serve_app.bench.profile``)."""
     from ray import serve
 
     from serve_app.bench.floor import build_floor
+    from serve_app.bench.profile import profiled
     from serve_app.local import SPEED_MODES, local_graph
 
     env = SPEED_MODES[mode]
     with local_graph(data_dir, port=free_port(), args=BENCH_ARGS, env=env, quiet=True) as base:
-        ours = asyncio.run(http_hot(base, n, concurrency, f"ours [{mode}]"))
+        with profiled(profile, mode):
+            ours = asyncio.run(http_hot(base, n, concurrency, f"ours [{mode}]"))
         serve.run(build_floor(), name="floor", route_prefix="/floor")
         floor = asyncio.run(http_hot(f"{base}/floor", n, concurrency, f"floor [{mode}]"))
     return [{**ours, "mode": mode}, {**floor, "mode": mode}]
@@ -71,7 +76,8 @@ def hot_main(ns: argparse.Namespace, n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="soul-bench-") as tmp:
         data_dir = Path(tmp)
         for mode in ns.modes:
-            ours, floor = mode_hot(data_dir, mode, n, ns.concurrency)
+            profile = Path(ns.profile) if ns.profile else None
+            ours, floor = mode_hot(data_dir, mode, n, ns.concurrency, profile)
             rows += [ours, floor]
             ratios[f"{mode}: p50 ours/floor"] = ours["p50_ms"] / floor["p50_ms"]
             ratios[f"{mode}: req/s ours/floor"] = ours["rps"] / floor["rps"]

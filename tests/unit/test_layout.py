@@ -71,6 +71,32 @@ def test_ingress_routes_only_translate_http() -> None:
             assert lines <= 15, f"{family.__name__}.{endpoint.__name__}: {lines} lines of body"
 
 
+def test_every_route_and_dependency_runs_on_the_event_loop() -> None:
+    """FastAPI runs a plain ``def`` route or dependency on a worker thread: a thread hop per
+    request for work that never waits (the profile of a cache hit showed it)."""
+
+    def on_loop(call: object) -> bool:
+        if inspect.isfunction(call):
+            return inspect.iscoroutinefunction(call)
+        return inspect.iscoroutinefunction(type(call).__call__)  # an instance: HTTPBearer
+
+    threaded: set[str] = set()
+
+    def walk(dependant: object) -> None:
+        for sub in getattr(dependant, "dependencies", []):
+            if sub.call is not None and not on_loop(sub.call):
+                threaded.add(getattr(sub.call, "__qualname__", repr(sub.call)))
+            walk(sub)
+
+    for family in FAMILIES:
+        for route in family.router.routes:
+            assert isinstance(route, APIRoute)
+            if not on_loop(route.endpoint):
+                threaded.add(route.endpoint.__qualname__)
+            walk(route.dependant)
+    assert not threaded, f"run on a worker thread per request: {sorted(threaded)}"
+
+
 def test_every_route_belongs_to_exactly_one_route_family() -> None:
     modules = {p.stem for p in (ROOT / "serve_app/api/routes").glob("*.py")} - {"__init__"}
     assert modules == {family.__name__.rpartition(".")[2] for family in FAMILIES}

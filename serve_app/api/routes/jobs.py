@@ -48,7 +48,7 @@ async def submit_job(
     return await queued(services, once, client_id, spec)
 
 
-def job_filters(
+async def job_filters(
     user_id: Annotated[UserId | None, Query()] = None,
     soul_id: Annotated[SoulId | None, Query()] = None,
     status: Annotated[Status | None, Query()] = None,

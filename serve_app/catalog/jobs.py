@@ -28,7 +28,7 @@ from serve_app.jobs.book import (
     queue_row,
     ulid_floor,
 )
-from serve_app.jobs.spec import LANES
+from serve_app.jobs.spec import ALL_LANES, lane_of
 from serve_app.metrics import count
 
 
@@ -44,7 +44,7 @@ class Jobs(JobLeases):
     ) -> Submitted:
         """Queue a job, unless the client is over its quota of unfinished jobs or its rate."""
         ts = now_ms()
-        unfinished = sum([len(await self._unfinished(lane, client_id)) for lane in LANES.values()])
+        unfinished = sum([len(await self._unfinished(lane, client_id)) for lane in ALL_LANES])
         if unfinished >= quota:
             return Submitted(
                 refused=f"queued-job quota: {unfinished} of {quota} unfinished jobs; "
@@ -59,7 +59,7 @@ class Jobs(JobLeases):
             )
         row = new_job_row(client_id, spec, total, max_attempts, ts)
         await self.store.insert_job(row)
-        lane = LANES[row["priority"]]
+        lane = lane_of(row["kind"], row["priority"])
         await self.store.enqueue_job(queue_row(lane, row))
         return Submitted(doc=job_doc(row), position=await self._position(lane, row["job_id"]))
 
@@ -81,7 +81,7 @@ class Jobs(JobLeases):
             return doc
         ts = now_ms()
         await self.store.request_cancel(client_id, job_id, ts)
-        lane = LANES[doc.priority]
+        lane = lane_of(doc.kind, doc.priority)
         entry = await self.store.queue_entry(lane, client_id, job_id)
         if entry is not None and entry["lease_expires_ts"] <= ts:
             version = await self.store.take_lease(entry, "cancel", ts, ts + 60_000)

@@ -351,13 +351,15 @@ class Renderer:
         a batch every caller left stops at its next denoising step."""
         self._jobs[job.style_id] = job
         self.lanes.arrived(job)  # a batch of refills running here gives way
-        await self.get_style(job.style_id)
         call = WaitingRender(job)
         try:
+            await self.get_style(job.style_id)
             outcome = await self._render_batch(call)
         except asyncio.CancelledError:
             call.left.set()
             raise
+        finally:
+            self.lanes.left(job)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome

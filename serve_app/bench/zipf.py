@@ -39,7 +39,7 @@ ZIPF_S = 1.1
 THINK_S = 0.3
 GRAPH_ARGS: dict[str, Any] = {  # the tiny model, lighter than the other benches: two graphs run
     "renderer": {"steps": 6, "width": 64, "height": 64},
-    "animator": {"frames": 4, "steps": 4, "strength": 0.3},
+    "animator": {"frames": 6, "steps": 4, "strength": 0.3},
 }
 RESERVE = {"enabled": True, "depth": 2, "max_keys": 12, "hot_per_min": 1.5, "refills_per_min": 60,
            "max_running": 1, "every_s": 1.0, "half_life_s": 60}  # fmt: skip

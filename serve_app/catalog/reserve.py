@@ -98,7 +98,7 @@ class Reserve(Jobs):
             spec = {"kind": "reserve", "soul_id": demand.pk_id.partition(":")[0],
                     "pk_id": demand.pk_id}  # fmt: skip
             submitted = await self.submit_job(
-                RESERVE_CLIENT, spec, 1, 1, cfg.max_keys, cfg.refills_per_min
+                RESERVE_CLIENT, spec, 1, 1, cfg.max_keys, cfg.refills_per_min, RESERVE_LANE
             )
             if submitted.doc is None:  # the quota or the rate: the next plan goes on
                 break

@@ -3,7 +3,9 @@
 A replica renders one batch at a time. When a render that is not a refill arrives while a batch
 of refills runs, it would wait for that batch to end: instead the batch stops at its next
 denoising step (the same stop a cancelled render uses), its renders fail with ``Preempted``,
-and the arrival renders next. A batch with any other render in it runs to its end.
+and the arrival renders next. While any other render is in the replica (arrived, not yet
+``left``), a batch of refills gives way before its first step. A batch with any other render in
+it runs to its end.
 """
 
 from __future__ import annotations
@@ -37,14 +39,22 @@ class RenderLanes:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refilling: set[threading.Event] = set()  # one per running batch of refills
+        self._others = 0  # renders in the replica that are not refills
 
     def arrived(self, job: RenderJob) -> None:
         """A render arrived at the replica: unless it is a refill, running refills give way."""
         if job.background:
             return
         with self._lock:
+            self._others += 1
             for preempted in self._refilling:
                 preempted.set()
+
+    def left(self, job: RenderJob) -> None:
+        """A render that ``arrived`` is done (rendered, failed or cancelled)."""
+        if not job.background:
+            with self._lock:
+                self._others -= 1
 
     def run(
         self, render: RenderBatch, jobs: list[RenderJob], on_step: Any, left: Stop
@@ -55,6 +65,8 @@ class RenderLanes:
             return render(jobs, on_step, left)
         preempted = threading.Event()
         with self._lock:
+            if self._others:  # another render waits for this replica: it goes first
+                return [_gave_way(None) for _ in jobs]
             self._refilling.add(preempted)
         try:
             outcomes = render(jobs, on_step, Either(left, preempted))
@@ -66,7 +78,7 @@ class RenderLanes:
         return [_gave_way(o) if isinstance(o, Exception) else o for o in outcomes]
 
 
-def _gave_way(cause: Exception) -> Preempted:
+def _gave_way(cause: Exception | None) -> Preempted:
     error = Preempted("a refill gave way to a user's render")
     error.__cause__ = cause
     return error

@@ -18,10 +18,6 @@ RESERVE_CLIENT = "~reserve"  # the tenant refills are queued under (no API key's
 ALL_LANES = (*LANES.values(), RESERVE_LANE)
 
 
-def lane_of(kind: str, priority: Priority) -> int:
-    return RESERVE_LANE if kind == "reserve" else LANES[priority]
-
-
 class JobBase(BaseModel):
     """The fields of every job's spec; each kind narrows ``kind`` to its own name."""
 

@@ -18,7 +18,7 @@ from serve_app.diffusion.tiny import TINY_MODEL
 from serve_app.errors import Preempted
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.runner import JobRunner, JobWorkerConfig
-from serve_app.jobs.spec import RESERVE_CLIENT
+from serve_app.jobs.spec import RESERVE_CLIENT, RESERVE_LANE
 from serve_app.prompts import normalize, pk_id
 from serve_app.schemas import Frames, RenderJob
 from tests.support import run
@@ -114,7 +114,7 @@ def test_two_workers_never_refill_a_key_past_its_depth(world: World) -> None:
     pk = key_of(first)
     spec = {"kind": "reserve", "soul_id": "nova", "pk_id": pk}
     for _ in range(2):  # two refills of one key, as two planners racing could queue them
-        run(first.catalog.submit_job(RESERVE_CLIENT, spec, 1, 1, 10, 10))
+        run(first.catalog.submit_job(RESERVE_CLIENT, spec, 1, 1, 10, 10, RESERVE_LANE))
     runners = [worker(first), worker(second)]
     leases = [run(r.deliverer.catalog.lease_job.remote(r.owner, 60_000)) for r in runners]
     assert all(leased is not None for leased in leases)
@@ -143,8 +143,12 @@ def test_a_users_render_preempts_a_refill_at_its_next_denoising_step(models_dir:
     (outcome,) = lanes.run(engine.render_batch, [refill], on_step, never)
     # The arrival came at the end of step 2: no step of the 6 ran after it.
     assert isinstance(outcome, Preempted) and steps == [1, 2]
+    # While the user's render is in the replica, a refill gives way before its first step.
+    (waiting,) = lanes.run(engine.render_batch, [refill], on_step, never)
+    assert isinstance(waiting, Preempted) and steps == [1, 2]
     (mine,) = lanes.run(engine.render_batch, [user], None, never)
     assert isinstance(mine, Frames)
+    lanes.left(user)
     lanes.arrived(refill)  # a refill arriving preempts nothing
     (again,) = lanes.run(engine.render_batch, [refill], None, never)
     assert isinstance(again, Frames)

@@ -72,7 +72,7 @@ class ReserveKind(JobKind[ReserveJob]):
             try:
                 variant, _ = await deliverer.maker.make(order)
             except Exception as exc:
-                if not isinstance(root_cause(exc), Preempted):
+                if not _preempted(exc):
                     raise
                 count("soul_reserve_preempted", soul_id=spec.soul_id)
                 return Ended("cancelled", outcome)
@@ -83,3 +83,16 @@ class ReserveKind(JobKind[ReserveJob]):
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> None:
         """A refill delivers to no one: its variant waits for the key's next users."""
         return None
+
+
+def _preempted(exc: BaseException) -> bool:
+    """``Preempted``, itself or behind the wrappers of the replicas it came through (the
+    render's error reaches the worker through the check that awaited it)."""
+    for _ in range(4):
+        if isinstance(exc, Preempted):
+            return True
+        cause = root_cause(exc)
+        if cause is exc:
+            return False
+        exc = cause
+    return False

@@ -53,11 +53,12 @@ class Reserve(Jobs):
         demands = [d for d in await self._demands(ts) if d.per_min >= cfg.hot_per_min]
         return sorted(demands, key=lambda d: -d.per_min)[: cfg.max_keys]
 
-    async def _demands(self, ts: int) -> list[KeyDemand]:
-        """Every key's demand, its replicas' rows decayed to ``ts`` and added up."""
+    async def _demands(self, ts: int, pk_id: str | None = None) -> list[KeyDemand]:
+        """Every key's demand (or one key's), its replicas' rows decayed to ``ts`` and added."""
         half_life = self.config.reserve.half_life_s
         by_key: dict[str, list[tuple[float, float]]] = {}
-        for row in await self.store.demand_rows():
+        rows = await (self.store.demand_rows() if pk_id is None else self.store.demand_of(pk_id))
+        for row in rows:
             age = ts - row["updated_at_ts"]
             requests = decayed(row["requests"], age, half_life)
             if requests < 0.01:
@@ -76,7 +77,7 @@ class Reserve(Jobs):
         cfg, ts = self.config.reserve, now_ms()
         if not cfg.enabled or await self._over_budget(ts):
             return 0
-        demand = next((d for d in await self._demands(ts) if d.pk_id == pk_id), None)
+        demand = next(iter(await self._demands(ts, pk_id)), None)
         if demand is None or demand.per_min < cfg.hot_per_min:
             return 0
         return max(0, demand.short_of(await self.store.count_variants(pk_id), cfg.depth))

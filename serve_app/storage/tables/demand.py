@@ -43,6 +43,14 @@ class DemandRows(Store):
             "ORDER BY pk_id, replica_id"
         )
 
+    async def demand_of(self, pk_id: str) -> list[Row]:
+        """Every replica's counters of one key (a primary-key prefix scan)."""
+        return await self._rows(
+            "SELECT pk_id, replica_id, requests, top_seen, updated_at_ts FROM key_demand "
+            "WHERE pk_id = ? ORDER BY replica_id",
+            (pk_id,),
+        )
+
     async def drop_demand(self, pk_id: str, replica_id: str, updated_at_ts: int) -> int:
         """Only the version read: a row refreshed since stays."""
         return await self._write(

@@ -46,7 +46,7 @@ class Jobs(JobLeases):
         """Queue a job, unless the client is over its quota of unfinished jobs or its rate.
         ``lane``: where it queues, if not its priority's (the reserve's refills)."""
         ts = now_ms()
-        unfinished = sum([len(await self._unfinished(lane, client_id)) for lane in ALL_LANES])
+        unfinished = sum([len(await self._unfinished(other, client_id)) for other in ALL_LANES])
         if unfinished >= quota:
             return Submitted(
                 refused=f"queued-job quota: {unfinished} of {quota} unfinished jobs; "

@@ -172,10 +172,12 @@ def zipf_main(ns: argparse.Namespace) -> int:
             on["renders"] / (1.10 * on["floor"] + RESERVE["depth"] * on["keys_refilled"]), 3
         ),
     }
+    first_asks = len({cue for cue, _ in requests})  # a miss no reserve can foresee
     print_zipf(rows)
+    print(f"first asks of a cue (misses nothing can avoid): {first_asks} of {n}")
     for name, value in targets.items():
         print(f"{name}: {value}")
-    config = {"requests": n, "users": users, "subjects": len(SUBJECTS), "zipf_s": ZIPF_S,
+    config = {"requests": n, "first_asks": first_asks, "users": users, "subjects": len(SUBJECTS), "zipf_s": ZIPF_S,
               "clients": ns.concurrency, "think_s": THINK_S, "graph": GRAPH_ARGS,
               "reserve": RESERVE}  # fmt: skip
     write_report(ns, {"scenario": "zipf", "rows": rows, "targets": targets, "config": config})

@@ -177,8 +177,8 @@ def zipf_main(ns: argparse.Namespace) -> int:
     print(f"first asks of a cue (misses nothing can avoid): {first_asks} of {n}")
     for name, value in targets.items():
         print(f"{name}: {value}")
-    config = {"requests": n, "first_asks": first_asks, "users": users, "subjects": len(SUBJECTS), "zipf_s": ZIPF_S,
-              "clients": ns.concurrency, "think_s": THINK_S, "graph": GRAPH_ARGS,
-              "reserve": RESERVE}  # fmt: skip
+    config = {"requests": n, "first_asks": first_asks, "users": users,
+              "subjects": len(SUBJECTS), "zipf_s": ZIPF_S, "clients": ns.concurrency,
+              "think_s": THINK_S, "graph": GRAPH_ARGS, "reserve": RESERVE}  # fmt: skip
     write_report(ns, {"scenario": "zipf", "rows": rows, "targets": targets, "config": config})
     return 0

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from serve_app.catalog.costs import Costs
+from serve_app.catalog.demand import DemandCounters, ReserveConfig
 from serve_app.catalog.jobs import Jobs
 from serve_app.catalog.key_index import SoulIndexes
 from serve_app.catalog.key_vectors import KeyIndexConfig
@@ -17,6 +18,7 @@ from serve_app.catalog.keys import PromptKeys
 from serve_app.catalog.ledger import CostConfig, Ledger
 from serve_app.catalog.locks import WorkLocks
 from serve_app.catalog.replays import ReplayRecords
+from serve_app.catalog.reserve import Reserve
 from serve_app.catalog.shots import Shots
 from serve_app.catalog.souls import SoulStyles, load_souls
 from serve_app.catalog.sweeper import Sweeping
@@ -52,10 +54,22 @@ class CatalogConfig(BaseModel):
         default_factory=CostConfig,
         description="What a second of each deployment costs, and the daily budget.",
     )
+    reserve: ReserveConfig = Field(
+        default_factory=ReserveConfig, description="Unseen variants kept ahead for hot keys."
+    )
 
 
 class CatalogEngine(
-    SoulStyles, PromptKeys, Variants, Shots, WorkLocks, ReplayRecords, Costs, Jobs, Sweeping
+    SoulStyles,
+    PromptKeys,
+    Variants,
+    Shots,
+    WorkLocks,
+    ReplayRecords,
+    Costs,
+    Reserve,
+    Jobs,
+    Sweeping,
 ):
     """Every facet over one store; ``objects``: where snapshots of large souls' key indexes are
     kept (and orphans swept), if anywhere."""
@@ -72,6 +86,7 @@ class CatalogEngine(
         self.config = config or CatalogConfig()
         self.indexes = SoulIndexes(store, objects, self.config.embedding_dim, self.config.index)
         self.ledger = Ledger(self.config.cost)
+        self.demand = DemandCounters(self.config.reserve.half_life_s)
 
     async def start(self, souls: list[SoulSpec]) -> None:
         """Open the store and seed souls idempotently: styles only where none exists yet."""
@@ -82,6 +97,7 @@ class CatalogEngine(
         self.config = config
         self.indexes.config = config.index
         self.ledger.config = config.cost
+        self.demand.half_life_s = config.reserve.half_life_s
 
     async def close(self) -> None:
         await self.indexes.close()
@@ -102,10 +118,12 @@ class Catalog(CatalogEngine):
         super().__init__(store_for(settings), objects=objects)
         await self.start(load_souls(souls_file))  # opens the store (and its pool)
         self._sweeping = asyncio.create_task(self._sweep_forever())
+        self._reserving = asyncio.create_task(self._reserve_forever())
 
     def reconfigure(self, config: dict) -> None:
         self.configure(CatalogConfig.model_validate(config))
 
     async def __del__(self) -> None:
         self._sweeping.cancel()
+        self._reserving.cancel()
         await self.close()

@@ -16,6 +16,7 @@ from pydantic import Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.diffusion.lanes import RenderLanes
 from serve_app.diffusion.pipelines import (
     DiffusionConfig,
     StylePipelines,
@@ -320,6 +321,7 @@ class Renderer:
         configure_torch(settings.models)
         self.engine = RendererEngine(model_manager(settings), objects=open_object_store(settings))
         self._jobs: dict[str, RenderJob] = {}
+        self.lanes = RenderLanes()
 
         async def load(style_id: str) -> str:
             await asyncio.to_thread(self.engine.prepare, self._jobs[style_id])
@@ -348,13 +350,16 @@ class Renderer:
         Cancelled (Serve cancels a call whose caller cancelled it), the render leaves its batch;
         a batch every caller left stops at its next denoising step."""
         self._jobs[job.style_id] = job
-        await self.get_style(job.style_id)
+        self.lanes.arrived(job)  # a batch of refills running here gives way
         call = WaitingRender(job)
         try:
+            await self.get_style(job.style_id)
             outcome = await self._render_batch(call)
         except asyncio.CancelledError:
             call.left.set()
             raise
+        finally:
+            self.lanes.left(job)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -368,4 +373,4 @@ class Renderer:
         refs = [ref for call in calls for ref in call.job.progress_refs]
         report = StepReporter(self.catalog, refs, stop, 0.25) if refs else None
         jobs = [call.job for call in calls]
-        return await asyncio.to_thread(self.engine.render_batch, jobs, report, stop)
+        return await asyncio.to_thread(self.lanes.run, self.engine.render_batch, jobs, report, stop)

@@ -38,6 +38,12 @@ class NotFound(ServiceError):
     status_code = 404
 
 
+class Preempted(ServiceError):
+    """A refill's render stopped at a denoising step to give way to a user's render."""
+
+    status_code = 503
+
+
 class Gone(ServiceError):
     """What the request names existed and was deleted."""
 

@@ -133,6 +133,27 @@ METRICS: dict[str, Metric] = {
     "soul_job_run_ms": Metric(
         "histogram", "Time from a job's start to its end.", ("kind",), tuple(MS_BUCKETS)
     ),
+    "soul_reserve_depth": Metric(
+        "gauge",
+        "Variants of a hot key its most demanding recent user has not had (catalog.reserve "
+        "keeps it at depth), as the last plan saw it.",
+        ("pk_id",),
+    ),
+    "soul_reserve_refills": Metric(
+        "counter", "Variants made by refills of the reserve, claimed by no one yet.", ("soul_id",)
+    ),
+    "soul_reserve_preempted": Metric(
+        "counter",
+        "Refills stopped at a denoising step to give way to a user's render.",
+        ("soul_id",),
+    ),
+    "soul_reserve_hits": Metric(
+        "counter", "Claims of a variant a refill made: hits served from the reserve.", ("soul_id",)
+    ),
+    "soul_reserve_budget_stops": Metric(
+        "counter",
+        "Plans and refills skipped because today's spend reached the budget's warning level.",
+    ),
 }
 
 

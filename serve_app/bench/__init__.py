@@ -91,6 +91,7 @@ SCENARIOS = (
         "how often pHash and CLIP fire on distinct renders and on copies, ms per check",
         "serve_app.bench.dedupe:dedupe_main",
     ),
+    Scenario("zipf", "a Zipf workload, the reserve off vs on", "serve_app.bench.zipf:zipf_main"),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 

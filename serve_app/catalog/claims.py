@@ -22,10 +22,13 @@ class Claims(Facet):
         """
         variants = await self.store.list_variants(pk_id)
         seen = await self.store.seen_among(user_id, [v.variant_id for v in variants])
+        self.demand.note(pk_id, len(seen) + 1, now_ms())  # what the user will have had
         for variant in variants:
             if variant.variant_id in seen:
                 continue
             if await self.store.claim(user_id, variant.variant_id, now_ms(), pk_id, via):
+                if variant.meta.get("reserve"):
+                    count("soul_reserve_hits", soul_id=variant.soul_id)
                 return variant
             count("soul_claim_races")
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from serve_app.catalog.demand import DemandCounters, ReserveConfig
 from serve_app.catalog.key_index import SoulIndexes
 from serve_app.catalog.ledger import Ledger
 from serve_app.storage.objects import ObjectStore
@@ -17,6 +18,7 @@ class FacetConfig(Protocol):
     similarity_threshold: float
     sweep_every_s: float
     orphan_grace_s: float
+    reserve: ReserveConfig
 
 
 class Facet:
@@ -25,3 +27,4 @@ class Facet:
     config: FacetConfig
     indexes: SoulIndexes
     ledger: Ledger
+    demand: DemandCounters  # this replica's demand per key, flushed by the reserve

@@ -14,7 +14,7 @@ from typing import Any
 from serve_app.catalog.job_stats import JobStats, Run
 from serve_app.ids import now_ms
 from serve_app.jobs.book import JobError, Lease, Leased, Outcome, Progress, Status, job_doc
-from serve_app.jobs.spec import LANES
+from serve_app.jobs.spec import LANES, RESERVE_LANE
 from serve_app.metrics import gauge
 
 
@@ -23,17 +23,20 @@ class JobLeases(JobStats):
         super().__init__()
         self._next_after: dict[int, str] = {}  # lane -> the client served last (round robin)
 
-    async def lease_job(self, owner: str, lease_ms: int) -> Leased | None:
+    async def lease_job(self, owner: str, lease_ms: int, refills: bool = True) -> Leased | None:
         """The next job to work on, leased to ``owner`` and marked running (attempts + 1); a job
-        found finished (its worker died before clearing it) comes back as it is, to conclude."""
-        for priority, lane in sorted(LANES.items(), key=lambda p: p[1]):
+        found finished (its worker died before clearing it) comes back as it is, to conclude.
+        ``refills``: the reserve lane too (after every user's job, and only while fewer than
+        ``reserve.max_running`` refills run)."""
+        lanes = [*sorted(LANES.items(), key=lambda p: p[1]), ("reserve", RESERVE_LANE)]
+        for priority, lane in lanes if refills else lanes[:-1]:
             ts = now_ms()
-            free = [
-                e
-                for e in await self.store.queue_lane(lane)
-                if e["lease_expires_ts"] <= ts and e["not_before_ts"] <= ts
-            ]
+            entries = await self.store.queue_lane(lane)
+            free = [e for e in entries if e["lease_expires_ts"] <= ts and e["not_before_ts"] <= ts]
             gauge("soul_job_queue_depth", len(free), priority=priority)
+            running = sum(1 for e in entries if e["lease_expires_ts"] > ts)
+            if lane == RESERVE_LANE and running >= self.config.reserve.max_running:
+                continue
             for entry in self._round_robin(lane, free):
                 version = await self.store.take_lease(entry, owner, ts, ts + lease_ms)
                 if version is None:

@@ -28,7 +28,7 @@ from serve_app.jobs.book import (
     queue_row,
     ulid_floor,
 )
-from serve_app.jobs.spec import LANES
+from serve_app.jobs.spec import ALL_LANES, LANES
 from serve_app.metrics import count
 
 
@@ -41,10 +41,12 @@ class Jobs(JobLeases):
         max_attempts: int,
         quota: int,
         rate_per_min: int,
+        lane: int | None = None,
     ) -> Submitted:
-        """Queue a job, unless the client is over its quota of unfinished jobs or its rate."""
+        """Queue a job, unless the client is over its quota of unfinished jobs or its rate.
+        ``lane``: where it queues, if not its priority's (the reserve's refills)."""
         ts = now_ms()
-        unfinished = sum([len(await self._unfinished(lane, client_id)) for lane in LANES.values()])
+        unfinished = sum([len(await self._unfinished(other, client_id)) for other in ALL_LANES])
         if unfinished >= quota:
             return Submitted(
                 refused=f"queued-job quota: {unfinished} of {quota} unfinished jobs; "
@@ -59,7 +61,7 @@ class Jobs(JobLeases):
             )
         row = new_job_row(client_id, spec, total, max_attempts, ts)
         await self.store.insert_job(row)
-        lane = LANES[row["priority"]]
+        lane = LANES[row["priority"]] if lane is None else lane
         await self.store.enqueue_job(queue_row(lane, row))
         return Submitted(doc=job_doc(row), position=await self._position(lane, row["job_id"]))
 
@@ -81,7 +83,7 @@ class Jobs(JobLeases):
             return doc
         ts = now_ms()
         await self.store.request_cancel(client_id, job_id, ts)
-        lane = LANES[doc.priority]
+        lane = LANES[doc.priority]  # a refill (its own lane) is never cancelled by a client
         entry = await self.store.queue_entry(lane, client_id, job_id)
         if entry is not None and entry["lease_expires_ts"] <= ts:
             version = await self.store.take_lease(entry, "cancel", ts, ts + 60_000)

@@ -171,6 +171,7 @@ def _variant(order: Order, asset: EncodedAsset) -> Variant:
             "dedupe_min_distance": fingerprint.min_distance,
             "dedupe_clip_distance": fingerprint.clip_distance,
             "image_embed_model": fingerprint.embed_model,
+            **({"reserve": True} if order.reserve else {}),
         },
         cost=VariantCost(
             render_s=candidate.render_s,

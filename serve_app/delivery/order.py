@@ -89,6 +89,7 @@ class Order:
     parent_variant_id: str | None = None  # a variant derived from another, new to everyone
     frames: int | None = None  # the animation's frames, else the Animator's
     candidate: Candidate | None = None
+    reserve: bool = False  # a refill: rendered in the background lane, marked in its meta
     variant_id: str = field(default_factory=new_ulid)
 
     @property
@@ -114,4 +115,5 @@ class Order:
             reference_key=reference,
             reference_strength=strength if reference else None,
             progress_refs=progress_refs(self.waiting),
+            background=self.reserve,
         )

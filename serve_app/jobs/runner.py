@@ -139,8 +139,10 @@ class JobRunner:
 
     async def _lease(self) -> Leased | None:
         try:
+            # A refill never takes a replica's last free slot: a user's job finds one.
+            refills = len(self.working) + 1 < self.config.slots
             leased: Leased | None = await self.catalog.lease_job.remote(
-                self.owner, int(self.config.lease_s * 1000)
+                self.owner, int(self.config.lease_s * 1000), refills
             )
         except Exception:  # the catalog is restarting or unreachable: try again shortly
             log.warning("could not lease a job", exc_info=True)

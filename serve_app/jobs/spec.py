@@ -13,6 +13,9 @@ from serve_app.schemas import MAX_CUE_CHARS, SoulId, Text, WebUrl
 Priority = Literal["normal", "high"]
 Cue = Annotated[Text, Field(min_length=1, max_length=MAX_CUE_CHARS)]
 LANES: dict[Priority, int] = {"high": 0, "normal": 1}  # leased in this order
+RESERVE_LANE = 2  # refills (the "reserve" kind), leased after every user's job
+RESERVE_CLIENT = "~reserve"  # the tenant refills are queued under (no API key's id)
+ALL_LANES = (*LANES.values(), RESERVE_LANE)
 
 
 class JobBase(BaseModel):

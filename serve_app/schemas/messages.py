@@ -35,6 +35,11 @@ class RenderJob(BaseModel):
         default_factory=list,
         description="Job items waiting on this render: its denoising steps are reported to them.",
     )
+    background: bool = Field(
+        default=False,
+        description="A refill of the reserve: it gives way to any other render at its next "
+        "denoising step.",
+    )
 
     @model_validator(mode="after")
     def reference_has_a_strength(self) -> RenderJob:

@@ -15,6 +15,7 @@ import pytest
 
 from deployments.catalog import CatalogConfig
 from serve_app.catalog.costs import Costs
+from serve_app.catalog.demand import DemandCounters
 from serve_app.catalog.facet import Facet
 from serve_app.catalog.jobs import Jobs
 from serve_app.catalog.key_index import SoulIndexes
@@ -22,6 +23,7 @@ from serve_app.catalog.keys import PromptKeys
 from serve_app.catalog.ledger import Ledger, utc_day
 from serve_app.catalog.locks import WorkLocks
 from serve_app.catalog.replays import ReplayRecords
+from serve_app.catalog.reserve import Reserve
 from serve_app.catalog.shots import Shots
 from serve_app.catalog.souls import SoulStyles, load_souls
 from serve_app.catalog.sweeper import Sweeping
@@ -39,7 +41,7 @@ from tests.support import run, temporary_database
 F = TypeVar("F", bound=Facet)
 TABLES = (
     "soul, soul_style_profile, prompt_key, prompt_key_log, variant, user_seen, landmark_log, "
-    "work_lock, idempotency, job, job_queue"
+    "work_lock, idempotency, job, job_queue, key_demand"
 )
 KEY = pk_id("nova", "a fox")
 
@@ -70,6 +72,7 @@ def alone(facet: type[F], store: CatalogStore, **config: Any) -> F:
     made.store, made.objects, made.config = store, None, CatalogConfig(**config)
     made.indexes = SoulIndexes(store, None, made.config.embedding_dim, made.config.index)
     made.ledger = Ledger(made.config.cost)
+    made.demand = DemandCounters(made.config.reserve.half_life_s)
     return made
 
 
@@ -226,3 +229,42 @@ def test_a_cost_report_adds_up_however_its_days_and_souls_round(store: CatalogSt
     tomorrow = (dt.date.fromisoformat(today) + dt.timedelta(days=1)).isoformat()
     later = run(alone(Costs, store, cost=prices).cost_report(tomorrow, today))
     assert (later.days, later.usd, later.today_usd) == ([], 0, report.today_usd)
+
+
+class Served(Variants, Reserve):
+    """The reserve beside the claims it counts (as the Catalog mixes them)."""
+
+
+def test_the_reserve_counts_demand_flushes_it_and_queues_one_refill_per_short_key(
+    store: CatalogStore,
+) -> None:
+    reserve = alone(Served, store, reserve={"enabled": True, "depth": 2, "hot_per_min": 0.01})
+    for _ in range(3):  # u1 is sent every variant there is, then needs one more: seen 1, 2, 3
+        if run(reserve.claim_unseen(KEY, "u1")) is None:
+            run(reserve.put_variant(variant(), ["u1"]))
+    run(reserve.claim_unseen(pk_id("nova", "a cat"), "u2"))  # a key with no variant: seen 1
+    assert run(reserve.flush_demand()) == 2
+    assert run(reserve.flush_demand()) == 0  # nothing counted since: nothing written
+    hot = {d.pk_id: d for d in run(reserve.hot_keys())}
+    assert round(hot[KEY].top_seen) == 3 and hot[KEY].per_min > 0
+    assert run(reserve.reserve_short(KEY)) == 2  # 3 variants, u1 had 3: depth 2 ahead
+    assert sorted(run(reserve.plan_reserve())) == sorted([KEY, pk_id("nova", "a cat")])
+    assert run(reserve.plan_reserve()) == []  # one refill per key queued at a time
+    leased = run(reserve.lease_job("w1", 60_000))
+    assert leased is not None and leased.doc.kind == "reserve" and leased.lease.lane == 2
+    assert run(reserve.lease_job("w2", 60_000)) is None  # max_running: 1 refill at once
+    assert run(reserve.lease_job("w2", 60_000, False)) is None
+
+
+def test_the_reserve_stops_at_the_budget_warning_and_when_turned_off(store: CatalogStore) -> None:
+    budget = {"daily_budget_usd": 1.0, "warn_at": 0.5}
+    reserve = alone(Served, store, cost=budget, reserve={"enabled": True, "hot_per_min": 0.01})
+    run(reserve.claim_unseen(KEY, "u1"))
+    run(reserve.flush_demand())
+    assert run(reserve.reserve_short(KEY)) == 3  # no variant yet; u1 will have had 1
+    spent = VariantCost(render_s=0.6 / 0.000236, animate_s=0, encode_s=0)  # $0.60 of $1
+    run(reserve.put_variant(variant(cost=spent), []))
+    assert run(reserve.reserve_short(KEY)) == 0
+    assert run(reserve.plan_reserve()) == []
+    off = alone(Reserve, store, reserve={"enabled": False, "hot_per_min": 0.01})
+    assert run(off.reserve_short(KEY)) == 0 and run(off.plan_reserve()) == []

@@ -13,6 +13,7 @@ from deployments.catalog import CatalogEngine
 from deployments.dedupe import DedupeEngine
 from deployments.renderer import RendererEngine
 from deployments.transcoder import TranscoderConfig, TranscoderEngine
+from deployments.upscaler import UpscalerEngine
 from serve_app.catalog.souls import load_souls
 from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles
 from serve_app.delivery.places import load_places
@@ -51,6 +52,7 @@ class Replica:
             animator=LocalHandle(world.animator),
             dedupe=LocalHandle(dedupe),
             transcoder=LocalHandle(self.transcoder),
+            upscaler=LocalHandle(world.upscaler),
         )
         places = load_places("config/landmarks.yaml")
         self.deliverer = Deliverer(self.handles, world.objects, places, config)
@@ -67,11 +69,17 @@ class World:
     """The shared state: a catalog file and an object folder."""
 
     def __init__(
-        self, tmp_path: Path, renderer: RendererEngine, animator: AnimatorEngine, embedder: Any
+        self,
+        tmp_path: Path,
+        renderer: RendererEngine,
+        animator: AnimatorEngine,
+        embedder: Any,
+        upscaler: UpscalerEngine,
     ) -> None:
         self.db = tmp_path / "catalog.db"
         self.objects = LocalObjectStore(str(tmp_path / "objects"), MediaSigner(b"k" * 32))
         self.renderer, self.animator, self.embedder = renderer, animator, embedder
+        self.upscaler = upscaler
         self.replicas: list[Replica] = []
 
     def replica(self, renderer: Any = None, dedupe: Any = None, **config: Any) -> Replica:

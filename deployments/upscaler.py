@@ -92,25 +92,33 @@ class UpscalerEngine:
         results: dict[int, Upscaled] = {}
         for ref in dict.fromkeys(chosen):
             indexes = [i for i, r in enumerate(chosen) if r == ref]
-            network, cfg = self.networks[ref], self.config
-            fold = 4 // network.scale if hasattr(network, "conv_first") else 1
-            images = [_padded_to(requests[i][0], fold) for i in indexes]
-            tile, overlap = cfg.tile - cfg.tile % fold, cfg.overlap - cfg.overlap % fold
-            batch, device = cfg.tile_batch, cfg.device
-            outputs = upscale_tiled(
-                network,
-                network.scale,
-                images,
-                tile=tile,
-                overlap=overlap,
-                batch=batch,
-                device=device,
-                dtype=self.dtype,
-            )
-            for i, out in zip(indexes, outputs, strict=True):
-                height, width = (n * network.scale for n in requests[i][0].shape[:2])
-                results[i] = Upscaled(out[:height, :width], network.scale, ref)
+            outputs = self.run(ref, [requests[i][0] for i in indexes])
+            results |= dict(zip(indexes, outputs, strict=True))
         return [results[i] for i in range(len(requests))]
+
+    def run(self, ref: str, images: list[np.ndarray]) -> list[Upscaled]:
+        """``images`` upscaled by the model ``ref``."""
+        network, cfg = self.networks[ref], self.config
+        fold = 4 // network.scale if hasattr(network, "conv_first") else 1  # RRDBNet x2, x1
+        tile, overlap = cfg.tile - cfg.tile % fold, cfg.overlap - cfg.overlap % fold
+        outputs = upscale_tiled(
+            network,
+            network.scale,
+            [_padded_to(image, fold) for image in images],
+            tile=tile,
+            overlap=overlap,
+            batch=cfg.tile_batch,
+            device=cfg.device,
+            dtype=self.dtype,
+        )
+        return [
+            Upscaled(
+                out[: image.shape[0] * network.scale, : image.shape[1] * network.scale],
+                network.scale,
+                ref,
+            )
+            for image, out in zip(images, outputs, strict=True)
+        ]
 
 
 def _padded_to(pixels: np.ndarray, multiple: int) -> np.ndarray:

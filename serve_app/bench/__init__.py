@@ -88,6 +88,11 @@ SCENARIOS = (
         "how often pHash and CLIP fire on distinct renders and on copies, ms per check",
         "serve_app.bench.dedupe:dedupe_main",
     ),
+    Scenario(
+        "upscale",
+        "the Upscaler's tiny networks: MPx/s vs Lanczos, tiled vs untiled memory, print stages",
+        "serve_app.bench.upscale:upscale_main",
+    ),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 

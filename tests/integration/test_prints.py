@@ -37,7 +37,7 @@ def printed(graph: Graph, variant_id: str, **body: Any) -> dict[str, Any]:
     while True:
         doc: dict[str, Any] = graph.client.get(f"/jobs/{job_id}").json()
         if doc["status"] in FINISHED or time.monotonic() > deadline:
-            assert doc["status"] == "succeeded", doc
+            assert doc["status"] == "succeeded", doc["error"]
             assert doc["kind"] == "print"
             return doc
         time.sleep(0.3)

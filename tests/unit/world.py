@@ -21,7 +21,7 @@ from serve_app.schemas import Frames, RenderJob
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run
-from tests.unit.handles import LocalHandle
+from tests.unit.handles import LocalHandle, OneUpscale
 
 
 class Gate:
@@ -52,7 +52,7 @@ class Replica:
             animator=LocalHandle(world.animator),
             dedupe=LocalHandle(dedupe),
             transcoder=LocalHandle(self.transcoder),
-            upscaler=LocalHandle(world.upscaler),
+            upscaler=LocalHandle(OneUpscale(world.upscaler)),
         )
         places = load_places("config/landmarks.yaml")
         self.deliverer = Deliverer(self.handles, world.objects, places, config)

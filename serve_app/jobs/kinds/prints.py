@@ -34,7 +34,7 @@ from serve_app.media.prints import print_view
 from serve_app.prints.chain import hex_palette
 from serve_app.prints.matte import OnnxMatte, grabcut_alpha
 from serve_app.prints.output import Matte, finish
-from serve_app.prints.spec import PrintOptions, PrintsConfig, load_prints
+from serve_app.prints.spec import PrintOptions, load_prints
 from serve_app.schemas import Variant
 from serve_app.storage.objects import ObjectStore
 
@@ -54,14 +54,14 @@ class PrintJob(PrintOptions, JobBase):
 
 
 @cache
-def matte_for(config: PrintsConfig) -> Matte:
+def matte_for(matte_model: str | None) -> Matte:
     """The ONNX matte when one is staged, else GrabCut (loaded once per process)."""
-    if config.matte_model is None:
+    if matte_model is None:
         return grabcut_alpha
     from serve_app.diffusion.sources import model_manager
     from serve_app.settings import Settings
 
-    return OnnxMatte(model_manager(Settings()).ensure(config.matte_model)).alpha
+    return OnnxMatte(model_manager(Settings()).ensure(matte_model)).alpha
 
 
 class PrintKind(JobKind[PrintJob]):
@@ -116,7 +116,7 @@ class PrintKind(JobKind[PrintJob]):
         style = await tools.catalog.get_style.remote(spec.soul_id)
         palette = hex_palette(style.palette if style is not None else {})
         steps = config.chain_of(spec.soul_id, spec.chain)
-        matte = matte_for(config) if options.background == "remove" else None
+        matte = matte_for(config.matte_model) if options.background == "remove" else None
         return await asyncio.to_thread(finish, still, options, config, steps, palette, matte)
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> PrintResult | None:

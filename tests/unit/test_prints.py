@@ -234,6 +234,14 @@ def test_an_over_large_jpeg_is_written_again_at_a_lower_quality() -> None:
     assert len(data) <= limit.max_bytes < first
 
 
+def test_an_over_large_png_is_compressed_harder_then_rounded_to_7_bits() -> None:
+    options = PrintOptions(size="600x600")
+    first = len(encode(noise(600), options, PrintsConfig(chains={"default": []})))
+    limit = PrintsConfig(chains={"default": []}, max_bytes=int(first * 0.92))
+    image = read(encode(noise(600), options, limit))
+    assert image.mode == "RGB" and (np.asarray(image) % 2 == 0).all()  # 7 significant bits
+
+
 def test_a_print_over_the_byte_limit_at_every_quality_fails_with_a_clear_error() -> None:
     limit = PrintsConfig(chains={"default": []}, max_bytes=100_000)
     with pytest.raises(PrintTooLarge, match=r"over the 0\.1 MB limit"):

@@ -16,13 +16,22 @@ from deployments.embedder import Embedder
 from deployments.ingress import Ingress, IngressConfig
 from deployments.renderer import Renderer, RendererConfig
 from deployments.transcoder import Transcoder, TranscoderConfig
+from deployments.upscaler import Upscaler, UpscalerConfig
 from deployments.worker import JobWorker, WorkerConfig
 from serve_app.delivery import DeliveryConfig, Handles
 from serve_app.settings import Settings
 
 SHED_RETRY_AFTER_S = 2
 DeploymentName = Literal[
-    "Ingress", "Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder", "JobWorker"
+    "Ingress",
+    "Embedder",
+    "Catalog",
+    "Renderer",
+    "Animator",
+    "Dedupe",
+    "Transcoder",
+    "Upscaler",
+    "JobWorker",
 ]
 
 
@@ -102,6 +111,10 @@ class AppArgs(BaseModel):
         default_factory=TranscoderConfig,
         description="The Transcoder: frame rate, width, formats, thumbnail size.",
     )
+    upscaler: UpscalerConfig = Field(
+        default_factory=UpscalerConfig,
+        description="The Upscaler: Real-ESRGAN models, tile and overlap, device (print versions).",
+    )
     worker: WorkerConfig = Field(
         default_factory=WorkerConfig,
         description="The JobWorker: slots, leases, retries, webhooks, and its delivery knobs "
@@ -161,6 +174,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
         animator=deployment(Animator, args.animator).bind(catalog),
         dedupe=deployment(Dedupe, args.dedupe).bind(),
         transcoder=deployment(Transcoder, args.transcoder).bind(),
+        upscaler=deployment(Upscaler, args.upscaler).bind(),
     )
     data_files = (args.landmarks_file, args.variations_file)
     # Bound into the Ingress so that it is deployed (and scaled, and restarted) with the graph;

@@ -37,6 +37,23 @@ def cmd_models_pull(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_convert(ns: argparse.Namespace) -> int:
+    """A Real-ESRGAN ``.pth`` as safetensors (tensors only: any other pickle is refused)."""
+    from serve_app.diffusion.sources import ModelError
+    from serve_app.upscale.weights import convert_pth
+
+    source = Path(ns.source)
+    dest = (
+        Path(ns.dest) if ns.dest else Settings().resolved_models_dir / f"{source.stem}.safetensors"
+    )
+    try:
+        print(convert_pth(source, dest))
+    except ModelError as exc:
+        print(f"soul models convert: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_serve(ns: argparse.Namespace) -> int:
     """`serve run` on the given Serve config, with host and port from the environment, on a
     local Ray that listens on localhost only (the Serve port aside, where SOUL_HOST says)."""
@@ -121,12 +138,16 @@ def parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="manage model weights").add_subparsers(
         dest="models_command", required=True
     )
-    tiny = models.add_parser("tiny", help="build the tiny SDXL-architecture model and LoRAs")
+    tiny = models.add_parser("tiny", help="build the tiny models (SDXL, LoRAs, ..., upscalers)")
     tiny.add_argument("--dest", help="models folder (default: $SOUL_MODELS_DIR)")
     tiny.set_defaults(func=cmd_models_tiny)
     pull = models.add_parser("pull", help="download and verify a model ref into the cache")
     pull.add_argument("ref", help="civitai:<model_version_id>, a tag or an absolute path")
     pull.set_defaults(func=cmd_models_pull)
+    convert = models.add_parser("convert", help="a Real-ESRGAN .pth as safetensors (tensors only)")
+    convert.add_argument("source", help="the .pth file")
+    convert.add_argument("--dest", help="the .safetensors to write (default: models folder)")
+    convert.set_defaults(func=cmd_models_convert)
 
     db = sub.add_parser("db", help="the catalog database").add_subparsers(
         dest="db_command", required=True

@@ -185,6 +185,26 @@ class PackResult(BaseModel):
     failed: list[ItemFailure]
 
 
+class PrintView(BaseModel):
+    """A print version of a variant (``POST /variants/{id}/print``)."""
+
+    size: str = Field(description="WxH in pixels.")
+    fit: Literal["cover", "contain"]
+    background: Literal["keep", "remove"]
+    format: Literal["png", "jpeg"]
+    chain: str | None = Field(description="The chain the request named; null: the soul's own.")
+    url: str = Field(description="Signed, short-lived URL of the file.")
+    expires_at: int = Field(description="Epoch seconds after which the URL stops working.")
+
+
+class PrintResult(BaseModel):
+    """What a ``print`` job made."""
+
+    variant_id: str
+    reused: bool = Field(description="Served from the print stored by an earlier request.")
+    prints: list[PrintView] = Field(description="The print this job asked for.")
+
+
 class KeyRebuildResult(BaseModel):
     """What a ``rebuild_prompt_key`` job did."""
 
@@ -211,9 +231,11 @@ class JobView(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    result: SelfieResponse | ImageResponse | PackResult | KeyRebuildResult | None = Field(
-        description="What the synchronous route answers (URLs signed afresh); for a pack, its "
-        "items so far; for a key rebuild, what it did."
+    result: SelfieResponse | ImageResponse | PackResult | KeyRebuildResult | PrintResult | None = (
+        Field(
+            description="What the synchronous route answers (URLs signed afresh); for a pack, "
+            "its items so far; for a key rebuild, what it did; for a print, its file."
+        )
     )
     error: JobError | None
     dead_letter: bool = Field(description="Failed after every attempt: needs a look.")
@@ -261,6 +283,10 @@ class VariantView(BaseModel):
     sampler: str | None
     style_id: str | None
     created_at: datetime
+    prints: list[PrintView] = Field(
+        default_factory=list,
+        description="Its print versions (GET /variants/{id} only; other lists leave it empty).",
+    )
 
 
 class SeenView(VariantView):

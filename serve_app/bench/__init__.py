@@ -92,6 +92,11 @@ SCENARIOS = (
         "serve_app.bench.dedupe:dedupe_main",
     ),
     Scenario("zipf", "a Zipf workload, the reserve off vs on", "serve_app.bench.zipf:zipf_main"),
+    Scenario(
+        "upscale",
+        "the Upscaler's tiny networks: MPx/s vs Lanczos, tiled vs untiled memory, print stages",
+        "serve_app.bench.upscale:upscale_main",
+    ),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 

@@ -15,7 +15,7 @@ log = logging.getLogger("ray.serve")
 
 @dataclass(frozen=True)
 class Handles:
-    """The deployments the Deliverer calls."""
+    """The deployments the Deliverer (and the print job) call."""
 
     embedder: Any
     catalog: Any
@@ -23,13 +23,14 @@ class Handles:
     animator: Any
     dedupe: Any
     transcoder: Any
+    upscaler: Any
 
     def by_reference(self) -> Handles:
         """These handles, the pixels' by reference: frames go from the Renderer and the
         Animator to their takers through Ray's object store, never through this replica, even
         where the node sends handle calls over gRPC (``RAY_SERVE_USE_GRPC_BY_DEFAULT=1``), by
         value and at most 4 MiB a message: 8 frames of 1024² are 24 MiB."""
-        pixels = ("renderer", "animator", "dedupe", "transcoder")
+        pixels = ("renderer", "animator", "dedupe", "transcoder", "upscaler")
         return dataclasses.replace(
             self, **{name: getattr(self, name).options(_by_reference=True) for name in pixels}
         )

@@ -9,7 +9,8 @@ References:
   that does not verify is refused and the file fetched from CivitAI again (and mirrored anew).
 - an absolute path, or a tag under the models folder: a diffusers pipeline folder
   (``model_index.json``), a diffusers model folder (``config.json`` beside its safetensors, e.g. a
-  motion adapter) or a single ``.safetensors`` file (``<tag>.safetensors``).
+  motion adapter), a single ``.safetensors`` file (``<tag>.safetensors``) or an ONNX graph
+  (``<tag>.onnx``: background removal).
 
 Only safetensors are ever accepted: a PickleTensor, a ``.ckpt/.pt/.bin`` file, or a file whose
 bytes are not a safetensors header is refused, and a checksum mismatch deletes the download.
@@ -115,7 +116,11 @@ class ModelManager:
         if ref.startswith("/"):
             candidates = [Path(ref)]
         elif _TAG.match(ref):
-            candidates = [self.models_dir / ref, self.models_dir / f"{ref}.safetensors"]
+            candidates = [
+                self.models_dir / ref,
+                self.models_dir / f"{ref}.safetensors",
+                self.models_dir / f"{ref}.onnx",
+            ]
         else:
             raise ModelNotFound(f"model {ref!r}: not civitai:<id>, an absolute path or a tag")
         for path in candidates:
@@ -123,6 +128,8 @@ class ModelManager:
                 return path
             if (path / "config.json").is_file():
                 return _model_folder(path)
+            if path.is_file() and path.suffix == ".onnx":  # a protobuf graph: nothing unpickled
+                return path
             if path.is_file():
                 require_safetensors(path)
                 return path

@@ -305,13 +305,16 @@ def build_tiny_clip(dest: Path, seed: int = 0) -> Path:
 
 
 def build_tiny_models(models_dir: Path) -> list[Path]:
-    """The tiny model, its tiny LoRAs and motion adapter, the tiny SVD and the tiny CLIP (what
-    `soul models tiny` and the tests build)."""
+    """The tiny model, its tiny LoRAs and motion adapter, the tiny SVD, the tiny CLIP and the
+    tiny upscalers (what `soul models tiny` and the tests build)."""
     base = build_tiny_sdxl(models_dir / TINY_MODEL)
     loras = [
         build_tiny_lora(models_dir / f"{tag}.safetensors", base, seed)
         for tag, seed in TINY_LORAS.items()
     ]
     motion = build_tiny_motion_adapter(models_dir / TINY_MOTION)
+    from serve_app.upscale.weights import build_tiny_upscalers
+
     video = build_tiny_svd(models_dir / TINY_VIDEO)
-    return [base, *loras, motion, video, build_tiny_clip(models_dir / TINY_CLIP)]
+    upscalers = build_tiny_upscalers(models_dir)
+    return [base, *loras, motion, video, build_tiny_clip(models_dir / TINY_CLIP), *upscalers]

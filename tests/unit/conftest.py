@@ -14,6 +14,7 @@ import ray._private.worker
 from deployments.animator import AnimatorConfig, AnimatorEngine
 from deployments.embedder import EmbedderEngine
 from deployments.renderer import RendererConfig, RendererEngine
+from deployments.upscaler import UpscalerEngine
 from serve_app.diffusion.sources import ModelManager
 from serve_app.diffusion.tiny import build_tiny_models
 from tests.unit.handles import LocalHandle, OneText
@@ -52,10 +53,19 @@ def embedder() -> LocalHandle:
     return LocalHandle(OneText(EmbedderEngine()))
 
 
+@pytest.fixture(scope="module")
+def upscaler(models_dir: Path) -> UpscalerEngine:
+    return UpscalerEngine(ModelManager(models_dir))
+
+
 @pytest.fixture
 def world(
-    tmp_path: Path, renderer: RendererEngine, animator: AnimatorEngine, embedder: Any
+    tmp_path: Path,
+    renderer: RendererEngine,
+    animator: AnimatorEngine,
+    embedder: Any,
+    upscaler: UpscalerEngine,
 ) -> Iterator[World]:
-    w = World(tmp_path, renderer, animator, embedder)
+    w = World(tmp_path, renderer, animator, embedder, upscaler)
     yield w
     w.close()

@@ -53,3 +53,13 @@ class OneText:
     def embed_many(self, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = self.engine.embed(texts)
         return vectors
+
+
+class OneUpscale:
+    """The Upscaler deployment's shape (``@serve.batch``: one request in, one image out)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def upscale(self, request: tuple[Any, float]) -> Any:
+        return self.engine.upscale([request])[0]

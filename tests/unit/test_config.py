@@ -68,7 +68,7 @@ def test_only_the_ingress_writes_access_logs_and_every_deployment_keeps_the_enco
     built = build_serve_app(build_app(args), name="soul", make_deployment_handle=lambda d, _: d)
     logging = {d.name: d._deployment_config.logging_config for d in built.deployments}
     assert {name for name, config in logging.items() if config["enable_access_log"]} == {"Ingress"}
-    assert len(logging) == 8
+    assert len(logging) == 9
     for config in logging.values():
         assert (config["encoding"], config["log_level"], config["logs_dir"]) == (
             "JSON",

@@ -125,7 +125,7 @@ def test_serve_binds_a_handle_in_place_of_each_application_in_the_handles_record
         build_app({}), name="soul", make_deployment_handle=lambda d, _: f"handle of {d.name}"
     )
     deployed = {d.name: d for d in built.deployments}
-    boxes = ["Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder"]
+    boxes = ["Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder", "Upscaler"]
     for name in ("Ingress", "JobWorker"):
         handles = deployed[name].init_args[0]
         assert isinstance(handles, Handles)
@@ -155,7 +155,7 @@ def test_the_app_an_ingress_replica_serves_reaches_its_services_and_keys(
     run(engine.start(load_souls("config/souls.yaml")))
     catalog = LocalHandle(engine)
     unused = LocalHandle(None)  # no route here renders, animates, dedupes or encodes
-    handles = Handles(unused, catalog, unused, unused, unused, unused)
+    handles = Handles(unused, catalog, unused, unused, unused, unused, unused)
     replica = ingress_module.Ingress.func_or_class.__wrapped__(handles)
     served = replica.__serve_build_asgi_app__()
     transport = httpx.ASGITransport(app=served)

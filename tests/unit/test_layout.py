@@ -12,7 +12,17 @@ from deployments.ingress import Ingress, api
 from serve_app.api.routes import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
-BOXES = {"ingress", "embedder", "catalog", "renderer", "animator", "dedupe", "transcoder", "worker"}
+BOXES = {
+    "ingress",
+    "embedder",
+    "catalog",
+    "renderer",
+    "animator",
+    "dedupe",
+    "transcoder",
+    "upscaler",
+    "worker",
+}
 # Modules that start or assemble the graph, and so may name its deployments.
 COMPOSITION_ROOTS = {"serve_app/app.py", "serve_app/cli.py", "serve_app/local.py"}
 

@@ -36,8 +36,8 @@ class FakeHandle:
 
 
 def test_the_pixels_handles_pass_by_reference_and_the_others_as_the_node_says() -> None:
-    names = ["embedder", "catalog", "renderer", "animator", "dedupe", "transcoder"]
+    names = ["embedder", "catalog", "renderer", "animator", "dedupe", "transcoder", "upscaler"]
     handles = Handles(*(FakeHandle(n) for n in names)).by_reference()
     by_reference = {n for n in names if getattr(handles, n).options_set.get("_by_reference")}
-    assert by_reference == {"renderer", "animator", "dedupe", "transcoder"}
+    assert by_reference == {"renderer", "animator", "dedupe", "transcoder", "upscaler"}
     assert handles.catalog.options_set == {} and handles.embedder.options_set == {}

@@ -13,6 +13,7 @@ from deployments.catalog import CatalogEngine
 from deployments.dedupe import DedupeEngine
 from deployments.renderer import RendererEngine
 from deployments.transcoder import TranscoderConfig, TranscoderEngine
+from deployments.upscaler import UpscalerEngine
 from serve_app.catalog.souls import load_souls
 from serve_app.delivery import Deliverer, Delivery, DeliveryConfig, Handles
 from serve_app.delivery.places import load_places
@@ -21,7 +22,7 @@ from serve_app.storage.changes import DatagramFeed
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run
-from tests.unit.handles import LocalHandle
+from tests.unit.handles import LocalHandle, OneUpscale
 
 
 class Gate:
@@ -52,6 +53,7 @@ class Replica:
             animator=LocalHandle(world.animator),
             dedupe=LocalHandle(dedupe),
             transcoder=LocalHandle(self.transcoder),
+            upscaler=LocalHandle(OneUpscale(world.upscaler)),
         )
         places = load_places("config/landmarks.yaml")
         self.deliverer = Deliverer(self.handles, world.objects, places, config)
@@ -68,11 +70,17 @@ class World:
     """The shared state: a catalog file and an object folder."""
 
     def __init__(
-        self, tmp_path: Path, renderer: RendererEngine, animator: AnimatorEngine, embedder: Any
+        self,
+        tmp_path: Path,
+        renderer: RendererEngine,
+        animator: AnimatorEngine,
+        embedder: Any,
+        upscaler: UpscalerEngine,
     ) -> None:
         self.db = tmp_path / "catalog.db"
         self.objects = LocalObjectStore(str(tmp_path / "objects"), MediaSigner(b"k" * 32))
         self.renderer, self.animator, self.embedder = renderer, animator, embedder
+        self.upscaler = upscaler
         self.replicas: list[Replica] = []
         self.feeds: list[DatagramFeed] = []
 

@@ -11,6 +11,7 @@ from serve_app.api.routes import (
     jobs,
     keys,
     media,
+    prints,
     references,
     selfies,
     stats,
@@ -32,6 +33,7 @@ FAMILIES = (
     admin,
     keys,
     variants,
+    prints,
     users,
     stats,
 )

@@ -13,6 +13,7 @@ from serve_app.api.protocol import AnimateRequest, ImageResponse, RegenerateRequ
 from serve_app.api.services import Once, Services
 from serve_app.delivery import Delivery, tenant_user
 from serve_app.media.answers import variant_answer
+from serve_app.media.prints import prints_of
 from serve_app.schemas import Regeneration
 
 router = APIRouter(tags=["catalog"])
@@ -25,10 +26,13 @@ router = APIRouter(tags=["catalog"])
     responses=responses(401, 404, 410, 422, 503),
 )
 async def get_variant(variant_id: VariantId, services: Services) -> VariantView:
-    """A variant with signed cover, thumbnail and GIF URLs; 410 once it was deleted."""
+    """A variant with signed cover, thumbnail and GIF URLs, and its print versions; 410 once
+    it was deleted."""
     found = await services.catalog.find_variant.remote(variant_id)
     [variant] = await services.thumbnailed([found])
-    return await asyncio.to_thread(variant_answer, services.objects, services.ttl_s, variant)
+    view = await asyncio.to_thread(variant_answer, services.objects, services.ttl_s, variant)
+    view.prints = await asyncio.to_thread(prints_of, services.objects, services.ttl_s, variant)
+    return view
 
 
 @router.post(

@@ -13,6 +13,7 @@ from pydantic import Field
 from serve_app.jobs.kinds.base import JobKind
 from serve_app.jobs.kinds.image import ImageKind
 from serve_app.jobs.kinds.pack import PackKind
+from serve_app.jobs.kinds.prints import PrintKind
 from serve_app.jobs.kinds.rebuild_keys import RebuildKeysKind
 from serve_app.jobs.kinds.reserve import ReserveKind
 from serve_app.jobs.kinds.selfie import SelfieKind
@@ -20,7 +21,14 @@ from serve_app.jobs.spec import JobBase
 
 KINDS: dict[str, JobKind[Any]] = {
     kind.name: kind
-    for kind in (ImageKind(), SelfieKind(), PackKind(), RebuildKeysKind(), ReserveKind())
+    for kind in (
+        ImageKind(),
+        SelfieKind(),
+        PackKind(),
+        RebuildKeysKind(),
+        ReserveKind(),
+        PrintKind(),
+    )
 }
 
 

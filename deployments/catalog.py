@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from serve_app.catalog.costs import Costs
+from serve_app.catalog.identities import Identities
 from serve_app.catalog.jobs import Jobs
 from serve_app.catalog.key_index import SoulIndexes
 from serve_app.catalog.key_vectors import KeyIndexConfig
@@ -55,7 +56,16 @@ class CatalogConfig(BaseModel):
 
 
 class CatalogEngine(
-    SoulStyles, PromptKeys, Variants, Shots, WorkLocks, ReplayRecords, Costs, Jobs, Sweeping
+    SoulStyles,
+    PromptKeys,
+    Variants,
+    Shots,
+    WorkLocks,
+    ReplayRecords,
+    Costs,
+    Jobs,
+    Sweeping,
+    Identities,
 ):
     """Every facet over one store; ``objects``: where snapshots of large souls' key indexes are
     kept (and orphans swept), if anywhere."""

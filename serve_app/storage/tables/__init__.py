@@ -2,6 +2,7 @@
 mixes them into the store a backend runs. A new family: a module here and a base below."""
 
 from serve_app.storage.tables.claims import ClaimRows
+from serve_app.storage.tables.identities import IdentityRows
 from serve_app.storage.tables.jobs import JobRows
 from serve_app.storage.tables.keys import KeyRows
 from serve_app.storage.tables.locks import LockRows
@@ -12,7 +13,7 @@ from serve_app.storage.tables.variants import VariantRows
 
 
 class CatalogStore(
-    SoulRows, KeyRows, VariantRows, ClaimRows, ShotRows, LockRows, ReplayRows, JobRows
+    SoulRows, KeyRows, VariantRows, ClaimRows, ShotRows, LockRows, ReplayRows, JobRows, IdentityRows
 ):
     """Every table family's statements; a backend (SQLite, PostgreSQL) says how to run them."""
 

@@ -13,6 +13,8 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.api.idempotency import IdempotencyConfig, Replays
 from serve_app.api.routes import routed_api
 from serve_app.api.services import IngressServices
+from serve_app.characters.desk import CharacterDesk
+from serve_app.characters.verdicts import IdentityThresholds
 from serve_app.delivery import Deliverer, DeliveryConfig, Handles
 from serve_app.delivery.places import load_places
 from serve_app.diffusion.sources import model_manager
@@ -52,6 +54,7 @@ class Ingress:
             deliverer=deliverer,
             looks=Looks(catalog, objects, model_manager(settings), settings),
             jobs=JobDesk(deliverer, catalog, objects, settings, variations, worker=worker),
+            characters=CharacterDesk(catalog, handles.dedupe, objects, IdentityThresholds),
             replays=Replays(catalog),
             objects=objects,
             settings=settings,

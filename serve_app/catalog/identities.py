@@ -5,7 +5,6 @@ each change fenced on the version it read; locking stores the anchors and freeze
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from serve_app.catalog.facet import Facet
 from serve_app.characters.identities import (
@@ -18,6 +17,7 @@ from serve_app.characters.identities import (
     edited,
     new_version,
 )
+from serve_app.characters.verdicts import IdentityAnchors
 from serve_app.errors import Busy, InvalidRequest, UnknownSoul
 from serve_app.ids import now_ms
 
@@ -86,7 +86,7 @@ class Identities(Facet):
         )
 
     async def lock_identity(
-        self, soul_id: str, version: int, anchors: dict[str, Any], read_ts: int, owner: str
+        self, soul_id: str, version: int, anchors: IdentityAnchors, read_ts: int, owner: str
     ) -> IdentityVersion:
         """Freeze the version as it was at ``read_ts`` (when its anchors were computed from its
         references): 409 when it changed since, so anchors always match the references."""

@@ -9,10 +9,11 @@ its ``parent`` and a ``change_note``) is how a character changes.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.characters.verdicts import IdentityAnchors
 from serve_app.errors import Conflict, Forbidden, NotFound
 from serve_app.schemas import Text
 
@@ -96,7 +97,7 @@ class IdentityVersion(BaseModel):
     references: list[str] = Field(
         default_factory=list, description="Object keys of its reference images, in order."
     )
-    anchors: dict[str, Any] | None = Field(
+    anchors: IdentityAnchors | None = Field(
         default=None, description="What the judge computed when it was locked."
     )
     owner: str = Field(description="The API client that made it (the only one that edits it).")

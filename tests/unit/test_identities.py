@@ -19,6 +19,7 @@ from serve_app.characters.identities import (
     NoIdentityVersion,
     NotIdentityOwner,
 )
+from serve_app.characters.verdicts import IdentityAnchors
 from serve_app.errors import InvalidRequest, UnknownSoul
 from serve_app.storage import open_store
 from serve_app.storage.sqlite import SQLiteStore
@@ -101,7 +102,7 @@ def test_only_the_maker_edits_an_unlocked_version_and_a_locked_one_refuses_every
     with pytest.raises(InvalidRequest, match="not locked"):
         run(identities.locked_identity("nova", 1))
 
-    anchors = {"face": [0.5, 0.5]}
+    anchors = IdentityAnchors(face_anchor=[0.6, 0.8], reference_count=2, face_count=2)
     locked = run(identities.lock_identity("nova", 1, anchors, with_refs.updated_at_ts, ME))
     assert (locked.state, locked.anchors) == ("locked", anchors)
     assert run(identities.get_identity("nova", 1)) == locked
@@ -125,5 +126,5 @@ def test_a_lock_refuses_a_version_changed_since_its_anchors_were_made(
     read = run(identities.create_identity("nova", IdentityDraft(), ME))
     run(identities.add_identity_references("nova", 1, ["late.png"], ME))
     with pytest.raises(IdentityChanged):
-        run(identities.lock_identity("nova", 1, {"face": None}, read.updated_at_ts, ME))
+        run(identities.lock_identity("nova", 1, IdentityAnchors(), read.updated_at_ts, ME))
     assert run(identities.get_identity("nova", 1)).state == "unlocked"

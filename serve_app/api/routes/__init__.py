@@ -7,6 +7,7 @@ from serve_app.api.app import create_api
 from serve_app.api.routes import (
     admin,
     health,
+    identities,
     images,
     jobs,
     keys,
@@ -34,6 +35,7 @@ FAMILIES = (
     variants,
     users,
     stats,
+    identities,
 )
 ROUTERS: tuple[APIRouter, ...] = tuple(family.router for family in FAMILIES)
 

@@ -57,7 +57,7 @@ _UPDATE = (
 
 def _row(v: IdentityVersion) -> tuple[Any, ...]:
     body = v.model_dump(mode="json", include=set(_BODY))
-    anchors = json.dumps(v.anchors, sort_keys=True) if v.anchors is not None else None
+    anchors = v.anchors.model_dump_json() if v.anchors is not None else None
     return (
         v.soul_id,
         v.version,

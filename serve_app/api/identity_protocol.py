@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.api.protocol import VariantView
 from serve_app.characters.identities import IdentityDescription, IdentityState
+from serve_app.characters.report import VersionRate
 from serve_app.characters.verdicts import Verdict
 from serve_app.schemas import ReferenceUrl
 
@@ -58,3 +60,13 @@ class IdentityScore(BaseModel):
     soul_id: str
     version: int = Field(description="The locked version it was judged against.")
     verdict: Verdict
+
+
+class IdentityReportView(BaseModel):
+    """A soul's consistency report: per version, how its variants were judged (the rate is
+    verified among scorable), and a page of flagged variants with signed URLs."""
+
+    soul_id: str
+    versions: list[VersionRate]
+    flagged: list[VariantView]
+    next_after: str | None = Field(description="Pass as after for the next page of flagged.")

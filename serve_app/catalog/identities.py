@@ -17,9 +17,10 @@ from serve_app.characters.identities import (
     edited,
     new_version,
 )
+from serve_app.characters.report import ConsistencyReport, consistency_report
 from serve_app.characters.verdicts import IdentityAnchors
 from serve_app.errors import Busy, InvalidRequest, UnknownSoul
-from serve_app.ids import now_ms
+from serve_app.ids import first_ulid_of, now_ms
 
 ATTEMPTS = 8  # concurrent writers of one soul's versions, before the client is told to retry
 
@@ -129,3 +130,13 @@ class Identities(Facet):
             if await self.store.update_identity(changed, current.updated_at_ts):
                 return changed
         raise Busy(f"identity version {version} of soul {soul_id!r} is busy; retry")
+
+    async def identity_report(
+        self, soul_id: str, version: int | None, since_ms: int, after: str, limit: int
+    ) -> ConsistencyReport:
+        """Per version, the verdicts of the soul's variants made since ``since_ms``, and a page
+        of the flagged ones after the cursor ``after``."""
+        if await self.store.get_soul(soul_id) is None:
+            raise UnknownSoul(soul_id)
+        variants = await self.store.soul_variants_since(soul_id, first_ulid_of(since_ms))
+        return consistency_report(soul_id, variants, version, after, limit)

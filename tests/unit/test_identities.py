@@ -10,6 +10,7 @@ import pytest
 
 from serve_app.catalog.identities import Identities
 from serve_app.catalog.souls import SoulStyles, load_souls
+from serve_app.catalog.variants import Variants
 from serve_app.characters.identities import (
     SEED_BANK_SIZE,
     IdentityChanged,
@@ -19,8 +20,11 @@ from serve_app.characters.identities import (
     NoIdentityVersion,
     NotIdentityOwner,
 )
-from serve_app.characters.verdicts import IdentityAnchors
+from serve_app.characters.verdicts import IdentityAnchors, IdentityStamp
 from serve_app.errors import InvalidRequest, UnknownSoul
+from serve_app.ids import new_ulid, now_ms
+from serve_app.prompts import pk_id
+from serve_app.schemas import Variant
 from serve_app.storage import open_store
 from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.tables import CatalogStore
@@ -53,7 +57,7 @@ def identities(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ident
     else:
         s = open_store(request.getfixturevalue("postgres_url"))
         run(s.open())
-        run(s._write("TRUNCATE soul, soul_style_profile, identity_version"))
+        run(s._write("TRUNCATE soul, soul_style_profile, identity_version, variant, user_seen"))
     run(alone(SoulStyles, s).seed_souls(load_souls("config/souls.yaml")))
     yield alone(Identities, s)
     run(s.close())
@@ -128,3 +132,45 @@ def test_a_lock_refuses_a_version_changed_since_its_anchors_were_made(
     with pytest.raises(IdentityChanged):
         run(identities.lock_identity("nova", 1, IdentityAnchors(), read.updated_at_ts, ME))
     assert run(identities.get_identity("nova", 1)).state == "unlocked"
+
+
+def judged(soul: str, version: int, verdict: str, flagged: bool = False) -> Variant:
+    vid = new_ulid()
+    stamp = IdentityStamp(version=version, verdict=verdict, score=0.5)  # type: ignore[arg-type]
+    meta = {"identity": stamp.model_dump(), "identity_flagged": flagged}
+    return Variant(
+        variant_id=vid,
+        pk_id=pk_id(soul, "a fox"),
+        soul_id=soul,
+        asset_url="",
+        storage_key=vid,
+        meta=meta,
+    )
+
+
+def test_the_report_rates_each_version_and_pages_through_the_flagged(
+    identities: Identities,
+) -> None:
+    variants = alone(Variants, identities.store)
+    made = [
+        judged("nova", 1, "verified"),
+        judged("nova", 1, "off_model", flagged=True),
+        judged("nova", 1, "unscorable"),
+        judged("nova", 2, "verified"),
+        judged("nova", 2, "off_model", flagged=True),
+        judged("nova", 2, "off_model", flagged=True),
+        judged("valentina", 1, "off_model", flagged=True),
+    ]
+    for variant in made:
+        run(variants.put_variant(variant, []))
+    report = run(identities.identity_report("nova", None, 0, "", 1))
+    rates = {r.version: (r.verified, r.off_model, r.unscorable, r.flagged) for r in report.versions}
+    assert rates == {1: (1, 1, 1, 1), 2: (1, 2, 0, 2)}
+    assert [r.consistency_rate for r in report.versions] == [0.5, pytest.approx(1 / 3)]
+    assert [v.variant_id for v in report.flagged] == [made[1].variant_id]
+    rest = run(identities.identity_report("nova", None, 0, report.next_after or "", 5))
+    assert [v.variant_id for v in rest.flagged] == [made[4].variant_id, made[5].variant_id]
+    assert rest.next_after is None
+    only_two = run(identities.identity_report("nova", 2, 0, "", 5))
+    assert [r.version for r in only_two.versions] == [2] and len(only_two.flagged) == 2
+    assert run(identities.identity_report("nova", None, now_ms() + 60_000, "", 5)).versions == []

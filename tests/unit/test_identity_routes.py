@@ -198,3 +198,13 @@ def test_a_locked_version_and_another_clients_refuse_references(world: Any) -> N
     shown = client.get("/souls/nova/identity/1", headers=MINE).json()
     assert (shown["state"], shown["faces_in_references"]) == ("locked", 1)
     assert len(stored(objects)) == 1
+
+
+def test_the_report_of_a_soul_without_verdicts_is_empty_and_checks_its_parameters(
+    world: Any,
+) -> None:
+    client, _, _ = world
+    report = client.get("/souls/nova/identity/report?since=2026-01-01", headers=MINE)
+    assert report.json() == {"soul_id": "nova", "versions": [], "flagged": [], "next_after": None}
+    assert client.get("/souls/nobody/identity/report", headers=MINE).status_code == 404
+    assert client.get("/souls/nova/identity/report?version=0", headers=MINE).status_code == 422

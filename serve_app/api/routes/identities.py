@@ -3,17 +3,24 @@ or by URL), lock; score any image against a locked version. The logic is the cha
 (``characters/desk.py``); who may change a version is said there."""
 
 import asyncio
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
 from serve_app.api.deps import Authorized, ClientScope
 from serve_app.api.errors import responses
-from serve_app.api.identity_protocol import IdentityReference, IdentityScore, IdentityView
+from serve_app.api.identity_protocol import (
+    IdentityReference,
+    IdentityReportView,
+    IdentityScore,
+    IdentityView,
+)
 from serve_app.api.identity_uploads import IMAGE_BODY, images_in
 from serve_app.api.services import IngressServices, Once, Services
 from serve_app.characters.identities import IdentityDraft, IdentityVersion
-from serve_app.schemas import SoulId
+from serve_app.media.answers import variant_answer
+from serve_app.schemas import Day, SoulId
 
 router = APIRouter(tags=["identities"], dependencies=[Authorized])
 Version = Annotated[int, Path(ge=1, le=1_000_000, description="An identity version number.")]
@@ -92,6 +99,30 @@ async def score_image(
     image = (await images_in(request, services, most=1))[0]
     judged, verdict = await services.characters.score(soul_id, image, version)
     return IdentityScore(soul_id=soul_id, version=judged, verdict=verdict)
+
+
+@router.get(
+    PREFIX + "/report", response_model=IdentityReportView, responses=responses(401, 404, 503)
+)
+async def identity_report(
+    soul_id: SoulId,
+    services: Services,
+    version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+    since: Annotated[Day | None, Query(description="From this UTC day (YYYY-MM-DD).")] = None,
+    after: Annotated[str, Query(max_length=26, description="next_after of a page.")] = "",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> IdentityReportView:
+    """Per identity version, its variants' verdicts and consistency rate; flagged variants (no
+    render of them verified) a page at a time, oldest first."""
+    since_ms = int(dt.datetime.combine(since, dt.time(), dt.UTC).timestamp() * 1000) if since else 0
+    report = await services.catalog.identity_report.remote(soul_id, version, since_ms, after, limit)
+    flagged = await services.thumbnailed(report.flagged)
+    views = await asyncio.to_thread(
+        lambda: [variant_answer(services.objects, services.ttl_s, v) for v in flagged]
+    )
+    return IdentityReportView(
+        soul_id=soul_id, versions=report.versions, flagged=views, next_after=report.next_after
+    )
 
 
 @router.get(PREFIX + "/{version}", response_model=IdentityView, responses=responses(401, 404, 503))

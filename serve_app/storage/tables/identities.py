@@ -8,7 +8,10 @@ import json
 from typing import Any
 
 from serve_app.characters.identities import IdentityVersion
+from serve_app.prompts import soul_prefix_bounds
+from serve_app.schemas import Variant
 from serve_app.storage.store import Row, Store, TableDDL, insert_sql
+from serve_app.storage.tables.variants import LIVE_VARIANT, variant_from
 
 DDL = TableDDL(
     sqlite="""
@@ -122,3 +125,14 @@ class IdentityRows(Store):
             _UPDATE, (*row[2:3], *row[4:7], version.updated_at_ts, *row[:2], if_ts)
         )
         return changed > 0
+
+    async def soul_variants_since(self, soul_id: str, since_id: str) -> list[Variant]:
+        """The soul's live variants made at or after ``since_id`` (a ULID), oldest first: a
+        primary-key range scan of its keys' variants."""
+        low, high = soul_prefix_bounds(soul_id)
+        rows = await self._rows(
+            f"SELECT * FROM variant WHERE pk_id >= ? AND pk_id < ? AND variant_id >= ? "
+            f"AND {LIVE_VARIANT}",
+            (low, high, since_id),
+        )
+        return sorted((variant_from(r) for r in rows), key=lambda v: v.variant_id)

@@ -12,9 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from matplotlib import cbook
 from PIL import Image
+from skimage import data as skimage_data
 
 from deployments.catalog import CatalogEngine
+from deployments.dedupe import DedupeEngine
 from serve_app.api.deps import key_scope
 from serve_app.api.idempotency import Replays
 from serve_app.api.routes import routed_api
@@ -82,7 +85,7 @@ def world(tmp_path: Path) -> Iterator[tuple[TestClient, CatalogEngine, Path]]:
         deliverer=deliverer,
         looks=Looks(catalog, objects, model_manager(settings), settings),
         jobs=JobDesk(deliverer, catalog, objects, settings, {}),
-        characters=CharacterDesk(catalog, None, objects, IdentityThresholds),
+        characters=CharacterDesk(catalog, LocalHandle(DedupeEngine()), objects, IdentityThresholds),
         replays=Replays(catalog),
         objects=objects,
         settings=settings,
@@ -208,3 +211,51 @@ def test_the_report_of_a_soul_without_verdicts_is_empty_and_checks_its_parameter
     assert report.json() == {"soul_id": "nova", "versions": [], "flagged": [], "next_after": None}
     assert client.get("/souls/nobody/identity/report", headers=MINE).status_code == 404
     assert client.get("/souls/nova/identity/report?version=0", headers=MINE).status_code == 422
+
+
+def photo(pixels: np.ndarray | None = None, mirrored: bool = False) -> bytes:
+    """Grace Hopper (matplotlib's sample, public domain) or ``pixels``, as a JPEG."""
+    if pixels is None:
+        with cbook.get_sample_data("grace_hopper.jpg") as f:
+            pixels = np.asarray(Image.open(f).convert("RGB"))
+    out = io.BytesIO()
+    Image.fromarray(pixels[:, ::-1] if mirrored else pixels).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def test_a_version_of_photographs_is_locked_and_scores_photographs(world: Any) -> None:
+    client, _, _ = world
+    client.post("/souls/nova/identity", json=ADA, headers=MINE)
+    assert client.post("/souls/nova/identity/1/lock", headers=MINE).status_code == 409  # no refs
+    assert upload(client, 1, photo()).status_code == 200
+    assert client.post("/souls/nova/identity/1/lock", headers=THEIRS).status_code == 403
+    locked = client.post("/souls/nova/identity/1/lock", headers=MINE)
+    assert locked.status_code == 200 and locked.json()["state"] == "locked"
+    assert locked.json()["faces_in_references"] == 1
+
+    def score(image: bytes, query: str = "") -> dict[str, Any]:
+        files = [("files", ("x.jpg", image, "image/jpeg"))]
+        answer = client.post(f"/souls/nova/identity/score{query}", files=files, headers=THEIRS)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    same = score(photo(mirrored=True), "?version=1")
+    assert same["version"] == 1 and same["verdict"]["verdict"] == "verified"
+    assert same["verdict"]["scorer"] == "face" and same["verdict"]["face_box"]
+    other = score(photo(skimage_data.astronaut()))
+    assert other["verdict"]["verdict"] == "off_model"
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    assert score(photo(noise))["verdict"]["verdict"] == "unscorable"
+    client.post("/souls/nova/identity", json=ADA, headers=MINE)
+    unlocked = client.post(
+        "/souls/nova/identity/score?version=2",
+        files=[("files", ("x.jpg", photo(), "image/jpeg"))],
+        headers=MINE,
+    )
+    assert unlocked.status_code == 422 and "not locked" in unlocked.json()["detail"]
+    none = client.post(
+        "/souls/valentina/identity/score",
+        files=[("files", ("x.jpg", photo(), "image/jpeg"))],
+        headers=MINE,
+    )
+    assert none.status_code == 404

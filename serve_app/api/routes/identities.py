@@ -17,8 +17,11 @@ from serve_app.api.identity_protocol import (
     IdentityView,
 )
 from serve_app.api.identity_uploads import IMAGE_BODY, images_in
+from serve_app.api.protocol import JobAccepted
+from serve_app.api.routes.jobs import queued
 from serve_app.api.services import IngressServices, Once, Services
 from serve_app.characters.identities import IdentityDraft, IdentityVersion
+from serve_app.jobs.kinds.character_sheet import CharacterSheetJob
 from serve_app.media.answers import variant_answer
 from serve_app.schemas import Day, SoulId
 
@@ -180,3 +183,20 @@ async def lock_identity(
     use its latest locked version from then on."""
     locked = await services.characters.lock(soul_id, version, client_id)
     return (await views(services, client_id, [locked]))[0]
+
+
+@router.post(
+    PREFIX + "/{version}/sheet",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=responses(401, 403, 404, 409, 429, 503),
+)
+async def character_sheet(
+    soul_id: SoulId, version: Version, client_id: ClientScope, services: Services, once: Once
+) -> JobAccepted:
+    """Queue a character sheet of an unlocked version (a job of kind ``character_sheet``):
+    every view by every expression, rendered with the version's seed bank and added to its
+    references; 202 with the job id (watch it at ``links.events``)."""
+    await services.catalog.editable_identity.remote(soul_id, version, client_id)
+    spec = CharacterSheetJob(soul_id=soul_id, version=version)
+    return await queued(services, once, client_id, spec)

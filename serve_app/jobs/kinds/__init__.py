@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 from pydantic import Field
 
 from serve_app.jobs.kinds.base import JobKind
+from serve_app.jobs.kinds.character_sheet import CharacterSheetKind
 from serve_app.jobs.kinds.image import ImageKind
 from serve_app.jobs.kinds.pack import PackKind
 from serve_app.jobs.kinds.rebuild_keys import RebuildKeysKind
@@ -18,7 +19,8 @@ from serve_app.jobs.kinds.selfie import SelfieKind
 from serve_app.jobs.spec import JobBase
 
 KINDS: dict[str, JobKind[Any]] = {
-    kind.name: kind for kind in (ImageKind(), SelfieKind(), PackKind(), RebuildKeysKind())
+    kind.name: kind
+    for kind in (ImageKind(), SelfieKind(), PackKind(), RebuildKeysKind(), CharacterSheetKind())
 }
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from serve_app.delivery.checks import DedupeCheck
+from serve_app.delivery.checks import Check, DedupeCheck, IdentityCheck
 from serve_app.delivery.coalesce import Coalescer
 from serve_app.delivery.config import DeliveryConfig
 from serve_app.delivery.derivations import Derivations
@@ -84,8 +84,12 @@ class Deliverer:
         self.places = places
         self.coalescer = Coalescer()
         self.locks = WorkLocks(self.catalog, config)
-        # The checks every new render goes through, in order (dedupe; identity is next).
-        self.maker = VariantMaker(handles, self.catalog, objects, [DedupeCheck(handles.dedupe)])
+        # The checks every new render goes through, in order (identity reads dedupe's finding).
+        checks: list[Check] = [
+            DedupeCheck(handles.dedupe, lambda: self.config.identity),
+            IdentityCheck(),
+        ]
+        self.maker = VariantMaker(handles, self.catalog, objects, checks)
         self.selfies = Selfies(self.catalog, places)
         self.derivations = Derivations(self.catalog, objects, self.locks, self.maker, config)
         self.config = config

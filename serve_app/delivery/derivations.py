@@ -16,6 +16,7 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
+from serve_app.characters.verdicts import Verdict
 from serve_app.delivery.config import DeliveryConfig
 from serve_app.delivery.locks import WorkLocks
 from serve_app.delivery.lookups import style_of
@@ -140,8 +141,11 @@ class Derivations:
             image_embed=original.image_embed,
             embed_model=original.fingerprint.embed_model,
         )
-        judged = Judgement(Answer.PASS, (), found=fingerprint)
-        return Candidate(Frames(pixels=pixels, meta=render), original.seed or 0, (judged,), 0.0)
+        judged: tuple[Judgement, ...] = (Judgement(Answer.PASS, (), found=fingerprint),)
+        if "identity_verdict" in original.meta:  # the same render: the same face
+            verdict = Verdict.model_validate(original.meta["identity_verdict"])
+            judged += (Judgement(Answer.PASS, (), found=verdict),)
+        return Candidate(Frames(pixels=pixels, meta=render), original.seed or 0, judged, 0.0)
 
 
 def _delivered(made: tuple[Variant, list[str]], user_id: str) -> Delivery:

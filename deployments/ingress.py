@@ -14,7 +14,6 @@ from serve_app.api.idempotency import IdempotencyConfig, Replays
 from serve_app.api.routes import routed_api
 from serve_app.api.services import IngressServices
 from serve_app.characters.desk import CharacterDesk
-from serve_app.characters.verdicts import IdentityThresholds
 from serve_app.delivery import Deliverer, DeliveryConfig, Handles
 from serve_app.delivery.places import load_places
 from serve_app.diffusion.sources import model_manager
@@ -54,7 +53,9 @@ class Ingress:
             deliverer=deliverer,
             looks=Looks(catalog, objects, model_manager(settings), settings),
             jobs=JobDesk(deliverer, catalog, objects, settings, variations, worker=worker),
-            characters=CharacterDesk(catalog, handles.dedupe, objects, IdentityThresholds),
+            characters=CharacterDesk(
+                catalog, handles.dedupe, objects, lambda: deliverer.config.identity
+            ),
             replays=Replays(catalog),
             objects=objects,
             settings=settings,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from serve_app.characters.uses import identity_of
 from serve_app.delivery.checks import Check, DedupeCheck, IdentityCheck
 from serve_app.delivery.coalesce import Coalescer
 from serve_app.delivery.config import DeliveryConfig
@@ -247,6 +248,7 @@ class Deliverer:
             waiting=waiting,
             siblings=tuple(siblings),
             attempts=self.config.dedupe_attempts,
+            identity=await identity_of(self.catalog, ask.key.soul_id),
         )
         return await self.maker.make(order)
 

@@ -16,6 +16,7 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
+from serve_app.characters.uses import identity_of
 from serve_app.characters.verdicts import Verdict
 from serve_app.delivery.config import DeliveryConfig
 from serve_app.delivery.locks import WorkLocks
@@ -122,6 +123,7 @@ class Derivations:
                     waiting={user_id: via},
                     siblings=tuple(siblings),
                     parent_variant_id=variant_id,
+                    identity=await identity_of(self.catalog, key.soul_id),
                 ),
             )
 

@@ -24,6 +24,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from serve_app.characters.uses import counted
 from serve_app.delivery.checks import Check, identity_facts
 from serve_app.delivery.handles import Handles
 from serve_app.delivery.lookups import style_references, users_lacking
@@ -145,6 +146,7 @@ class VariantMaker:
         claimed: list[str] = await self.catalog.put_variant.remote(
             variant, claim_for, order.waiting
         )
+        counted(variant)
         return claimed
 
 

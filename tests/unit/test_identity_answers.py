@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.characters.verdicts import IdentityStamp
+from serve_app.characters.uses import counted
+from serve_app.characters.verdicts import IdentityStamp, Verdict
 from serve_app.delivery import Delivery
 from serve_app.ids import new_ulid
 from serve_app.jobs.kinds.pack import consistency_rate
 from serve_app.media.answers import image_answer, variant_answer
+from serve_app.metrics import tapped
 from serve_app.schemas import Variant
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 
@@ -56,3 +58,14 @@ def test_a_soul_without_an_identity_answers_none_and_a_variant_view_its_stamp(
     assert image_answer(objects, 60, delivered(None), "gif").identity is None
     view = variant_answer(objects, 60, delivered("off_model").variant)
     assert view.identity is not None and view.identity.verdict == "off_model"
+
+
+def test_a_delivered_variants_identity_score_is_observed_and_a_soul_without_none() -> None:
+    judged = delivered("off_model").variant
+    judged.meta["identity_verdict"] = Verdict(
+        verdict="off_model", score=0.21, threshold=0.363, scorer="face"
+    ).model_dump()
+    with tapped() as values:
+        counted(judged)  # counted with its verdict, and its score observed
+        counted(delivered(None).variant)
+    assert values["soul_identity_score"] == [0.21]

@@ -141,30 +141,45 @@ def edited(version: IdentityVersion, draft: IdentityDraft) -> IdentityVersion:
     )
 
 
-class NoIdentityVersion(NotFound):
+class VersionError:
+    """An error about one version, remade from its soul and version when it crosses replicas
+    (Ray pickles an error, and the default remakes it from its message alone)."""
+
+    soul_id: str
+    version: int | None
+
+    def __reduce__(self) -> tuple[type, tuple[str, int | None]]:
+        return type(self), (self.soul_id, self.version)
+
+
+class NoIdentityVersion(VersionError, NotFound):
     def __init__(self, soul_id: str, version: int | None = None) -> None:
+        self.soul_id, self.version = soul_id, version
         which = f"version {version}" if version is not None else "locked version"
         super().__init__(f"soul {soul_id!r} has no identity {which}")
 
 
-class IdentityLocked(Conflict):
-    def __init__(self, soul_id: str, version: int) -> None:
+class IdentityLocked(VersionError, Conflict):
+    def __init__(self, soul_id: str, version: int | None) -> None:
+        self.soul_id, self.version = soul_id, version
         super().__init__(
             f"identity version {version} of soul {soul_id!r} is locked: "
             f"POST /souls/{soul_id}/identity makes a new version"
         )
 
 
-class NotIdentityOwner(Forbidden):
-    def __init__(self, soul_id: str, version: int) -> None:
+class NotIdentityOwner(VersionError, Forbidden):
+    def __init__(self, soul_id: str, version: int | None) -> None:
+        self.soul_id, self.version = soul_id, version
         super().__init__(
             f"identity version {version} of soul {soul_id!r} was made by another API client; "
             "only that client changes it"
         )
 
 
-class IdentityChanged(Conflict):
-    def __init__(self, soul_id: str, version: int) -> None:
+class IdentityChanged(VersionError, Conflict):
+    def __init__(self, soul_id: str, version: int | None) -> None:
+        self.soul_id, self.version = soul_id, version
         super().__init__(
             f"identity version {version} of soul {soul_id!r} changed while it was being "
             "locked; lock it again"

@@ -3,6 +3,7 @@ edited by their maker while unlocked, frozen by a lock fenced on what the anchor
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,13 @@ def test_the_report_rates_each_version_and_pages_through_the_flagged(
     only_two = run(identities.identity_report("nova", 2, 0, "", 5))
     assert [r.version for r in only_two.versions] == [2] and len(only_two.flagged) == 2
     assert run(identities.identity_report("nova", None, now_ms() + 60_000, "", 5)).versions == []
+
+
+@pytest.mark.parametrize(
+    "error", [NoIdentityVersion, IdentityLocked, NotIdentityOwner, IdentityChanged]
+)
+def test_version_errors_cross_replicas_whole(error: type[Exception]) -> None:
+    """Ray pickles an error raised in the Catalog: it must come back as itself (else a 500)."""
+    raised = error("nova", 3)
+    remade = pickle.loads(pickle.dumps(raised))
+    assert type(remade) is error and str(remade) == str(raised)

@@ -115,10 +115,10 @@ class IdentityConditioning(BaseModel):
     )
     strength: float = Field(ge=0.0, le=1.0, description="The IP-Adapter scale.")
 
-    @property
-    def embeds_key(self) -> str:
-        """Where the version's IP-Adapter image embeddings are cached in the object store."""
-        return f"soul/{self.soul_id}/identity/{self.version}/ip_adapter_embeds.npy"
+    def embeds_key(self, adapter: str) -> str:
+        """Where the version's image embedding for IP-Adapter ``adapter`` (a model ref's name)
+        is cached in the object store."""
+        return f"soul/{self.soul_id}/identity/{self.version}/ip_adapter/{adapter}.npy"
 
 
 class IdentityJudging(BaseModel):

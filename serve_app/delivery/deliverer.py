@@ -29,7 +29,7 @@ import logging
 from dataclasses import dataclass
 
 from serve_app.characters.uses import identity_of
-from serve_app.delivery.checks import Check, DedupeCheck, IdentityCheck
+from serve_app.delivery.checks import Check, DedupeCheck, IdentityCheck, with_identity
 from serve_app.delivery.coalesce import Coalescer
 from serve_app.delivery.config import DeliveryConfig
 from serve_app.delivery.derivations import Derivations
@@ -248,8 +248,9 @@ class Deliverer:
             waiting=waiting,
             siblings=tuple(siblings),
             attempts=self.config.dedupe_attempts,
-            identity=await identity_of(self.catalog, ask.key.soul_id),
         )
+        if (identity := await identity_of(self.catalog, ask.key.soul_id)) is not None:
+            order = with_identity(order, identity, self.config.identity)
         return await self.maker.make(order)
 
     async def _similar_key(self, soul_id: str, lookup: KeyLookup) -> PromptKey:

@@ -18,6 +18,7 @@ from typing import Any
 
 from serve_app.characters.uses import identity_of
 from serve_app.characters.verdicts import Verdict
+from serve_app.delivery.checks import with_identity
 from serve_app.delivery.config import DeliveryConfig
 from serve_app.delivery.locks import WorkLocks
 from serve_app.delivery.lookups import style_of
@@ -113,19 +114,18 @@ class Derivations:
                     "regenerate_limit allows: derive from one of them instead"
                 )
             prompt = _derived_prompt(original, style, key.key_norm, change)
-            yield (
-                original,
-                Order(
-                    key=key,
-                    style=style,
-                    cue=key.key_norm,
-                    prompt=prompt,
-                    waiting={user_id: via},
-                    siblings=tuple(siblings),
-                    parent_variant_id=variant_id,
-                    identity=await identity_of(self.catalog, key.soul_id),
-                ),
+            order = Order(
+                key=key,
+                style=style,
+                cue=key.key_norm,
+                prompt=prompt,
+                waiting={user_id: via},
+                siblings=tuple(siblings),
+                parent_variant_id=variant_id,
             )
+            if (identity := await identity_of(self.catalog, key.soul_id)) is not None:
+                order = with_identity(order, identity, self.config.identity)
+            yield original, order
 
     async def _cover_of(self, original: Variant) -> Candidate:
         """The original's cover (its render, for "subtle") as the image to set in motion."""

@@ -11,6 +11,7 @@ from ray import serve
 
 from serve_app.catalog.costs import Costs
 from serve_app.catalog.demand import DemandCounters, ReserveConfig
+from serve_app.catalog.identities import Identities
 from serve_app.catalog.jobs import Jobs
 from serve_app.catalog.key_index import SoulIndexes
 from serve_app.catalog.key_vectors import KeyIndexConfig
@@ -70,6 +71,7 @@ class CatalogEngine(
     Reserve,
     Jobs,
     Sweeping,
+    Identities,
 ):
     """Every facet over one store; ``objects``: where snapshots of large souls' key indexes are
     kept (and orphans swept), if anywhere."""

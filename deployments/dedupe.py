@@ -1,15 +1,27 @@
 """Dedupe: a render against the other variants of its key, by perceptual hash (pHash) and,
-with ``clip_model``, by CLIP image embedding: either filter close enough makes it a duplicate."""
+with ``clip_model``, by CLIP image embedding: either filter close enough makes it a duplicate.
+
+It also judges identity (``serve_app.characters``): a render against its soul's identity in the
+same call, reusing the one image embedding, and any image against a version's anchors."""
 
 from __future__ import annotations
 
 import threading
 
+import numpy as np
 from imagehash import phash as image_phash
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from serve_app.characters.faces import FaceEmbedder
+from serve_app.characters.scorer import IdentityScorer, decoded
+from serve_app.characters.verdicts import (
+    IdentityAnchors,
+    IdentityJudging,
+    IdentityThresholds,
+    Verdict,
+)
 from serve_app.diffusion.image_embedding import ImageEncoder, cosine_distance, packed, unpacked
 from serve_app.diffusion.pipelines import configure_torch
 from serve_app.diffusion.sources import ModelManager, model_manager
@@ -62,15 +74,24 @@ class DedupeEngine:
         self.config = config or DedupeConfig()
         self.manager = manager
         self._encoders: dict[str, ImageEncoder] = {}
+        self._faces: FaceEmbedder | None = None
         self._loading = threading.Lock()
 
-    def check(self, frames: Frames, known: list[Fingerprint]) -> DedupeVerdict:
+    def check(
+        self, frames: Frames, known: list[Fingerprint], identity: IdentityJudging | None = None
+    ) -> DedupeVerdict:
+        """Novelty against ``known``; with ``identity``, the render's identity verdict too."""
         cfg = self.config
         with timed("soul_dedupe_ms", filter="phash"):
             value = phash64(frames)
             hashed = [k.phash for k in known if k.phash is not None]
             nearest = min((hamming(value, other) for other in hashed), default=None)
         embedding, closest = self._embedding(frames, known)
+        verdict = None
+        if identity is not None:
+            verdict = self.scorer().judge(
+                frames.pixels[0], identity.anchors, identity.thresholds, embedding
+            )
         hash_close = nearest is not None and nearest < cfg.threshold
         picture_close = closest is not None and closest < cfg.clip_distance
         if hash_close or picture_close:
@@ -79,15 +100,16 @@ class DedupeEngine:
             phash=value,
             min_distance=nearest,
             duplicate=hash_close or picture_close,
-            image_embed=embedding,
-            embed_model=cfg.clip_model if embedding else None,
+            image_embed=None if embedding is None else packed(embedding),
+            embed_model=cfg.clip_model if embedding is not None else None,
             clip_distance=closest,
+            identity=verdict,
             render_s=frames.meta.get("render_s", 0.0),
         )
 
     def _embedding(
         self, frames: Frames, known: list[Fingerprint]
-    ) -> tuple[bytes | None, float | None]:
+    ) -> tuple[np.ndarray | None, float | None]:
         """The render's image embedding and its distance to the nearest sibling embedded by
         the same model (None, None without ``clip_model``)."""
         model = self.config.clip_model
@@ -99,7 +121,27 @@ class DedupeEngine:
                 unpacked(k.image_embed) for k in known if k.image_embed and k.embed_model == model
             ]
             closest = min((cosine_distance(embedding, other) for other in alike), default=None)
-        return packed(embedding), closest
+        return embedding, closest
+
+    def identity_anchors(self, images: list[bytes]) -> IdentityAnchors:
+        """The anchors of a version's reference images (encoded)."""
+        return self.scorer().anchors([decoded(image) for image in images])
+
+    def judge_identity(
+        self, image: bytes, anchors: IdentityAnchors, thresholds: IdentityThresholds
+    ) -> Verdict:
+        """Any encoded image against a version's anchors."""
+        return self.scorer().judge(decoded(image), anchors, thresholds)
+
+    def scorer(self) -> IdentityScorer:
+        """The identity scorer: the face models loaded on first use, ``clip_model`` as the
+        fallback for faceless characters."""
+        with self._loading:
+            if self._faces is None:
+                self._faces = FaceEmbedder()
+        model = self.config.clip_model
+        embed = None if model is None else self.encoder(model).embed
+        return IdentityScorer(self._faces, embed, model)
 
     def encoder(self, model: str) -> ImageEncoder:
         """The CLIP model, loaded on first use (once, whichever call asks first)."""
@@ -122,5 +164,15 @@ class Dedupe:
             configure_torch(self.settings.models)  # torch only where a CLIP model runs
             self.engine.encoder(self.engine.config.clip_model)
 
-    def check(self, frames: Frames, known: list[Fingerprint]) -> DedupeVerdict:
-        return self.engine.check(frames, known)
+    def check(
+        self, frames: Frames, known: list[Fingerprint], identity: IdentityJudging | None = None
+    ) -> DedupeVerdict:
+        return self.engine.check(frames, known, identity)
+
+    def identity_anchors(self, images: list[bytes]) -> IdentityAnchors:
+        return self.engine.identity_anchors(images)
+
+    def judge_identity(
+        self, image: bytes, anchors: IdentityAnchors, thresholds: IdentityThresholds
+    ) -> Verdict:
+        return self.engine.judge_identity(image, anchors, thresholds)

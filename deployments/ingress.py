@@ -13,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app.api.idempotency import IdempotencyConfig, Replays
 from serve_app.api.routes import routed_api
 from serve_app.api.services import IngressServices
+from serve_app.characters.desk import CharacterDesk
 from serve_app.delivery import Deliverer, DeliveryConfig, Handles
 from serve_app.delivery.places import load_places
 from serve_app.diffusion.sources import model_manager
@@ -59,6 +60,9 @@ class Ingress:
                 variations,
                 change_feed(settings),
                 worker=worker,
+            ),
+            characters=CharacterDesk(
+                catalog, handles.dedupe, objects, lambda: deliverer.config.identity
             ),
             replays=Replays(catalog),
             objects=objects,

@@ -16,6 +16,7 @@ from pydantic import Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.characters.conditioning import IdentityConditioner
 from serve_app.diffusion.lanes import RenderLanes
 from serve_app.diffusion.pipelines import (
     DiffusionConfig,
@@ -92,12 +93,14 @@ class RendererEngine:
     ) -> None:
         self.pipelines = StylePipelines(manager, DiffusionConfig())
         self.objects = objects
+        self.conditioner = IdentityConditioner(manager, objects)
         self.configure(config or RendererConfig())
 
     def configure(self, config: RendererConfig) -> None:
         """Applies to pipelines loaded from now on (device, dtype) and to every call (the rest)."""
         self.config = self.pipelines.config = config
         self.pipelines.max_loras = config.max_loras
+        self.conditioner.adapter = config.ip_adapter
 
     def prepare(self, job: RenderJob) -> None:
         """Download and load what the job's style needs (the slow part of a style switch)."""
@@ -184,6 +187,9 @@ class RendererEngine:
             )
             if first.reference_key is not None:
                 pipe = self.pipelines.img2img(first.base_model_ref)
+            guided = self.config.guidance_scale > 1
+            identities = [job.identity for job in jobs]
+            inputs = {**inputs, **self.conditioner.inputs(pipe, identities, guided)}
             started = time.perf_counter()
             with timed("soul_render_ms", source="reference" if first.reference_key else "text"):
                 out = pipe(
@@ -251,12 +257,14 @@ class RendererEngine:
 
 def _call_shape(job: RenderJob) -> tuple[Any, ...]:
     """Jobs of one shape run as one pipeline call: a call takes one style, one img2img strength,
-    and negative prompts for all of its images or none (an empty one is not the same as none)."""
+    one identity strength (or none) and negative prompts for all of its images or none (an
+    empty one is not the same as none)."""
     return (
         job.base_model_ref,
         tuple(job.lora_ids),
         job.reference_strength,
         bool(job.negative_prompt),
+        None if job.identity is None else job.identity.strength,  # the IP-Adapter's scale
     )
 
 

@@ -111,6 +111,19 @@ METRICS: dict[str, Metric] = {
         "else 0 (always 0 without a budget).",
         (),
     ),
+    "soul_identity_score": Metric(
+        "histogram",
+        "Cosine of each delivered variant of a soul with a locked identity to its anchor, by "
+        "scorer (face: SFace; image: the CLIP fallback).",
+        ("scorer",),
+        (0.05, 0.1, 0.2, 0.3, 0.363, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0),
+    ),
+    "soul_identity_verdicts": Metric(
+        "counter",
+        "Delivered variants of souls with a locked identity by verdict (verified, off_model, "
+        "unscorable) and flagged (true: no render of it was verified).",
+        ("soul_id", "verdict", "flagged"),
+    ),
     "soul_jobs": Metric(
         "counter",
         "Jobs ended, by kind and terminal status (succeeded, partial, failed, cancelled).",

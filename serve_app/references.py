@@ -184,29 +184,40 @@ def _fetch_gcs(url: str, references: ReferenceSettings, objects: ObjectSettings)
         ) from exc
 
 
-def normalize_image(data: bytes, max_pixels: int) -> ReferenceImage:
+def normalize_image(data: bytes, max_pixels: int, field: str = "url") -> ReferenceImage:
     """Decode (PNG, JPEG, WebP or GIF: the first frame), bounded in pixels before decoding, and
-    re-encode as an RGB PNG of the pixels alone: no EXIF, ICC profile or text travels along."""
+    re-encode as an RGB PNG of the pixels alone: no EXIF, ICC profile or text travels along.
+    ``field``: what the messages call the image."""
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ReferenceRejected(f"url: the image has too many pixels ({exc})") from exc
+        raise ReferenceRejected(f"{field}: the image has too many pixels ({exc})") from exc
     except UnidentifiedImageError as exc:
-        raise ReferenceRejected("url: not a PNG, JPEG, WebP or GIF image") from exc
+        raise ReferenceRejected(f"{field}: not a PNG, JPEG, WebP or GIF image") from exc
     with image:
         if image.width * image.height > max_pixels:
             raise ReferenceRejected(
-                f"url: {image.width}x{image.height} is over the {max_pixels} pixel limit"
+                f"{field}: {image.width}x{image.height} is over the {max_pixels} pixel limit"
             )
         try:
             rgb = _flatten(ImageOps.exif_transpose(image))
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ReferenceRejected(
-                "url: the image cannot be decoded (corrupt or truncated)"
+                f"{field}: the image cannot be decoded (corrupt or truncated)"
             ) from exc
     out = io.BytesIO()
     rgb.save(out, format="PNG")
     return ReferenceImage(out.getvalue(), rgb.width, rgb.height)
+
+
+def checked_upload(data: bytes, references: ReferenceSettings, field: str) -> ReferenceImage:
+    """An uploaded image, checked as a fetched one is: byte cap, format, pixel cap (before
+    decoding), EXIF orientation; normalized to an RGB PNG."""
+    if not data:
+        raise ReferenceRejected(f"{field}: empty; send an image file")
+    if len(data) > references.reference_max_bytes:
+        raise ReferenceTooLarge(f"{field}: over the {references.reference_max_bytes} byte limit")
+    return normalize_image(data, references.reference_max_pixels, field)
 
 
 def _flatten(image: Image.Image) -> Image.Image:

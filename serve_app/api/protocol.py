@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serve_app.characters.verdicts import IdentityStamp
 from serve_app.delivery.places import Key as PlaceKey
 from serve_app.jobs.book import ItemFailure, JobError, Progress, Status
 from serve_app.looks import StoredReference
@@ -74,6 +75,11 @@ class ImageResponse(BaseModel):
         "(a job's result, an Idempotency-Key replay).",
     )
     expires_at: int = Field(description="Epoch seconds after which the URL stops working.")
+    identity: IdentityStamp | None = Field(
+        default=None,
+        description="For a soul with a locked identity: the version it was made with, its "
+        "verdict (verified, off_model, unscorable) and score.",
+    )
 
 
 class SelfieRequest(BaseModel):
@@ -183,6 +189,11 @@ class JobAccepted(BaseModel):
 class PackResult(BaseModel):
     items: list[ImageResponse | None] = Field(description="Item i, or null (failed or not yet).")
     failed: list[ItemFailure]
+    consistency_rate: float | None = Field(
+        default=None,
+        description="Of the delivered items judged against the soul's identity, the verified "
+        "share among the scorable (verified or off_model); null when none was scorable.",
+    )
 
 
 class PrintView(BaseModel):
@@ -286,6 +297,11 @@ class VariantView(BaseModel):
     prints: list[PrintView] = Field(
         default_factory=list,
         description="Its print versions (GET /variants/{id} only; other lists leave it empty).",
+    )
+    identity: IdentityStamp | None = Field(
+        default=None,
+        description="For a soul with a locked identity: the version it was made with, its "
+        "verdict (verified, off_model, unscorable) and score.",
     )
 
 

@@ -12,6 +12,7 @@ from fastapi import Depends, Request, Response
 
 from serve_app.api.deps import IdempotencyKey
 from serve_app.api.idempotency import Replays
+from serve_app.characters.desk import CharacterDesk
 from serve_app.delivery import Deliverer
 from serve_app.jobs.desk import JobDesk
 from serve_app.looks import Looks
@@ -23,13 +24,15 @@ from serve_app.storage.objects import ObjectStore
 @dataclass(frozen=True)
 class IngressServices:
     """An Ingress replica's services: the Deliverer (images, selfies, variants), Looks (styles,
-    references), the job desk, Replays (Idempotency-Key), the object store, the settings, and
-    the Catalog's handle for the catalog's read-only routes."""
+    references), the job desk, the character desk (identity versions), Replays
+    (Idempotency-Key), the object store, the settings, and the Catalog's handle for the
+    catalog's read-only routes."""
 
     catalog: Any
     deliverer: Deliverer
     looks: Looks
     jobs: JobDesk
+    characters: CharacterDesk
     replays: Replays
     objects: ObjectStore
     settings: Settings

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.characters.verdicts import IdentityThresholds
+
 
 class DeliveryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -36,6 +38,10 @@ class DeliveryConfig(BaseModel):
         gt=0,
         description="How long this replica's locks outlive it: it says it lives every third of "
         "this, and a lock whose replica went quiet is taken over (instead of after lock_ttl_s).",
+    )
+    identity: IdentityThresholds = Field(
+        default_factory=IdentityThresholds,
+        description="The consistency gate: when a render shows a soul's locked identity.",
     )
     regenerate_limit: int = Field(
         default=5,

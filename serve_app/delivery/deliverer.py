@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from serve_app.delivery.checks import DedupeCheck
+from serve_app.characters.uses import identity_of
+from serve_app.delivery.checks import Check, DedupeCheck, IdentityCheck, with_identity
 from serve_app.delivery.coalesce import Coalescer
 from serve_app.delivery.config import DeliveryConfig
 from serve_app.delivery.derivations import Derivations
@@ -84,8 +85,12 @@ class Deliverer:
         self.places = places
         self.coalescer = Coalescer()
         self.locks = WorkLocks(self.catalog, config)
-        # The checks every new render goes through, in order (dedupe; identity is next).
-        self.maker = VariantMaker(handles, self.catalog, objects, [DedupeCheck(handles.dedupe)])
+        # The checks every new render goes through, in order (identity reads dedupe's finding).
+        checks: list[Check] = [
+            DedupeCheck(handles.dedupe, lambda: self.config.identity),
+            IdentityCheck(),
+        ]
+        self.maker = VariantMaker(handles, self.catalog, objects, checks)
         self.selfies = Selfies(self.catalog, places)
         self.derivations = Derivations(self.catalog, objects, self.locks, self.maker, config)
         self.config = config
@@ -244,6 +249,8 @@ class Deliverer:
             siblings=tuple(siblings),
             attempts=self.config.dedupe_attempts,
         )
+        if (identity := await identity_of(self.catalog, ask.key.soul_id)) is not None:
+            order = with_identity(order, identity, self.config.identity)
         return await self.maker.make(order)
 
     async def _similar_key(self, soul_id: str, lookup: KeyLookup) -> PromptKey:

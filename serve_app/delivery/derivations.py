@@ -16,6 +16,9 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
+from serve_app.characters.uses import identity_of
+from serve_app.characters.verdicts import Verdict
+from serve_app.delivery.checks import with_identity
 from serve_app.delivery.config import DeliveryConfig
 from serve_app.delivery.locks import WorkLocks
 from serve_app.delivery.lookups import style_of
@@ -111,18 +114,18 @@ class Derivations:
                     "regenerate_limit allows: derive from one of them instead"
                 )
             prompt = _derived_prompt(original, style, key.key_norm, change)
-            yield (
-                original,
-                Order(
-                    key=key,
-                    style=style,
-                    cue=key.key_norm,
-                    prompt=prompt,
-                    waiting={user_id: via},
-                    siblings=tuple(siblings),
-                    parent_variant_id=variant_id,
-                ),
+            order = Order(
+                key=key,
+                style=style,
+                cue=key.key_norm,
+                prompt=prompt,
+                waiting={user_id: via},
+                siblings=tuple(siblings),
+                parent_variant_id=variant_id,
             )
+            if (identity := await identity_of(self.catalog, key.soul_id)) is not None:
+                order = with_identity(order, identity, self.config.identity)
+            yield original, order
 
     async def _cover_of(self, original: Variant) -> Candidate:
         """The original's cover (its render, for "subtle") as the image to set in motion."""
@@ -140,8 +143,11 @@ class Derivations:
             image_embed=original.image_embed,
             embed_model=original.fingerprint.embed_model,
         )
-        judged = Judgement(Answer.PASS, (), found=fingerprint)
-        return Candidate(Frames(pixels=pixels, meta=render), original.seed or 0, (judged,), 0.0)
+        judged: tuple[Judgement, ...] = (Judgement(Answer.PASS, (), found=fingerprint),)
+        if "identity_verdict" in original.meta:  # the same render: the same face
+            verdict = Verdict.model_validate(original.meta["identity_verdict"])
+            judged += (Judgement(Answer.PASS, (), found=verdict),)
+        return Candidate(Frames(pixels=pixels, meta=render), original.seed or 0, judged, 0.0)
 
 
 def _delivered(made: tuple[Variant, list[str]], user_id: str) -> Delivery:

@@ -24,7 +24,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from serve_app.delivery.checks import Check
+from serve_app.characters.uses import counted
+from serve_app.delivery.checks import Check, identity_facts
 from serve_app.delivery.handles import Handles
 from serve_app.delivery.lookups import style_references, users_lacking
 from serve_app.delivery.order import Answer, Candidate, Judgement, Order, Render
@@ -101,7 +102,10 @@ class VariantMaker:
 
     async def _judge(self, render: Render, order: Order) -> tuple[Judgement, ...]:
         try:
-            return tuple([await check.judge(render, order) for check in self.checks])
+            judgements: tuple[Judgement, ...] = ()
+            for check in self.checks:
+                judgements += (await check.judge(render, order, judgements),)
+            return judgements
         except asyncio.CancelledError:  # a render handed on is not cancelled with its taker
             render.image.cancel()
             raise
@@ -121,6 +125,7 @@ class VariantMaker:
                 mode=style.animation,
                 motion_module=style.motion_module,
                 frames=order.frames,
+                identity=None if order.identity is None else order.identity.conditioning,
             ),
         )
         sidecar = {
@@ -141,6 +146,7 @@ class VariantMaker:
         claimed: list[str] = await self.catalog.put_variant.remote(
             variant, claim_for, order.waiting
         )
+        counted(variant)
         return claimed
 
 
@@ -172,6 +178,7 @@ def _variant(order: Order, asset: EncodedAsset) -> Variant:
             "dedupe_clip_distance": fingerprint.clip_distance,
             "image_embed_model": fingerprint.embed_model,
             **({"reserve": True} if order.reserve else {}),
+            **identity_facts(order, candidate),
         },
         cost=VariantCost(
             render_s=candidate.render_s,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from serve_app.characters.verdicts import IdentityUse
 from serve_app.delivery.progress import progress_refs
 from serve_app.ids import new_ulid
 from serve_app.prompts import style_id
@@ -88,6 +89,7 @@ class Order:
     source: Source | None = None
     parent_variant_id: str | None = None  # a variant derived from another, new to everyone
     frames: int | None = None  # the animation's frames, else the Animator's
+    identity: IdentityUse | None = None  # the soul's locked identity: conditioned and gated on
     candidate: Candidate | None = None
     reserve: bool = False  # a refill: rendered in the background lane, marked in its meta
     variant_id: str = field(default_factory=new_ulid)
@@ -116,4 +118,5 @@ class Order:
             reference_strength=strength if reference else None,
             progress_refs=progress_refs(self.waiting),
             background=self.reserve,
+            identity=None if self.identity is None else self.identity.conditioning,
         )

@@ -130,6 +130,9 @@ class ModelManager:
                 return _model_folder(path)
             if path.is_file() and path.suffix == ".onnx":  # a protobuf graph: nothing unpickled
                 return path
+            if (path / "image_encoder" / "config.json").is_file():  # an IP-Adapter folder
+                _model_folder(path / "image_encoder")
+                return _model_folder(path, "safetensors weights beside image_encoder/")
             if path.is_file():
                 require_safetensors(path)
                 return path
@@ -341,14 +344,11 @@ def require_safetensors(path: Path) -> None:
         raise UnsafeModelFormat(f"{path.name}: not a safetensors file") from exc
 
 
-def _model_folder(path: Path) -> Path:
+def _model_folder(path: Path, where: str = "safetensors weights beside config.json") -> Path:
     """A diffusers model folder with safetensors weights; a pickle beside them is never read."""
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
-        raise UnsafeModelFormat(
-            f"{path.name}: no safetensors weights beside config.json (pickle checkpoints are "
-            "never loaded)"
-        )
+        raise UnsafeModelFormat(f"{path.name}: no {where} (pickle checkpoints are never loaded)")
     for weight in weights:
         require_safetensors(weight)
     return path

@@ -24,6 +24,8 @@ TINY_LORAS = {"tiny-lora-pastel": 1, "tiny-lora-ink": 2}  # tag -> seed
 TINY_MOTION = "tiny-motion"
 TINY_VIDEO = "tiny-svd"
 TINY_CLIP = "tiny-clip"
+TINY_IP_ADAPTER = "tiny-ip-adapter"
+IP_ADAPTER_WEIGHTS = "ip-adapter.safetensors"  # beside image_encoder/, as h94/IP-Adapter ships
 TINY_UNET_BLOCKS = (32, 64)  # the tiny UNet's block_out_channels, one layer per block
 
 
@@ -304,9 +306,53 @@ def build_tiny_clip(dest: Path, seed: int = 0) -> Path:
     return dest
 
 
+def build_tiny_ip_adapter(dest: Path, base: Path, seed: int = 0) -> Path:
+    """An IP-Adapter for the tiny model (image projection + one key/value pair per cross-
+    attention, in diffusers' ``load_ip_adapter`` safetensors layout) with its image encoder (a
+    tiny CLIP vision model) in ``image_encoder/``; random weights, built from config. Idempotent.
+
+    Its weights are large enough that conditioning visibly moves a render: what it can show is
+    the wiring (per-reference, per-strength changes), not likeness."""
+    if (dest / IP_ADAPTER_WEIGHTS).is_file():
+        return dest
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    unet: Any = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base / "unet"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        staged = Path(tmp) / dest.name
+        encoder = build_tiny_clip(staged / "image_encoder", seed)
+        embed_dim = json.loads((encoder / "config.json").read_text())["projection_dim"]
+        cross = unet.config.cross_attention_dim
+        generator = torch.Generator().manual_seed(seed)
+        weights = {
+            "image_proj.proj.weight": torch.randn(4 * cross, embed_dim, generator=generator),
+            "image_proj.proj.bias": torch.zeros(4 * cross),
+            "image_proj.norm.weight": torch.ones(cross),
+            "image_proj.norm.bias": torch.zeros(cross),
+        }
+        key_id = 1  # diffusers numbers the cross-attention processors 1, 3, 5, ...
+        for name in unet.attn_processors:
+            if name.endswith("attn1.processor"):
+                continue
+            hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
+            for part in ("to_k_ip", "to_v_ip"):
+                weights[f"ip_adapter.{key_id}.{part}.weight"] = torch.randn(
+                    hidden, cross, generator=generator
+                )
+            key_id += 2
+        save_file(weights, str(staged / IP_ADAPTER_WEIGHTS))
+        if not (dest / IP_ADAPTER_WEIGHTS).is_file():
+            shutil.rmtree(dest, ignore_errors=True)
+            staged.rename(dest)
+    return dest
+
+
 def build_tiny_models(models_dir: Path) -> list[Path]:
     """The tiny model, its tiny LoRAs and motion adapter, the tiny SVD, the tiny CLIP and the
-    tiny upscalers (what `soul models tiny` and the tests build)."""
+    tiny IP-Adapter, the tiny upscalers (what `soul models tiny` and the tests build)."""
     base = build_tiny_sdxl(models_dir / TINY_MODEL)
     loras = [
         build_tiny_lora(models_dir / f"{tag}.safetensors", base, seed)
@@ -316,5 +362,7 @@ def build_tiny_models(models_dir: Path) -> list[Path]:
     from serve_app.upscale.weights import build_tiny_upscalers
 
     video = build_tiny_svd(models_dir / TINY_VIDEO)
+    clip = build_tiny_clip(models_dir / TINY_CLIP)
+    adapter = build_tiny_ip_adapter(models_dir / TINY_IP_ADAPTER, base)
     upscalers = build_tiny_upscalers(models_dir)
-    return [base, *loras, motion, video, build_tiny_clip(models_dir / TINY_CLIP), *upscalers]
+    return [base, *loras, motion, video, clip, adapter, *upscalers]

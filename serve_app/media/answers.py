@@ -44,6 +44,7 @@ def image_answer(
         pk_id=variant.pk_id,
         cache=delivery.cache,
         expires_at=media.expires_at,
+        identity=variant.meta.get("identity"),
     )
 
 
@@ -78,6 +79,7 @@ def variant_answer(objects: ObjectStore, ttl_s: int, variant: Variant) -> Varian
         sampler=variant.meta.get("sampler"),
         style_id=variant.meta.get("style_id"),
         created_at=datetime.fromtimestamp(ts_ms / 1000, UTC),
+        identity=variant.meta.get("identity"),
     )
 
 

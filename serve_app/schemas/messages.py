@@ -12,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from serve_app.characters.verdicts import IdentityConditioning, Verdict
 from serve_app.schemas.fields import (
     Animation,
 )
@@ -39,6 +40,9 @@ class RenderJob(BaseModel):
         default=False,
         description="A refill of the reserve: it gives way to any other render at its next "
         "denoising step.",
+    )
+    identity: IdentityConditioning | None = Field(
+        default=None, description="Condition on this identity version (IP-Adapter)."
     )
 
     @model_validator(mode="after")
@@ -78,6 +82,9 @@ class AnimateJob(BaseModel):
     frames: int | None = Field(
         default=None, ge=6, le=12, description="Frames of the GIF (default: animator.frames)."
     )
+    identity: IdentityConditioning | None = Field(
+        default=None, description="Condition on this identity version (IP-Adapter)."
+    )
 
 
 class EncodeJob(BaseModel):
@@ -102,6 +109,9 @@ class DedupeVerdict(BaseModel):
     embed_model: str | None = None
     clip_distance: float | None = Field(
         default=None, description="Cosine distance to the nearest sibling embedded alike."
+    )
+    identity: Verdict | None = Field(
+        default=None, description="The render against the soul's identity, when asked."
     )
 
     render_s: float = Field(

@@ -100,6 +100,20 @@ function dropped(error) {
   return !(error instanceof ApiError) || error.status === 0 || error.status >= 500;
 }
 
+// Sends image files as multipart/form-data (field "files"): the same errors as call().
+export async function upload(path, files) {
+  const form = new FormData();
+  for (const file of files) form.append("files", file, file.name);
+  let response;
+  try {
+    response = await fetch(path, { method: "POST", headers: headers(), body: form });
+  } catch (error) {
+    throw new ApiError(0, `The service cannot be reached (${error.message}).`);
+  }
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
 // The job's state from GET /jobs/{id}, asked again while the service cannot be reached.
 async function jobState(path) {
   for (let attempt = 0; ; attempt += 1) {

@@ -1,6 +1,7 @@
 // The studio page put together: who is asking, the panels, the tabs, then the service's choices.
 import { useKey } from "./api.js";
 import { catalogPanel } from "./panels/catalog.js";
+import { charactersPanel } from "./panels/characters.js";
 import { generatePanel } from "./panels/generate.js";
 import { packPanel } from "./panels/pack.js";
 import { queuePanel } from "./panels/queue.js";
@@ -25,6 +26,7 @@ selfiePanel();
 packPanel();
 stylesPanel({ reloadChoices: loadChoices });
 catalogPanel();
+charactersPanel();
 const shown = { queue: queuePanel() };
 setUpTabs($('[role="tablist"]'), (name) => shown[name]?.show());
 loadChoices();

@@ -16,6 +16,7 @@ import pytest
 from deployments.dedupe import DedupeConfig, DedupeEngine
 from deployments.renderer import RendererEngine
 from serve_app.catalog.ledger import CostConfig, utc_day
+from serve_app.characters.verdicts import IdentityJudging
 from serve_app.delivery import Delivery, UnknownCity
 from serve_app.delivery.coalesce import WorkInterrupted
 from serve_app.delivery.order import Answer, Judgement, Order, Render
@@ -177,8 +178,10 @@ class Recording(DedupeEngine):
         super().__init__(config, manager)
         self.verdicts: list[DedupeVerdict] = []
 
-    def check(self, frames: Frames, known: list[Fingerprint]) -> DedupeVerdict:
-        verdict = super().check(frames, known)
+    def check(
+        self, frames: Frames, known: list[Fingerprint], identity: IdentityJudging | None = None
+    ) -> DedupeVerdict:
+        verdict = super().check(frames, known, identity)
         self.verdicts.append(verdict)
         return verdict
 
@@ -203,7 +206,9 @@ class Scripted:
     def __init__(self, *answers: Answer) -> None:
         self.answers, self.seeds = list(answers), list[int]()
 
-    async def judge(self, render: Render, order: Order) -> Judgement:
+    async def judge(
+        self, render: Render, order: Order, earlier: tuple[Judgement, ...]
+    ) -> Judgement:
         self.seeds.append(render.seed)
         return Judgement(self.answers.pop(0), (float(len(self.seeds)),))
 

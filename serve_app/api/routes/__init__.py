@@ -7,6 +7,7 @@ from serve_app.api.app import create_api
 from serve_app.api.routes import (
     admin,
     health,
+    identities,
     images,
     jobs,
     keys,
@@ -36,6 +37,7 @@ FAMILIES = (
     prints,
     users,
     stats,
+    identities,
 )
 ROUTERS: tuple[APIRouter, ...] = tuple(family.router for family in FAMILIES)
 

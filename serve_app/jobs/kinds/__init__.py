@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 from pydantic import Field
 
 from serve_app.jobs.kinds.base import JobKind
+from serve_app.jobs.kinds.character_sheet import CharacterSheetKind
 from serve_app.jobs.kinds.image import ImageKind
 from serve_app.jobs.kinds.pack import PackKind
 from serve_app.jobs.kinds.prints import PrintKind
@@ -28,6 +29,7 @@ KINDS: dict[str, JobKind[Any]] = {
         RebuildKeysKind(),
         ReserveKind(),
         PrintKind(),
+        CharacterSheetKind(),
     )
 }
 

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import ConfigDict, Field, JsonValue, model_validator
 
-from serve_app.api.protocol import PackResult
+from serve_app.api.protocol import ImageResponse, PackResult
 from serve_app.delivery import Delivery
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import JobTools
@@ -118,4 +118,13 @@ class PackKind(DeliveringKind[PackJob]):
             None if item is None else signed_image(objects, ttl_s, item, media_format)
             for item in doc.outcome.items
         ]
-        return PackResult(items=signed, failed=doc.outcome.failed)
+        return PackResult(
+            items=signed, failed=doc.outcome.failed, consistency_rate=consistency_rate(signed)
+        )
+
+
+def consistency_rate(items: list[ImageResponse | None]) -> float | None:
+    """Verified among the scorable items (those judged verified or off_model)."""
+    verdicts = [i.identity.verdict for i in items if i is not None and i.identity is not None]
+    scorable = [v for v in verdicts if v != "unscorable"]
+    return scorable.count("verified") / len(scorable) if scorable else None

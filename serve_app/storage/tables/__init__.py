@@ -3,6 +3,7 @@ mixes them into the store a backend runs. A new family: a module here and a base
 
 from serve_app.storage.tables.claims import ClaimRows
 from serve_app.storage.tables.demand import DemandRows
+from serve_app.storage.tables.identities import IdentityRows
 from serve_app.storage.tables.jobs import JobRows
 from serve_app.storage.tables.keys import KeyRows
 from serve_app.storage.tables.locks import LockRows
@@ -13,7 +14,16 @@ from serve_app.storage.tables.variants import VariantRows
 
 
 class CatalogStore(
-    SoulRows, KeyRows, VariantRows, ClaimRows, ShotRows, LockRows, ReplayRows, JobRows, DemandRows
+    SoulRows,
+    KeyRows,
+    VariantRows,
+    ClaimRows,
+    ShotRows,
+    LockRows,
+    ReplayRows,
+    JobRows,
+    DemandRows,
+    IdentityRows,
 ):
     """Every table family's statements; a backend (SQLite, PostgreSQL) says how to run them."""
 

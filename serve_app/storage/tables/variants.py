@@ -71,7 +71,7 @@ _UPSERT_VARIANT = lww_upsert_sql(
 LIVE_VARIANT = "storage_key <> ''"
 
 
-def _variant_from(row: Row) -> Variant:
+def variant_from(row: Row) -> Variant:
     return Variant(
         variant_id=row["variant_id"],
         pk_id=row["pk_id"],
@@ -113,7 +113,7 @@ class VariantRows(Store):
             f"SELECT * FROM variant WHERE pk_id = ? AND {LIVE_VARIANT} ORDER BY variant_id",
             (pk_id,),
         )
-        return [_variant_from(r) for r in rows]
+        return [variant_from(r) for r in rows]
 
     async def count_variants(self, pk_id: str) -> int:
         rows = await self._rows(
@@ -144,12 +144,12 @@ class VariantRows(Store):
         row = await self._row(
             "SELECT * FROM variant WHERE pk_id = ? AND variant_id = ?", (pk_id, variant_id)
         )
-        return _variant_from(row) if row else None
+        return variant_from(row) if row else None
 
     async def find_variant(self, variant_id: str) -> Variant | None:
         """A variant by its id alone (the ``variant_by_id`` index), a tombstone included."""
         row = await self._row("SELECT * FROM variant WHERE variant_id = ?", (variant_id,))
-        return _variant_from(row) if row else None
+        return variant_from(row) if row else None
 
     async def delete_variant(self, variant: Variant, ts: int) -> bool:
         """Its tombstone, written like any LWW row, so an older write (a retried create)

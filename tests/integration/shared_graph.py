@@ -31,7 +31,7 @@ ADMIN_KEY = "an-admin-key"
 WEBHOOK_SECRET = "webhook-test-secret"
 JOB_QUEUED_QUOTA = 4
 # Modules with souls of their own; the shipped nova and valentina stay for the studio.
-SOUL_MODULES = ("graph", "disconnect", "jobs", "metrics", "overload", "client")
+SOUL_MODULES = ("graph", "disconnect", "jobs", "results", "metrics", "overload", "client")
 # Every module's jobs run on one JobWorker slot: slots are added live but never taken away.
 SESSION_ARGS: dict[str, Any] = {
     **TEST_ARGS,

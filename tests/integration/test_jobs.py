@@ -5,6 +5,7 @@ What jobs deliver, at the session's small render size, is in test_results.py."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -131,7 +132,8 @@ def test_a_high_priority_job_overtakes_earlier_normal_ones(graph: Graph) -> None
     normal = [submit(graph.client, NOVA, cue="a slow river", user_id=f"prio-{i}") for i in (1, 2)]
     high = submit(graph.client, NOVA, cue="a slow river", user_id="prio-3", priority="high")
     docs = {j["job_id"]: wait(graph, j["job_id"]) for j in [busy, *normal, high]}
-    started = {job_id: d["started_at"] for job_id, d in docs.items()}
+    # As times: an ISO string drops its fraction at a whole second ("...:47Z" > "...:47.017Z").
+    started = {job_id: datetime.fromisoformat(d["started_at"]) for job_id, d in docs.items()}
     assert all(d["status"] == "succeeded" for d in docs.values())
     assert [docs[j["job_id"]]["result"]["cache"] for j in [*normal, high]] == ["hit"] * 3
     assert started[high["job_id"]] < min(started[n["job_id"]] for n in normal)

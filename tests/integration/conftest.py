@@ -22,6 +22,7 @@ from serve_app.diffusion.tiny import build_tiny_models
 from tests.support import FakeCivitai
 
 IDLE_TIMEOUT_S = 300
+SLOW_RENDERER = {"steps": 24, "width": 96, "height": 96}  # seconds a render on 2 busy cores
 
 
 @dataclass
@@ -85,6 +86,15 @@ def graph(request: pytest.FixtureRequest, session_graph: SessionGraph) -> Iterat
         yield graph
         wait_for_jobs(graph)  # the next module starts on an idle worker
         graph.client.close()
+
+
+@pytest.fixture
+def slow_renders(request: pytest.FixtureRequest, session_graph: SessionGraph) -> Iterator[None]:
+    """For one test of a module on the session's quick renders: renders slow enough to watch
+    or queue behind (``SLOW_RENDERER``), applied live and restored after it."""
+    assert not getattr(request.module, "GRAPH_ARGS", None), "the module sets its own renderer"
+    with session_graph.get().graph.configured({"renderer": SLOW_RENDERER}):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ SOUL_MODULES = (
     "graph",
     "disconnect",
     "jobs",
+    "results",
     "metrics",
     "overload",
     "client",

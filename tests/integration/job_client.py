@@ -1,0 +1,55 @@
+"""Jobs over HTTP: submit one, read it, poll it until it finishes, follow its event stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from soul_client import Graph
+
+FINISHED = {"succeeded", "partial", "failed", "cancelled"}
+
+
+def submit(client: httpx.Client, soul_id: str, **body: Any) -> dict[str, Any]:
+    response = client.post("/jobs", json={"soul_id": soul_id, "kind": "image", **body})
+    assert response.status_code == 202, response.text
+    accepted: dict[str, Any] = response.json()
+    return accepted
+
+
+def job(graph: Graph, job_id: str, client: httpx.Client | None = None) -> dict[str, Any]:
+    response = (client or graph.client).get(f"/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    doc: dict[str, Any] = response.json()
+    return doc
+
+
+def wait(
+    graph: Graph,
+    job_id: str,
+    until: Any = None,
+    timeout_s: float = 240,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """Poll the job until ``until(doc)`` (by default: it finished)."""
+    until = until or (lambda d: d["status"] in FINISHED)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        doc = job(graph, job_id, client)
+        if until(doc) or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.1)
+
+
+def events(graph: Graph, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    with graph.client.stream("GET", f"/jobs/{job_id}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                yield name, json.loads(line.removeprefix("data: "))

@@ -1,8 +1,8 @@
 """`soul bench jobs`: what the job queue costs, side by side in one run.
 
 1. Over HTTP on a local graph: a job for a cache hit, submit to succeeded (and submit to
-   started: the queue's own overhead), next to the same hit asked synchronously (GET /image,
-   one direct Deliverer call).
+   started: the queue's own overhead; started to finished: the worker's part), next to the
+   same hit asked synchronously (GET /image, one direct Deliverer call).
 2. The job book in-process, with no-op work: jobs/s it sustains (submit, lease, finish), on
    SQLite and on PostgreSQL.
 3. Under a flood of normal jobs, the p95 wait of the high-priority jobs mixed in vs the normal
@@ -48,6 +48,7 @@ async def http_side(base: str, n: int) -> list[dict[str, Any]]:
             sync.append(time.perf_counter() - t0)
         done: list[float] = []
         started: list[float] = []
+        ran: list[float] = []
         for i in range(n):
             t0 = time.perf_counter()
             body = {"kind": "image", "soul_id": SOUL, "cue": CUE, "user_id": f"job-{run}-{i}"}
@@ -56,11 +57,13 @@ async def http_side(base: str, n: int) -> list[dict[str, Any]]:
             doc = await _finished(client, accepted.json()["job_id"])
             done.append(time.perf_counter() - t0)
             started.append(_seconds_between(doc["created_at"], doc["started_at"]))
+            ran.append(_seconds_between(doc["started_at"], doc["finished_at"]))
     wall = sum(sync) or 1.0
     return [
         summarize("sync GET /image (hit)", sync, wall),
         summarize("job submit -> succeeded (hit)", done, sum(done) or 1.0),
         summarize("job submit -> started (queue overhead)", started, sum(done) or 1.0),
+        summarize("job started -> finished (the worker)", ran, sum(done) or 1.0),
     ]
 
 

@@ -144,10 +144,6 @@ class Upscaler:
         else:
             self.engine.configure(cfg)
 
-    async def factors(self) -> dict[str, int]:
-        assert self.engine is not None
-        return self.engine.factors()
-
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
     async def upscale(self, requests: list[tuple[np.ndarray, float]]) -> list[Upscaled]:
         assert self.engine is not None

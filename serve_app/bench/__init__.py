@@ -88,6 +88,11 @@ SCENARIOS = (
         "how often pHash and CLIP fire on distinct renders and on copies, ms per check",
         "serve_app.bench.dedupe:dedupe_main",
     ),
+    Scenario(
+        "identity",
+        "render cost with vs without identity conditioning, scorer ms, accuracy, gate renders",
+        "serve_app.bench.identity:identity_main",
+    ),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 

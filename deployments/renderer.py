@@ -39,6 +39,11 @@ class RendererConfig(DiffusionConfig):
     height: int = Field(
         default=128, ge=64, le=2048, multiple_of=8, description="Render height (px)."
     )
+    ip_adapter: str | None = Field(
+        default=None,
+        description="IP-Adapter (a model ref: a folder with its safetensors weights and its "
+        "image_encoder/) that conditions renders of a soul with a locked identity; None: off.",
+    )
     max_styles: int = Field(
         default=4,
         ge=1,

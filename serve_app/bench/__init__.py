@@ -97,6 +97,11 @@ SCENARIOS = (
         "the Upscaler's tiny networks: MPx/s vs Lanczos, tiled vs untiled memory, print stages",
         "serve_app.bench.upscale:upscale_main",
     ),
+    Scenario(
+        "identity",
+        "render cost with vs without identity conditioning, scorer ms, accuracy, gate renders",
+        "serve_app.bench.identity:identity_main",
+    ),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 

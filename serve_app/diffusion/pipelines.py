@@ -45,11 +45,6 @@ class DiffusionConfig(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         default="float32", description="Weights dtype of pipelines loaded from now on."
     )
-    ip_adapter: str | None = Field(
-        default=None,
-        description="IP-Adapter (a model ref: a folder with its safetensors weights and its "
-        "image_encoder/) that conditions renders of a soul with a locked identity; None: off.",
-    )
     attention: Literal["sdpa", "xformers"] = Field(
         default="sdpa",
         description="Attention kernels of pipelines loaded from now on: PyTorch SDPA, or "

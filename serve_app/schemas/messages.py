@@ -82,9 +82,6 @@ class AnimateJob(BaseModel):
     frames: int | None = Field(
         default=None, ge=6, le=12, description="Frames of the GIF (default: animator.frames)."
     )
-    identity: IdentityConditioning | None = Field(
-        default=None, description="Condition on this identity version (IP-Adapter)."
-    )
 
 
 class EncodeJob(BaseModel):

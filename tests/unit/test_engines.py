@@ -19,6 +19,7 @@ from serve_app.diffusion.pipelines import load_sdxl
 from serve_app.diffusion.sources import ModelManager, ModelNotFound, UnsafeModelFormat
 from serve_app.diffusion.tiny import (
     TINY_CLIP,
+    TINY_IP_ADAPTER,
     TINY_LORAS,
     TINY_MODEL,
     TINY_MOTION,
@@ -78,12 +79,14 @@ def test_build_is_idempotent(models_dir: Path, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr("serve_app.diffusion.tiny.tempfile.TemporaryDirectory", no_rebuild)
     loras = [models_dir / f"{tag}.safetensors" for tag in TINY_LORAS]
-    motion, video, clip = (models_dir / tag for tag in (TINY_MOTION, TINY_VIDEO, TINY_CLIP))
-    assert build_tiny_models(models_dir) == [dest, *loras, motion, video, clip]
+    tags = (TINY_MOTION, TINY_VIDEO, TINY_CLIP, TINY_IP_ADAPTER)
+    motion, video, clip, adapter = (models_dir / tag for tag in tags)
+    assert build_tiny_models(models_dir) == [dest, *loras, motion, video, clip, adapter]
     assert digest(dest) == before
-    # Nothing but the model, its LoRAs, motion adapter, SVD and CLIP: no staging folder left.
+    # Nothing but the model, its LoRAs, motion adapter, SVD, CLIP and IP-Adapter: no staging
+    # folder left.
     assert sorted(p.name for p in models_dir.iterdir()) == sorted(
-        [TINY_MODEL, *(p.name for p in loras), TINY_MOTION, TINY_VIDEO, TINY_CLIP]
+        [TINY_MODEL, *(p.name for p in loras), *tags]
     )
     assert sorted(p.name for p in motion.iterdir()) == [
         "config.json",

@@ -3,6 +3,7 @@ import { useKey } from "./api.js";
 import { catalogPanel } from "./panels/catalog.js";
 import { generatePanel } from "./panels/generate.js";
 import { packPanel } from "./panels/pack.js";
+import { printPanel } from "./panels/print.js";
 import { queuePanel } from "./panels/queue.js";
 import { selfiePanel } from "./panels/selfie.js";
 import { stylesPanel } from "./panels/styles.js";
@@ -21,6 +22,7 @@ userField.addEventListener("change", () => localStorage.setItem("soul.user", use
 useKey(() => keyField.value);
 
 generatePanel();
+printPanel();
 selfiePanel();
 packPanel();
 stylesPanel({ reloadChoices: loadChoices });

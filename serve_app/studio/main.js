@@ -4,6 +4,7 @@ import { catalogPanel } from "./panels/catalog.js";
 import { charactersPanel } from "./panels/characters.js";
 import { generatePanel } from "./panels/generate.js";
 import { packPanel } from "./panels/pack.js";
+import { printPanel } from "./panels/print.js";
 import { queuePanel } from "./panels/queue.js";
 import { selfiePanel } from "./panels/selfie.js";
 import { stylesPanel } from "./panels/styles.js";
@@ -22,6 +23,7 @@ userField.addEventListener("change", () => localStorage.setItem("soul.user", use
 useKey(() => keyField.value);
 
 generatePanel();
+printPanel();
 selfiePanel();
 packPanel();
 stylesPanel({ reloadChoices: loadChoices });

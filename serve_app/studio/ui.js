@@ -12,6 +12,10 @@ export const STAGES = {
   render: "rendering",
   animate: "animating",
   record: "saving",
+  load: "loading the still",
+  upscale: "upscaling",
+  finish: "framing, finishing and checking the file",
+  store: "storing the print",
   retrying: "retrying after a hiccup",
   reconnecting: "the stream dropped: picking the job up again",
 };
@@ -49,6 +53,13 @@ export function showMedia(image, video, answer) {
   video.hidden = !isVideo;
   if (isVideo) video.src = answer.url;
   else image.src = answer.url;
+}
+
+// The service's field errors (ApiError.fields) in the form's .field-error slots, by data-field.
+export function showFieldErrors(form, fields) {
+  for (const slot of form.querySelectorAll(".field-error")) {
+    slot.textContent = fields[slot.dataset.field] || "";
+  }
 }
 
 export function failureText(job) {
@@ -107,7 +118,8 @@ export function setUpTabs(tablist, onShow) {
 
 // ---- the choices the service offers ------------------------------------------------------------
 // Each answer goes to the panels as a document event ("studio:souls", "studio:info",
-// "studio:places"), so that every panel keeps its own copy.
+// "studio:places"), so that every panel keeps its own copy; "studio:variant" is the variant the
+// generate panel shows.
 export function onChoice(name, listener) {
   document.addEventListener(`studio:${name}`, (event) => listener(event.detail));
 }

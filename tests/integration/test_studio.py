@@ -5,6 +5,7 @@ SOUL_TEST_STRICT=1."""
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from soul_client import API_KEY, Graph
 
 from tests.support import skip_or_fail
@@ -137,6 +139,32 @@ def test_generate_shows_the_gif_and_another_one_is_a_new_variant(page: Any) -> N
     )
     loaded(page, "#gen-image")
     assert page.inner_text("#gen-variant") != first
+
+
+def test_a_printed_variant_links_its_2048_square_png(page: Any, graph: Graph) -> None:
+    tab(page, "generate")
+    page.select_option("#soul", "nova")
+    page.fill("#cue", "a kite over the dunes")
+    page.click("#generate")
+    page.locator("#print-form").wait_for(state="visible")
+    page.select_option("#print-background", "remove")
+    page.select_option("#print-format", "jpeg")
+    page.click("#print-go")  # a cutout needs png: the service's 422 names the field
+    error = page.locator("#print-form .field-error[data-field=format]")
+    error.wait_for(state="visible")
+    assert "png" in error.inner_text() and page.locator("#print-error").is_visible()
+    page.select_option("#print-background", "keep")
+    page.select_option("#print-size", "portrait")
+    page.select_option("#print-format", "png")
+    page.click("#print-go")
+    page.locator("#print-link").wait_for(state="visible")
+    assert page.inner_text("#print-link") == "2048x2048 PNG"
+    assert page.locator("#print-error").is_hidden() and error.is_hidden()
+    shot(page, "print")
+    response = graph.client.get(page.get_attribute("#print-link", "href"))
+    assert response.status_code == 200
+    with Image.open(io.BytesIO(response.content)) as image:
+        assert (image.size, image.format) == ((2048, 2048), "PNG")
 
 
 def test_a_selfie_names_its_landmark(page: Any) -> None:

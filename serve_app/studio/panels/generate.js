@@ -34,6 +34,7 @@ export function generatePanel() {
       $("#gen-variant").textContent = answer.variant_id;
       $("#gen-cache").textContent = answer.cache === "hit" ? "cache hit" : "new render (miss)";
       $("#gen-result").hidden = false;
+      document.dispatchEvent(new CustomEvent("studio:variant", { detail: answer })); // panels/print.js
       lastSpec = spec;
     } catch (error) {
       say($("#gen-error"), error.message);

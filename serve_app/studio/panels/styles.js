@@ -1,16 +1,10 @@
 // Styles: a soul's style in a form; saving posts it, and the service's field errors show next to
 // the fields they name.
 import { call } from "../api.js";
-import { $, busy, fillSouls, onChoice, say } from "../ui.js";
+import { $, busy, fillSouls, onChoice, say, showFieldErrors } from "../ui.js";
 
 const LISTS = ["lora_ids", "style_tags", "negatives"];
 const OBJECTS = ["palette", "extra"];
-
-function showFieldErrors(fields) {
-  for (const slot of document.querySelectorAll("#style-form .field-error")) {
-    slot.textContent = fields[slot.dataset.field] || "";
-  }
-}
 
 function readStyle() {
   const style = {
@@ -34,6 +28,7 @@ function readStyle() {
 
 // reloadChoices: asks the service for its choices again, so every panel sees the saved style.
 export function stylesPanel({ reloadChoices }) {
+  const form = $("#style-form");
   let souls = [];
 
   function fill() {
@@ -43,21 +38,21 @@ export function stylesPanel({ reloadChoices }) {
     $("#style-motion_module").value = soul.motion_module || "";
     for (const name of LISTS) $(`#style-${name}`).value = soul[name].join(", ");
     for (const name of OBJECTS) $(`#style-${name}`).value = JSON.stringify(soul[name]);
-    showFieldErrors({});
+    showFieldErrors(form, {});
   }
 
   async function save() {
     say($("#style-message"), "");
     say($("#style-error"), "");
     const { style, problems } = readStyle();
-    showFieldErrors(problems);
+    showFieldErrors(form, problems);
     if (Object.keys(problems).length) return;
     try {
       const saved = await call("POST", "/style", style);
       say($("#style-message"), `Saved the style of ${saved.soul_id}.`);
       await reloadChoices();
     } catch (error) {
-      showFieldErrors(error.fields || {});
+      showFieldErrors(form, error.fields || {});
       say($("#style-error"), error.message);
     }
   }
@@ -68,7 +63,7 @@ export function stylesPanel({ reloadChoices }) {
     fill();
   });
   $("#style-soul").addEventListener("change", fill);
-  $("#style-form").addEventListener("submit", (event) => {
+  form.addEventListener("submit", (event) => {
     event.preventDefault();
     busy($("#style-save"), save);
   });

@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: setup serve serve-postgres test test-fast chromium lint fuzz clean
 
-setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-clip/preprocessor_config.json
+setup: $(VENV)/.installed $(SOUL_DATA_DIR)/models/tiny-compact-x4.safetensors
 
 # torch first and pinned: that takes the local CPU wheel instead of gigabytes of CUDA packages.
 $(VENV)/.installed: pyproject.toml
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # the last of the tiny models `soul models tiny` builds (it keeps those that exist)
-$(SOUL_DATA_DIR)/models/tiny-clip/preprocessor_config.json: $(VENV)/.installed
+$(SOUL_DATA_DIR)/models/tiny-compact-x4.safetensors: $(VENV)/.installed
 	$(BIN)/soul models tiny
 
 serve: setup

@@ -27,6 +27,7 @@ from serve_app.diffusion.tiny import (
     build_tiny_models,
 )
 from serve_app.schemas import AnimateJob, Frames, RenderJob, StyleProfile
+from serve_app.upscale.weights import TINY_UPSCALERS
 
 PICKLE_SUFFIXES = {".bin", ".ckpt", ".pt", ".pth", ".pkl", ".pickle"}
 
@@ -81,12 +82,13 @@ def test_build_is_idempotent(models_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     loras = [models_dir / f"{tag}.safetensors" for tag in TINY_LORAS]
     tags = (TINY_MOTION, TINY_VIDEO, TINY_CLIP, TINY_IP_ADAPTER)
     motion, video, clip, adapter = (models_dir / tag for tag in tags)
-    assert build_tiny_models(models_dir) == [dest, *loras, motion, video, clip, adapter]
+    upscalers = [models_dir / f"{tag}.safetensors" for tag in TINY_UPSCALERS]
+    assert build_tiny_models(models_dir) == [dest, *loras, motion, video, clip, adapter, *upscalers]
     assert digest(dest) == before
-    # Nothing but the model, its LoRAs, motion adapter, SVD, CLIP and IP-Adapter: no staging
-    # folder left.
+    # Nothing but the model, its LoRAs, motion adapter, SVD, CLIP, IP-Adapter and upscalers: no
+    # staging folder left.
     assert sorted(p.name for p in models_dir.iterdir()) == sorted(
-        [TINY_MODEL, *(p.name for p in loras), *tags]
+        [TINY_MODEL, *(p.name for p in loras), *tags, *(p.name for p in upscalers)]
     )
     assert sorted(p.name for p in motion.iterdir()) == [
         "config.json",

@@ -31,7 +31,7 @@ from serve_app.diffusion.sources import model_manager
 from serve_app.jobs.desk import JobDesk
 from serve_app.looks import Looks
 from serve_app.settings import Settings
-from serve_app.storage import open_object_store
+from serve_app.storage import change_feed, open_object_store
 from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run, static_http
 from tests.unit.handles import LocalHandle
@@ -76,7 +76,8 @@ def world(tmp_path: Path) -> Iterator[tuple[TestClient, CatalogEngine, Path]]:
     run(engine.start(load_souls("config/souls.yaml")))
     objects = open_object_store(settings)
     catalog = LocalHandle(engine)
-    handles = Handles(None, catalog, None, None, None, None)
+    handles = Handles(None, catalog, None, None, None, None, None)
+    feed = change_feed(settings)
     deliverer = Deliverer(handles, objects, load_places("config/landmarks.yaml"))
     api = routed_api()
     api.state.api_keys, api.state.admin_keys = [b"key-a", b"key-b"], []
@@ -84,7 +85,7 @@ def world(tmp_path: Path) -> Iterator[tuple[TestClient, CatalogEngine, Path]]:
         catalog=catalog,
         deliverer=deliverer,
         looks=Looks(catalog, objects, model_manager(settings), settings),
-        jobs=JobDesk(deliverer, catalog, objects, settings, {}),
+        jobs=JobDesk(deliverer, catalog, objects, settings, {}, feed),
         characters=CharacterDesk(catalog, LocalHandle(DedupeEngine()), objects, IdentityThresholds),
         replays=Replays(catalog),
         objects=objects,
@@ -92,6 +93,7 @@ def world(tmp_path: Path) -> Iterator[tuple[TestClient, CatalogEngine, Path]]:
     )
     with TestClient(api, raise_server_exceptions=False) as client:
         yield client, engine, tmp_path / "objects"
+    run(feed.close())
     run(engine.close())
 
 

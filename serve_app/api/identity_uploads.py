@@ -25,6 +25,7 @@ IMAGE_BODY = {
                     "type": "object",
                     "properties": {"files": _FILES},
                     "required": ["files"],
+                    "additionalProperties": False,
                 }
             },
             "application/json": {"schema": UrlImage.model_json_schema()},

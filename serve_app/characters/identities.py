@@ -76,7 +76,7 @@ class IdentityDraft(BaseModel):
         default=0.6, ge=0.0, le=1.0, description="Identity strength: the IP-Adapter scale."
     )
     parent: int | None = Field(
-        default=None, ge=1, description="The version this one changes, if any."
+        default=None, ge=1, description="The earlier version this one changes, if any."
     )
     change_note: Annotated[Text, Field(max_length=400)] = ""
 

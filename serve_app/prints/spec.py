@@ -21,7 +21,6 @@ from serve_app.prints.chain import AnyStep, ChainName
 from serve_app.settings import config_file
 
 SIZES = {"portrait": (2048, 2048), "scene": (3000, 2000)}
-SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 KEY = re.compile(
     r"\.print\.(?P<w>\d+)x(?P<h>\d+)(?P<contain>\.contain)?(?P<cutout>\.cutout)?"
     r"(?:\.(?P<chain>[a-z0-9]{1,32}))?\.(?P<ext>png|jpeg)$"
@@ -35,7 +34,7 @@ class PrintOptions(BaseModel):
 
     size: str = Field(
         default="portrait",
-        max_length=11,
+        pattern=r"^(portrait|scene|[1-9][0-9]{0,4}x[1-9][0-9]{0,4})$",
         description="portrait (2048x2048), scene (3000x2000) or WxH within the service's bounds.",
     )
     fit: Literal["cover", "contain"] = Field(
@@ -46,15 +45,8 @@ class PrintOptions(BaseModel):
     )
     format: Literal["png", "jpeg"] = Field(default="png", description="jpeg is written at q95.")
     chain: ChainName | None = Field(
-        default=None, description="A post-processing chain by name; none: the soul's own."
+        default=None, description="A chain the configuration names; none: the soul's own."
     )
-
-    @field_validator("size")
-    @classmethod
-    def known_size(cls, size: str) -> str:
-        if size not in SIZES and not SIZE.match(size):
-            raise ValueError(f"{size!r} is not portrait, scene or WxH")
-        return size
 
     @field_validator("format")
     @classmethod

@@ -439,7 +439,7 @@ def test_info_says_what_runs_without_a_secret(graph: Graph) -> None:
     boxes = {d["name"]: d for d in body["deployments"]}
     assert set(boxes) == {
         "Ingress", "Embedder", "Catalog", "Renderer", "Animator", "Dedupe", "Transcoder",
-        "JobWorker",
+        "JobWorker", "Upscaler",
     }  # fmt: skip
     assert all(d["replicas"] >= 1 and d["status"] == "HEALTHY" for d in boxes.values()), boxes
     assert {"tiny-sdxl", "tiny-motion"} <= set(body["models"])

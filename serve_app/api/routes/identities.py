@@ -128,7 +128,9 @@ async def identity_report(
     )
 
 
-@router.get(PREFIX + "/{version}", response_model=IdentityView, responses=responses(401, 404, 503))
+@router.get(
+    PREFIX + "/{version:int}", response_model=IdentityView, responses=responses(401, 404, 503)
+)
 async def get_identity(
     soul_id: SoulId, version: Version, client_id: ClientScope, services: Services
 ) -> IdentityView:
@@ -137,7 +139,7 @@ async def get_identity(
 
 
 @router.patch(
-    PREFIX + "/{version}",
+    PREFIX + "/{version:int}",
     response_model=IdentityView,
     responses=responses(401, 403, 404, 409, 413, 503),
 )
@@ -155,7 +157,7 @@ async def edit_identity(
 
 
 @router.post(
-    PREFIX + "/{version}/references",
+    PREFIX + "/{version:int}/references",
     response_model=IdentityView,
     responses=responses(401, 403, 404, 409, 413, 502, 503),
     openapi_extra=IMAGE_BODY,
@@ -172,7 +174,7 @@ async def add_references(
 
 
 @router.post(
-    PREFIX + "/{version}/lock",
+    PREFIX + "/{version:int}/lock",
     response_model=IdentityView,
     responses=responses(401, 403, 404, 409, 503),
 )
@@ -186,7 +188,7 @@ async def lock_identity(
 
 
 @router.post(
-    PREFIX + "/{version}/sheet",
+    PREFIX + "/{version:int}/sheet",
     status_code=202,
     response_model=JobAccepted,
     responses=responses(401, 403, 404, 409, 429, 503),

@@ -86,9 +86,14 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
     }
     # Claim races need concurrent claims that interleave: test_postgres.py provokes them. Job
     # retries and dead letters need failing jobs: test_job_worker.py runs those paths.
-    # The sweeper runs every sweep_every_s (minutes): test_catalog.py runs it.
+    # The sweeper runs every sweep_every_s (minutes): test_catalog.py runs it. Identity verdicts
+    # need a soul with a locked identity: test_characters.py delivers such variants on this graph
+    # and test_identity_answers.py counts them. The reserve is off in the local config:
+    # test_reserve.py runs refills, preemption and reserve hits over the real engines.
     unobserved = {"soul_claim_races", "soul_job_retries", "soul_job_dead_letters",
-                  "soul_swept_rows"}  # fmt: skip
+                  "soul_swept_rows", "soul_identity_verdicts", "soul_identity_score",
+                  "soul_reserve_depth", "soul_reserve_refills", "soul_reserve_preempted",
+                  "soul_reserve_hits", "soul_reserve_budget_stops"}  # fmt: skip
     assert set(expected) == set(METRICS) - unobserved
 
     def there(samples: list[Sample], name: str, tags: dict[str, str]) -> bool:

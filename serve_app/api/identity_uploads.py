@@ -15,23 +15,33 @@ from serve_app.api.services import IngressServices
 from serve_app.errors import InvalidRequest
 from serve_app.references import ReferenceImage, checked_upload, fetch_reference
 
-_FILES = {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1}
-IMAGE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"files": _FILES},
-                    "required": ["files"],
-                    "additionalProperties": False,
-                }
-            },
-            "application/json": {"schema": UrlImage.model_json_schema()},
-        },
+
+def image_body(most: int = MAX_UPLOADS) -> dict[str, object]:
+    """The OpenAPI request body of a route that takes up to ``most`` images."""
+    files = {
+        "type": "array",
+        "items": {"type": "string", "format": "binary"},
+        "minItems": 1,
+        "maxItems": most,
     }
-}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"files": files},
+                        "required": ["files"],
+                        "additionalProperties": False,
+                    }
+                },
+                "application/json": {"schema": UrlImage.model_json_schema()},
+            },
+        }
+    }
+
+
 ASK = 'send image files as multipart/form-data (field files) or JSON {"url": ...}'
 
 

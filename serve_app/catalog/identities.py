@@ -11,6 +11,7 @@ from serve_app.characters.identities import (
     IdentityChanged,
     IdentityDraft,
     IdentityLocked,
+    IdentityNotLocked,
     IdentityVersion,
     NoIdentityVersion,
     NotIdentityOwner,
@@ -111,7 +112,7 @@ class Identities(Facet):
         if version is not None:
             pinned = await self.get_identity(soul_id, version)
             if not pinned.locked:
-                raise InvalidRequest(f"identity_version: version {version} is not locked")
+                raise IdentityNotLocked(soul_id, version)
             return pinned
         versions = await self.store.list_identities(soul_id)
         return next((v for v in reversed(versions) if v.locked), None)

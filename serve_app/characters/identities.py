@@ -168,6 +168,15 @@ class IdentityLocked(VersionError, Conflict):
         )
 
 
+class IdentityNotLocked(VersionError, Conflict):
+    def __init__(self, soul_id: str, version: int | None) -> None:
+        self.soul_id, self.version = soul_id, version
+        super().__init__(
+            f"identity_version: version {version} of soul {soul_id!r} is not locked: "
+            f"POST /souls/{soul_id}/identity/{version}/lock first"
+        )
+
+
 class NotIdentityOwner(VersionError, Forbidden):
     def __init__(self, soul_id: str, version: int | None) -> None:
         self.soul_id, self.version = soul_id, version

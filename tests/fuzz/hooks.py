@@ -16,6 +16,11 @@ from serve_app.prompts import cue_tokens
 VALID_KEY = re.compile(r"[\x21-\x7e]{1,160}")
 STATUSES: Counter[int] = Counter()
 KEY_REUSED = "Idempotency-Key: already used with different parameters"
+REFUSED_BY_STATE_OR_CONFIG = (
+    "chain: unknown chain",
+    "format: Value error, background: remove needs png",
+)
+NOT_AN_IMAGE = ("not a PNG, JPEG, WebP or GIF image", ": empty; send an image file")
 
 
 @schemathesis.hook
@@ -48,16 +53,21 @@ def filter_failure(ctx: Any, failure: Any, case: Any, response: Any) -> bool:
 
 
 def _against_state_or_config(case: Any, detail: str) -> bool:
-    """The rules a schema-valid body can break that depend on the path or the service's
-    configuration, each documented in its field's description: a version's parent is an
-    earlier version than the one in the path; a print's size lies within the configured bounds
-    and its chain is one the configuration names."""
+    """The rules a schema-valid request can break that depend on the path, the catalog, the
+    configuration or the bytes of a file, each documented in its route or field: a version's
+    parent is an earlier version that exists; a print's size lies within the configured
+    bounds, its chain is one the configuration names, and a cut-out is a PNG; an uploaded file
+    is an image."""
     body = case.body if isinstance(case.body, dict) else {}
     if detail.startswith("parent: a version's parent is an earlier version"):
         parent, version = body.get("parent"), (case.path_parameters or {}).get("version")
-        return isinstance(parent, int) and parent >= int(version)
-    return detail.startswith("chain: unknown chain") or (
-        detail.startswith("size: ") and "beyond the bounds" in detail
+        return isinstance(parent, int | float) and parent >= int(version)
+    if re.match(r"parent: soul '[^']*' has no identity version \d+$", detail):
+        return True
+    return (
+        any(refusal in detail for refusal in NOT_AN_IMAGE)
+        or detail.startswith(REFUSED_BY_STATE_OR_CONFIG)
+        or (detail.startswith("size: ") and "beyond the bounds" in detail)
     )
 
 

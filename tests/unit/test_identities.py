@@ -18,6 +18,7 @@ from serve_app.characters.identities import (
     IdentityDescription,
     IdentityDraft,
     IdentityLocked,
+    IdentityNotLocked,
     NoIdentityVersion,
     NotIdentityOwner,
 )
@@ -104,7 +105,7 @@ def test_only_the_maker_edits_an_unlocked_version_and_a_locked_one_refuses_every
     with_refs = run(identities.add_identity_references("nova", 1, ["a.png", "b.png"], ME))
     assert with_refs.references == ["a.png", "b.png"]
     assert run(identities.locked_identity("nova", None)) is None
-    with pytest.raises(InvalidRequest, match="not locked"):
+    with pytest.raises(IdentityNotLocked, match="not locked"):
         run(identities.locked_identity("nova", 1))
 
     anchors = IdentityAnchors(face_anchor=[0.6, 0.8], reference_count=2, face_count=2)

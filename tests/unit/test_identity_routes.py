@@ -254,7 +254,7 @@ def test_a_version_of_photographs_is_locked_and_scores_photographs(world: Any) -
         files=[("files", ("x.jpg", photo(), "image/jpeg"))],
         headers=MINE,
     )
-    assert unlocked.status_code == 422 and "not locked" in unlocked.json()["detail"]
+    assert unlocked.status_code == 409 and "not locked" in unlocked.json()["detail"]
     none = client.post(
         "/souls/valentina/identity/score",
         files=[("files", ("x.jpg", photo(), "image/jpeg"))],

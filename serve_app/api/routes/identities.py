@@ -16,7 +16,7 @@ from serve_app.api.identity_protocol import (
     IdentityScore,
     IdentityView,
 )
-from serve_app.api.identity_uploads import IMAGE_BODY, images_in
+from serve_app.api.identity_uploads import image_body, images_in
 from serve_app.api.protocol import JobAccepted
 from serve_app.api.routes.jobs import queued
 from serve_app.api.services import IngressServices, Once, Services
@@ -88,8 +88,8 @@ async def list_identities(
 @router.post(
     PREFIX + "/score",
     response_model=IdentityScore,
-    responses=responses(401, 403, 404, 413, 502, 503),
-    openapi_extra=IMAGE_BODY,
+    responses=responses(401, 403, 404, 409, 413, 502, 503),
+    openapi_extra=image_body(most=1),
 )
 async def score_image(
     soul_id: SoulId,
@@ -160,7 +160,7 @@ async def edit_identity(
     PREFIX + "/{version:int}/references",
     response_model=IdentityView,
     responses=responses(401, 403, 404, 409, 413, 502, 503),
-    openapi_extra=IMAGE_BODY,
+    openapi_extra=image_body(),
 )
 async def add_references(
     soul_id: SoulId, version: Version, request: Request, client_id: ClientScope, services: Services

@@ -41,7 +41,7 @@ from tests.support import run, temporary_database
 F = TypeVar("F", bound=Facet)
 TABLES = (
     "soul, soul_style_profile, prompt_key, prompt_key_log, variant, user_seen, landmark_log, "
-    "work_lock, idempotency, job, job_queue, key_demand"
+    "work_lock, idempotency, job, job_queue, key_demand, identity_version"
 )
 KEY = pk_id("nova", "a fox")
 

@@ -4,13 +4,10 @@ edited by their maker while unlocked, frozen by a lock fenced on what the anchor
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from serve_app.catalog.identities import Identities
-from serve_app.catalog.souls import SoulStyles, load_souls
 from serve_app.catalog.variants import Variants
 from serve_app.characters.identities import (
     SEED_BANK_SIZE,
@@ -27,11 +24,9 @@ from serve_app.errors import InvalidRequest, UnknownSoul
 from serve_app.ids import new_ulid, now_ms
 from serve_app.prompts import pk_id
 from serve_app.schemas import Variant
-from serve_app.storage import open_store
-from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.tables import CatalogStore
-from tests.support import run, temporary_database
-from tests.unit.test_facets import alone
+from tests.support import run
+from tests.unit.test_facets import alone, postgres_url, store  # noqa: F401 (fixtures)
 
 ME, OTHER = "client-a", "client-b"
 ADA = IdentityDescription(
@@ -45,24 +40,10 @@ ADA = IdentityDescription(
 )
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with temporary_database() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def identities(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Identities]:
-    if request.param == "sqlite":
-        s: CatalogStore = SQLiteStore(tmp_path / "catalog.db")
-        run(s.open())
-    else:
-        s = open_store(request.getfixturevalue("postgres_url"))
-        run(s.open())
-        run(s._write("TRUNCATE soul, soul_style_profile, identity_version, variant, user_seen"))
-    run(alone(SoulStyles, s).seed_souls(load_souls("config/souls.yaml")))
-    yield alone(Identities, s)
-    run(s.close())
+@pytest.fixture
+def identities(store: CatalogStore) -> Identities:  # noqa: F811 (test_facets' fixture)
+    """The facet over test_facets' store: SQLite, then PostgreSQL."""
+    return alone(Identities, store)
 
 
 def test_versions_are_numbered_per_soul_with_a_canonical_prompt_and_a_seed_bank(

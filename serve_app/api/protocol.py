@@ -216,6 +216,23 @@ class PrintResult(BaseModel):
     prints: list[PrintView] = Field(description="The print this job asked for.")
 
 
+class SheetView(BaseModel):
+    """One view of a character sheet, stored as a reference of its identity version."""
+
+    view: str
+    expression: str
+    seed: int
+    storage_key: str
+
+
+class SheetResult(BaseModel):
+    """What a ``character_sheet`` job made."""
+
+    soul_id: str
+    version: int
+    views: list[SheetView | None] = Field(description="Item by item; null: not (yet) made.")
+
+
 class KeyRebuildResult(BaseModel):
     """What a ``rebuild_prompt_key`` job did."""
 
@@ -242,11 +259,18 @@ class JobView(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    result: SelfieResponse | ImageResponse | PackResult | KeyRebuildResult | PrintResult | None = (
-        Field(
-            description="What the synchronous route answers (URLs signed afresh); for a pack, "
-            "its items so far; for a key rebuild, what it did; for a print, its file."
-        )
+    result: (
+        SelfieResponse
+        | ImageResponse
+        | PackResult
+        | KeyRebuildResult
+        | PrintResult
+        | SheetResult
+        | None
+    ) = Field(
+        description="What the synchronous route answers (URLs signed afresh); for a pack, "
+        "its items so far; for a key rebuild, what it did; for a print, its file; for a "
+        "character sheet, its views."
     )
     error: JobError | None
     dead_letter: bool = Field(description="Failed after every attempt: needs a look.")

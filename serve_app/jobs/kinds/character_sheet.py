@@ -23,6 +23,7 @@ import yaml
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.api.protocol import SheetResult, SheetView
 from serve_app.characters.identities import IdentityVersion
 from serve_app.delivery.lookups import style_of
 from serve_app.errors import InvalidRequest
@@ -58,19 +59,6 @@ class CharacterSheetJob(JobBase):
 
     kind: Literal["character_sheet"] = "character_sheet"
     version: int = Field(ge=1, description="The identity version the sheet is made for.")
-
-
-class SheetView(BaseModel):
-    view: str
-    expression: str
-    seed: int
-    storage_key: str
-
-
-class SheetResult(BaseModel):
-    soul_id: str
-    version: int
-    views: list[SheetView | None] = Field(description="Item by item; null: not (yet) made.")
 
 
 def sheet_key(soul_id: str, version: int, view: str, expression: str) -> str:

@@ -3,13 +3,18 @@ expression stored as the version's references, the same seed bank giving the sam
 
 from __future__ import annotations
 
+from typing import get_args, get_type_hints
+
 import pytest
 
+from serve_app.api.protocol import JobView
 from serve_app.characters.identities import IdentityDescription, IdentityDraft
 from serve_app.characters.verdicts import IdentityAnchors
 from serve_app.errors import InvalidRequest
+from serve_app.jobs.answers import job_answer
 from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds.character_sheet import CharacterSheetJob, sheet_grid
+from serve_app.settings import MediaSettings
 from tests.support import run
 from tests.unit.test_job_worker import Jobs
 from tests.unit.world import World
@@ -26,6 +31,7 @@ def sheet(jobs: Jobs, version: int) -> dict[str, bytes]:
     assert (doc.progress.done, doc.progress.total) == (len(sheet_grid()), len(sheet_grid()))
     result = KINDS["character_sheet"].result(doc, jobs.replica.deliverer.objects, 60)
     assert result is not None and all(v is not None for v in result.views)
+    assert job_answer(jobs.replica.deliverer.objects, MediaSettings(), doc).result == result
     return {
         f"{v.view}-{v.expression}": jobs.replica.deliverer.objects.get(v.storage_key)
         for v in result.views
@@ -56,3 +62,10 @@ def test_a_sheet_of_a_locked_version_is_refused_before_it_is_queued(world: World
     run(jobs.replica.catalog.lock_identity("nova", 1, IdentityAnchors(), made.updated_at_ts, "c1"))
     with pytest.raises(InvalidRequest, match="locked"):
         run(jobs.desk.check(CharacterSheetJob(soul_id="nova", version=1)))
+
+
+def test_every_kind_s_result_is_one_of_the_results_a_job_view_answers() -> None:
+    answered = set(get_args(JobView.model_fields["result"].annotation))
+    for kind in KINDS.values():
+        returned = get_type_hints(type(kind).result)["return"]
+        assert set(get_args(returned) or (returned,)) <= answered, kind.name

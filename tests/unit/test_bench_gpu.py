@@ -23,5 +23,6 @@ def test_the_gpu_bench_runs_every_row_on_the_tiny_architecture(tmp_path: Path) -
     assert any(name.startswith("IP-Adapter") for name in rows)
     assert any(name.startswith("AnimateDiff clip of 8 frames") for name in rows)
     assert any(name.startswith("torch.compile") for name in rows)
+    assert rows["upscale x2 (RRDBNet, tiled) 64→128"]["seconds"] > 0
     assert all(row["seconds"] > 0 for row in report["rows"])
     assert rows["cold: build on the device + first image"]["build_seconds"] > 0

@@ -32,13 +32,17 @@ serve-postgres: setup
 	SOUL_DATABASE_URL=$(POSTGRES_URL) $(BIN)/soul db init
 	SOUL_DATABASE_URL=$(POSTGRES_URL) $(MAKE) serve
 
+# Two workers: the modules on the shared graph in one, the unit tests then the modules that
+# start their own Ray in the other (tests/integration/conftest.py groups them).
+PYTEST_PARALLEL := -n 2 --dist loadgroup
+
 test: setup chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 # The unit tests and the integration tests on the one shared graph: without the modules that
 # start their own (PostgreSQL, `soul serve`, the notebooks), which `make test` runs too.
 test-fast: setup chromium
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow"
 
 # The studio's browser tests drive Debian's Chromium (Playwright cannot download its own here);
 # installed when missing and apt-get can (as root). Without it those tests skip, saying why.

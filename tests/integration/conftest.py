@@ -128,3 +128,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.get_closest_marker("slow") is not None,
         )
     )
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_process_group(item)))
+
+
+def _process_group(item: pytest.Item) -> str:
+    """Under `pytest -n 2 --dist loadgroup` (`make test`): the modules on the shared graph run in
+    one worker while the unit tests, then the slow modules, run in the other. The unit tests
+    never see the shared graph's environment, and a slow module's PostgreSQL outage happens
+    after the unit tests that use the server."""
+    on_shared_graph = item.get_closest_marker("integration") and not item.get_closest_marker("slow")
+    return "shared-graph" if on_shared_graph else "own-processes"

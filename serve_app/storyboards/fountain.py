@@ -11,7 +11,7 @@ The text is parsed by ``fountain-py`` (typed, every element with its source line
 - **notes** ``[[Key: value]]`` are directions (``drafts.NOTE_KEYS``); before the first heading
   they are the whole script's defaults. Notes are read from the text itself (outside
   ``/* boneyards */``), inline ones included, since the parser drops those inside action.
-- boneyards, sections and page breaks are left out; synopses are notes.
+- boneyards, sections and page breaks are left out; synopses and centered text are notes.
 """
 
 from __future__ import annotations
@@ -126,10 +126,10 @@ def read_fountain(text: str) -> FountainRead:
             pending = []
         elif kind is ElementType.TRANSITION:
             (scenes[-1].transitions if scenes else pending).append(element.text)
-        elif kind in (ElementType.ACTION, ElementType.CENTERED, ElementType.LYRICS):
+        elif kind in (ElementType.ACTION, ElementType.LYRICS):
             if (scene := scene_at(element)) is not None and element.text.strip():
                 scene.action.append(" ".join(element.text.split()))
-        elif kind is ElementType.SYNOPSIS:
+        elif kind in (ElementType.SYNOPSIS, ElementType.CENTERED):
             if (scene := scene_at(element)) is not None:
                 scene.notes.append(element.text.strip())
         elif kind in (ElementType.CHARACTER, ElementType.DUAL_DIALOGUE) and (

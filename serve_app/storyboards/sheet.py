@@ -85,10 +85,11 @@ def cover_page(pdf: FPDF, cover: Cover, frames: int) -> None:
 def frame_cell(pdf: FPDF, frame: ExportFrame, position: int, box: tuple[float, ...]) -> None:
     x, y, w, h = box
     image = Image.open(io.BytesIO(frame.image))
-    image_h = min(h * 0.6, w * image.height / image.width)
+    area_h = h * 0.6  # every cell's image area is this high, so notes line up across a row
+    image_h = min(area_h, w * image.height / image.width)
     image_w = image_h * image.width / image.height
-    pdf.image(image, x=x + (w - image_w) / 2, y=y, w=image_w, h=image_h)
-    pdf.set_xy(x, y + image_h + 2)
+    pdf.image(image, x=x + (w - image_w) / 2, y=y + (area_h - image_h) / 2, w=image_w, h=image_h)
+    pdf.set_xy(x, y + area_h + 2)
     pdf.set_font("Helvetica", "B", 10)
     title = f"{position}. {frame.scene.scene_id} frame {frame.frame_index} v{frame.render_version}"
     pdf.multi_cell(w, 5, latin1(title))

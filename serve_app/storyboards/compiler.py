@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from serve_app.storyboards.assets import AssetDirectory, CompileRejected, Problem
+from serve_app.storyboards.assets import AssetDirectory, CompileRejected, Problem, name_key
 from serve_app.storyboards.drafts import Named, SceneDraft
 from serve_app.storyboards.fountain import read_fountain
 from serve_app.storyboards.graph import (
@@ -118,7 +118,7 @@ def resolve(
 ) -> SceneNode:
     scene_id = scene_id_of(index)
     resolver = Resolver(directory, scene_id, problems)
-    speakers = {named.name: resolver.pin(named, "character") for named in draft.cast}
+    speakers = {name_key(named.name): resolver.pin(named, "character") for named in draft.cast}
     cast = unique(list(speakers.values()))
     environment = resolver.pin(draft.environment, "environment") if draft.environment else None
     aspect = draft.aspect or "16:9"
@@ -150,7 +150,7 @@ def resolve(
             text=line.text,
         )
         for line in draft.dialogue
-        if (pin := speakers.get(line.speaker.name)) is not None
+        if (pin := speakers.get(name_key(line.speaker.name))) is not None
     ]
     return SceneNode(
         project_id=project_id,

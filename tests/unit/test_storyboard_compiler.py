@@ -265,3 +265,18 @@ def test_the_error_answer_lists_the_problems() -> None:
     assert body["request_id"] == "r1" and "GHOST" in body["detail"]
     names = {e.get("name") for e in body["errors"] if e["type"] == "unresolved_name"}
     assert names == {"KITCHEN", "Teapot", "GHOST", "MOON", "STRANGER"}
+
+
+def test_a_speaker_written_another_way_than_in_the_cast_keeps_their_lines() -> None:
+    story = (
+        "scenes:\n"
+        "  - environment: Harbor\n"
+        "    characters: [nova_reyes]\n"
+        "    dialogue: [{character: NOVA REYES, text: Hello.}, {character: Nova, text: Me.}]\n"
+    )
+    (scene,) = compile_script("P1", story, directory()).scenes
+    assert [c.asset_id for c in scene.characters] == ["CHAR_NOVA"]
+    assert [(d.character, d.text) for d in scene.dialogue] == [
+        ("CHAR_NOVA", "Hello."),
+        ("CHAR_NOVA", "Me."),
+    ]

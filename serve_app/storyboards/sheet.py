@@ -1,7 +1,8 @@
 """The storyboard sheet: a PDF (fpdf2), A4 landscape. Page 1 is the cover (the project, the
 script's title, the cast with each pin); then the frames in the order given, ``per_page`` to a
 page (1, 2 side by side, or 4 in a 2 by 2 grid), each image fitted to its cell with its notes
-under it as text (scene heading, camera, mood, lighting, action, dialogue, notes).
+under it as text (scene heading, camera, mood, lighting, action, dialogue, notes). Images are
+embedded as JPEG at ``DPI`` for the size they print at (``for_print``).
 
 Pages never break by themselves: a sheet of ``n`` frames has exactly ``1 + ceil(n / per_page)``
 pages, and a note too long for its cell is shortened with "...". Text is set in the PDF core
@@ -27,6 +28,7 @@ SPELLED = {
     "\u2026": "...", "\u00a0": " ",
 }  # fmt: skip
 PerPage = Literal[1, 2, 4]
+DPI, JPEG_QUALITY = 150, 85
 
 
 def latin1(text: str) -> str:
@@ -82,13 +84,26 @@ def cover_page(pdf: FPDF, cover: Cover, frames: int) -> None:
         pdf.multi_cell(0, 6, latin1(clip(text, 160)))
 
 
+def for_print(image: Image.Image, width_mm: float) -> io.BytesIO:
+    """The image at ``DPI`` for its printed width, as JPEG (embedded as is): a sheet of 100
+    full-size frames stays a few MB instead of each frame's pixels re-compressed losslessly."""
+    pixels = max(1, round(width_mm / 25.4 * DPI))
+    if image.width > pixels:
+        image = image.resize((pixels, max(1, round(image.height * pixels / image.width))))
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=JPEG_QUALITY)
+    out.seek(0)
+    return out
+
+
 def frame_cell(pdf: FPDF, frame: ExportFrame, position: int, box: tuple[float, ...]) -> None:
     x, y, w, h = box
     image = Image.open(io.BytesIO(frame.image))
     area_h = h * 0.6  # every cell's image area is this high, so notes line up across a row
     image_h = min(area_h, w * image.height / image.width)
     image_w = image_h * image.width / image.height
-    pdf.image(image, x=x + (w - image_w) / 2, y=y + (area_h - image_h) / 2, w=image_w, h=image_h)
+    printed = for_print(image, image_w)
+    pdf.image(printed, x=x + (w - image_w) / 2, y=y + (area_h - image_h) / 2, w=image_w, h=image_h)
     pdf.set_xy(x, y + area_h + 2)
     pdf.set_font("Helvetica", "B", 10)
     title = f"{position}. {frame.scene.scene_id} frame {frame.frame_index} v{frame.render_version}"

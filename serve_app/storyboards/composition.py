@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import Literal
 
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,13 +84,51 @@ class RenderPrompt(BaseModel):
         return sha256_of(self.model_dump())
 
 
+class Blocker(BaseModel):
+    """Something that stops a scene rendering (what ``:validate`` reports)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["unlocked_asset", "unknown_pin"]
+    name: str = Field(description="The name as the script wrote it.")
+    asset_id: str
+    pin: str | None = None
+    message: str
+
+
+def blockers(scene: SceneNode, assets: Mapping[str, PinnedAsset]) -> list[Blocker]:
+    """Every asset of the scene that has no locked version, or whose pinned version the
+    registry does not hand over (``assets``: pin → what composition reads)."""
+    out = []
+    for asset in scene.assets:
+        if asset.pin is None:
+            message = f"{asset.name} ({asset.asset_id}) has no locked version: lock it, recompile"
+            out.append(
+                Blocker(
+                    kind="unlocked_asset", name=asset.name, asset_id=asset.asset_id, message=message
+                )
+            )
+        elif asset.pin not in assets:
+            message = f"{asset.pin} is not a locked version the project holds"
+            out.append(
+                Blocker(
+                    kind="unknown_pin",
+                    name=asset.name,
+                    asset_id=asset.asset_id,
+                    pin=asset.pin,
+                    message=message,
+                )
+            )
+    return out
+
+
 def pinned(scene: SceneNode, assets: Mapping[str, PinnedAsset]) -> list[PinnedAsset]:
     """The scene's assets in order (cast, environment, nature, props): every one locked and
     known to the registry, or a 409 naming what is not."""
     require_locked(scene)
-    missing = [a.pin or a.asset_id for a in scene.assets if a.pin not in assets]
-    if missing:
-        raise Conflict(f"scene {scene.scene_id}: no locked version found for {', '.join(missing)}")
+    if found := blockers(scene, assets):
+        missing = ", ".join(b.pin or b.asset_id for b in found)
+        raise Conflict(f"scene {scene.scene_id}: no locked version found for {missing}")
     return [assets[a.pin] for a in scene.assets if a.pin is not None]
 
 

@@ -16,6 +16,7 @@ from serve_app.storyboards.compiler import compile_script
 from serve_app.storyboards.composition import (
     RenderPrompt,
     SeedPlan,
+    blockers,
     follows_inheritance,
     frame_seed,
     latent_size,
@@ -70,7 +71,15 @@ def test_the_gate_sees_a_mutated_prompt() -> None:
 
 
 def test_composition_refuses_unlocked_or_unknown_pins() -> None:
-    lamp_room = scenes()[1]
+    cliff, lamp_room, _ = scenes()
+    assert blockers(cliff, registry()) == []
+    assert [(b.kind, b.asset_id) for b in blockers(lamp_room, registry())] == [
+        ("unlocked_asset", "CHAR_KEEPER")
+    ]
+    no_lamp = {pin: a for pin, a in registry().items() if not pin.startswith("ENV_LIGHTHOUSE")}
+    assert [(b.kind, b.pin) for b in blockers(lamp_room, no_lamp)][1:] == [
+        ("unknown_pin", "ENV_LIGHTHOUSE@v2")
+    ]
     with pytest.raises(Conflict, match="Old Keeper"):
         render_prompt(lamp_room, registry(), STYLE)
     cliff = scenes()[0]

@@ -122,12 +122,13 @@ def read_fountain(text: str) -> FountainRead:
     for index, element in enumerate(document.elements):
         kind = element.type
         if kind is ElementType.SCENE_HEADING:
-            scenes.append(open_scene(element, defaults, pending))
+            scenes.append(open_scene(element, pending))
             pending = []
         elif kind is ElementType.TRANSITION:
             (scenes[-1].transitions if scenes else pending).append(element.text)
         elif kind in (ElementType.ACTION, ElementType.LYRICS):
-            if (scene := scene_at(element)) is not None and element.text.strip():
+            # a line holding only an inline note is an empty action: nothing to place
+            if element.text.strip() and (scene := scene_at(element)) is not None:
                 scene.action.append(" ".join(element.text.split()))
         elif kind in (ElementType.SYNOPSIS, ElementType.CENTERED):
             if (scene := scene_at(element)) is not None:
@@ -149,7 +150,7 @@ def read_fountain(text: str) -> FountainRead:
     return FountainRead(str(document.metadata.get("title", "")), scenes, problems)
 
 
-def open_scene(element: FountainElement, defaults: SceneDraft, pending: list[str]) -> SceneDraft:
+def open_scene(element: FountainElement, pending: list[str]) -> SceneDraft:
     heading = Heading.parse(element.text)
     environment = (
         Named(heading.location, element.line_number, tries=tuple(heading.place_names()))

@@ -199,6 +199,9 @@ def test_structured_form_errors_name_the_field_and_line() -> None:
 def test_text_before_the_first_heading_and_an_empty_script_are_refused() -> None:
     with pytest.raises(CompileRejected, match="before the first scene heading"):
         compile_script("P1", "Nova walks in.\n\nINT. LIGHTHOUSE - DAY\n", directory())
+    notes_first = "[[Mood: calm]] [[Aspect: 4:3]]\n\nEXT. HARBOR - DAY\n\nBoats.\n"
+    (scene,) = compile_script("P1", notes_first, directory()).scenes
+    assert (scene.mood, scene.aspect, scene.size) == ("calm", "4:3", (1152, 896))
     with pytest.raises(CompileRejected, match="no scenes"):
         compile_script("P1", "Title: Nothing\n\n", directory())
 

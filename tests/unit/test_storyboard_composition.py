@@ -189,3 +189,20 @@ def test_the_comfy_export_is_an_api_prompt_whose_links_resolve() -> None:
     regions = regions_of(cliff)
     assert composite["x"] == round(regions[0].left * 1344)
     assert box["width"] == round(regions[0].right * 1344) - composite["x"]
+
+
+def test_the_masks_are_what_diffusers_ip_adapter_mask_processor_takes() -> None:
+    """Masks at the frame's pixel size go through diffusers' own processor unchanged in shape:
+    one per character, each character's face image in the same order (``ip_adapter_image`` =
+    ``[[face, ...]]``, ``cross_attention_kwargs={"ip_adapter_masks": [stacked]}``)."""
+    from diffusers.image_processor import IPAdapterMaskProcessor
+
+    cliff = scenes()[0]
+    width, height = cliff.size
+    drawn = masks(regions_of(cliff), cliff.size)
+    processed = IPAdapterMaskProcessor().preprocess(drawn, height=height, width=width)
+    assert tuple(processed.shape) == (2, 1, height, width)
+    stacked = processed.reshape(1, 2, height, width)  # one adapter, two images (the cast)
+    for index, mask in enumerate(drawn):
+        expected = np.asarray(mask) > 0
+        assert ((stacked[0, index].numpy() > 0.5) == expected).all()

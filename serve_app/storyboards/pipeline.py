@@ -22,6 +22,7 @@ from serve_app.storyboards.composition import (
     PinnedAsset,
     RenderPrompt,
     SeedPlan,
+    pinned,
     pixel_box,
     regions_of,
 )
@@ -75,7 +76,9 @@ def describe(
     assets: Mapping[str, PinnedAsset],
     settings: RenderSettings,
 ) -> PipelineDescription:
-    """The steps that render frame ``seed.frame_index`` of ``scene``."""
+    """The steps that render frame ``seed.frame_index`` of ``scene`` (a 409 first if any of its
+    assets is unlocked or not in ``assets``)."""
+    pinned(scene, assets)
     width, height = scene.size
     steps = [
         Step(id="model", op="load_model", params={"base_model": settings.base_model}),

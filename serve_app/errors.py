@@ -2,10 +2,13 @@
 
 The API maps every ``ServiceError`` to a JSON answer with one handler (``serve_app/api/errors.py``):
 ``status_code``, the message's first line as ``detail`` (or ``public_detail`` where the message
-is for operators only), and ``Retry-After`` when ``retry_after_s`` is set.
+is for operators only), ``errors`` (each problem's type, location and message) when the error
+lists several, and ``Retry-After`` when ``retry_after_s`` is set.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ServiceError(Exception):
@@ -14,6 +17,7 @@ class ServiceError(Exception):
     status_code = 500
     retry_after_s: float | None = None
     public_detail: str | None = None  # shown instead of the message, which stays in the logs
+    errors: list[dict[str, Any]] | None = None  # each problem's type, loc and msg, when several
 
     def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
         super().__init__(message)

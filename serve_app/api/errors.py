@@ -74,7 +74,9 @@ async def service_error(request: Request, exc: Exception) -> JSONResponse:
     retry_after = getattr(error, "retry_after_s", None)
     headers = {"Retry-After": str(round(retry_after))} if retry_after is not None else None
     detail = getattr(error, "public_detail", None) or first_line(error)
-    return error_response(request, status, detail, headers)
+    errors = getattr(error, "errors", None)  # a list on a ServiceError that lists problems
+    listed = jsonable_encoder(errors) if isinstance(errors, list) else None
+    return error_response(request, status, detail, headers, errors=listed)
 
 
 async def invalid_request(request: Request, exc: Exception) -> JSONResponse:

@@ -102,6 +102,11 @@ SCENARIOS = (
         "render cost with vs without identity conditioning, scorer ms, accuracy, gate renders",
         "serve_app.bench.identity:identity_main",
     ),
+    Scenario(
+        "storyboard",
+        "a storyboard's PDF and zip exports",
+        "serve_app.bench.storyboard:storyboard_main",
+    ),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 

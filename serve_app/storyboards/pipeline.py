@@ -1,0 +1,162 @@
+"""A frame's render described as data: a versioned pipeline whose steps are JSON and whose hash
+is stored with the frame; exportable as a ComfyUI API prompt for interchange.
+
+``PIPELINE_VERSION`` names the shape of the steps (a new step or a changed meaning is a new
+version); ``pipeline_hash`` covers the version and every step's parameters (prompt, seed, size,
+pins, regions), so two frames share a hash exactly when they were rendered the same way.
+
+Steps, in order: ``load_model`` → ``encode`` (positive, negative) → ``ip_adapter`` for the
+environment over the whole frame → per character a ``mask`` (its region) and an ``ip_adapter``
+on that mask at the identity's strength → ``empty_latent`` → ``sample`` (the inherited seed)
+→ ``decode`` → ``save``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+
+from serve_app.storyboards.composition import (
+    PinnedAsset,
+    RenderPrompt,
+    SeedPlan,
+    pinned,
+    pixel_box,
+    regions_of,
+)
+from serve_app.storyboards.graph import Region, SceneNode, sha256_of, without
+
+PIPELINE_VERSION = "storyboard-sdxl-regional-ip-adapter/1"
+
+
+class RenderSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str = Field(description="The checkpoint (a model ref or a file name).")
+    steps: int = Field(default=30, ge=1, le=150)
+    cfg: float = Field(default=6.0, ge=0.0, le=30.0)
+    sampler: str = "dpmpp_2m"
+    scheduler: str = "karras"
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    op: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, str] = Field(
+        default_factory=dict, description="Input name → 'step_id.output' of an earlier step."
+    )
+
+
+class PipelineDescription(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pipeline_version: str = PIPELINE_VERSION
+    steps: list[Step]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _computed_is_not_input(cls, data: Any) -> Any:
+        return without(data, "pipeline_hash")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def pipeline_hash(self) -> str:
+        return sha256_of(self.model_dump(mode="json", exclude={"pipeline_hash"}))
+
+
+def describe(
+    scene: SceneNode,
+    prompt: RenderPrompt,
+    seed: SeedPlan,
+    assets: Mapping[str, PinnedAsset],
+    settings: RenderSettings,
+) -> PipelineDescription:
+    """The steps that render frame ``seed.frame_index`` of ``scene`` (a 409 first if any of its
+    assets is unlocked or not in ``assets``)."""
+    pinned(scene, assets)
+    width, height = scene.size
+    steps = [
+        Step(id="model", op="load_model", params={"base_model": settings.base_model}),
+        Step(
+            id="positive",
+            op="encode",
+            params={"text": prompt.prompt},
+            inputs={"clip": "model.clip"},
+        ),
+        Step(
+            id="negative",
+            op="encode",
+            params={"text": prompt.negative_prompt},
+            inputs={"clip": "model.clip"},
+        ),
+    ]
+    unet = "model.model"
+    conditioned: list[tuple[str, Region | None]] = []
+    if scene.environment is not None and scene.environment.pin is not None:
+        conditioned.append((scene.environment.pin, None))
+    regions = regions_of(scene)
+    conditioned += [(c.pin, r) for c, r in zip(scene.characters, regions, strict=True) if c.pin]
+    for index, (pin, region) in enumerate(conditioned):
+        asset = assets[pin]
+        if asset.reference is None:
+            continue  # nothing to condition on: the canonical prompt alone carries it
+        inputs = {"model": unet}
+        if region is not None:
+            mask_id = f"mask{index}"
+            box = pixel_box(region, (width, height))
+            steps.append(
+                Step(
+                    id=mask_id,
+                    op="mask",
+                    params={"width": width, "height": height, "box": list(box)}
+                    | region.model_dump(),
+                )
+            )
+            inputs["mask"] = f"{mask_id}.mask"
+        step_id = f"ip{index}"
+        steps.append(
+            Step(
+                id=step_id,
+                op="ip_adapter",
+                params={"pin": pin, "image": asset.reference, "weight": asset.strength},
+                inputs=inputs,
+            )
+        )
+        unet = f"{step_id}.model"
+    steps += [
+        Step(
+            id="latent",
+            op="empty_latent",
+            params={"width": width, "height": height, "batch_size": 1},
+        ),
+        Step(
+            id="sample",
+            op="sample",
+            params={
+                "seed": seed.seed,
+                "steps": settings.steps,
+                "cfg": settings.cfg,
+                "sampler": settings.sampler,
+                "scheduler": settings.scheduler,
+            },
+            inputs={
+                "model": unet,
+                "positive": "positive.conditioning",
+                "negative": "negative.conditioning",
+                "latent": "latent.latent",
+            },
+        ),
+        Step(id="decode", op="decode", inputs={"samples": "sample.latent", "vae": "model.vae"}),
+        Step(
+            id="save",
+            op="save",
+            params={"prefix": f"{scene.project_id}/{scene.scene_id}/frame_{seed.frame_index:03d}"},
+            inputs={"images": "decode.image"},
+        ),
+    ]
+    return PipelineDescription(steps=steps)

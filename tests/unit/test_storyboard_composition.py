@@ -1,0 +1,208 @@
+"""Composition: the prompt comes from structured fields and pinned assets only; seeds are
+inherited; a two-character scene gets one mask per character at the frame's pixel size; the
+pipeline description is versioned, hashed and exports to ComfyUI's API format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serve_app.errors import Conflict
+from serve_app.storyboards.comfy import to_comfy
+from serve_app.storyboards.compiler import compile_script
+from serve_app.storyboards.composition import (
+    RenderPrompt,
+    SeedPlan,
+    blockers,
+    follows_inheritance,
+    frame_seed,
+    latent_size,
+    layout,
+    masks,
+    prompt_matches,
+    regions_of,
+    render_prompt,
+)
+from serve_app.storyboards.graph import SDXL_SIZES, Camera, SceneNode
+from serve_app.storyboards.pipeline import (
+    PIPELINE_VERSION,
+    PipelineDescription,
+    RenderSettings,
+    describe,
+)
+from tests.unit.storyboard_assets import STYLE, directory, registry
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "storyboards"
+SETTINGS = RenderSettings(base_model="tiny-sdxl", steps=4)
+
+
+def scenes(name: str = "lighthouse.fountain") -> list[SceneNode]:
+    return compile_script("P1", (DATA / name).read_text(encoding="utf-8"), directory()).scenes
+
+
+def test_the_prompt_is_the_structured_fields_and_canonical_prompts_in_order() -> None:
+    cliff = scenes()[0]
+    prompt = render_prompt(cliff, registry(), STYLE)
+    assert prompt.prompt == (
+        "cinematic storyboard, ink and wash, wide shot, low angle, exterior, dusk, "
+        "grassy cliff above the sea, white lighthouse, sea spray, "
+        "woman in her 30s, dark curly hair, oilskin coat, older man, grey beard, wool sweater, "
+        "brass storm lantern, "
+        "Wind tears across the grass. Nova climbs the last steps, a lantern in hand., "
+        "tense mood, golden hour backlight lighting"
+    )
+    assert prompt.negative_prompt == "text, watermark, blurry"
+    # dialogue and notes never reach it
+    assert "Marco!" not in prompt.prompt and "lighthouse as the lamp" not in prompt.prompt
+
+
+def test_the_gate_sees_a_mutated_prompt() -> None:
+    cliff = scenes()[0]
+    prompt = render_prompt(cliff, registry(), STYLE)
+    assert prompt_matches(prompt, cliff, registry(), STYLE)
+    mutated = RenderPrompt(
+        prompt=prompt.prompt + ", smiling", negative_prompt=prompt.negative_prompt
+    )
+    assert not prompt_matches(mutated, cliff, registry(), STYLE)
+    assert mutated.prompt_hash != prompt.prompt_hash
+
+
+def test_composition_refuses_unlocked_or_unknown_pins() -> None:
+    cliff, lamp_room, _ = scenes()
+    assert blockers(cliff, registry()) == []
+    assert [(b.kind, b.asset_id) for b in blockers(lamp_room, registry())] == [
+        ("unlocked_asset", "CHAR_KEEPER")
+    ]
+    no_lamp = {pin: a for pin, a in registry().items() if not pin.startswith("ENV_LIGHTHOUSE")}
+    assert [(b.kind, b.pin) for b in blockers(lamp_room, no_lamp)][1:] == [
+        ("unknown_pin", "ENV_LIGHTHOUSE@v2")
+    ]
+    with pytest.raises(Conflict, match="Old Keeper"):
+        render_prompt(lamp_room, registry(), STYLE)
+    cliff = scenes()[0]
+    partial = {pin: asset for pin, asset in registry().items() if pin != "PROP_LANTERN@v4"}
+    with pytest.raises(Conflict, match="PROP_LANTERN@v4"):
+        render_prompt(cliff, partial, STYLE)
+
+
+def test_seeds_are_inherited_and_checkable() -> None:
+    first = frame_seed("P1", "S01", 0)
+    assert first == frame_seed("P1", "S01", 0)  # a re-render is reproducible
+    others = {frame_seed("P1", "S01", 1).seed, frame_seed("P1", "S02", 0).seed}
+    others |= {frame_seed("P2", "S01", 0).seed, frame_seed("P1", "S01", 0, reseed=1).seed}
+    assert first.seed not in others and len(others) == 4
+    assert 0 <= first.seed < 2**31
+    assert follows_inheritance(first)
+    assert not follows_inheritance(SeedPlan(**{**first.model_dump(), "seed": first.seed + 1}))
+    assert follows_inheritance(SeedPlan.model_validate(json.loads(first.model_dump_json())))
+
+
+def test_a_two_character_scene_gets_one_mask_per_character() -> None:
+    cliff = scenes()[0]  # NOVA, MARCO; 16:9; wide shot, low angle
+    regions = regions_of(cliff)
+    assert len(regions) == 2
+    size = cliff.size
+    assert size == SDXL_SIZES["16:9"] == (1344, 768)
+    drawn = [np.asarray(mask) for mask in masks(regions, size)]
+    for mask in drawn:
+        assert mask.shape == (768, 1344) and set(np.unique(mask)) == {0, 255}
+    nova, marco = (mask > 0 for mask in drawn)
+    assert not (nova & marco).any()  # regions never overlap
+    # cast order is left to right
+    assert np.nonzero(nova)[1].max() < np.nonzero(marco)[1].min()
+    assert latent_size(size) == (168, 96)
+
+
+def test_the_layout_follows_the_camera() -> None:
+    wide = layout(2, Camera(shot_size="wide"))
+    close = layout(2, Camera(shot_size="close-up"))
+    assert wide[0].right - wide[0].left < close[0].right - close[0].left
+    assert wide[0].top > close[0].top == 0.0
+    low = layout(1, Camera(shot_size="wide", angle="low"))
+    high = layout(1, Camera(shot_size="wide", angle="high"))
+    assert low[0].top < wide[0].top < high[0].top
+    assert layout(0, Camera()) == []
+    assert layout(1, Camera(shot_size="close-up"))[0].model_dump() == {
+        "left": 0.0, "top": 0.0, "right": 1.0, "bottom": 1.0,
+    }  # fmt: skip
+
+
+def test_explicit_regions_win_over_the_layout() -> None:
+    pier = scenes("harbor_story.yaml")[2]
+    assert regions_of(pier) == pier.regions
+    size = pier.size
+    assert size == SDXL_SIZES["4:3"]
+    left = np.asarray(masks(regions_of(pier), size)[0]) > 0
+    assert left[:, : int(0.4 * size[0])].all(axis=1).sum() == size[1] - round(0.1 * size[1])
+
+
+def describe_cliff(frame_index: int = 0) -> tuple[SceneNode, PipelineDescription]:
+    cliff = scenes()[0]
+    prompt = render_prompt(cliff, registry(), STYLE)
+    seed = frame_seed("P1", cliff.scene_id, frame_index)
+    return cliff, describe(cliff, prompt, seed, registry(), SETTINGS)
+
+
+def test_the_pipeline_is_versioned_hashed_and_holds_one_masked_adapter_per_character() -> None:
+    _, pipeline = describe_cliff()
+    assert pipeline.pipeline_version == PIPELINE_VERSION
+    ops = [step.op for step in pipeline.steps]
+    assert ops == [
+        "load_model", "encode", "encode", "ip_adapter", "mask", "ip_adapter", "mask",
+        "ip_adapter", "empty_latent", "sample", "decode", "save",
+    ]  # fmt: skip
+    adapters = [step for step in pipeline.steps if step.op == "ip_adapter"]
+    assert [a.params["pin"] for a in adapters] == ["ENV_CLIFF@v1", "CHAR_NOVA@v3", "CHAR_MARCO@v1"]
+    assert "mask" not in adapters[0].inputs  # the environment conditions the whole frame
+    assert [a.inputs["mask"] for a in adapters[1:]] == ["mask1.mask", "mask2.mask"]
+    sample = next(step for step in pipeline.steps if step.op == "sample")
+    assert sample.params["seed"] == frame_seed("P1", "S01", 0).seed
+    assert sample.inputs["model"] == "ip2.model"  # the adapters chain
+    # the hash: stable, read back, and different for a different frame
+    again = PipelineDescription.model_validate(json.loads(pipeline.model_dump_json()))
+    assert again.pipeline_hash == pipeline.pipeline_hash
+    assert describe_cliff(1)[1].pipeline_hash != pipeline.pipeline_hash
+
+
+def test_the_comfy_export_is_an_api_prompt_whose_links_resolve() -> None:
+    cliff, pipeline = describe_cliff()
+    prompt = to_comfy(pipeline)
+    json.dumps(prompt)  # plain JSON
+    for node_id, node in prompt.items():
+        assert set(node) == {"class_type", "inputs", "_meta"}, node_id
+        for value in node["inputs"].values():
+            if isinstance(value, list):
+                assert value[0] in prompt and isinstance(value[1], int)
+    classes = [node["class_type"] for node in prompt.values()]
+    assert classes.count("IPAdapterAdvanced") == 3 and classes.count("MaskComposite") == 2
+    assert classes.count("IPAdapterUnifiedLoader") == 1
+    sampler = prompt["sample"]["inputs"]
+    assert sampler["seed"] == frame_seed("P1", "S01", 0).seed
+    assert prompt["latent"]["inputs"] == {"width": 1344, "height": 768, "batch_size": 1}
+    masked = [n for n in prompt.values() if n["class_type"] == "IPAdapterAdvanced"]
+    assert ["attn_mask" in n["inputs"] for n in masked] == [False, True, True]
+    box = prompt["mask1_box"]["inputs"]
+    composite = prompt["mask1"]["inputs"]
+    regions = regions_of(cliff)
+    assert composite["x"] == round(regions[0].left * 1344)
+    assert box["width"] == round(regions[0].right * 1344) - composite["x"]
+
+
+def test_the_masks_are_what_diffusers_ip_adapter_mask_processor_takes() -> None:
+    """Masks at the frame's pixel size go through diffusers' own processor unchanged in shape:
+    one per character, each character's face image in the same order (``ip_adapter_image`` =
+    ``[[face, ...]]``, ``cross_attention_kwargs={"ip_adapter_masks": [stacked]}``)."""
+    from diffusers.image_processor import IPAdapterMaskProcessor
+
+    cliff = scenes()[0]
+    width, height = cliff.size
+    drawn = masks(regions_of(cliff), cliff.size)
+    processed = IPAdapterMaskProcessor().preprocess(drawn, height=height, width=width)
+    assert tuple(processed.shape) == (2, 1, height, width)
+    stacked = processed.reshape(1, 2, height, width)  # one adapter, two images (the cast)
+    for index, mask in enumerate(drawn):
+        expected = np.asarray(mask) > 0
+        assert ((stacked[0, index].numpy() > 0.5) == expected).all()

@@ -41,10 +41,13 @@ async def selfie(
     """The soul at a landmark of the city this user has not had (else the least recently
     used one, from a new angle), in their style and mood."""
     services.deliverer.check_place(body.city_key, body.mood)
+    await services.deliverer.check_identity(body.soul_id, body.identity_version)
 
     async def shoot() -> dict[str, Any]:
         user = tenant_user(client_id, body.user_id)
-        shot = await services.deliverer.selfie(body.soul_id, body.city_key, body.mood, user)
+        shot = await services.deliverer.selfie(
+            body.soul_id, body.city_key, body.mood, user, identity_version=body.identity_version
+        )
         return shot.model_dump(mode="json")
 
     shot = Shot.model_validate(await once(body.model_dump(mode="json"), shoot))

@@ -127,6 +127,7 @@ class VariantMaker:
                 mode=style.animation,
                 motion_module=style.motion_module,
                 frames=order.frames,
+                identity=None if order.identity is None else order.identity.conditioning,
             ),
         )
         sidecar = {

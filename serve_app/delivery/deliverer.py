@@ -42,7 +42,7 @@ from serve_app.delivery.order import Order
 from serve_app.delivery.places import City, Places
 from serve_app.delivery.recovery import recover
 from serve_app.delivery.results import Delivery, Shot
-from serve_app.delivery.selfies import Selfies
+from serve_app.delivery.selfies import Place, Selfies
 from serve_app.delivery.thumbnails import thumbnailed
 from serve_app.diffusion.sources import ModelError
 from serve_app.errors import (
@@ -178,18 +178,17 @@ class Deliverer:
     async def selfie(
         self,
         soul_id: str,
-        city_key: str,
-        mood: str,
+        place: Place,
         user_id: str,
         via: str = "",
         identity_version: int | None = None,
     ) -> Shot:
-        """The soul at the next landmark of the city for this user (logged), in their mood,
-        with the soul's latest locked identity version, or the one pinned."""
-        self.selfies.check_place(city_key, mood)
+        """The soul at the next landmark of the place's city for this user (logged), in its
+        mood, with the soul's latest locked identity version, or the one pinned."""
+        self.selfies.check_place(place.city_key, place.mood)
         style = await style_of(self.catalog, soul_id)
         identity = await identity_of(self.catalog, soul_id, identity_version)
-        spot = await self.selfies.choose(soul_id, city_key, mood, user_id)
+        spot = await self.selfies.choose(soul_id, place.city_key, place.mood, user_id)
         claimed = await self.catalog.claim_unseen.remote(
             spot.key.pk_id, user_id, via, version_of(identity)
         )

@@ -18,10 +18,11 @@ from serve_app.characters.identities import (
     PinNotLocked,
 )
 from serve_app.characters.verdicts import IdentityAnchors, IdentityStamp, IdentityThresholds
+from serve_app.delivery import Place
 from serve_app.errors import InvalidRequest
 from serve_app.ids import new_ulid
 from serve_app.prompts import pk_id
-from serve_app.schemas import Variant
+from serve_app.schemas import AnimateJob, Frames, Variant
 from serve_app.storage.tables import CatalogStore
 from tests.support import run
 from tests.unit.test_facets import alone, postgres_url, store  # noqa: F401 (fixtures)
@@ -177,8 +178,37 @@ def test_a_bad_pin_writes_nothing(world: World) -> None:
         with pytest.raises(InvalidRequest, match=r"^identity_version"):
             run(replica.deliverer.image("nova", "a red fox", "u1", identity_version=bad))
         with pytest.raises(InvalidRequest, match=r"^identity_version"):
-            run(replica.deliverer.selfie("nova", "paris", "happy", "u1", identity_version=bad))
+            place = Place("paris", "happy")
+            run(replica.deliverer.selfie("nova", place, "u1", identity_version=bad))
         with pytest.raises(InvalidRequest, match=r"^identity_version"):
             run(replica.deliverer.check_identity("nova", bad))
     assert (world.variant_ids(), world.seen("u1")) == (variants, seen)
     assert replica.renders == 0
+
+
+def test_animating_anew_conditions_on_the_version_the_variant_was_made_with(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Animator gets the original's identity version (the same face), not the latest one,
+    and the new variant is stamped with it, so a pin of that version can be served it."""
+    replica = world.replica(identity=IdentityThresholds(attempts=1))
+    jobs: list[AnimateJob] = []
+    animate = world.animator.animate
+
+    def seen(image: Frames, job: AnimateJob) -> Frames:
+        jobs.append(job)
+        return animate(image, job)
+
+    monkeypatch.setattr(world.animator, "animate", seen)
+    before = replica.image("a red fox", "u1")  # made before any lock
+    lock_with_hopper(world, replica, 1)
+    first = replica.image("a blue whale", "u1")
+    lock_with_hopper(world, replica, 2)
+    assert [j.identity for j in jobs] == [None, jobs[1].identity]
+    assert jobs[1].identity is not None and jobs[1].identity.version == 1
+
+    moved = run(replica.deliverer.animate(first.variant.variant_id, "u2", "subtle"))
+    assert jobs[-1].identity is not None and jobs[-1].identity.version == 1
+    assert moved.variant.meta["identity"] == first.variant.meta["identity"]
+    unlocked_face = run(replica.deliverer.animate(before.variant.variant_id, "u2", "subtle"))
+    assert jobs[-1].identity is None and "identity" not in unlocked_face.variant.meta

@@ -10,7 +10,7 @@ from serve_app.api.deps import Authorized, ClientScope
 from serve_app.api.errors import responses
 from serve_app.api.protocol import SelfieRequest, SelfieResponse
 from serve_app.api.services import Once, Services
-from serve_app.delivery import Shot, tenant_user
+from serve_app.delivery import Place, Shot, tenant_user
 from serve_app.media.answers import shot_answer
 
 router = APIRouter(tags=["selfies"], dependencies=[Authorized])
@@ -45,8 +45,9 @@ async def selfie(
 
     async def shoot() -> dict[str, Any]:
         user = tenant_user(client_id, body.user_id)
+        place = Place(body.city_key, body.mood)
         shot = await services.deliverer.selfie(
-            body.soul_id, body.city_key, body.mood, user, identity_version=body.identity_version
+            body.soul_id, place, user, identity_version=body.identity_version
         )
         return shot.model_dump(mode="json")
 

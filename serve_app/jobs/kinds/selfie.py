@@ -7,7 +7,7 @@ from typing import Literal
 
 from serve_app.api.protocol import SelfieResponse
 from serve_app.characters.identities import IdentityPin
-from serve_app.delivery import Delivery, Shot
+from serve_app.delivery import Delivery, Place, Shot
 from serve_app.delivery.places import Key as PlaceKey
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import JobTools
@@ -43,9 +43,8 @@ class SelfieKind(DeliveringKind[SelfieJob]):
     async def deliver(
         self, spec: SelfieJob, item: Item, user: str, ref: str, tools: JobTools
     ) -> Delivery:
-        return await tools.deliverer.selfie(
-            spec.soul_id, spec.city_key, spec.mood, user, ref, spec.identity_version
-        )
+        place = Place(spec.city_key, spec.mood)
+        return await tools.deliverer.selfie(spec.soul_id, place, user, ref, spec.identity_version)
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> SelfieResponse | None:
         first = doc.outcome.items[0] if doc.outcome.items else None

@@ -380,6 +380,8 @@ def test_a_character_is_described_given_a_photograph_locked_and_scores_images(
         "() => /· locked/.test(document.querySelector('#char-state').textContent)"
     )
     assert page.is_disabled("#char-upload") and page.is_disabled("#char-lock")
+    chosen = page.eval_on_selector("#char-version", "s => s.selectedOptions[0].textContent")
+    assert re.fullmatch(r"v\d+ \(locked\)", chosen), chosen
     shot(page, "characters-locked")
 
     def verdict(name: str, pixels: Any) -> str:

@@ -107,7 +107,10 @@ export function charactersPanel() {
     show(await call("POST", `${base()}/${version()}/references`, { url: $("#char-url").value.trim() }));
   }));
   $("#char-sheet").addEventListener("click", () => act($("#char-sheet"), sheet));
-  $("#char-lock").addEventListener("click", () => act($("#char-lock"), async () => show(await call("POST", `${base()}/${version()}/lock`))));
+  $("#char-lock").addEventListener("click", () => act($("#char-lock"), async () => {
+    const locked = await call("POST", `${base()}/${version()}/lock`);
+    await load(locked.version); // the version list says "locked" too
+  }));
   $("#char-report").addEventListener("click", () => act($("#char-report"), report));
   $("#char-score").addEventListener("click", () => act($("#char-score"), score));
 }

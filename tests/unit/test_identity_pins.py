@@ -25,7 +25,7 @@ from serve_app.prompts import pk_id
 from serve_app.schemas import AnimateJob, Frames, Variant
 from serve_app.storage.tables import CatalogStore
 from tests.support import run
-from tests.unit.test_facets import alone, postgres_url, store  # noqa: F401 (fixtures)
+from tests.unit.test_facets import Served, alone, postgres_url, store  # noqa: F401 (fixtures)
 from tests.unit.test_identity_renders import hopper_png
 from tests.unit.world import World
 
@@ -212,3 +212,23 @@ def test_animating_anew_conditions_on_the_version_the_variant_was_made_with(
     assert moved.variant.meta["identity"] == first.variant.meta["identity"]
     unlocked_face = run(replica.deliverer.animate(before.variant.variant_id, "u2", "subtle"))
     assert jobs[-1].identity is None and "identity" not in unlocked_face.variant.meta
+
+
+class Reserved(Served, Identities):
+    """The reserve beside the claims it counts and the identities it reads."""
+
+
+def test_the_reserve_counts_only_the_variants_its_next_users_can_be_served(
+    store: CatalogStore,  # noqa: F811 (test_facets' fixture)
+) -> None:
+    reserve = alone(Reserved, store, reserve={"enabled": True, "depth": 2, "hot_per_min": 0.01})
+    key = pk_id("nova", "a fox")
+    for variant in (made_with(None), made_with(None)):
+        run(reserve.put_variant(variant, []))
+    run(reserve.claim_unseen(key, "u1"))  # u1 will have had 1
+    run(reserve.flush_demand())
+    assert run(reserve.reserve_short(key)) == 1  # 2 variants, 1 seen: one more for depth 2
+    locked(reserve)
+    assert run(reserve.reserve_short(key)) == 3  # none of them shows version 1's face
+    run(reserve.put_variant(made_with(1), []))
+    assert run(reserve.reserve_short(key)) == 2

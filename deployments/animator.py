@@ -1,6 +1,12 @@
 """Animator (seed §7): "subtle" mode, the render plus low-strength img2img variations of it;
 "animated" mode, AnimateDiff with the soul's motion module; or "video" mode, Stable Video
-Diffusion (image-to-video) from the render. The soul's style picks the mode."""
+Diffusion (image-to-video) from the render. The soul's style picks the mode.
+
+A job with an identity (``AnimateJob.identity``: a soul's locked version) is conditioned on the
+version's IP-Adapter image embedding at its strength, as the Renderer's renders are
+(``serve_app.characters.conditioning``: the same adapter loading, the same embedding, computed
+once per version and cached in the object store): the "subtle" variations and the "animated"
+frames. "video" is conditioned by the render itself (SVD starts from it)."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from pydantic import Field, model_validator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serve_app.characters.conditioning import IdentityConditioner
 from serve_app.diffusion.pipelines import (
     DiffusionConfig,
     StylePipelines,
@@ -23,6 +30,8 @@ from serve_app.diffusion.sources import ModelManager, ModelNotFound, model_manag
 from serve_app.metrics import timed
 from serve_app.schemas import AnimateJob, Frames
 from serve_app.settings import Settings
+from serve_app.storage import open_object_store
+from serve_app.storage.objects import ObjectStore
 
 
 class AnimatorConfig(DiffusionConfig):
@@ -30,6 +39,12 @@ class AnimatorConfig(DiffusionConfig):
     strength: float = Field(default=0.3, gt=0.0, le=1.0, description="img2img strength.")
     steps: int = Field(default=10, ge=1, le=150, description="Steps before strength scaling.")
     batch_size: int = Field(default=4, ge=1, le=12, description="Variations per pipeline call.")
+    ip_adapter: str | None = Field(
+        default=None,
+        description="IP-Adapter (a model ref, as renderer.ip_adapter) that conditions the "
+        "frames of a soul with a locked identity; None: off (the frames follow the "
+        "conditioned render only).",
+    )
     video_model: str = Field(
         default="tiny-svd",
         description='Image-to-video model of mode "video": a diffusers '
@@ -49,9 +64,20 @@ class AnimatorConfig(DiffusionConfig):
 class AnimatorEngine:
     """Frames run with the soul's LoRA set switched on, like its render."""
 
-    def __init__(self, manager: ModelManager, config: AnimatorConfig | None = None) -> None:
-        self.config = config or AnimatorConfig()
-        self.pipelines = StylePipelines(manager, self.config)
+    def __init__(
+        self,
+        manager: ModelManager,
+        config: AnimatorConfig | None = None,
+        objects: ObjectStore | None = None,
+    ) -> None:
+        self.pipelines = StylePipelines(manager, AnimatorConfig())
+        self.conditioner = IdentityConditioner(manager, objects)
+        self.configure(config or AnimatorConfig())
+
+    def configure(self, config: AnimatorConfig) -> None:
+        """Applies to pipelines loaded from now on (device, dtype) and to every call (the rest)."""
+        self.config = self.pipelines.config = config
+        self.conditioner.adapter = config.ip_adapter
 
     def animate(self, image: Frames, job: AnimateJob) -> Frames:
         import torch
@@ -88,6 +114,9 @@ class AnimatorEngine:
         pipe = self.pipelines.img2img(job.base_model_ref)
         for start in range(0, len(seeds), cfg.batch_size):
             chunk = seeds[start : start + cfg.batch_size]
+            conditioning = self.conditioner.inputs(
+                pipe, [job.identity] * len(chunk), cfg.guidance_scale > 1
+            )
             out = pipe(
                 prompt=[job.prompt] * len(chunk),
                 negative_prompt=[job.negative_prompt] * len(chunk) if job.negative_prompt else None,
@@ -97,6 +126,7 @@ class AnimatorEngine:
                 guidance_scale=cfg.guidance_scale,
                 generator=[torch.Generator(pipe.device).manual_seed(s) for s in chunk],
                 output_type="np",
+                **conditioning,
             )
             frames.append(to_pixels(out.images))
         return np.concatenate(frames), {"strength": cfg.strength}
@@ -112,6 +142,7 @@ class AnimatorEngine:
         _, height, width, _ = image.pixels.shape
         style = self.pipelines.style(job.base_model_ref, job.lora_ids, job.motion_module)
         pipe = self.pipelines.activate(style)
+        conditioning = self.conditioner.inputs(pipe, [job.identity], cfg.guidance_scale > 1)
         out = pipe(
             prompt=job.prompt,
             negative_prompt=job.negative_prompt or None,
@@ -122,6 +153,7 @@ class AnimatorEngine:
             guidance_scale=cfg.guidance_scale,
             generator=torch.Generator(pipe.device).manual_seed(job.seed),
             output_type="np",
+            **conditioning,
         )
         return to_pixels(out.frames[0]), {"motion_module": job.motion_module}
 
@@ -155,10 +187,10 @@ class Animator:
         self.catalog = catalog  # only for the job backlog its autoscaling policy reads
         settings = Settings()
         configure_torch(settings.models)
-        self.engine = AnimatorEngine(model_manager(settings))
+        self.engine = AnimatorEngine(model_manager(settings), objects=open_object_store(settings))
 
     def reconfigure(self, config: dict) -> None:
-        self.engine.config = self.engine.pipelines.config = AnimatorConfig.model_validate(config)
+        self.engine.configure(AnimatorConfig.model_validate(config))
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """The job backlog, for the backlog autoscaling policy (``serve_app.autoscale``)."""

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serve_app.characters.identities import IdentityPin
 from serve_app.characters.verdicts import IdentityStamp
 from serve_app.delivery.places import Key as PlaceKey
 from serve_app.jobs.book import ItemFailure, JobError, Progress, Status
@@ -89,6 +90,7 @@ class SelfieRequest(BaseModel):
     city_key: PlaceKey = Field(description="A city of GET /cities, e.g. paris.")
     mood: PlaceKey = Field(description="A mood of GET /cities, e.g. happy.")
     user_id: UserId
+    identity_version: IdentityPin = None
 
 
 class RegenerateRequest(Regeneration):

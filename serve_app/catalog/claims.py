@@ -1,12 +1,15 @@
 """The claims facet: which variant each user was sent (``user_seen``). A variant goes to a user
 at most once: a claim is one insert-if-absent, and a lost race means another request of the same
-user took that variant."""
+user took that variant. Only variants made with the identity version the request renders with
+are claimed (``made_with``): another version's face, or one from before the lock, is never a
+hit."""
 
 from __future__ import annotations
 
 import contextlib
 
 from serve_app.catalog.facet import Facet
+from serve_app.characters.uses import made_with
 from serve_app.ids import now_ms
 from serve_app.metrics import count
 from serve_app.schemas import Variant
@@ -14,13 +17,16 @@ from serve_app.storage.store import StoreUnavailable
 
 
 class Claims(Facet):
-    async def claim_unseen(self, pk_id: str, user_id: str, via: str = "") -> Variant | None:
-        """Claim the oldest variant of the key this user has not seen; None when all are seen.
+    async def claim_unseen(
+        self, pk_id: str, user_id: str, via: str = "", identity: int | None = None
+    ) -> Variant | None:
+        """Claim the oldest variant of the key made with identity version ``identity`` (None:
+        without one) that this user has not seen; None when all are seen.
 
         The claim is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: a lost race means a
         concurrent request of the same user took that variant, so try the next one.
         """
-        variants = await self.store.list_variants(pk_id)
+        variants = [v for v in await self.store.list_variants(pk_id) if made_with(v, identity)]
         seen = await self.store.seen_among(user_id, [v.variant_id for v in variants])
         self.demand.note(pk_id, len(seen) + 1, now_ms())  # what the user will have had
         for variant in variants:
@@ -66,9 +72,13 @@ class Claims(Facet):
         page = [(v, r["seen_at_ts"]) for v, r in found if v is not None and not v.deleted]
         return page, rows[-1]["variant_id"] if len(rows) == limit else None
 
-    async def users_lacking_unseen(self, pk_id: str, user_ids: list[str]) -> list[str]:
-        """The users who have already seen every variant of the key: only they need a render."""
-        variant_ids = [v.variant_id for v in await self.store.list_variants(pk_id)]
+    async def users_lacking_unseen(
+        self, pk_id: str, user_ids: list[str], identity: int | None = None
+    ) -> list[str]:
+        """The users who have already seen every variant of the key made with identity version
+        ``identity`` (None: without one): only they need a render."""
+        variants = await self.store.list_variants(pk_id)
+        variant_ids = [v.variant_id for v in variants if made_with(v, identity)]
         return [
             u
             for u in user_ids

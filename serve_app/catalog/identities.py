@@ -15,13 +15,17 @@ from serve_app.characters.identities import (
     IdentityVersion,
     NoIdentityVersion,
     NotIdentityOwner,
+    PinMissing,
+    PinNotLocked,
     edited,
     new_version,
 )
 from serve_app.characters.report import ConsistencyReport, consistency_report
-from serve_app.characters.verdicts import IdentityAnchors
+from serve_app.characters.uses import use_of
+from serve_app.characters.verdicts import IdentityAnchors, IdentityUse
 from serve_app.errors import Busy, InvalidRequest, UnknownSoul
 from serve_app.ids import first_ulid_of, now_ms
+from serve_app.storage.tables import CatalogStore
 
 ATTEMPTS = 8  # concurrent writers of one soul's versions, before the client is told to retry
 
@@ -117,6 +121,10 @@ class Identities(Facet):
         versions = await self.store.list_identities(soul_id)
         return next((v for v in reversed(versions) if v.locked), None)
 
+    async def identity_use(self, soul_id: str, pinned: int | None) -> IdentityUse | None:
+        """The identity a render of the soul uses (``identity_for``)."""
+        return await identity_for(self.store, soul_id, pinned)
+
     async def _change(
         self,
         soul_id: str,
@@ -141,3 +149,20 @@ class Identities(Facet):
             raise UnknownSoul(soul_id)
         variants = await self.store.soul_variants_since(soul_id, first_ulid_of(since_ms))
         return consistency_report(soul_id, variants, version, after, limit)
+
+
+async def identity_for(store: CatalogStore, soul_id: str, pinned: int | None) -> IdentityUse | None:
+    """The identity a render of the soul uses, as an order carries it: the locked version a
+    request pins (``identity_version``; 422 when the soul has no such version, or it is not
+    locked), else its latest locked version, else None. Read by the keys facet's lookup too,
+    so a cache hit is filtered on it in the same call."""
+    if pinned is not None:
+        found = await store.get_identity(soul_id, pinned)
+        if found is None:
+            raise PinMissing(soul_id, pinned)
+        if not found.locked:
+            raise PinNotLocked(soul_id, pinned)
+        return use_of(found)
+    versions = await store.list_identities(soul_id)
+    latest = next((v for v in reversed(versions) if v.locked), None)
+    return None if latest is None else use_of(latest)

@@ -9,6 +9,7 @@ import asyncio
 import numpy as np
 
 from serve_app.catalog.claims import Claims
+from serve_app.catalog.identities import identity_for
 from serve_app.catalog.key_index import REBUILT
 from serve_app.catalog.key_vectors import KeyIndex, as_unit_vector
 from serve_app.ids import new_ulid, now_ms
@@ -22,23 +23,40 @@ APPROXIMATION_MARGIN = 0.02
 
 class PromptKeys(Claims):
     async def lookup(
-        self, soul_id: str, cue: str, user_id: str | None = None, via: str = ""
+        self,
+        soul_id: str,
+        cue: str,
+        user_id: str | None = None,
+        via: str = "",
+        identity_version: int | None = None,
     ) -> KeyLookup | None:
-        """Normalize ``cue`` in the soul's style, read its exact key; None: unknown soul.
+        """Normalize ``cue`` in the soul's style, read its exact key and the identity a render
+        uses (``identity_version`` pinned, else the latest locked); None: unknown soul.
 
-        With ``user_id``, an existing key's oldest unseen variant is claimed in the same call:
-        the cache-hit path is one round trip. ``via``: the job item the claim is for, if any.
+        With ``user_id``, an existing key's oldest unseen variant made with that identity is
+        claimed in the same call: the cache-hit path is one round trip. ``via``: the job item
+        the claim is for, if any. A pin that is not a locked version is refused (422) before
+        anything is claimed.
         """
         style = await self.store.get_style(soul_id)
         if style is None:  # an unknown soul, or one whose style was deleted
             if await self.store.get_soul(soul_id) is None:
                 return None
             return KeyLookup(style=None, key_norm="", cue_text="", key=None)
+        identity = await identity_for(self.store, soul_id, identity_version)
+        version = None if identity is None else identity.version
         key_norm, cue_text = normalize(cue, style.style_tags)
         key = await self.store.get_prompt_key(pk_id(soul_id, key_norm))
-        claimed = await self.claim_unseen(key.pk_id, user_id, via) if key and user_id else None
+        claimed = None
+        if key and user_id:
+            claimed = await self.claim_unseen(key.pk_id, user_id, via, version)
         return KeyLookup(
-            style=style, key_norm=key_norm, cue_text=cue_text, key=key, claimed=claimed
+            style=style,
+            key_norm=key_norm,
+            cue_text=cue_text,
+            key=key,
+            claimed=claimed,
+            identity=identity,
         )
 
     async def get_prompt_key(self, pk_id: str) -> PromptKey | None:

@@ -13,7 +13,8 @@ refills it queues (jobs of kind ``reserve``, ``jobs/kinds/reserve.py``).
              the daily budget's warning level (``cost.warn_at``)
 
 A refill renders under the key's work lock and asks ``reserve_short`` there first, so two
-workers never take a key past its depth.
+workers never take a key past its depth. A key's variants count when its next users can be
+served them: for a soul with a locked identity, those made with its latest locked version.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from serve_app.catalog.demand import KeyDemand, decayed, per_minute
+from serve_app.catalog.identities import identity_for
 from serve_app.catalog.jobs import Jobs
 from serve_app.catalog.ledger import utc_day
+from serve_app.characters.uses import made_with
 from serve_app.ids import now_ms
 from serve_app.jobs.spec import RESERVE_CLIENT, RESERVE_LANE
 from serve_app.metrics import count, gauge
@@ -80,7 +83,7 @@ class Reserve(Jobs):
         demand = next(iter(await self._demands(ts, pk_id)), None)
         if demand is None or demand.per_min < cfg.hot_per_min:
             return 0
-        return max(0, demand.short_of(await self.store.count_variants(pk_id), cfg.depth))
+        return max(0, demand.short_of(await self._servable(pk_id), cfg.depth))
 
     async def plan_reserve(self) -> list[str]:
         """Queue a refill for each hot key short of its depth that has none queued; the keys
@@ -91,7 +94,7 @@ class Reserve(Jobs):
         queued = await self._refilling()
         planned: list[str] = []
         for demand in await self.hot_keys():
-            variants = await self.store.count_variants(demand.pk_id)
+            variants = await self._servable(demand.pk_id)
             ahead = max(0.0, variants - demand.top_seen)
             gauge("soul_reserve_depth", ahead, pk_id=demand.pk_id)
             if demand.pk_id in queued or demand.short_of(variants, cfg.depth) <= 0:
@@ -105,6 +108,16 @@ class Reserve(Jobs):
                 break
             planned.append(demand.pk_id)
         return planned
+
+    async def _servable(self, pk_id: str) -> int:
+        """The key's variants its next users can be served: all of them for a soul without a
+        locked identity, else those made with its latest locked version (not those of an older
+        version, nor from before the lock)."""
+        identity = await identity_for(self.store, pk_id.partition(":")[0], None)
+        if identity is None:
+            return await self.store.count_variants(pk_id)
+        variants = await self.store.list_variants(pk_id)
+        return sum(made_with(v, identity.version) for v in variants)
 
     async def _refilling(self) -> set[str]:
         """The keys with a refill queued or running."""

@@ -14,12 +14,22 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.characters.verdicts import IdentityAnchors
-from serve_app.errors import Conflict, Forbidden, NotFound
+from serve_app.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from serve_app.schemas import Text
 
 SEED_BANK_SIZE = 8
 MAX_SEED = 2**31 - 1
 Short = Annotated[Text, Field(max_length=80)]
+MAX_VERSION = 1_000_000
+IdentityPin = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=MAX_VERSION,
+        description="Render with this locked identity version of the soul instead of its "
+        "latest locked one (422 when the soul has no such locked version).",
+    ),
+]
 IdentityState = Literal["unlocked", "locked"]
 
 
@@ -192,4 +202,26 @@ class IdentityChanged(VersionError, Conflict):
         super().__init__(
             f"identity version {version} of soul {soul_id!r} changed while it was being "
             "locked; lock it again"
+        )
+
+
+class PinMissing(VersionError, InvalidRequest):
+    """A request pins (``identity_version``) a version the soul does not have."""
+
+    def __init__(self, soul_id: str, version: int | None) -> None:
+        self.soul_id, self.version = soul_id, version
+        super().__init__(
+            f"identity_version: soul {soul_id!r} has no identity version {version} "
+            f"(GET /souls/{soul_id}/identity lists them)"
+        )
+
+
+class PinNotLocked(VersionError, InvalidRequest):
+    """A request pins (``identity_version``) a version that is not locked yet."""
+
+    def __init__(self, soul_id: str, version: int | None) -> None:
+        self.soul_id, self.version = soul_id, version
+        super().__init__(
+            f"identity_version: version {version} of soul {soul_id!r} is not locked: renders "
+            "use locked versions only"
         )

@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from serve_app.characters.uses import identity_of
+from serve_app.characters.uses import identity_of, version_of
+from serve_app.characters.verdicts import IdentityUse
 from serve_app.delivery.checks import Check, DedupeCheck, IdentityCheck, with_identity
 from serve_app.delivery.coalesce import Coalescer
 from serve_app.delivery.config import DeliveryConfig
@@ -41,7 +42,7 @@ from serve_app.delivery.order import Order
 from serve_app.delivery.places import City, Places
 from serve_app.delivery.recovery import recover
 from serve_app.delivery.results import Delivery, Shot
-from serve_app.delivery.selfies import Selfies
+from serve_app.delivery.selfies import Place, Selfies
 from serve_app.delivery.thumbnails import thumbnailed
 from serve_app.diffusion.sources import ModelError
 from serve_app.errors import (
@@ -63,11 +64,20 @@ log = logging.getLogger("ray.serve")
 
 @dataclass(frozen=True)
 class Ask:
-    """What a delivery is for: a cue in a soul's style, under the prompt key it resolved to."""
+    """What a delivery is for: a cue in a soul's style, under the prompt key it resolved to,
+    with the identity its renders use (the one a hit was made with too)."""
 
     key: PromptKey
     style: StyleProfile
     cue: str
+    identity: IdentityUse | None = None
+
+    @property
+    def flight(self) -> str:
+        """What one render serves: the key, under one identity version (requests pinning
+        another version wait for a render of their own)."""
+        version = version_of(self.identity)
+        return self.key.pk_id if version is None else f"{self.key.pk_id}@{version}"
 
 
 class Deliverer:
@@ -133,9 +143,25 @@ class Deliverer:
         """Refuse an unknown soul (404), or one without a style (409)."""
         await style_of(self.catalog, soul_id)
 
-    async def image(self, soul_id: str, cue: str, user_id: str, via: str = "") -> Delivery:
-        """A variant of ``cue`` in the soul's style that this user has never been sent."""
-        lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue, user_id, via)
+    async def check_identity(self, soul_id: str, pinned: int | None) -> None:
+        """Refuse, before anything is written, a pinned ``identity_version`` that is not a
+        locked version of the soul (422); nothing to check without a pin."""
+        if pinned is not None:
+            await identity_of(self.catalog, soul_id, pinned)
+
+    async def image(
+        self,
+        soul_id: str,
+        cue: str,
+        user_id: str,
+        via: str = "",
+        identity_version: int | None = None,
+    ) -> Delivery:
+        """A variant of ``cue`` in the soul's style that this user has never been sent, made
+        with the soul's latest locked identity version, or the one pinned."""
+        lookup: KeyLookup | None = await self.catalog.lookup.remote(
+            soul_id, cue, user_id, via, identity_version
+        )
         if lookup is None:
             raise UnknownSoul(soul_id)
         if lookup.style is None:
@@ -143,18 +169,31 @@ class Deliverer:
         key, claimed = lookup.key, lookup.claimed  # an exact key: already claimed in lookup
         if key is None:
             key = await self._similar_key(soul_id, lookup)
-            claimed = await self.catalog.claim_unseen.remote(key.pk_id, user_id, via)
-        return await self.deliver(Ask(key, lookup.style, cue), user_id, claimed, via)
+            claimed = await self.catalog.claim_unseen.remote(
+                key.pk_id, user_id, via, version_of(lookup.identity)
+            )
+        ask = Ask(key, lookup.style, cue, lookup.identity)
+        return await self.deliver(ask, user_id, claimed, via)
 
     async def selfie(
-        self, soul_id: str, city_key: str, mood: str, user_id: str, via: str = ""
+        self,
+        soul_id: str,
+        place: Place,
+        user_id: str,
+        via: str = "",
+        identity_version: int | None = None,
     ) -> Shot:
-        """The soul at the next landmark of the city for this user (logged), in their mood."""
-        self.selfies.check_place(city_key, mood)
+        """The soul at the next landmark of the place's city for this user (logged), in its
+        mood, with the soul's latest locked identity version, or the one pinned."""
+        self.selfies.check_place(place.city_key, place.mood)
         style = await style_of(self.catalog, soul_id)
-        spot = await self.selfies.choose(soul_id, city_key, mood, user_id)
-        claimed = await self.catalog.claim_unseen.remote(spot.key.pk_id, user_id, via)
-        delivery = await self.deliver(Ask(spot.key, style, spot.scene), user_id, claimed, via)
+        identity = await identity_of(self.catalog, soul_id, identity_version)
+        spot = await self.selfies.choose(soul_id, place.city_key, place.mood, user_id)
+        claimed = await self.catalog.claim_unseen.remote(
+            spot.key.pk_id, user_id, via, version_of(identity)
+        )
+        ask = Ask(spot.key, style, spot.scene, identity)
+        delivery = await self.deliver(ask, user_id, claimed, via)
         return Shot(**dict(delivery), landmark_key=spot.landmark, angle=spot.angle)
 
     async def recover(self, user_id: str, via: str) -> Delivery | None:
@@ -201,7 +240,7 @@ class Deliverer:
         key = ask.key
         try:
             rendered, led = await self.coalescer.run(
-                key.pk_id, user_id, lambda users: self._render_shared(ask, users), via
+                ask.flight, user_id, lambda users: self._render_shared(ask, users), via
             )
         except ModelError as exc:  # Ray's wrapper is an instance of its cause's class too
             raise UnusableStyle(key.soul_id, first_line(exc)) from exc
@@ -209,7 +248,9 @@ class Deliverer:
             if not led:
                 count("soul_coalesced_requests", scope="replica")
             return rendered[user_id]
-        variant = await self.catalog.claim_unseen.remote(key.pk_id, user_id, via)
+        variant = await self.catalog.claim_unseen.remote(
+            key.pk_id, user_id, via, version_of(ask.identity)
+        )
         if variant is not None:
             count("soul_coalesced_requests", scope="cluster")
         return variant
@@ -224,7 +265,7 @@ class Deliverer:
         """
         key = ask.key
         async with self.locks.hold(f"render:{key.pk_id}"):
-            if not await users_lacking(self.catalog, key, users):
+            if not await users_lacking(self.catalog, key, users, version_of(ask.identity)):
                 return {}
             try:
                 variant, claimed = await self._new_variant(ask, users)
@@ -249,8 +290,8 @@ class Deliverer:
             siblings=tuple(siblings),
             attempts=self.config.dedupe_attempts,
         )
-        if (identity := await identity_of(self.catalog, ask.key.soul_id)) is not None:
-            order = with_identity(order, identity, self.config.identity)
+        if ask.identity is not None:
+            order = with_identity(order, ask.identity, self.config.identity)
         return await self.maker.make(order)
 
     async def _similar_key(self, soul_id: str, lookup: KeyLookup) -> PromptKey:

@@ -16,7 +16,7 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
-from serve_app.characters.uses import identity_of
+from serve_app.characters.uses import identity_of, stamped_version
 from serve_app.characters.verdicts import Verdict
 from serve_app.delivery.checks import with_identity
 from serve_app.delivery.config import DeliveryConfig
@@ -78,8 +78,11 @@ class Derivations:
         via: str = "",
     ) -> Delivery:
         """A new variant of the original's key: its cover set in motion in ``mode`` (with
-        ``frames``, else the Animator's), delivered to the user."""
-        async with self._deriving(variant_id, user_id, via, Regeneration()) as (original, order):
+        ``frames``, else the Animator's), delivered to the user. Its frames are conditioned on
+        the identity version the original was made with (the same face; none for a variant
+        made before its soul was locked), and it keeps the original's verdict."""
+        deriving = self._deriving(variant_id, user_id, via, Regeneration(), same_identity=True)
+        async with deriving as (original, order):
             style = order.style
             if mode == "animated" and not style.motion_module:
                 raise Conflict(
@@ -95,11 +98,17 @@ class Derivations:
 
     @contextlib.asynccontextmanager
     async def _deriving(
-        self, variant_id: str, user_id: str, via: str, change: Regeneration
+        self,
+        variant_id: str,
+        user_id: str,
+        via: str,
+        change: Regeneration,
+        same_identity: bool = False,
     ) -> AsyncIterator[tuple[Variant, Order]]:
         """The original, and the order of a variant derived from it for the user (the soul's
-        style, the original's prompt with ``change``, the key's variants), under the original's
-        lock once the limit is checked."""
+        style, the original's prompt with ``change``, the key's variants, the soul's latest
+        locked identity, or with ``same_identity`` the original's), under the original's lock
+        once the limit is checked."""
         original: Variant = await self.catalog.find_variant.remote(variant_id)  # 404, 410
         key: PromptKey | None = await self.catalog.get_prompt_key.remote(original.pk_id)
         if key is None:
@@ -123,7 +132,14 @@ class Derivations:
                 siblings=tuple(siblings),
                 parent_variant_id=variant_id,
             )
-            if (identity := await identity_of(self.catalog, key.soul_id)) is not None:
+            if same_identity:
+                made_with = stamped_version(original)
+                identity = None
+                if made_with is not None:
+                    identity = await identity_of(self.catalog, key.soul_id, made_with)
+            else:
+                identity = await identity_of(self.catalog, key.soul_id)
+            if identity is not None:
                 order = with_identity(order, identity, self.config.identity)
             yield original, order
 

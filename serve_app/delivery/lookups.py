@@ -30,7 +30,12 @@ async def style_references(objects: ObjectStore, style: StyleProfile) -> list[st
     return await asyncio.to_thread(objects.list, reference_prefix(style.soul_id))
 
 
-async def users_lacking(catalog: Any, key: PromptKey, users: Iterable[str]) -> list[str]:
-    """Of ``users``, those who have seen every variant of the key: only they need a new one."""
-    lacking: list[str] = await catalog.users_lacking_unseen.remote(key.pk_id, sorted(users))
+async def users_lacking(
+    catalog: Any, key: PromptKey, users: Iterable[str], identity: int | None = None
+) -> list[str]:
+    """Of ``users``, those who have seen every variant of the key made with identity version
+    ``identity`` (None: without one): only they need a new one."""
+    lacking: list[str] = await catalog.users_lacking_unseen.remote(
+        key.pk_id, sorted(users), identity
+    )
     return lacking

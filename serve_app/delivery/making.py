@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from serve_app.characters.uses import counted
+from serve_app.characters.uses import counted, version_of
 from serve_app.delivery.checks import Check, identity_facts
 from serve_app.delivery.handles import Handles
 from serve_app.delivery.lookups import style_references, users_lacking
@@ -81,7 +81,9 @@ class VariantMaker:
             variant = await self._animate_and_encode(order)
             await report(self.catalog, order.waiting, "record")
             if order.parent_variant_id is None:
-                claim_for = await users_lacking(self.catalog, order.key, order.waiting)
+                claim_for = await users_lacking(
+                    self.catalog, order.key, order.waiting, version_of(order.identity)
+                )
             else:
                 variant.meta["parent_variant_id"] = order.parent_variant_id
                 claim_for = list(order.waiting)
@@ -125,6 +127,7 @@ class VariantMaker:
                 mode=style.animation,
                 motion_module=style.motion_module,
                 frames=order.frames,
+                identity=None if order.identity is None else order.identity.conditioning,
             ),
         )
         sidecar = {

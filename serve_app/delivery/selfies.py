@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from serve_app.delivery.places import City, Places
 from serve_app.errors import Busy, InvalidRequest, NotFound
@@ -23,6 +23,13 @@ _SELFIE = re.compile(r"selfie:(?P<city>\w+):(?P<landmark>\w+):(?P<mood>\w+):(?P<
 class UnknownCity(NotFound):
     def __init__(self, city_key: str, known: list[str]) -> None:
         super().__init__(f"unknown city {city_key!r}; known cities: {', '.join(known)}")
+
+
+class Place(NamedTuple):
+    """Where a selfie is asked for: a city of ``places`` and a mood."""
+
+    city_key: str
+    mood: str
 
 
 @dataclass(frozen=True)

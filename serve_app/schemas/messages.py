@@ -82,6 +82,9 @@ class AnimateJob(BaseModel):
     frames: int | None = Field(
         default=None, ge=6, le=12, description="Frames of the GIF (default: animator.frames)."
     )
+    identity: IdentityConditioning | None = Field(
+        default=None, description="Condition the frames on this identity version (IP-Adapter)."
+    )
 
 
 class EncodeJob(BaseModel):

@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from serve_app.characters.verdicts import IdentityUse
 from serve_app.schemas.fields import (
     Animation,
     JsonObject,
@@ -202,6 +203,11 @@ class KeyLookup(BaseModel):
     key: PromptKey | None
     claimed: Variant | None = Field(
         default=None, description="With a user and an existing key: the variant claimed for them."
+    )
+    identity: IdentityUse | None = Field(
+        default=None,
+        description="The identity a render uses (pinned, else the latest locked version); "
+        "``claimed`` was made with it.",
     )
 
 

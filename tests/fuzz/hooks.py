@@ -19,6 +19,8 @@ KEY_REUSED = "Idempotency-Key: already used with different parameters"
 REFUSED_BY_STATE_OR_CONFIG = (
     "chain: unknown chain",
     "format: Value error, background: remove needs png",
+    "identity_version: soul ",  # a pin of a version the soul does not have
+    "identity_version: version ",  # or has not locked
 )
 NOT_AN_IMAGE = ("not a PNG, JPEG, WebP or GIF image", ": empty; send an image file")
 
@@ -55,7 +57,8 @@ def filter_failure(ctx: Any, failure: Any, case: Any, response: Any) -> bool:
 def _against_state_or_config(case: Any, detail: str) -> bool:
     """The rules a schema-valid request can break that depend on the path, the catalog, the
     configuration or the bytes of a file, each documented in its route or field: a version's
-    parent is an earlier version that exists; a print's size lies within the configured
+    parent is an earlier version that exists; a pinned identity_version is a locked version of
+    the soul; a print's size lies within the configured
     bounds, its chain is one the configuration names, and a cut-out is a PNG; an uploaded file
     is an image."""
     body = case.body if isinstance(case.body, dict) else {}

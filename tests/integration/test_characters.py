@@ -148,3 +148,47 @@ def test_another_key_cannot_change_a_version_it_did_not_make(graph: Graph) -> No
     assert graph.client.post(f"{path}/lock", headers=other).status_code == 403
     seen = graph.client.get(path, headers=other).json()
     assert seen["mine"] is False and seen["strength"] == made["strength"]
+
+
+def test_renders_use_the_latest_locked_version_or_a_pinned_one_and_hits_keep_the_face(
+    graph: Graph, locked: dict[str, Any]
+) -> None:
+    """Last in the module: it locks a newer version. A cue's variant of one version is never a
+    hit for a request that renders with another; a pin of a version that is not locked is a 422
+    that writes nothing."""
+    older = locked["version"]
+    made = graph.client.post(BASE, json={"parent": older, "change_note": "another face"}).json()
+    newer = made["version"]
+    added = graph.client.post(
+        f"{BASE}/{newer}/references", files=files(jpeg(skimage_data.astronaut()))
+    )
+    assert added.status_code == 200, added.text
+    assert graph.client.post(f"{BASE}/{newer}/lock").status_code == 200
+
+    def image(user_id: str, pin: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"soul_id": NOVA, "cue": "a lighthouse", "user_id": user_id}
+        if pin is not None:
+            params["identity_version"] = pin
+        answer = graph.client.get("/image", params=params)
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    latest = image("pin-a")
+    assert latest["identity"]["version"] == newer and latest["cache"] == "miss"
+    pinned = image("pin-b", older)  # no variant of the older version yet: a render of it
+    assert pinned["identity"]["version"] == older and pinned["cache"] == "miss"
+    hit = image("pin-c")
+    assert (hit["cache"], hit["variant_id"]) == ("hit", latest["variant_id"])
+    pinned_hit = image("pin-c", older)
+    assert (pinned_hit["cache"], pinned_hit["variant_id"]) == ("hit", pinned["variant_id"])
+
+    unlocked = graph.client.post(BASE, json={}).json()["version"]
+    for pin in (unlocked, unlocked + 1):
+        refused = graph.client.get(
+            "/image",
+            params={"soul_id": NOVA, "cue": "a lighthouse", "user_id": "pin-d",
+                    "identity_version": pin},
+        )  # fmt: skip
+        assert refused.status_code == 422 and "identity_version" in refused.json()["detail"]
+    assert graph.rows("SELECT * FROM user_seen WHERE user_id LIKE ?", "%pin-d") == []

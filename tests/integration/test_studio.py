@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from matplotlib import cbook
 from PIL import Image
+from shared_graph import souls_of
+from skimage import data as skimage_data
 from soul_client import API_KEY, Graph
 
 from tests.support import skip_or_fail
@@ -21,6 +25,7 @@ from tests.support import skip_or_fail
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
+CHARACTER, _ = souls_of("studio")  # a soul of its own: its identity is locked here
 SHOTS = Path("test-artifacts/studio")
 # The session's quick renders, but for the queue's test (``slow_renders``); the shared graph's
 # JobWorker has one slot, watched every 0.1 s.
@@ -340,3 +345,56 @@ def test_the_page_stays_usable_on_a_narrow_screen(page: Any) -> None:
     assert overflow <= 0
     assert page.locator("#generate").is_visible()
     shot(page, "narrow")
+
+
+def jpeg_file(name: str, pixels: Any) -> dict[str, Any]:
+    """A file for an <input type=file>: ``pixels`` as a JPEG."""
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=90)
+    return {"name": name, "mimeType": "image/jpeg", "buffer": out.getvalue()}
+
+
+def test_a_character_is_described_given_a_photograph_locked_and_scores_images(
+    page: Any,
+) -> None:
+    """Grace Hopper (matplotlib's sample, public domain) is the reference; her mirror image is
+    verified by the face scorer, and another person (scikit-image's astronaut) is off model."""
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        hopper = np.asarray(Image.open(f).convert("RGB"))
+    tab(page, "characters")
+    page.select_option("#char-soul", CHARACTER)
+    page.fill("#char-hair_colour", "grey")
+    page.fill("#char-features", "naval uniform, pearl earrings")
+    page.click("#char-create")
+    page.wait_for_function(
+        "() => /Version \\d+ · unlocked/.test(document.querySelector('#char-state').textContent)"
+    )
+    assert "grey hair" in page.inner_text("#char-prompt")
+    assert "naval uniform, pearl earrings" in page.inner_text("#char-prompt")
+    page.set_input_files("#char-files", [jpeg_file("hopper.jpg", hopper)])
+    page.click("#char-upload")
+    loaded(page, "#char-references img")
+    assert page.locator("#char-references img").count() == 1
+    page.click("#char-lock")
+    page.wait_for_function(
+        "() => /· locked/.test(document.querySelector('#char-state').textContent)"
+    )
+    assert page.is_disabled("#char-upload") and page.is_disabled("#char-lock")
+    chosen = page.eval_on_selector("#char-version", "s => s.selectedOptions[0].textContent")
+    assert re.fullmatch(r"v\d+ \(locked\)", chosen), chosen
+    shot(page, "characters-locked")
+
+    def verdict(name: str, pixels: Any) -> str:
+        page.evaluate("() => { document.querySelector('#char-verdict').textContent = '' }")
+        page.set_input_files("#char-score-file", [jpeg_file(name, pixels)])
+        page.click("#char-score")
+        page.wait_for_function("() => document.querySelector('#char-verdict').textContent")
+        text: str = page.inner_text("#char-verdict")
+        return text
+
+    same = verdict("mirrored.jpg", np.ascontiguousarray(hopper[:, ::-1]))
+    assert re.match(r"v\d+: verified by face \(0\.\d+ against 0\.363\)", same), same
+    other = verdict("astronaut.jpg", skimage_data.astronaut())
+    assert re.match(r"v\d+: off_model by face", other), other
+    assert page.locator("#char-error").is_hidden()
+    shot(page, "characters-scored")

@@ -17,7 +17,7 @@ from deployments.dedupe import DedupeConfig, DedupeEngine
 from deployments.renderer import RendererEngine
 from serve_app.catalog.ledger import CostConfig, utc_day
 from serve_app.characters.verdicts import IdentityJudging
-from serve_app.delivery import Delivery, UnknownCity
+from serve_app.delivery import Delivery, Place, UnknownCity
 from serve_app.delivery.coalesce import WorkInterrupted
 from serve_app.delivery.order import Answer, Judgement, Order, Render
 from serve_app.diffusion.sources import ModelManager
@@ -371,10 +371,10 @@ def test_a_style_naming_a_model_the_renderer_lacks_is_a_409_that_says_to_fix_it(
 def test_bad_selfie_places_are_refused_before_anything_is_written(world: World) -> None:
     replica = world.replica()
     with pytest.raises(UnknownCity) as city:
-        run(replica.deliverer.selfie("nova", "atlantis", "happy", "a"))
+        run(replica.deliverer.selfie("nova", Place("atlantis", "happy"), "a"))
     assert city.value.status_code == 404 and "paris" in str(city.value)
     with pytest.raises(InvalidRequest) as mood:
-        run(replica.deliverer.selfie("nova", "paris", "furious", "a"))
+        run(replica.deliverer.selfie("nova", Place("paris", "furious"), "a"))
     assert str(mood.value).startswith("mood:")
     assert world.rows("SELECT * FROM landmark_log") == [] and replica.renders == 0
 

@@ -261,3 +261,52 @@ def test_a_version_of_photographs_is_locked_and_scores_photographs(world: Any) -
         headers=MINE,
     )
     assert none.status_code == 404
+
+
+def test_an_upload_with_an_idempotency_key_is_added_once(world: Any) -> None:
+    client, engine, objects = world
+    client.post("/souls/nova/identity", json=ADA, headers=MINE)
+    keyed = {**MINE, "Idempotency-Key": "refs-1"}
+    first = upload(client, 1, png(), rotated_jpeg(), headers=keyed)
+    assert first.status_code == 200, first.text
+    retried = upload(client, 1, png(), rotated_jpeg(), headers=keyed)
+    assert retried.status_code == 200 and retried.headers["Idempotent-Replayed"] == "true"
+    ids = [r["reference_id"] for r in first.json()["references"]]
+    assert [r["reference_id"] for r in retried.json()["references"]] == ids
+    assert len(run(engine.get_identity("nova", 1)).references) == 2 and len(stored(objects)) == 2
+    other = upload(client, 1, png(64, 64), headers=keyed)  # other images, the same key
+    assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
+    assert len(stored(objects)) == 2
+    unkeyed = upload(client, 1, png())  # without a key, every request adds
+    assert unkeyed.status_code == 200 and len(unkeyed.json()["references"]) == 3
+
+
+def test_a_render_pinning_a_version_that_is_not_locked_is_refused_writing_nothing(
+    world: Any,
+) -> None:
+    client, engine, objects = world
+    client.post("/souls/nova/identity", json=ADA, headers=MINE)  # version 1, unlocked
+    for pin in (1, 2):
+        image = client.get(
+            f"/image?soul_id=nova&cue=a+fox&user_id=u1&identity_version={pin}", headers=MINE
+        )
+        assert image.status_code == 422 and "identity_version" in image.json()["detail"]
+        selfie = client.post(
+            "/selfie",
+            json={"soul_id": "nova", "city_key": "paris", "mood": "happy", "user_id": "u1",
+                  "identity_version": pin},
+            headers=MINE,
+        )  # fmt: skip
+        assert selfie.status_code == 422 and "identity_version" in selfie.json()["detail"]
+        pack = client.post(
+            "/jobs",
+            json={"kind": "pack", "soul_id": "nova", "user_id": "u1", "cue": "a fox", "count": 2,
+                  "identity_version": pin},
+            headers=MINE,
+        )  # fmt: skip
+        assert pack.status_code == 422 and "identity_version" in pack.json()["detail"]
+    bad = client.get("/image?soul_id=nova&cue=a+fox&user_id=u1&identity_version=0", headers=MINE)
+    assert bad.status_code == 422 and "identity_version" in bad.json()["detail"]
+    assert client.get("/jobs", headers=MINE).json()["jobs"] == []
+    assert run(engine.lookup("nova", "a fox")).key is None  # no key made, nothing claimed
+    assert stored(objects) == []

@@ -4,6 +4,7 @@ or by URL), lock; score any image against a locked version. The logic is the cha
 
 import asyncio
 import datetime as dt
+import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -163,13 +164,25 @@ async def edit_identity(
     openapi_extra=image_body(),
 )
 async def add_references(
-    soul_id: SoulId, version: Version, request: Request, client_id: ClientScope, services: Services
+    soul_id: SoulId,
+    version: Version,
+    request: Request,
+    client_id: ClientScope,
+    services: Services,
+    once: Once,
 ) -> IdentityView:
     """Add reference images to an unlocked version: image files (``multipart/form-data``) or
     ``{url}``. Each is checked (format, bytes, pixels, EXIF orientation) before any is stored:
-    a refused upload writes nothing."""
+    a refused upload writes nothing. With an ``Idempotency-Key``, a retry of the same images
+    adds nothing and answers what the first request did."""
     images = await images_in(request, services)
-    changed = await services.characters.add_references(soul_id, version, images, client_id)
+    params = {"images": [hashlib.sha256(image.png).hexdigest() for image in images]}
+
+    async def add() -> dict[str, Any]:
+        changed = await services.characters.add_references(soul_id, version, images, client_id)
+        return changed.model_dump(mode="json")
+
+    changed = IdentityVersion.model_validate(await once(params, add))
     return (await views(services, client_id, [changed]))[0]
 
 

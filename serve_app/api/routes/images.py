@@ -1,6 +1,6 @@
 """``GET /image``: an animation of a cue in the soul's style that its user has never been sent."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -9,6 +9,7 @@ from serve_app.api.deps import Authorized, TenantUser
 from serve_app.api.errors import responses
 from serve_app.api.protocol import ImageResponse
 from serve_app.api.services import Once, Services
+from serve_app.characters.identities import MAX_VERSION
 from serve_app.delivery import Delivery
 from serve_app.schemas import MAX_CUE_CHARS, MediaFormat, SoulId, Text
 
@@ -30,6 +31,16 @@ Format = Annotated[
     ),
 ]
 
+IdentityVersion = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_VERSION,
+        description="Render with this locked identity version of the soul instead of its "
+        "latest locked one (422 when the soul has no such locked version).",
+    ),
+]
+
 
 @router.get(
     "/image",
@@ -43,12 +54,19 @@ async def image(
     services: Services,
     once: Once,
     media_format: Format = "gif",
+    identity_version: IdentityVersion = None,
 ) -> ImageResponse:
-    """An animation of ``cue`` in the soul's style that this user has never been sent."""
+    """An animation of ``cue`` in the soul's style that this user has never been sent, made
+    with the soul's latest locked identity version (or ``identity_version``)."""
     await services.deliverer.check_image(cue, media_format)
-    params = {"soul_id": soul_id, "cue": cue, "user_id": user.user_id}
+    await services.deliverer.check_identity(soul_id, identity_version)
+    params: dict[str, Any] = {"soul_id": soul_id, "cue": cue, "user_id": user.user_id}
+    if identity_version is not None:  # a retry pinning another version is another request
+        params["identity_version"] = identity_version
 
     async def deliver() -> Delivery:
-        return await services.deliverer.image(soul_id, cue, user.scoped)
+        return await services.deliverer.image(
+            soul_id, cue, user.scoped, identity_version=identity_version
+        )
 
     return await delivered_once(services, once, "/image", params, deliver, media_format)

@@ -10,7 +10,7 @@ from serve_app.api.deps import Authorized, ClientScope
 from serve_app.api.errors import responses
 from serve_app.api.protocol import SelfieRequest, SelfieResponse
 from serve_app.api.services import Once, Services
-from serve_app.delivery import Shot, tenant_user
+from serve_app.delivery import Place, Shot, tenant_user
 from serve_app.media.answers import shot_answer
 
 router = APIRouter(tags=["selfies"], dependencies=[Authorized])
@@ -41,10 +41,14 @@ async def selfie(
     """The soul at a landmark of the city this user has not had (else the least recently
     used one, from a new angle), in their style and mood."""
     services.deliverer.check_place(body.city_key, body.mood)
+    await services.deliverer.check_identity(body.soul_id, body.identity_version)
 
     async def shoot() -> dict[str, Any]:
         user = tenant_user(client_id, body.user_id)
-        shot = await services.deliverer.selfie(body.soul_id, body.city_key, body.mood, user)
+        place = Place(body.city_key, body.mood)
+        shot = await services.deliverer.selfie(
+            body.soul_id, place, user, identity_version=body.identity_version
+        )
         return shot.model_dump(mode="json")
 
     shot = Shot.model_validate(await once(body.model_dump(mode="json"), shoot))

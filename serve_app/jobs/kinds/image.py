@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from serve_app.api.protocol import ImageResponse
+from serve_app.characters.identities import IdentityPin
 from serve_app.delivery import Delivery
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import JobTools
@@ -23,6 +24,7 @@ class ImageJob(JobBase):
     cue: Cue
     user_id: UserId
     format: MediaFormat = "gif"
+    identity_version: IdentityPin = None
 
 
 def signed_image(
@@ -42,11 +44,12 @@ class ImageKind(DeliveringKind[ImageJob]):
     async def check(self, spec: ImageJob, tools: JobTools) -> None:
         await tools.deliverer.check_images([spec.cue], spec.format)
         await tools.deliverer.check_soul(spec.soul_id)
+        await tools.deliverer.check_identity(spec.soul_id, spec.identity_version)
 
     async def deliver(
         self, spec: ImageJob, item: Item, user: str, ref: str, tools: JobTools
     ) -> Delivery:
-        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref)
+        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref, spec.identity_version)
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> ImageResponse | None:
         first = doc.outcome.items[0] if doc.outcome.items else None

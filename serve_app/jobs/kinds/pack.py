@@ -11,6 +11,7 @@ import yaml
 from pydantic import ConfigDict, Field, JsonValue, model_validator
 
 from serve_app.api.protocol import ImageResponse, PackResult
+from serve_app.characters.identities import IdentityPin
 from serve_app.delivery import Delivery
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import JobTools
@@ -69,6 +70,7 @@ class PackJob(JobBase):
     count: int | None = Field(default=None, ge=MIN_PACK, le=MAX_PACK)
     vary: Vary | None = None
     format: MediaFormat = "gif"
+    identity_version: IdentityPin = None
 
     @model_validator(mode="after")
     def cues_or_cue_and_count(self) -> PackJob:
@@ -106,11 +108,12 @@ class PackKind(DeliveringKind[PackJob]):
         cues = [item.cue for item in self.items(spec, tools.variations)]
         await tools.deliverer.check_images(cues, spec.format)
         await tools.deliverer.check_soul(spec.soul_id)
+        await tools.deliverer.check_identity(spec.soul_id, spec.identity_version)
 
     async def deliver(
         self, spec: PackJob, item: Item, user: str, ref: str, tools: JobTools
     ) -> Delivery:
-        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref)
+        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref, spec.identity_version)
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> PackResult:
         media_format = doc.spec.get("format", "gif")

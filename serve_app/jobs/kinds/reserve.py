@@ -9,15 +9,18 @@
               budget's warning level reached) ends the job with nothing made
     make:     an ordinary new variant (render → checks → animate → encode → record, its cost
               recorded) claimed by no one, rendered in the background lane and marked
-              ``reserve`` in its meta; a user's render arriving at its replica stops it at the
-              next denoising step (``Preempted``): the job ends cancelled, the next plan
-              queues it again
+              ``reserve`` in its meta, made with the soul's latest locked identity (what
+              its next users' lookups claim); a user's render arriving at its replica stops
+              it at the next denoising step (``Preempted``): the job ends cancelled, the
+              next plan queues it again
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+from serve_app.characters.uses import identity_of
+from serve_app.delivery.checks import with_identity
 from serve_app.delivery.lookups import style_of
 from serve_app.delivery.order import Order
 from serve_app.errors import Preempted, root_cause
@@ -69,6 +72,8 @@ class ReserveKind(JobKind[ReserveJob]):
                 attempts=deliverer.config.dedupe_attempts,
                 reserve=True,
             )
+            if (identity := await identity_of(deliverer.catalog, spec.soul_id)) is not None:
+                order = with_identity(order, identity, deliverer.config.identity)
             try:
                 variant, _ = await deliverer.maker.make(order)
             except Exception as exc:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Literal
 
 from serve_app.api.protocol import SelfieResponse
-from serve_app.delivery import Delivery, Shot
+from serve_app.characters.identities import IdentityPin
+from serve_app.delivery import Delivery, Place, Shot
 from serve_app.delivery.places import Key as PlaceKey
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import JobTools
@@ -24,6 +25,7 @@ class SelfieJob(JobBase):
     city_key: PlaceKey
     mood: PlaceKey
     user_id: UserId
+    identity_version: IdentityPin = None
 
 
 class SelfieKind(DeliveringKind[SelfieJob]):
@@ -36,11 +38,13 @@ class SelfieKind(DeliveringKind[SelfieJob]):
     async def check(self, spec: SelfieJob, tools: JobTools) -> None:
         tools.deliverer.check_place(spec.city_key, spec.mood)
         await tools.deliverer.check_soul(spec.soul_id)
+        await tools.deliverer.check_identity(spec.soul_id, spec.identity_version)
 
     async def deliver(
         self, spec: SelfieJob, item: Item, user: str, ref: str, tools: JobTools
     ) -> Delivery:
-        return await tools.deliverer.selfie(spec.soul_id, spec.city_key, spec.mood, user, ref)
+        place = Place(spec.city_key, spec.mood)
+        return await tools.deliverer.selfie(spec.soul_id, place, user, ref, spec.identity_version)
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> SelfieResponse | None:
         first = doc.outcome.items[0] if doc.outcome.items else None

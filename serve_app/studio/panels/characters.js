@@ -4,6 +4,7 @@
 import { call, followJob, upload } from "../api.js";
 import { $, busy, failureText, fillSelect, fillSouls, onChoice, progressOf, say } from "../ui.js";
 
+const EDITS = ["#char-upload", "#char-link", "#char-sheet", "#char-lock"];
 const TEXT = ["age_range", "gender_presentation", "hair_colour", "hair_style", "eye_colour", "skin_tone", "build", "outfit", "free_text"];
 
 function image(url, caption) {
@@ -18,6 +19,10 @@ export function charactersPanel() {
   const base = () => `/souls/${encodeURIComponent(soul())}/identity`;
   const version = () => $("#char-version").value;
   const problem = (error) => say($("#char-error"), error.message);
+  let editable = false; // the version shown is unlocked and the caller's
+  const allowEdits = () => {
+    for (const name of EDITS) $(name).disabled = !editable;
+  };
 
   function description() {
     const described = {};
@@ -30,7 +35,8 @@ export function charactersPanel() {
     $("#char-state").textContent = `Version ${v.version} · ${v.state}${v.parent ? ` · from ${v.parent}` : ""} · ${v.mine ? "yours" : "another client's"} · seeds ${v.seed_bank.join(", ")}`;
     $("#char-prompt").textContent = v.prompt;
     $("#char-references").replaceChildren(...v.references.map((r) => image(r.url, r.reference_id)));
-    for (const name of ["#char-upload", "#char-link", "#char-sheet", "#char-lock"]) $(name).disabled = v.state === "locked" || !v.mine;
+    editable = v.state !== "locked" && v.mine;
+    allowEdits();
   }
 
   async function load(chosen) {
@@ -40,17 +46,26 @@ export function charactersPanel() {
     if (chosen) $("#char-version").value = String(chosen);
     const current = versions.find((v) => String(v.version) === version());
     if (current) show(current);
-    else $("#char-references").replaceChildren();
+    else {
+      editable = false;
+      allowEdits();
+      $("#char-references").replaceChildren();
+    }
   }
 
-  const act = (button, work) => busy(button, async () => {
-    say($("#char-error"), "");
-    try {
-      await work();
-    } catch (error) {
-      problem(error);
-    }
-  });
+  // A button is busy while its work runs; then the edits are as the version shown allows
+  // (busy re-enables the button it disabled, a lock included).
+  const act = async (button, work) => {
+    await busy(button, async () => {
+      say($("#char-error"), "");
+      try {
+        await work();
+      } catch (error) {
+        problem(error);
+      }
+    });
+    allowEdits();
+  };
 
   async function sheet() {
     const accepted = await call("POST", `${base()}/${version()}/sheet`);
@@ -92,7 +107,10 @@ export function charactersPanel() {
     show(await call("POST", `${base()}/${version()}/references`, { url: $("#char-url").value.trim() }));
   }));
   $("#char-sheet").addEventListener("click", () => act($("#char-sheet"), sheet));
-  $("#char-lock").addEventListener("click", () => act($("#char-lock"), async () => show(await call("POST", `${base()}/${version()}/lock`))));
+  $("#char-lock").addEventListener("click", () => act($("#char-lock"), async () => {
+    const locked = await call("POST", `${base()}/${version()}/lock`);
+    await load(locked.version); // the version list says "locked" too
+  }));
   $("#char-report").addEventListener("click", () => act($("#char-report"), report));
   $("#char-score").addEventListener("click", () => act($("#char-score"), score));
 }

@@ -48,11 +48,11 @@ def frame_images(count: int, size: tuple[int, int]) -> list[bytes]:
 
 
 def storyboard_main(ns: argparse.Namespace) -> int:
-    from serve_app.storyboards.assets import AssetTable, DirectoryEntry
-    from serve_app.storyboards.compiler import compile_script
-    from serve_app.storyboards.composition import frame_seed
-    from serve_app.storyboards.exports import CastEntry, Cover, ExportFrame, image_sequence
-    from serve_app.storyboards.sheet import storyboard_pdf
+    from serve_app.stories.assets import AssetTable, DirectoryEntry
+    from serve_app.stories.compiler import compile_script
+    from serve_app.stories.composition import frame_seed
+    from serve_app.stories.exports import CastEntry, Cover, ExportFrame, image_sequence
+    from serve_app.stories.sheet import storyboard_pdf
 
     count = ns.requests or FRAMES
     assets = AssetTable(

@@ -3,8 +3,8 @@ projects facet would list them (names, aliases, the latest locked version)."""
 
 from __future__ import annotations
 
-from serve_app.storyboards.assets import AssetTable, DirectoryEntry
-from serve_app.storyboards.composition import PinnedAsset, ProjectStyle
+from serve_app.stories.assets import AssetTable, DirectoryEntry
+from serve_app.stories.composition import PinnedAsset, ProjectStyle
 
 ENTRIES = [
     DirectoryEntry("CHAR_NOVA", "character", "Nova", ("Nova Reyes",), locked_version=3),

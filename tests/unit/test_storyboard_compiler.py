@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from serve_app.api import errors as api_errors
 from serve_app.errors import InvalidRequest
-from serve_app.storyboards.assets import (
+from serve_app.stories.assets import (
     AssetTable,
     CompileRejected,
     DirectoryEntry,
@@ -23,9 +23,9 @@ from serve_app.storyboards.assets import (
     require_locked,
     unlocked,
 )
-from serve_app.storyboards.compiler import compile_script, detect_form
-from serve_app.storyboards.drafts import Heading, parse_camera
-from serve_app.storyboards.graph import SceneNode, ScriptGraph
+from serve_app.stories.compiler import compile_script, detect_form
+from serve_app.stories.drafts import Heading, parse_camera
+from serve_app.stories.graph import SceneNode, ScriptGraph
 from tests.unit.storyboard_assets import directory
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "storyboards"
@@ -85,7 +85,7 @@ def test_graph_hashes_are_the_same_in_another_process() -> None:
     here = compile_script("P1", text, directory())
     program = (
         "import sys\n"
-        "from serve_app.storyboards.compiler import compile_script\n"
+        "from serve_app.stories.compiler import compile_script\n"
         "from tests.unit.storyboard_assets import directory\n"
         "g = compile_script('P1', sys.stdin.read(), directory())\n"
         "print(g.graph_hash, *[s.graph_hash for s in g.scenes])\n"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from serve_app.errors import Conflict
-from serve_app.storyboards.comfy import to_comfy
-from serve_app.storyboards.compiler import compile_script
-from serve_app.storyboards.composition import (
+from serve_app.stories.comfy import to_comfy
+from serve_app.stories.compiler import compile_script
+from serve_app.stories.composition import (
     RenderPrompt,
     SeedPlan,
     blockers,
@@ -26,8 +26,8 @@ from serve_app.storyboards.composition import (
     regions_of,
     render_prompt,
 )
-from serve_app.storyboards.graph import SDXL_SIZES, Camera, SceneNode
-from serve_app.storyboards.pipeline import (
+from serve_app.stories.graph import SDXL_SIZES, Camera, SceneNode
+from serve_app.stories.pipeline import (
     PIPELINE_VERSION,
     PipelineDescription,
     RenderSettings,

@@ -14,9 +14,9 @@ from PIL import Image
 from pypdf import PdfReader
 
 from serve_app.errors import InvalidRequest
-from serve_app.storyboards.compiler import compile_script
-from serve_app.storyboards.composition import frame_seed
-from serve_app.storyboards.exports import (
+from serve_app.stories.compiler import compile_script
+from serve_app.stories.composition import frame_seed
+from serve_app.stories.exports import (
     MANIFEST,
     CastEntry,
     Cover,
@@ -25,8 +25,8 @@ from serve_app.storyboards.exports import (
     notes,
     verify_sequence,
 )
-from serve_app.storyboards.graph import SceneNode
-from serve_app.storyboards.sheet import page_count, storyboard_pdf
+from serve_app.stories.graph import SceneNode
+from serve_app.stories.sheet import page_count, storyboard_pdf
 from tests.unit.storyboard_assets import directory
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "storyboards"

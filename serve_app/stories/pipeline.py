@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
-from serve_app.storyboards.composition import (
+from serve_app.stories.composition import (
     PinnedAsset,
     RenderPrompt,
     SeedPlan,
@@ -26,7 +26,7 @@ from serve_app.storyboards.composition import (
     pixel_box,
     regions_of,
 )
-from serve_app.storyboards.graph import Region, SceneNode, sha256_of, without
+from serve_app.stories.graph import Region, SceneNode, sha256_of, without
 
 PIPELINE_VERSION = "storyboard-sdxl-regional-ip-adapter/1"
 

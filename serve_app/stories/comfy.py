@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve_app.storyboards.pipeline import PipelineDescription, Step
+from serve_app.stories.pipeline import PipelineDescription, Step
 
 # Each op: its node class, and the index of each named output.
 NODES: dict[str, tuple[str, dict[str, int]]] = {

@@ -19,7 +19,7 @@ from typing import Literal
 from fpdf import FPDF
 from PIL import Image
 
-from serve_app.storyboards.exports import Cover, ExportFrame, notes
+from serve_app.stories.exports import Cover, ExportFrame, notes
 
 PAGE_W, PAGE_H, MARGIN, GAP = 297.0, 210.0, 10.0, 6.0
 GRIDS: dict[int, tuple[int, int]] = {1: (1, 1), 2: (2, 1), 4: (2, 2)}  # columns, rows

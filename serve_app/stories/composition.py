@@ -24,8 +24,8 @@ from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.errors import Conflict
-from serve_app.storyboards.assets import require_locked
-from serve_app.storyboards.graph import AssetType, Camera, Region, SceneNode, sha256_of
+from serve_app.stories.assets import require_locked
+from serve_app.stories.graph import AssetType, Camera, Region, SceneNode, sha256_of
 
 MAX_SEED = 2**31 - 1
 SEED_RULE = "int(sha256('{project_id}/{scene_id}/{frame_index}/{reseed}')[:8]) % 2**31"

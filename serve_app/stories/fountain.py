@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from fountain.elements import ElementType, FountainElement
 from fountain.parser import FountainParser
 
-from serve_app.storyboards.assets import Problem
-from serve_app.storyboards.drafts import (
+from serve_app.stories.assets import Problem
+from serve_app.stories.drafts import (
     Heading,
     Named,
     SceneDraft,

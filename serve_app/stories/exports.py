@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.errors import InvalidRequest
-from serve_app.storyboards.graph import SceneNode
+from serve_app.stories.graph import SceneNode
 
 MANIFEST = "manifest.json"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)

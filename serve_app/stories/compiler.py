@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from serve_app.storyboards.assets import AssetDirectory, CompileRejected, Problem, name_key
-from serve_app.storyboards.drafts import Named, SceneDraft
-from serve_app.storyboards.fountain import read_fountain
-from serve_app.storyboards.graph import (
+from serve_app.stories.assets import AssetDirectory, CompileRejected, Problem, name_key
+from serve_app.stories.drafts import Named, SceneDraft
+from serve_app.stories.fountain import read_fountain
+from serve_app.stories.graph import (
     COMPILER_VERSION,
     SDXL_SIZES,
     AssetPin,
@@ -29,7 +29,7 @@ from serve_app.storyboards.graph import (
     ScriptGraph,
     Source,
 )
-from serve_app.storyboards.structured import read_structured
+from serve_app.stories.structured import read_structured
 
 ScriptForm = Literal["fountain", "structured"]
 

@@ -28,9 +28,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from serve_app.storyboards.assets import Problem
-from serve_app.storyboards.drafts import Heading, Named, SceneDraft, Spoken, parse_camera
-from serve_app.storyboards.graph import Aspect, Camera, Region
+from serve_app.stories.assets import Problem
+from serve_app.stories.drafts import Heading, Named, SceneDraft, Spoken, parse_camera
+from serve_app.stories.graph import Aspect, Camera, Region
 
 MAX_SCENES = 500
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from serve_app.errors import Conflict, InvalidRequest
-from serve_app.storyboards.graph import AssetType, SceneNode
+from serve_app.stories.graph import AssetType, SceneNode
 
 
 def name_key(name: str) -> str:

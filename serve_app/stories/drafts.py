@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from serve_app.storyboards.assets import name_key
-from serve_app.storyboards.graph import Angle, Camera, Region, ShotSize
+from serve_app.stories.assets import name_key
+from serve_app.stories.graph import Angle, Camera, Region, ShotSize
 
 # Words a camera direction may use, longest first (so "extreme close-up" is not a "close-up").
 SHOT_WORDS: list[tuple[str, ShotSize]] = [

@@ -161,7 +161,7 @@ class JobRunner:
             ):
                 return  # lost the lease at the last moment: the new holder ends it
             self._count_end(doc, ended)
-        await self._conclude(lease)
+        await self._conclude(lease, doc)
 
     async def _attempt(self, lease: Lease, doc: JobDoc) -> Ended | None:
         if doc.attempts > doc.max_attempts:  # its workers died mid-job every time
@@ -247,11 +247,13 @@ class JobRunner:
         kind = KINDS[doc.kind]
         return await kind.run(kind.parse(doc.spec), Attempt(lease, doc, self.tools))
 
-    async def _conclude(self, lease: Lease) -> None:
-        """The webhook of a finished job, then it leaves the queue."""
-        doc: JobDoc | None = await self.catalog.get_job.remote(lease.client_id, lease.job_id)
-        if doc is not None and doc.webhook_url:
-            await self.publish(doc)
+    async def _conclude(self, lease: Lease, leased: JobDoc) -> None:
+        """The webhook of a finished job (read as it ended, only when it has one: the URL is
+        the spec's), then it leaves the queue."""
+        if leased.webhook_url:
+            doc: JobDoc | None = await self.catalog.get_job.remote(lease.client_id, lease.job_id)
+            if doc is not None:
+                await self.publish(doc)
         await self.catalog.conclude_job.remote(lease)
 
     def _count_end(self, doc: JobDoc, ended: Ended) -> None:

@@ -129,10 +129,6 @@ class Deliverer:
         """The city of a selfie; refuses an unknown city or mood before anything is written."""
         return self.selfies.check_place(city_key, mood)
 
-    async def check_soul(self, soul_id: str) -> None:
-        """Refuse an unknown soul (404), or one without a style (409)."""
-        await style_of(self.catalog, soul_id)
-
     async def image(self, soul_id: str, cue: str, user_id: str, via: str = "") -> Delivery:
         """A variant of ``cue`` in the soul's style that this user has never been sent."""
         lookup: KeyLookup | None = await self.catalog.lookup.remote(soul_id, cue, user_id, via)

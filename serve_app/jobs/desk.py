@@ -95,6 +95,7 @@ class JobDesk:
             self.settings.jobs.job_queued_quota,
             self.settings.jobs.job_submit_rate,
             units=await kind.units(spec, self.tools),
+            styled=kind.styled,
         )
         if submitted.doc is None:
             raise TooManyJobs(submitted.refused or "", retry_after_s=submitted.retry_after_s)

@@ -9,7 +9,7 @@
               lease and checks for a cancel
     end:      succeeded / partial / failed (permanent errors at once; transient ones retried
               with backoff up to max_attempts, then a dead letter) / cancelled; then the webhook,
-              then the job leaves the queue
+              then the job leaves the queue (without a webhook, in the same catalog call)
     stop:     a stopping replica hands back what it holds at once (the lease is released)
 
 Every write is fenced by the lease version: a worker that lost its lease stops writing.
@@ -156,11 +156,14 @@ class JobRunner:
             ended = await self._attempt(lease, doc)
             if ended is None:
                 return  # handed back, retried later, or lost: not ours to end
+            concluded = not doc.webhook_url  # nothing to send: it leaves the queue as it ends
             if not await self.catalog.finish_job.remote(
-                lease, ended.status, ended.outcome, ended.error, ended.dead_letter
+                lease, ended.status, ended.outcome, ended.error, ended.dead_letter, concluded
             ):
                 return  # lost the lease at the last moment: the new holder ends it
             self._count_end(doc, ended)
+            if concluded:
+                return
         await self._conclude(lease, doc)
 
     async def _attempt(self, lease: Lease, doc: JobDoc) -> Ended | None:

@@ -30,6 +30,7 @@ def via(doc: JobDoc, item: Item) -> str:
 
 
 class DeliveringKind(JobKind[S]):
+    styled = True
     partial: ClassVar[bool] = False
     """A permanently failed item fails only itself (the job ends ``partial``)."""
 

@@ -41,7 +41,6 @@ class ImageKind(DeliveringKind[ImageJob]):
 
     async def check(self, spec: ImageJob, tools: JobTools) -> None:
         await tools.deliverer.check_images([spec.cue], spec.format)
-        await tools.deliverer.check_soul(spec.soul_id)
 
     async def deliver(
         self, spec: ImageJob, item: Item, user: str, ref: str, tools: JobTools

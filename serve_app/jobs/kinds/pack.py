@@ -105,7 +105,6 @@ class PackKind(DeliveringKind[PackJob]):
     async def check(self, spec: PackJob, tools: JobTools) -> None:
         cues = [item.cue for item in self.items(spec, tools.variations)]
         await tools.deliverer.check_images(cues, spec.format)
-        await tools.deliverer.check_soul(spec.soul_id)
 
     async def deliver(
         self, spec: PackJob, item: Item, user: str, ref: str, tools: JobTools

@@ -35,7 +35,6 @@ class SelfieKind(DeliveringKind[SelfieJob]):
 
     async def check(self, spec: SelfieJob, tools: JobTools) -> None:
         tools.deliverer.check_place(spec.city_key, spec.mood)
-        await tools.deliverer.check_soul(spec.soul_id)
 
     async def deliver(
         self, spec: SelfieJob, item: Item, user: str, ref: str, tools: JobTools

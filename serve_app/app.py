@@ -136,6 +136,13 @@ class AppArgs(BaseModel):
     )
 
 
+def worker_config(args: AppArgs) -> WorkerConfig:
+    """The JobWorker's live config: unless set apart under worker:, jobs deliver with the
+    Ingress's delivery knobs."""
+    delivery = args.ingress.model_dump(include=set(DeliveryConfig.model_fields))
+    return WorkerConfig.model_validate({**delivery, **args.worker.model_dump(exclude_unset=True)})
+
+
 def build_app(args: dict[str, Any] | AppArgs) -> Application:
     args = AppArgs.model_validate(args)
     Settings().check_exposure()  # refused here, before any replica starts, on every way in
@@ -179,10 +186,5 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     data_files = (args.landmarks_file, args.variations_file)
     # Bound into the Ingress so that it is deployed (and scaled, and restarted) with the graph;
     # the Ingress only wakes it when a job is submitted.
-    # Unless set apart under worker:, jobs deliver with the Ingress's delivery knobs.
-    delivery = args.ingress.model_dump(include=set(DeliveryConfig.model_fields))
-    worker_config = WorkerConfig.model_validate(
-        {**delivery, **args.worker.model_dump(exclude_unset=True)}
-    )
-    worker = deployment(JobWorker, worker_config).bind(handles, *data_files)
+    worker = deployment(JobWorker, worker_config(args)).bind(handles, *data_files)
     return deployment(Ingress, args.ingress).bind(handles, *data_files, worker)

@@ -117,7 +117,10 @@ class JobLeases(JobStats):
         outcome: Outcome | None,
         error: JobError | None,
         dead_letter: bool = False,
+        conclude: bool = False,
     ) -> bool:
+        """The terminal document; ``conclude``: then the job leaves the queue too (it has no
+        webhook to send in between)."""
         ts = now_ms()
         row = await self.store.get_job(lease.client_id, lease.job_id)
         if row is None:
@@ -139,6 +142,8 @@ class JobLeases(JobStats):
         written = await self.store.update_job(lease.client_id, lease.job_id, lease.version, changes)
         if written and status != "cancelled" and row["started_at_ts"] is not None:
             self._ran(_run_of(row, ts))
+        if written and conclude:
+            await self.conclude_job(lease)
         return written
 
     async def retry_job(self, lease: Lease, error: JobError, delay_ms: int) -> bool:

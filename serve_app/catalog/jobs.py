@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from serve_app.catalog.job_leases import JobLeases
+from serve_app.errors import NoStyle, UnknownSoul
 from serve_app.ids import now_ms
 from serve_app.jobs.book import (
     CONCLUDING,
@@ -42,9 +43,16 @@ class Jobs(JobLeases):
         quota: int,
         rate_per_min: int,
         lane: int | None = None,
+        units: int | None = None,
+        styled: bool = False,
     ) -> Submitted:
         """Queue a job, unless the client is over its quota of unfinished jobs or its rate.
-        ``lane``: where it queues, if not its priority's (the reserve's refills)."""
+        ``lane``: where it queues, if not its priority's (the reserve's refills); ``units``:
+        what its estimate counts, to answer the estimate with it (one call, not two);
+        ``styled``: the job's soul must have a style (else UnknownSoul or NoStyle, nothing
+        written)."""
+        if styled:
+            await self._styled(spec["soul_id"])
         ts = now_ms()
         unfinished = sum([len(await self._unfinished(other, client_id)) for other in ALL_LANES])
         if unfinished >= quota:
@@ -63,7 +71,17 @@ class Jobs(JobLeases):
         await self.store.insert_job(row)
         lane = LANES[row["priority"]] if lane is None else lane
         await self.store.enqueue_job(queue_row(lane, row))
-        return Submitted(doc=job_doc(row), position=await self._position(lane, row["job_id"]))
+        position = await self._position(lane, row["job_id"])
+        estimate = None
+        if units is not None:
+            estimate = (await self.estimate_job(row["kind"], row["soul_id"], units))["estimated_s"]
+        return Submitted(doc=job_doc(row), position=position, estimated_s=estimate)
+
+    async def _styled(self, soul_id: str) -> None:
+        if await self.store.get_style(soul_id) is None:
+            if await self.store.get_soul(soul_id) is None:
+                raise UnknownSoul(soul_id)
+            raise NoStyle(soul_id)
 
     async def get_job(self, client_id: str, job_id: str) -> JobDoc | None:
         row = await self.store.get_job(client_id, job_id)

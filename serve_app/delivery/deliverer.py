@@ -139,10 +139,6 @@ class Deliverer:
         """The city of a selfie; refuses an unknown city or mood before anything is written."""
         return self.selfies.check_place(city_key, mood)
 
-    async def check_soul(self, soul_id: str) -> None:
-        """Refuse an unknown soul (404), or one without a style (409)."""
-        await style_of(self.catalog, soul_id)
-
     async def check_identity(self, soul_id: str, pinned: int | None) -> None:
         """Refuse, before anything is written, a pinned ``identity_version`` that is not a
         locked version of the soul (422); nothing to check without a pin."""

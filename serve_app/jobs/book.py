@@ -111,6 +111,7 @@ class Submitted(BaseModel):
 
     doc: JobDoc | None = None
     position: int = 0
+    estimated_s: float | None = None
     refused: str | None = None
     retry_after_s: float | None = None
 

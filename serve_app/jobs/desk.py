@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,18 +94,18 @@ class JobDesk:
             self.config.max_attempts,
             self.settings.jobs.job_queued_quota,
             self.settings.jobs.job_submit_rate,
+            units=await kind.units(spec, self.tools),
+            styled=kind.styled,
         )
         if submitted.doc is None:
             raise TooManyJobs(submitted.refused or "", retry_after_s=submitted.retry_after_s)
         if self.worker is not None:
             self.worker.wake.remote()  # not awaited: a worker that misses it polls anyway
-        units = await kind.units(spec, self.tools)
-        estimate = await self.catalog.estimate_job.remote(spec.kind, spec.soul_id, units)
         return JobAccepted(
             job_id=submitted.doc.job_id,
             status=submitted.doc.status,
             position=submitted.position,
-            estimated_s=estimate["estimated_s"],
+            estimated_s=submitted.estimated_s,
             links=job_links(submitted.doc.job_id),
         )
 
@@ -142,14 +142,22 @@ class JobDesk:
         estimate: dict[str, Any] = await self.catalog.estimate_job.remote(kind, soul_id, count)
         return estimate
 
-    async def events(self, client_id: str, job_id: str) -> AsyncIterator[str]:
+    async def opened_events(self, client_id: str, job_id: str) -> AsyncIterator[str]:
+        """``events``, its first frame already read: an unknown job raises here, before the
+        stream starts, and the job is read once to open it (not once to check, once to start)."""
+        frames = self.events(client_id, job_id)
+        first = await anext(frames)
+        return _after(first, frames)
+
+    async def events(self, client_id: str, job_id: str) -> AsyncGenerator[str, None]:
         """Server-Sent Events: ``status`` (the whole job, first and on every status change),
         ``progress``, ``item`` (a pack item as it is delivered), and ``done`` at the end. The
         stream reads its job when the change feed says it changed (no polling), and after
         ``events_keepalive_s`` without a notice; an event goes out only when the job changed."""
         async with self.changes.watch(job_ref(client_id, job_id)) as changed:
             doc = await self.job(client_id, job_id)
-            yield _event("status", await self._answer(doc))
+            view = await self._answer(doc)
+            yield _event("status", view)
             sent_items = {i for i, item in enumerate(doc.outcome.items) if item is not None}
             while not doc.finished:
                 with contextlib.suppress(TimeoutError):
@@ -161,13 +169,25 @@ class JobDesk:
                     if not noticed:
                         yield ": keep-alive\n\n"
                     continue
-                for frame in _changes(doc, now, await self._answer(now), sent_items):
+                view = await self._answer(now)
+                for frame in _changes(doc, now, view, sent_items):
                     yield frame
                 doc = now
-        yield _event("done", await self._answer(doc))
+        # The last answer, signed moments ago: ``done`` follows the last change's frames at
+        # once, without another wait, so they leave in one message.
+        yield _event("done", view)
 
     async def _answer(self, doc: JobDoc) -> JobView:
         return await asyncio.to_thread(job_answer, self.objects, self.settings.media, doc)
+
+
+async def _after(first: str, frames: AsyncGenerator[str, None]) -> AsyncIterator[str]:
+    try:
+        yield first
+        async for frame in frames:
+            yield frame
+    finally:  # a client that left: the job's watch ends now, not when collected
+        await frames.aclose()
 
 
 def _changes(before: JobDoc, now: JobDoc, view: JobView, sent_items: set[int]) -> list[str]:

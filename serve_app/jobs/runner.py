@@ -9,7 +9,7 @@
               lease and checks for a cancel
     end:      succeeded / partial / failed (permanent errors at once; transient ones retried
               with backoff up to max_attempts, then a dead letter) / cancelled; then the webhook,
-              then the job leaves the queue
+              then the job leaves the queue (without a webhook, in the same catalog call)
     stop:     a stopping replica hands back what it holds at once (the lease is released)
 
 Every write is fenced by the lease version: a worker that lost its lease stops writing.
@@ -156,12 +156,15 @@ class JobRunner:
             ended = await self._attempt(lease, doc)
             if ended is None:
                 return  # handed back, retried later, or lost: not ours to end
+            concluded = not doc.webhook_url  # nothing to send: it leaves the queue as it ends
             if not await self.catalog.finish_job.remote(
-                lease, ended.status, ended.outcome, ended.error, ended.dead_letter
+                lease, ended.status, ended.outcome, ended.error, ended.dead_letter, concluded
             ):
                 return  # lost the lease at the last moment: the new holder ends it
             self._count_end(doc, ended)
-        await self._conclude(lease)
+            if concluded:
+                return
+        await self._conclude(lease, doc)
 
     async def _attempt(self, lease: Lease, doc: JobDoc) -> Ended | None:
         if doc.attempts > doc.max_attempts:  # its workers died mid-job every time
@@ -247,11 +250,13 @@ class JobRunner:
         kind = KINDS[doc.kind]
         return await kind.run(kind.parse(doc.spec), Attempt(lease, doc, self.tools))
 
-    async def _conclude(self, lease: Lease) -> None:
-        """The webhook of a finished job, then it leaves the queue."""
-        doc: JobDoc | None = await self.catalog.get_job.remote(lease.client_id, lease.job_id)
-        if doc is not None and doc.webhook_url:
-            await self.publish(doc)
+    async def _conclude(self, lease: Lease, leased: JobDoc) -> None:
+        """The webhook of a finished job (read as it ended, only when it has one: the URL is
+        the spec's), then it leaves the queue."""
+        if leased.webhook_url:
+            doc: JobDoc | None = await self.catalog.get_job.remote(lease.client_id, lease.job_id)
+            if doc is not None:
+                await self.publish(doc)
         await self.catalog.conclude_job.remote(lease)
 
     def _count_end(self, doc: JobDoc, ended: Ended) -> None:

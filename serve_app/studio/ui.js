@@ -7,8 +7,7 @@ export const $ = (selector) => document.querySelector(selector);
 
 export const STAGES = {
   queued: "waiting in the queue",
-  starting: "starting",
-  lookup: "looking in the catalog",
+  starting: "looking in the catalog",
   render: "rendering",
   animate: "animating",
   record: "saving",

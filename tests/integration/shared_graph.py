@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from soul_client import API_KEY, TEST_ARGS, free_port
 
-from serve_app.app import AppArgs
+from serve_app.app import AppArgs, worker_config
 from serve_app.local import node_env
 from serve_app.settings import Settings
 from tests.support import FakeCivitai
@@ -43,6 +43,7 @@ SOUL_MODULES = (
     "prints",
     "characters",
     "studio",
+    "refills",
 )
 # Every module's jobs run on one JobWorker slot: slots are added live but never taken away.
 SESSION_ARGS: dict[str, Any] = {
@@ -51,7 +52,7 @@ SESSION_ARGS: dict[str, Any] = {
     "ingress": {"regenerate_limit": 2},
 }
 # Deployments whose settings a module may change; each override names the whole section.
-SECTIONS = {"Renderer": "renderer", "Dedupe": "dedupe"}
+SECTIONS = {"Renderer": "renderer", "Dedupe": "dedupe", "Catalog": "catalog", "JobWorker": "worker"}
 READY_TIMEOUT_S = 600
 SETTLE_S = 1.5  # running and healthy for this long after a deploy: the config is applied
 SHIPPED_SOULS = Path(__file__).resolve().parents[2] / "config" / "souls.yaml"
@@ -100,7 +101,8 @@ def overrides(args: dict[str, Any], limits: dict[str, dict[str, int]]) -> list[d
     sections = AppArgs.model_validate({**SESSION_ARGS, **args})
     deployments = {name: dict(limits[name]) for name in limits}
     for section in args:
-        user_config = getattr(sections, section).model_dump(mode="json")
+        config = worker_config(sections) if section == "worker" else getattr(sections, section)
+        user_config = config.model_dump(mode="json")
         deployments.setdefault(live[section], {})["user_config"] = user_config
     return [{"name": name, **options} for name, options in sorted(deployments.items())]
 

@@ -89,7 +89,8 @@ def test_each_metric_is_exported_with_its_tags(observed: Observed) -> None:
     # The sweeper runs every sweep_every_s (minutes): test_catalog.py runs it. Identity verdicts
     # need a soul with a locked identity: test_characters.py delivers such variants on this graph
     # and test_identity_answers.py counts them. The reserve is off in the local config:
-    # test_reserve.py runs refills, preemption and reserve hits over the real engines.
+    # test_refills.py turns it on and observes its depth, refills and hits on this graph;
+    # test_reserve.py runs refills, preemption and the budget's stop over the real engines.
     unobserved = {"soul_claim_races", "soul_job_retries", "soul_job_dead_letters",
                   "soul_swept_rows", "soul_identity_verdicts", "soul_identity_score",
                   "soul_reserve_depth", "soul_reserve_refills", "soul_reserve_preempted",

@@ -28,16 +28,16 @@ class _Method:
     def __init__(self, handle: LocalHandle, name: str) -> None:
         self.handle, self.name = handle, name
 
-    def remote(self, *args: Any) -> asyncio.Task[Any]:
+    def remote(self, *args: Any, **kwargs: Any) -> asyncio.Task[Any]:
         self.handle.calls[self.name] += 1
-        return asyncio.ensure_future(self._call(args))
+        return asyncio.ensure_future(self._call(args, kwargs))
 
-    async def _call(self, args: tuple[Any, ...]) -> Any:
+    async def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         resolved = [await a if inspect.isawaitable(a) else a for a in args]
         method = getattr(self.handle.engine, self.name)
         if inspect.iscoroutinefunction(method):
-            return await method(*resolved)
-        return await asyncio.to_thread(method, *resolved)
+            return await method(*resolved, **kwargs)
+        return await asyncio.to_thread(method, *resolved, **kwargs)
 
 
 class OneText:

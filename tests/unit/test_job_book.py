@@ -12,6 +12,7 @@ import pytest
 
 from deployments.catalog import CatalogEngine
 from serve_app.catalog.souls import load_souls
+from serve_app.errors import NoStyle, UnknownSoul
 from serve_app.jobs.book import JobError, Outcome
 from serve_app.storage import open_store
 from serve_app.storage.sqlite import SQLiteStore
@@ -157,6 +158,18 @@ def test_quota_and_rate_refuse_with_the_limit_named(book: CatalogEngine) -> None
     assert submit(book, client="c2", quota=2)  # another client has its own quota
     by_rate = run(book.submit_job("c3", spec(), 1, 3, 100, 0))
     assert by_rate.doc is None and "rate" in (by_rate.refused or "")
+
+
+def test_a_styled_submit_refuses_an_unknown_soul_or_one_without_a_style_writing_nothing(
+    book: CatalogEngine,
+) -> None:
+    with pytest.raises(UnknownSoul):
+        run(book.submit_job("c1", {**spec(), "soul_id": "ghost"}, 1, 3, 100, 1000, styled=True))
+    run(book.delete_style("nova"))
+    with pytest.raises(NoStyle):
+        run(book.submit_job("c1", spec(), 1, 3, 100, 1000, styled=True))
+    assert run(book.list_jobs("c1", {}, None, 10)) == []
+    assert run(book.submit_job("c1", spec(), 1, 3, 100, 1000)).doc is not None  # not asked
 
 
 def test_clients_list_only_their_own_jobs_newest_first_a_page_at_a_time(

@@ -15,7 +15,7 @@ import pytest
 from deployments.catalog import CatalogEngine
 from serve_app.catalog.souls import load_souls
 from serve_app.jobs.book import JobError
-from serve_app.jobs.desk import JobDesk, JobQueueConfig
+from serve_app.jobs.desk import JobDesk, JobQueueConfig, UnknownJob
 from serve_app.jobs.kinds.pack import load_variations
 from serve_app.settings import Settings
 from serve_app.storage import change_feed, open_store
@@ -99,6 +99,24 @@ def test_every_change_of_a_job_reaches_its_stream_in_order(book: Book) -> None:
         ["status"], ["status", "progress"], ["progress"], ["progress"], ["progress", "done"]
     ]  # fmt: skip
     assert '"step": 2' in seen[3][0] and '"status": "failed"' in seen[4][1]
+
+
+def test_a_stream_opened_reads_its_job_once_and_an_unknown_job_raises_before_it_starts(
+    book: Book,
+) -> None:
+    async def main() -> tuple[list[str], int]:
+        catalog = book.catalog
+        handle = book.desk.catalog
+        with pytest.raises(UnknownJob):
+            await book.desk.opened_events("c1", "01JZZZZZZZZZZZZZZZZZZZZZZZ")
+        job_id = (await catalog.submit_job("c1", SPEC, 1, 3, 10, 10)).doc.job_id  # type: ignore[union-attr]
+        handle.calls.clear()
+        stream = await book.desk.opened_events("c1", job_id)
+        reads = handle.calls["get_job"]  # the first frame is read: the route answers 200 now
+        await catalog.cancel_job("c1", job_id)
+        return names([frame async for frame in stream]), reads
+
+    assert run(main()) == (["status", "progress", "done"], 1)
 
 
 def test_two_streams_of_one_replica_share_its_one_listener(book: Book) -> None:

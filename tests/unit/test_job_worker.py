@@ -104,6 +104,27 @@ def test_an_image_job_delivers_once_and_ends_succeeded_with_its_webhook(
     assert not jobs.work_once()  # and the job left the queue
 
 
+def test_a_job_answered_by_a_hit_is_claimed_and_ended_in_one_write(world: World) -> None:
+    """After its lease (which writes the start), a hit as a job costs the claim and one call
+    that writes its end with its result and takes it off the queue: no progress write, no save
+    of its one item, no read of the job (it has no webhook to send)."""
+    replica = world.replica()
+    jobs = Jobs(world, replica)
+    replica.image("a red fox", "c1/u0")  # the variant u1's job gets as a hit
+    job_id = jobs.submit(image())
+    jobs.catalog.calls.clear()
+    replica.handles.catalog.calls.clear()
+    assert jobs.work_once()
+    calls = jobs.catalog.calls + replica.handles.catalog.calls
+    assert calls == {"lookup": 1, "finish_job": 1}
+    assert not jobs.work_once()  # it left the queue
+    doc = jobs.doc(job_id)
+    item = doc.outcome.items[0]
+    assert doc.status == "succeeded" and doc.progress.done == 1
+    assert item is not None and item["cache"] == "hit"
+    assert via_claims(world, U1, job_id) == [f"c1/{job_id}/0"]
+
+
 def test_a_pack_gives_distinct_unseen_variants_and_reports_failed_items_as_partial(
     world: World, tmp_path: Path
 ) -> None:
@@ -189,19 +210,19 @@ def test_a_worker_that_dies_after_its_claim_delivers_once_when_retried(
     replica = world.replica()
     jobs = Jobs(world, replica, lease_s=0.3)
     job_id = jobs.submit(image())
-    original = replica.catalog.save_outcome
+    original = replica.catalog.finish_job
 
     async def die(*args: Any) -> Any:
         raise asyncio.CancelledError  # the replica is gone mid-call: nothing more is written
 
-    monkeypatch.setattr(replica.catalog, "save_outcome", die)
+    monkeypatch.setattr(replica.catalog, "finish_job", die)  # an image's item is recorded there
     leased = run(jobs.replica.catalog.lease_job(jobs.worker.owner, 300))
     with pytest.raises(asyncio.CancelledError):
-        run(jobs.worker._run(leased.lease, leased.doc))
+        run(jobs.worker.work(leased))
     claimed = world.seen(U1)
     assert len(claimed) == 1 and jobs.doc(job_id).status == "running"
 
-    monkeypatch.setattr(replica.catalog, "save_outcome", original)
+    monkeypatch.setattr(replica.catalog, "finish_job", original)
     run(asyncio.sleep(0.35))  # the dead worker's lease runs out
     assert jobs.work_once(jobs.runner())  # another worker
     doc = jobs.doc(job_id)
@@ -278,17 +299,17 @@ def test_a_selfie_job_recovered_after_a_crash_keeps_its_place(
     jobs = Jobs(world, replica, lease_s=0.3)
     spec = SelfieJob(kind="selfie", soul_id="nova", city_key="paris", mood="happy", user_id="u1")
     job_id = jobs.submit(spec)
-    original = replica.catalog.save_outcome
+    original = replica.catalog.finish_job
 
     async def die(*args: Any) -> Any:
         raise asyncio.CancelledError
 
-    monkeypatch.setattr(replica.catalog, "save_outcome", die)
+    monkeypatch.setattr(replica.catalog, "finish_job", die)
     leased = run(replica.catalog.lease_job(jobs.worker.owner, 300))
     with pytest.raises(asyncio.CancelledError):
-        run(jobs.worker._run(leased.lease, leased.doc))
+        run(jobs.worker.work(leased))
     [logged] = world.rows("SELECT landmark_key, angle_key FROM landmark_log WHERE user_id = ?", U1)
-    monkeypatch.setattr(replica.catalog, "save_outcome", original)
+    monkeypatch.setattr(replica.catalog, "finish_job", original)
     run(asyncio.sleep(0.35))
     assert jobs.work_once(jobs.runner())
     doc = jobs.doc(job_id)

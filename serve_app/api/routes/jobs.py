@@ -108,9 +108,8 @@ async def job_events(
     job_id: JobId, client_id: ClientScope, services: Services
 ) -> StreamingResponse:
     """Server-Sent Events: ``status`` (the job, first), ``progress``, ``item``, ``done``."""
-    await services.jobs.job(client_id, job_id)  # a 404 before the stream starts
-    return StreamingResponse(
-        services.jobs.events(client_id, job_id),
+    return StreamingResponse(  # an unknown job is a 404 before the stream starts
+        await services.jobs.opened_events(client_id, job_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -86,6 +86,9 @@ class JobKind(ABC, Generic[S]):
     spec: type[S]
     submitted: ClassVar[bool] = True
     """Submitted through ``POST /jobs`` (False: through a route of its own)."""
+    styled: ClassVar[bool] = False
+    """Its soul must exist and have a style: the catalog checks it as it takes the submit (a
+    404 or a 409, nothing written), so the submit costs one catalog call, not two."""
 
     def parse(self, raw: dict[str, Any]) -> S:
         """The spec as the job row keeps it, typed again."""

@@ -6,12 +6,14 @@ pack): how their attempts run, whatever the item.
     recovered by its job item reference, not delivered twice
     a permanent failure of an item fails the job, or, in a kind that delivers ``partial``ly,
     only that item; a transient one breaks the attempt off (the runner retries it)
-    each item's result is saved as it comes, fenced by the lease
+    each item's result is saved as it comes, fenced by the lease, but the last one's: the
+    job's end writes it with the status (a job answered by a hit is leased, claimed and ended:
+    three catalog calls, two writes of its document); a worker that dies between that claim
+    and the end leaves the claim, which the retry recovers
 """
 
 from __future__ import annotations
 
-import contextlib
 from abc import abstractmethod
 from typing import ClassVar
 
@@ -28,6 +30,7 @@ def via(doc: JobDoc, item: Item) -> str:
 
 
 class DeliveringKind(JobKind[S]):
+    styled = True
     partial: ClassVar[bool] = False
     """A permanently failed item fails only itself (the job ends ``partial``)."""
 
@@ -39,9 +42,9 @@ class DeliveringKind(JobKind[S]):
         doc = attempt.doc
         outcome = doc.outcome
         ended = {f.index for f in outcome.failed}
-        for item in self.items(spec, attempt.tools.variations):
-            if outcome.items[item.index] is not None or item.index in ended:
-                continue
+        items = self.items(spec, attempt.tools.variations)
+        pending = [i for i in items if outcome.items[i.index] is None and i.index not in ended]
+        for item in pending:
             try:
                 delivery = await self._deliver_once(spec, item, attempt)
             except Exception as exc:
@@ -54,7 +57,8 @@ class DeliveringKind(JobKind[S]):
                 outcome.items[item.index] = delivery.model_dump(mode="json")
                 count("soul_cache_requests", route="/jobs", soul_id=doc.soul_id,
                       result=delivery.cache)  # fmt: skip
-            await attempt.save(outcome)
+            if item is not pending[-1]:  # the last one is written with the job's end
+                await attempt.save(outcome)
         if not outcome.failed:
             return Ended("succeeded", outcome)
         status: Status = "partial" if outcome.delivered else "failed"
@@ -67,6 +71,4 @@ class DeliveringKind(JobKind[S]):
         leased_before = attempt.lease.version > 1  # an earlier lease may have claimed
         if leased_before and (earlier := await tools.deliverer.recover(user, ref)) is not None:
             return earlier
-        with contextlib.suppress(Exception):
-            await tools.catalog.job_progress.remote([ref], "lookup")
         return await self.deliver(spec, item, user, ref, tools)

@@ -43,7 +43,6 @@ class ImageKind(DeliveringKind[ImageJob]):
 
     async def check(self, spec: ImageJob, tools: JobTools) -> None:
         await tools.deliverer.check_images([spec.cue], spec.format)
-        await tools.deliverer.check_soul(spec.soul_id)
         await tools.deliverer.check_identity(spec.soul_id, spec.identity_version)
 
     async def deliver(

@@ -107,7 +107,6 @@ class PackKind(DeliveringKind[PackJob]):
     async def check(self, spec: PackJob, tools: JobTools) -> None:
         cues = [item.cue for item in self.items(spec, tools.variations)]
         await tools.deliverer.check_images(cues, spec.format)
-        await tools.deliverer.check_soul(spec.soul_id)
         await tools.deliverer.check_identity(spec.soul_id, spec.identity_version)
 
     async def deliver(

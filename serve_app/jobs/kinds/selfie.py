@@ -37,7 +37,6 @@ class SelfieKind(DeliveringKind[SelfieJob]):
 
     async def check(self, spec: SelfieJob, tools: JobTools) -> None:
         tools.deliverer.check_place(spec.city_key, spec.mood)
-        await tools.deliverer.check_soul(spec.soul_id)
         await tools.deliverer.check_identity(spec.soul_id, spec.identity_version)
 
     async def deliver(

@@ -191,7 +191,7 @@ def test_search_ranks_by_meaning_inside_the_project(client: TestClient) -> None:
     generate(client, other, {**LIGHTHOUSE, "name": "Elsewhere"})
     url = f"/v1/projects/{pid}/assets:search"
     found = client.post(url, json={"text": "an old lighthouse by the sea"}, headers=MINE).json()
-    assert [h["name"] for h in found["hits"]][0] == "Lighthouse"
+    assert found["hits"][0]["name"] == "Lighthouse"
     assert {h["name"] for h in found["hits"]} == {"Lighthouse", "Boat", "Forest"}
     scores = [h["score"] for h in found["hits"]]
     assert scores == sorted(scores, reverse=True) and found["next_offset"] is None

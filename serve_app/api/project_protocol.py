@@ -185,5 +185,7 @@ async def asset_spec_in(request: Request) -> AssetSpec:
         return AssetSpec.model_validate(data)
     except ValidationError as exc:
         problem = exc.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"]) or "body"
+        if not problem["loc"]:  # a rule across fields: its message names the field
+            raise InvalidRequest(problem["msg"].removeprefix("Value error, ")) from exc
+        where = ".".join(str(p) for p in problem["loc"])
         raise InvalidRequest(f"{where}: {problem['msg']}") from exc

@@ -102,6 +102,11 @@ SCENARIOS = (
         "render cost with vs without identity conditioning, scorer ms, accuracy, gate renders",
         "serve_app.bench.identity:identity_main",
     ),
+    Scenario(
+        "projects",
+        "asset generation ms per image on the tiny model, search ms at --keys assets",
+        "serve_app.bench.projects:projects_main",
+    ),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 

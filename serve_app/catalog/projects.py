@@ -147,20 +147,14 @@ class Projects(Facet):
         for _ in range(ATTEMPTS):
             _, versions = await self.get_asset(owner, project_id, asset_id)
             current = versions[-1]
-            if embed is None:
-                embed = next(
-                    (
-                        e
-                        for a, n, e in await self.store.project_embeddings(project_id)
-                        if a == asset_id and n == current.version
-                    ),
-                    None,
-                )
+            kept = embed
+            if kept is None:
+                kept = await self.store.asset_embedding(project_id, asset_id, current.version)
             ts = now_ms()
             made = next_version(current, current.version + 1, changes, owner).model_copy(
                 update={"created_at_ts": ts, "updated_at_ts": ts}
             )
-            if await self.store.insert_asset_version(made, embed):
+            if await self.store.insert_asset_version(made, kept):
                 payload = {
                     "asset_id": asset_id,
                     "version": made.version,

@@ -161,7 +161,9 @@ class AssetChanges(BaseModel):
 
 
 class AssetSpec(AssetChanges):
-    """The body of ``assets:generate``: a new asset and its first version."""
+    """The body of ``assets:generate``: a new asset and its first version. ``canonical_prompt``
+    is required, unless a character gives an ``identity`` that says something; only a
+    character has an ``identity``."""
 
     asset_type: AssetType
     name: Name

@@ -19,6 +19,8 @@ KEY_REUSED = "Idempotency-Key: already used with different parameters"
 REFUSED_BY_STATE_OR_CONFIG = (
     "chain: unknown chain",
     "format: Value error, background: remove needs png",
+    "canonical_prompt: required (or, for a character, an identity)",
+    "identity: only a character has one",
 )
 NOT_AN_IMAGE = ("not a PNG, JPEG, WebP or GIF image", ": empty; send an image file")
 

@@ -272,6 +272,7 @@ def test_plans_read_one_project_by_its_primary_keys(
         (db.project_assets(pid), "asset"),
         (db.asset_versions(pid, aid), "asset_version"),
         (db.get_asset_version(pid, aid, 2), "asset_version"),
+        (db.asset_embedding(pid, aid, 2), "asset_version"),
         (db.project_embeddings(pid), "asset_version"),
         (db.events_page(pid, "", 50), "project_event"),
     ):

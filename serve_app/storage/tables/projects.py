@@ -273,6 +273,14 @@ class ProjectRows(Store):
         )
         return changed > 0
 
+    async def asset_embedding(self, project_id: str, asset_id: str, version: int) -> bytes | None:
+        row = await self._row(
+            "SELECT prompt_embed FROM asset_version "
+            "WHERE project_id = ? AND asset_id = ? AND version = ?",
+            (project_id, asset_id, version),
+        )
+        return bytes(row["prompt_embed"]) if row and row["prompt_embed"] is not None else None
+
     async def project_embeddings(self, project_id: str) -> list[tuple[str, int, bytes]]:
         """(asset_id, version, prompt embedding) of every version of the project that has one:
         a primary-key prefix, the project's vector namespace."""

@@ -269,7 +269,7 @@ def test_plans_read_one_project_by_its_primary_keys(
         (db.get_project(ME, pid), "project"),
         (db.projects_page(ME, "", 50), "project"),
         (db.get_asset(pid, aid), "asset"),
-        (db.project_assets(pid), "asset"),
+        (db.project_asset_labels(pid), "asset"),
         (db.asset_versions(pid, aid), "asset_version"),
         (db.get_asset_version(pid, aid, 2), "asset_version"),
         (db.asset_embedding(pid, aid, 2), "asset_version"),

@@ -224,12 +224,15 @@ class ProjectRows(Store):
         )
         return _asset_from(row) if row else None
 
-    async def project_assets(self, project_id: str) -> list[Asset]:
-        """Every asset of the project (a primary-key prefix), by id."""
+    async def project_asset_labels(self, project_id: str) -> list[tuple[str, str, str]]:
+        """(asset_id, asset_type, tags as JSON) of every asset of the project, by id: what a
+        search filters on, a primary-key prefix."""
         rows = await self._rows(
-            "SELECT * FROM asset WHERE project_id = ? ORDER BY asset_id", (project_id,)
+            "SELECT asset_id, asset_type, tags_json FROM asset WHERE project_id = ? "
+            "ORDER BY asset_id",
+            (project_id,),
         )
-        return [_asset_from(r) for r in rows]
+        return [(r["asset_id"], r["asset_type"], r["tags_json"]) for r in rows]
 
     async def insert_asset_version(self, version: AssetVersion, embed: bytes | None) -> bool:
         """Insert a new version; False: that number was taken first."""

@@ -16,6 +16,7 @@ from serve_app.errors import InvalidRequest
 from serve_app.projects.models import (
     AssetSpec,
     AssetType,
+    Int,
     ProjectEvent,
     ProjectFields,
     ProjectStatus,
@@ -109,8 +110,8 @@ class AssetQuery(BaseModel):
     )
     asset_type: AssetType | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=16, description="All of them.")
-    offset: int = Field(default=0, ge=0, le=100_000)
-    limit: int = Field(default=20, ge=1, le=100)
+    offset: Int = Field(default=0, ge=0, le=100_000)
+    limit: Int = Field(default=20, ge=1, le=100)
 
 
 class SearchHit(BaseModel):

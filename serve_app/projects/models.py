@@ -20,7 +20,15 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from serve_app.characters.identities import MAX_SEED, SEED_BANK_SIZE, IdentityDescription
 from serve_app.errors import Conflict, NotFound
@@ -36,7 +44,17 @@ Short = Annotated[Text, StringConstraints(max_length=80)]
 Tag = Annotated[Text, StringConstraints(min_length=1, max_length=40)]
 Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 Prompt = Annotated[Text, StringConstraints(max_length=600)]
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
+def _not_a_bool(value: object) -> object:
+    """JSON's true and false are no numbers (pydantic would read them as 1 and 0)."""
+    if isinstance(value, bool):
+        raise ValueError("a number, not true or false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_bool)]  # bounds go before the validator (see Seed)
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_not_a_bool)]
 
 
 def new_project_id() -> str:
@@ -73,13 +91,13 @@ class ProjectPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    retention_days: int | None = Field(
-        default=None, ge=1, le=3650, description="Keep renders this long; None: forever."
+    retention_days: Annotated[int, Field(ge=1, le=3650), BeforeValidator(_not_a_bool)] | None = (
+        Field(default=None, description="Keep renders this long; None: forever.")
     )
-    locked_assets_only: bool = Field(
+    locked_assets_only: StrictBool = Field(
         default=True, description="Scenes render only from locked asset versions."
     )
-    allow_unlock: bool = Field(default=True, description="Locked versions may be unlocked.")
+    allow_unlock: StrictBool = Field(default=True, description="Locked versions may be unlocked.")
 
 
 class ProjectFields(BaseModel):

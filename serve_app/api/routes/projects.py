@@ -10,6 +10,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from starlette.convertors import Convertor, register_url_convertor
 
 from serve_app.api.deps import Authorized, ClientScope
 from serve_app.api.errors import responses
@@ -42,9 +43,24 @@ from serve_app.projects.models import (
     ProjectPatch,
 )
 
+
+class AssetIdConvertor(Convertor[str]):
+    """An asset id in a path stops before a ``:`` (``…/{asset_id}:lock`` is not an asset id of
+    ``GET …/{asset_id}``, so that route is not offered for it)."""
+
+    regex = "ast_[0-9a-z]{26}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("asset_id", AssetIdConvertor())
 router = APIRouter(tags=["projects"], dependencies=[Authorized])
 PREFIX = "/v1/projects"
-ASSET = PREFIX + "/{project_id}/assets/{asset_id}"
+ASSET = PREFIX + "/{project_id}/assets/{asset_id:asset_id}"
 Version = Annotated[int | None, Query(ge=1, le=1_000_000, description="Latest when not given.")]
 After = Annotated[str, Query(max_length=40, description="next_after of a page.")]
 Limit = Annotated[int, Query(ge=1, le=200)]

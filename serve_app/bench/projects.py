@@ -50,10 +50,9 @@ async def _generate(count: int, folder: Path) -> dict[str, Any]:
     from serve_app.storage.sqlite import SQLiteStore
 
     settings = Settings(data_dir=folder)
-    build_tiny_models(settings.resolved_models_dir)
-    renderer = RendererEngine(
-        ModelManager(settings.resolved_models_dir), RendererConfig(**BENCH_ARGS["renderer"])
-    )
+    models_dir = Settings().resolved_models_dir  # the tiny models every bench shares
+    build_tiny_models(models_dir)
+    renderer = RendererEngine(ModelManager(models_dir), RendererConfig(**BENCH_ARGS["renderer"]))
     objects = open_object_store(settings)
     catalog = CatalogEngine(SQLiteStore(folder / "catalog.db"))
     await catalog.start([])

@@ -42,7 +42,7 @@ export function projectsPanel() {
       const column = Object.assign(document.createElement("div"), { className: "proj-version" });
       const title = `v${v.version}${v.parent ? ` from v${v.parent}` : ""} · ${v.is_locked ? "locked" : "unlocked"}`;
       column.append(Object.assign(document.createElement("h3"), { textContent: title }));
-      column.append(...Object.entries(v.images).map(([role, image]) => figure(image.url, role)));
+      column.append(...v.roles.filter((role) => v.images[role]).map((role) => figure(v.images[role].url, role)));
       return column;
     }));
   }

@@ -11,7 +11,7 @@ import numpy as np
 
 from serve_app.jobs.desk import JobDesk
 from serve_app.jobs.kinds.asset_generate import AssetGenerateJob, default_roles
-from serve_app.projects.models import Asset, AssetChanges, AssetSpec, AssetVersion
+from serve_app.projects.models import Asset, AssetChanges, AssetSpec, AssetVersion, prompt_of
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,7 @@ class ProjectDesk:
     async def generate(self, owner: str, project_id: str, spec: AssetSpec) -> dict[str, Any]:
         """A new asset, its version 1, and the job rendering its images."""
         await self.catalog.get_project.remote(owner, project_id)  # 404 before any work
-        prompt = spec.canonical_prompt or (spec.identity.prompt() if spec.identity else "")
-        embed = await self._embedding(prompt)
+        embed = await self._embedding(prompt_of(spec))
         made: tuple[Asset, AssetVersion] = await self.catalog.create_asset.remote(
             owner, project_id, spec, default_roles(spec.asset_type), embed
         )
@@ -44,8 +43,7 @@ class ProjectDesk:
     ) -> dict[str, Any]:
         """The asset's next version (from its latest) with ``changes``, and its images' job."""
         asset, _ = await self.catalog.get_asset.remote(owner, project_id, asset_id)
-        prompt = changes.canonical_prompt or (changes.identity.prompt() if changes.identity else "")
-        embed = await self._embedding(prompt)
+        embed = await self._embedding(prompt_of(changes))
         made: AssetVersion = await self.catalog.new_asset_version.remote(
             owner, project_id, asset_id, changes, embed
         )

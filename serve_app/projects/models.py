@@ -241,7 +241,8 @@ def _seeds(changes: AssetChanges) -> list[int] | None:
     return [changes.seed] if changes.seed is not None else None
 
 
-def _prompt(changes: AssetChanges) -> str | None:
+def prompt_of(changes: AssetChanges) -> str | None:
+    """The canonical prompt the changes give: their own, or their identity's."""
     if changes.canonical_prompt:
         return changes.canonical_prompt
     return changes.identity.prompt() if changes.identity is not None else None
@@ -255,7 +256,7 @@ def first_version(
         project_id=project.project_id,
         asset_id=asset_id,
         version=1,
-        canonical_prompt=_prompt(spec) or "",
+        canonical_prompt=prompt_of(spec) or "",
         identity=spec.identity,
         negative_prompt=spec.negative_prompt or "",
         seed_bank=_seeds(spec) or [secrets.randbelow(MAX_SEED) for _ in range(SEED_BANK_SIZE)],
@@ -278,7 +279,7 @@ def next_version(
         if getattr(changes, k) is not None
     }
     if "canonical_prompt" in given or "identity" in given:
-        given["canonical_prompt"] = _prompt(changes)
+        given["canonical_prompt"] = prompt_of(changes)
     return current.model_copy(
         update={
             **given,

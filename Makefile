@@ -70,6 +70,7 @@ bench-faults: BENCH_ARGS ?= --concurrency 8
 bench-keys: BENCH_ARGS ?= --keys 10000 100000 1000000
 bench-probes: BENCH_ARGS ?= --keys 100000 1000000
 bench-rebuild: BENCH_ARGS ?= --keys 10000 100000
+bench-projects: BENCH_ARGS ?= --keys 10000
 bench-zipf: BENCH_ARGS ?= --requests 120 --concurrency 4
 bench-%: setup
 	$(BIN)/soul bench $* $(BENCH_ARGS)

@@ -9,6 +9,7 @@ import asyncio
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from serve_app.catalog.asset_search import AssetSearch
 from serve_app.catalog.costs import Costs
 from serve_app.catalog.demand import DemandCounters, ReserveConfig
 from serve_app.catalog.identities import Identities
@@ -18,6 +19,7 @@ from serve_app.catalog.key_vectors import KeyIndexConfig
 from serve_app.catalog.keys import PromptKeys
 from serve_app.catalog.ledger import CostConfig, Ledger
 from serve_app.catalog.locks import WorkLocks
+from serve_app.catalog.projects import Projects
 from serve_app.catalog.replays import ReplayRecords
 from serve_app.catalog.reserve import Reserve
 from serve_app.catalog.shots import Shots
@@ -72,6 +74,8 @@ class CatalogEngine(
     Jobs,
     Sweeping,
     Identities,
+    Projects,
+    AssetSearch,
 ):
     """Every facet over one store; ``objects``: where snapshots of large souls' key indexes are
     kept (and orphans swept), if anywhere."""

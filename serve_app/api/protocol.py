@@ -12,6 +12,7 @@ from serve_app.characters.verdicts import IdentityStamp
 from serve_app.delivery.places import Key as PlaceKey
 from serve_app.jobs.book import ItemFailure, JobError, Progress, Status
 from serve_app.looks import StoredReference
+from serve_app.projects.results import AssetResult
 from serve_app.schemas import (
     CLIENT_REF,
     LORA_WEIGHT,
@@ -268,6 +269,7 @@ class JobView(BaseModel):
         | KeyRebuildResult
         | PrintResult
         | SheetResult
+        | AssetResult
         | None
     ) = Field(
         description="What the synchronous route answers (URLs signed afresh); for a pack, "

@@ -107,6 +107,11 @@ SCENARIOS = (
         "a storyboard's PDF and zip exports",
         "serve_app.bench.storyboard:storyboard_main",
     ),
+    Scenario(
+        "projects",
+        "asset generation ms per image on the tiny model, search ms at --keys assets",
+        "serve_app.bench.projects:projects_main",
+    ),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 

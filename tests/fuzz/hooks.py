@@ -21,6 +21,8 @@ REFUSED_BY_STATE_OR_CONFIG = (
     "format: Value error, background: remove needs png",
     "identity_version: soul ",  # a pin of a version the soul does not have
     "identity_version: version ",  # or has not locked
+    "canonical_prompt: required (or, for a character, an identity)",
+    "identity: only a character has one",
 )
 NOT_AN_IMAGE = ("not a PNG, JPEG, WebP or GIF image", ": empty; send an image file")
 

@@ -307,6 +307,25 @@ def test_the_catalog_pages_past_its_first_page(page: Any, graph: Graph, windmill
     assert page.locator("#catalog-keys button", has_text=windmill).count() == 1
 
 
+def test_a_project_asset_is_generated_shown_and_locked(page: Any) -> None:
+    tab(page, "projects")
+    page.fill("#proj-name", "Studio project")
+    page.click("#proj-create")
+    page.wait_for_selector("#proj-project option", state="attached")
+    page.select_option("#proj-type", "prop")
+    page.fill("#proj-asset-name", "Lamp")
+    page.fill("#proj-prompt", "a brass oil lamp")
+    page.click("#proj-generate")
+    page.wait_for_selector("#proj-versions .proj-version figure:nth-of-type(3) img")
+    loaded(page, "#proj-versions figure img")
+    assert "v1 · unlocked" in page.inner_text("#proj-versions")
+    page.click("#proj-lock")
+    page.wait_for_function(
+        "() => document.querySelector('#proj-versions').textContent.includes('v1 · locked')"
+    )
+    shot(page, "projects")
+
+
 def test_the_tabs_are_aria_tabs_that_follow_the_arrow_keys(page: Any) -> None:
     for tab_button in page.locator("[role=tablist] [role=tab]").all():
         panel = page.locator(f"#{tab_button.get_attribute('aria-controls')}")

@@ -13,6 +13,7 @@ from serve_app.api.routes import (
     keys,
     media,
     prints,
+    projects,
     references,
     selfies,
     stats,
@@ -38,6 +39,7 @@ FAMILIES = (
     users,
     stats,
     identities,
+    projects,
 )
 ROUTERS: tuple[APIRouter, ...] = tuple(family.router for family in FAMILIES)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field
 
+from serve_app.jobs.kinds.asset_generate import AssetGenerateKind
 from serve_app.jobs.kinds.base import JobKind
 from serve_app.jobs.kinds.character_sheet import CharacterSheetKind
 from serve_app.jobs.kinds.image import ImageKind
@@ -30,6 +31,7 @@ KINDS: dict[str, JobKind[Any]] = {
         ReserveKind(),
         PrintKind(),
         CharacterSheetKind(),
+        AssetGenerateKind(),
     )
 }
 

@@ -7,6 +7,7 @@ from serve_app.storage.tables.identities import IdentityRows
 from serve_app.storage.tables.jobs import JobRows
 from serve_app.storage.tables.keys import KeyRows
 from serve_app.storage.tables.locks import LockRows
+from serve_app.storage.tables.projects import ProjectRows
 from serve_app.storage.tables.replays import ReplayRows
 from serve_app.storage.tables.shots import ShotRows
 from serve_app.storage.tables.souls import SoulRows
@@ -24,6 +25,7 @@ class CatalogStore(
     JobRows,
     DemandRows,
     IdentityRows,
+    ProjectRows,
 ):
     """Every table family's statements; a backend (SQLite, PostgreSQL) says how to run them."""
 

@@ -1,0 +1,72 @@
+"""The asset search facet: a project's assets by type, tags and text, ranked by the cosine of
+each asset's latest canonical prompt (its Embedder vector, kept with the version) to the
+query's. The project's rows are its namespace: only primary-key prefixes of that project are
+read, so no search can return another project's asset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from serve_app.catalog.facet import Facet
+from serve_app.projects.models import Asset, AssetVersion, no_project
+
+Hit = tuple[Asset, AssetVersion, float | None]
+
+
+class AssetSearch(Facet):
+    async def search_assets(
+        self,
+        owner: str,
+        project_id: str,
+        query: list[float] | None,
+        asset_type: str | None,
+        tags: list[str],
+        offset: int,
+        limit: int,
+    ) -> list[Hit]:
+        """The project's assets of ``asset_type`` with every tag of ``tags``, each with its
+        latest version: ranked by the cosine of its canonical prompt to ``query`` (highest
+        first, ties by id) when a query is given, by id otherwise; a page from ``offset``.
+        Only this project's rows are read (primary-key prefixes)."""
+        if await self.store.get_project(owner, project_id) is None:
+            raise no_project(project_id)
+        wanted = set(tags)
+        chosen = [
+            asset_id
+            for asset_id, kind, tags_json in await self.store.project_asset_labels(project_id)
+            if (asset_type is None or kind == asset_type)
+            and (not wanted or wanted <= set(json.loads(tags_json)))
+        ]
+        scores: dict[str, float | None] = dict.fromkeys(chosen)
+        if query is not None:
+            latest: dict[str, tuple[int, bytes]] = {}
+            for asset_id, number, embed in await self.store.project_embeddings(project_id):
+                if asset_id in scores and number >= latest.get(asset_id, (0, b""))[0]:
+                    latest[asset_id] = (number, embed)
+            scores.update(_cosines(latest, query))
+        ranked = sorted(chosen, key=lambda i: (-_or_least(scores[i]), i)) if query else chosen
+        hits: list[Hit] = []
+        for asset_id in ranked[offset : offset + limit]:
+            asset = await self.store.get_asset(project_id, asset_id)
+            versions = await self.store.asset_versions(project_id, asset_id)
+            if asset is not None and versions:
+                hits.append((asset, versions[-1], scores[asset_id]))
+        return hits
+
+
+def _or_least(score: float | None) -> float:
+    return score if score is not None else -2.0
+
+
+def _cosines(latest: dict[str, tuple[int, bytes]], query: list[float]) -> dict[str, float]:
+    """Each asset's cosine of its latest embedding to the query."""
+    if not latest:
+        return {}
+    ids = list(latest)
+    matrix = np.frombuffer(b"".join(latest[i][1] for i in ids), dtype=np.float32)
+    matrix = matrix.reshape(len(ids), -1)
+    q = np.asarray(query, dtype=np.float32)
+    cosines = matrix @ q / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(q) + 1e-12)
+    return dict(zip(ids, cosines.tolist(), strict=True))

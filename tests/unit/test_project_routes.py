@@ -1,0 +1,225 @@
+"""The project routes over the real Catalog engine (SQLite), the real Embedder and a local
+object store, without Ray: projects of one API client, assets made from JSON or YAML specs
+(refused specs write nothing), versions, locks, the event log, search by meaning; every route of
+a project answers 404 to another client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from deployments.catalog import CatalogEngine
+from serve_app.api.idempotency import Replays
+from serve_app.api.routes import routed_api
+from serve_app.api.services import IngressServices
+from serve_app.catalog.souls import load_souls
+from serve_app.delivery import Deliverer, Handles
+from serve_app.delivery.places import load_places
+from serve_app.diffusion.sources import model_manager
+from serve_app.jobs.desk import JobDesk
+from serve_app.looks import Looks
+from serve_app.settings import Settings
+from serve_app.storage import change_feed, open_object_store
+from serve_app.storage.sqlite import SQLiteStore
+from tests.support import run
+from tests.unit.handles import LocalHandle
+
+MINE, THEIRS = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
+YAML = {**MINE, "Content-Type": "application/yaml"}
+LIGHTHOUSE = {
+    "asset_type": "environment",
+    "name": "Lighthouse",
+    "tags": ["coast"],
+    "canonical_prompt": "a red brick lighthouse on a rocky sea cliff",
+    "seed": 3,
+}
+
+
+@pytest.fixture
+def client(tmp_path: Path, embedder: LocalHandle) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path)
+    engine = CatalogEngine(SQLiteStore(tmp_path / "catalog.db"))
+    run(engine.start(load_souls("config/souls.yaml")))
+    objects = open_object_store(settings)
+    catalog = LocalHandle(engine)
+    handles = Handles(embedder, catalog, None, None, None, None, None)
+    feed = change_feed(settings)
+    deliverer = Deliverer(handles, objects, load_places("config/landmarks.yaml"))
+    api = routed_api()
+    api.state.api_keys, api.state.admin_keys = [b"key-a", b"key-b"], []
+    api.state.services = IngressServices(
+        catalog=catalog,
+        deliverer=deliverer,
+        looks=Looks(catalog, objects, model_manager(settings), settings),
+        jobs=JobDesk(deliverer, catalog, objects, settings, {}, feed),
+        characters=None,  # type: ignore[arg-type]  # no identity route is called
+        replays=Replays(catalog),
+        objects=objects,
+        settings=settings,
+    )
+    with TestClient(api, raise_server_exceptions=False) as made:
+        yield made
+    run(feed.close())
+    run(engine.close())
+
+
+def project(client: TestClient, **fields: Any) -> str:
+    made = client.post("/v1/projects", json={"name": "College Silence", **fields}, headers=MINE)
+    assert made.status_code == 201, made.text
+    return str(made.json()["project_id"])
+
+
+def generate(client: TestClient, pid: str, spec: dict[str, Any]) -> dict[str, Any]:
+    made = client.post(f"/v1/projects/{pid}/assets:generate", json=spec, headers=MINE)
+    assert made.status_code == 202, made.text
+    body: dict[str, Any] = made.json()
+    return body
+
+
+def test_projects_are_made_read_patched_and_paged(client: TestClient) -> None:
+    pid = project(client, style_anchor_prompt="soft contrast", default_sampler="DPM++")
+    got = client.get(f"/v1/projects/{pid}", headers=MINE).json()
+    assert (got["status"], got["default_sampler"]) == ("active", "DPM++") and "owner" not in got
+    patched = client.patch(f"/v1/projects/{pid}", json={"status": "archived"}, headers=MINE)
+    assert patched.json()["status"] == "archived"
+    assert patched.json()["style_anchor_prompt"] == "soft contrast"
+    second = project(client)
+    page = client.get("/v1/projects?limit=1", headers=MINE).json()
+    assert [p["project_id"] for p in page["projects"]] == [pid] and page["next_after"] == pid
+    rest = client.get(f"/v1/projects?after={pid}", headers=MINE).json()
+    assert [p["project_id"] for p in rest["projects"]] == [second]
+    assert client.get("/v1/projects", headers=THEIRS).json()["projects"] == []
+    refused = generate_status(client, pid, LIGHTHOUSE)
+    assert refused == 409  # archived
+
+
+def generate_status(client: TestClient, pid: str, spec: dict[str, Any]) -> int:
+    return client.post(f"/v1/projects/{pid}/assets:generate", json=spec, headers=MINE).status_code
+
+
+def test_an_asset_is_generated_versioned_locked_and_logged(client: TestClient) -> None:
+    pid = project(client)
+    made = generate(client, pid, LIGHTHOUSE)
+    asset, job = made["asset"], made["job"]
+    aid = asset["asset_id"]
+    assert job["status"] == "queued" and asset["version"]["version"] == 1
+    assert asset["version"]["roles"] == ["wide", "detail"] and asset["version"]["seed_bank"] == [3]
+    queued = client.get(f"/jobs/{job['job_id']}", headers=MINE).json()
+    assert (queued["kind"], queued["soul_id"], queued["progress"]["total"]) == (
+        "asset_generate",
+        pid,
+        2,
+    )
+    url = f"/v1/projects/{pid}/assets/{aid}"
+    second = client.post(
+        url + ":version",
+        json={"metadata": {"time_of_day": "dusk"}, "change_note": "dusk"},
+        headers=MINE,
+    )
+    assert second.status_code == 202, second.text
+    v2 = second.json()["asset"]["version"]
+    assert (v2["version"], v2["parent"], v2["metadata"]) == (2, 1, {"time_of_day": "dusk"})
+    locked = client.post(url + ":lock?version=1", headers=MINE).json()
+    assert locked["version"]["is_locked"] and locked["version"]["version"] == 1
+    assert [v["is_locked"] for v in locked["versions"]] == [True, False]
+    assert client.post(url + ":lock?version=1", headers=MINE).status_code == 409
+    assert client.get(url, headers=MINE).json()["version"]["version"] == 2
+    assert client.get(url + "?version=1", headers=MINE).json()["version"]["is_locked"]
+    assert client.get(url + "?version=3", headers=MINE).status_code == 404
+    assert not client.post(url + ":unlock?version=1", headers=MINE).json()["version"]["is_locked"]
+    assert client.post(url + ":unlock?version=1", headers=MINE).status_code == 409
+    events = client.get(f"/v1/projects/{pid}/events?limit=3", headers=MINE).json()
+    assert [e["kind"] for e in events["events"]] == [
+        "project.created",
+        "asset.created",
+        "version.created",
+    ]
+    rest = client.get(f"/v1/projects/{pid}/events?after={events['next_after']}", headers=MINE)
+    assert [e["kind"] for e in rest.json()["events"]] == ["version.locked", "version.unlocked"]
+
+
+def test_a_yaml_spec_is_a_json_spec(client: TestClient) -> None:
+    pid = project(client)
+    body = "asset_type: character\nname: Protagonist_A\nidentity:\n  hair_colour: black\n"
+    made = client.post(f"/v1/projects/{pid}/assets:generate", content=body, headers=YAML)
+    assert made.status_code == 202, made.text
+    version = made.json()["asset"]["version"]
+    assert version["canonical_prompt"] == "black hair" and len(version["roles"]) == 6
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "field"),
+    [
+        ('{"asset_type": "vehicle", "name": "x", "canonical_prompt": "p"}', "json", "asset_type"),
+        ('{"asset_type": "prop", "name": "x"}', "json", "canonical_prompt"),
+        ("- asset_type: prop\n- name: x\n", "yaml", "body: an asset spec is a mapping"),
+        ("asset_type: [prop\n", "yaml", "body: not YAML"),
+        ("a: &x [1]\nb: *x\n", "yaml", "aliases"),
+        ("asset_type: prop\nname: x\ncanonical_prompt: p\nroles: [Front]\n", "yaml", "roles.0"),
+        ("{}", "text/plain", "application/yaml"),
+    ],
+)
+def test_a_refused_spec_names_the_field_and_writes_nothing(
+    client: TestClient, body: str, content_type: str, field: str
+) -> None:
+    pid = project(client)
+    kind = {"json": "application/json", "yaml": "application/yaml"}.get(content_type, content_type)
+    refused = client.post(
+        f"/v1/projects/{pid}/assets:generate",
+        content=body,
+        headers={**MINE, "Content-Type": kind},
+    )
+    assert refused.status_code == 422, refused.text
+    assert field in refused.json()["detail"] and refused.json()["request_id"] is not None
+    events = client.get(f"/v1/projects/{pid}/events", headers=MINE).json()["events"]
+    assert [e["kind"] for e in events] == ["project.created"]
+    assert client.get("/jobs", headers=MINE).json()["jobs"] == []
+
+
+def test_search_ranks_by_meaning_inside_the_project(client: TestClient) -> None:
+    pid, other = project(client), project(client)
+    for name, prompt, kind in (
+        ("Boat", "a small wooden rowing boat", "prop"),
+        ("Lighthouse", "a red brick lighthouse on a rocky sea cliff", "environment"),
+        ("Forest", "a snowy pine forest at dawn", "nature"),
+    ):
+        generate(client, pid, {"asset_type": kind, "name": name, "canonical_prompt": prompt})
+    generate(client, other, {**LIGHTHOUSE, "name": "Elsewhere"})
+    url = f"/v1/projects/{pid}/assets:search"
+    found = client.post(url, json={"text": "an old lighthouse by the sea"}, headers=MINE).json()
+    assert found["hits"][0]["name"] == "Lighthouse"
+    assert {h["name"] for h in found["hits"]} == {"Lighthouse", "Boat", "Forest"}
+    scores = [h["score"] for h in found["hits"]]
+    assert scores == sorted(scores, reverse=True) and found["next_offset"] is None
+    typed = client.post(url, json={"asset_type": "nature"}, headers=MINE).json()
+    assert [h["name"] for h in typed["hits"]] == ["Forest"] and typed["hits"][0]["score"] is None
+    for text, first in (("a boat on a lake", "Boat"), ("trees covered in snow", "Forest")):
+        paged = client.post(url, json={"text": text, "limit": 1}, headers=MINE).json()
+        assert [h["name"] for h in paged["hits"]] == [first] and paged["next_offset"] == 1
+
+
+def test_every_route_of_a_project_is_a_404_to_another_client(client: TestClient) -> None:
+    pid = project(client)
+    aid = generate(client, pid, LIGHTHOUSE)["asset"]["asset_id"]
+    asset = f"/v1/projects/{pid}/assets/{aid}"
+    calls = [
+        ("get", f"/v1/projects/{pid}", None),
+        ("patch", f"/v1/projects/{pid}", {"name": "mine now"}),
+        ("post", f"/v1/projects/{pid}/assets:generate", LIGHTHOUSE),
+        ("post", f"/v1/projects/{pid}/assets:search", {"text": "lighthouse"}),
+        ("get", asset, None),
+        ("post", asset + ":version", {"change_note": "x"}),
+        ("post", asset + ":lock", None),
+        ("post", asset + ":unlock", None),
+        ("get", f"/v1/projects/{pid}/events", None),
+    ]
+    for method, url, body in calls:
+        answer = client.request(method, url, json=body, headers=THEIRS)
+        assert answer.status_code == 404, (method, url, answer.text)
+        assert "project_id" in answer.json()["detail"]
+    events = client.get(f"/v1/projects/{pid}/events", headers=MINE).json()["events"]
+    assert [e["kind"] for e in events] == ["project.created", "asset.created"]

@@ -53,21 +53,10 @@ class Jobs(JobLeases):
         written)."""
         if styled:
             await self._styled(spec["soul_id"])
-        ts = now_ms()
-        unfinished = sum([len(await self._unfinished(other, client_id)) for other in ALL_LANES])
-        if unfinished >= quota:
-            return Submitted(
-                refused=f"queued-job quota: {unfinished} of {quota} unfinished jobs; "
-                "wait for some to finish or cancel them",
-                retry_after_s=5,
-            )
-        recent = await self.store.count_jobs_since(client_id, ulid_floor(ts - 60_000))
-        if recent >= rate_per_min:
-            return Submitted(
-                refused=f"submit rate: {recent} jobs in the last minute, {rate_per_min} allowed",
-                retry_after_s=10,
-            )
-        row = new_job_row(client_id, spec, total, max_attempts, ts)
+        refused = await self.job_refusal(client_id, quota, rate_per_min)
+        if refused is not None:
+            return refused
+        row = new_job_row(client_id, spec, total, max_attempts, now_ms())
         await self.store.insert_job(row)
         lane = LANES[row["priority"]] if lane is None else lane
         await self.store.enqueue_job(queue_row(lane, row))
@@ -76,6 +65,24 @@ class Jobs(JobLeases):
         if units is not None:
             estimate = (await self.estimate_job(row["kind"], row["soul_id"], units))["estimated_s"]
         return Submitted(doc=job_doc(row), position=position, estimated_s=estimate)
+
+    async def job_refusal(self, client_id: str, quota: int, rate_per_min: int) -> Submitted | None:
+        """Why the client may not queue a job now (over its quota of unfinished jobs or its
+        rate), or None. Asked alone by a route that writes before it queues its job."""
+        unfinished = sum([len(await self._unfinished(other, client_id)) for other in ALL_LANES])
+        if unfinished >= quota:
+            return Submitted(
+                refused=f"queued-job quota: {unfinished} of {quota} unfinished jobs; "
+                "wait for some to finish or cancel them",
+                retry_after_s=5,
+            )
+        recent = await self.store.count_jobs_since(client_id, ulid_floor(now_ms() - 60_000))
+        if recent >= rate_per_min:
+            return Submitted(
+                refused=f"submit rate: {recent} jobs in the last minute, {rate_per_min} allowed",
+                retry_after_s=10,
+            )
+        return None
 
     async def _styled(self, soul_id: str) -> None:
         if await self.store.get_style(soul_id) is None:

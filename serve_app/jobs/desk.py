@@ -84,6 +84,15 @@ class JobDesk:
         if spec.webhook_url is not None:
             await asyncio.to_thread(check_webhook_url, str(spec.webhook_url), self.settings.jobs)
 
+    async def admit(self, client_id: str) -> None:
+        """Refuse (429) a client over its quota or rate before a route writes what its job is
+        for; ``submit`` checks again in the call that queues."""
+        refused: Submitted | None = await self.catalog.job_refusal.remote(
+            client_id, self.settings.jobs.job_queued_quota, self.settings.jobs.job_submit_rate
+        )
+        if refused is not None:
+            raise TooManyJobs(refused.refused or "", retry_after_s=refused.retry_after_s)
+
     async def submit(self, client_id: str, spec: JobBase) -> JobAccepted:
         kind = KINDS[spec.kind]
         total = len(kind.items(spec, self.tools.variations))

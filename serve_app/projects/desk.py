@@ -32,6 +32,7 @@ class ProjectDesk:
     async def generate(self, owner: str, project_id: str, spec: AssetSpec) -> dict[str, Any]:
         """A new asset, its version 1, and the job rendering its images."""
         await self.catalog.get_project.remote(owner, project_id)  # 404 before any work
+        await self.jobs.admit(owner)  # 429 before the asset is written
         embed = await self._embedding(prompt_of(spec))
         made: tuple[Asset, AssetVersion] = await self.catalog.create_asset.remote(
             owner, project_id, spec, default_roles(spec.asset_type), embed
@@ -43,6 +44,7 @@ class ProjectDesk:
     ) -> dict[str, Any]:
         """The asset's next version (from its latest) with ``changes``, and its images' job."""
         asset, _ = await self.catalog.get_asset.remote(owner, project_id, asset_id)
+        await self.jobs.admit(owner)  # 429 before the version is written
         embed = await self._embedding(prompt_of(changes))
         made: AssetVersion = await self.catalog.new_asset_version.remote(
             owner, project_id, asset_id, changes, embed

@@ -180,6 +180,26 @@ def test_a_refused_spec_names_the_field_and_writes_nothing(
     assert client.get("/jobs", headers=MINE).json()["jobs"] == []
 
 
+def test_a_client_over_its_job_quota_gets_a_429_and_no_asset_is_written(
+    client: TestClient,
+) -> None:
+    client.app.state.services.settings.jobs.job_queued_quota = 1  # type: ignore[attr-defined]
+    pid = project(client)
+    first = generate(client, pid, LIGHTHOUSE)
+    refused = client.post(
+        f"/v1/projects/{pid}/assets:generate", json={**LIGHTHOUSE, "name": "Pier"}, headers=MINE
+    )
+    assert refused.status_code == 429 and "quota" in refused.json()["detail"], refused.text
+    again = client.post(
+        f"/v1/projects/{pid}/assets/{first['asset']['asset_id']}:version", json={}, headers=MINE
+    )
+    assert again.status_code == 429, again.text
+    events = client.get(f"/v1/projects/{pid}/events", headers=MINE).json()["events"]
+    assert [e["kind"] for e in events].count("asset.created") == 1
+    assert all(e["kind"] != "asset.versioned" for e in events)
+    assert len(client.get("/jobs", headers=MINE).json()["jobs"]) == 1
+
+
 def test_search_ranks_by_meaning_inside_the_project(client: TestClient) -> None:
     pid, other = project(client), project(client)
     for name, prompt, kind in (

@@ -133,9 +133,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _process_group(item: pytest.Item) -> str:
-    """Under `pytest -n 2 --dist loadgroup` (`make test`): the modules on the shared graph run in
-    one worker while the unit tests, then the slow modules, run in the other. The unit tests
-    never see the shared graph's environment, and a slow module's PostgreSQL outage happens
-    after the unit tests that use the server."""
-    on_shared_graph = item.get_closest_marker("integration") and not item.get_closest_marker("slow")
-    return "shared-graph" if on_shared_graph else "own-processes"
+    """Under `pytest -n 2 --dist loadgroup` (`make test`): every module that starts Ray runs in
+    one worker, in the order above, while the unit tests run in the other. Two Rays at once
+    would share the machine's Ray session folder and its load, which the timing of a coalesced
+    render or a store timeout does not survive; the unit tests never see the shared graph's
+    environment, and they finish long before `test_postgres.py` stops the server."""
+    return "ray" if item.get_closest_marker("integration") else "unit"

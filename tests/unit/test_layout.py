@@ -247,3 +247,10 @@ def test_delivery_passes_values_not_long_argument_lists() -> None:
                 arguments = node.args
                 count = len(arguments.posonlyargs + arguments.args + arguments.kwonlyargs)
                 assert count <= 6, f"{path.name}:{node.name} takes {count} parameters"
+
+
+def test_no_two_test_modules_share_a_name() -> None:
+    """pytest imports test modules by basename (no __init__.py): two of one name cannot be
+    collected in one run."""
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

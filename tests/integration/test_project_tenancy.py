@@ -58,7 +58,7 @@ def test_a_generated_asset_has_its_images_under_the_projects_prefix(
     assert [(i["role"], i["seed"]) for i in images] == [("front", 1), ("detail", 2)]
     version = mine["asset"]["version"]
     assert version["is_locked"] and sorted(version["images"]) == ["detail", "front"]
-    assert graph.objects("proj/") == [
+    assert graph.objects(f"proj/{pid}/") == [
         f"proj/{pid}/asset/{aid}/v1/detail.png",
         f"proj/{pid}/asset/{aid}/v1/front.png",
     ]

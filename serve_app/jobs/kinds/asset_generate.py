@@ -26,8 +26,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.jobs.book import ItemFailure, JobDoc, Progress, Status
-from serve_app.jobs.kinds.base import Attempt, Ended, JobKind, JobTools, is_permanent, job_error
+from serve_app.jobs.book import ItemFailure, JobDoc, Progress
+from serve_app.jobs.kinds.base import (
+    Attempt,
+    Ended,
+    JobKind,
+    JobTools,
+    is_permanent,
+    items_ended,
+    job_error,
+)
 from serve_app.jobs.kinds.character_sheet import png_of, sheet_grid
 from serve_app.jobs.spec import Item, JobBase
 from serve_app.projects.models import AssetLocked, AssetVersion, Project, Role
@@ -124,10 +132,7 @@ class AssetGenerateKind(JobKind[AssetGenerateJob]):
                 outcome.items[index] = made
             progress = Progress(done=outcome.done, total=len(outcome.items), stage=role, item=index)
             await attempt.save(outcome, progress)
-        if not outcome.failed:
-            return Ended("succeeded", outcome)
-        status: Status = "partial" if outcome.delivered else "failed"
-        return Ended(status, outcome, outcome.failed[0].error)
+        return items_ended(outcome)
 
     async def _one(
         self,

@@ -43,6 +43,14 @@ class Ended:
     dead_letter: bool = False
 
 
+def items_ended(outcome: Outcome) -> Ended:
+    """A job of items after its last: succeeded, or partial when some were delivered, else
+    failed with its first item's error."""
+    if not outcome.failed:
+        return Ended("succeeded", outcome)
+    return Ended("partial" if outcome.delivered else "failed", outcome, outcome.failed[0].error)
+
+
 def job_error(exc: BaseException) -> JobError:
     cause = root_cause(exc)
     detail = getattr(cause, "public_detail", None) or first_line(cause)

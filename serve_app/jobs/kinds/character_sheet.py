@@ -27,8 +27,16 @@ from serve_app.api.protocol import SheetResult, SheetView
 from serve_app.characters.identities import IdentityVersion
 from serve_app.delivery.lookups import style_of
 from serve_app.errors import InvalidRequest
-from serve_app.jobs.book import ItemFailure, JobDoc, Progress, Status
-from serve_app.jobs.kinds.base import Attempt, Ended, JobKind, JobTools, is_permanent, job_error
+from serve_app.jobs.book import ItemFailure, JobDoc, Progress
+from serve_app.jobs.kinds.base import (
+    Attempt,
+    Ended,
+    JobKind,
+    JobTools,
+    is_permanent,
+    items_ended,
+    job_error,
+)
 from serve_app.jobs.spec import Item, JobBase
 from serve_app.prompts import render_prompt, style_id
 from serve_app.schemas import Frames, RenderJob, StyleProfile
@@ -125,10 +133,7 @@ class CharacterSheetKind(JobKind[CharacterSheetJob]):
                 outcome.items[index] = made.model_dump()
             progress = Progress(done=outcome.done, total=len(outcome.items), stage=view, item=index)
             await attempt.save(outcome, progress)
-        if not outcome.failed:
-            return Ended("succeeded", outcome)
-        status: Status = "partial" if outcome.delivered else "failed"
-        return Ended(status, outcome, outcome.failed[0].error)
+        return items_ended(outcome)
 
     async def _one(
         self,

@@ -18,8 +18,17 @@ from abc import abstractmethod
 from typing import ClassVar
 
 from serve_app.delivery import Delivery, tenant_user
-from serve_app.jobs.book import ItemFailure, JobDoc, Status
-from serve_app.jobs.kinds.base import Attempt, Ended, JobKind, JobTools, S, is_permanent, job_error
+from serve_app.jobs.book import ItemFailure, JobDoc
+from serve_app.jobs.kinds.base import (
+    Attempt,
+    Ended,
+    JobKind,
+    JobTools,
+    S,
+    is_permanent,
+    items_ended,
+    job_error,
+)
 from serve_app.jobs.spec import Item
 from serve_app.metrics import count
 
@@ -59,10 +68,7 @@ class DeliveringKind(JobKind[S]):
                       result=delivery.cache)  # fmt: skip
             if item is not pending[-1]:  # the last one is written with the job's end
                 await attempt.save(outcome)
-        if not outcome.failed:
-            return Ended("succeeded", outcome)
-        status: Status = "partial" if outcome.delivered else "failed"
-        return Ended(status, outcome, outcome.failed[0].error)
+        return items_ended(outcome)
 
     async def _deliver_once(self, spec: S, item: Item, attempt: Attempt) -> Delivery:
         """One item, exactly once: a retry first looks for what an earlier attempt claimed."""

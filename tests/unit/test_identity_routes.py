@@ -19,22 +19,15 @@ from skimage import data as skimage_data
 from deployments.catalog import CatalogEngine
 from deployments.dedupe import DedupeEngine
 from serve_app.api.deps import key_scope
-from serve_app.api.idempotency import Replays
-from serve_app.api.routes import routed_api
-from serve_app.api.services import IngressServices
 from serve_app.catalog.souls import load_souls
 from serve_app.characters.desk import CharacterDesk
 from serve_app.characters.verdicts import IdentityAnchors, IdentityThresholds
-from serve_app.delivery import Deliverer, Handles
-from serve_app.delivery.places import load_places
-from serve_app.diffusion.sources import model_manager
-from serve_app.jobs.desk import JobDesk
-from serve_app.looks import Looks
 from serve_app.settings import Settings
-from serve_app.storage import change_feed, open_object_store
+from serve_app.storage.objects import ObjectStore
 from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run, static_http
 from tests.unit.handles import LocalHandle
+from tests.unit.ingress_app import ingress_client
 
 MAX_BYTES = 60_000
 MINE, THEIRS = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
@@ -74,26 +67,12 @@ def world(tmp_path: Path) -> Iterator[tuple[TestClient, CatalogEngine, Path]]:
     )
     engine = CatalogEngine(SQLiteStore(tmp_path / "catalog.db"))
     run(engine.start(load_souls("config/souls.yaml")))
-    objects = open_object_store(settings)
-    catalog = LocalHandle(engine)
-    handles = Handles(None, catalog, None, None, None, None, None)
-    feed = change_feed(settings)
-    deliverer = Deliverer(handles, objects, load_places("config/landmarks.yaml"))
-    api = routed_api()
-    api.state.api_keys, api.state.admin_keys = [b"key-a", b"key-b"], []
-    api.state.services = IngressServices(
-        catalog=catalog,
-        deliverer=deliverer,
-        looks=Looks(catalog, objects, model_manager(settings), settings),
-        jobs=JobDesk(deliverer, catalog, objects, settings, {}, feed),
-        characters=CharacterDesk(catalog, LocalHandle(DedupeEngine()), objects, IdentityThresholds),
-        replays=Replays(catalog),
-        objects=objects,
-        settings=settings,
-    )
-    with TestClient(api, raise_server_exceptions=False) as client:
+
+    def characters(catalog: LocalHandle, objects: ObjectStore) -> CharacterDesk:
+        return CharacterDesk(catalog, LocalHandle(DedupeEngine()), objects, IdentityThresholds)
+
+    with ingress_client(settings, engine, characters=characters) as client:
         yield client, engine, tmp_path / "objects"
-    run(feed.close())
     run(engine.close())
 
 

@@ -13,20 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deployments.catalog import CatalogEngine
-from serve_app.api.idempotency import Replays
-from serve_app.api.routes import routed_api
-from serve_app.api.services import IngressServices
 from serve_app.catalog.souls import load_souls
-from serve_app.delivery import Deliverer, Handles
-from serve_app.delivery.places import load_places
-from serve_app.diffusion.sources import model_manager
-from serve_app.jobs.desk import JobDesk
-from serve_app.looks import Looks
 from serve_app.settings import Settings
-from serve_app.storage import change_feed, open_object_store
 from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run
 from tests.unit.handles import LocalHandle
+from tests.unit.ingress_app import ingress_client
 
 MINE, THEIRS = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
 YAML = {**MINE, "Content-Type": "application/yaml"}
@@ -44,26 +36,8 @@ def client(tmp_path: Path, embedder: LocalHandle) -> Iterator[TestClient]:
     settings = Settings(data_dir=tmp_path)
     engine = CatalogEngine(SQLiteStore(tmp_path / "catalog.db"))
     run(engine.start(load_souls("config/souls.yaml")))
-    objects = open_object_store(settings)
-    catalog = LocalHandle(engine)
-    handles = Handles(embedder, catalog, None, None, None, None, None)
-    feed = change_feed(settings)
-    deliverer = Deliverer(handles, objects, load_places("config/landmarks.yaml"))
-    api = routed_api()
-    api.state.api_keys, api.state.admin_keys = [b"key-a", b"key-b"], []
-    api.state.services = IngressServices(
-        catalog=catalog,
-        deliverer=deliverer,
-        looks=Looks(catalog, objects, model_manager(settings), settings),
-        jobs=JobDesk(deliverer, catalog, objects, settings, {}, feed),
-        characters=None,  # type: ignore[arg-type]  # no identity route is called
-        replays=Replays(catalog),
-        objects=objects,
-        settings=settings,
-    )
-    with TestClient(api, raise_server_exceptions=False) as made:
+    with ingress_client(settings, engine, embedder) as made:
         yield made
-    run(feed.close())
     run(engine.close())
 
 

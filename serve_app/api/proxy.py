@@ -17,6 +17,7 @@ import uuid
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve_app.api import paths  # noqa: F401  # the proxy compiles our routes' paths too
 from serve_app.api.protocol import ErrorBody
 from serve_app.errors import ReplicaLost
 from serve_app.settings import LimitSettings

@@ -4,6 +4,9 @@ them (Serve's own request-id middleware innermost), around stand-ins for the pro
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -80,3 +83,37 @@ def test_json_answers_and_heads_pass_unchanged() -> None:
     answer, head = call(ingress), call(ingress, "HEAD")
     assert answer.json() == {"detail": "unknown soul", "request_id": "r1"}
     assert head.status_code == 404 and head.content == b""
+
+
+PROXY_TAGS = """
+import json, sys
+from ray.serve._private.proxy_router import ProxyRouter
+from ray.serve._private.thirdparty.get_asgi_route_name import RoutePattern
+import serve_app.api.proxy  # what Ray's proxy imports of ours (its middlewares)
+
+router = ProxyRouter.__new__(ProxyRouter)
+router._route_pattern_apps = {}
+router.route_patterns = {"/": [RoutePattern(**p) for p in json.loads(sys.argv[1])]}
+for path in sys.argv[2:]:
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "headers": []}
+    print(router.match_route_pattern("/", scope))
+"""
+
+
+def test_the_proxy_tags_each_request_with_its_route_not_the_prefix() -> None:
+    """Serve's proxy compiles every route's path in its own process to tag requests (metrics,
+    logs); a path convertor it does not know would make it tag every request ``/``."""
+    from ray.serve._private.thirdparty.get_asgi_route_name import extract_route_patterns
+
+    from deployments.ingress import api
+
+    patterns = [{"methods": p.methods, "path": p.path} for p in extract_route_patterns(api)]
+    asset = "/v1/projects/prj_1/assets/ast_" + "0" * 26
+    paths = ["/image", asset]
+    tagged = subprocess.run(
+        [sys.executable, "-c", PROXY_TAGS, json.dumps(patterns), *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tagged == ["/image", "/v1/projects/{project_id}/assets/{asset_id:asset_id}"]

@@ -10,8 +10,8 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from starlette.convertors import Convertor, register_url_convertor
 
+from serve_app.api import paths  # noqa: F401  # the asset_id convertor
 from serve_app.api.deps import Authorized, ClientScope
 from serve_app.api.errors import responses
 from serve_app.api.project_protocol import (
@@ -43,24 +43,9 @@ from serve_app.projects.models import (
     ProjectPatch,
 )
 
-
-class AssetIdConvertor(Convertor[str]):
-    """An asset id in a path stops before a ``:`` (``…/{asset_id}:lock`` is not an asset id of
-    ``GET …/{asset_id}``, so that route is not offered for it)."""
-
-    regex = "ast_[0-9a-z]{26}"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("asset_id", AssetIdConvertor())
 router = APIRouter(tags=["projects"], dependencies=[Authorized])
 PREFIX = "/v1/projects"
-ASSET = PREFIX + "/{project_id}/assets/{asset_id:asset_id}"
+ASSET = PREFIX + "/{project_id}/assets/{asset_id:asset_id}"  # api/paths.py
 Version = Annotated[int | None, Query(ge=1, le=1_000_000, description="Latest when not given.")]
 After = Annotated[str, Query(max_length=40, description="next_after of a page.")]
 Limit = Annotated[int, Query(ge=1, le=200)]

@@ -1,0 +1,22 @@
+"""Path parameter types of our own, registered with Starlette when imported. Serve's HTTP proxy
+compiles every route's path again to tag requests with their route, so it imports this module
+too (``api/proxy.py``): without it, one unknown convertor makes the proxy tag every request
+with the route prefix only."""
+
+from starlette.convertors import Convertor, register_url_convertor
+
+
+class AssetIdConvertor(Convertor[str]):
+    """An asset id in a path stops before a ``:`` (``…/{asset_id}:lock`` is not an asset id of
+    ``GET …/{asset_id}``, so that route is not offered for it)."""
+
+    regex = "ast_[0-9a-z]{26}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("asset_id", AssetIdConvertor())

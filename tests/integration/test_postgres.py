@@ -46,7 +46,7 @@ def pg(
             "SOUL_API_KEYS": json.dumps([API_KEY]),
             "SOUL_TORCH_THREADS": "1",
             "SOUL_DATABASE_URL": url,
-            "SOUL_DATABASE_TIMEOUT_S": "2",
+            "SOUL_DATABASE_TIMEOUT_S": "5",  # a loaded machine waits for a pooled connection
         }
         args = {**TEST_ARGS, "replicas": {"Ingress": 2, "Catalog": 2}}
         metrics_port = free_port()

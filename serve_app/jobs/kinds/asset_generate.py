@@ -26,15 +26,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.jobs.book import ItemFailure, JobDoc, Progress
+from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import (
     Attempt,
     Ended,
     JobKind,
     JobTools,
-    is_permanent,
-    items_ended,
-    job_error,
+    made_item_by_item,
 )
 from serve_app.jobs.kinds.character_sheet import png_of, sheet_grid
 from serve_app.jobs.spec import Item, JobBase
@@ -114,25 +112,14 @@ class AssetGenerateKind(JobKind[AssetGenerateJob]):
 
     async def run(self, spec: AssetGenerateJob, attempt: Attempt) -> Ended:
         doc, tools = attempt.doc, attempt.tools
-        outcome = doc.outcome
         project: Project = await tools.catalog.get_project.remote(doc.client_id, spec.soul_id)
         style = project.style.profile(project.project_id)
         renderer = tools.deliverer.handles.renderer.options(multiplexed_model_id=style_id(style))
-        ended = {f.index for f in outcome.failed}
-        for index, role in enumerate(spec.roles):
-            if outcome.items[index] is not None or index in ended:
-                continue
-            try:
-                made = await self._one(spec, doc, tools, renderer, project, role)
-            except Exception as exc:
-                if not is_permanent(exc):
-                    raise
-                outcome.failed.append(ItemFailure(index=index, error=job_error(exc)))
-            else:
-                outcome.items[index] = made
-            progress = Progress(done=outcome.done, total=len(outcome.items), stage=role, item=index)
-            await attempt.save(outcome, progress)
-        return items_ended(outcome)
+
+        async def make(index: int) -> dict[str, Any]:
+            return await self._one(spec, doc, tools, renderer, project, spec.roles[index])
+
+        return await made_item_by_item(attempt, spec.roles, make)
 
     async def _one(
         self,

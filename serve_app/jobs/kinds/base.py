@@ -15,6 +15,7 @@ branches on it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 
 from serve_app.delivery import Deliverer
 from serve_app.errors import ServiceError, first_line, root_cause
-from serve_app.jobs.book import JobDoc, JobError, Lease, Outcome, Progress, Status
+from serve_app.jobs.book import ItemFailure, JobDoc, JobError, Lease, Outcome, Progress, Status
 from serve_app.jobs.spec import Item, JobBase
 from serve_app.storage.objects import ObjectStore
 
@@ -121,3 +122,26 @@ class JobKind(ABC, Generic[S]):
     @abstractmethod
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> BaseModel | None:
         """What the job delivered so far, as its answer's ``result`` (None: nothing yet)."""
+
+
+async def made_item_by_item(
+    attempt: Attempt, stages: list[str], make: Callable[[int], Awaitable[Any]]
+) -> Ended:
+    """Item ``i`` made by ``make(i)`` unless an earlier attempt made or failed it; a permanent
+    failure fails its item only; progress saved after each, its stage ``stages[i]``."""
+    outcome = attempt.doc.outcome
+    ended = {f.index for f in outcome.failed}
+    for index, stage in enumerate(stages):
+        if outcome.items[index] is not None or index in ended:
+            continue
+        try:
+            made = await make(index)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            outcome.failed.append(ItemFailure(index=index, error=job_error(exc)))
+        else:
+            outcome.items[index] = made
+        progress = Progress(done=outcome.done, total=len(outcome.items), stage=stage, item=index)
+        await attempt.save(outcome, progress)
+    return items_ended(outcome)

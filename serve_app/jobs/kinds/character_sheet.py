@@ -27,15 +27,13 @@ from serve_app.api.protocol import SheetResult, SheetView
 from serve_app.characters.identities import IdentityVersion
 from serve_app.delivery.lookups import style_of
 from serve_app.errors import InvalidRequest
-from serve_app.jobs.book import ItemFailure, JobDoc, Progress
+from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import (
     Attempt,
     Ended,
     JobKind,
     JobTools,
-    is_permanent,
-    items_ended,
-    job_error,
+    made_item_by_item,
 )
 from serve_app.jobs.spec import Item, JobBase
 from serve_app.prompts import render_prompt, style_id
@@ -114,26 +112,18 @@ class CharacterSheetKind(JobKind[CharacterSheetJob]):
 
     async def run(self, spec: CharacterSheetJob, attempt: Attempt) -> Ended:
         doc, tools = attempt.doc, attempt.tools
-        outcome = doc.outcome
         style = await style_of(tools.catalog, spec.soul_id)
         renderer = tools.deliverer.handles.renderer.options(multiplexed_model_id=style_id(style))
-        ended = {f.index for f in outcome.failed}
-        for index, (view, expression, words) in enumerate(sheet_grid()):
-            if outcome.items[index] is not None or index in ended:
-                continue
-            try:
-                made = await self._one(
-                    spec, doc, tools, renderer, style, index, view, expression, words
-                )
-            except Exception as exc:
-                if not is_permanent(exc):
-                    raise
-                outcome.failed.append(ItemFailure(index=index, error=job_error(exc)))
-            else:
-                outcome.items[index] = made.model_dump()
-            progress = Progress(done=outcome.done, total=len(outcome.items), stage=view, item=index)
-            await attempt.save(outcome, progress)
-        return items_ended(outcome)
+        grid = sheet_grid()
+
+        async def make(index: int) -> dict[str, Any]:
+            view, expression, words = grid[index]
+            made = await self._one(
+                spec, doc, tools, renderer, style, index, view, expression, words
+            )
+            return made.model_dump()
+
+        return await made_item_by_item(attempt, [view for view, _, _ in grid], make)
 
     async def _one(
         self,

@@ -32,8 +32,8 @@ serve-postgres: setup
 	SOUL_DATABASE_URL=$(POSTGRES_URL) $(BIN)/soul db init
 	SOUL_DATABASE_URL=$(POSTGRES_URL) $(MAKE) serve
 
-# Two workers: the modules on the shared graph in one, the unit tests then the modules that
-# start their own Ray in the other (tests/integration/conftest.py groups them).
+# Two workers: every module that starts Ray in one (the shared graph's, then those with a Ray
+# of their own), the unit tests in the other (tests/integration/conftest.py groups them).
 PYTEST_PARALLEL := -n 2 --dist loadgroup
 
 test: setup chromium

@@ -110,6 +110,7 @@ def wait_for_jobs(graph: Graph) -> None:
         time.sleep(0.5)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the groups marked here
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test here starts Ray: it must say so, so `-m "not integration"` leaves it out.
     The unit tests run first (the shared graph's environment, set in this process for as long
@@ -130,6 +131,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     )
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_process_group(item)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A pytest that xdist does not fit drops the groups silently (pytest 9.2 with xdist 3.8):
+    then both workers start Rays of their own at once, and one stops PostgreSQL under the other."""
+    if getattr(session.config.option, "loadgroup", False):
+        lost = [item.nodeid for item in session.items if "@" not in item.nodeid]
+        if lost:
+            raise pytest.UsageError(f"xdist lost the test groups of {len(lost)} tests: {lost[:3]}")
 
 
 def _process_group(item: pytest.Item) -> str:

@@ -32,8 +32,8 @@ serve-postgres: setup
 	SOUL_DATABASE_URL=$(POSTGRES_URL) $(BIN)/soul db init
 	SOUL_DATABASE_URL=$(POSTGRES_URL) $(MAKE) serve
 
-# Two workers: every module that starts Ray in one (the shared graph's, then those with a Ray
-# of their own), the unit tests in the other (tests/integration/conftest.py groups them).
+# Two workers: the unit tests in one, the modules on the shared graph in the other, and the
+# modules with a Ray of their own in whichever is free first (tests/integration/conftest.py).
 PYTEST_PARALLEL := -n 2 --dist loadgroup
 
 test: setup chromium

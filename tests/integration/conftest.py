@@ -4,7 +4,7 @@ Each module gets the ``graph`` fixture: the session's graph with the module's ow
 applied live (module attributes ``GRAPH_ARGS``, sections as in ``build_app``'s args, and
 ``GRAPH_LIMITS``, request limits by deployment) and restored afterwards. Modules marked ``slow``
 start what they test themselves (PostgreSQL, `soul serve`, the notebooks): they run last, after
-the shared graph has stopped, so no two local Rays meet."""
+the shared graph has stopped, or beside it in the other pytest worker under `make test`."""
 
 from __future__ import annotations
 
@@ -143,9 +143,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def _process_group(item: pytest.Item) -> str:
-    """Under `pytest -n 2 --dist loadgroup` (`make test`): every module that starts Ray runs in
-    one worker, in the order above, while the unit tests run in the other. Two Rays at once
-    would share the machine's Ray session folder and its load, which the timing of a coalesced
-    render or a store timeout does not survive; the unit tests never see the shared graph's
-    environment, and they finish long before `test_postgres.py` stops the server."""
-    return "ray" if item.get_closest_marker("integration") else "unit"
+    """Under `pytest -n 2 --dist loadgroup` (`make test`) each group runs in one worker, in the
+    order above: the unit tests in one, the modules on the shared graph in the other, and the
+    modules with a Ray of their own in whichever is free first: the unit tests' (they are done
+    by then, long before `test_postgres.py` stops the server; the shared graph's store is
+    SQLite). The unit tests never see the shared graph's environment."""
+    if item.get_closest_marker("integration") is None:
+        return "unit"
+    return "own-ray" if item.get_closest_marker("slow") else "shared-graph"

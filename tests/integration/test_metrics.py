@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from shared_graph import souls_of
-from soul_client import Graph, Sample, burst, scrape, scrape_until, since, total
+from soul_client import TEST_ARGS, Graph, Sample, burst, scrape, scrape_until, since, total
 
 from deployments.ingress import IngressConfig
 from serve_app.metrics import METRICS
@@ -21,7 +21,12 @@ pytestmark = pytest.mark.integration
 
 # Threshold 64: every sibling counts as too close, so a key's second variant has rejects
 # (pHash's: it is asked first). The tiny CLIP embeds every render too.
-GRAPH_ARGS = {"dedupe": {"threshold": 64, "clip_model": "tiny-clip", "clip_distance": 0.012}}
+# A Renderer that waits up to half a second to fill a batch: concurrent misses reach it spread
+# out on a loaded machine (two graphs run at once under `make test`).
+GRAPH_ARGS = {
+    "dedupe": {"threshold": 64, "clip_model": "tiny-clip", "clip_distance": 0.012},
+    "renderer": {**TEST_ARGS["renderer"], "batch_wait_s": 0.5},
+}
 NOVA, VALENTINA = souls_of("metrics")
 
 

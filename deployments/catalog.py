@@ -24,6 +24,7 @@ from serve_app.catalog.replays import ReplayRecords
 from serve_app.catalog.reserve import Reserve
 from serve_app.catalog.shots import Shots
 from serve_app.catalog.souls import SoulStyles, load_souls
+from serve_app.catalog.stories import Stories
 from serve_app.catalog.sweeper import Sweeping
 from serve_app.catalog.variants import Variants
 from serve_app.schemas import SoulSpec
@@ -76,6 +77,7 @@ class CatalogEngine(
     Identities,
     Projects,
     AssetSearch,
+    Stories,
 ):
     """Every facet over one store; ``objects``: where snapshots of large souls' key indexes are
     kept (and orphans swept), if anywhere."""

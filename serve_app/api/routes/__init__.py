@@ -17,6 +17,7 @@ from serve_app.api.routes import (
     references,
     selfies,
     stats,
+    storyboards,
     studio,
     styles,
     users,
@@ -40,6 +41,7 @@ FAMILIES = (
     stats,
     identities,
     projects,
+    storyboards,
 )
 ROUTERS: tuple[APIRouter, ...] = tuple(family.router for family in FAMILIES)
 

@@ -12,6 +12,7 @@ from ray import serve
 from serve_app.catalog.asset_search import AssetSearch
 from serve_app.catalog.costs import Costs
 from serve_app.catalog.demand import DemandCounters, ReserveConfig
+from serve_app.catalog.frames import Frames
 from serve_app.catalog.identities import Identities
 from serve_app.catalog.jobs import Jobs
 from serve_app.catalog.key_index import SoulIndexes
@@ -77,6 +78,7 @@ class CatalogEngine(
     Identities,
     Projects,
     AssetSearch,
+    Frames,
     Stories,
 ):
     """Every facet over one store; ``objects``: where snapshots of large souls' key indexes are

@@ -24,6 +24,7 @@ from serve_app.schemas import (
     StyleProfile,
     UserId,
 )
+from serve_app.stories.results import SceneRenderResult
 
 
 class DeploymentInfo(BaseModel):
@@ -270,6 +271,7 @@ class JobView(BaseModel):
         | PrintResult
         | SheetResult
         | AssetResult
+        | SceneRenderResult
         | None
     ) = Field(
         description="What the synchronous route answers (URLs signed afresh); for a pack, "

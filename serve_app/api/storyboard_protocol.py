@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.stories.composition import Blocker
 from serve_app.stories.graph import SceneNode
-from serve_app.stories.records import Scene, Script, ScriptForm
+from serve_app.stories.records import MAX_FRAMES, FrameId, Scene, Script, ScriptForm
 
 
 class ScriptView(BaseModel):
@@ -69,3 +69,24 @@ class ValidationView(BaseModel):
     graph_hash: str
     renderable: bool = Field(description="True when nothing blocks a render.")
     blockers: list[Blocker]
+
+
+class RenderRequest(BaseModel):
+    """The body of ``…/scenes/{scene_id}/renders``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frames: int = Field(default=1, ge=1, le=MAX_FRAMES, description="Frames 0 … frames-1.")
+
+
+class RerenderRequest(BaseModel):
+    """The body of ``…/renders/{render_job_id}:rerender``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frame_ids: list[FrameId] = Field(
+        default_factory=list, max_length=MAX_FRAMES, description="Every frame of the job if empty."
+    )
+    new_seed: bool = Field(
+        default=False, description="A new seed (reseed + 1); otherwise the frame's own again."
+    )

@@ -140,3 +140,40 @@ def test_every_storyboard_route_is_a_404_to_another_client(client: TestClient) -
         answer = client.request(method, path, json=body, headers=THEIRS)
         assert answer.status_code == 404, (method, path, answer.text)
         assert "project_id" in answer.json()["detail"]
+
+
+def compiled_scene(client: TestClient, pid: str, script_id: str | None = None) -> str:
+    """The first scene of a script sent now (or ``script_id``) compiled."""
+    script_id = script_id or script(client, pid)["script_id"]
+    url = f"/v1/projects/{pid}/scripts/{script_id}:compile"
+    return str(client.post(url, headers=MINE).json()["scenes"][0]["scene_id"])
+
+
+def test_a_scene_renders_as_a_job_and_an_unlocked_asset_is_a_409(client: TestClient) -> None:
+    pid, ids = project(client, ASSETS)
+    scene = compiled_scene(client, pid)
+    renders = f"/v1/projects/{pid}/scenes/{scene}/renders"
+    refused = client.post(renders, json={"frames": 2}, headers=MINE)
+    assert refused.status_code == 409 and ids["Marco"] in refused.json()["detail"], refused.text
+    assert "MARCO" in refused.json()["detail"]
+    client.post(f"/v1/projects/{pid}/assets/{ids['Marco']}:lock", headers=MINE)
+    assert compiled_scene(client, pid, "scr_" + scene[4:30]) == scene
+    assert client.post(renders, json={"frames": 0}, headers=MINE).status_code == 422
+    accepted = client.post(renders, json={"frames": 2}, headers=MINE)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+    got = client.get(f"/v1/projects/{pid}/renders/{job_id}", headers=MINE).json()
+    assert (got["kind"], got["status"], got["progress"]["total"]) == ("scene_render", "queued", 2)
+    again = client.post(
+        f"/v1/projects/{pid}/renders/{job_id}:rerender", json={"new_seed": True}, headers=MINE
+    )
+    assert again.status_code == 202, again.text
+    other = project(client, [])[0]
+    assert client.get(f"/v1/projects/{other}/renders/{job_id}", headers=MINE).status_code == 404
+    for method, path, body in (
+        ("post", renders, {"frames": 1}),
+        ("get", f"/v1/projects/{pid}/renders/{job_id}", None),
+        ("post", f"/v1/projects/{pid}/renders/{job_id}:rerender", {}),
+    ):
+        answer = client.request(method, path, json=body, headers=THEIRS)
+        assert answer.status_code == 404, (method, path, answer.text)

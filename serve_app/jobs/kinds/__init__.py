@@ -18,6 +18,7 @@ from serve_app.jobs.kinds.pack import PackKind
 from serve_app.jobs.kinds.prints import PrintKind
 from serve_app.jobs.kinds.rebuild_keys import RebuildKeysKind
 from serve_app.jobs.kinds.reserve import ReserveKind
+from serve_app.jobs.kinds.scene_render import SceneRenderKind
 from serve_app.jobs.kinds.selfie import SelfieKind
 from serve_app.jobs.spec import JobBase
 
@@ -32,6 +33,7 @@ KINDS: dict[str, JobKind[Any]] = {
         PrintKind(),
         CharacterSheetKind(),
         AssetGenerateKind(),
+        SceneRenderKind(),
     )
 }
 

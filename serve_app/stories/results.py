@@ -1,0 +1,24 @@
+"""What a ``scene_render`` job made, as its answer's ``result``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class RenderedFrame(BaseModel):
+    frame_id: str
+    render_version: int
+    status: str
+    seed: int
+    storage_key: str
+    url: str = Field(description="Signed, short-lived URL of the PNG.")
+    expires_at: int
+    consistency_report: dict[str, Any]
+
+
+class SceneRenderResult(BaseModel):
+    project_id: str
+    scene_id: str
+    frames: list[RenderedFrame | None] = Field(description="Frame by frame; null: not yet made.")

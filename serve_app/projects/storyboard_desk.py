@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from serve_app.api.protocol import JobAccepted, JobView
 from serve_app.jobs.desk import JobDesk, UnknownJob
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
@@ -52,9 +54,13 @@ class StoryboardDesk:
         """The render job's spec: a job of this client, a ``scene_render`` of this project."""
         await self.catalog.get_project.remote(owner, project_id)
         doc = await self.jobs.job(owner, job_id)
-        if doc.kind != "scene_render" or doc.soul_id != project_id:
+        try:
+            spec = SceneRenderJob.model_validate(doc.spec)  # another kind's spec is refused
+        except ValidationError as exc:
+            raise UnknownJob(job_id) from exc
+        if spec.soul_id != project_id:
             raise UnknownJob(job_id)
-        return SceneRenderJob.model_validate(doc.spec)
+        return spec
 
     async def _queued(
         self, owner: str, project_id: str, scene_id: str, planned: list[FrameVersion]

@@ -27,6 +27,7 @@ from serve_app.catalog.shots import Shots
 from serve_app.catalog.souls import SoulStyles, load_souls
 from serve_app.catalog.stories import Stories
 from serve_app.catalog.sweeper import Sweeping
+from serve_app.catalog.timeline import Timeline
 from serve_app.catalog.variants import Variants
 from serve_app.schemas import SoulSpec
 from serve_app.settings import Settings
@@ -78,6 +79,7 @@ class CatalogEngine(
     Identities,
     Projects,
     AssetSearch,
+    Timeline,
     Frames,
     Stories,
 ):

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from serve_app.schemas import Text
 from serve_app.stories.composition import Blocker
 from serve_app.stories.graph import SceneNode
-from serve_app.stories.records import MAX_FRAMES, FrameId, Scene, Script, ScriptForm
+from serve_app.stories.records import (
+    MAX_FRAMES,
+    FrameId,
+    FrameVersion,
+    Scene,
+    SceneId,
+    Script,
+    ScriptForm,
+)
 
 
 class ScriptView(BaseModel):
@@ -90,3 +101,94 @@ class RerenderRequest(BaseModel):
     new_seed: bool = Field(
         default=False, description="A new seed (reseed + 1); otherwise the frame's own again."
     )
+
+
+class FrameVersionView(BaseModel):
+    """One render of a frame: what it was made from, its image, what the gate said."""
+
+    frame_id: str
+    render_version: int
+    scene_id: str
+    frame_index: int
+    status: str = Field(description="rendering, passed, needs_review, approved, rejected.")
+    seed: int
+    reseed: int = Field(description="0: the inherited seed; each new seed asked adds 1.")
+    prompt: str = Field(description="Exactly the prompt it was rendered with.")
+    negative_prompt: str
+    pipeline_version: str
+    pipeline_hash: str
+    graph_hash: str
+    consistency_report: dict[str, Any] | None
+    diff: dict[str, Any] = Field(description="What changed from the version before.")
+    url: str | None = Field(description="Signed, short-lived URL of the PNG; null: none yet.")
+
+    @classmethod
+    def of(cls, v: FrameVersion, url: str | None) -> FrameVersionView:
+        return cls(
+            **v.model_dump(include=set(cls.model_fields) - {"seed", "reseed", "url", "prompt"}),
+            seed=v.seed.seed,
+            reseed=v.seed.reseed,
+            prompt=v.prompt.prompt,
+            negative_prompt=v.prompt.negative_prompt,
+            url=url,
+        )
+
+
+class FrameView(BaseModel):
+    frame_id: str
+    frame_index: int
+    current_version: int = Field(description="The version it shows; 0: none rendered yet.")
+    approved_version: int | None
+    shown: FrameVersionView | None = Field(description="The version it shows.")
+
+
+class TimelineScene(BaseModel):
+    scene_id: str
+    script_id: str
+    position: int
+    heading: str
+    graph_hash: str
+    frames: list[FrameView] = Field(description="By frame index.")
+
+
+class TimelineView(BaseModel):
+    project_id: str
+    scenes: list[TimelineScene] = Field(description="In timeline order.")
+
+
+class ReorderRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scene_ids: list[SceneId] = Field(
+        max_length=2000, description="Every scene of the project, once, in the new order."
+    )
+
+
+class DecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    render_version: int | None = Field(
+        default=None, ge=1, le=1000, description="The version the frame shows when not given."
+    )
+    note: Annotated[Text, StringConstraints(max_length=400)] = Field(
+        default="", description="Why: kept in the event log (an exception's audit too)."
+    )
+
+
+class ImageEntry(BaseModel):
+    type: Literal["portrait", "scene"]
+    character_ids: list[str]
+    asset_id: str | None = None
+    version: int | None = None
+    role: str | None = None
+    scene_id: str | None = None
+    frame_id: str | None = None
+    render_version: int | None = None
+    status: str | None = None
+    storage_key: str
+    url: str
+    expires_at: int
+
+
+class ImagesPage(BaseModel):
+    images: list[ImageEntry]

@@ -172,15 +172,22 @@ class Frames(Stories):
         raise Busy(f"frame {frame_id} version {render_version} is busy; retry")
 
     async def _show(
-        self, project_id: str, frame_id: str, current: int | None, approved: int | None
+        self,
+        project_id: str,
+        frame_id: str,
+        current: int | None,
+        approved: int | None,
+        exactly: bool = False,
     ) -> Frame:
-        """The frame now shows ``current`` (None: as before) and its approved version is
-        ``approved`` (None: as before; 0: none)."""
+        """The frame now shows ``current`` (None: as before; a lower one only ``exactly``) and
+        its approved version is ``approved`` (None: as before; 0: none)."""
         for _ in range(ATTEMPTS):
             frame = await self.store.get_frame(project_id, frame_id)
             if frame is None:
                 raise no_frame(project_id, frame_id)
             shown = max(frame.current_version, current or 0)
+            if exactly and current is not None:
+                shown = current
             kept = frame.approved_version if approved is None else (approved or None)
             changed = frame.model_copy(
                 update={

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deployments.catalog import CatalogEngine
+from serve_app.api.deps import key_scope
 from serve_app.catalog.souls import load_souls
 from serve_app.settings import Settings
 from serve_app.storage.sqlite import SQLiteStore
@@ -174,6 +175,58 @@ def test_a_scene_renders_as_a_job_and_an_unlocked_asset_is_a_409(client: TestCli
         ("post", renders, {"frames": 1}),
         ("get", f"/v1/projects/{pid}/renders/{job_id}", None),
         ("post", f"/v1/projects/{pid}/renders/{job_id}:rerender", {}),
+    ):
+        answer = client.request(method, path, json=body, headers=THEIRS)
+        assert answer.status_code == 404, (method, path, answer.text)
+
+
+def test_the_timeline_decisions_and_images_over_http(client: TestClient) -> None:
+    pid, ids = project(client, [(k, n, True) for k, n, _ in ASSETS])
+    scene = compiled_scene(client, pid)
+    job = client.post(f"/v1/projects/{pid}/scenes/{scene}/renders", json={}, headers=MINE)
+    assert job.status_code == 202, job.text
+    engine = client.app.state.services.catalog.engine  # type: ignore[attr-defined]
+    frame = f"frm_{scene[4:]}_00"
+    failed = {"passed": False, "failed": [f"identity:{ids['Nova']}"], "checks": []}
+    key = f"proj/{pid}/frames/{frame}/v1.png"
+    run(engine.record_frame(key_scope("key-a"), pid, frame, 1, key, failed))
+    line = client.get(f"/v1/projects/{pid}/timeline", headers=MINE).json()
+    (shown,) = line["scenes"][0]["frames"]
+    assert shown["shown"]["status"] == "needs_review" and shown["shown"]["url"]
+    assert shown["shown"]["consistency_report"] == failed
+    url = f"/v1/projects/{pid}/frames/{frame}"
+    approved = client.post(url + ":approve", json={"note": "ok by me"}, headers=MINE)
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["approved_version"] == 1
+    assert approved.json()["shown"]["status"] == "approved"
+    events = client.get(f"/v1/projects/{pid}/events?limit=200", headers=MINE).json()["events"]
+    (exception,) = [e for e in events if e["kind"] == "frame.exception_approved"]
+    assert exception["payload"]["note"] == "ok by me"
+    assert client.post(url + ":rollback", headers=MINE).status_code == 409
+    rejected = client.post(url + ":reject", json={}, headers=MINE).json()
+    assert rejected["approved_version"] is None and rejected["shown"]["status"] == "rejected"
+    images = client.get(f"/v1/projects/{pid}/images?type=scene", headers=MINE).json()["images"]
+    assert [i["frame_id"] for i in images] == [frame] and images[0]["url"]
+    by_cast = client.get(f"/v1/projects/{pid}/images?character_id={ids['Nova']}", headers=MINE)
+    assert [i["frame_id"] for i in by_cast.json()["images"]] == [frame]
+    assert client.get(f"/v1/projects/{pid}/images?type=poster", headers=MINE).status_code == 422
+    reordered = client.post(
+        f"/v1/projects/{pid}/timeline:reorder", json={"scene_ids": [scene]}, headers=MINE
+    )
+    assert reordered.status_code == 200, reordered.text
+    assert (
+        client.post(
+            f"/v1/projects/{pid}/timeline:reorder", json={"scene_ids": []}, headers=MINE
+        ).status_code
+        == 422
+    )
+    for method, path, body in (
+        ("get", f"/v1/projects/{pid}/timeline", None),
+        ("post", f"/v1/projects/{pid}/timeline:reorder", {"scene_ids": [scene]}),
+        ("post", url + ":approve", {}),
+        ("post", url + ":reject", {}),
+        ("post", url + ":rollback", None),
+        ("get", f"/v1/projects/{pid}/images", None),
     ):
         answer = client.request(method, path, json=body, headers=THEIRS)
         assert answer.status_code == 404, (method, path, answer.text)

@@ -20,6 +20,7 @@ from serve_app.api.routes import (
     storyboards,
     studio,
     styles,
+    timeline,
     users,
     variants,
 )
@@ -42,6 +43,7 @@ FAMILIES = (
     identities,
     projects,
     storyboards,
+    timeline,
 )
 ROUTERS: tuple[APIRouter, ...] = tuple(family.router for family in FAMILIES)
 

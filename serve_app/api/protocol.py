@@ -24,7 +24,7 @@ from serve_app.schemas import (
     StyleProfile,
     UserId,
 )
-from serve_app.stories.results import SceneRenderResult
+from serve_app.stories.results import ExportResult, SceneRenderResult
 
 
 class DeploymentInfo(BaseModel):
@@ -272,6 +272,7 @@ class JobView(BaseModel):
         | SheetResult
         | AssetResult
         | SceneRenderResult
+        | ExportResult
         | None
     ) = Field(
         description="What the synchronous route answers (URLs signed afresh); for a pack, "

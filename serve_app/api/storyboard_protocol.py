@@ -192,3 +192,9 @@ class ImageEntry(BaseModel):
 
 class ImagesPage(BaseModel):
     images: list[ImageEntry]
+
+
+class PdfExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    per_page: Literal[1, 2, 4] = Field(default=2, description="Frames a page of the sheet.")

@@ -177,3 +177,8 @@ class Timeline(Frames):
                     for role, key in version.images.items()
                 ]
         return out
+
+    async def log_export(self, owner: str, project_id: str, payload: dict[str, Any]) -> None:
+        """An export written (``storyboard_export``), in the project's log."""
+        await self._project(owner, project_id)
+        await self._story_event(project_id, "export.made", owner, payload)

@@ -5,13 +5,14 @@ job's frames planned again and queued (``:rerender``). Every call names the call
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from serve_app.api.protocol import JobAccepted, JobView
 from serve_app.jobs.desk import JobDesk, UnknownJob
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
+from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
 from serve_app.stories.records import FrameVersion
 
 
@@ -45,6 +46,14 @@ class StoryboardDesk:
             owner, project_id, spec.scene_id, [indexes[f] for f in wanted], new_seed
         )
         return await self._queued(owner, project_id, spec.scene_id, planned)
+
+    async def export(
+        self, owner: str, project_id: str, file: Literal["pdf", "zip"], per_page: Literal[1, 2, 4]
+    ) -> JobAccepted:
+        """The project's approved frames as a PDF sheet or a zip, written by a job."""
+        await self.catalog.get_project.remote(owner, project_id)  # 404 before any work
+        spec = StoryboardExportJob(soul_id=project_id, format=file, per_page=per_page)
+        return await self.jobs.submit(owner, spec)
 
     async def view(self, owner: str, project_id: str, job_id: str) -> JobView:
         await self.spec_of(owner, project_id, job_id)

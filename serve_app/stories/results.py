@@ -22,3 +22,16 @@ class SceneRenderResult(BaseModel):
     project_id: str
     scene_id: str
     frames: list[RenderedFrame | None] = Field(description="Frame by frame; null: not yet made.")
+
+
+class ExportResult(BaseModel):
+    """What a ``storyboard_export`` job made."""
+
+    project_id: str
+    format: str = Field(description="pdf or zip.")
+    frames: int = Field(description="Approved frames exported, in timeline order.")
+    storage_key: str = Field(description="proj/<project_id>/exports/<timestamp>/<file>")
+    bytes: int
+    sha256: str
+    url: str = Field(description="Signed, short-lived URL of the file (.pdf or .zip).")
+    expires_at: int

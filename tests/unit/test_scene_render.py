@@ -8,18 +8,23 @@ at most five times; a scene with an unlocked asset is refused before anything is
 from __future__ import annotations
 
 import io
+import json
+import zipfile
 from typing import Any
 
 import numpy as np
 import pytest
 from matplotlib import cbook
 from PIL import Image
+from pypdf import PdfReader
 
 from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
+from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
 from serve_app.projects.models import AssetSpec, ProjectDraft
 from serve_app.stories.assets import UnlockedAssets
 from serve_app.stories.composition import frame_seed, regions_of, render_prompt
+from serve_app.stories.exports import verify_sequence
 from serve_app.stories.gate import GateConfig
 from serve_app.stories.pipeline import RenderSettings, describe
 from serve_app.stories.records import ScriptDraft
@@ -157,3 +162,44 @@ def test_a_scene_with_an_unlocked_asset_is_refused_before_anything_is_written(
     with pytest.raises(UnlockedAssets, match="MARCO"):
         run(catalog.plan_frames(ME, pid, talk, [0]))
     assert run(catalog.store.project_frames(pid)) == []
+
+
+def exported(jobs: Jobs, pid: str, file: str, per_page: int = 2) -> Any:
+    spec = StoryboardExportJob(soul_id=pid, format=file, per_page=per_page)
+    job_id = run(jobs.desk.submit(ME, spec)).job_id
+    assert jobs.work_once()
+    return jobs.doc(job_id)
+
+
+def test_approved_frames_export_as_a_pdf_sheet_and_a_zip(world: World) -> None:
+    jobs = Jobs(world, world.replica())
+    catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
+    pid, (boats, talk) = storyboard(jobs)
+    refused = exported(jobs, pid, "zip")
+    assert refused.status == "failed" and "no approved frame" in refused.error.detail
+    frames = [rendered(jobs, pid, scene, [0]).frames[0] for scene in (boats, talk)]
+    for frame in frames:
+        run(catalog.decide_frame(ME, pid, frame.frame_id, "approve", None, "fine"))
+    run(catalog.reorder_timeline(ME, pid, [talk, boats]))
+    doc = exported(jobs, pid, "pdf", per_page=1)
+    assert doc.status == "succeeded", doc.error
+    result = KINDS["storyboard_export"].result(doc, objects, 60)
+    assert result is not None and result.frames == 2
+    assert result.storage_key.startswith(f"proj/{pid}/exports/")
+    assert result.storage_key.endswith("/storyboard.pdf") and ".pdf?" in result.url
+    reader = PdfReader(io.BytesIO(objects.get(result.storage_key)))
+    assert len(reader.pages) == 3  # the cover, then a frame a page
+    text = [" ".join(page.extract_text().split()) for page in reader.pages]
+    assert "NOVA" in text[0] and "MARCO" in text[0]  # the cast on the cover
+    assert "Marco?" in text[1] and "The boats rock gently." in text[2]  # timeline order
+    doc = exported(jobs, pid, "zip")
+    result = KINDS["storyboard_export"].result(doc, objects, 60)
+    assert result is not None and result.storage_key.endswith("/frames.zip")
+    data = objects.get(result.storage_key)
+    assert verify_sequence(data) == []
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert [f["frame_id"] for f in manifest["frames"]] == [frames[1].frame_id, frames[0].frame_id]
+    assert [f["seed"] for f in manifest["frames"]] == [frames[1].seed, frames[0].seed]
+    kinds = [e.kind for e in run(catalog.project_events(ME, pid, "", 300))]
+    assert kinds.count("export.made") == 2 and kinds.count("frame.exception_approved") == 1

@@ -220,7 +220,17 @@ def test_the_timeline_decisions_and_images_over_http(client: TestClient) -> None
         ).status_code
         == 422
     )
+    pdf = client.post(f"/v1/projects/{pid}/exports/pdf", json={"per_page": 4}, headers=MINE)
+    assert pdf.status_code == 202, pdf.text
+    queued = client.get(f"/jobs/{pdf.json()['job_id']}", headers=MINE).json()
+    assert (queued["kind"], queued["soul_id"]) == ("storyboard_export", pid)
+    sequence = client.post(f"/v1/projects/{pid}/exports/image-sequence", headers=MINE)
+    assert sequence.status_code == 202, sequence.text
+    wrong = client.post(f"/v1/projects/{pid}/exports/pdf", json={"per_page": 3}, headers=MINE)
+    assert wrong.status_code == 422
     for method, path, body in (
+        ("post", f"/v1/projects/{pid}/exports/pdf", {}),
+        ("post", f"/v1/projects/{pid}/exports/image-sequence", None),
         ("get", f"/v1/projects/{pid}/timeline", None),
         ("post", f"/v1/projects/{pid}/timeline:reorder", {"scene_ids": [scene]}),
         ("post", url + ":approve", {}),

@@ -1,6 +1,6 @@
 """A project's storyboard timeline (``/v1/projects/{project_id}/…``): scenes in order with their
 frames, reordered; a frame version approved, rejected or rolled back; the project's images by
-type, character and scene.
+type, character and scene; the approved frames exported as a PDF sheet or a zip (jobs).
 
 Every route names a project of the caller's API client: another client's project answers 404.
 The logic is the catalog's (``catalog/timeline.py``); every change is an event in the project's
@@ -14,18 +14,21 @@ from fastapi import APIRouter, Query
 from serve_app.api import paths  # noqa: F401  # the frame_id convertor
 from serve_app.api.deps import Authorized, ClientScope
 from serve_app.api.errors import responses
-from serve_app.api.services import IngressServices, Services
+from serve_app.api.protocol import JobAccepted
+from serve_app.api.services import IngressServices, Once, Services
 from serve_app.api.storyboard_protocol import (
     DecisionRequest,
     FrameVersionView,
     FrameView,
     ImageEntry,
     ImagesPage,
+    PdfExportRequest,
     ReorderRequest,
     TimelineScene,
     TimelineView,
 )
 from serve_app.projects.models import AssetId, ProjectId
+from serve_app.projects.storyboard_desk import StoryboardDesk
 from serve_app.stories.records import Frame, FrameId, FrameVersion, SceneId
 
 router = APIRouter(tags=["storyboards"], dependencies=[Authorized])
@@ -150,3 +153,53 @@ async def project_images(
         return out
 
     return ImagesPage(images=await asyncio.to_thread(signed))
+
+
+@router.post(
+    PROJECT + "/exports/pdf",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=responses(401, 404, 429),
+)
+async def export_pdf(
+    project_id: ProjectId,
+    body: PdfExportRequest,
+    client_id: ClientScope,
+    services: Services,
+    once: Once,
+) -> JobAccepted:
+    """The storyboard sheet as a job (202): a cover with the project and its cast, then the
+    approved frames in timeline order with their notes; the job's result has the PDF's signed
+    ``url`` (written under ``proj/{project_id}/exports/{timestamp}/``)."""
+    return await exported(services, client_id, project_id, "pdf", body.per_page, once)
+
+
+@router.post(
+    PROJECT + "/exports/image-sequence",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=responses(401, 404, 429),
+)
+async def export_image_sequence(
+    project_id: ProjectId, client_id: ClientScope, services: Services, once: Once
+) -> JobAccepted:
+    """The approved frames as a zip, numbered in timeline order, with a manifest (frame ids,
+    versions, seeds, pipeline versions, graph hashes, SHA-256 of each file), as a job (202)."""
+    return await exported(services, client_id, project_id, "zip", 2, once)
+
+
+async def exported(
+    services: IngressServices,
+    owner: str,
+    project_id: str,
+    file: Literal["pdf", "zip"],
+    per_page: Literal[1, 2, 4],
+    once: Once,
+) -> JobAccepted:
+    async def make() -> dict[str, object]:
+        desk = StoryboardDesk(services.catalog, services.jobs)
+        made = await desk.export(owner, project_id, file, per_page)
+        return made.model_dump(mode="json")
+
+    params = {"project_id": project_id, "format": file, "per_page": per_page}
+    return JobAccepted.model_validate(await once(params, make))

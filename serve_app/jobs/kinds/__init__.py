@@ -20,6 +20,7 @@ from serve_app.jobs.kinds.rebuild_keys import RebuildKeysKind
 from serve_app.jobs.kinds.reserve import ReserveKind
 from serve_app.jobs.kinds.scene_render import SceneRenderKind
 from serve_app.jobs.kinds.selfie import SelfieKind
+from serve_app.jobs.kinds.storyboard_export import StoryboardExportKind
 from serve_app.jobs.spec import JobBase
 
 KINDS: dict[str, JobKind[Any]] = {
@@ -34,6 +35,7 @@ KINDS: dict[str, JobKind[Any]] = {
         CharacterSheetKind(),
         AssetGenerateKind(),
         SceneRenderKind(),
+        StoryboardExportKind(),
     )
 }
 

@@ -24,7 +24,7 @@ from serve_app.schemas import (
     StyleProfile,
     UserId,
 )
-from serve_app.stories.results import ExportResult, SceneRenderResult
+from serve_app.stories.results import ExportResult, GenerateAllResult, SceneRenderResult
 
 
 class DeploymentInfo(BaseModel):
@@ -273,6 +273,7 @@ class JobView(BaseModel):
         | AssetResult
         | SceneRenderResult
         | ExportResult
+        | GenerateAllResult
         | None
     ) = Field(
         description="What the synchronous route answers (URLs signed afresh); for a pack, "

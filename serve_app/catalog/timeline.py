@@ -182,3 +182,19 @@ class Timeline(Frames):
         """An export written (``storyboard_export``), in the project's log."""
         await self._project(owner, project_id)
         await self._story_event(project_id, "export.made", owner, payload)
+
+    async def generate_all_items(
+        self, owner: str, project_id: str
+    ) -> tuple[list[tuple[str, int, str]], list[str]]:
+        """What ``:generate-all`` makes: (asset_id, version, role) of a portrait for each
+        character whose latest version is unlocked and has no image, then every scene in
+        timeline order."""
+        await self._project(owner, project_id, active=True)
+        portraits = []
+        for asset_id, kind, _ in await self.store.project_asset_labels(project_id):
+            versions = await self.store.asset_versions(project_id, asset_id)
+            latest = versions[-1] if versions else None
+            if kind == "character" and latest and not latest.is_locked and not latest.images:
+                portraits.append((asset_id, latest.version, latest.roles[0]))
+        scenes = [s.scene_id for s, _ in await self.timeline(owner, project_id)]
+        return portraits, scenes

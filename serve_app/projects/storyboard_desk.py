@@ -10,7 +10,9 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from serve_app.api.protocol import JobAccepted, JobView
+from serve_app.errors import Conflict
 from serve_app.jobs.desk import JobDesk, UnknownJob
+from serve_app.jobs.kinds.generate_all import GenerateAllJob, Portrait
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
 from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
 from serve_app.stories.records import FrameVersion
@@ -53,6 +55,18 @@ class StoryboardDesk:
         """The project's approved frames as a PDF sheet or a zip, written by a job."""
         await self.catalog.get_project.remote(owner, project_id)  # 404 before any work
         spec = StoryboardExportJob(soul_id=project_id, format=file, per_page=per_page)
+        return await self.jobs.submit(owner, spec)
+
+    async def generate_all(self, owner: str, project_id: str) -> JobAccepted:
+        """One job: every missing portrait, then frame 0 of every scene (409: nothing to do)."""
+        portraits, scenes = await self.catalog.generate_all_items.remote(owner, project_id)
+        if not portraits and not scenes:
+            raise Conflict(f"project {project_id!r} has no portrait to make and no scene")
+        spec = GenerateAllJob(
+            soul_id=project_id,
+            portraits=[Portrait(asset_id=a, version=v, role=r) for a, v, r in portraits],
+            scenes=scenes,
+        )
         return await self.jobs.submit(owner, spec)
 
     async def view(self, owner: str, project_id: str, job_id: str) -> JobView:

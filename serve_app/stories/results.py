@@ -35,3 +35,19 @@ class ExportResult(BaseModel):
     sha256: str
     url: str = Field(description="Signed, short-lived URL of the file (.pdf or .zip).")
     expires_at: int
+
+
+class GenerateAllItem(BaseModel):
+    item: str = Field(description="portrait:<asset_id> or scene:<scene_id>.")
+    status: str = Field(description="pending, made or failed.")
+    frame_status: str | None = Field(default=None, description="A scene frame's gate status.")
+    storage_key: str | None = None
+    url: str | None = Field(default=None, description="Signed, short-lived URL of the PNG.")
+    error: str | None = None
+
+
+class GenerateAllResult(BaseModel):
+    """What a ``generate_all`` job made so far, item by item."""
+
+    project_id: str
+    items: list[GenerateAllItem]

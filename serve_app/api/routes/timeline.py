@@ -203,3 +203,25 @@ async def exported(
 
     params = {"project_id": project_id, "format": file, "per_page": per_page}
     return JobAccepted.model_validate(await once(params, make))
+
+
+@router.post(
+    PROJECT + ":generate-all",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=responses(401, 404, 409, 429),
+)
+async def generate_all(
+    project_id: ProjectId, client_id: ClientScope, services: Services, once: Once
+) -> JobAccepted:
+    """One job (``generate_all``, 202): a portrait of every character that lacks one, then frame
+    0 of every scene, at most 5 renders of the project at a time; overall and per-item progress,
+    partial success (a scene with an unlocked asset fails its item only), cancel as any job."""
+
+    async def make() -> dict[str, object]:
+        made = await StoryboardDesk(services.catalog, services.jobs).generate_all(
+            client_id, project_id
+        )
+        return made.model_dump(mode="json")
+
+    return JobAccepted.model_validate(await once({"project_id": project_id}, make))

@@ -13,6 +13,7 @@ from pydantic import Field
 from serve_app.jobs.kinds.asset_generate import AssetGenerateKind
 from serve_app.jobs.kinds.base import JobKind
 from serve_app.jobs.kinds.character_sheet import CharacterSheetKind
+from serve_app.jobs.kinds.generate_all import GenerateAllKind
 from serve_app.jobs.kinds.image import ImageKind
 from serve_app.jobs.kinds.pack import PackKind
 from serve_app.jobs.kinds.prints import PrintKind
@@ -36,6 +37,7 @@ KINDS: dict[str, JobKind[Any]] = {
         AssetGenerateKind(),
         SceneRenderKind(),
         StoryboardExportKind(),
+        GenerateAllKind(),
     )
 }
 

@@ -72,43 +72,9 @@ class SceneRenderKind(JobKind[SceneRenderJob]):
         project: Project = await tools.catalog.get_project.remote(doc.client_id, spec.soul_id)
 
         async def make(index: int) -> dict[str, Any]:
-            return await self._one(spec, doc, tools, project, spec.frames[index])
+            return await render_frame(tools, doc.client_id, project, spec.frames[index], spec.gate)
 
         return await made_item_by_item(attempt, [f.frame_id for f in spec.frames], make)
-
-    async def _one(
-        self, spec: SceneRenderJob, doc: JobDoc, tools: JobTools, project: Project, ref: FrameRef
-    ) -> dict[str, Any]:
-        owner, pid = doc.client_id, spec.soul_id
-        version: FrameVersion = await tools.catalog.get_frame_version.remote(
-            owner, pid, ref.frame_id, ref.render_version
-        )
-        style = project.style.profile(pid)
-        job = RenderJob(
-            style_id=style_id(style),
-            base_model_ref=style.base_model_ref,
-            lora_ids=style.lora_ids,
-            prompt=version.prompt.prompt,
-            negative_prompt=version.prompt.negative_prompt,
-            seed=version.seed.seed,
-        )
-        renderer = tools.deliverer.handles.renderer.options(multiplexed_model_id=job.style_id)
-        frames: Frames = await renderer.render.remote(job)
-        png = png_of(frames)
-        key = frame_key(pid, ref.frame_id, ref.render_version)
-        await asyncio.to_thread(tools.deliverer.objects.put, key, png)
-        checks = await gate_checks(tools, owner, project, version, png, spec.gate)
-        recorded: FrameVersion = await tools.catalog.record_frame.remote(
-            owner, pid, ref.frame_id, ref.render_version, key, report(checks, spec.gate)
-        )
-        return {
-            "frame_id": ref.frame_id,
-            "render_version": ref.render_version,
-            "status": recorded.status,
-            "seed": version.seed.seed,
-            "storage_key": key,
-            "consistency_report": recorded.consistency_report,
-        }
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> SceneRenderResult | None:
         spec = SceneRenderJob.model_validate(doc.spec)
@@ -120,6 +86,43 @@ class SceneRenderKind(JobKind[SceneRenderJob]):
             signed = objects.signed_url(item["storage_key"], ttl_s)
             frames.append(RenderedFrame(**item, url=signed.url, expires_at=signed.expires_at))
         return SceneRenderResult(project_id=spec.soul_id, scene_id=spec.scene_id, frames=frames)
+
+
+async def render_frame(
+    tools: JobTools, owner: str, project: Project, ref: FrameRef, gate: GateConfig
+) -> dict[str, Any]:
+    """One planned frame version: rendered with exactly its stored prompt and seed, stored,
+    gated, recorded; what the job's item keeps."""
+    pid = project.project_id
+    version: FrameVersion = await tools.catalog.get_frame_version.remote(
+        owner, pid, ref.frame_id, ref.render_version
+    )
+    style = project.style.profile(pid)
+    job = RenderJob(
+        style_id=style_id(style),
+        base_model_ref=style.base_model_ref,
+        lora_ids=style.lora_ids,
+        prompt=version.prompt.prompt,
+        negative_prompt=version.prompt.negative_prompt,
+        seed=version.seed.seed,
+    )
+    renderer = tools.deliverer.handles.renderer.options(multiplexed_model_id=job.style_id)
+    frames: Frames = await renderer.render.remote(job)
+    png = png_of(frames)
+    key = frame_key(pid, ref.frame_id, ref.render_version)
+    await asyncio.to_thread(tools.deliverer.objects.put, key, png)
+    checks = await gate_checks(tools, owner, project, version, png, gate)
+    recorded: FrameVersion = await tools.catalog.record_frame.remote(
+        owner, pid, ref.frame_id, ref.render_version, key, report(checks, gate)
+    )
+    return {
+        "frame_id": ref.frame_id,
+        "render_version": ref.render_version,
+        "status": recorded.status,
+        "seed": version.seed.seed,
+        "storage_key": key,
+        "consistency_report": recorded.consistency_report,
+    }
 
 
 async def gate_checks(

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 
 from serve_app.catalog.asset_search import AssetSearch
 from serve_app.catalog.projects import Projects
 from serve_app.catalog.timeline import NotDecidable, Timeline
 from serve_app.errors import InvalidRequest
+from serve_app.ids import new_ulid
 from serve_app.projects.models import ProjectNotFound
+from serve_app.storage.postgres import PostgresStore
+from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.tables import CatalogStore
 from serve_app.stories.records import ScriptDraft
 from tests.support import run
 from tests.unit.test_facets import alone, postgres_url, store  # noqa: F401 (fixtures)
+from tests.unit.test_store import assert_uses_primary_key, query_plan
 from tests.unit.test_storyboard_catalog import ME, OTHER, asset, project
 
 TWO_SCENES = """EXT. LIGHTHOUSE - NIGHT
@@ -119,3 +124,61 @@ def test_the_timeline_orders_scenes_and_lists_images(facet: Storyboards) -> None
     ):
         with pytest.raises(ProjectNotFound):
             run(call)
+
+
+def test_plans_read_one_project_by_its_primary_keys(facet: Storyboards) -> None:
+    """2,000 projects' storyboard rows written in bulk and analyzed: each read the table module
+    makes (its statements, as written there) is a primary-key search inside one project."""
+    db = facet.store
+    rows: dict[str, list[tuple[object, ...]]] = {k: [] for k in ("s", "c", "f", "v")}
+    for _ in range(2000):
+        pid = f"prj_{new_ulid().lower()}"
+        sid = f"scr_{new_ulid().lower()}"
+        rows["s"].append((pid, sid, "", "x", "fountain", "compiled", "h", "c", "[]", 1, 1))
+        for c in range(5):
+            scene = f"scn_{sid[4:]}_{c + 1:03d}"
+            rows["c"].append((pid, scene, sid, c, "{}", "h", "c", 1, 1))
+            frame = f"frm_{scene[4:]}_00"
+            rows["f"].append((pid, frame, scene, 0, 2, None, 1, 1))
+            for v in (1, 2):
+                rows["v"].append((pid, frame, v, "passed", "{}", None, None, 1, 1))
+    statements = {
+        "s": "INSERT INTO script VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "c": "INSERT INTO scene VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "f": "INSERT INTO frame VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "v": "INSERT INTO frame_version VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    }
+    bulk(db, statements, rows)
+    pid, sid = str(rows["s"][7][0]), str(rows["s"][7][1])
+    scene, frame = str(rows["c"][35][1]), str(rows["f"][35][1])
+    for sql, params, table in (
+        ("SELECT * FROM script WHERE project_id = ? AND script_id = ?", (pid, sid), "script"),
+        ("SELECT * FROM scene WHERE project_id = ? AND scene_id = ?", (pid, scene), "scene"),
+        ("SELECT * FROM scene WHERE project_id = ? ORDER BY scene_id", (pid,), "scene"),
+        ("SELECT * FROM frame WHERE project_id = ? AND frame_id = ?", (pid, frame), "frame"),
+        ("SELECT * FROM frame WHERE project_id = ? ORDER BY frame_id", (pid,), "frame"),
+        (
+            "SELECT * FROM frame_version WHERE project_id = ? AND frame_id = ? "
+            "ORDER BY render_version",
+            (pid, frame),
+            "frame_version",
+        ),
+    ):
+        assert_uses_primary_key(db, query_plan(db, sql, params), table)
+
+
+def bulk(db: CatalogStore, statements: dict[str, str], rows: dict[str, list[Any]]) -> None:
+    if isinstance(db, SQLiteStore):
+        db.db.execute("BEGIN")
+        for k, sql in statements.items():
+            db.db.executemany(sql, rows[k])
+        db.db.execute("COMMIT")
+        db.db.execute("ANALYZE")
+        return
+    assert isinstance(db, PostgresStore)
+    with psycopg.connect(db.dsn) as conn:
+        for k, sql in statements.items():
+            conn.cursor().executemany(sql.replace("?", "%s"), rows[k])
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE")

@@ -131,6 +131,7 @@ def test_every_storyboard_route_is_a_404_for_another_key(
         ("GET", f"/v1/projects/{pid}/images", None),
         ("POST", f"/v1/projects/{pid}/exports/pdf", {}),
         ("POST", f"/v1/projects/{pid}/exports/image-sequence", None),
+        ("POST", f"/v1/projects/{pid}:generate-all", None),
     ]
     for method, url, body in calls:
         answer = graph.client.request(method, url, json=body, headers=THEIRS)

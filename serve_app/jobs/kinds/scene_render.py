@@ -18,6 +18,7 @@ the route before the job was queued (seed, exact prompt, pipeline hash already s
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -36,6 +37,9 @@ from serve_app.stories.composition import follows_inheritance, render_prompt
 from serve_app.stories.gate import Check, GateConfig, identity_check, report, style_check
 from serve_app.stories.records import FrameVersion, Scene
 from serve_app.stories.results import RenderedFrame, SceneRenderResult
+
+MAX_ANCHORS = 256
+ANCHORS: dict[tuple[str, ...], IdentityAnchors] = {}  # images' SHA-256s → their anchors
 
 
 class FrameRef(BaseModel):
@@ -143,7 +147,7 @@ async def gate_checks(
     for pin in scene.graph.characters:
         asset = registry.get(pin.pin or "")
         keys = [asset.reference] if asset is not None and asset.reference else []
-        verdict = await judged(tools, keys, png, thresholds, faces=True)
+        verdict = await judged(tools, keys, png, thresholds, faces=True, cached=True)
         checks.append(identity_check(pin.asset_id, pin.name, verdict, config))
     anchors = project.style_anchor_images
     style_verdict = None
@@ -168,15 +172,29 @@ async def gate_checks(
 
 
 async def judged(
-    tools: JobTools, keys: list[str], png: bytes, thresholds: IdentityThresholds, faces: bool
+    tools: JobTools,
+    keys: list[str],
+    png: bytes,
+    thresholds: IdentityThresholds,
+    faces: bool,
+    cached: bool = False,
 ) -> Verdict:
     """The frame against the anchors of the images at ``keys`` (``faces``: False judges by the
-    image embedding only)."""
+    image embedding only; ``cached``: anchors kept per replica by the images' SHA-256, so a
+    scene's frames compute each character's anchors once)."""
     if not keys:
         return Verdict(verdict="unscorable", reason="no reference image to anchor it")
     dedupe = tools.deliverer.handles.dedupe
     images = [await asyncio.to_thread(tools.deliverer.objects.get, k) for k in keys]
-    anchors: IdentityAnchors = await dedupe.identity_anchors.remote(images)
+    digest = tuple(hashlib.sha256(image).hexdigest() for image in images)
+    anchors = ANCHORS.get(digest) if cached else None
+    if anchors is None:
+        made: IdentityAnchors = await dedupe.identity_anchors.remote(images)
+        anchors = made
+        if cached:
+            ANCHORS[digest] = made
+            while len(ANCHORS) > MAX_ANCHORS:
+                ANCHORS.pop(next(iter(ANCHORS)))
     if not faces:
         anchors = IdentityAnchors(image_anchor=anchors.image_anchor, models=anchors.models)
     verdict: Verdict = await dedupe.judge_identity.remote(png, anchors, thresholds)

@@ -28,11 +28,11 @@ class Timeline(Frames):
     async def timeline(
         self, owner: str, project_id: str
     ) -> list[tuple[Scene, list[tuple[Frame, FrameVersion | None]]]]:
-        """Scenes by position (then id), each with its frames by index and the version each
-        shows now."""
+        """The scenes of each script's last compile by position (then id), each with its frames
+        by index and the version each shows now."""
         await self._project(owner, project_id)
         scenes = sorted(
-            await self.store.project_scenes(project_id), key=lambda s: (s.position, s.scene_id)
+            await self._current_scenes(project_id), key=lambda s: (s.position, s.scene_id)
         )
         frames: dict[str, list[tuple[Frame, FrameVersion | None]]] = {}
         for frame in await self.store.project_frames(project_id):
@@ -44,10 +44,20 @@ class Timeline(Frames):
             frames.setdefault(frame.scene_id, []).append((frame, shown))
         return [(s, frames.get(s.scene_id, [])) for s in scenes]
 
+    async def _current_scenes(self, project_id: str) -> list[Scene]:
+        """The scenes of each script's last compile (one that made fewer scenes than the
+        compile before it left the rest behind)."""
+        scenes = await self.store.project_scenes(project_id)
+        current: set[str] = set()
+        for script_id in {s.script_id for s in scenes}:
+            script = await self.store.get_script(project_id, script_id)
+            current.update(script.scene_ids if script else [])
+        return [s for s in scenes if s.scene_id in current]
+
     async def reorder_timeline(self, owner: str, project_id: str, scene_ids: list[str]) -> None:
         """The scenes in this order: every scene of the project, each once (422 otherwise)."""
         await self._project(owner, project_id, active=True)
-        scenes = {s.scene_id: s for s in await self.store.project_scenes(project_id)}
+        scenes = {s.scene_id: s for s in await self._current_scenes(project_id)}
         if sorted(scene_ids) != sorted(scenes):
             missing = sorted(set(scenes) - set(scene_ids))
             unknown = sorted(set(scene_ids) - set(scenes))

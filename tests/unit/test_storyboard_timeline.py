@@ -107,6 +107,15 @@ def test_the_timeline_orders_scenes_and_lists_images(facet: Storyboards) -> None
     assert [s.scene_id for s, _ in line] == [calm, talk]
     ((_, shown),) = line[1][1]
     assert shown is not None and shown.frame_id == frame and shown.status == "passed"
+    script = run(facet.get_scene(ME, pid, calm)).script_id
+    shorter = run(facet.get_script(ME, pid, script)).model_copy(update={"scene_ids": [talk]})
+    run(facet.store.put_script(shorter.model_copy(update={"updated_at_ts": 2**42})))
+    assert [s.scene_id for s, _ in run(facet.timeline(ME, pid))] == [talk]  # calm: left behind
+    run(
+        facet.store.put_script(
+            shorter.model_copy(update={"scene_ids": [talk, calm], "updated_at_ts": 2**43})
+        )
+    )
     for wrong in ([calm], [calm, talk, talk], [calm, "scn_" + "0" * 26 + "_001"]):
         with pytest.raises(InvalidRequest, match="scene_ids"):
             run(facet.reorder_timeline(ME, pid, wrong))

@@ -41,7 +41,6 @@ class Frames(Stories):
         scene_id: str,
         indexes: list[int],
         new_seed: bool = False,
-        job_id: str | None = None,
     ) -> list[FrameVersion]:
         """The next version of each frame ``indexes`` of the scene, status ``rendering``."""
         project = await self._project(owner, project_id, active=True)
@@ -72,7 +71,6 @@ class Frames(Stories):
                 prompt=prompt,
                 pipeline_version=steps.pipeline_version,
                 pipeline_hash=steps.pipeline_hash,
-                job_id=job_id,
             )
             planned.append((frame, version.model_copy(update={"diff": diff(last, version)})))
         made = []

@@ -118,7 +118,6 @@ class FrameVersion(BaseModel):
     consistency_report: dict[str, Any] | None = None
     image_key: str | None = None
     diff: dict[str, Any] = Field(default_factory=dict, description="What the re-render changed.")
-    job_id: str | None = None
     created_at_ts: int = 0
     updated_at_ts: int = 0
 

@@ -136,7 +136,6 @@ _VERSION_BODY = {
     "pipeline_version",
     "pipeline_hash",
     "diff",
-    "job_id",
 }
 
 

@@ -1,12 +1,15 @@
 """The generate_all job over the real engines (the tiny SDXL on CPU): a project's missing
 portrait, then a frame of every scene, at most five renders at a time (counted at the
 Renderer), one scene with an unlocked asset failing alone (the job ends partial), progress item
-by item."""
+by item; a cancel stops it between renders."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
+
+import pytest
 
 from serve_app.jobs.kinds import KINDS
 from serve_app.projects.models import AssetSpec, ProjectDraft
@@ -73,3 +76,27 @@ def test_generate_all_renders_five_at_a_time_and_ends_partial(world: World) -> N
     version = run(catalog.get_asset_version(ME, pid, kid_asset.asset_id, 1))
     assert list(version.images) == ["front"]
     assert {i.frame_status for i in result.items[1:7]} == {"passed"}
+
+
+def test_a_cancelled_generate_all_stops_between_renders(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = Counted(world.renderer)
+    replica = world.replica(renderer=counted)
+    jobs = Jobs(world, replica, watch_s=0.05)
+    catalog = replica.catalog
+    pid = run(catalog.create_project(ME, ProjectDraft(name="Stop"))).project_id
+    for n in range(12):
+        spec = AssetSpec(asset_type="character", name=f"C{n}", canonical_prompt="a kid", seed=n)
+        run(catalog.create_asset(ME, pid, spec, ["front"], None))
+    accepted = run(StoryboardDesk(jobs.catalog, jobs.desk).generate_all(ME, pid))
+    original = catalog.cancel_requested
+
+    async def after_the_first_renders(lease: Any) -> bool:
+        return counted.total >= 1 or bool(await original(lease))
+
+    monkeypatch.setattr(catalog, "cancel_requested", after_the_first_renders)
+    assert jobs.work_once()
+    doc = jobs.doc(accepted.job_id)
+    assert doc.status == "cancelled"
+    assert counted.total <= 5 < doc.progress.total  # the first wave at most, of 12

@@ -12,6 +12,7 @@ from ray import serve
 from serve_app.catalog.asset_search import AssetSearch
 from serve_app.catalog.costs import Costs
 from serve_app.catalog.demand import DemandCounters, ReserveConfig
+from serve_app.catalog.frames import Frames
 from serve_app.catalog.identities import Identities
 from serve_app.catalog.jobs import Jobs
 from serve_app.catalog.key_index import SoulIndexes
@@ -24,7 +25,9 @@ from serve_app.catalog.replays import ReplayRecords
 from serve_app.catalog.reserve import Reserve
 from serve_app.catalog.shots import Shots
 from serve_app.catalog.souls import SoulStyles, load_souls
+from serve_app.catalog.stories import Stories
 from serve_app.catalog.sweeper import Sweeping
+from serve_app.catalog.timeline import Timeline
 from serve_app.catalog.variants import Variants
 from serve_app.schemas import SoulSpec
 from serve_app.settings import Settings
@@ -76,6 +79,9 @@ class CatalogEngine(
     Identities,
     Projects,
     AssetSearch,
+    Timeline,
+    Frames,
+    Stories,
 ):
     """Every facet over one store; ``objects``: where snapshots of large souls' key indexes are
     kept (and orphans swept), if anywhere."""

@@ -20,3 +20,26 @@ class AssetIdConvertor(Convertor[str]):
 
 
 register_url_convertor("asset_id", AssetIdConvertor())
+
+
+class ScriptIdConvertor(AssetIdConvertor):
+    """A script id in a path stops before a ``:`` (``…/{script_id}:compile``)."""
+
+    regex = "scr_[0-9a-z]{26}"
+
+
+class SceneIdConvertor(AssetIdConvertor):
+    """A scene id in a path stops before a ``:`` (``…/{scene_id}:validate``)."""
+
+    regex = "scn_[0-9a-z]{26}_[0-9]{3}"
+
+
+class FrameIdConvertor(AssetIdConvertor):
+    """A frame id in a path stops before a ``:`` (``…/{frame_id}:approve``)."""
+
+    regex = "frm_[0-9a-z]{26}_[0-9]{3}_[0-9]{2}"
+
+
+register_url_convertor("script_id", ScriptIdConvertor())
+register_url_convertor("scene_id", SceneIdConvertor())
+register_url_convertor("frame_id", FrameIdConvertor())

@@ -24,6 +24,7 @@ from serve_app.schemas import (
     StyleProfile,
     UserId,
 )
+from serve_app.stories.results import ExportResult, GenerateAllResult, SceneRenderResult
 
 
 class DeploymentInfo(BaseModel):
@@ -270,6 +271,9 @@ class JobView(BaseModel):
         | PrintResult
         | SheetResult
         | AssetResult
+        | SceneRenderResult
+        | ExportResult
+        | GenerateAllResult
         | None
     ) = Field(
         description="What the synchronous route answers (URLs signed afresh); for a pack, "

@@ -17,8 +17,10 @@ from serve_app.api.routes import (
     references,
     selfies,
     stats,
+    storyboards,
     studio,
     styles,
+    timeline,
     users,
     variants,
 )
@@ -40,6 +42,8 @@ FAMILIES = (
     stats,
     identities,
     projects,
+    storyboards,
+    timeline,
 )
 ROUTERS: tuple[APIRouter, ...] = tuple(family.router for family in FAMILIES)
 

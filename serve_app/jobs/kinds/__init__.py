@@ -13,12 +13,15 @@ from pydantic import Field
 from serve_app.jobs.kinds.asset_generate import AssetGenerateKind
 from serve_app.jobs.kinds.base import JobKind
 from serve_app.jobs.kinds.character_sheet import CharacterSheetKind
+from serve_app.jobs.kinds.generate_all import GenerateAllKind
 from serve_app.jobs.kinds.image import ImageKind
 from serve_app.jobs.kinds.pack import PackKind
 from serve_app.jobs.kinds.prints import PrintKind
 from serve_app.jobs.kinds.rebuild_keys import RebuildKeysKind
 from serve_app.jobs.kinds.reserve import ReserveKind
+from serve_app.jobs.kinds.scene_render import SceneRenderKind
 from serve_app.jobs.kinds.selfie import SelfieKind
+from serve_app.jobs.kinds.storyboard_export import StoryboardExportKind
 from serve_app.jobs.spec import JobBase
 
 KINDS: dict[str, JobKind[Any]] = {
@@ -32,6 +35,9 @@ KINDS: dict[str, JobKind[Any]] = {
         PrintKind(),
         CharacterSheetKind(),
         AssetGenerateKind(),
+        SceneRenderKind(),
+        StoryboardExportKind(),
+        GenerateAllKind(),
     )
 }
 

@@ -117,11 +117,11 @@ class AssetGenerateKind(JobKind[AssetGenerateJob]):
         renderer = tools.deliverer.handles.renderer.options(multiplexed_model_id=style_id(style))
 
         async def make(index: int) -> dict[str, Any]:
-            return await self._one(spec, doc, tools, renderer, project, spec.roles[index])
+            return await self.role_image(spec, doc, tools, renderer, project, spec.roles[index])
 
         return await made_item_by_item(attempt, spec.roles, make)
 
-    async def _one(
+    async def role_image(
         self,
         spec: AssetGenerateJob,
         doc: JobDoc,

@@ -11,6 +11,7 @@ from serve_app.storage.tables.projects import ProjectRows
 from serve_app.storage.tables.replays import ReplayRows
 from serve_app.storage.tables.shots import ShotRows
 from serve_app.storage.tables.souls import SoulRows
+from serve_app.storage.tables.stories import StoryRows
 from serve_app.storage.tables.variants import VariantRows
 
 
@@ -26,6 +27,7 @@ class CatalogStore(
     DemandRows,
     IdentityRows,
     ProjectRows,
+    StoryRows,
 ):
     """Every table family's statements; a backend (SQLite, PostgreSQL) says how to run them."""
 

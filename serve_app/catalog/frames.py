@@ -1,0 +1,215 @@
+"""The frames facet: a scene's frames planned for rendering (each new version with its
+inherited seed, its exact prompt and its pipeline's hash, written before anything renders),
+then recorded as rendered with the gate's verdict.
+
+Planning refuses before it writes: a scene pinning an unlocked asset (or a version unlocked
+since the compile) is a 409 naming it; a frame past ``MAX_RERENDERS`` new versions is a 409.
+A re-render keeps the frame's seed unless a new one is asked for (``reseed`` + 1); what
+changed from the version before is its ``diff``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serve_app.catalog.stories import Stories
+from serve_app.errors import Busy, Conflict
+from serve_app.ids import now_ms
+from serve_app.stories.composition import frame_seed, render_prompt
+from serve_app.stories.pipeline import RenderSettings, describe
+from serve_app.stories.records import (
+    MAX_RERENDERS,
+    Frame,
+    FrameStatus,
+    FrameVersion,
+    frame_id_of,
+    no_frame,
+)
+
+ATTEMPTS = 8
+
+
+class TooManyRerenders(Conflict):
+    pass
+
+
+class Frames(Stories):
+    async def plan_frames(
+        self,
+        owner: str,
+        project_id: str,
+        scene_id: str,
+        indexes: list[int],
+        new_seed: bool = False,
+    ) -> list[FrameVersion]:
+        """The next version of each frame ``indexes`` of the scene, status ``rendering``."""
+        project = await self._project(owner, project_id, active=True)
+        scene, registry, style = await self.scene_assets(owner, project_id, scene_id)
+        prompt = render_prompt(scene.graph, registry, style)  # 409 naming unlocked assets
+        settings = RenderSettings(base_model=project.style.base_model_ref)
+        planned: list[tuple[Frame | None, FrameVersion]] = []
+        for index in indexes:
+            frame_id = frame_id_of(scene_id, index)
+            frame = await self.store.get_frame(project_id, frame_id)
+            versions = await self.store.frame_versions(project_id, frame_id)
+            last = versions[-1] if versions else None
+            if len(versions) > MAX_RERENDERS:
+                raise TooManyRerenders(
+                    f"frame_id: frame {frame_id} was rendered again {MAX_RERENDERS} times already"
+                )
+            reseed = (last.seed.reseed + int(new_seed)) if last else 0
+            seed = frame_seed(project_id, scene_id, index, reseed)
+            steps = describe(scene.graph, prompt, seed, registry, settings)
+            version = FrameVersion(
+                project_id=project_id,
+                frame_id=frame_id,
+                render_version=len(versions) + 1,
+                scene_id=scene_id,
+                frame_index=index,
+                graph_hash=scene.graph.graph_hash,
+                seed=seed,
+                prompt=prompt,
+                pipeline_version=steps.pipeline_version,
+                pipeline_hash=steps.pipeline_hash,
+            )
+            planned.append((frame, version.model_copy(update={"diff": diff(last, version)})))
+        made = []
+        for frame, version in planned:
+            made.append(await self._insert_version(owner, frame, version))
+        return made
+
+    async def _insert_version(
+        self, owner: str, frame: Frame | None, version: FrameVersion
+    ) -> FrameVersion:
+        pid, fid = version.project_id, version.frame_id
+        ts = now_ms()
+        if frame is None:
+            made = Frame(
+                project_id=pid,
+                frame_id=fid,
+                scene_id=version.scene_id,
+                frame_index=version.frame_index,
+                current_version=0,
+                created_at_ts=ts,
+                updated_at_ts=ts,
+            )
+            await self.store.insert_frame(made)
+        version = version.model_copy(update={"created_at_ts": ts, "updated_at_ts": ts})
+        if not await self.store.insert_frame_version(version):
+            raise Busy(f"frame {fid}: version {version.render_version} was planned meanwhile")
+        payload = {"frame_id": fid, "render_version": version.render_version, "diff": version.diff}
+        await self._story_event(pid, "frame.planned", owner, payload)
+        return version
+
+    async def get_frame(self, owner: str, project_id: str, frame_id: str) -> Frame:
+        await self._project(owner, project_id)
+        found = await self.store.get_frame(project_id, frame_id)
+        if found is None:
+            raise no_frame(project_id, frame_id)
+        return found
+
+    async def get_frame_version(
+        self, owner: str, project_id: str, frame_id: str, render_version: int
+    ) -> FrameVersion:
+        await self._project(owner, project_id)
+        found = await self.store.get_frame_version(project_id, frame_id, render_version)
+        if found is None:
+            raise no_frame(project_id, frame_id, render_version)
+        return found
+
+    async def frame_versions(
+        self, owner: str, project_id: str, frame_id: str
+    ) -> list[FrameVersion]:
+        await self.get_frame(owner, project_id, frame_id)
+        return await self.store.frame_versions(project_id, frame_id)
+
+    async def record_frame(
+        self,
+        owner: str,
+        project_id: str,
+        frame_id: str,
+        render_version: int,
+        image_key: str,
+        report: dict[str, Any],
+    ) -> FrameVersion:
+        """A version rendered: its image and the gate's report (``passed`` or
+        ``needs_review``); the frame shows it from now on."""
+        status: FrameStatus = "passed" if report["passed"] else "needs_review"
+        version = await self._change_frame_version(
+            owner, project_id, frame_id, render_version, status, report, image_key
+        )
+        await self._show(project_id, frame_id, render_version, None)
+        payload = {"frame_id": frame_id, "render_version": render_version, "status": status}
+        if not report["passed"]:
+            payload["failed"] = report["failed"]
+        await self._story_event(project_id, "frame.rendered", owner, payload)
+        return version
+
+    async def _change_frame_version(
+        self,
+        owner: str,
+        project_id: str,
+        frame_id: str,
+        render_version: int,
+        status: FrameStatus,
+        report: dict[str, Any] | None = None,
+        image_key: str | None = None,
+    ) -> FrameVersion:
+        for _ in range(ATTEMPTS):
+            current = await self.get_frame_version(owner, project_id, frame_id, render_version)
+            changed = current.model_copy(
+                update={
+                    "status": status,
+                    "consistency_report": report or current.consistency_report,
+                    "image_key": image_key or current.image_key,
+                    "updated_at_ts": max(now_ms(), current.updated_at_ts + 1),
+                }
+            )
+            if await self.store.update_frame_version(changed, current.updated_at_ts):
+                return changed
+        raise Busy(f"frame {frame_id} version {render_version} is busy; retry")
+
+    async def _show(
+        self,
+        project_id: str,
+        frame_id: str,
+        current: int | None,
+        approved: int | None,
+        exactly: bool = False,
+    ) -> Frame:
+        """The frame now shows ``current`` (None: as before; a lower one only ``exactly``) and
+        its approved version is ``approved`` (None: as before; 0: none)."""
+        for _ in range(ATTEMPTS):
+            frame = await self.store.get_frame(project_id, frame_id)
+            if frame is None:
+                raise no_frame(project_id, frame_id)
+            shown = max(frame.current_version, current or 0)
+            if exactly and current is not None:
+                shown = current
+            kept = frame.approved_version if approved is None else (approved or None)
+            changed = frame.model_copy(
+                update={
+                    "current_version": shown,
+                    "approved_version": kept,
+                    "updated_at_ts": max(now_ms(), frame.updated_at_ts + 1),
+                }
+            )
+            if await self.store.update_frame(changed, frame.updated_at_ts):
+                return changed
+        raise Busy(f"frame {frame_id} is busy; retry")
+
+
+def diff(last: FrameVersion | None, now: FrameVersion) -> dict[str, Any]:
+    """What a new version of a frame changes from the one before: each field, from and to."""
+    if last is None:
+        return {}
+    fields = {
+        "seed": (last.seed.seed, now.seed.seed),
+        "reseed": (last.seed.reseed, now.seed.reseed),
+        "prompt": (last.prompt.prompt, now.prompt.prompt),
+        "negative_prompt": (last.prompt.negative_prompt, now.prompt.negative_prompt),
+        "graph_hash": (last.graph_hash, now.graph_hash),
+        "pipeline_hash": (last.pipeline_hash, now.pipeline_hash),
+    }
+    changed = {k: {"from": a, "to": b} for k, (a, b) in fields.items() if a != b}
+    return {"from_version": last.render_version, **changed}

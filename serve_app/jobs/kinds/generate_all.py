@@ -1,0 +1,146 @@
+"""The ``generate_all`` job (``POST /v1/projects/{project_id}:generate-all``): a project's
+missing portraits, then its scenes, in one job with overall and per-item progress.
+
+    items:  first a portrait (the first role) of every character whose latest version is
+            unlocked and has no image yet, then frame 0 of every scene in timeline order; the
+            route lists them when it queues the job
+    each:   a portrait as ``asset_generate`` renders a role; a scene as ``scene_render`` renders
+            a frame (planned here: a scene with an unlocked asset fails its item, a 409)
+    at most ``MAX_CONCURRENT`` renders of the project at a time (portraits all before scenes);
+            each item's outcome is saved as it ends, so a retried attempt goes on from there
+    partial an item that fails for good fails only itself: the job ends ``partial``
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from serve_app.jobs.book import ItemFailure, JobDoc, Progress
+from serve_app.jobs.kinds.asset_generate import AssetGenerateJob, AssetGenerateKind
+from serve_app.jobs.kinds.base import (
+    Attempt,
+    Ended,
+    JobKind,
+    JobTools,
+    is_permanent,
+    items_ended,
+    job_error,
+)
+from serve_app.jobs.kinds.scene_render import FrameRef, render_frame
+from serve_app.jobs.spec import Item, JobBase
+from serve_app.projects.models import Project
+from serve_app.prompts import style_id
+from serve_app.storage.objects import ObjectStore
+from serve_app.stories.gate import GateConfig
+from serve_app.stories.records import FrameVersion
+from serve_app.stories.results import GenerateAllResult
+
+MAX_CONCURRENT = 5  # renders of one project at a time
+
+
+class Portrait(BaseModel):
+    asset_id: str = Field(pattern=r"^ast_[0-9a-z]{26}$")
+    version: int = Field(ge=1)
+    role: str
+
+
+class GenerateAllJob(JobBase):
+    """A project's missing portraits and its scenes; ``soul_id`` is the project's id."""
+
+    kind: Literal["generate_all"] = "generate_all"
+    portraits: list[Portrait] = Field(default_factory=list, max_length=200)
+    scenes: list[str] = Field(default_factory=list, max_length=500)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+
+def stages(spec: GenerateAllJob) -> list[str]:
+    """Each item's name: ``portrait:<asset_id>`` or ``scene:<scene_id>``."""
+    return [f"portrait:{p.asset_id}" for p in spec.portraits] + [f"scene:{s}" for s in spec.scenes]
+
+
+class GenerateAllKind(JobKind[GenerateAllJob]):
+    name = "generate_all"
+    spec = GenerateAllJob
+    submitted = False
+
+    def items(self, spec: GenerateAllJob, variations: dict[str, list[str]]) -> list[Item]:
+        return [Item(i, name) for i, name in enumerate(stages(spec))]
+
+    async def check(self, spec: GenerateAllJob, tools: JobTools) -> None:
+        """Nothing more to check: the route listed the items under its client."""
+
+    async def run(self, spec: GenerateAllJob, attempt: Attempt) -> Ended:
+        doc, tools = attempt.doc, attempt.tools
+        project: Project = await tools.catalog.get_project.remote(doc.client_id, spec.soul_id)
+        names = stages(spec)
+        outcome = attempt.doc.outcome
+        slots = asyncio.Semaphore(MAX_CONCURRENT)
+        saving = asyncio.Lock()
+
+        async def one(index: int) -> None:
+            async with slots:
+                try:
+                    made = await self._item(spec, doc, tools, project, index)
+                except Exception as exc:
+                    if not is_permanent(exc):
+                        raise
+                    outcome.failed.append(ItemFailure(index=index, error=job_error(exc)))
+                else:
+                    outcome.items[index] = made
+            async with saving:
+                total = len(outcome.items)
+                progress = Progress(done=outcome.done, total=total, stage=names[index], item=index)
+                await attempt.save(outcome, progress)
+
+        ended = {f.index for f in outcome.failed}
+        todo = [i for i in range(len(names)) if outcome.items[i] is None and i not in ended]
+        portraits = [i for i in todo if i < len(spec.portraits)]
+        for batch in (portraits, [i for i in todo if i >= len(spec.portraits)]):
+            await asyncio.gather(*(one(i) for i in batch))
+        return items_ended(outcome)
+
+    async def _item(
+        self, spec: GenerateAllJob, doc: JobDoc, tools: JobTools, project: Project, index: int
+    ) -> dict[str, Any]:
+        owner, pid = doc.client_id, spec.soul_id
+        if index < len(spec.portraits):
+            p = spec.portraits[index]
+            asset, _ = await tools.catalog.get_asset.remote(owner, pid, p.asset_id)
+            job = AssetGenerateJob(
+                soul_id=pid,
+                asset_id=p.asset_id,
+                asset_type=asset.asset_type,
+                version=p.version,
+                roles=[p.role],
+            )
+            style = project.style.profile(pid)
+            renderer = tools.deliverer.handles.renderer.options(
+                multiplexed_model_id=style_id(style)
+            )
+            made = await AssetGenerateKind().role_image(job, doc, tools, renderer, project, p.role)
+            return {"type": "portrait", "asset_id": p.asset_id, **made}
+        scene_id = spec.scenes[index - len(spec.portraits)]
+        (planned,) = await tools.catalog.plan_frames.remote(owner, pid, scene_id, [0])
+        version: FrameVersion = planned
+        ref = FrameRef(frame_id=version.frame_id, render_version=version.render_version)
+        made = await render_frame(tools, owner, project, ref, spec.gate)
+        return {"type": "scene", "scene_id": scene_id, **made}
+
+    def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> GenerateAllResult | None:
+        spec = GenerateAllJob.model_validate(doc.spec)
+        names = stages(spec)
+        failed = {f.index: f.error.detail for f in doc.outcome.failed}
+        items = []
+        for index, item in enumerate(doc.outcome.items):
+            entry: dict[str, Any] = {"item": names[index], "status": "pending"}
+            if item is not None:
+                signed = objects.signed_url(item["storage_key"], ttl_s)
+                entry.update(status="made", storage_key=item["storage_key"], url=signed.url)
+                entry["frame_status"] = item.get("status")
+            elif index in failed:
+                entry.update(status="failed", error=failed[index])
+            items.append(entry)
+        return GenerateAllResult(project_id=spec.soul_id, items=items)

@@ -1,0 +1,201 @@
+"""The ``scene_render`` job (``POST /v1/projects/{project_id}/scenes/{scene_id}/renders`` and
+``…/renders/{render_job_id}:rerender``): frames of one scene, each a frame version planned by
+the route before the job was queued (seed, exact prompt, pipeline hash already stored).
+
+    items:  the planned frame versions, in order
+    each:   rendered by the Renderer with exactly the stored prompt, negative prompt and seed,
+            in the project's style (the path ``asset_generate`` renders by); a PNG at
+            ``proj/{project_id}/frames/{frame_id}/v{n}.png`` (a retry writes it again); then the
+            consistency gate (``stories/gate.py``): each character of the cast judged by the
+            Dedupe box against the anchors of its pinned version's images, the frame against
+            the project's style anchors, the stored prompt against the one the scene compiles
+            to now, the seed against the inheritance rule; recorded ``passed`` or
+            ``needs_review`` with the full report, never silently accepted
+    owner:  every read and write goes through the job's client (its API key's id)
+    partial a render that fails for good fails its item only (the job ends ``partial``)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from serve_app.characters.verdicts import IdentityAnchors, IdentityThresholds, Verdict
+from serve_app.errors import ServiceError
+from serve_app.jobs.book import JobDoc
+from serve_app.jobs.kinds.base import Attempt, Ended, JobKind, JobTools, made_item_by_item
+from serve_app.jobs.kinds.character_sheet import png_of
+from serve_app.jobs.spec import Item, JobBase
+from serve_app.projects.models import Project
+from serve_app.prompts import style_id
+from serve_app.schemas import Frames, RenderJob
+from serve_app.storage.objects import ObjectStore
+from serve_app.stories.composition import follows_inheritance, render_prompt
+from serve_app.stories.gate import Check, GateConfig, identity_check, report, style_check
+from serve_app.stories.records import FrameVersion, Scene
+from serve_app.stories.results import RenderedFrame, SceneRenderResult
+
+MAX_ANCHORS = 256
+ANCHORS: dict[tuple[str, ...], IdentityAnchors] = {}  # images' SHA-256s → their anchors
+
+
+class FrameRef(BaseModel):
+    frame_id: str = Field(pattern=r"^frm_[0-9a-z]{26}_[0-9]{3}_[0-9]{2}$")
+    render_version: int = Field(ge=1)
+
+
+class SceneRenderJob(JobBase):
+    """Planned frame versions of one scene; ``soul_id`` is the project's id."""
+
+    kind: Literal["scene_render"] = "scene_render"
+    scene_id: str = Field(pattern=r"^scn_[0-9a-z]{26}_[0-9]{3}$")
+    frames: list[FrameRef] = Field(min_length=1, max_length=16)
+    gate: GateConfig = Field(default_factory=GateConfig)
+
+
+def frame_key(project_id: str, frame_id: str, version: int) -> str:
+    return f"proj/{project_id}/frames/{frame_id}/v{version}.png"
+
+
+class SceneRenderKind(JobKind[SceneRenderJob]):
+    name = "scene_render"
+    spec = SceneRenderJob
+    submitted = False
+
+    def items(self, spec: SceneRenderJob, variations: dict[str, list[str]]) -> list[Item]:
+        return [Item(i, f.frame_id) for i, f in enumerate(spec.frames)]
+
+    async def check(self, spec: SceneRenderJob, tools: JobTools) -> None:
+        """Nothing more to check: the route planned the versions under its client."""
+
+    async def run(self, spec: SceneRenderJob, attempt: Attempt) -> Ended:
+        doc, tools = attempt.doc, attempt.tools
+        project: Project = await tools.catalog.get_project.remote(doc.client_id, spec.soul_id)
+
+        async def make(index: int) -> dict[str, Any]:
+            return await render_frame(tools, doc.client_id, project, spec.frames[index], spec.gate)
+
+        return await made_item_by_item(attempt, [f.frame_id for f in spec.frames], make)
+
+    def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> SceneRenderResult | None:
+        spec = SceneRenderJob.model_validate(doc.spec)
+        frames: list[RenderedFrame | None] = []
+        for item in doc.outcome.items:
+            if item is None:
+                frames.append(None)
+                continue
+            signed = objects.signed_url(item["storage_key"], ttl_s)
+            frames.append(RenderedFrame(**item, url=signed.url, expires_at=signed.expires_at))
+        return SceneRenderResult(project_id=spec.soul_id, scene_id=spec.scene_id, frames=frames)
+
+
+async def render_frame(
+    tools: JobTools, owner: str, project: Project, ref: FrameRef, gate: GateConfig
+) -> dict[str, Any]:
+    """One planned frame version: rendered with exactly its stored prompt and seed, stored,
+    gated, recorded; what the job's item keeps."""
+    pid = project.project_id
+    version: FrameVersion = await tools.catalog.get_frame_version.remote(
+        owner, pid, ref.frame_id, ref.render_version
+    )
+    style = project.style.profile(pid)
+    job = RenderJob(
+        style_id=style_id(style),
+        base_model_ref=style.base_model_ref,
+        lora_ids=style.lora_ids,
+        prompt=version.prompt.prompt,
+        negative_prompt=version.prompt.negative_prompt,
+        seed=version.seed.seed,
+    )
+    renderer = tools.deliverer.handles.renderer.options(multiplexed_model_id=job.style_id)
+    frames: Frames = await renderer.render.remote(job)
+    png = png_of(frames)
+    key = frame_key(pid, ref.frame_id, ref.render_version)
+    await asyncio.to_thread(tools.deliverer.objects.put, key, png)
+    checks = await gate_checks(tools, owner, project, version, png, gate)
+    recorded: FrameVersion = await tools.catalog.record_frame.remote(
+        owner, pid, ref.frame_id, ref.render_version, key, report(checks, gate)
+    )
+    return {
+        "frame_id": ref.frame_id,
+        "render_version": ref.render_version,
+        "status": recorded.status,
+        "seed": version.seed.seed,
+        "storage_key": key,
+        "consistency_report": recorded.consistency_report,
+    }
+
+
+async def gate_checks(
+    tools: JobTools,
+    owner: str,
+    project: Project,
+    version: FrameVersion,
+    png: bytes,
+    config: GateConfig,
+) -> list[Check]:
+    """Every check of the gate over one rendered frame (``stories/gate.py``)."""
+    scene: Scene
+    scene, registry, style = await tools.catalog.scene_assets.remote(
+        owner, project.project_id, version.scene_id
+    )
+    thresholds = IdentityThresholds(face=config.face, image=config.image)
+    checks = []
+    for pin in scene.graph.characters:
+        asset = registry.get(pin.pin or "")
+        keys = [asset.reference] if asset is not None and asset.reference else []
+        verdict = await judged(tools, keys, png, thresholds, faces=True, cached=True)
+        checks.append(identity_check(pin.asset_id, pin.name, verdict, config))
+    anchors = project.style_anchor_images
+    style_verdict = None
+    if anchors:
+        style_thresholds = IdentityThresholds(image=config.style)
+        style_verdict = await judged(tools, anchors, png, style_thresholds, faces=False)
+    checks.append(style_check(style_verdict, config))
+    try:
+        compiled = render_prompt(scene.graph, registry, style)
+        same = compiled == version.prompt and scene.graph.graph_hash == version.graph_hash
+        detail = "" if same else "the stored prompt or graph differs from the scene's now"
+    except ServiceError as exc:
+        same, detail = False, str(exc)
+    checks.append(Check(check="prompt", passed=same, detail=detail))
+    seed = version.seed
+    rule = follows_inheritance(seed) and (seed.scene_id, seed.frame_index) == (
+        version.scene_id,
+        version.frame_index,
+    )
+    checks.append(Check(check="seed", passed=rule, detail=f"seed {seed.seed} by {seed.rule}"))
+    return checks
+
+
+async def judged(
+    tools: JobTools,
+    keys: list[str],
+    png: bytes,
+    thresholds: IdentityThresholds,
+    faces: bool,
+    cached: bool = False,
+) -> Verdict:
+    """The frame against the anchors of the images at ``keys`` (``faces``: False judges by the
+    image embedding only; ``cached``: anchors kept per replica by the images' SHA-256, so a
+    scene's frames compute each character's anchors once)."""
+    if not keys:
+        return Verdict(verdict="unscorable", reason="no reference image to anchor it")
+    dedupe = tools.deliverer.handles.dedupe
+    images = [await asyncio.to_thread(tools.deliverer.objects.get, k) for k in keys]
+    digest = tuple(hashlib.sha256(image).hexdigest() for image in images)
+    anchors = ANCHORS.get(digest) if cached else None
+    if anchors is None:
+        made: IdentityAnchors = await dedupe.identity_anchors.remote(images)
+        anchors = made
+        if cached:
+            ANCHORS[digest] = made
+            while len(ANCHORS) > MAX_ANCHORS:
+                ANCHORS.pop(next(iter(ANCHORS)))
+    if not faces:
+        anchors = IdentityAnchors(image_anchor=anchors.image_anchor, models=anchors.models)
+    verdict: Verdict = await dedupe.judge_identity.remote(png, anchors, thresholds)
+    return verdict

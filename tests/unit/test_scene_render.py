@@ -1,0 +1,205 @@
+"""The scene_render job over the real engines (the tiny SDXL on CPU, the real face scorer):
+frames planned with their inherited seed, exact prompt and pipeline hash before anything
+renders; rendered with exactly that prompt and seed under the project's prefix; the consistency
+gate marks a frame whose character no scorer finds ``needs_review`` with its full report, and
+passes one whose checks all pass; a re-render keeps its seed unless asked (the diff recorded),
+at most five times; a scene with an unlocked asset is refused before anything is written."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib import cbook
+from PIL import Image
+from pypdf import PdfReader
+
+from serve_app.jobs.kinds import KINDS
+from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
+from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
+from serve_app.projects.models import AssetSpec, ProjectDraft
+from serve_app.stories.assets import UnlockedAssets
+from serve_app.stories.composition import frame_seed, regions_of, render_prompt
+from serve_app.stories.exports import verify_sequence
+from serve_app.stories.gate import GateConfig
+from serve_app.stories.pipeline import RenderSettings, describe
+from serve_app.stories.records import ScriptDraft
+from tests.support import run
+from tests.unit.test_job_worker import Jobs
+from tests.unit.world import World
+
+ME = "c1"
+SCRIPT = """Title: Harbor
+
+EXT. HARBOR - DAY
+
+The boats rock gently.
+
+EXT. HARBOR - NIGHT
+
+NOVA
+Marco?
+
+MARCO
+Here.
+"""
+
+
+def face() -> bytes:
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        pixels = np.asarray(Image.open(f).convert("RGB"))
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def storyboard(jobs: Jobs, lock_marco: bool = True) -> tuple[str, list[str]]:
+    """A project with Nova and Marco (a photograph as each one's front image), the harbor,
+    and the script compiled: its id and its scenes' ids."""
+    catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
+    pid = run(catalog.create_project(ME, ProjectDraft(name="Harbor", style_anchor_prompt="ink")))
+    pid = pid.project_id
+    for kind, name in (("character", "Nova"), ("character", "Marco"), ("environment", "Harbor")):
+        spec = AssetSpec(asset_type=kind, name=name, canonical_prompt=f"{name.lower()} prompt")
+        asset, _ = run(catalog.create_asset(ME, pid, spec, ["front"], None))
+        key = f"proj/{pid}/asset/{asset.asset_id}/v1/front.png"
+        objects.put(key, face())
+        run(catalog.add_asset_image(ME, pid, asset.asset_id, 1, "front", key, {}))
+        if name != "Marco" or lock_marco:
+            run(catalog.lock_asset(ME, pid, asset.asset_id, 1))
+    script = run(catalog.create_script(ME, pid, ScriptDraft(raw_text=SCRIPT)))
+    _, scenes = run(catalog.compile_script(ME, pid, script.script_id))
+    return pid, [s.scene_id for s in scenes]
+
+
+def rendered(jobs: Jobs, pid: str, scene_id: str, indexes: list[int], **gate: Any) -> Any:
+    """Frames planned and rendered by one job: the job's answer."""
+    catalog = jobs.replica.catalog
+    planned = run(catalog.plan_frames(ME, pid, scene_id, indexes))
+    refs = [FrameRef(frame_id=v.frame_id, render_version=v.render_version) for v in planned]
+    spec = SceneRenderJob(soul_id=pid, scene_id=scene_id, frames=refs, gate=GateConfig(**gate))
+    job_id = run(jobs.desk.submit(ME, spec)).job_id
+    assert jobs.work_once()
+    doc = jobs.doc(job_id)
+    assert doc.status == "succeeded", doc.error
+    return KINDS["scene_render"].result(doc, jobs.replica.deliverer.objects, 60)
+
+
+def test_a_frame_is_rendered_from_its_stored_plan_and_gated(world: World) -> None:
+    jobs = Jobs(world, world.replica())
+    catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
+    pid, (boats, talk) = storyboard(jobs)
+    result = rendered(jobs, pid, boats, [0])
+    (frame,) = result.frames
+    assert frame.status == "passed" and frame.consistency_report["passed"]
+    checks = {c["check"]: c for c in frame.consistency_report["checks"]}
+    assert set(checks) == {"style", "prompt", "seed"}  # no cast: no identity check
+    version = run(catalog.get_frame_version(ME, pid, frame.frame_id, 1))
+    scene, registry, style = run(catalog.scene_assets(ME, pid, boats))
+    assert version.prompt == render_prompt(scene.graph, registry, style)
+    assert version.seed == frame_seed(pid, boats, 0) and frame.seed == version.seed.seed
+    assert version.image_key == f"proj/{pid}/frames/{frame.frame_id}/v1.png"
+    assert objects.get(version.image_key).startswith(b"\x89PNG")
+    assert run(catalog.get_frame(ME, pid, frame.frame_id)).current_version == 1
+    # two characters: each gets a mask of its own region in the stored pipeline
+    two = rendered(jobs, pid, talk, [0])
+    (gated,) = two.frames
+    assert gated.status == "needs_review"
+    report = gated.consistency_report
+    identity = [c for c in report["checks"] if c["check"] == "identity"]
+    assert [(c["name"], c["verdict"], c["passed"]) for c in identity] == [
+        ("NOVA", "unscorable", False),
+        ("MARCO", "unscorable", False),
+    ]
+    assert report["failed"] == [f"identity:{c['character']}" for c in identity]
+    assert report["thresholds"]["face"] == pytest.approx(0.363)
+    stored = run(catalog.get_frame_version(ME, pid, gated.frame_id, 1))
+    scene, registry, style = run(catalog.scene_assets(ME, pid, talk))
+    steps = describe(
+        scene.graph,
+        stored.prompt,
+        stored.seed,
+        registry,
+        RenderSettings(base_model="tiny-sdxl"),
+    )
+    masks = [s for s in steps.steps if s.op == "mask"]
+    assert len(masks) == 2 and len(regions_of(scene.graph)) == 2
+    assert steps.pipeline_hash == stored.pipeline_hash
+    events = [e.kind for e in run(catalog.project_events(ME, pid, "", 200))]
+    assert events.count("frame.rendered") == 2
+    lenient = rendered(jobs, pid, talk, [1], unscorable_passes=True)
+    assert lenient.frames[0].status == "passed"
+
+
+def test_a_rerender_keeps_its_seed_unless_asked_and_stops_after_five(world: World) -> None:
+    jobs = Jobs(world, world.replica())
+    catalog = jobs.replica.catalog
+    pid, (boats, _) = storyboard(jobs)
+    first = run(catalog.plan_frames(ME, pid, boats, [0]))[0]
+    again = run(catalog.plan_frames(ME, pid, boats, [0]))[0]
+    assert again.render_version == 2 and again.seed == first.seed
+    assert again.diff == {"from_version": 1}
+    reseeded = run(catalog.plan_frames(ME, pid, boats, [0], True))[0]
+    assert reseeded.seed.reseed == 1 and reseeded.seed.seed != first.seed.seed
+    assert reseeded.diff["seed"] == {"from": first.seed.seed, "to": reseeded.seed.seed}
+    for _ in range(3):
+        run(catalog.plan_frames(ME, pid, boats, [0]))
+    with pytest.raises(Exception, match="5 times"):
+        run(catalog.plan_frames(ME, pid, boats, [0]))
+    assert len(run(catalog.frame_versions(ME, pid, first.frame_id))) == 6
+
+
+def test_a_scene_with_an_unlocked_asset_is_refused_before_anything_is_written(
+    world: World,
+) -> None:
+    jobs = Jobs(world, world.replica())
+    catalog = jobs.replica.catalog
+    pid, (_, talk) = storyboard(jobs, lock_marco=False)
+    with pytest.raises(UnlockedAssets, match="MARCO"):
+        run(catalog.plan_frames(ME, pid, talk, [0]))
+    assert run(catalog.store.project_frames(pid)) == []
+
+
+def exported(jobs: Jobs, pid: str, file: str, per_page: int = 2) -> Any:
+    spec = StoryboardExportJob(soul_id=pid, format=file, per_page=per_page)
+    job_id = run(jobs.desk.submit(ME, spec)).job_id
+    assert jobs.work_once()
+    return jobs.doc(job_id)
+
+
+def test_approved_frames_export_as_a_pdf_sheet_and_a_zip(world: World) -> None:
+    jobs = Jobs(world, world.replica())
+    catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
+    pid, (boats, talk) = storyboard(jobs)
+    refused = exported(jobs, pid, "zip")
+    assert refused.status == "failed" and "no approved frame" in refused.error.detail
+    frames = [rendered(jobs, pid, scene, [0]).frames[0] for scene in (boats, talk)]
+    for frame in frames:
+        run(catalog.decide_frame(ME, pid, frame.frame_id, "approve", None, "fine"))
+    run(catalog.reorder_timeline(ME, pid, [talk, boats]))
+    doc = exported(jobs, pid, "pdf", per_page=1)
+    assert doc.status == "succeeded", doc.error
+    result = KINDS["storyboard_export"].result(doc, objects, 60)
+    assert result is not None and result.frames == 2
+    assert result.storage_key.startswith(f"proj/{pid}/exports/")
+    assert result.storage_key.endswith("/storyboard.pdf") and ".pdf?" in result.url
+    reader = PdfReader(io.BytesIO(objects.get(result.storage_key)))
+    assert len(reader.pages) == 3  # the cover, then a frame a page
+    text = [" ".join(page.extract_text().split()) for page in reader.pages]
+    assert "NOVA" in text[0] and "MARCO" in text[0]  # the cast on the cover
+    assert "Marco?" in text[1] and "The boats rock gently." in text[2]  # timeline order
+    doc = exported(jobs, pid, "zip")
+    result = KINDS["storyboard_export"].result(doc, objects, 60)
+    assert result is not None and result.storage_key.endswith("/frames.zip")
+    data = objects.get(result.storage_key)
+    assert verify_sequence(data) == []
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert [f["frame_id"] for f in manifest["frames"]] == [frames[1].frame_id, frames[0].frame_id]
+    assert [f["seed"] for f in manifest["frames"]] == [frames[1].seed, frames[0].seed]
+    kinds = [e.kind for e in run(catalog.project_events(ME, pid, "", 300))]
+    assert kinds.count("export.made") == 2 and kinds.count("frame.exception_approved") == 1

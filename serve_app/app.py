@@ -185,6 +185,6 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     )
     data_files = (args.landmarks_file, args.variations_file)
     # Bound into the Ingress so that it is deployed (and scaled, and restarted) with the graph;
-    # the Ingress only wakes it when a job is submitted.
+    # it meets the Ingress only through the Catalog (its leases wait there for queued jobs).
     worker = deployment(JobWorker, worker_config(args)).bind(handles, *data_files)
     return deployment(Ingress, args.ingress).bind(handles, *data_files, worker)

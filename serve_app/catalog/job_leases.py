@@ -11,7 +11,8 @@ An idle worker's lease waits here, in the catalog, instead of polling:
              job queued between the look and the wait is not missed
     wait:    until that notice, or the moment the earliest job not free now becomes free (a
              retry's backoff, a lease running out), or the call's bound ``wait_s``
-    again:   look again; a job is leased at once, or nothing after ``wait_s``
+    again:   look again after a notice or at the due moment; a job is leased at once, or
+             nothing after ``wait_s`` (one look per idle call)
     cancel:  the waiting is cancellable (a stopping worker drops its call); a look that
              leased as the cancel came hands the job back, so no lease is stranded
 """
@@ -60,8 +61,11 @@ class JobLeases(JobStats):
                     return leased
                 if due_ts is not None:
                     left_s = min(left_s, max(0.0, (due_ts - now_ms()) / 1000))
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(queued.wait(), left_s)
+                except TimeoutError:
+                    if loop.time() >= deadline:
+                        return None  # no notice came: nothing to look at again
 
     async def _lease_or_hand_back(
         self, owner: str, lease_ms: int, refills: bool

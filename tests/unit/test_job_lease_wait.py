@@ -130,3 +130,33 @@ def test_a_lease_cancelled_as_it_took_a_job_hands_the_job_back(
     leased, job_id = run(main())
     assert leased is not None and leased.doc.job_id == job_id
     assert leased.doc.attempts == 1  # the dropped lease's attempt was given back
+
+
+def test_taking_and_renewing_leases_wake_no_waiting_lease(
+    replicas: list[CatalogEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a queue row added, released or removed is a notice: the leases and renewals of the
+    running jobs (every ``lease_s / 3`` each) do not make every idle lease look again."""
+    here, there = replicas
+    looks = {"n": 0}
+    look = here._lease_now
+
+    async def counted(*args: Any) -> Any:
+        looks["n"] += 1
+        return await look(*args)
+
+    monkeypatch.setattr(here, "_lease_now", counted)
+
+    async def main() -> Leased | None:
+        await submit(there)
+        running = await there.lease_job("w0", LEASE_MS)
+        assert running is not None
+        waiting = asyncio.ensure_future(here.lease_job("w1", LEASE_MS, True, 1.5))
+        await asyncio.sleep(0.3)
+        for _ in range(3):
+            assert await there.renew_job(running.lease, LEASE_MS)
+            await asyncio.sleep(0.2)
+        return await waiting
+
+    assert run(main()) is None
+    assert looks["n"] == 1  # its first look only: it returned at its bound

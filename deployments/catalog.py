@@ -31,7 +31,14 @@ from serve_app.catalog.timeline import Timeline
 from serve_app.catalog.variants import Variants
 from serve_app.schemas import SoulSpec
 from serve_app.settings import Settings
-from serve_app.storage import CatalogStore, ObjectStore, open_object_store, store_for
+from serve_app.storage import (
+    CatalogStore,
+    ObjectStore,
+    change_feed,
+    open_object_store,
+    store_for,
+)
+from serve_app.storage.changes import ChangeFeed
 
 
 class CatalogConfig(BaseModel):
@@ -84,17 +91,20 @@ class CatalogEngine(
     Stories,
 ):
     """Every facet over one store; ``objects``: where snapshots of large souls' key indexes are
-    kept (and orphans swept), if anywhere."""
+    kept (and orphans swept), if anywhere; ``changes``: the store's change feed, which waiting
+    leases listen to (without one they wait for the clock only)."""
 
     def __init__(
         self,
         store: CatalogStore,
         config: CatalogConfig | None = None,
         objects: ObjectStore | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         super().__init__()
         self.store = store
         self.objects = objects
+        self.changes = changes
         self.config = config or CatalogConfig()
         self.indexes = SoulIndexes(store, objects, self.config.embedding_dim, self.config.index)
         self.ledger = Ledger(self.config.cost)
@@ -112,6 +122,8 @@ class CatalogEngine(
         self.demand.half_life_s = config.reserve.half_life_s
 
     async def close(self) -> None:
+        if self.changes is not None:
+            await self.changes.close()
         await self.indexes.close()
         await self.store.close()
 
@@ -127,7 +139,7 @@ class Catalog(CatalogEngine):
     async def __init__(self, souls_file: str) -> None:  # type: ignore[misc]  # Serve awaits it
         settings = Settings()
         objects = open_object_store(settings)  # key index snapshots; orphans to sweep
-        super().__init__(store_for(settings), objects=objects)
+        super().__init__(store_for(settings), objects=objects, changes=change_feed(settings))
         await self.start(load_souls(souls_file))  # opens the store (and its pool)
         self._sweeping = asyncio.create_task(self._sweep_forever())
         self._reserving = asyncio.create_task(self._reserve_forever())

@@ -43,6 +43,8 @@ class Ingress:
         variations_file: str = "config/variations.yaml",
         worker: DeploymentHandle | None = None,
     ) -> None:
+        """``worker``: the JobWorker, bound here only so that it is deployed with the graph (it
+        leases its jobs from the Catalog, which wakes it when one is queued)."""
         settings = Settings()
         objects = open_object_store(settings)
         catalog = handles.catalog
@@ -59,7 +61,6 @@ class Ingress:
                 settings,
                 variations,
                 change_feed(settings),
-                worker=worker,
             ),
             characters=CharacterDesk(
                 catalog, handles.dedupe, objects, lambda: deliverer.config.identity

@@ -72,10 +72,6 @@ class JobWorker:
                 await self.catalog.worker_alive.remote(self.runner.owner, ttl_ms)
             await asyncio.sleep(self.runner.config.lease_s / 3)
 
-    async def wake(self) -> None:
-        """Called (without waiting) by the Ingress on each submit."""
-        self.runner.wake()
-
     async def holding(self) -> list[str]:
         """Ids of the jobs this replica works on now."""
         return list(self.runner.held)

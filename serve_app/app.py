@@ -47,7 +47,7 @@ class Limits(BaseModel):
 class Logging(BaseModel):
     """Serve's ``logging_config`` of every deployment, set here and not per application: a
     deployment's own logging config replaces the application's whole, and only the Ingress
-    writes Serve's access log (an internal deployment's lines are its callers' polls)."""
+    writes Serve's access log (an internal deployment's lines would repeat its callers')."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -63,8 +63,9 @@ class Logging(BaseModel):
     access_log: list[DeploymentName] = Field(
         default=["Ingress"],
         description="Deployments that log a line per request (Serve's access log). The Ingress's "
-        "carries the route and request id; the internal deployments' would only repeat the "
-        "JobWorker's leases and the heartbeats, several lines a second while idle.",
+        "carries the route and request id; the internal deployments' would only repeat their "
+        "callers' calls (idle: a Catalog line per JobWorker replica every lease_wait_s, and "
+        "the workers' heartbeats).",
     )
 
     def of(self, deployment: str) -> dict[str, Any]:
@@ -185,6 +186,6 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
     )
     data_files = (args.landmarks_file, args.variations_file)
     # Bound into the Ingress so that it is deployed (and scaled, and restarted) with the graph;
-    # the Ingress only wakes it when a job is submitted.
+    # it meets the Ingress only through the Catalog (its leases wait there for queued jobs).
     worker = deployment(JobWorker, worker_config(args)).bind(handles, *data_files)
     return deployment(Ingress, args.ingress).bind(handles, *data_files, worker)

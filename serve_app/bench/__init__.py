@@ -153,6 +153,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="keys, probes, rebuild: keys in the soul (a row per count, and per index and "
         "backend, or per probe)",
     )
+    p.add_argument(
+        "--idle-s",
+        type=float,
+        default=0,
+        help="jobs: also count the Catalog's calls while a graph of 2 Catalog and 2 JobWorker "
+        "replicas sits idle this long (per minute, by method), then time hit jobs on it",
+    )
     p.add_argument("--profile", default=None, help="hot: py-spy our replicas into this folder")
     p.add_argument("--size", choices=["full", "tiny"], default="full", help="gpu: model size")
     p.add_argument("--out", default=None, help="JSON file (default: bench-<scenario>.json)")

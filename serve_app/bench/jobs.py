@@ -7,6 +7,10 @@
    SQLite and on PostgreSQL.
 3. Under a flood of normal jobs, the p95 wait of the high-priority jobs mixed in vs the normal
    ones (in-process, no-op work of a fixed few milliseconds).
+4. With ``--idle-s``: a graph of 2 Catalog and 2 JobWorker replicas sits idle that long, and
+   the Catalog's calls are counted per minute by method (from Serve's access log of the
+   Catalog, on for this graph only); then hit jobs on it, submit to started (a job queued
+   through one Catalog replica, its worker's lease waiting on either).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +87,49 @@ async def _finished(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
     if doc["status"] != "succeeded":
         raise RuntimeError(f"job {job_id} ended {doc['status']}: {doc['error']}")
     return doc
+
+
+def idle_side(data_dir: Path, idle_s: float, n: int) -> dict[str, Any]:
+    """The Catalog's calls per idle minute by method, and ``n`` hit jobs' submit -> started."""
+    from serve_app.local import local_graph
+
+    logs = data_dir / "idle-logs"
+    args = {
+        **JOBS_ARGS,
+        "replicas": {"Catalog": 2, "JobWorker": 2},
+        "logging": {"access_log": ["Ingress", "Catalog"], "logs_dir": str(logs)},
+    }
+    with local_graph(data_dir / "idle", port=free_port(), args=args, quiet=True) as base:
+        time.sleep(10)  # the replicas' first calls (their starts) are not idle ones
+        before = _catalog_calls(logs)
+        time.sleep(idle_s)
+        after = _catalog_calls(logs)
+        started = asyncio.run(_started(base, n))
+    per_min = {m: round((after[m] - before[m]) * 60 / idle_s, 1) for m in sorted(after)}
+    calls = {method: count for method, count in per_min.items() if count}
+    return {"catalog_calls_per_idle_min": calls, "started": started}
+
+
+def _catalog_calls(logs: Path) -> Counter[str]:
+    """Calls per method in the Catalog replicas' access log lines (``CALL <method> OK``)."""
+    calls: Counter[str] = Counter()
+    for path in logs.rglob("*Catalog*"):
+        calls.update(re.findall(r"CALL (\w+) OK", path.read_text(errors="replace")))
+    return calls
+
+
+async def _started(base: str, n: int) -> list[float]:
+    async with httpx.AsyncClient(base_url=base, timeout=300) as client:
+        warm = await client.get("/image", params={"soul_id": SOUL, "cue": CUE, "user_id": "warm"})
+        warm.raise_for_status()
+        started = []
+        for i in range(n):
+            body = {"kind": "image", "soul_id": SOUL, "cue": CUE, "user_id": f"idle-{i}"}
+            accepted = await client.post("/jobs", json=body)
+            accepted.raise_for_status()
+            doc = await _finished(client, accepted.json()["job_id"])
+            started.append(_seconds_between(doc["created_at"], doc["started_at"]))
+    return started
 
 
 def _seconds_between(first: str, then: str) -> float:
@@ -178,12 +227,20 @@ def jobs_main(ns: argparse.Namespace) -> int:
         with scratch_database(ns.postgres, "soul_bench_jobs") as postgres_dsn:
             queue.append(asyncio.run(throughput(postgres_dsn, 500, 2)))
         flood = asyncio.run(priority_flood(f"sqlite:///{data_dir / 'flood.db'}", 300, 30, 8))
+        idle = idle_side(data_dir, ns.idle_s, n) if ns.idle_s > 0 else None
     rows = http + queue + flood
+    if idle is not None:
+        rows.append(summarize("2+2 replicas: submit -> started", idle["started"], 1.0))
     ratio = {
         "p50 job/sync (hit)": http[1]["p50_ms"] / http[0]["p50_ms"],
         "queue jobs/s sqlite/postgres": queue[0]["rps"] / queue[1]["rps"],
         "p95 wait normal/high": flood[0]["p95_ms"] / max(flood[1]["p95_ms"], 1e-3),
     }
     print_table("soul bench jobs", rows, ratio)
-    write_report(ns, {"scenario": "jobs", "rows": rows, **ratio})
+    report: dict[str, Any] = {"scenario": "jobs", "rows": rows, **ratio}
+    if idle is not None:
+        calls = idle["catalog_calls_per_idle_min"]
+        print(f"Catalog calls per idle minute (2 Catalog, 2 JobWorker replicas): {calls}")
+        report["catalog_calls_per_idle_min"] = calls
+    write_report(ns, report)
     return 0

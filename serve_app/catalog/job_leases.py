@@ -3,10 +3,24 @@
 A lease is a compare-and-set on the queue row's version; every write of the worker to the job's
 document is fenced by that version, so a worker that lost its lease (it stalled, its replica
 died) writes nothing more. A lease runs out by itself: a dead worker's job is leased again.
+
+An idle worker's lease waits here, in the catalog, instead of polling:
+
+    watch:   first the replica's change feed for ``QUEUE`` (a queue row added, released or
+             removed, by any replica: ``storage/changes.py``), then a look at the lanes, so a
+             job queued between the look and the wait is not missed
+    wait:    until that notice, or the moment the earliest job not free now becomes free (a
+             retry's backoff, a lease running out), or the call's bound ``wait_s``
+    again:   look again after a notice or at the due moment; a job is leased at once, or
+             nothing after ``wait_s`` (one look per idle call)
+    cancel:  the waiting is cancellable (a stopping worker drops its call); a look that
+             leased as the cancel came hands the job back, so no lease is stranded
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -16,24 +30,70 @@ from serve_app.ids import now_ms
 from serve_app.jobs.book import JobError, Lease, Leased, Outcome, Progress, Status, job_doc
 from serve_app.jobs.spec import LANES, RESERVE_LANE
 from serve_app.metrics import gauge
+from serve_app.storage.changes import QUEUE, ChangeFeed
 
 
 class JobLeases(JobStats):
     def __init__(self) -> None:
         super().__init__()
         self._next_after: dict[int, str] = {}  # lane -> the client served last (round robin)
+        self.changes: ChangeFeed | None = None  # the replica's feed, for waiting leases
 
-    async def lease_job(self, owner: str, lease_ms: int, refills: bool = True) -> Leased | None:
+    async def lease_job(
+        self, owner: str, lease_ms: int, refills: bool = True, wait_s: float = 0
+    ) -> Leased | None:
         """The next job to work on, leased to ``owner`` and marked running (attempts + 1); a job
         found finished (its worker died before clearing it) comes back as it is, to conclude.
         ``refills``: the reserve lane too (after every user's job, and only while fewer than
-        ``reserve.max_running`` refills run)."""
+        ``reserve.max_running`` refills run). ``wait_s``: while there is nothing to lease, wait
+        up to this long for a job (woken by the change feed; without one, only by the clock)."""
+        if wait_s <= 0:
+            return (await self._lease_now(owner, lease_ms, refills))[0]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        no_feed = contextlib.nullcontext(asyncio.Event())  # nothing sets it: the clock only
+        async with self.changes.watch(QUEUE) if self.changes else no_feed as queued:
+            while True:
+                queued.clear()  # before the look: a notice during it ends the wait at once
+                leased, due_ts = await self._lease_or_hand_back(owner, lease_ms, refills)
+                left_s = deadline - loop.time()
+                if leased is not None or left_s <= 0:
+                    return leased
+                if due_ts is not None:
+                    left_s = min(left_s, max(0.0, (due_ts - now_ms()) / 1000))
+                try:
+                    await asyncio.wait_for(queued.wait(), left_s)
+                except TimeoutError:
+                    if loop.time() >= deadline:
+                        return None  # no notice came: nothing to look at again
+
+    async def _lease_or_hand_back(
+        self, owner: str, lease_ms: int, refills: bool
+    ) -> tuple[Leased | None, int | None]:
+        """``_lease_now``, run to its end even if the call is cancelled meanwhile."""
+        look = asyncio.ensure_future(self._lease_now(owner, lease_ms, refills))
+        try:
+            return await asyncio.shield(look)
+        except asyncio.CancelledError:
+            leased, _ = await look
+            if leased is not None:  # its caller is gone: the job goes back to the queue now
+                await self.hand_back(leased.lease)
+            raise
+
+    async def _lease_now(
+        self, owner: str, lease_ms: int, refills: bool
+    ) -> tuple[Leased | None, int | None]:
+        """A job leased now, or None and when the earliest job seen not free becomes free."""
         lanes = [*sorted(LANES.items(), key=lambda p: p[1]), ("reserve", RESERVE_LANE)]
+        later: list[int] = []  # when the jobs not free now become free
         for priority, lane in lanes if refills else lanes[:-1]:
             ts = now_ms()
             entries = await self.store.queue_lane(lane)
             free = [e for e in entries if e["lease_expires_ts"] <= ts and e["not_before_ts"] <= ts]
             gauge("soul_job_queue_depth", len(free), priority=priority)
+            later += [
+                t for e in entries if (t := max(e["lease_expires_ts"], e["not_before_ts"])) > ts
+            ]
             running = sum(1 for e in entries if e["lease_expires_ts"] > ts)
             if lane == RESERVE_LANE and running >= self.config.reserve.max_running:
                 continue
@@ -46,8 +106,8 @@ class JobLeases(JobStats):
                     Lease(lane, entry["client_id"], entry["job_id"], version)
                 )
                 if leased is not None:
-                    return leased
-        return None
+                    return leased, None
+        return None, min(later, default=None)
 
     def _round_robin(self, lane: int, free: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """Each client's oldest free job, clients in turn after the one served last."""

@@ -66,11 +66,10 @@ class JobDesk:
         variations: dict[str, list[str]],
         changes: ChangeFeed,
         config: JobQueueConfig | None = None,
-        worker: Any = None,
     ) -> None:
-        """``changes``: this replica's feed of job changes, which the event streams wait on;
-        ``worker``: the JobWorker's handle, woken on each submit (else workers poll)."""
-        self.worker = worker
+        """``changes``: this replica's feed of job changes, which the event streams wait on (a
+        submitted job needs no wake-up call: a worker's lease waiting in the Catalog hears of
+        its queue row through the Catalog's own feed)."""
         self.changes = changes
         self.tools = JobTools(deliverer, catalog, variations)
         self.catalog = catalog
@@ -108,8 +107,6 @@ class JobDesk:
         )
         if submitted.doc is None:
             raise TooManyJobs(submitted.refused or "", retry_after_s=submitted.retry_after_s)
-        if self.worker is not None:
-            self.worker.wake.remote()  # not awaited: a worker that misses it polls anyway
         return JobAccepted(
             job_id=submitted.doc.job_id,
             status=submitted.doc.status,

@@ -1,9 +1,11 @@
 """The JobWorker's engine: lease jobs, run each one as its kind says, end it.
 
     leaser:   one per replica; while a slot is free it leases (high lane first, fair between
-              clients) and hands the job to a slot; while the queue is empty it waits
-              ``poll_s``, doubling up to ``idle_max_s`` (a submit wakes it at once, a retry
-              when it is due, and a slot set free makes it lease again at once)
+              clients) and hands the job to a slot; while the queue is empty its lease call
+              waits in the catalog, up to ``lease_wait_s``, and returns as soon as a job is
+              queued through any replica or a retry is due (``catalog/job_leases.py``): no
+              polling, one call per ``lease_wait_s`` while idle; a slot set free makes it lease
+              again at once; a stopping replica drops its waiting call
     work:     the job's kind runs the attempt (``jobs/kinds/``: deliveries go on where the last
               attempt stopped, a key rebuild through its pages), while a watcher renews the
               lease and checks for a cancel
@@ -35,6 +37,8 @@ from serve_app.metrics import count, observe
 
 log = logging.getLogger("ray.serve")
 
+LEASE_ERROR_PAUSE_S = 1.0  # after a lease call that failed (the catalog restarts), before the next
+
 
 class JobWorkerConfig(BaseModel):
     """The JobWorker's live config (``AppArgs.worker``)."""
@@ -48,18 +52,14 @@ class JobWorkerConfig(BaseModel):
         description="How long a lease lasts unless renewed (every third of it): the longest a "
         "dead worker's job waits before another worker takes it.",
     )
-    poll_s: float = Field(
-        default=0.5,
+    lease_wait_s: float = Field(
+        default=10,
         gt=0,
-        description="The first idle wait between lease attempts while the queue is empty; it "
-        "doubles up to idle_max_s (a submit wakes a worker at once).",
-    )
-    idle_max_s: float = Field(
-        default=4,
-        gt=0,
-        le=60,
-        description="The longest idle wait between lease attempts: the longest a job waits "
-        "for a replica that was not woken by its submit while the others are busy.",
+        le=15,
+        description="How long an idle lease call waits in the Catalog for a job before it "
+        "returns empty (a job queued meanwhile is leased at once): an idle replica makes one "
+        "call per this. Below the Catalog's graceful_shutdown_timeout_s (Serve's default 20), "
+        "so a stopping Catalog replica answers its waiting leases before it is killed.",
     )
     watch_s: float = Field(
         default=0.25, gt=0, description="How often a running job is checked for a cancel."
@@ -88,7 +88,6 @@ class JobRunner:
         self.config = config or JobWorkerConfig()
         self.owner = new_ulid()
         self.stopping = asyncio.Event()
-        self.woken = asyncio.Event()
         self.freed = asyncio.Event()
         self.working: set[asyncio.Task[None]] = set()  # one per slot in use
         self.held: dict[str, asyncio.Task[Any]] = {}
@@ -97,26 +96,18 @@ class JobRunner:
     async def run(self) -> None:
         """Lease into free slots until the replica stops; then wait for the slots to end (their
         watchers hand back what they hold)."""
-        idle_s = self.config.poll_s
         while not self.stopping.is_set():
             if len(self.working) >= self.config.slots:
                 await self._until(self.freed)
                 continue
             leased = await self._lease()
             if leased is None:
-                await self._until(self.woken, timeout_s=idle_s)
-                idle_s = min(2 * idle_s, self.config.idle_max_s)
-                continue
-            idle_s = self.config.poll_s
+                continue  # the call waited in the catalog (or broke off: ``_lease`` paused)
             slot = asyncio.create_task(self._work_in_slot(leased))
             self.working.add(slot)
             slot.add_done_callback(self._free)
         if self.working:
             await asyncio.wait(self.working)
-
-    def wake(self) -> None:
-        """A job was just submitted: lease now instead of at the end of the idle wait."""
-        self.woken.set()
 
     def _free(self, slot: asyncio.Task[None]) -> None:
         self.working.discard(slot)
@@ -138,14 +129,27 @@ class JobRunner:
             log.exception("job %s: its work broke off", leased.doc.job_id)
 
     async def _lease(self) -> Leased | None:
+        """A job, or None after the call's wait in the catalog; a stopping replica drops the
+        call (the catalog hands back a job leased as it was dropped)."""
+        # A refill never takes a replica's last free slot: a user's job finds one.
+        refills = len(self.working) + 1 < self.config.slots
+        lease_ms = int(self.config.lease_s * 1000)
+        call = self.catalog.lease_job.remote(
+            self.owner, lease_ms, refills, self.config.lease_wait_s
+        )
+        leasing = asyncio.ensure_future(call)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({leasing, stop}, return_when="FIRST_COMPLETED")
+        stop.cancel()
+        if not leasing.done():
+            call.cancel()
+            leasing.cancel()
+            return None
         try:
-            # A refill never takes a replica's last free slot: a user's job finds one.
-            refills = len(self.working) + 1 < self.config.slots
-            leased: Leased | None = await self.catalog.lease_job.remote(
-                self.owner, int(self.config.lease_s * 1000), refills
-            )
+            leased: Leased | None = leasing.result()
         except Exception:  # the catalog is restarting or unreachable: try again shortly
             log.warning("could not lease a job", exc_info=True)
+            await self._until(asyncio.Event(), timeout_s=LEASE_ERROR_PAUSE_S)
             return None
         return leased
 
@@ -241,9 +245,7 @@ class JobRunner:
         log.info("job %s: attempt %d failed (%s); retry in %d ms", doc.job_id, doc.attempts,
                  error.detail, delay_ms)  # fmt: skip
         count("soul_job_retries", kind=doc.kind)
-        await self.catalog.retry_job.remote(lease, error, delay_ms)
-        # Nothing else wakes an idle leaser when the retry is due: this replica does.
-        asyncio.get_running_loop().call_later(delay_ms / 1000, self.wake)
+        await self.catalog.retry_job.remote(lease, error, delay_ms)  # leased again when due
         return None
 
     async def _run(self, lease: Lease, doc: JobDoc) -> Ended:

@@ -1,20 +1,25 @@
-"""Job changes, pushed from the catalog's writes to the replicas that stream job events.
+"""Job changes, pushed from the catalog's writes to the replicas that wait for them.
 
 Each Ingress replica keeps one ``ChangeFeed``: one listener for every event stream it serves,
 each stream waiting on an ``asyncio.Event`` set when a change notice names its job
-(``client_id/job_id``). A notice says only *that* the job changed; the stream reads the job
-itself, so notices that coalesce, repeat or arrive late lose nothing.
+(``client_id/job_id``). Each Catalog replica keeps one too, for its waiting leases
+(``catalog/job_leases.py``): they wait on ``QUEUE``, the notice that a queue row was added,
+released or removed, so a job queued through any replica wakes a worker waiting on any other.
+A notice says only *that* something changed; the waiter reads it itself, so notices that
+coalesce, repeat or arrive late lose nothing.
 
-    PostgreSQL   a trigger on ``job`` runs ``pg_notify`` for every row written, whoever wrote
-                 it; each feed holds one ``LISTEN`` connection (``storage/postgres.py``)
+    PostgreSQL   triggers on ``job`` (every row written) and ``job_queue`` (a row added,
+                 released or removed) run ``pg_notify``, whoever wrote it; each feed holds one
+                 ``LISTEN`` connection (``storage/postgres.py``)
     SQLite       the embedded store lives on one machine: each feed binds a UDP port on the
                  loopback and names it by a file in ``<catalog>.listeners/`` (``<pid>-<port>``);
-                 the store, after each job write, sends the job's name to every port listed
-                 there, and drops the files of processes that are gone
+                 the store, after each such write, sends its name to every port listed there,
+                 and drops the files of processes that are gone
 
 While no job changes, nothing is read and nothing is sent. A feed that lost its listener (the
-database restarted) tells every stream to read its job once it listens again; a stream also
-reads its job after ``events_keepalive_s`` without a notice, so a lost notice costs at most that.
+database restarted) tells every waiter to read once it listens again; a stream also reads its
+job after ``events_keepalive_s`` without a notice, and a waiting lease returns after its bound
+(``worker.lease_wait_s``), so a lost notice costs at most that.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 CHANNEL = "soul_job"  # the PostgreSQL notification channel
+QUEUE = "queue"  # the notice that the job queue changed (a job's name always has a "/")
 
 
 def job_ref(client_id: str, job_id: str) -> str:

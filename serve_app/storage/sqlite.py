@@ -1,5 +1,5 @@
-"""The embedded default catalog backend: one SQLite file (WAL), statements run inline; job
-writes are announced to the event streams by datagram (``storage/changes.py``)."""
+"""The embedded default catalog backend: one SQLite file (WAL), statements run inline; job and
+queue writes are announced by datagram to the replicas waiting on them (``storage/changes.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from serve_app.storage.changes import DatagramNotices, job_ref
+from serve_app.storage.changes import QUEUE, DatagramNotices, job_ref
 from serve_app.storage.store import Row, StoreUnavailable
 from serve_app.storage.tables import CatalogStore
 
@@ -51,6 +51,9 @@ class SQLiteStore(CatalogStore):
 
     def _job_written(self, client_id: str, job_id: str) -> None:
         self.notices.send(job_ref(client_id, job_id))
+
+    def _queue_changed(self) -> None:
+        self.notices.send(QUEUE)
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:

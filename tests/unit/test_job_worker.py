@@ -416,31 +416,39 @@ async def until(done: Any, timeout_s: float = 60) -> float:
     return loop.time() - start
 
 
-def test_an_idle_leaser_backs_off_and_a_wake_leases_at_once(world: World) -> None:
-    """Idle, the replica's one leaser waits 0.02, 0.04, 0.08 ... s between leases (50 leases a
-    second without the back-off); a submit's wake leases at once, whatever the wait."""
-    jobs = Jobs(world, world.replica(), poll_s=0.02, idle_max_s=5)
+def test_an_idle_leaser_waits_in_the_catalog_and_a_job_queued_elsewhere_starts_at_once(
+    world: World,
+) -> None:
+    """Idle, the replica's one leaser makes one lease call per ``lease_wait_s`` (it waits in the
+    catalog: no polling); a job queued through another catalog replica starts at once, not when
+    the call's wait ends; a stopping replica drops its waiting call at once."""
+    jobs = Jobs(world, world.replica(), lease_wait_s=10)
+    elsewhere = world.replica().catalog  # its own store and feed, the same catalog file
     runner = jobs.worker
 
-    async def main() -> tuple[int, float, str]:
+    async def main() -> tuple[int, float, float, str]:
         leaser = asyncio.create_task(runner.run())
-        await asyncio.sleep(2.6)  # leases at 0, .02, .06, .14, .30, .62, 1.26, 2.54; next 5.1
+        await asyncio.sleep(1.5)
         idle_leases = jobs.catalog.calls["lease_job"]
-        job_id = (await jobs.desk.submit("c1", image())).job_id
-        runner.wake()
+        spec = image().model_dump(mode="json")
+        job_id = (await elsewhere.submit_job("c1", spec, 1, 3, 10, 10)).doc.job_id
 
         async def started() -> bool:
             return (await jobs.desk.job("c1", job_id)).status != "queued"
 
         waited_s = await until(started)
         await until(lambda: _finished(jobs, job_id))
+        await asyncio.sleep(0.3)  # the leaser waits in the catalog again
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         runner.stop()
         await asyncio.wait_for(leaser, 30)
-        return idle_leases, waited_s, job_id
+        return idle_leases, waited_s, loop.time() - t0, job_id
 
-    idle_leases, waited_s, job_id = run(main())
-    assert idle_leases <= 9  # 130 at a fixed 0.02 s
-    assert waited_s < 1.5  # the backed-off lease was due 2.5 s later
+    idle_leases, waited_s, stop_s, job_id = run(main())
+    assert idle_leases == 1  # a poll every 0.5 s would have made 3
+    assert waited_s < 3  # the waiting call had 8.5 s left
+    assert stop_s < 3  # not the rest of a 10 s wait
     assert jobs.doc(job_id).status == "succeeded"
 
 
@@ -450,7 +458,7 @@ async def _finished(jobs: Jobs, job_id: str) -> bool:
 
 def test_every_slot_gets_work_when_jobs_queue_and_no_more(world: World) -> None:
     gate = Gate(world.renderer)
-    jobs = Jobs(world, world.replica(renderer=gate), slots=2, poll_s=0.02, idle_max_s=0.1)
+    jobs = Jobs(world, world.replica(renderer=gate), slots=2, lease_wait_s=0.1)
     runner = jobs.worker
     job_ids = [jobs.submit(image(cue=cue)) for cue in ("a red fox", "a blue whale", "an owl")]
 
@@ -503,7 +511,7 @@ def test_an_idle_leaser_leases_a_retry_when_it_is_due(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     replica = world.replica()
-    jobs = Jobs(world, replica, poll_s=1, idle_max_s=5)
+    jobs = Jobs(world, replica, lease_wait_s=10)
     jobs.config.backoff_s = 0.2  # the runner's config: a retry 0.1-0.2 s after the failure
     runner, original, flaky = jobs.worker, replica.catalog.claim_unseen, {"left": 1}
 
@@ -519,14 +527,12 @@ def test_an_idle_leaser_leases_a_retry_when_it_is_due(
     async def main() -> float:
         leaser = asyncio.create_task(runner.run())
 
-        async def retry_due() -> bool:
-            doc = await jobs.desk.job("c1", job_id)
-            return doc.status == "queued" and doc.attempts == 1
-
         async def second_attempt() -> bool:
             return (await jobs.desk.job("c1", job_id)).attempts == 2
 
-        await until(retry_due)
+        # The first attempt fails at once; its retry is due 0.1-0.2 s later. The leaser's other
+        # slot waits in the catalog meanwhile: the retry's release wakes it, too early, and it
+        # waits on for the retry's due moment, not for the rest of its 10 s.
         waited_s = await until(second_attempt)
         await until(lambda: _finished(jobs, job_id))
         runner.stop()
@@ -534,7 +540,7 @@ def test_an_idle_leaser_leases_a_retry_when_it_is_due(
         return waited_s
 
     waited_s = run(main())
-    assert waited_s < 0.8  # its delay is 0.1-0.2 s; the idle leaser's next lease was 1 s away
+    assert waited_s < 5  # its delay is 0.1-0.2 s; the idle lease's wait was up to 10 s
     assert jobs.doc(job_id).status == "succeeded"
 
 

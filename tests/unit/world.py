@@ -40,10 +40,13 @@ class Gate:
 
 
 class Replica:
-    """One Ingress replica's Deliverer with its own catalog engine (one SQLite file for all)."""
+    """One Ingress replica's Deliverer with its own catalog engine (one SQLite file for all, a
+    change feed each: a lease waiting in one hears of a job queued through another)."""
 
     def __init__(self, world: World, config: DeliveryConfig, renderer: Any, dedupe: Any) -> None:
-        self.catalog = CatalogEngine(SQLiteStore(world.db), objects=world.objects)
+        self.catalog = CatalogEngine(
+            SQLiteStore(world.db), objects=world.objects, changes=DatagramFeed(world.db)
+        )
         run(self.catalog.start(load_souls("config/souls.yaml")))
         self.transcoder = TranscoderEngine(world.objects, TranscoderConfig(width=64))
         self.handles = Handles(

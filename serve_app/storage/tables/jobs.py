@@ -8,8 +8,10 @@ primary-key reads and prefix scans, single-row writes, no transactions).
   (a compare-and-set), and every write of the job's document by a worker is fenced by it
   (``job.fence <= version``), so a worker whose lease was taken over can no longer write.
 
-Every update of a ``job`` row tells the replicas that stream its events (``storage/changes.py``:
-a trigger's ``pg_notify`` on PostgreSQL, datagrams from the SQLite store).
+Every update of a ``job`` row tells the replicas that stream its events, and every queue row
+added, released (its lease given up) or removed tells the leases that wait for a job
+(``storage/changes.py``: a trigger's ``pg_notify`` on PostgreSQL, datagrams from the SQLite
+store); taking and renewing a lease tell no one.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ CREATE OR REPLACE FUNCTION soul_job_changed() RETURNS trigger LANGUAGE plpgsql A
 BEGIN PERFORM pg_notify('soul_job', NEW.client_id || '/' || NEW.job_id); RETURN NULL; END $$;
 CREATE OR REPLACE TRIGGER job_changed AFTER UPDATE ON job
   FOR EACH ROW EXECUTE FUNCTION soul_job_changed();
+CREATE OR REPLACE FUNCTION soul_queue_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('soul_job', 'queue'); RETURN NULL; END $$;
+CREATE OR REPLACE TRIGGER job_queued AFTER INSERT OR DELETE ON job_queue
+  FOR EACH ROW EXECUTE FUNCTION soul_queue_changed();
+CREATE OR REPLACE TRIGGER job_released AFTER UPDATE ON job_queue
+  FOR EACH ROW WHEN (NEW.lease_expires_ts < OLD.lease_expires_ts)
+  EXECUTE FUNCTION soul_queue_changed();
 """,
 )
 
@@ -115,8 +124,13 @@ class JobRows(Store):
         tells the streams' change feeds here; PostgreSQL's trigger on ``job`` does it
         (``storage/changes.py``)."""
 
+    def _queue_changed(self) -> None:
+        """After a queue row was added, released or removed: as ``_job_written``, for the
+        leases that wait for a job."""
+
     async def enqueue_job(self, entry: dict[str, Any]) -> None:
         await self._write(insert_sql("job_queue", QUEUE_COLUMNS), [entry[c] for c in QUEUE_COLUMNS])
+        self._queue_changed()
 
     async def get_job(self, client_id: str, job_id: str) -> Row | None:
         rows = await self._rows(f"SELECT * FROM job WHERE {_JOB_KEY}", (client_id, job_id))
@@ -235,9 +249,12 @@ class JobRows(Store):
             f"WHERE {_QUEUE_KEY} AND lease_version = ?",
             (owner, not_before_ts, *key, version),
         )
+        if changed:
+            self._queue_changed()
         return changed > 0
 
     async def dequeue(self, key: tuple[int, str, str], version: int) -> None:
-        await self._write(
+        if await self._write(
             f"DELETE FROM job_queue WHERE {_QUEUE_KEY} AND lease_version = ?", (*key, version)
-        )
+        ):
+            self._queue_changed()

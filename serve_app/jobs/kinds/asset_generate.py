@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.characters.verdicts import IdentityUse
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import (
     Attempt,
@@ -36,6 +37,7 @@ from serve_app.jobs.kinds.base import (
 )
 from serve_app.jobs.kinds.character_sheet import png_of, sheet_grid
 from serve_app.jobs.spec import Item, JobBase
+from serve_app.projects.characters import rendered_with
 from serve_app.projects.models import AssetLocked, AssetVersion, Project, Role
 from serve_app.projects.results import AssetImage, AssetResult
 from serve_app.prompts import render_prompt, style_id
@@ -83,9 +85,16 @@ def asset_key(project_id: str, asset_id: str, version: int, role: str) -> str:
     return f"proj/{project_id}/asset/{asset_id}/v{version}/{role}.png"
 
 
-def asset_render(project: Project, version: AssetVersion, asset_type: str, role: str) -> RenderJob:
+def asset_render(
+    project: Project,
+    version: AssetVersion,
+    asset_type: str,
+    role: str,
+    identity: IdentityUse | None = None,
+) -> RenderJob:
     """The render of one role: what the asset is, the role's words and the project's anchor
-    prompt, in the project's style, with the role's seed."""
+    prompt, in the project's style, with the role's seed; a character of a soul conditioned on
+    its ``identity`` version (``projects/characters.py``)."""
     style = project.style.profile(project.project_id)
     words = [version.canonical_prompt, role_words(asset_type, role), project.style_anchor_prompt]
     prompt, negative = render_prompt(style, ", ".join(w for w in words if w))
@@ -96,6 +105,7 @@ def asset_render(project: Project, version: AssetVersion, asset_type: str, role:
         prompt=prompt,
         negative_prompt=", ".join(n for n in (version.negative_prompt, negative) if n),
         seed=version.seed_for(role),
+        identity=None if identity is None else identity.conditioning,
     )
 
 
@@ -137,7 +147,8 @@ class AssetGenerateKind(JobKind[AssetGenerateJob]):
         )
         if version.is_locked:  # refused before anything is rendered or stored
             raise AssetLocked(f"version: {spec.version} of asset {spec.asset_id!r} is locked")
-        job = asset_render(project, version, spec.asset_type, role)
+        identity = await rendered_with(tools.catalog, version)
+        job = asset_render(project, version, spec.asset_type, role, identity)
         frames: Frames = await renderer.render.remote(job)
         key = asset_key(pid, spec.asset_id, spec.version, role)
         await asyncio.to_thread(tools.deliverer.objects.put, key, png_of(frames))
@@ -147,6 +158,7 @@ class AssetGenerateKind(JobKind[AssetGenerateJob]):
             "prompt": job.prompt,
             "storage_key": key,
             "job_id": doc.job_id,
+            **({} if identity is None else {"identity_version": identity.version}),
         }
         await tools.catalog.add_asset_image.remote(
             owner, pid, spec.asset_id, spec.version, role, key, generation

@@ -13,6 +13,7 @@ from serve_app.api.routes import (
     keys,
     media,
     prints,
+    project_images,
     projects,
     references,
     selfies,
@@ -40,6 +41,7 @@ FAMILIES = (
     stats,
     identities,
     projects,
+    project_images,
 )
 ROUTERS: tuple[APIRouter, ...] = tuple(family.router for family in FAMILIES)
 

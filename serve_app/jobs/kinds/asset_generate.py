@@ -10,7 +10,8 @@ role, in the project's style.
     each:   the canonical prompt, the role's words and the project's style-anchor prompt, in
             the project's style; a PNG at ``proj/{project_id}/asset/{asset_id}/v{n}/{role}.png``
             (a retry writes the same object again), recorded as the version's image of that role,
-            the generation (prompt, seed) logged in the project's events
+            the generation (prompt, seed) logged in the project's events; then its image
+            embedding (Dedupe's model, when it has one) kept for search by image
     owner:  every read and write goes through the job's client (its API key's id): a project of
             another client is not found
     partial a render that fails for good fails its item only (the job ends ``partial``); a
@@ -38,6 +39,7 @@ from serve_app.jobs.kinds.base import (
 from serve_app.jobs.kinds.character_sheet import png_of, sheet_grid
 from serve_app.jobs.spec import Item, JobBase
 from serve_app.projects.characters import rendered_with
+from serve_app.projects.image_search import image_embedding
 from serve_app.projects.models import AssetLocked, AssetVersion, Project, Role
 from serve_app.projects.results import AssetImage, AssetResult
 from serve_app.prompts import render_prompt, style_id
@@ -163,6 +165,11 @@ class AssetGenerateKind(JobKind[AssetGenerateJob]):
         await tools.catalog.add_asset_image.remote(
             owner, pid, spec.asset_id, spec.version, role, key, generation
         )
+        embedded = await image_embedding(tools.deliverer.handles.dedupe, frames)
+        if embedded is not None:  # what a search by image compares (projects/image_search.py)
+            await tools.catalog.add_asset_image_embed.remote(
+                owner, pid, spec.asset_id, spec.version, role, *embedded
+            )
         return {"role": role, "seed": job.seed, "storage_key": key}
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> AssetResult | None:

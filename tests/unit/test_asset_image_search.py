@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -27,6 +28,7 @@ from serve_app.jobs.kinds.asset_generate import AssetGenerateJob
 from serve_app.projects.image_search import frames_of
 from serve_app.projects.models import AssetSpec, ProjectDraft, ProjectNotFound
 from serve_app.settings import ReferenceSettings, Settings
+from serve_app.storage.postgres import PostgresStore
 from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.tables import CatalogStore
 from tests.support import run
@@ -34,6 +36,7 @@ from tests.unit.handles import LocalHandle
 from tests.unit.ingress_app import ingress_client
 from tests.unit.test_facets import alone, postgres_url, store  # noqa: F401 (fixtures)
 from tests.unit.test_job_worker import Jobs
+from tests.unit.test_store import assert_uses_primary_key, query_plan, statements_of
 from tests.unit.world import World
 
 ME, OTHER = "client-a", "client-b"
@@ -92,6 +95,35 @@ def test_assets_rank_by_their_latest_images_inside_one_project_only(catalog: Cat
     ):
         with pytest.raises(ProjectNotFound, match="project_id"):
             run(call)
+
+
+def test_a_projects_image_embeddings_are_one_primary_key_prefix(catalog: Catalog) -> None:
+    """1,000 projects with 20 embeddings each, written in bulk and analyzed: reading one
+    project's embeddings searches the primary key."""
+    db = catalog.store
+    rows = [
+        (f"prj_{p:026d}", f"ast_{a:026d}", 1, role, "clip", unit(a), 1)
+        for p in range(1000)
+        for a in range(10)
+        for role in ("front", "wide")
+    ]
+    sql = "INSERT INTO asset_image_embed VALUES (?, ?, ?, ?, ?, ?, ?)"
+    if isinstance(db, SQLiteStore):
+        db.db.execute("BEGIN")
+        db.db.executemany(sql, rows)
+        db.db.execute("COMMIT")
+        db.db.execute("ANALYZE")
+    else:
+        assert isinstance(db, PostgresStore)
+        with psycopg.connect(db.dsn) as conn:
+            conn.cursor().executemany(sql.replace("?", "%s"), rows)
+            conn.commit()
+            conn.autocommit = True
+            conn.execute("ANALYZE")
+    pid = rows[500 * 20][0]
+    for statement, params in statements_of(db, db.project_image_embeds(str(pid))):
+        assert_uses_primary_key(db, query_plan(db, statement, params), "asset_image_embed")
+    assert len(run(db.project_image_embeds(str(pid)))) == 20
 
 
 def png(pixels: np.ndarray) -> bytes:

@@ -33,10 +33,16 @@ async def image_embedding(dedupe: Any, frames: Frames) -> tuple[str, bytes] | No
     return verdict.embed_model, verdict.image_embed
 
 
+MAX_SIDE = 1024  # the image model sees 224 pixels a side: a larger upload travels shrunk
+
+
 def frames_of(png: bytes) -> Frames:
-    """A checked upload (an RGB PNG) as one frame."""
+    """A checked upload (an RGB PNG) as one frame, at most ``MAX_SIDE`` pixels a side (a
+    render up to that size is compared as it is)."""
     with Image.open(io.BytesIO(png)) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        rgb = image.convert("RGB")
+        rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        pixels = np.asarray(rgb, dtype=np.uint8)
     return Frames(pixels=pixels[None])
 
 

@@ -255,3 +255,8 @@ def test_the_job_keeps_each_images_embedding(world: World, dedupe: DedupeEngine)
     hits = run(engine.search_assets_by_image(me, pid, query.image_embed, TINY_CLIP, None, [], 0, 5))
     assert hits[0][0].asset_id == version.asset_id
     assert hits[0][2] == pytest.approx(1.0, abs=1e-2)
+
+
+def test_a_large_upload_travels_shrunk_to_the_image_model() -> None:
+    assert frames_of(png(picture(0, size=64))).pixels.shape == (1, 64, 64, 3)
+    assert frames_of(png(picture(0, size=2048))).pixels.shape == (1, 1024, 1024, 3)

@@ -54,6 +54,11 @@ class VersionView(BaseModel):
     version: int
     canonical_prompt: str
     identity: IdentityDescription | None = Field(description="A character's, when it has one.")
+    soul_id: str | None = Field(default=None, description="A character's soul, when it has one.")
+    identity_version: int | None = Field(
+        default=None,
+        description="The soul's identity version its renders use (pinned when it was locked).",
+    )
     negative_prompt: str
     seed_bank: list[int] = Field(description="Role i renders with seed i mod its size.")
     sampler: str

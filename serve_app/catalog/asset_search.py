@@ -11,6 +11,7 @@ import numpy as np
 
 from serve_app.catalog.facet import Facet
 from serve_app.projects.models import Asset, AssetVersion, no_project
+from serve_app.storage.tables import CatalogStore
 
 Hit = tuple[Asset, AssetVersion, float | None]
 
@@ -30,15 +31,7 @@ class AssetSearch(Facet):
         latest version: ranked by the cosine of its canonical prompt to ``query`` (highest
         first, ties by id) when a query is given, by id otherwise; a page from ``offset``.
         Only this project's rows are read (primary-key prefixes)."""
-        if await self.store.get_project(owner, project_id) is None:
-            raise no_project(project_id)
-        wanted = set(tags)
-        chosen = [
-            asset_id
-            for asset_id, kind, tags_json in await self.store.project_asset_labels(project_id)
-            if (asset_type is None or kind == asset_type)
-            and (not wanted or wanted <= set(json.loads(tags_json)))
-        ]
+        chosen = await chosen_assets(self.store, owner, project_id, asset_type, tags)
         scores: dict[str, float | None] = dict.fromkeys(chosen)
         if query is not None:
             latest: dict[str, tuple[int, bytes]] = {}
@@ -46,14 +39,47 @@ class AssetSearch(Facet):
                 if asset_id in scores and number >= latest.get(asset_id, (0, b""))[0]:
                     latest[asset_id] = (number, embed)
             scores.update(_cosines(latest, query))
-        ranked = sorted(chosen, key=lambda i: (-_or_least(scores[i]), i)) if query else chosen
-        hits: list[Hit] = []
-        for asset_id in ranked[offset : offset + limit]:
-            asset = await self.store.get_asset(project_id, asset_id)
-            versions = await self.store.asset_versions(project_id, asset_id)
-            if asset is not None and versions:
-                hits.append((asset, versions[-1], scores[asset_id]))
-        return hits
+        ranked = ranked_by(chosen, scores) if query else chosen
+        return await page_of(self.store, project_id, ranked, scores, offset, limit)
+
+
+async def chosen_assets(
+    store: CatalogStore, owner: str, project_id: str, asset_type: str | None, tags: list[str]
+) -> list[str]:
+    """The ids of the owner's project's assets of ``asset_type`` with every tag of ``tags``, by
+    id (``ProjectNotFound`` for a project that is not the owner's)."""
+    if await store.get_project(owner, project_id) is None:
+        raise no_project(project_id)
+    wanted = set(tags)
+    return [
+        asset_id
+        for asset_id, kind, tags_json in await store.project_asset_labels(project_id)
+        if (asset_type is None or kind == asset_type)
+        and (not wanted or wanted <= set(json.loads(tags_json)))
+    ]
+
+
+def ranked_by(chosen: list[str], scores: dict[str, float | None]) -> list[str]:
+    """Highest score first, ties (and the unscored, last) by id."""
+    return sorted(chosen, key=lambda i: (-_or_least(scores[i]), i))
+
+
+async def page_of(
+    store: CatalogStore,
+    project_id: str,
+    ranked: list[str],
+    scores: dict[str, float | None],
+    offset: int,
+    limit: int,
+) -> list[Hit]:
+    """The page from ``offset`` of the ranked assets, each with its latest version."""
+    hits: list[Hit] = []
+    for asset_id in ranked[offset : offset + limit]:
+        asset = await store.get_asset(project_id, asset_id)
+        versions = await store.asset_versions(project_id, asset_id)
+        if asset is not None and versions:
+            hits.append((asset, versions[-1], scores[asset_id]))
+    return hits
 
 
 def _or_least(score: float | None) -> float:

@@ -17,8 +17,9 @@ import json
 from typing import Any
 
 from serve_app.catalog.job_leases import JobLeases
+from serve_app.catalog.job_slots import claim_slot, over_quota
 from serve_app.errors import NoStyle, UnknownSoul
-from serve_app.ids import now_ms
+from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import (
     CONCLUDING,
     JobDoc,
@@ -45,8 +46,12 @@ class Jobs(JobLeases):
         lane: int | None = None,
         units: int | None = None,
         styled: bool = False,
+        ticket: str | None = None,
     ) -> Submitted:
-        """Queue a job, unless the client is over its quota of unfinished jobs or its rate.
+        """Queue a job, unless the client is over its quota of unfinished jobs or its rate;
+        the quota is decided by claiming one of the client's slots, one conditional insert
+        (``catalog/job_slots.py``): two concurrent submits never both take the last one.
+        ``ticket``: the job's id from ``admit_job``, its slot claimed already.
         ``lane``: where it queues, if not its priority's (the reserve's refills); ``units``:
         what its estimate counts, to answer the estimate with it (one call, not two);
         ``styled``: the job's soul must have a style (else UnknownSoul or NoStyle, nothing
@@ -57,6 +62,9 @@ class Jobs(JobLeases):
         if refused is not None:
             return refused
         row = new_job_row(client_id, spec, total, max_attempts, now_ms())
+        row["job_id"] = ticket or row["job_id"]
+        if not await claim_slot(self.store, client_id, row["job_id"], quota):
+            return over_quota(quota)  # a concurrent submit took the last slot first
         await self.store.insert_job(row)
         lane = LANES[row["priority"]] if lane is None else lane
         await self.store.enqueue_job(queue_row(lane, row))
@@ -83,6 +91,24 @@ class Jobs(JobLeases):
                 retry_after_s=10,
             )
         return None
+
+    async def admit_job(self, client_id: str, quota: int, rate_per_min: int) -> Submitted | str:
+        """A ticket for a job the caller will submit after writing what it is for: the job's
+        id, its quota slot claimed (the check and the claim one conditional insert); or why
+        the client may not queue a job now."""
+        refused = await self.job_refusal(client_id, quota, rate_per_min)
+        if refused is not None:
+            return refused
+        ticket = new_ulid()
+        if not await claim_slot(self.store, client_id, ticket, quota):
+            return over_quota(quota)
+        return ticket
+
+    async def release_job_slot(self, client_id: str, ticket: str) -> None:
+        """Give back the slot of a ticket whose job will not be submitted."""
+        for row in await self.store.job_slots(client_id):
+            if row["job_id"] == ticket:
+                await self.store.free_job_slot(client_id, row["slot"], ticket)
 
     async def _styled(self, soul_id: str) -> None:
         if await self.store.get_style(soul_id) is None:

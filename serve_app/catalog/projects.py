@@ -16,6 +16,7 @@ from ulid import ULID
 from serve_app.catalog.facet import Facet
 from serve_app.errors import Busy
 from serve_app.ids import now_ms
+from serve_app.projects.characters import check_character, pin_at_lock
 from serve_app.projects.models import (
     Asset,
     AssetChanges,
@@ -88,6 +89,7 @@ class Projects(Facet):
         """A new asset and its version 1 (unlocked, no images yet); ``roles``: the asset
         type's, used when the spec names none; ``embed``: its canonical prompt's embedding."""
         project = await self._active_project(owner, project_id)
+        await check_character(self.store, spec.asset_type, spec.soul_id, spec.identity_version)
         ts = now_ms()
         asset = Asset(
             project_id=project_id,
@@ -145,8 +147,13 @@ class Projects(Facet):
         parent's prompt is kept, and so is its embedding)."""
         await self._active_project(owner, project_id)
         for _ in range(ATTEMPTS):
-            _, versions = await self.get_asset(owner, project_id, asset_id)
+            asset, versions = await self.get_asset(owner, project_id, asset_id)
             current = versions[-1]
+            if changes.soul_id is not None or changes.identity_version is not None:
+                soul_id = changes.soul_id if changes.soul_id is not None else current.soul_id
+                await check_character(
+                    self.store, asset.asset_type, soul_id, changes.identity_version
+                )
             kept = embed
             if kept is None:
                 kept = await self.store.asset_embedding(project_id, asset_id, current.version)
@@ -168,15 +175,21 @@ class Projects(Facet):
     async def lock_asset(
         self, owner: str, project_id: str, asset_id: str, version: int | None
     ) -> AssetVersion:
-        """Lock ``version`` (the latest when None): from then on it never changes."""
+        """Lock ``version`` (the latest when None): from then on it never changes. A character
+        of a soul pins the soul's locked identity version as it does (``projects/characters``)."""
+        current = await self.get_asset_version(owner, project_id, asset_id, version)
+        pinned = None if current.is_locked else await pin_at_lock(self.store, current)
 
         def lock(v: AssetVersion) -> AssetVersion:
             if v.is_locked:
                 raise AssetLocked(f"version: {v.version} of asset {asset_id!r} is locked already")
-            return v.model_copy(update={"is_locked": True})
+            if v.soul_id is None:
+                return v.model_copy(update={"is_locked": True})
+            return v.model_copy(update={"is_locked": True, "identity_version": pinned})
 
+        anchor = {} if pinned is None else {"soul_id": current.soul_id, "identity_version": pinned}
         return await self._change_version(
-            owner, project_id, asset_id, version, lock, "version.locked"
+            owner, project_id, asset_id, current.version, lock, "version.locked", payload=anchor
         )
 
     async def unlock_asset(

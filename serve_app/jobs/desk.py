@@ -83,16 +83,22 @@ class JobDesk:
         if spec.webhook_url is not None:
             await asyncio.to_thread(check_webhook_url, str(spec.webhook_url), self.settings.jobs)
 
-    async def admit(self, client_id: str) -> None:
-        """Refuse (429) a client over its quota or rate before a route writes what its job is
-        for; ``submit`` checks again in the call that queues."""
-        refused: Submitted | None = await self.catalog.job_refusal.remote(
+    async def admit(self, client_id: str) -> str:
+        """Before a route writes what its job is for: a ticket (the job's id, one of the
+        client's quota slots claimed for it in one conditional insert) to ``submit`` with, or
+        429 for a client over its quota or rate. Two concurrent routes never both get the last
+        slot; one that fails before it submits gives its ticket back (``release``)."""
+        admitted: Submitted | str = await self.catalog.admit_job.remote(
             client_id, self.settings.jobs.job_queued_quota, self.settings.jobs.job_submit_rate
         )
-        if refused is not None:
-            raise TooManyJobs(refused.refused or "", retry_after_s=refused.retry_after_s)
+        if isinstance(admitted, Submitted):
+            raise TooManyJobs(admitted.refused or "", retry_after_s=admitted.retry_after_s)
+        return admitted
 
-    async def submit(self, client_id: str, spec: JobBase) -> JobAccepted:
+    async def release(self, client_id: str, ticket: str) -> None:
+        await self.catalog.release_job_slot.remote(client_id, ticket)
+
+    async def submit(self, client_id: str, spec: JobBase, ticket: str | None = None) -> JobAccepted:
         kind = KINDS[spec.kind]
         total = len(kind.items(spec, self.tools.variations))
         submitted: Submitted = await self.catalog.submit_job.remote(
@@ -104,6 +110,7 @@ class JobDesk:
             self.settings.jobs.job_submit_rate,
             units=await kind.units(spec, self.tools),
             styled=kind.styled,
+            ticket=ticket,
         )
         if submitted.doc is None:
             raise TooManyJobs(submitted.refused or "", retry_after_s=submitted.retry_after_s)

@@ -32,26 +32,36 @@ class ProjectDesk:
     async def generate(self, owner: str, project_id: str, spec: AssetSpec) -> dict[str, Any]:
         """A new asset, its version 1, and the job rendering its images."""
         await self.catalog.get_project.remote(owner, project_id)  # 404 before any work
-        await self.jobs.admit(owner)  # 429 before the asset is written
-        embed = await self._embedding(prompt_of(spec))
-        made: tuple[Asset, AssetVersion] = await self.catalog.create_asset.remote(
-            owner, project_id, spec, default_roles(spec.asset_type), embed
-        )
-        return await self._queued(owner, *made)
+        ticket = await self.jobs.admit(owner)  # 429 before the asset is written
+        try:
+            embed = await self._embedding(prompt_of(spec))
+            made: tuple[Asset, AssetVersion] = await self.catalog.create_asset.remote(
+                owner, project_id, spec, default_roles(spec.asset_type), embed
+            )
+        except BaseException:
+            await self.jobs.release(owner, ticket)
+            raise
+        return await self._queued(owner, *made, ticket)
 
     async def new_version(
         self, owner: str, project_id: str, asset_id: str, changes: AssetChanges
     ) -> dict[str, Any]:
         """The asset's next version (from its latest) with ``changes``, and its images' job."""
         asset, _ = await self.catalog.get_asset.remote(owner, project_id, asset_id)
-        await self.jobs.admit(owner)  # 429 before the version is written
-        embed = await self._embedding(prompt_of(changes))
-        made: AssetVersion = await self.catalog.new_asset_version.remote(
-            owner, project_id, asset_id, changes, embed
-        )
-        return await self._queued(owner, asset, made)
+        ticket = await self.jobs.admit(owner)  # 429 before the version is written
+        try:
+            embed = await self._embedding(prompt_of(changes))
+            made: AssetVersion = await self.catalog.new_asset_version.remote(
+                owner, project_id, asset_id, changes, embed
+            )
+        except BaseException:
+            await self.jobs.release(owner, ticket)
+            raise
+        return await self._queued(owner, asset, made, ticket)
 
-    async def _queued(self, owner: str, asset: Asset, version: AssetVersion) -> dict[str, Any]:
+    async def _queued(
+        self, owner: str, asset: Asset, version: AssetVersion, ticket: str
+    ) -> dict[str, Any]:
         spec = AssetGenerateJob(
             soul_id=asset.project_id,
             asset_id=asset.asset_id,
@@ -59,7 +69,7 @@ class ProjectDesk:
             version=version.version,
             roles=version.roles,
         )
-        accepted = await self.jobs.submit(owner, spec)
+        accepted = await self.jobs.submit(owner, spec, ticket)
         return {
             "asset_id": asset.asset_id,
             "version": version.version,

@@ -30,10 +30,15 @@ from pydantic import (
     model_validator,
 )
 
-from serve_app.characters.identities import MAX_SEED, SEED_BANK_SIZE, IdentityDescription
+from serve_app.characters.identities import (
+    MAX_SEED,
+    MAX_VERSION,
+    SEED_BANK_SIZE,
+    IdentityDescription,
+)
 from serve_app.errors import Conflict, NotFound
 from serve_app.ids import new_ulid
-from serve_app.schemas import JsonObject, LoraId, ModelRef, StyleProfile, Text
+from serve_app.schemas import JsonObject, LoraId, ModelRef, SoulId, StyleProfile, Text
 
 ProjectId = Annotated[str, StringConstraints(pattern=r"^prj_[0-9a-z]{26}$")]
 AssetId = Annotated[str, StringConstraints(pattern=r"^ast_[0-9a-z]{26}$")]
@@ -55,6 +60,7 @@ def _not_a_bool(value: object) -> object:
 
 Int = Annotated[int, BeforeValidator(_not_a_bool)]  # bounds go before the validator (see Seed)
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_not_a_bool)]
+IdentityNumber = Annotated[int, Field(ge=1, le=MAX_VERSION), BeforeValidator(_not_a_bool)]
 
 
 def new_project_id() -> str:
@@ -159,6 +165,16 @@ class AssetChanges(BaseModel):
         description="Characters: who they are; the canonical prompt is made from it when no "
         "canonical_prompt is given.",
     )
+    soul_id: SoulId | None = Field(
+        default=None,
+        description="Characters: the soul whose identity this character is; locking the version "
+        "pins the soul's locked identity version, and its renders use that version.",
+    )
+    identity_version: IdentityNumber | None = Field(
+        default=None,
+        description="With soul_id: the soul's locked identity version to pin (its latest locked "
+        "one at lock time when not given).",
+    )
     negative_prompt: Prompt | None = None
     seed: Seed | None = Field(default=None, description="One seed for every image.")
     seed_bank: list[Seed] | None = Field(
@@ -195,6 +211,10 @@ class AssetSpec(AssetChanges):
             raise ValueError("canonical_prompt: required (or, for a character, an identity)")
         if self.identity is not None and self.asset_type != "character":
             raise ValueError("identity: only a character has one")
+        if self.soul_id is not None and self.asset_type != "character":
+            raise ValueError("soul_id: only a character pins a soul's identity")
+        if self.identity_version is not None and self.soul_id is None:
+            raise ValueError("identity_version: pins a version of soul_id; give soul_id too")
         return self
 
 
@@ -215,6 +235,12 @@ class AssetVersion(BaseModel):
     version: int = Field(ge=1)
     canonical_prompt: str
     identity: IdentityDescription | None = None
+    soul_id: str | None = Field(default=None, description="A character's soul, when it has one.")
+    identity_version: int | None = Field(
+        default=None,
+        description="The soul's locked identity version this version's renders use: the one "
+        "asked for, or, once locked, the one pinned at the lock (its anchor).",
+    )
     negative_prompt: str = ""
     seed_bank: list[int]
     sampler: str = ""
@@ -258,6 +284,8 @@ def first_version(
         version=1,
         canonical_prompt=prompt_of(spec) or "",
         identity=spec.identity,
+        soul_id=spec.soul_id,
+        identity_version=spec.identity_version,
         negative_prompt=spec.negative_prompt or "",
         seed_bank=_seeds(spec) or [secrets.randbelow(MAX_SEED) for _ in range(SEED_BANK_SIZE)],
         sampler=spec.sampler or project.default_sampler,
@@ -280,6 +308,8 @@ def next_version(
     }
     if "canonical_prompt" in given or "identity" in given:
         given["canonical_prompt"] = prompt_of(changes)
+    if "soul_id" in given and "identity_version" not in given:
+        given["identity_version"] = None  # another soul: its own pin, made at the lock
     return current.model_copy(
         update={
             **given,

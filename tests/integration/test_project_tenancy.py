@@ -14,6 +14,7 @@ from soul_client import Graph
 pytestmark = pytest.mark.integration
 THEIRS = {"Authorization": f"Bearer {OTHER_KEY}"}
 FINISHED = {"succeeded", "partial", "failed", "cancelled"}
+GRAPH_ARGS: dict[str, Any] = {"dedupe": {"clip_model": "tiny-clip"}}  # search by image
 LAMP = {
     "asset_type": "prop",
     "name": "Lamp",
@@ -123,3 +124,19 @@ def test_a_search_never_returns_another_projects_asset(graph: Graph, mine: dict[
             headers=headers,
         ).json()["hits"]
         assert [(h["name"], h["project_id"]) for h in hits] == [(name, project_id)]
+
+
+def test_a_search_by_image_finds_the_asset_it_shows_in_its_own_project_only(
+    graph: Graph, mine: dict[str, Any]
+) -> None:
+    pid, aid = mine["project_id"], mine["asset_id"]
+    front = graph.client.get(mine["asset"]["version"]["images"]["front"]["url"]).content
+    url = f"/v1/projects/{pid}/assets:searchByImage"
+    upload = {"files": ("front.png", front, "image/png")}
+    found = graph.client.post(url, files=upload)
+    assert found.status_code == 200, found.text
+    best = found.json()["hits"][0]
+    assert (best["asset_id"], best["project_id"]) == (aid, pid) and best["score"] > 0.99
+    assert graph.client.post(url, files=upload, headers=THEIRS).status_code == 404
+    refused = graph.client.post(url, files={"files": ("x.png", b"not an image", "image/png")})
+    assert refused.status_code == 422 and "files[0]" in refused.json()["detail"], refused.text

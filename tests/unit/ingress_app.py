@@ -33,13 +33,15 @@ def ingress_client(
     engine: CatalogEngine,
     embedder: LocalHandle | None = None,
     characters: Characters | None = None,
+    dedupe: LocalHandle | None = None,
 ) -> Iterator[TestClient]:
-    """A client of the API; ``characters`` makes the identity routes' desk (None: not called)."""
+    """A client of the API; ``characters`` makes the identity routes' desk (None: not called);
+    ``dedupe``: the Dedupe engine's handle, for the routes that embed an image."""
     objects = open_object_store(settings)
     catalog = LocalHandle(engine)
     feed = change_feed(settings)
     deliverer = Deliverer(
-        Handles(embedder, catalog, None, None, None, None, None),
+        Handles(embedder, catalog, None, None, dedupe, None, None),
         objects,
         load_places("config/landmarks.yaml"),
     )

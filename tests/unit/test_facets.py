@@ -43,6 +43,8 @@ TABLES = (
     "soul, soul_style_profile, prompt_key, prompt_key_log, variant, user_seen, landmark_log, "
     "work_lock, idempotency, job, job_queue, key_demand, identity_version"
     ", project, asset, asset_version, project_event, script, scene, frame, frame_version"
+    ", project, asset, asset_version, project_event"
+    ", asset_image_embed, job_slot"
 )
 KEY = pk_id("nova", "a fox")
 

@@ -19,7 +19,7 @@ from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run, temporary_database
 
 LEASE_MS = 60_000
-JOB_TABLES = "job, job_queue, work_lock, user_seen"
+JOB_TABLES = "job, job_queue, work_lock, user_seen, job_slot"
 
 
 @pytest.fixture(scope="module")

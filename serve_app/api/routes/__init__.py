@@ -13,6 +13,7 @@ from serve_app.api.routes import (
     keys,
     media,
     prints,
+    project_images,
     projects,
     references,
     selfies,
@@ -44,6 +45,7 @@ FAMILIES = (
     projects,
     storyboards,
     timeline,
+    project_images,
 )
 ROUTERS: tuple[APIRouter, ...] = tuple(family.router for family in FAMILIES)
 

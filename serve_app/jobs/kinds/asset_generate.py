@@ -10,7 +10,8 @@ role, in the project's style.
     each:   the canonical prompt, the role's words and the project's style-anchor prompt, in
             the project's style; a PNG at ``proj/{project_id}/asset/{asset_id}/v{n}/{role}.png``
             (a retry writes the same object again), recorded as the version's image of that role,
-            the generation (prompt, seed) logged in the project's events
+            the generation (prompt, seed) logged in the project's events; then its image
+            embedding (Dedupe's model, when it has one) kept for search by image
     owner:  every read and write goes through the job's client (its API key's id): a project of
             another client is not found
     partial a render that fails for good fails its item only (the job ends ``partial``); a
@@ -26,6 +27,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.characters.verdicts import IdentityUse
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import (
     Attempt,
@@ -36,6 +38,8 @@ from serve_app.jobs.kinds.base import (
 )
 from serve_app.jobs.kinds.character_sheet import png_of, sheet_grid
 from serve_app.jobs.spec import Item, JobBase
+from serve_app.projects.characters import rendered_with
+from serve_app.projects.image_search import image_embedding
 from serve_app.projects.models import AssetLocked, AssetVersion, Project, Role
 from serve_app.projects.results import AssetImage, AssetResult
 from serve_app.prompts import render_prompt, style_id
@@ -83,9 +87,16 @@ def asset_key(project_id: str, asset_id: str, version: int, role: str) -> str:
     return f"proj/{project_id}/asset/{asset_id}/v{version}/{role}.png"
 
 
-def asset_render(project: Project, version: AssetVersion, asset_type: str, role: str) -> RenderJob:
+def asset_render(
+    project: Project,
+    version: AssetVersion,
+    asset_type: str,
+    role: str,
+    identity: IdentityUse | None = None,
+) -> RenderJob:
     """The render of one role: what the asset is, the role's words and the project's anchor
-    prompt, in the project's style, with the role's seed."""
+    prompt, in the project's style, with the role's seed; a character of a soul conditioned on
+    its ``identity`` version (``projects/characters.py``)."""
     style = project.style.profile(project.project_id)
     words = [version.canonical_prompt, role_words(asset_type, role), project.style_anchor_prompt]
     prompt, negative = render_prompt(style, ", ".join(w for w in words if w))
@@ -96,6 +107,7 @@ def asset_render(project: Project, version: AssetVersion, asset_type: str, role:
         prompt=prompt,
         negative_prompt=", ".join(n for n in (version.negative_prompt, negative) if n),
         seed=version.seed_for(role),
+        identity=None if identity is None else identity.conditioning,
     )
 
 
@@ -137,7 +149,8 @@ class AssetGenerateKind(JobKind[AssetGenerateJob]):
         )
         if version.is_locked:  # refused before anything is rendered or stored
             raise AssetLocked(f"version: {spec.version} of asset {spec.asset_id!r} is locked")
-        job = asset_render(project, version, spec.asset_type, role)
+        identity = await rendered_with(tools.catalog, version)
+        job = asset_render(project, version, spec.asset_type, role, identity)
         frames: Frames = await renderer.render.remote(job)
         key = asset_key(pid, spec.asset_id, spec.version, role)
         await asyncio.to_thread(tools.deliverer.objects.put, key, png_of(frames))
@@ -147,10 +160,16 @@ class AssetGenerateKind(JobKind[AssetGenerateJob]):
             "prompt": job.prompt,
             "storage_key": key,
             "job_id": doc.job_id,
+            **({} if identity is None else {"identity_version": identity.version}),
         }
         await tools.catalog.add_asset_image.remote(
             owner, pid, spec.asset_id, spec.version, role, key, generation
         )
+        embedded = await image_embedding(tools.deliverer.handles.dedupe, frames)
+        if embedded is not None:  # what a search by image compares (projects/image_search.py)
+            await tools.catalog.add_asset_image_embed.remote(
+                owner, pid, spec.asset_id, spec.version, role, *embedded
+            )
         return {"role": role, "seed": job.seed, "storage_key": key}
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> AssetResult | None:

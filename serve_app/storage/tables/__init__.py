@@ -1,9 +1,11 @@
 """The catalog's tables, one module per family (its DDL and its statements); ``CatalogStore``
 mixes them into the store a backend runs. A new family: a module here and a base below."""
 
+from serve_app.storage.tables.asset_images import AssetImageRows
 from serve_app.storage.tables.claims import ClaimRows
 from serve_app.storage.tables.demand import DemandRows
 from serve_app.storage.tables.identities import IdentityRows
+from serve_app.storage.tables.job_slots import JobSlotRows
 from serve_app.storage.tables.jobs import JobRows
 from serve_app.storage.tables.keys import KeyRows
 from serve_app.storage.tables.locks import LockRows
@@ -28,6 +30,8 @@ class CatalogStore(
     IdentityRows,
     ProjectRows,
     StoryRows,
+    AssetImageRows,
+    JobSlotRows,
 ):
     """Every table family's statements; a backend (SQLite, PostgreSQL) says how to run them."""
 

@@ -68,6 +68,8 @@ _PROJECT_BODY = {
 _VERSION_BODY = {
     "canonical_prompt",
     "identity",
+    "soul_id",
+    "identity_version",
     "negative_prompt",
     "seed_bank",
     "sampler",
@@ -101,9 +103,10 @@ _VERSION_COLUMNS = [
 _INSERT_VERSION = insert_sql(
     "asset_version", _VERSION_COLUMNS, "ON CONFLICT DO NOTHING RETURNING version"
 )
-# Only an unlocked version changes (locking it is its last change), unless the change unlocks it.
+# Only an unlocked version changes (locking it is its last change, its identity pin with it),
+# unless the change unlocks it.
 _UPDATE_VERSION = (
-    "UPDATE asset_version SET is_locked = ?, images_json = ?, updated_at_ts = ? "
+    "UPDATE asset_version SET is_locked = ?, body_json = ?, images_json = ?, updated_at_ts = ? "
     "WHERE project_id = ? AND asset_id = ? AND version = ? AND updated_at_ts = ? "
     "AND (is_locked = ? OR is_locked = ?)"
 )
@@ -134,14 +137,17 @@ def _asset_from(row: Row) -> Asset:
     )
 
 
+def _version_body(v: AssetVersion) -> str:
+    return json.dumps(v.model_dump(mode="json", include=_VERSION_BODY), sort_keys=True)
+
+
 def _version_row(v: AssetVersion, embed: bytes | None) -> tuple[Any, ...]:
-    body = v.model_dump(mode="json", include=_VERSION_BODY)
     return (
         v.project_id,
         v.asset_id,
         v.version,
         v.is_locked,
-        json.dumps(body, sort_keys=True),
+        _version_body(v),
         json.dumps(v.images, sort_keys=True),
         embed,
         v.created_at_ts,
@@ -258,12 +264,13 @@ class ProjectRows(Store):
     async def update_asset_version(
         self, version: AssetVersion, if_ts: int, unlocking: bool = False
     ) -> bool:
-        """Write a version's lock state and images only if it is unlocked (or, ``unlocking``,
-        whatever its state) and nobody wrote it since ``if_ts``."""
+        """Write a version's lock state, body and images only if it is unlocked (or,
+        ``unlocking``, whatever its state) and nobody wrote it since ``if_ts``."""
         changed = await self._write(
             _UPDATE_VERSION,
             (
                 version.is_locked,
+                _version_body(version),
                 json.dumps(version.images, sort_keys=True),
                 version.updated_at_ts,
                 version.project_id,

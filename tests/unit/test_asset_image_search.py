@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -28,7 +27,6 @@ from serve_app.jobs.kinds.asset_generate import AssetGenerateJob
 from serve_app.projects.image_search import frames_of
 from serve_app.projects.models import AssetSpec, ProjectDraft, ProjectNotFound
 from serve_app.settings import ReferenceSettings, Settings
-from serve_app.storage.postgres import PostgresStore
 from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.tables import CatalogStore
 from tests.support import run
@@ -36,7 +34,12 @@ from tests.unit.handles import LocalHandle
 from tests.unit.ingress_app import ingress_client
 from tests.unit.test_facets import alone, postgres_url, store  # noqa: F401 (fixtures)
 from tests.unit.test_job_worker import Jobs
-from tests.unit.test_store import assert_uses_primary_key, query_plan, statements_of
+from tests.unit.test_store import (
+    assert_uses_primary_key,
+    query_plan,
+    statements_of,
+    write_analyzed,
+)
 from tests.unit.world import World
 
 ME, OTHER = "client-a", "client-b"
@@ -108,18 +111,7 @@ def test_a_projects_image_embeddings_are_one_primary_key_prefix(catalog: Catalog
         for role in ("front", "wide")
     ]
     sql = "INSERT INTO asset_image_embed VALUES (?, ?, ?, ?, ?, ?, ?)"
-    if isinstance(db, SQLiteStore):
-        db.db.execute("BEGIN")
-        db.db.executemany(sql, rows)
-        db.db.execute("COMMIT")
-        db.db.execute("ANALYZE")
-    else:
-        assert isinstance(db, PostgresStore)
-        with psycopg.connect(db.dsn) as conn:
-            conn.cursor().executemany(sql.replace("?", "%s"), rows)
-            conn.commit()
-            conn.autocommit = True
-            conn.execute("ANALYZE")
+    write_analyzed(db, [(sql, rows)])
     pid = rows[500 * 20][0]
     for statement, params in statements_of(db, db.project_image_embeds(str(pid))):
         assert_uses_primary_key(db, query_plan(db, statement, params), "asset_image_embed")

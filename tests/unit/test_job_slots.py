@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -22,13 +21,17 @@ from serve_app.jobs.book import Submitted
 from serve_app.jobs.desk import TooManyJobs
 from serve_app.projects.models import AssetSpec, ProjectDraft
 from serve_app.settings import Settings
-from serve_app.storage.postgres import PostgresStore
 from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run
 from tests.unit.handles import LocalHandle
 from tests.unit.ingress_app import ingress_client
 from tests.unit.test_job_book import book, postgres_url, spec  # noqa: F401 (fixtures)
-from tests.unit.test_store import assert_uses_primary_key, query_plan, statements_of
+from tests.unit.test_store import (
+    assert_uses_primary_key,
+    query_plan,
+    statements_of,
+    write_analyzed,
+)
 
 RACERS = 4
 
@@ -106,18 +109,7 @@ def test_a_clients_slots_are_one_primary_key_prefix(book: CatalogEngine) -> None
         (f"client-{c:05d}", slot, f"job-{c}-{slot}", 1) for c in range(2000) for slot in range(5)
     ]
     sql = "INSERT INTO job_slot VALUES (?, ?, ?, ?)"
-    if isinstance(db, SQLiteStore):
-        db.db.execute("BEGIN")
-        db.db.executemany(sql, rows)
-        db.db.execute("COMMIT")
-        db.db.execute("ANALYZE")
-    else:
-        assert isinstance(db, PostgresStore)
-        with psycopg.connect(db.dsn) as conn:
-            conn.cursor().executemany(sql.replace("?", "%s"), rows)
-            conn.commit()
-            conn.autocommit = True
-            conn.execute("ANALYZE")
+    write_analyzed(db, [(sql, rows)])
     for statement, params in statements_of(db, db.job_slots("client-01000")):
         assert_uses_primary_key(db, query_plan(db, statement, params), "job_slot")
     assert [r["slot"] for r in run(db.job_slots("client-01000"))] == [0, 1, 2, 3, 4]

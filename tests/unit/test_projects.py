@@ -8,7 +8,6 @@ import json
 import math
 
 import numpy as np
-import psycopg
 import pytest
 from pydantic import ValidationError
 
@@ -28,12 +27,15 @@ from serve_app.projects.models import (
     ProjectPatch,
     ProjectPolicy,
 )
-from serve_app.storage.postgres import PostgresStore
-from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.tables import CatalogStore
 from tests.support import run
 from tests.unit.test_facets import alone, postgres_url, store  # noqa: F401 (fixtures)
-from tests.unit.test_store import assert_uses_primary_key, query_plan, statements_of
+from tests.unit.test_store import (
+    assert_uses_primary_key,
+    query_plan,
+    statements_of,
+    write_analyzed,
+)
 
 ME, OTHER = "client-a", "client-b"
 ROLES = ["front", "detail"]
@@ -241,20 +243,7 @@ def filled(projects: ProjectsAndSearch) -> tuple[ProjectsAndSearch, str, str]:
         "v": "INSERT INTO asset_version VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "e": "INSERT INTO project_event VALUES (?, ?, ?, ?, ?, ?)",
     }
-    if isinstance(db, SQLiteStore):
-        db.db.execute("BEGIN")
-        for k, sql in statements.items():
-            db.db.executemany(sql, rows[k])
-        db.db.execute("COMMIT")
-        db.db.execute("ANALYZE")
-    else:
-        assert isinstance(db, PostgresStore)
-        with psycopg.connect(db.dsn) as conn:
-            for k, sql in statements.items():
-                conn.cursor().executemany(sql.replace("?", "%s"), rows[k])
-            conn.commit()
-            conn.autocommit = True
-            conn.execute("ANALYZE")
+    write_analyzed(db, [(sql, rows[k]) for k, sql in statements.items()])
     owner, pid = rows["p"][1][0], rows["p"][1][1]
     assert owner == ME
     return projects, str(pid), str(rows["a"][10][1])

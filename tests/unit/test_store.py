@@ -414,6 +414,25 @@ def query_plan(store: Store, sql: str, params: tuple) -> str:
     return "\n".join(row["QUERY PLAN"] for row in rows)
 
 
+def write_analyzed(store: Store, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+    """Rows written in bulk, each statement with its rows, then the tables analyzed, so the
+    planner knows their sizes."""
+    if isinstance(store, SQLiteStore):
+        store.db.execute("BEGIN")
+        for sql, rows in statements:
+            store.db.executemany(sql, rows)
+        store.db.execute("COMMIT")
+        store.db.execute("ANALYZE")
+        return
+    assert isinstance(store, PostgresStore)
+    with psycopg.connect(store.dsn) as conn:
+        for sql, rows in statements:
+            conn.cursor().executemany(sql.replace("?", "%s"), rows)
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE")
+
+
 def assert_uses_primary_key(store: Store, plan: str, table: str, ordered: bool = False) -> None:
     """A search through the table's primary-key index, never a scan of the table.
 
@@ -472,20 +491,7 @@ def filled(store: Store) -> Store:
         ),
         ("INSERT INTO user_seen (user_id, variant_id, seen_at_ts) VALUES (?, ?, ?)", seen),
     ]
-    if isinstance(store, SQLiteStore):
-        store.db.execute("BEGIN")
-        for sql, rows in statements:
-            store.db.executemany(sql, rows)
-        store.db.execute("COMMIT")
-        store.db.execute("ANALYZE")
-    else:
-        assert isinstance(store, PostgresStore)
-        with psycopg.connect(store.dsn) as conn:
-            for sql, rows in statements:
-                conn.cursor().executemany(sql.replace("?", "%s"), rows)
-            conn.commit()
-            conn.autocommit = True
-            conn.execute("ANALYZE")
+    write_analyzed(store, statements)
     return store
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 import pytest
 
 from serve_app.catalog.asset_search import AssetSearch
@@ -16,13 +15,11 @@ from serve_app.catalog.timeline import NotDecidable, Timeline
 from serve_app.errors import InvalidRequest
 from serve_app.ids import new_ulid
 from serve_app.projects.models import ProjectNotFound
-from serve_app.storage.postgres import PostgresStore
-from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.tables import CatalogStore
 from serve_app.stories.records import ScriptDraft
 from tests.support import run
 from tests.unit.test_facets import alone, postgres_url, store  # noqa: F401 (fixtures)
-from tests.unit.test_store import assert_uses_primary_key, query_plan
+from tests.unit.test_store import assert_uses_primary_key, query_plan, write_analyzed
 from tests.unit.test_storyboard_catalog import ME, OTHER, asset, project
 
 TWO_SCENES = """EXT. LIGHTHOUSE - NIGHT
@@ -157,7 +154,7 @@ def test_plans_read_one_project_by_its_primary_keys(facet: Storyboards) -> None:
         "f": "INSERT INTO frame VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         "v": "INSERT INTO frame_version VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     }
-    bulk(db, statements, rows)
+    write_analyzed(db, [(sql, rows[k]) for k, sql in statements.items()])
     pid, sid = str(rows["s"][7][0]), str(rows["s"][7][1])
     scene, frame = str(rows["c"][35][1]), str(rows["f"][35][1])
     for sql, params, table in (
@@ -174,20 +171,3 @@ def test_plans_read_one_project_by_its_primary_keys(facet: Storyboards) -> None:
         ),
     ):
         assert_uses_primary_key(db, query_plan(db, sql, params), table)
-
-
-def bulk(db: CatalogStore, statements: dict[str, str], rows: dict[str, list[Any]]) -> None:
-    if isinstance(db, SQLiteStore):
-        db.db.execute("BEGIN")
-        for k, sql in statements.items():
-            db.db.executemany(sql, rows[k])
-        db.db.execute("COMMIT")
-        db.db.execute("ANALYZE")
-        return
-    assert isinstance(db, PostgresStore)
-    with psycopg.connect(db.dsn) as conn:
-        for k, sql in statements.items():
-            conn.cursor().executemany(sql.replace("?", "%s"), rows[k])
-        conn.commit()
-        conn.autocommit = True
-        conn.execute("ANALYZE")

@@ -130,18 +130,31 @@ async def made_item_by_item(
     """Item ``i`` made by ``make(i)`` unless an earlier attempt made or failed it; a permanent
     failure fails its item only; progress saved after each, its stage ``stages[i]``."""
     outcome = attempt.doc.outcome
-    ended = {f.index for f in outcome.failed}
-    for index, stage in enumerate(stages):
-        if outcome.items[index] is not None or index in ended:
-            continue
-        try:
-            made = await make(index)
-        except Exception as exc:
-            if not is_permanent(exc):
-                raise
-            outcome.failed.append(ItemFailure(index=index, error=job_error(exc)))
-        else:
-            outcome.items[index] = made
-        progress = Progress(done=outcome.done, total=len(outcome.items), stage=stage, item=index)
+    for index in items_left(outcome):
+        await made_or_failed(outcome, index, make)
+        progress = Progress(
+            done=outcome.done, total=len(outcome.items), stage=stages[index], item=index
+        )
         await attempt.save(outcome, progress)
     return items_ended(outcome)
+
+
+def items_left(outcome: Outcome) -> list[int]:
+    """The items no earlier attempt made or failed."""
+    ended = {f.index for f in outcome.failed}
+    return [i for i, made in enumerate(outcome.items) if made is None and i not in ended]
+
+
+async def made_or_failed(
+    outcome: Outcome, index: int, make: Callable[[int], Awaitable[Any]]
+) -> None:
+    """Item ``index`` made by ``make``, or failed alone on a permanent error (any other error
+    ends the attempt, which the runner retries)."""
+    try:
+        made = await make(index)
+    except Exception as exc:
+        if not is_permanent(exc):
+            raise
+        outcome.failed.append(ItemFailure(index=index, error=job_error(exc)))
+    else:
+        outcome.items[index] = made

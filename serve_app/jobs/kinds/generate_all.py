@@ -14,20 +14,21 @@ missing portraits, then its scenes, in one job with overall and per-item progres
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from serve_app.jobs.book import ItemFailure, JobDoc, Progress
+from serve_app.jobs.book import JobDoc, Progress
 from serve_app.jobs.kinds.asset_generate import AssetGenerateJob, AssetGenerateKind
 from serve_app.jobs.kinds.base import (
     Attempt,
     Ended,
     JobKind,
     JobTools,
-    is_permanent,
     items_ended,
-    job_error,
+    items_left,
+    made_or_failed,
 )
 from serve_app.jobs.kinds.scene_render import FrameRef, render_frame
 from serve_app.jobs.spec import Item, JobBase
@@ -82,21 +83,13 @@ class GenerateAllKind(JobKind[GenerateAllJob]):
 
         async def one(index: int) -> None:
             async with slots:
-                try:
-                    made = await self._item(spec, doc, tools, project, index)
-                except Exception as exc:
-                    if not is_permanent(exc):
-                        raise
-                    outcome.failed.append(ItemFailure(index=index, error=job_error(exc)))
-                else:
-                    outcome.items[index] = made
+                await made_or_failed(outcome, index, partial(self._item, spec, doc, tools, project))
             async with saving:
                 total = len(outcome.items)
                 progress = Progress(done=outcome.done, total=total, stage=names[index], item=index)
                 await attempt.save(outcome, progress)
 
-        ended = {f.index for f in outcome.failed}
-        todo = [i for i in range(len(names)) if outcome.items[i] is None and i not in ended]
+        todo = items_left(outcome)
         portraits = [i for i in todo if i < len(spec.portraits)]
         for batch in (portraits, [i for i in todo if i >= len(spec.portraits)]):
             await asyncio.gather(*(one(i) for i in batch))

@@ -362,7 +362,7 @@ def test_a_storyboard_goes_from_a_script_to_an_approved_frame_and_a_pdf(
     page.wait_for_selector(status)
     loaded(page, f"{scene} figure.sb-frame img")
     assert "v1 · needs_review" in page.inner_text(status)
-    assert "failed: identity:" in page.inner_text(f"{scene} .sb-report")
+    assert "identity NOVA: FAIL" in page.inner_text(f"{scene} .sb-report")
     page.fill("#sb-note", "the tiny model draws no face")
     page.click(f"{scene} button.approve")
     page.wait_for_function(

@@ -18,7 +18,7 @@ function reportText(report) {
     const score = typeof c.score === "number" ? ` ${c.score.toFixed(2)}/${c.threshold}` : "";
     return `${c.check}${who}: ${c.passed ? "pass" : "FAIL"}${c.verdict ? ` (${c.verdict}${score})` : ""}`;
   });
-  return `${report.passed ? "passed" : `failed: ${report.failed.join(", ")}`}\n${checks.join("\n")}`;
+  return `${report.passed ? "the gate: every check passed" : "the gate: a check failed"}\n${checks.join("\n")}`;
 }
 
 export function storyboardPanel() {
@@ -40,7 +40,7 @@ export function storyboardPanel() {
     order = line.scenes.map((s) => s.scene_id);
     $("#sb-scenes").replaceChildren(...line.scenes.map((scene, i) => {
       const item = el("li", { className: "sb-scene" },
-        el("h3", { textContent: `${i + 1}. ${scene.heading}` }),
+        el("h3", { textContent: scene.heading }),
         el("div", { className: "buttons" },
           button("Render a frame", "render", () => render(scene.scene_id)),
           button("Move up", "up", () => move(i, -1), i === 0),

@@ -120,16 +120,24 @@ class CompileRejected(InvalidRequest):
         summary = " | ".join(part for part in (head, others) if part)
         super().__init__(f"the script does not compile: {summary}")
 
+    def __reduce__(self) -> tuple[type, tuple[list[Problem]]]:
+        """Remade from its problems when it crosses replicas (Ray pickles an error, and the
+        default would remake it from its message alone, losing ``errors``)."""
+        return type(self), (self.problems,)
+
 
 class UnlockedAssets(Conflict):
     """A scene pins assets that have no locked version: lock them, then compile again."""
 
     def __init__(self, scene_id: str, names: list[str]) -> None:
-        self.names = names
+        self.scene_id, self.names = scene_id, names
         super().__init__(
             f"scene {scene_id} uses assets without a locked version: {', '.join(names)}; "
             "lock them and compile the script again"
         )
+
+    def __reduce__(self) -> tuple[type, tuple[str, list[str]]]:
+        return type(self), (self.scene_id, self.names)
 
 
 def unlocked(scene: SceneNode) -> list[str]:

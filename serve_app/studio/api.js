@@ -3,10 +3,11 @@
 // and the key never goes into a URL).
 
 export class ApiError extends Error {
-  constructor(status, detail, fields = {}) {
+  constructor(status, detail, fields = {}, errors = []) {
     super(detail);
     this.status = status;
     this.fields = fields; // field name -> message, from the answer's "errors"
+    this.errors = errors; // the answer's "errors" as they came (a compile's names and lines)
   }
 }
 
@@ -46,7 +47,7 @@ async function failure(response) {
   const hint = WHAT[response.status] ? `${WHAT[response.status]} ` : "";
   const retry = response.headers.get("Retry-After");
   const when = retry ? ` Try again in ${retry} s.` : "";
-  return new ApiError(response.status, `${hint}${detail}${when}`, fields);
+  return new ApiError(response.status, `${hint}${detail}${when}`, fields, body.errors || []);
 }
 
 export async function call(method, path, body) {

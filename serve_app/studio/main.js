@@ -8,6 +8,7 @@ import { printPanel } from "./panels/print.js";
 import { projectsPanel } from "./panels/projects.js";
 import { queuePanel } from "./panels/queue.js";
 import { selfiePanel } from "./panels/selfie.js";
+import { storyboardPanel } from "./panels/storyboard.js";
 import { stylesPanel } from "./panels/styles.js";
 import { $, loadChoices, setUpTabs } from "./ui.js";
 
@@ -30,6 +31,6 @@ packPanel();
 stylesPanel({ reloadChoices: loadChoices });
 catalogPanel();
 charactersPanel();
-const shown = { queue: queuePanel(), projects: projectsPanel() };
+const shown = { queue: queuePanel(), projects: projectsPanel(), storyboard: storyboardPanel() };
 setUpTabs($('[role="tablist"]'), (name) => shown[name]?.show());
 loadChoices();

@@ -1,4 +1,5 @@
-"""Jobs over HTTP: submit one, read it, poll it until it finishes, follow its event stream."""
+"""Jobs over HTTP: submit one, read it, poll it until it finishes, follow its event stream; a
+project whose assets were generated (one job each) and locked."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def events(graph: Graph, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
                 name = line.removeprefix("event: ")
             elif line.startswith("data: "):
                 yield name, json.loads(line.removeprefix("data: "))
+
+
+def locked_project(graph: Graph, name: str, assets: list[dict[str, Any]]) -> str:
+    """A new project with these assets (``asset_type``, ``name``, ``canonical_prompt``…), each
+    generated with one image (its front) and locked: its id."""
+    made = graph.client.post("/v1/projects", json={"name": name})
+    assert made.status_code == 201, made.text
+    pid: str = made.json()["project_id"]
+    for spec in assets:
+        generated = graph.client.post(
+            f"/v1/projects/{pid}/assets:generate", json={**spec, "roles": ["front"]}
+        )
+        assert generated.status_code == 202, generated.text
+        assert wait(graph, generated.json()["job"]["job_id"])["status"] == "succeeded"
+        aid = generated.json()["asset"]["asset_id"]
+        assert graph.client.post(f"/v1/projects/{pid}/assets/{aid}:lock").status_code == 200
+    return pid

@@ -11,7 +11,7 @@ import zipfile
 from typing import Any
 
 import pytest
-from job_client import wait
+from job_client import locked_project, wait
 from pypdf import PdfReader
 from shared_graph import OTHER_KEY
 from soul_client import Graph
@@ -41,15 +41,7 @@ ASSETS = [
 def board(graph: Graph) -> dict[str, Any]:
     """A project with Nova and the harbor (one image each, locked), the script compiled and
     its scene rendered once."""
-    pid = graph.client.post("/v1/projects", json={"name": "Board"}).json()["project_id"]
-    for spec in ASSETS:
-        made = graph.client.post(
-            f"/v1/projects/{pid}/assets:generate", json={**spec, "roles": ["front"]}
-        )
-        assert made.status_code == 202, made.text
-        assert wait(graph, made.json()["job"]["job_id"])["status"] == "succeeded"
-        aid = made.json()["asset"]["asset_id"]
-        assert graph.client.post(f"/v1/projects/{pid}/assets/{aid}:lock").status_code == 200
+    pid = locked_project(graph, "Board", ASSETS)
     sent = graph.client.post(f"/v1/projects/{pid}/scripts", json={"raw_text": SCRIPT})
     assert sent.status_code == 201, sent.text
     script_id = sent.json()["script_id"]

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from job_client import locked_project
 from matplotlib import cbook
 from PIL import Image
 from shared_graph import souls_of
@@ -324,6 +325,56 @@ def test_a_project_asset_is_generated_shown_and_locked(page: Any) -> None:
         "() => document.querySelector('#proj-versions').textContent.includes('v1 · locked')"
     )
     shot(page, "projects")
+
+
+def test_a_storyboard_goes_from_a_script_to_an_approved_frame_and_a_pdf(
+    page: Any, graph: Graph
+) -> None:
+    """A project with Nova and the harbor locked; the script names Zed, whom it lacks (listed
+    with the line), then Nova again: two scenes, swapped, one rendered (the tiny model draws no
+    face: needs_review with its report), approved with a note, exported as a PDF."""
+    assets = [
+        {"asset_type": "character", "name": "Nova", "canonical_prompt": "a sailor", "seed": 3},
+        {"asset_type": "environment", "name": "Harbor", "canonical_prompt": "a harbor", "seed": 4},
+    ]
+    pid = locked_project(graph, "Storyboard project", assets)
+    script = "EXT. HARBOR - DAY\n\nNova waves at the boats.\n\nNOVA\nAhoy!\n\n"
+    tab(page, "storyboard")
+    page.wait_for_selector(f"#sb-project option[value='{pid}']", state="attached")
+    page.select_option("#sb-project", pid)
+    page.fill("#sb-script", script + "EXT. HARBOR - NIGHT\n\nZED\nWho goes there?\n")
+    page.click("#sb-compile")
+    page.locator("#sb-unresolved li").first.wait_for()
+    unresolved = page.inner_text("#sb-unresolved")
+    assert "ZED" in unresolved and "line 10" in unresolved, unresolved
+    assert page.locator("#sb-error").is_visible()
+    page.fill("#sb-script", script + "EXT. HARBOR - NIGHT\n\nNOVA\nWho goes there?\n")
+    page.click("#sb-compile")
+    page.wait_for_function("() => document.querySelectorAll('#sb-scenes li').length === 2")
+    assert page.locator("#sb-unresolved li").count() == 0 and page.locator("#sb-error").is_hidden()
+    scenes = "() => [...document.querySelectorAll('#sb-scenes li')].map(li => li.dataset.sceneId)"
+    day, night = page.evaluate(scenes)
+    page.click(f"#sb-scenes li[data-scene-id='{day}'] button.down")
+    page.wait_for_function(f"() => ({scenes})()[0] === '{night}'")
+    scene = f"#sb-scenes li[data-scene-id='{day}']"
+    page.click(f"{scene} button.render")
+    status = f"{scene} figure.sb-frame .sb-status"
+    page.wait_for_selector(status)
+    loaded(page, f"{scene} figure.sb-frame img")
+    assert "v1 · needs_review" in page.inner_text(status)
+    assert "identity NOVA: FAIL" in page.inner_text(f"{scene} .sb-report")
+    page.fill("#sb-note", "the tiny model draws no face")
+    page.click(f"{scene} button.approve")
+    page.wait_for_function(
+        "s => document.querySelector(s)?.textContent.includes('approved')", arg=status
+    )
+    page.click("#sb-export-pdf")
+    page.locator("#sb-export-link").wait_for(state="visible")
+    shot(page, "storyboard")
+    url = page.get_attribute("#sb-export-link", "href")
+    assert url.split("?")[0].endswith(".pdf"), url
+    pdf = graph.client.get(url)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
 
 
 def test_the_tabs_are_aria_tabs_that_follow_the_arrow_keys(page: Any) -> None:

@@ -5,6 +5,7 @@ name rejects the compile with every name and where it is; an unlocked asset stop
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -165,6 +166,18 @@ def test_every_unresolved_name_is_listed_with_where_it_is() -> None:
         (13, "camera 'sideways wobble': name a shot size or angle")
     ]
     assert all({"type", "loc", "msg"} <= set(error) for error in rejected.errors or [])
+
+
+def test_the_refusals_keep_their_problems_across_replicas() -> None:
+    """Ray pickles an error from the Catalog to the Ingress: the 422 still lists each name,
+    and the 409 still names its assets."""
+    with pytest.raises(CompileRejected) as caught:
+        compile_script("P1", FOUNTAIN_WITH_UNKNOWNS, directory())
+    remade = pickle.loads(pickle.dumps(caught.value))
+    assert remade.errors == caught.value.errors and str(remade) == str(caught.value)
+    refused = UnlockedAssets("scn_1", ["Nova (ast_1)"])
+    again = pickle.loads(pickle.dumps(refused))
+    assert (again.names, str(again)) == (["Nova (ast_1)"], str(refused))
 
 
 def test_the_structured_form_names_the_path_and_line_of_each_unknown() -> None:

@@ -88,6 +88,12 @@ def test_each_identity_conditions_its_own_region(
     assert left.mean() > 1.0 and right.mean() > 1.0  # both regions move
     swapped = pixels(conditioned, job(7, cast((identity("b"), LEFT), (identity("a"), RIGHT))))
     assert np.abs(swapped - two).mean() > 1.0  # who stands where matters
+    # Each identity at its own strength: one weaker identity is not both weaker.
+    one = pixels(conditioned, job(7, cast((identity("a", 0.3), LEFT), (identity("b"), RIGHT))))
+    both = pixels(
+        conditioned, job(7, cast((identity("a", 0.3), LEFT), (identity("b", 0.3), RIGHT)))
+    )
+    assert np.abs(one - two).mean() > 1.0 and np.abs(one - both).mean() > 1.0
     # A job with one identity and no mask renders as it always did after a masked call.
     alone = RenderJob(**{**job(7).model_dump(), "identity": identity("a")})
     before = pixels(conditioned, alone)

@@ -193,8 +193,14 @@ class RendererEngine:
             if first.reference_key is not None:
                 pipe = self.pipelines.img2img(first.base_model_ref)
             guided = self.config.guidance_scale > 1
-            identities = [job.identity for job in jobs]
-            inputs = {**inputs, **self.conditioner.inputs(pipe, identities, guided)}
+            if first.cast:
+                casts = [job.cast for job in jobs]
+                size = (self.config.width, self.config.height)
+                conditioning = self.conditioner.masked_inputs(pipe, casts, guided, size)
+            else:
+                identities = [job.identity for job in jobs]
+                conditioning = self.conditioner.inputs(pipe, identities, guided)
+            inputs = {**inputs, **conditioning}
             started = time.perf_counter()
             with timed("soul_render_ms", source="reference" if first.reference_key else "text"):
                 out = pipe(
@@ -262,14 +268,16 @@ class RendererEngine:
 
 def _call_shape(job: RenderJob) -> tuple[Any, ...]:
     """Jobs of one shape run as one pipeline call: a call takes one style, one img2img strength,
-    one identity strength (or none) and negative prompts for all of its images or none (an
-    empty one is not the same as none)."""
+    one identity strength (or none), one set of masked regions with their strengths (one mask
+    tensor a call; none for a job without a cast) and negative prompts for all of its images or
+    none (an empty one is not the same as none)."""
     return (
         job.base_model_ref,
         tuple(job.lora_ids),
         job.reference_strength,
         bool(job.negative_prompt),
         None if job.identity is None else job.identity.strength,  # the IP-Adapter's scale
+        tuple((m.box, m.identity.strength) for m in job.cast),  # its masks, their count
     )
 
 

@@ -12,6 +12,13 @@ call:    each job of a call brings its own embedding (``ip_adapter_image_embeds`
          the call's (the version's strength: part of the call shape). A job without an
          identity on an adapted pipeline gets a zero embedding at scale 0, which skips the
          adapter's attention.
+masks:   a job's cast (``RenderJob.cast``) brings several identities, each with its region:
+         its embeds are one row of all of them (``(jobs, identities, embedding)``), its masks
+         diffusers' ``IPAdapterMaskProcessor`` output at the render size, shaped
+         ``(1, identities, height, width)`` and passed as ``cross_attention_kwargs
+         ["ip_adapter_masks"]``, and each identity's strength is its image's scale. One mask
+         tensor serves a whole call, so only jobs with the same regions and strengths batch
+         together (the call shape).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from serve_app.characters.verdicts import IdentityConditioning
+from serve_app.characters.verdicts import IdentityConditioning, RegionIdentity
 from serve_app.diffusion.sources import ModelManager, ModelNotFound
 from serve_app.storage.objects import ObjectStore
 
@@ -66,6 +73,42 @@ class IdentityConditioner:
         pipe.set_ip_adapter_scale(0.0 if first is None else first.strength)
         pipe.prepare_ip_adapter_image_embeds = _rows_as_given
         return {"ip_adapter_image_embeds": [embeds.to(pipe.device, pipe.unet.dtype)]}
+
+    def masked_inputs(
+        self, pipe: Any, casts: list[list[RegionIdentity]], guided: bool, size: tuple[int, int]
+    ) -> dict[str, Any]:
+        """The pipeline call's IP-Adapter inputs for jobs that each bring a cast of identities
+        in regions (all with the same regions and strengths); ``size``: the render's width and
+        height, the size the masks are drawn at."""
+        import torch
+        from diffusers.image_processor import IPAdapterMaskProcessor
+
+        if self.adapter is None:
+            if id(pipe.unet) not in self._adapted:
+                return {}  # as a job's one identity: no adapter configured, no conditioning
+            raise ModelNotFound("this pipeline carries an IP-Adapter but none is configured")
+        encoder, processor = self._load(pipe, self.adapter)
+        stacked = np.stack(
+            [np.stack([self.embedding(m.identity, encoder, processor) for m in c]) for c in casts]
+        )
+        positive = torch.from_numpy(stacked)  # (jobs, identities, embedding)
+        embeds = torch.cat([torch.zeros_like(positive), positive]) if guided else positive
+        cast = casts[0]
+        width, height = size
+        drawn = IPAdapterMaskProcessor().preprocess(
+            region_masks([m.box for m in cast], size), height=height, width=width
+        )
+        masks = drawn.reshape(1, len(cast), height, width)  # (1, identities, height, width)
+        pipe.set_ip_adapter_scale(cast[0].identity.strength)
+        strengths = [m.identity.strength for m in cast]
+        for attention in pipe.unet.attn_processors.values():
+            if "IPAdapter" in type(attention).__name__:
+                attention.scale[0] = list(strengths)  # one scale per masked image
+        pipe.prepare_ip_adapter_image_embeds = _rows_as_given
+        return {
+            "ip_adapter_image_embeds": [embeds.to(pipe.device, pipe.unet.dtype)],
+            "cross_attention_kwargs": {"ip_adapter_masks": [masks.to(pipe.device)]},
+        }
 
     def embedding(self, identity: IdentityConditioning, encoder: Any, processor: Any) -> np.ndarray:
         """The version's image embedding: from memory, else the object store, else computed
@@ -133,3 +176,25 @@ def _rows_as_given(
     """In place of the pipeline's ``prepare_ip_adapter_image_embeds``, which repeats one
     embedding for every image of the batch: each job's own row, as ``inputs`` laid them out."""
     return [embeds.to(device) for embeds in ip_adapter_image_embeds]
+
+
+def region_masks(
+    boxes: list[tuple[float, float, float, float]], size: tuple[int, int]
+) -> list[Any]:
+    """One mask image a box (fractions of the frame) at ``size`` (width, height): mode ``L``,
+    255 inside, as ``stories.composition.masks`` draws a scene's regions."""
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    out = []
+    for left, top, right, bottom in boxes:
+        mask = Image.new("L", size, 0)
+        box = (
+            round(left * width),
+            round(top * height),
+            round(right * width),
+            round(bottom * height),
+        )
+        ImageDraw.Draw(mask).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=255)
+        out.append(mask)
+    return out

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 VerdictName = Literal["verified", "off_model", "unscorable"]
 Scorer = Literal["face", "image"]
@@ -119,6 +119,23 @@ class IdentityConditioning(BaseModel):
         """Where the version's image embedding for IP-Adapter ``adapter`` (a model ref's name)
         is cached in the object store."""
         return f"soul/{self.soul_id}/identity/{self.version}/ip_adapter/{adapter}.npy"
+
+
+class RegionIdentity(BaseModel):
+    """An identity that conditions one region of the frame only (``RenderJob.cast``): the
+    IP-Adapter's attention to it is masked to ``box``."""
+
+    identity: IdentityConditioning
+    box: tuple[float, float, float, float] = Field(
+        description="The region as fractions of the frame: left, top, right, bottom."
+    )
+
+    @model_validator(mode="after")
+    def _a_box_in_the_frame(self) -> RegionIdentity:
+        left, top, right, bottom = self.box
+        if not (0.0 <= left < right <= 1.0 and 0.0 <= top < bottom <= 1.0):
+            raise ValueError("a box needs 0 <= left < right <= 1 and 0 <= top < bottom <= 1")
+        return self
 
 
 class IdentityJudging(BaseModel):

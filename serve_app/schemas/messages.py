@@ -12,7 +12,7 @@ from pydantic import (
     model_validator,
 )
 
-from serve_app.characters.verdicts import IdentityConditioning, Verdict
+from serve_app.characters.verdicts import IdentityConditioning, RegionIdentity, Verdict
 from serve_app.schemas.fields import (
     Animation,
 )
@@ -44,11 +44,19 @@ class RenderJob(BaseModel):
     identity: IdentityConditioning | None = Field(
         default=None, description="Condition on this identity version (IP-Adapter)."
     )
+    cast: list[RegionIdentity] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Several identities, each in its own region of the frame (IP-Adapter "
+        "masks, one per identity); instead of ``identity``.",
+    )
 
     @model_validator(mode="after")
     def reference_has_a_strength(self) -> RenderJob:
         if (self.reference_key is None) != (self.reference_strength is None):
             raise ValueError("reference_key and reference_strength go together")
+        if self.cast and self.identity is not None:
+            raise ValueError("a job takes one identity or a cast of masked ones, not both")
         return self
 
 

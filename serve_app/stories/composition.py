@@ -11,7 +11,9 @@
   and the camera: the frame split into equal slots left to right, each character framed in its
   slot by shot size and angle (``FRAMING``). ``masks`` draws them at the frame's **pixel** size
   (the aspect's SDXL size), the size diffusers' ``IPAdapterMaskProcessor`` takes (it scales
-  them to each attention layer itself); ``latent_size`` is that size / 8.
+  them to each attention layer itself); ``latent_size`` is that size / 8. ``cast`` hands the
+  Renderer each character's identity (its pinned version's image, at its strength) with its
+  region, which the Renderer draws as that identity's IP-Adapter mask at the render size.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Literal
 from PIL import Image, ImageDraw
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.characters.verdicts import IdentityConditioning, RegionIdentity
 from serve_app.errors import Conflict
 from serve_app.stories.assets import require_locked
 from serve_app.stories.graph import AssetType, Camera, Region, SceneNode, sha256_of
@@ -228,6 +231,26 @@ def regions_of(scene: SceneNode) -> list[Region]:
     if scene.regions is not None:
         return list(scene.regions)
     return layout(len(scene.characters), scene.camera)
+
+
+def cast(scene: SceneNode, assets: Mapping[str, PinnedAsset]) -> list[RegionIdentity]:
+    """Each character of the scene with an image to condition on, in cast order: its pinned
+    version as an identity (the asset in the soul's place) masked to its region. A character
+    without an image is left to its canonical prompt, as the pipeline description does."""
+    out = []
+    for character, region in zip(scene.characters, regions_of(scene), strict=True):
+        asset = assets.get(character.pin or "")
+        if asset is None or asset.reference is None or character.version is None:
+            continue
+        identity = IdentityConditioning(
+            soul_id=character.asset_id,
+            version=character.version,
+            reference_keys=[asset.reference],
+            strength=asset.strength,
+        )
+        box = (region.left, region.top, region.right, region.bottom)
+        out.append(RegionIdentity(identity=identity, box=box))
+    return out
 
 
 def pixel_box(region: Region, size: tuple[int, int]) -> tuple[int, int, int, int]:

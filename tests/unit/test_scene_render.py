@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,14 @@ from matplotlib import cbook
 from PIL import Image
 from pypdf import PdfReader
 
+from deployments.renderer import RendererConfig, RendererEngine
+from serve_app.diffusion.sources import ModelManager
+from serve_app.diffusion.tiny import TINY_IP_ADAPTER, TINY_MODEL
 from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
 from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
 from serve_app.projects.models import AssetSpec, ProjectDraft
+from serve_app.schemas import Frames, RenderJob
 from serve_app.stories.assets import UnlockedAssets
 from serve_app.stories.composition import frame_seed, regions_of, render_prompt
 from serve_app.stories.exports import verify_sequence
@@ -133,6 +138,54 @@ def test_a_frame_is_rendered_from_its_stored_plan_and_gated(world: World) -> Non
     assert events.count("frame.rendered") == 2
     lenient = rendered(jobs, pid, talk, [1], unscorable_passes=True)
     assert lenient.frames[0].status == "passed"
+
+
+def test_each_character_is_conditioned_on_its_pinned_version_in_its_own_region(
+    world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = RendererConfig(steps=2, width=64, height=64, ip_adapter=TINY_IP_ADAPTER)
+    engine = RendererEngine(ModelManager(models_dir), config, world.objects)
+    handed: list[RenderJob] = []
+    calls: list[dict[str, Any]] = []
+
+    class Recording:
+        def render(self, job: RenderJob) -> Frames:
+            handed.append(job)
+            return engine.render(job)
+
+    pipeline = type(engine.pipelines.base(TINY_MODEL))
+    call = pipeline.__call__
+
+    def captured(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "__call__", captured)
+    jobs = Jobs(world, world.replica(renderer=Recording()))
+    catalog = jobs.replica.catalog
+    pid, (boats, talk) = storyboard(jobs)
+    rendered(jobs, pid, talk, [0])
+    (job,) = handed
+    scene, _, _ = run(catalog.scene_assets(ME, pid, talk))
+    nova, marco = scene.graph.characters
+    assert [(m.identity.soul_id, m.identity.version) for m in job.cast] == [
+        (nova.asset_id, 1),
+        (marco.asset_id, 1),
+    ]
+    assert [m.identity.reference_keys for m in job.cast] == [
+        [f"proj/{pid}/asset/{c.asset_id}/v1/front.png"] for c in (nova, marco)
+    ]
+    boxes = [(r.left, r.top, r.right, r.bottom) for r in regions_of(scene.graph)]
+    assert [m.box for m in job.cast] == boxes and boxes[0][2] <= boxes[1][0]
+    (kwargs,) = calls
+    (masks,) = kwargs["cross_attention_kwargs"]["ip_adapter_masks"]
+    assert tuple(masks.shape) == (1, 2, 64, 64)  # two masks, at the render size
+    assert tuple(kwargs["ip_adapter_image_embeds"][0].shape[:2]) == (2, 2)
+    left, right = masks[0, 0].nonzero()[:, 1], masks[0, 1].nonzero()[:, 1]
+    assert left.max() < right.min()  # Nova on the left, Marco on the right, apart
+    # A scene without a cast is rendered without masks.
+    rendered(jobs, pid, boats, [0])
+    assert handed[-1].cast == [] and "cross_attention_kwargs" not in calls[-1]
 
 
 def test_a_rerender_keeps_its_seed_unless_asked_and_stops_after_five(world: World) -> None:

@@ -4,7 +4,9 @@ the route before the job was queued (seed, exact prompt, pipeline hash already s
 
     items:  the planned frame versions, in order
     each:   rendered by the Renderer with exactly the stored prompt, negative prompt and seed,
-            in the project's style (the path ``asset_generate`` renders by); a PNG at
+            in the project's style (the path ``asset_generate`` renders by), each character
+            conditioned on its pinned version's image in its own region of the frame (an
+            IP-Adapter mask each: ``composition.cast``); a PNG at
             ``proj/{project_id}/frames/{frame_id}/v{n}.png`` (a retry writes it again); then the
             consistency gate (``stories/gate.py``): each character of the cast judged by the
             Dedupe box against the anchors of its pinned version's images, the frame against
@@ -33,7 +35,7 @@ from serve_app.projects.models import Project
 from serve_app.prompts import style_id
 from serve_app.schemas import Frames, RenderJob
 from serve_app.storage.objects import ObjectStore
-from serve_app.stories.composition import follows_inheritance, render_prompt
+from serve_app.stories.composition import cast, follows_inheritance, render_prompt
 from serve_app.stories.gate import Check, GateConfig, identity_check, report, style_check
 from serve_app.stories.records import FrameVersion, Scene
 from serve_app.stories.results import RenderedFrame, SceneRenderResult
@@ -101,6 +103,8 @@ async def render_frame(
     version: FrameVersion = await tools.catalog.get_frame_version.remote(
         owner, pid, ref.frame_id, ref.render_version
     )
+    scene: Scene
+    scene, registry, _ = await tools.catalog.scene_assets.remote(owner, pid, version.scene_id)
     style = project.style.profile(pid)
     job = RenderJob(
         style_id=style_id(style),
@@ -109,6 +113,7 @@ async def render_frame(
         prompt=version.prompt.prompt,
         negative_prompt=version.prompt.negative_prompt,
         seed=version.seed.seed,
+        cast=cast(scene.graph, registry),  # each character's identity masked to its region
     )
     renderer = tools.deliverer.handles.renderer.options(multiplexed_model_id=job.style_id)
     frames: Frames = await renderer.render.remote(job)

@@ -133,6 +133,12 @@ class DedupeEngine:
         """Any encoded image against a version's anchors."""
         return self.scorer().judge(decoded(image), anchors, thresholds)
 
+    def judge_cast(
+        self, image: bytes, cast: list[IdentityAnchors], thresholds: IdentityThresholds
+    ) -> list[Verdict]:
+        """Several characters in one encoded image, each on its own face (in cast order)."""
+        return self.scorer().judge_cast(decoded(image), cast, thresholds)
+
     def scorer(self) -> IdentityScorer:
         """The identity scorer: the face models loaded on first use, ``clip_model`` as the
         fallback for faceless characters."""
@@ -176,3 +182,8 @@ class Dedupe:
         self, image: bytes, anchors: IdentityAnchors, thresholds: IdentityThresholds
     ) -> Verdict:
         return self.engine.judge_identity(image, anchors, thresholds)
+
+    def judge_cast(
+        self, image: bytes, cast: list[IdentityAnchors], thresholds: IdentityThresholds
+    ) -> list[Verdict]:
+        return self.engine.judge_cast(image, cast, thresholds)

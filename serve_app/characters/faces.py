@@ -2,8 +2,9 @@
 ships them (int8 block-quantized ONNX files), checked against their published SHA-256 before
 they are loaded. Nothing is downloaded at run time.
 
-``FaceEmbedder.best_face`` answers the most confident face with its box and its unit 128-d SFace
-embedding (aligned on YuNet's five landmarks by ``alignCrop``), or why there is none.
+``FaceEmbedder.faces`` answers every face with its box and its unit 128-d SFace embedding
+(aligned on YuNet's five landmarks by ``alignCrop``), most confident first, or why there is
+none; ``best_face`` the first of them.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ class FaceEmbedder:
 
     def best_face(self, rgb: np.ndarray) -> Face | NoFace:
         """The most confident face of an (H, W, 3) uint8 RGB picture, or why there is none."""
+        found = self.faces(rgb)
+        return found[0] if isinstance(found, list) else found
+
+    def faces(self, rgb: np.ndarray) -> list[Face] | NoFace:
+        """Every face of an (H, W, 3) uint8 RGB picture, most confident first, or why there is
+        none."""
         height, width = rgb.shape[:2]
         if min(height, width) < MIN_SIDE_PX:
             return NoFace(
@@ -85,11 +92,19 @@ class FaceEmbedder:
         bgr = self._cv2.cvtColor(np.ascontiguousarray(rgb), self._cv2.COLOR_RGB2BGR)
         with self._lock:
             self.detector.setInputSize((width, height))
-            _, faces = self.detector.detect(bgr)
-            if faces is None or len(faces) == 0:
+            _, detected = self.detector.detect(bgr)
+            if detected is None or len(detected) == 0:
                 return NoFace("no face found in the image")
-            face = faces[int(np.argmax(faces[:, -1]))]
-            vector = self.recognizer.feature(self.recognizer.alignCrop(bgr, face)).reshape(-1)
-        unit = vector.astype(np.float32) / max(float(np.linalg.norm(vector)), 1e-12)
-        box = [round(float(v)) for v in face[:4]]
-        return Face(box=box, confidence=float(face[-1]), embedding=unit)
+            ranked = detected[np.argsort(-detected[:, -1])]
+            vectors = [
+                self.recognizer.feature(self.recognizer.alignCrop(bgr, face)).reshape(-1)
+                for face in ranked
+            ]
+        return [
+            Face(
+                box=[round(float(v)) for v in face[:4]],
+                confidence=float(face[-1]),
+                embedding=vector.astype(np.float32) / max(float(np.linalg.norm(vector)), 1e-12),
+            )
+            for face, vector in zip(ranked, vectors, strict=True)
+        ]

@@ -6,6 +6,11 @@
               ``thresholds.face``, else ``off_model``); for a character whose references show
               no face, the image embedding against the image anchor (``thresholds.image``);
               otherwise ``unscorable``, with the reason: never a pass
+    cast:     several characters in one image (a storyboard frame): its faces are assigned to
+              the characters with a face anchor so that the summed similarity is highest, one
+              face a character and one character a face (``linear_sum_assignment``), so two
+              characters are never verified by the same face; a character left without a face
+              is ``unscorable``, saying so; each faceless one is judged by image embedding
 
 The image embedding is asked for only when the fallback judges, and the caller may hand in
 the one it already has (Dedupe embeds every render once, for novelty and identity alike).
@@ -19,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from serve_app.characters.faces import MODEL_NAMES, Face, FaceEmbedder
+from serve_app.characters.faces import MODEL_NAMES, Face, FaceEmbedder, NoFace
 from serve_app.characters.verdicts import IdentityAnchors, IdentityThresholds, Verdict
 from serve_app.errors import UnusableSource
 
@@ -80,17 +85,32 @@ class IdentityScorer:
         if anchors.face_anchor is not None:
             face = self.faces.best_face(pixels)
             if not isinstance(face, Face):
-                return Verdict(verdict="unscorable", models=list(MODEL_NAMES), reason=face.reason)
-            score = float(np.dot(face.embedding, np.asarray(anchors.face_anchor, np.float32)))
-            return Verdict(
-                verdict="verified" if score >= thresholds.face else "off_model",
-                score=score,
-                threshold=thresholds.face,
-                scorer="face",
-                models=list(MODEL_NAMES),
-                face_box=face.box,
-            )
+                return _no_face(face.reason)
+            return _by_face(face, _similarity(face, anchors), thresholds)
         return self._by_image(pixels, anchors, thresholds, embedding)
+
+    def judge_cast(
+        self, pixels: np.ndarray, cast: list[IdentityAnchors], thresholds: IdentityThresholds
+    ) -> list[Verdict]:
+        """Each character of ``cast`` against its own face in ``pixels``, in cast order."""
+        from scipy.optimize import linear_sum_assignment
+
+        verdicts = {
+            i: self._by_image(pixels, anchors, thresholds, None)
+            for i, anchors in enumerate(cast)
+            if anchors.face_anchor is None
+        }
+        by_face = [i for i, anchors in enumerate(cast) if anchors.face_anchor is not None]
+        found: list[Face] | NoFace = self.faces.faces(pixels) if by_face else []
+        if isinstance(found, NoFace):
+            verdicts |= {i: _no_face(found.reason) for i in by_face}
+            found = []
+        scores = np.array([[_similarity(f, cast[i]) for i in by_face] for f in found])
+        faces_of, characters = linear_sum_assignment(scores, maximize=True) if found else ((), ())
+        for face, column in zip(faces_of, characters, strict=True):
+            verdicts[by_face[column]] = _by_face(found[face], scores[face, column], thresholds)
+        taken = f"the frame's {len(found)} face(s) went to other characters of the cast"
+        return [verdicts.get(i) or _no_face(taken) for i in range(len(cast))]
 
     def _by_image(
         self,
@@ -116,3 +136,22 @@ class IdentityScorer:
             models=[self.image_model] if self.image_model else [],
             reason="the references show no face: judged by image embedding",
         )
+
+
+def _similarity(face: Face, anchors: IdentityAnchors) -> float:
+    return float(np.dot(face.embedding, np.asarray(anchors.face_anchor, np.float32)))
+
+
+def _by_face(face: Face, score: float, thresholds: IdentityThresholds) -> Verdict:
+    return Verdict(
+        verdict="verified" if score >= thresholds.face else "off_model",
+        score=float(score),
+        threshold=thresholds.face,
+        scorer="face",
+        models=list(MODEL_NAMES),
+        face_box=face.box,
+    )
+
+
+def _no_face(reason: str) -> Verdict:
+    return Verdict(verdict="unscorable", models=list(MODEL_NAMES), reason=reason)

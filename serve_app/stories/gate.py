@@ -1,10 +1,10 @@
 """The consistency gate's report, pure: what each check found about one rendered frame.
 
-    identity  per character of the scene's cast: the frame judged against the anchors of the
-              character's pinned version (``Verdict``: its best face against the face anchor,
-              or the image-embedding fallback); ``verified`` passes, ``off_model`` fails, and
-              ``unscorable`` fails too unless ``unscorable_passes`` (never silently: the report
-              says why)
+    identity  per character of the scene's cast: its own face in the frame (the frame's faces
+              assigned to the cast, ``IdentityScorer.judge_cast``) against the anchors of the
+              character's pinned version, or the image-embedding fallback (``Verdict``);
+              ``verified`` passes, ``off_model`` fails, and ``unscorable`` fails too unless
+              ``unscorable_passes`` (never silently: the report says why)
     style     the frame's image embedding against the project's style anchors (their mean),
               at or above ``style`` cosine; skipped (and so passed) when the project has no
               style-anchor images

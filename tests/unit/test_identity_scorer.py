@@ -72,6 +72,52 @@ def test_another_person_is_off_model(scorer: IdentityScorer, anchors: IdentityAn
     assert verdict.score is not None and verdict.score < 0.363
 
 
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Two photographs in one frame, at the same height."""
+    height = min(left.shape[0], right.shape[0])
+    resized = [
+        np.asarray(Image.fromarray(p).resize((p.shape[1] * height // p.shape[0], height)))
+        for p in (left, right)
+    ]
+    return np.ascontiguousarray(np.concatenate(resized, axis=1))
+
+
+def test_each_character_of_a_cast_is_judged_on_its_own_face(scorer: IdentityScorer) -> None:
+    """Hopper and Collins in one frame: each verified on her own face, whatever the cast order,
+    and the face boxes say which one (Hopper's is the left)."""
+    frame = side_by_side(hopper(), skimage_data.astronaut())
+    grace, eileen = scorer.anchors([hopper()]), scorer.anchors([skimage_data.astronaut()])
+    for cast in ([grace, eileen], [eileen, grace]):
+        verdicts = scorer.judge_cast(frame, cast, THRESHOLDS)
+        assert [v.verdict for v in verdicts] == ["verified", "verified"], verdicts
+    left, right = scorer.judge_cast(frame, [grace, eileen], THRESHOLDS)
+    assert left.face_box is not None and right.face_box is not None
+    assert left.face_box[0] < right.face_box[0]
+
+
+def test_two_characters_never_share_one_face(scorer: IdentityScorer) -> None:
+    """Two characters anchored on Hopper: one gets her face; the other is left with Collins's
+    (off model) or, in a frame of Hopper alone, with no face at all (unscorable, saying so)."""
+    grace = scorer.anchors([hopper()])
+    both = scorer.judge_cast(
+        side_by_side(hopper(), skimage_data.astronaut()), [grace, grace], THRESHOLDS
+    )
+    assert sorted(v.verdict for v in both) == ["off_model", "verified"], both
+    alone = scorer.judge_cast(hopper(), [grace, grace], THRESHOLDS)
+    assert sorted(v.verdict for v in alone) == ["unscorable", "verified"], alone
+    [left_out] = [v for v in alone if v.verdict == "unscorable"]
+    assert left_out.reason is not None and "other characters" in left_out.reason
+
+
+def test_a_cast_in_a_faceless_frame_is_unscorable(scorer: IdentityScorer) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    grace = scorer.anchors([hopper()])
+    verdicts = scorer.judge_cast(noise, [grace, grace], THRESHOLDS)
+    assert [(v.verdict, v.reason) for v in verdicts] == [
+        ("unscorable", "no face found in the image")
+    ] * 2
+
+
 def test_noise_is_unscorable_never_a_pass(scorer: IdentityScorer, anchors: IdentityAnchors) -> None:
     noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     verdict = scorer.judge(noise, anchors, THRESHOLDS)

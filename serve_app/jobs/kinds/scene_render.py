@@ -8,8 +8,9 @@ the route before the job was queued (seed, exact prompt, pipeline hash already s
             conditioned on its pinned version's image in its own region of the frame (an
             IP-Adapter mask each: ``composition.cast``); a PNG at
             ``proj/{project_id}/frames/{frame_id}/v{n}.png`` (a retry writes it again); then the
-            consistency gate (``stories/gate.py``): each character of the cast judged by the
-            Dedupe box against the anchors of its pinned version's images, the frame against
+            consistency gate (``stories/gate.py``): the frame's faces assigned to the cast
+            by the Dedupe box, each character judged on its own face against the anchors of
+            its pinned version's images, the frame against
             the project's style anchors, the stored prompt against the one the scene compiles
             to now, the seed against the inheritance rule; recorded ``passed`` or
             ``needs_review`` with the full report, never silently accepted
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -35,7 +37,7 @@ from serve_app.projects.models import Project
 from serve_app.prompts import style_id
 from serve_app.schemas import Frames, RenderJob
 from serve_app.storage.objects import ObjectStore
-from serve_app.stories.composition import cast, follows_inheritance, render_prompt
+from serve_app.stories.composition import PinnedAsset, cast, follows_inheritance, render_prompt
 from serve_app.stories.gate import Check, GateConfig, identity_check, report, style_check
 from serve_app.stories.records import FrameVersion, Scene
 from serve_app.stories.results import RenderedFrame, SceneRenderResult
@@ -147,18 +149,10 @@ async def gate_checks(
     scene, registry, style = await tools.catalog.scene_assets.remote(
         owner, project.project_id, version.scene_id
     )
-    thresholds = IdentityThresholds(face=config.face, image=config.image)
-    checks = []
-    for pin in scene.graph.characters:
-        asset = registry.get(pin.pin or "")
-        keys = [asset.reference] if asset is not None and asset.reference else []
-        verdict = await judged(tools, keys, png, thresholds, faces=True, cached=True)
-        checks.append(identity_check(pin.asset_id, pin.name, verdict, config))
-    anchors = project.style_anchor_images
+    checks = await cast_checks(tools, scene, registry, png, config)
     style_verdict = None
-    if anchors:
-        style_thresholds = IdentityThresholds(image=config.style)
-        style_verdict = await judged(tools, anchors, png, style_thresholds, faces=False)
+    if project.style_anchor_images:
+        style_verdict = await style_judged(tools, project.style_anchor_images, png, config)
     checks.append(style_check(style_verdict, config))
     try:
         compiled = render_prompt(scene.graph, registry, style)
@@ -176,31 +170,56 @@ async def gate_checks(
     return checks
 
 
-async def judged(
+async def cast_checks(
     tools: JobTools,
-    keys: list[str],
+    scene: Scene,
+    registry: Mapping[str, PinnedAsset],
     png: bytes,
-    thresholds: IdentityThresholds,
-    faces: bool,
-    cached: bool = False,
-) -> Verdict:
-    """The frame against the anchors of the images at ``keys`` (``faces``: False judges by the
-    image embedding only; ``cached``: anchors kept per replica by the images' SHA-256, so a
-    scene's frames compute each character's anchors once)."""
-    if not keys:
-        return Verdict(verdict="unscorable", reason="no reference image to anchor it")
-    dedupe = tools.deliverer.handles.dedupe
+    config: GateConfig,
+) -> list[Check]:
+    """Each character of the scene's cast judged on its own face in the frame: Dedupe assigns
+    the frame's faces to the cast (``IdentityScorer.judge_cast``), so two characters are never
+    verified by one face; a character without a reference image is unscorable."""
+    pins = scene.graph.characters
+    assets = [registry.get(pin.pin or "") for pin in pins]
+    keys = [[asset.reference] if asset and asset.reference else [] for asset in assets]
+    anchored = [i for i, k in enumerate(keys) if k]
+    cast = [await anchors_of(tools, keys[i], cached=True) for i in anchored]
+    thresholds = IdentityThresholds(face=config.face, image=config.image)
+    judged: list[Verdict] = (
+        await tools.deliverer.handles.dedupe.judge_cast.remote(png, cast, thresholds)
+        if cast
+        else []
+    )
+    verdicts = dict(zip(anchored, judged, strict=True))
+    no_reference = Verdict(verdict="unscorable", reason="no reference image to anchor it")
+    return [
+        identity_check(pin.asset_id, pin.name, verdicts.get(i, no_reference), config)
+        for i, pin in enumerate(pins)
+    ]
+
+
+async def style_judged(tools: JobTools, keys: list[str], png: bytes, config: GateConfig) -> Verdict:
+    """The frame against the style anchors (the images at ``keys``) by image embedding only."""
+    anchors = await anchors_of(tools, keys, cached=False)
+    by_image = IdentityAnchors(image_anchor=anchors.image_anchor, models=anchors.models)
+    thresholds = IdentityThresholds(image=config.style)
+    verdict: Verdict = await tools.deliverer.handles.dedupe.judge_identity.remote(
+        png, by_image, thresholds
+    )
+    return verdict
+
+
+async def anchors_of(tools: JobTools, keys: list[str], cached: bool) -> IdentityAnchors:
+    """The anchors of the images at ``keys`` (``cached``: kept per replica by the images'
+    SHA-256, so a scene's frames compute each character's anchors once)."""
     images = [await asyncio.to_thread(tools.deliverer.objects.get, k) for k in keys]
     digest = tuple(hashlib.sha256(image).hexdigest() for image in images)
-    anchors = ANCHORS.get(digest) if cached else None
-    if anchors is None:
-        made: IdentityAnchors = await dedupe.identity_anchors.remote(images)
-        anchors = made
-        if cached:
-            ANCHORS[digest] = made
-            while len(ANCHORS) > MAX_ANCHORS:
-                ANCHORS.pop(next(iter(ANCHORS)))
-    if not faces:
-        anchors = IdentityAnchors(image_anchor=anchors.image_anchor, models=anchors.models)
-    verdict: Verdict = await dedupe.judge_identity.remote(png, anchors, thresholds)
-    return verdict
+    if cached and digest in ANCHORS:
+        return ANCHORS[digest]
+    anchors: IdentityAnchors = await tools.deliverer.handles.dedupe.identity_anchors.remote(images)
+    if cached:
+        ANCHORS[digest] = anchors
+        while len(ANCHORS) > MAX_ANCHORS:
+            ANCHORS.pop(next(iter(ANCHORS)))
+    return anchors

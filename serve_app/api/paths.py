@@ -40,6 +40,22 @@ class FrameIdConvertor(AssetIdConvertor):
     regex = "frm_[0-9a-z]{26}_[0-9]{3}_[0-9]{2}"
 
 
+class ProjectIdConvertor(AssetIdConvertor):
+    """A project id in a path stops before a ``:`` (``PATCH /v1/projects/{project_id}`` is not
+    offered for ``…/{project_id}:generate-all``: another method there is a 405)."""
+
+    regex = "prj_[0-9a-z]{26}"
+
+
+class JobIdConvertor(AssetIdConvertor):
+    """A job id (a ULID) in a path stops before a ``:`` (``…/renders/{render_job_id}:rerender``
+    is not a render of ``GET …/renders/{render_job_id}``)."""
+
+    regex = "[0-9A-HJKMNP-TV-Z]{26}"
+
+
+register_url_convertor("project_id", ProjectIdConvertor())
+register_url_convertor("job_id", JobIdConvertor())
 register_url_convertor("script_id", ScriptIdConvertor())
 register_url_convertor("scene_id", SceneIdConvertor())
 register_url_convertor("frame_id", FrameIdConvertor())

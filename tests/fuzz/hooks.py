@@ -23,6 +23,9 @@ REFUSED_BY_STATE_OR_CONFIG = (
     "identity_version: version ",  # or has not locked
     "canonical_prompt: required (or, for a character, an identity)",
     "identity: only a character has one",
+    "soul_id: only a character pins a soul's identity",
+    "the script does not compile",  # the stored script's text, posted earlier
+    "scene_ids: every scene of the project once",  # the scenes its scripts compiled to
 )
 NOT_AN_IMAGE = ("not a PNG, JPEG, WebP or GIF image", ": empty; send an image file")
 
@@ -62,7 +65,8 @@ def _against_state_or_config(case: Any, detail: str) -> bool:
     parent is an earlier version that exists; a pinned identity_version is a locked version of
     the soul; a print's size lies within the configured
     bounds, its chain is one the configuration names, and a cut-out is a PNG; an uploaded file
-    is an image."""
+    is an image; an asset pins a soul only as a character; a compile takes the script as
+    stored; a reorder names the project's scenes."""
     body = case.body if isinstance(case.body, dict) else {}
     if detail.startswith("parent: a version's parent is an earlier version"):
         parent, version = body.get("parent"), (case.path_parameters or {}).get("version")

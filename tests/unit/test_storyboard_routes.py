@@ -240,3 +240,15 @@ def test_the_timeline_decisions_and_images_over_http(client: TestClient) -> None
     ):
         answer = client.request(method, path, json=body, headers=THEIRS)
         assert answer.status_code == 404, (method, path, answer.text)
+
+
+def test_an_action_path_offers_only_its_own_method(client: TestClient) -> None:
+    """``…/{project_id}:generate-all`` and ``…/renders/{render_job_id}:rerender`` are not ids of
+    the project's or the render's own routes: another method is a 405 that names POST alone."""
+    pid, _ = project(client, [])
+    job = "0" * 26
+    for path in (f"/v1/projects/{pid}:generate-all", f"/v1/projects/{pid}/renders/{job}:rerender"):
+        for method in ("GET", "PATCH"):
+            answer = client.request(method, path, headers=MINE)
+            assert answer.status_code == 405, (method, path, answer.text)
+            assert answer.headers["Allow"] == "POST"

@@ -22,16 +22,20 @@ from serve_app.projects.models import AssetType, ProjectId, Tag
 
 router = APIRouter(tags=["projects"], dependencies=[Authorized])
 TAGS = TypeAdapter(list[Tag])
+_TAG = r"[^,\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]{0,40}"
 Tags = Annotated[
-    str, Query(max_length=700, description="Comma-separated tags; an asset must carry each.")
+    str,
+    Query(
+        pattern=rf"^{_TAG}(,{_TAG}){{0,15}}$",
+        description="Comma-separated tags (at most 16 of at most 40 characters); an asset "
+        "must carry each.",
+    ),
 ]
 
 
 def tags_of(text: str) -> list[str]:
     """The comma-separated ``tags`` query, each checked as a tag (422 naming it)."""
     given = [t.strip() for t in text.split(",") if t.strip()]
-    if len(given) > 16:
-        raise InvalidRequest("tags: at most 16")
     try:
         return TAGS.validate_python(given)
     except ValidationError as exc:

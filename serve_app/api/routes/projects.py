@@ -111,7 +111,9 @@ async def list_projects(
     return ProjectPage(projects=[project_view(p) for p in found], next_after=last)
 
 
-@router.get(PREFIX + "/{project_id}", response_model=ProjectView, responses=responses(401, 404))
+@router.get(
+    PREFIX + "/{project_id:project_id}", response_model=ProjectView, responses=responses(401, 404)
+)
 async def get_project(
     project_id: ProjectId, client_id: ClientScope, services: Services
 ) -> ProjectView:
@@ -119,7 +121,9 @@ async def get_project(
     return project_view(await services.catalog.get_project.remote(client_id, project_id))
 
 
-@router.patch(PREFIX + "/{project_id}", response_model=ProjectView, responses=responses(401, 404))
+@router.patch(
+    PREFIX + "/{project_id:project_id}", response_model=ProjectView, responses=responses(401, 404)
+)
 async def patch_project(
     project_id: ProjectId, patch: ProjectPatch, client_id: ClientScope, services: Services
 ) -> ProjectView:

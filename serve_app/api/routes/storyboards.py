@@ -31,7 +31,7 @@ router = APIRouter(tags=["storyboards"], dependencies=[Authorized])
 PROJECT = "/v1/projects/{project_id}"
 SCRIPT = PROJECT + "/scripts/{script_id:script_id}"  # api/paths.py
 SCENE = PROJECT + "/scenes/{scene_id:scene_id}"
-RENDER = PROJECT + "/renders/{render_job_id}"
+RENDER = PROJECT + "/renders/{render_job_id:job_id}"  # api/paths.py
 
 
 def desk(services: IngressServices) -> StoryboardDesk:

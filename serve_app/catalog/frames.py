@@ -15,7 +15,7 @@ from typing import Any
 from serve_app.catalog.stories import Stories
 from serve_app.errors import Busy, Conflict
 from serve_app.ids import now_ms
-from serve_app.stories.composition import frame_seed, render_prompt
+from serve_app.stories.composition import backdrop, frame_seed, render_prompt
 from serve_app.stories.pipeline import RenderSettings, describe
 from serve_app.stories.records import (
     MAX_RERENDERS,
@@ -46,7 +46,11 @@ class Frames(Stories):
         project = await self._project(owner, project_id, active=True)
         scene, registry, style = await self.scene_assets(owner, project_id, scene_id)
         prompt = render_prompt(scene.graph, registry, style)  # 409 naming unlocked assets
-        settings = RenderSettings(base_model=project.style.base_model_ref)
+        settings = RenderSettings(
+            base_model=project.style.base_model_ref,
+            environment_strength=project.composition.environment_strength,
+        )
+        start = backdrop(scene.graph, registry, settings.environment_strength)
         planned: list[tuple[Frame | None, FrameVersion]] = []
         for index in indexes:
             frame_id = frame_id_of(scene_id, index)
@@ -71,6 +75,7 @@ class Frames(Stories):
                 prompt=prompt,
                 pipeline_version=steps.pipeline_version,
                 pipeline_hash=steps.pipeline_hash,
+                backdrop=start,
             )
             planned.append((frame, version.model_copy(update={"diff": diff(last, version)})))
         made = []

@@ -14,6 +14,7 @@ from typing import Any
 from ulid import ULID
 
 from serve_app.catalog.facet import Facet
+from serve_app.catalog.scene_pins import AssetPinned, scenes_pinning
 from serve_app.errors import Busy
 from serve_app.ids import now_ms
 from serve_app.projects.characters import check_character, pin_at_lock
@@ -195,8 +196,14 @@ class Projects(Facet):
     async def unlock_asset(
         self, owner: str, project_id: str, asset_id: str, version: int | None
     ) -> AssetVersion:
-        """Unlock a locked version, where the project's policy allows it."""
+        """Unlock a locked version, where the project's policy allows it and no current scene
+        pins it (``catalog/scene_pins``: 409 naming the scenes, nothing written)."""
         project = await self.get_project(owner, project_id)
+        current = await self.get_asset_version(owner, project_id, asset_id, version)
+        if current.is_locked and project.policy.allow_unlock:
+            pinning = await scenes_pinning(self.store, project_id, asset_id, current.version)
+            if pinning:
+                raise AssetPinned(asset_id, current.version, pinning)
 
         def unlock(v: AssetVersion) -> AssetVersion:
             if not v.is_locked:
@@ -206,7 +213,7 @@ class Projects(Facet):
             return v.model_copy(update={"is_locked": False})
 
         return await self._change_version(
-            owner, project_id, asset_id, version, unlock, "version.unlocked", unlocking=True
+            owner, project_id, asset_id, current.version, unlock, "version.unlocked", unlocking=True
         )
 
     async def add_asset_image(

@@ -30,7 +30,8 @@ from serve_app.stories.records import (
     scene_id_of,
 )
 
-STRENGTH = {"character": 0.6, "environment": 0.4}  # IP-Adapter scale of a pinned asset's image
+# IP-Adapter scale of a character's image (an environment's image is the frame's backdrop instead)
+STRENGTH = {"character": 0.6}
 
 
 class Stories(Facet):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from serve_app.catalog.frames import Frames
+from serve_app.catalog.scene_pins import current_scenes
 from serve_app.errors import Conflict, InvalidRequest
 from serve_app.ids import now_ms
 from serve_app.stories.records import Frame, FrameVersion, Scene
@@ -45,14 +46,7 @@ class Timeline(Frames):
         return [(s, frames.get(s.scene_id, [])) for s in scenes]
 
     async def _current_scenes(self, project_id: str) -> list[Scene]:
-        """The scenes of each script's last compile (one that made fewer scenes than the
-        compile before it left the rest behind)."""
-        scenes = await self.store.project_scenes(project_id)
-        current: set[str] = set()
-        for script_id in {s.script_id for s in scenes}:
-            script = await self.store.get_script(project_id, script_id)
-            current.update(script.scene_ids if script else [])
-        return [s for s in scenes if s.scene_id in current]
+        return await current_scenes(self.store, project_id)
 
     async def reorder_timeline(self, owner: str, project_id: str, scene_ids: list[str]) -> None:
         """The scenes in this order: every scene of the project, each once (422 otherwise)."""

@@ -106,6 +106,21 @@ class ProjectPolicy(BaseModel):
     allow_unlock: StrictBool = Field(default=True, description="Locked versions may be unlocked.")
 
 
+class ProjectComposition(BaseModel):
+    """How the project's scene frames are conditioned on their pinned assets' images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment_strength: float = Field(
+        default=0.6,
+        gt=0.0,
+        le=1.0,
+        description="A scene whose environment (else nature) has a locked image starts from it "
+        "by img2img at this strength: how far the frame departs from the image (near 0 keeps "
+        "it, 1 ignores it). Recorded in each frame's pipeline (its hash covers it).",
+    )
+
+
 class ProjectFields(BaseModel):
     """What a client sets on a project (every field optional in a patch)."""
 
@@ -122,6 +137,7 @@ class ProjectFields(BaseModel):
         default_factory=list, max_length=8, description="Object keys of style-anchor images."
     )
     policy: ProjectPolicy = Field(default_factory=ProjectPolicy)
+    composition: ProjectComposition = Field(default_factory=ProjectComposition)
 
 
 class ProjectDraft(ProjectFields):
@@ -142,6 +158,7 @@ class ProjectPatch(BaseModel):
         default=None, max_length=8
     )
     policy: ProjectPolicy | None = None
+    composition: ProjectComposition | None = None
     status: ProjectStatus | None = None
 
 

@@ -20,6 +20,8 @@ NODES: dict[str, tuple[str, dict[str, int]]] = {
     "mask": ("MaskComposite", {"mask": 0}),
     "ip_adapter": ("IPAdapterAdvanced", {"model": 0}),
     "empty_latent": ("EmptyLatentImage", {"latent": 0}),
+    "load_image": ("ImageScale", {"image": 0}),
+    "encode_image": ("VAEEncode", {"latent": 0}),
     "sample": ("KSampler", {"latent": 0}),
     "decode": ("VAEDecode", {"image": 0}),
     "save": ("SaveImage", {}),
@@ -96,6 +98,21 @@ def translate(step: Step, link: Any, prompt: dict[str, dict[str, Any]]) -> dict[
         return nodes
     if step.op == "empty_latent":
         return {step.id: node("EmptyLatentImage", title, **p)}
+    if step.op == "load_image":  # the backdrop, centre-cropped to the frame as the Renderer does
+        return {
+            f"{step.id}_file": node("LoadImage", f"{title} {p['pin']}", image=p["image"]),
+            step.id: node(
+                "ImageScale",
+                title,
+                image=[f"{step.id}_file", 0],
+                upscale_method="lanczos",
+                width=p["width"],
+                height=p["height"],
+                crop="center",
+            ),
+        }
+    if step.op == "encode_image":
+        return {step.id: node("VAEEncode", title, **inputs)}
     if step.op == "sample":
         return {
             step.id: node(
@@ -106,7 +123,7 @@ def translate(step: Step, link: Any, prompt: dict[str, dict[str, Any]]) -> dict[
                 cfg=p["cfg"],
                 sampler_name=p["sampler"],
                 scheduler=p["scheduler"],
-                denoise=1.0,
+                denoise=p.get("denoise", 1.0),
                 model=inputs["model"],
                 positive=inputs["positive"],
                 negative=inputs["negative"],

@@ -14,6 +14,9 @@
   them to each attention layer itself); ``latent_size`` is that size / 8. ``cast`` hands the
   Renderer each character's identity (its pinned version's image, at its strength) with its
   region, which the Renderer draws as that identity's IP-Adapter mask at the render size.
+- **The backdrop**: a scene whose environment (else its first nature asset) has a locked image
+  starts from that image by img2img at the project's ``environment_strength`` (``backdrop``);
+  a scene without one starts from noise, as before.
 """
 
 from __future__ import annotations
@@ -274,3 +277,28 @@ def masks(regions: list[Region], size: tuple[int, int]) -> list[Image.Image]:
 def latent_size(size: tuple[int, int]) -> tuple[int, int]:
     """The latent's width and height for a pixel size (SDXL's VAE scales by 8)."""
     return size[0] // 8, size[1] // 8
+
+
+class Backdrop(BaseModel):
+    """The image a frame starts from (img2img) and how far the frame departs from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pin: str = Field(description="asset_id@vN of the environment (or nature) it is the image of.")
+    image: str = Field(description="Object key of the asset version's image.")
+    strength: float = Field(
+        gt=0.0, le=1.0, description="img2img strength: near 0 keeps the image, 1 ignores it."
+    )
+
+
+def backdrop(
+    scene: SceneNode, assets: Mapping[str, PinnedAsset], strength: float
+) -> Backdrop | None:
+    """The scene's environment's locked image, else its first nature asset's with one, at
+    ``strength``; None when neither has an image (the frame starts from noise)."""
+    env = [scene.environment] if scene.environment else []
+    for pin in [*env, *scene.nature]:
+        asset = assets.get(pin.pin or "")
+        if asset is not None and asset.reference is not None:
+            return Backdrop(pin=asset.pin, image=asset.reference, strength=strength)
+    return None

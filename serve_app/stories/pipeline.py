@@ -5,10 +5,12 @@ is stored with the frame; exportable as a ComfyUI API prompt for interchange.
 version); ``pipeline_hash`` covers the version and every step's parameters (prompt, seed, size,
 pins, regions), so two frames share a hash exactly when they were rendered the same way.
 
-Steps, in order: ``load_model`` → ``encode`` (positive, negative) → ``ip_adapter`` for the
-environment over the whole frame → per character a ``mask`` (its region) and an ``ip_adapter``
-on that mask at the identity's strength → ``empty_latent`` → ``sample`` (the inherited seed)
-→ ``decode`` → ``save``.
+Steps, in order: ``load_model`` → ``encode`` (positive, negative) → per character a ``mask``
+(its region) and an ``ip_adapter`` on that mask at the identity's strength → the latent: with a
+backdrop (``composition.backdrop``: the environment's, else nature's, locked image)
+``load_image`` (centre-cropped to the frame) and ``encode_image``, sampled at the backdrop's
+strength (``denoise``); without one ``empty_latent`` → ``sample`` (the inherited seed) →
+``decode`` → ``save``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from serve_app.stories.composition import (
     PinnedAsset,
     RenderPrompt,
     SeedPlan,
+    backdrop,
     pinned,
     pixel_box,
     regions_of,
 )
-from serve_app.stories.graph import Region, SceneNode, sha256_of, without
+from serve_app.stories.graph import SceneNode, sha256_of, without
 
-PIPELINE_VERSION = "storyboard-sdxl-regional-ip-adapter/1"
+PIPELINE_VERSION = "storyboard-sdxl-regional-ip-adapter/2"  # 2: the backdrop by img2img
 
 
 class RenderSettings(BaseModel):
@@ -39,6 +42,13 @@ class RenderSettings(BaseModel):
     cfg: float = Field(default=6.0, ge=0.0, le=30.0)
     sampler: str = "dpmpp_2m"
     scheduler: str = "karras"
+    environment_strength: float = Field(
+        default=0.6,
+        gt=0.0,
+        le=1.0,
+        description="img2img strength a frame starts from its backdrop with (the project's "
+        "composition.environment_strength).",
+    )
 
 
 class Step(BaseModel):
@@ -96,28 +106,22 @@ def describe(
         ),
     ]
     unet = "model.model"
-    conditioned: list[tuple[str, Region | None]] = []
-    if scene.environment is not None and scene.environment.pin is not None:
-        conditioned.append((scene.environment.pin, None))
     regions = regions_of(scene)
-    conditioned += [(c.pin, r) for c, r in zip(scene.characters, regions, strict=True) if c.pin]
+    conditioned = [(c.pin, r) for c, r in zip(scene.characters, regions, strict=True) if c.pin]
     for index, (pin, region) in enumerate(conditioned):
         asset = assets[pin]
         if asset.reference is None:
             continue  # nothing to condition on: the canonical prompt alone carries it
-        inputs = {"model": unet}
-        if region is not None:
-            mask_id = f"mask{index}"
-            box = pixel_box(region, (width, height))
-            steps.append(
-                Step(
-                    id=mask_id,
-                    op="mask",
-                    params={"width": width, "height": height, "box": list(box)}
-                    | region.model_dump(),
-                )
+        mask_id = f"mask{index}"
+        box = pixel_box(region, (width, height))
+        steps.append(
+            Step(
+                id=mask_id,
+                op="mask",
+                params={"width": width, "height": height, "box": list(box)} | region.model_dump(),
             )
-            inputs["mask"] = f"{mask_id}.mask"
+        )
+        inputs = {"model": unet, "mask": f"{mask_id}.mask"}
         step_id = f"ip{index}"
         steps.append(
             Step(
@@ -128,22 +132,33 @@ def describe(
             )
         )
         unet = f"{step_id}.model"
+    sampling: dict[str, Any] = {
+        "seed": seed.seed,
+        "steps": settings.steps,
+        "cfg": settings.cfg,
+        "sampler": settings.sampler,
+        "scheduler": settings.scheduler,
+    }
+    start = backdrop(scene, assets, settings.environment_strength)
+    if start is None:
+        size = {"width": width, "height": height, "batch_size": 1}
+        steps.append(Step(id="latent", op="empty_latent", params=size))
+    else:
+        image = {"pin": start.pin, "image": start.image, "width": width, "height": height}
+        steps += [
+            Step(id="backdrop", op="load_image", params=image),
+            Step(
+                id="latent",
+                op="encode_image",
+                inputs={"pixels": "backdrop.image", "vae": "model.vae"},
+            ),
+        ]
+        sampling["denoise"] = start.strength
     steps += [
-        Step(
-            id="latent",
-            op="empty_latent",
-            params={"width": width, "height": height, "batch_size": 1},
-        ),
         Step(
             id="sample",
             op="sample",
-            params={
-                "seed": seed.seed,
-                "steps": settings.steps,
-                "cfg": settings.cfg,
-                "sampler": settings.sampler,
-                "scheduler": settings.scheduler,
-            },
+            params=sampling,
             inputs={
                 "model": unet,
                 "positive": "positive.conditioning",

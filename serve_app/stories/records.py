@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from serve_app.errors import Conflict, NotFound
 from serve_app.ids import new_ulid
 from serve_app.schemas import Text
-from serve_app.stories.composition import RenderPrompt, SeedPlan
+from serve_app.stories.composition import Backdrop, RenderPrompt, SeedPlan
 from serve_app.stories.graph import SceneNode
 
 ScriptId = Annotated[str, StringConstraints(pattern=r"^scr_[0-9a-z]{26}$")]
@@ -114,6 +114,9 @@ class FrameVersion(BaseModel):
     prompt: RenderPrompt
     pipeline_version: str
     pipeline_hash: str
+    backdrop: Backdrop | None = Field(
+        default=None, description="The image it starts from by img2img (its pipeline's)."
+    )
     status: FrameStatus = "rendering"
     consistency_report: dict[str, Any] | None = None
     image_key: str | None = None

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from deployments.renderer import RendererConfig, RendererEngine
+from serve_app.diffusion.sources import ModelManager
 from serve_app.jobs.kinds import KINDS
 from serve_app.projects.models import AssetSpec, ProjectDraft
 from serve_app.projects.storyboard_desk import StoryboardDesk
@@ -46,8 +49,11 @@ class Counted:
                 self.now -= 1
 
 
-def test_generate_all_renders_five_at_a_time_and_ends_partial(world: World) -> None:
-    counted = Counted(world.renderer)
+def test_generate_all_renders_five_at_a_time_and_ends_partial(
+    world: World, models_dir: Path
+) -> None:
+    config = RendererConfig(steps=2, width=64, height=64)  # reads the harbor's image: objects
+    counted = Counted(RendererEngine(ModelManager(models_dir), config, world.objects))
     jobs = Jobs(world, world.replica(renderer=counted))
     catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
     pid = run(catalog.create_project(ME, ProjectDraft(name="Tides"))).project_id

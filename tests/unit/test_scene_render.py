@@ -25,7 +25,7 @@ from serve_app.diffusion.tiny import TINY_IP_ADAPTER, TINY_MODEL
 from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
 from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
-from serve_app.projects.models import AssetSpec, ProjectDraft
+from serve_app.projects.models import AssetSpec, ProjectComposition, ProjectDraft
 from serve_app.schemas import Frames, RenderJob
 from serve_app.stories.assets import UnlockedAssets
 from serve_app.stories.composition import frame_seed, regions_of, render_prompt
@@ -62,18 +62,32 @@ def face() -> bytes:
     return out.getvalue()
 
 
-def storyboard(jobs: Jobs, lock_marco: bool = True) -> tuple[str, list[str]]:
-    """A project with Nova and Marco (a photograph as each one's front image), the harbor,
-    and the script compiled: its id and its scenes' ids."""
+def harbor() -> bytes:
+    """A plain picture of a harbor's colours: sky above, water below."""
+    pixels = np.zeros((96, 128, 3), dtype=np.uint8)
+    pixels[:48] = (150, 190, 230)
+    pixels[48:] = (20, 60, 110)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def storyboard(
+    jobs: Jobs, lock_marco: bool = True, harbor_image: bool = False, **project: Any
+) -> tuple[str, list[str]]:
+    """A project with Nova and Marco (a photograph as each one's front image), the harbor
+    (with a wide image if ``harbor_image``), and the script compiled: its id and its scenes'
+    ids."""
     catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
-    pid = run(catalog.create_project(ME, ProjectDraft(name="Harbor", style_anchor_prompt="ink")))
-    pid = pid.project_id
+    draft = ProjectDraft(name="Harbor", style_anchor_prompt="ink", **project)
+    pid = run(catalog.create_project(ME, draft)).project_id
     for kind, name in (("character", "Nova"), ("character", "Marco"), ("environment", "Harbor")):
         spec = AssetSpec(asset_type=kind, name=name, canonical_prompt=f"{name.lower()} prompt")
         asset, _ = run(catalog.create_asset(ME, pid, spec, ["front"], None))
         key = f"proj/{pid}/asset/{asset.asset_id}/v1/front.png"
-        objects.put(key, face())
-        run(catalog.add_asset_image(ME, pid, asset.asset_id, 1, "front", key, {}))
+        if kind == "character" or harbor_image:
+            objects.put(key, face() if kind == "character" else harbor())
+            run(catalog.add_asset_image(ME, pid, asset.asset_id, 1, "front", key, {}))
         if name != "Marco" or lock_marco:
             run(catalog.lock_asset(ME, pid, asset.asset_id, 1))
     script = run(catalog.create_script(ME, pid, ScriptDraft(raw_text=SCRIPT)))
@@ -186,6 +200,61 @@ def test_each_character_is_conditioned_on_its_pinned_version_in_its_own_region(
     # A scene without a cast is rendered without masks.
     rendered(jobs, pid, boats, [0])
     assert handed[-1].cast == [] and "cross_attention_kwargs" not in calls[-1]
+    # The harbor has no image: every frame starts from noise, as text-to-image.
+    assert all(j.reference_key is None and j.reference_strength is None for j in handed)
+    assert all("image" not in c and "strength" not in c for c in calls)
+
+
+def test_a_scene_starts_from_its_environments_locked_image_at_the_projects_strength(
+    world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = RendererConfig(steps=2, width=64, height=64, ip_adapter=TINY_IP_ADAPTER)
+    engine = RendererEngine(ModelManager(models_dir), config, world.objects)
+    handed: list[RenderJob] = []
+    calls: list[dict[str, Any]] = []
+
+    class Recording:
+        def render(self, job: RenderJob) -> Frames:
+            handed.append(job)
+            return engine.render(job)
+
+    pipeline = type(engine.pipelines.img2img(TINY_MODEL))
+    call = pipeline.__call__
+
+    def captured(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "__call__", captured)
+    jobs = Jobs(world, world.replica(renderer=Recording()))
+    catalog = jobs.replica.catalog
+    composition = ProjectComposition(environment_strength=0.35)
+    pid, (_, talk) = storyboard(jobs, harbor_image=True, composition=composition)
+    scene, registry, _ = run(catalog.scene_assets(ME, pid, talk))
+    assert scene.graph.environment is not None
+    image = f"proj/{pid}/asset/{scene.graph.environment.asset_id}/v1/front.png"
+    two = rendered(jobs, pid, talk, [0])
+    (job,) = handed
+    assert (job.reference_key, job.reference_strength) == (image, 0.35)
+    assert len(job.cast) == 2  # the characters keep their masks over the backdrop
+    (kwargs,) = calls  # the img2img pipeline, from the harbor's picture, the masks beside it
+    assert kwargs["strength"] == 0.35 and kwargs["image"][0].size == (64, 64)
+    assert tuple(kwargs["cross_attention_kwargs"]["ip_adapter_masks"][0].shape) == (1, 2, 64, 64)
+    # the stored frame version and its pipeline record the backdrop; the hash covers it
+    stored = run(catalog.get_frame_version(ME, pid, two.frames[0].frame_id, 1))
+    assert stored.backdrop is not None
+    assert (stored.backdrop.image, stored.backdrop.strength) == (image, 0.35)
+    settings = RenderSettings(base_model="tiny-sdxl", environment_strength=0.35)
+    steps = describe(scene.graph, stored.prompt, stored.seed, registry, settings)
+    assert steps.pipeline_hash == stored.pipeline_hash
+    sample = next(s for s in steps.steps if s.op == "sample")
+    start = next(s for s in steps.steps if s.op == "load_image")
+    assert sample.params["denoise"] == 0.35 and start.params["image"] == image
+    other = settings.model_copy(update={"environment_strength": 0.6})
+    assert describe(scene.graph, stored.prompt, stored.seed, registry, other).pipeline_hash != (
+        stored.pipeline_hash
+    )
+    assert jobs.replica.deliverer.objects.get(stored.image_key or "").startswith(b"\x89PNG")
 
 
 def test_a_rerender_keeps_its_seed_unless_asked_and_stops_after_five(world: World) -> None:

@@ -9,8 +9,10 @@ import pytest
 
 from serve_app.catalog.asset_search import AssetSearch
 from serve_app.catalog.projects import Projects
+from serve_app.catalog.scene_pins import AssetPinned
 from serve_app.catalog.stories import Stories
-from serve_app.projects.models import AssetSpec, ProjectDraft, ProjectNotFound
+from serve_app.ids import now_ms
+from serve_app.projects.models import AssetChanges, AssetSpec, ProjectDraft, ProjectNotFound
 from serve_app.storage.tables import CatalogStore
 from serve_app.stories.assets import CompileRejected
 from serve_app.stories.records import ScriptDraft, ScriptNotFound
@@ -114,12 +116,51 @@ def test_validation_names_an_unlocked_asset_and_one_unlocked_since(facet: Storyb
     asset(facet, pid, "prop", "Lantern")
     script = run(facet.create_script(ME, pid, ScriptDraft(raw_text=SCRIPT)))
     _, (scene,) = run(facet.compile_script(ME, pid, script.script_id))
-    run(facet.unlock_asset(ME, pid, marco, 1))
+    unlocked_since(facet, pid, marco, 1)
     _, blockers = run(facet.validate_scene(ME, pid, scene.scene_id))
     assert [(b.kind, b.name) for b in blockers] == [
         ("unlocked_asset", "NOVA"),
         ("unknown_pin", "MARCO"),
     ]
+
+
+def unlocked_since(facet: Storyboards, pid: str, asset_id: str, version: int) -> None:
+    """The version unlocked under the scenes that pin it, as an unlock that raced their compile
+    leaves it (``:unlock`` itself refuses a pinned version)."""
+    current = run(facet.store.get_asset_version(pid, asset_id, version))
+    assert current is not None
+    opened = current.model_copy(update={"is_locked": False, "updated_at_ts": now_ms() + 1})
+    assert run(facet.store.update_asset_version(opened, current.updated_at_ts, unlocking=True))
+
+
+def test_unlocking_a_pinned_version_names_its_scenes_and_writes_nothing(
+    facet: Storyboards,
+) -> None:
+    pid = project(facet)
+    for kind, name in [("character", "Nova"), ("environment", "Lighthouse"), ("prop", "Lantern")]:
+        asset(facet, pid, kind, name)
+    marco = asset(facet, pid, "character", "Marco")
+    first = run(facet.create_script(ME, pid, ScriptDraft(raw_text=SCRIPT)))
+    second = run(facet.create_script(ME, pid, ScriptDraft(raw_text=SCRIPT)))
+    _, (one,) = run(facet.compile_script(ME, pid, first.script_id))
+    _, (two,) = run(facet.compile_script(ME, pid, second.script_id))
+    events = run(facet.project_events(ME, pid, "", 100))
+    with pytest.raises(AssetPinned) as refused:
+        run(facet.unlock_asset(ME, pid, marco, None))
+    assert refused.value.status_code == 409
+    assert f"scenes {', '.join(sorted([one.scene_id, two.scene_id]))}" in str(refused.value)
+    assert [e["loc"][1] for e in refused.value.errors or []] == sorted([one.scene_id, two.scene_id])
+    assert run(facet.get_asset_version(ME, pid, marco, 1)).is_locked
+    assert run(facet.project_events(ME, pid, "", 100)) == events  # nothing written
+    run(facet.new_asset_version(ME, pid, marco, AssetChanges(change_note="older"), None))
+    run(facet.lock_asset(ME, pid, marco, 2))
+    run(facet.compile_script(ME, pid, first.script_id))  # pins Marco@v2 now
+    with pytest.raises(AssetPinned, match=two.scene_id):  # the second still pins v1
+        run(facet.unlock_asset(ME, pid, marco, 1))
+    run(facet.compile_script(ME, pid, second.script_id))
+    assert not run(facet.unlock_asset(ME, pid, marco, 1)).is_locked
+    with pytest.raises(AssetPinned, match=f"{one.scene_id}, {two.scene_id}"):
+        run(facet.unlock_asset(ME, pid, marco, 2))
 
 
 def test_another_clients_project_is_not_found(facet: Storyboards) -> None:

@@ -14,8 +14,10 @@ from serve_app.errors import Conflict
 from serve_app.stories.comfy import to_comfy
 from serve_app.stories.compiler import compile_script
 from serve_app.stories.composition import (
+    Backdrop,
     RenderPrompt,
     SeedPlan,
+    backdrop,
     blockers,
     follows_inheritance,
     frame_seed,
@@ -151,20 +153,44 @@ def test_the_pipeline_is_versioned_hashed_and_holds_one_masked_adapter_per_chara
     assert pipeline.pipeline_version == PIPELINE_VERSION
     ops = [step.op for step in pipeline.steps]
     assert ops == [
-        "load_model", "encode", "encode", "ip_adapter", "mask", "ip_adapter", "mask",
-        "ip_adapter", "empty_latent", "sample", "decode", "save",
+        "load_model", "encode", "encode", "mask", "ip_adapter", "mask", "ip_adapter",
+        "load_image", "encode_image", "sample", "decode", "save",
     ]  # fmt: skip
     adapters = [step for step in pipeline.steps if step.op == "ip_adapter"]
-    assert [a.params["pin"] for a in adapters] == ["ENV_CLIFF@v1", "CHAR_NOVA@v3", "CHAR_MARCO@v1"]
-    assert "mask" not in adapters[0].inputs  # the environment conditions the whole frame
-    assert [a.inputs["mask"] for a in adapters[1:]] == ["mask1.mask", "mask2.mask"]
+    assert [a.params["pin"] for a in adapters] == ["CHAR_NOVA@v3", "CHAR_MARCO@v1"]
+    assert [a.inputs["mask"] for a in adapters] == ["mask0.mask", "mask1.mask"]
+    # the environment's image is the frame's start (img2img) at the settings' strength
+    start = next(step for step in pipeline.steps if step.op == "load_image")
+    assert start.params["pin"] == "ENV_CLIFF@v1"
+    assert start.params["image"] == "proj/P1/assets/ENV_CLIFF/v1/front.png"
     sample = next(step for step in pipeline.steps if step.op == "sample")
     assert sample.params["seed"] == frame_seed("P1", "S01", 0).seed
-    assert sample.inputs["model"] == "ip2.model"  # the adapters chain
+    assert sample.params["denoise"] == SETTINGS.environment_strength == 0.6
+    assert sample.inputs["model"] == "ip1.model"  # the adapters chain
+    assert sample.inputs["latent"] == "latent.latent"
     # the hash: stable, read back, and different for a different frame
     again = PipelineDescription.model_validate(json.loads(pipeline.model_dump_json()))
     assert again.pipeline_hash == pipeline.pipeline_hash
     assert describe_cliff(1)[1].pipeline_hash != pipeline.pipeline_hash
+    cliff = scenes()[0]
+    softer = SETTINGS.model_copy(update={"environment_strength": 0.35})
+    prompt, seed = render_prompt(cliff, registry(), STYLE), frame_seed("P1", cliff.scene_id, 0)
+    assert describe(cliff, prompt, seed, registry(), softer).pipeline_hash != pipeline.pipeline_hash
+
+
+def test_a_scene_without_an_environment_image_starts_from_noise_and_nature_stands_in() -> None:
+    cliff = scenes()[0]
+    prompt, seed = render_prompt(cliff, registry(), STYLE), frame_seed("P1", cliff.scene_id, 0)
+    bare = {pin: a.model_copy(update={"reference": None}) if pin.startswith("ENV_") else a
+            for pin, a in registry().items()}  # fmt: skip
+    assert backdrop(cliff, bare, 0.6) is None
+    steps = describe(cliff, prompt, seed, bare, SETTINGS).steps
+    assert [s.op for s in steps if s.op in ("empty_latent", "load_image")] == ["empty_latent"]
+    assert "denoise" not in next(s for s in steps if s.op == "sample").params
+    spray = {pin: a.model_copy(update={"reference": f"{pin}.png"}) if pin.startswith("NAT_")
+             else a for pin, a in bare.items()}  # fmt: skip
+    found = backdrop(cliff, spray, 0.5)  # the cliff's sea spray
+    assert found == Backdrop(pin="NAT_SPRAY@v1", image="NAT_SPRAY@v1.png", strength=0.5)
 
 
 def test_the_comfy_export_is_an_api_prompt_whose_links_resolve() -> None:
@@ -177,15 +203,20 @@ def test_the_comfy_export_is_an_api_prompt_whose_links_resolve() -> None:
             if isinstance(value, list):
                 assert value[0] in prompt and isinstance(value[1], int)
     classes = [node["class_type"] for node in prompt.values()]
-    assert classes.count("IPAdapterAdvanced") == 3 and classes.count("MaskComposite") == 2
+    assert classes.count("IPAdapterAdvanced") == 2 and classes.count("MaskComposite") == 2
     assert classes.count("IPAdapterUnifiedLoader") == 1
     sampler = prompt["sample"]["inputs"]
     assert sampler["seed"] == frame_seed("P1", "S01", 0).seed
-    assert prompt["latent"]["inputs"] == {"width": 1344, "height": 768, "batch_size": 1}
+    assert sampler["denoise"] == 0.6 and sampler["latent_image"] == ["latent", 0]
+    assert prompt["latent"]["class_type"] == "VAEEncode"
+    assert prompt["latent"]["inputs"] == {"pixels": ["backdrop", 0], "vae": ["model", 2]}
+    assert prompt["backdrop"]["inputs"]["width"] == 1344 and prompt["backdrop_file"]["inputs"] == {
+        "image": "proj/P1/assets/ENV_CLIFF/v1/front.png"
+    }
     masked = [n for n in prompt.values() if n["class_type"] == "IPAdapterAdvanced"]
-    assert ["attn_mask" in n["inputs"] for n in masked] == [False, True, True]
-    box = prompt["mask1_box"]["inputs"]
-    composite = prompt["mask1"]["inputs"]
+    assert ["attn_mask" in n["inputs"] for n in masked] == [True, True]
+    box = prompt["mask0_box"]["inputs"]
+    composite = prompt["mask0"]["inputs"]
     regions = regions_of(cliff)
     assert composite["x"] == round(regions[0].left * 1344)
     assert box["width"] == round(regions[0].right * 1344) - composite["x"]

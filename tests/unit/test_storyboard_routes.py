@@ -99,6 +99,23 @@ def test_a_script_compiles_to_scenes_that_validate(client: TestClient) -> None:
     assert client.post(scene_url + ":validate", headers=MINE).json()["renderable"]
 
 
+def test_unlocking_a_version_a_scene_pins_is_a_409_naming_the_scene(client: TestClient) -> None:
+    pid, ids = project(client, [(kind, name, True) for kind, name, _ in ASSETS])
+    sent = script(client, pid)
+    (scene,) = client.post(
+        f"/v1/projects/{pid}/scripts/{sent['script_id']}:compile", headers=MINE
+    ).json()["scenes"]
+    events = client.get(f"/v1/projects/{pid}/events", headers=MINE).json()["events"]
+    house = f"/v1/projects/{pid}/assets/{ids['Lighthouse']}"
+    refused = client.post(house + ":unlock", headers=MINE)
+    assert refused.status_code == 409, refused.text
+    assert scene["scene_id"] in refused.json()["detail"]
+    assert [e["loc"] for e in refused.json()["errors"]] == [["scenes", scene["scene_id"]]]
+    assert client.get(house, headers=MINE).json()["version"]["is_locked"]
+    assert client.get(f"/v1/projects/{pid}/events", headers=MINE).json()["events"] == events
+    assert client.post(house + ":unlock", headers=THEIRS).status_code == 404
+
+
 def test_an_unresolved_name_is_a_422_listing_each_one_and_writes_nothing(
     client: TestClient,
 ) -> None:

@@ -235,7 +235,7 @@ async def unlock_asset(
     version: Version = None,
 ) -> AssetView:
     """Unlock a locked ``version`` (the latest when not given), where the project's policy
-    allows it."""
+    allows it and no scene of a script's latest compile pins it (409 naming them)."""
     opened = await services.catalog.unlock_asset.remote(client_id, project_id, asset_id, version)
     return await asset_view(services, client_id, project_id, asset_id, opened.version)
 

@@ -64,6 +64,7 @@ _PROJECT_BODY = {
     "style_anchor_prompt",
     "style_anchor_images",
     "policy",
+    "composition",
 }
 _VERSION_BODY = {
     "canonical_prompt",

@@ -135,6 +135,7 @@ _VERSION_BODY = {
     "prompt",
     "pipeline_version",
     "pipeline_hash",
+    "backdrop",
     "diff",
 }
 

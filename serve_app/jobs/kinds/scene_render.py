@@ -6,8 +6,10 @@ the route before the job was queued (seed, exact prompt, pipeline hash already s
     each:   rendered by the Renderer with exactly the stored prompt, negative prompt and seed,
             in the project's style (the path ``asset_generate`` renders by), each character
             conditioned on its pinned version's image in its own region of the frame (an
-            IP-Adapter mask each: ``composition.cast``); a PNG at
-            ``proj/{project_id}/frames/{frame_id}/v{n}.png`` (a retry writes it again); then the
+            IP-Adapter mask each: ``composition.cast``), at the scene's aspect (the Renderer
+            keeps its pixel area: ``diffusion/sizes.py``; the masks are drawn at that size); a
+            PNG at ``proj/{project_id}/frames/{frame_id}/v{n}.png`` (a retry writes it again);
+            then the
             consistency gate (``stories/gate.py``): the frame's faces assigned to the cast
             by the Dedupe box, each character judged on its own face against the anchors of
             its pinned version's images, the frame against
@@ -116,6 +118,7 @@ async def render_frame(
         negative_prompt=version.prompt.negative_prompt,
         seed=version.seed.seed,
         cast=cast(scene.graph, registry),  # each character's identity masked to its region
+        aspect=scene.graph.aspect,  # the frame's shape at the Renderer's area; masks drawn so
     )
     renderer = tools.deliverer.handles.renderer.options(multiplexed_model_id=job.style_id)
     frames: Frames = await renderer.render.remote(job)

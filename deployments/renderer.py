@@ -17,6 +17,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.characters.conditioning import IdentityConditioner
+from serve_app.diffusion.calls import call_shape, steps_run
 from serve_app.diffusion.lanes import RenderLanes
 from serve_app.diffusion.pipelines import (
     DiffusionConfig,
@@ -147,7 +148,7 @@ class RendererEngine:
             except Exception as exc:
                 outcomes[i] = exc
             else:
-                shapes.setdefault(_call_shape(job), []).append((i, inputs))
+                shapes.setdefault(call_shape(job), []).append((i, inputs))
         for members in shapes.values():
             group = [(jobs[i], inputs) for i, inputs in members]
             results = self._render_group(group, on_step, stop)
@@ -185,7 +186,7 @@ class RendererEngine:
         first, inputs = group[0]
         if "image" in inputs:
             inputs = {**inputs, "image": [member_inputs["image"] for _, member_inputs in group]}
-        steps = _steps_run(inputs)
+        steps = steps_run(inputs)
 
         def step_end(pipe: Any, index: int, _timestep: Any, tensors: dict) -> dict:
             if on_step is not None:
@@ -279,28 +280,6 @@ class RendererEngine:
             raise ValueError("this renderer has no object store to read reference images from")
         with Image.open(io.BytesIO(self.objects.get(key))) as image:
             return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS)
-
-
-def _call_shape(job: RenderJob) -> tuple[Any, ...]:
-    """Jobs of one shape run as one pipeline call: a call takes one style, one img2img strength,
-    one identity strength (or none), one set of masked regions with their strengths (one mask
-    tensor a call; none for a job without a cast), one size (its aspect) and negative prompts
-    for all of its images or none (an empty one is not the same as none)."""
-    return (
-        job.base_model_ref,
-        tuple(job.lora_ids),
-        job.reference_strength,
-        bool(job.negative_prompt),
-        None if job.identity is None else job.identity.strength,  # the IP-Adapter's scale
-        tuple((m.box, m.identity.strength) for m in job.cast),  # its masks, their count
-        job.aspect,  # one latent size a call
-    )
-
-
-def _steps_run(inputs: dict[str, Any]) -> int:
-    """Denoising steps a call runs: img2img runs ``int(steps * strength)`` of them."""
-    steps = int(inputs["num_inference_steps"])
-    return max(1, int(steps * inputs["strength"])) if "strength" in inputs else steps
 
 
 class StepReporter:

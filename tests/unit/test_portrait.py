@@ -69,7 +69,7 @@ def test_a_portrait_is_the_front_image_for_display_and_a_2048_print_at_300_dpi(
     with Image.open(io.BytesIO(world.objects.get(result.display.storage_key))) as display:
         assert display.size == (result.display.width, result.display.height) == front.size
     with Image.open(io.BytesIO(world.objects.get(result.thumbnail.storage_key))) as thumbnail:
-        assert thumbnail.size == (256, 256)
+        assert thumbnail.size == (64, 64)  # 256 px at most, never enlarged
     with Image.open(io.BytesIO(world.objects.get(result.print.storage_key))) as printed:
         assert (printed.format, printed.size, printed.mode) == ("PNG", (2048, 2048), "RGB")
         assert tuple(round(float(d)) for d in printed.info["dpi"]) == (300, 300)

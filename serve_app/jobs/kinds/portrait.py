@@ -5,7 +5,7 @@ character version's portrait, for display and for print, stored with the version
             (409), and the version has a ``front`` image (409): refused before anything is queued
     display the version's ``front`` image (rendered square at the Renderer's size), framed square:
             the display version, labelled 1024x1024 (its size on an SDXL Renderer at 1024²; the
-            result says its real pixels), with a 256 px thumbnail
+            result says its real pixels), with a thumbnail (256 px at most)
     print   the display version through the print path (``jobs/kinds/prints.py``): upscaled by
             the Upscaler, framed to exactly 2048x2048, the default chain, PNG at the configured
             DPI (300) with an sRGB profile, validated (``prints/output.py``)
@@ -109,7 +109,8 @@ class PortraitKind(JobKind[PortraitJob]):
         front = Image.open(io.BytesIO(data)).convert("RGB")
         side = min(front.size)
         display = frame(front, (side, side), "cover")
-        thumbnail = display.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.LANCZOS)
+        thumb = min(side, THUMBNAIL)  # never enlarged
+        thumbnail = display.resize((thumb, thumb), Image.Resampling.LANCZOS)
         keys = {
             part: portrait_key(pid, spec.asset_id, spec.version, suffix)
             for part, suffix in (
@@ -130,7 +131,7 @@ class PortraitKind(JobKind[PortraitJob]):
         still = Image.fromarray(upscaled.pixels)
         printed = await asyncio.to_thread(finish, still, PRINT, config, steps, [], None)
         await asyncio.to_thread(objects.put, keys["print"], printed)
-        sizes = {"display": [side, side], "thumbnail": [THUMBNAIL] * 2, "print": list(PRINT.pixels)}
+        sizes = {"display": [side, side], "thumbnail": [thumb, thumb], "print": list(PRINT.pixels)}
         outcome.items[0] = {"keys": keys, "sizes": sizes, "dpi": config.dpi}
         return Ended("succeeded", outcome)
 

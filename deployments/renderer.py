@@ -17,6 +17,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.characters.conditioning import IdentityConditioner
+from serve_app.diffusion.calls import call_shape, steps_run
 from serve_app.diffusion.lanes import RenderLanes
 from serve_app.diffusion.pipelines import (
     DiffusionConfig,
@@ -24,6 +25,7 @@ from serve_app.diffusion.pipelines import (
     configure_torch,
     to_pixels,
 )
+from serve_app.diffusion.sizes import render_size
 from serve_app.diffusion.sources import ModelManager, model_manager
 from serve_app.metrics import timed
 from serve_app.schemas import Frames, RenderJob
@@ -38,6 +40,13 @@ class RendererConfig(DiffusionConfig):
     width: int = Field(default=128, ge=64, le=2048, multiple_of=8, description="Render width (px).")
     height: int = Field(
         default=128, ge=64, le=2048, multiple_of=8, description="Render height (px)."
+    )
+    max_side: int = Field(
+        default=2048,
+        ge=64,
+        le=4096,
+        description="Longest side (px) a job's aspect may render at; a job that would render "
+        "larger (or with a side under 32 px) fails with a 422 (``diffusion/sizes.py``).",
     )
     ip_adapter: str | None = Field(
         default=None,
@@ -139,7 +148,7 @@ class RendererEngine:
             except Exception as exc:
                 outcomes[i] = exc
             else:
-                shapes.setdefault(_call_shape(job), []).append((i, inputs))
+                shapes.setdefault(call_shape(job), []).append((i, inputs))
         for members in shapes.values():
             group = [(jobs[i], inputs) for i, inputs in members]
             results = self._render_group(group, on_step, stop)
@@ -177,7 +186,7 @@ class RendererEngine:
         first, inputs = group[0]
         if "image" in inputs:
             inputs = {**inputs, "image": [member_inputs["image"] for _, member_inputs in group]}
-        steps = _steps_run(inputs)
+        steps = steps_run(inputs)
 
         def step_end(pipe: Any, index: int, _timestep: Any, tensors: dict) -> dict:
             if on_step is not None:
@@ -195,7 +204,7 @@ class RendererEngine:
             guided = self.config.guidance_scale > 1
             if first.cast:
                 casts = [job.cast for job in jobs]
-                size = (self.config.width, self.config.height)
+                size = self.size(first)  # the masks are drawn at the job's render size
                 conditioning = self.conditioner.masked_inputs(pipe, casts, guided, size)
             else:
                 identities = [job.identity for job in jobs]
@@ -227,6 +236,7 @@ class RendererEngine:
     def _meta(self, job: RenderJob, sampler: str) -> dict[str, Any]:
         """The render's facts: ``schemas.RENDER_FACTS``, in that order."""
         cfg = self.config
+        width, height = self.size(job)
         return {
             "seed": job.seed,
             "steps": cfg.steps,
@@ -237,54 +247,39 @@ class RendererEngine:
             "lora_ids": job.lora_ids,
             "prompt": job.prompt,
             "negative_prompt": job.negative_prompt,
-            "width": cfg.width,
-            "height": cfg.height,
+            "width": width,
+            "height": height,
             "reference_key": job.reference_key,
             "reference_strength": job.reference_strength,
         }
 
-    def _inputs(self, job: RenderJob) -> dict[str, Any]:
-        """Text-to-image at the render size, or img2img from the job's reference image."""
+    def size(self, job: RenderJob) -> tuple[int, int]:
+        """The job's render size: its aspect at the configured area, or the configured size."""
         cfg = self.config
+        return render_size(job.aspect, (cfg.width, cfg.height), cfg.max_side)
+
+    def _inputs(self, job: RenderJob) -> dict[str, Any]:
+        """Text-to-image at the job's render size, or img2img from its reference image (scaled
+        to that size); a size the Renderer refuses fails the job alone."""
+        cfg = self.config
+        width, height = self.size(job)
         if job.reference_key is None or job.reference_strength is None:
-            return {"width": cfg.width, "height": cfg.height, "num_inference_steps": cfg.steps}
+            return {"width": width, "height": height, "num_inference_steps": cfg.steps}
         return {
-            "image": self._reference_image(job.reference_key),
+            "image": self._reference_image(job.reference_key, (width, height)),
             "strength": job.reference_strength,
             # img2img runs int(steps * strength) steps: scaled up, it runs cfg.steps.
             "num_inference_steps": math.ceil(cfg.steps / job.reference_strength),
         }
 
-    def _reference_image(self, key: str) -> Any:
+    def _reference_image(self, key: str, size: tuple[int, int]) -> Any:
         """The reference image, centre-cropped and scaled to the render size."""
         from PIL import Image, ImageOps
 
         if self.objects is None:
             raise ValueError("this renderer has no object store to read reference images from")
         with Image.open(io.BytesIO(self.objects.get(key))) as image:
-            size = (self.config.width, self.config.height)
             return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS)
-
-
-def _call_shape(job: RenderJob) -> tuple[Any, ...]:
-    """Jobs of one shape run as one pipeline call: a call takes one style, one img2img strength,
-    one identity strength (or none), one set of masked regions with their strengths (one mask
-    tensor a call; none for a job without a cast) and negative prompts for all of its images or
-    none (an empty one is not the same as none)."""
-    return (
-        job.base_model_ref,
-        tuple(job.lora_ids),
-        job.reference_strength,
-        bool(job.negative_prompt),
-        None if job.identity is None else job.identity.strength,  # the IP-Adapter's scale
-        tuple((m.box, m.identity.strength) for m in job.cast),  # its masks, their count
-    )
-
-
-def _steps_run(inputs: dict[str, Any]) -> int:
-    """Denoising steps a call runs: img2img runs ``int(steps * strength)`` of them."""
-    steps = int(inputs["num_inference_steps"])
-    return max(1, int(steps * inputs["strength"])) if "strength" in inputs else steps
 
 
 class StepReporter:

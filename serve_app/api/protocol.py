@@ -12,7 +12,7 @@ from serve_app.characters.verdicts import IdentityStamp
 from serve_app.delivery.places import Key as PlaceKey
 from serve_app.jobs.book import ItemFailure, JobError, Progress, Status
 from serve_app.looks import StoredReference
-from serve_app.projects.results import AssetResult
+from serve_app.projects.results import AssetResult, PortraitResult
 from serve_app.schemas import (
     CLIENT_REF,
     LORA_WEIGHT,
@@ -271,6 +271,7 @@ class JobView(BaseModel):
         | PrintResult
         | SheetResult
         | AssetResult
+        | PortraitResult
         | SceneRenderResult
         | ExportResult
         | GenerateAllResult

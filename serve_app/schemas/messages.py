@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from serve_app.characters.verdicts import IdentityConditioning, RegionIdentity, Verdict
+from serve_app.diffusion.sizes import MAX_RATIO, ratio
 from serve_app.schemas.fields import (
     Animation,
 )
@@ -50,6 +51,13 @@ class RenderJob(BaseModel):
         description="Several identities, each in its own region of the frame (IP-Adapter "
         "masks, one per identity); instead of ``identity``.",
     )
+    aspect: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]?:[1-9][0-9]?$",
+        description="Render at this aspect (``W:H``, at most 4:1 either way) and the Renderer's "
+        "pixel area, each side a multiple of 8 (``diffusion/sizes.py``); None: the Renderer's "
+        "configured width and height.",
+    )
 
     @model_validator(mode="after")
     def reference_has_a_strength(self) -> RenderJob:
@@ -57,6 +65,8 @@ class RenderJob(BaseModel):
             raise ValueError("reference_key and reference_strength go together")
         if self.cast and self.identity is not None:
             raise ValueError("a job takes one identity or a cast of masked ones, not both")
+        if self.aspect is not None and not 1 / MAX_RATIO <= ratio(self.aspect) <= MAX_RATIO:
+            raise ValueError(f"aspect {self.aspect!r} is wider or taller than 4:1")
         return self
 
 

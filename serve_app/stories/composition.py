@@ -13,7 +13,9 @@
   (the aspect's SDXL size), the size diffusers' ``IPAdapterMaskProcessor`` takes (it scales
   them to each attention layer itself); ``latent_size`` is that size / 8. ``cast`` hands the
   Renderer each character's identity (its pinned version's image, at its strength) with its
-  region, which the Renderer draws as that identity's IP-Adapter mask at the render size.
+  region, which the Renderer draws as that identity's IP-Adapter mask at the render size: the
+  scene's aspect at the Renderer's pixel area (``diffusion/sizes.py``), the aspect's SDXL size
+  on a 1024² Renderer to within 2%.
 - **The backdrop**: a scene whose environment (else its first nature asset) has a locked image
   starts from that image by img2img at the project's ``environment_strength`` (``backdrop``);
   a scene without one starts from noise, as before.

@@ -218,6 +218,7 @@ def test_every_route_of_a_project_is_a_404_to_another_client(client: TestClient)
         ("post", asset + ":version", {"change_note": "x"}),
         ("post", asset + ":lock", None),
         ("post", asset + ":unlock", None),
+        ("post", asset + ":portrait", None),
         ("get", f"/v1/projects/{pid}/events", None),
     ]
     for method, url, body in calls:
@@ -226,3 +227,16 @@ def test_every_route_of_a_project_is_a_404_to_another_client(client: TestClient)
         assert "project_id" in answer.json()["detail"]
     events = client.get(f"/v1/projects/{pid}/events", headers=MINE).json()["events"]
     assert [e["kind"] for e in events] == ["project.created", "asset.created"]
+
+
+def test_a_portrait_is_of_a_character_version_with_a_front_image(client: TestClient) -> None:
+    pid = project(client)
+    lighthouse = generate(client, pid, LIGHTHOUSE)["asset"]["asset_id"]
+    nova = {"asset_type": "character", "name": "Nova", "canonical_prompt": "a penguin pilot"}
+    character = generate(client, pid, nova)["asset"]["asset_id"]  # its images not rendered yet
+    for aid, says in ((lighthouse, "is of type environment"), (character, "has no front image")):
+        answer = client.post(f"/v1/projects/{pid}/assets/{aid}:portrait", headers=MINE)
+        assert answer.status_code == 409, answer.text
+        assert says in answer.json()["detail"]
+    later = client.post(f"/v1/projects/{pid}/assets/{character}:portrait?version=2", headers=MINE)
+    assert later.status_code == 404, later.text

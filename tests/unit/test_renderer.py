@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from deployments.renderer import (
     EveryCallerLeft,
@@ -18,8 +19,10 @@ from deployments.renderer import (
     RenderInterrupted,
     WaitingRender,
 )
+from serve_app.diffusion.sizes import render_size
 from serve_app.diffusion.sources import ModelManager
 from serve_app.diffusion.tiny import TINY_LORAS, TINY_MODEL, build_tiny_lora, build_tiny_sdxl
+from serve_app.errors import InvalidRequest
 from serve_app.schemas import RENDER_FACTS, Frames, RenderJob
 from serve_app.storage.local import LocalObjectStore, MediaSigner
 
@@ -184,3 +187,46 @@ def test_a_batch_stops_only_once_every_caller_left(renderer: RendererEngine) -> 
 
     outcomes = renderer.render_batch([call.job for call in calls], leave, stop)
     assert all(isinstance(outcome, RenderInterrupted) for outcome in outcomes)
+
+
+def test_an_aspect_renders_at_the_configured_area_and_batches_apart(
+    renderer: RendererEngine,
+) -> None:
+    wide = job(3).model_copy(update={"aspect": "16:9"})
+    tall = job(4).model_copy(update={"aspect": "3:4"})
+    square = job(5)
+    out = renderer.render_batch([wide, tall, square, wide.model_copy(update={"seed": 6})])
+    assert [f.pixels.shape for f in out if isinstance(f, Frames)] == [
+        (1, 48, 88, 3),  # 64²'s area at 16:9, each side a multiple of 8
+        (1, 72, 56, 3),
+        (1, 64, 64, 3),  # no aspect: exactly the configured size
+        (1, 48, 88, 3),
+    ]
+    first = out[0]
+    assert isinstance(first, Frames)
+    assert (first.meta["width"], first.meta["height"]) == (88, 48)
+    assert np.array_equal(first.pixels, renderer.render(wide).pixels)  # batched as alone
+
+
+def test_an_aspect_the_renderer_cannot_render_fails_its_job_alone(
+    renderer: RendererEngine,
+) -> None:
+    config = renderer.config
+    renderer.configure(config.model_copy(update={"max_side": 64}))
+    try:
+        wide, square = job(3).model_copy(update={"aspect": "16:9"}), job(4)
+        refused, rendered = renderer.render_batch([wide, square])
+    finally:
+        renderer.configure(config)
+    assert isinstance(refused, InvalidRequest) and refused.status_code == 422
+    assert "'16:9' renders at 88x48" in str(refused) and "32 to 64 px" in str(refused)
+    assert isinstance(rendered, Frames) and rendered.pixels.shape == (1, 64, 64, 3)
+
+
+def test_an_aspect_is_w_colon_h_at_most_four_to_one() -> None:
+    assert render_size("16:9", (1024, 1024), 2048) == (1368, 768)
+    assert render_size("4:3", (1024, 1024), 2048) == (1184, 888)
+    assert render_size(None, (64, 64), 64) == (64, 64)
+    for bad in ("16x9", "0:1", "16:9:1", "9:1"):
+        with pytest.raises(ValidationError):
+            job(1).model_validate({**job(1).model_dump(), "aspect": bad})

@@ -193,7 +193,9 @@ def test_each_character_is_conditioned_on_its_pinned_version_in_its_own_region(
     assert [m.box for m in job.cast] == boxes and boxes[0][2] <= boxes[1][0]
     (kwargs,) = calls
     (masks,) = kwargs["cross_attention_kwargs"]["ip_adapter_masks"]
-    assert tuple(masks.shape) == (1, 2, 64, 64)  # two masks, at the render size
+    assert scene.graph.aspect == job.aspect == "16:9"  # the scene's shape, at 64²'s area
+    assert tuple(masks.shape) == (1, 2, 48, 88)  # two masks, at the frame's render size
+    assert (kwargs["width"], kwargs["height"]) == (88, 48)
     assert tuple(kwargs["ip_adapter_image_embeds"][0].shape[:2]) == (2, 2)
     left, right = masks[0, 0].nonzero()[:, 1], masks[0, 1].nonzero()[:, 1]
     assert left.max() < right.min()  # Nova on the left, Marco on the right, apart

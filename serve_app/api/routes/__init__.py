@@ -12,6 +12,7 @@ from serve_app.api.routes import (
     jobs,
     keys,
     media,
+    portraits,
     prints,
     project_images,
     projects,
@@ -46,6 +47,7 @@ FAMILIES = (
     storyboards,
     timeline,
     project_images,
+    portraits,
 )
 ROUTERS: tuple[APIRouter, ...] = tuple(family.router for family in FAMILIES)
 

@@ -16,6 +16,7 @@ from serve_app.jobs.kinds.character_sheet import CharacterSheetKind
 from serve_app.jobs.kinds.generate_all import GenerateAllKind
 from serve_app.jobs.kinds.image import ImageKind
 from serve_app.jobs.kinds.pack import PackKind
+from serve_app.jobs.kinds.portrait import PortraitKind
 from serve_app.jobs.kinds.prints import PrintKind
 from serve_app.jobs.kinds.rebuild_keys import RebuildKeysKind
 from serve_app.jobs.kinds.reserve import ReserveKind
@@ -38,6 +39,7 @@ KINDS: dict[str, JobKind[Any]] = {
         SceneRenderKind(),
         StoryboardExportKind(),
         GenerateAllKind(),
+        PortraitKind(),
     )
 }
 

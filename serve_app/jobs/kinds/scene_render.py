@@ -6,9 +6,10 @@ the route before the job was queued (seed, exact prompt, pipeline hash already s
     each:   rendered by the Renderer with exactly the stored prompt, negative prompt and seed,
             in the project's style (the path ``asset_generate`` renders by), each character
             conditioned on its pinned version's image in its own region of the frame (an
-            IP-Adapter mask each: ``composition.cast``), started from the planned backdrop (the
-            environment's or nature's locked image, img2img at the planned strength) when the
-            frame version has one; a PNG at
+            IP-Adapter mask each: ``composition.cast``), at the scene's aspect (the Renderer
+            keeps its pixel area: ``diffusion/sizes.py``; the masks are drawn at that size),
+            started from the planned backdrop (the environment's or nature's locked image,
+            img2img at the planned strength) when the frame version has one; a PNG at
             ``proj/{project_id}/frames/{frame_id}/v{n}.png`` (a retry writes it again); then the
             consistency gate (``stories/gate.py``): the frame's faces assigned to the cast
             by the Dedupe box, each character judged on its own face against the anchors of
@@ -121,6 +122,7 @@ async def render_frame(
         # the environment's (or nature's) image the frame starts from, as its pipeline says
         reference_key=version.backdrop.image if version.backdrop else None,
         reference_strength=version.backdrop.strength if version.backdrop else None,
+        aspect=scene.graph.aspect,  # the frame's shape at the Renderer's area; masks drawn so
     )
     renderer = tools.deliverer.handles.renderer.options(multiplexed_model_id=job.style_id)
     frames: Frames = await renderer.render.remote(job)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from serve_app.characters.verdicts import IdentityConditioning, RegionIdentity
+from serve_app.diffusion.pipelines import LOADING
 from serve_app.diffusion.sources import ModelManager, ModelNotFound
 from serve_app.storage.objects import ObjectStore
 
@@ -154,13 +155,14 @@ class IdentityConditioner:
         if id(pipe.unet) not in self._adapted:
             folder = self.manager.ensure(adapter)
             (weights,) = sorted(folder.glob("*.safetensors"))
-            pipe.load_ip_adapter(
-                str(folder),
-                subfolder="",
-                weight_name=weights.name,
-                image_encoder_folder="image_encoder",
-                local_files_only=True,
-            )
+            with LOADING:  # its image encoder is loaded from disk too
+                pipe.load_ip_adapter(
+                    str(folder),
+                    subfolder="",
+                    weight_name=weights.name,
+                    image_encoder_folder="image_encoder",
+                    local_files_only=True,
+                )
             self._adapted[id(pipe.unet)] = (pipe.image_encoder, pipe.feature_extractor)
         return self._adapted[id(pipe.unet)]
 

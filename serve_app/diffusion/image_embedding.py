@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from serve_app.diffusion.pipelines import LOADING
 from serve_app.diffusion.sources import ModelNotFound
 
 
@@ -28,11 +29,12 @@ class ImageEncoder:
                 f"image encoder {path.name!r} must be a transformers CLIP vision folder with its "
                 "preprocessor_config.json"
             )
-        model: Any = CLIPVisionModelWithProjection.from_pretrained(
-            path, use_safetensors=True, local_files_only=True
-        )
-        self.model = model.to(device).eval()
-        self.processor: Any = CLIPImageProcessor.from_pretrained(path, local_files_only=True)
+        with LOADING:
+            model: Any = CLIPVisionModelWithProjection.from_pretrained(
+                path, use_safetensors=True, local_files_only=True
+            )
+            self.model = model.to(device).eval()
+            self.processor: Any = CLIPImageProcessor.from_pretrained(path, local_files_only=True)
         self.device = device
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:

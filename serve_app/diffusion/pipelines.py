@@ -58,6 +58,13 @@ def torch_dtype(config: DiffusionConfig) -> Any:
     return getattr(torch, config.dtype)
 
 
+# transformers and diffusers build a model's modules under a process-wide device context (the
+# meta device) while they load it: two loads at once in one process (two engines, each from its
+# own thread) can leave one model with weights on meta ("Cannot copy out of meta tensor"). Every
+# load from disk takes this lock.
+LOADING = threading.RLock()
+
+
 def _local_weights(config: DiffusionConfig) -> dict[str, Any]:
     """``from_pretrained`` arguments of every load: local files, safetensors only."""
     return {"use_safetensors": True, "dtype": torch_dtype(config), "local_files_only": True}
@@ -68,9 +75,10 @@ def load_sdxl(path: Path, config: DiffusionConfig | None = None) -> Any:
     from diffusers import StableDiffusionXLPipeline
 
     config = config or DiffusionConfig()
-    pipe = StableDiffusionXLPipeline.from_pretrained(path, **_local_weights(config))
+    with LOADING:
+        pipe = StableDiffusionXLPipeline.from_pretrained(path, **_local_weights(config))
+        pipe = pipe.to(config.device)
     pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(config.device)
     if config.attention == "xformers":  # raises clearly where xformers or CUDA is missing
         pipe.enable_xformers_memory_efficient_attention()
     return pipe
@@ -80,9 +88,11 @@ def load_video(path: Path, config: DiffusionConfig) -> Any:
     """A Stable Video Diffusion (image-to-video) pipeline from a diffusers folder."""
     from diffusers import StableVideoDiffusionPipeline
 
-    pipe = StableVideoDiffusionPipeline.from_pretrained(path, **_local_weights(config))
+    with LOADING:
+        pipe = StableVideoDiffusionPipeline.from_pretrained(path, **_local_weights(config))
+        pipe = pipe.to(config.device)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(config.device)
+    return pipe
 
 
 def load_animatediff(base: Any, base_path: Path, adapter: Path, config: DiffusionConfig) -> Any:
@@ -97,8 +107,10 @@ def load_animatediff(base: Any, base_path: Path, adapter: Path, config: Diffusio
 
     weights = _local_weights(config)
     # A fresh UNet from disk: the base's may carry PEFT LoRA layers, which from_unet2d cannot copy.
-    unet2d = UNet2DConditionModel.from_pretrained(base_path, subfolder="unet", **weights)
-    unet = UNetMotionModel.from_unet2d(unet2d, MotionAdapter.from_pretrained(adapter, **weights))
+    with LOADING:
+        unet2d = UNet2DConditionModel.from_pretrained(base_path, subfolder="unet", **weights)
+        motion = MotionAdapter.from_pretrained(adapter, **weights)
+    unet = UNetMotionModel.from_unet2d(unet2d, motion)
     # from_unet2d (diffusers 0.42) leaves SDXL's text-time embedding randomly initialised.
     unet.add_embedding.load_state_dict(unet2d.add_embedding.state_dict())
     # The adapter's weights now live in the UNet: not keeping it saves its memory. The explicit

@@ -240,8 +240,8 @@ def test_a_scene_starts_from_its_environments_locked_image_at_the_projects_stren
     assert (job.reference_key, job.reference_strength) == (image, 0.35)
     assert len(job.cast) == 2  # the characters keep their masks over the backdrop
     (kwargs,) = calls  # the img2img pipeline, from the harbor's picture, the masks beside it
-    assert kwargs["strength"] == 0.35 and kwargs["image"][0].size == (64, 64)
-    assert tuple(kwargs["cross_attention_kwargs"]["ip_adapter_masks"][0].shape) == (1, 2, 64, 64)
+    assert kwargs["strength"] == 0.35 and kwargs["image"][0].size == (88, 48)
+    assert tuple(kwargs["cross_attention_kwargs"]["ip_adapter_masks"][0].shape) == (1, 2, 48, 88)
     # the stored frame version and its pipeline record the backdrop; the hash covers it
     stored = run(catalog.get_frame_version(ME, pid, two.frames[0].frame_id, 1))
     assert stored.backdrop is not None

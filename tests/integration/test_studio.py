@@ -317,7 +317,13 @@ def test_a_project_asset_is_generated_shown_and_locked(page: Any) -> None:
     page.fill("#proj-asset-name", "Lamp")
     page.fill("#proj-prompt", "a brass oil lamp")
     page.click("#proj-generate")
-    page.wait_for_selector("#proj-versions .proj-version figure:nth-of-type(3) img")
+    third = "#proj-versions .proj-version figure:nth-of-type(3) img"
+    page.wait_for_function(  # the three images, or the error the panel shows instead
+        "s => document.querySelector(s) || !document.querySelector('#proj-error').hidden",
+        arg=third,
+    )
+    assert page.locator("#proj-error").is_hidden(), page.inner_text("#proj-error")
+    page.wait_for_selector(third)
     loaded(page, "#proj-versions figure img")
     assert "v1 · unlocked" in page.inner_text("#proj-versions")
     page.click("#proj-lock")

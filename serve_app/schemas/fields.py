@@ -166,7 +166,7 @@ ReferenceUrl = Annotated[
 # Model refs: a CivitAI model version or a tag (under the models folder), what a client may
 # name; or an absolute path on the server, for the config files an operator writes.
 CLIENT_REF = r"civitai:\d{1,12}|[A-Za-z0-9][A-Za-z0-9._@-]{0,199}"
-SERVER_PATH = r"/[^=\x00-\x1f]{1,300}"
+SERVER_PATH = r"/[^=\x00-\x1f\x7f\ufffd]{1,300}"  # safe text, as a schema can say it
 LORA_WEIGHT = r"(=-?(\d{1,2}(\.\d{1,4})?|\.\d{1,4}))?"
 _REF_SHAPE = "civitai:<model version id>, or a tag (letters, digits and . _ @ -; up to 200)"
 ModelRef = Annotated[str, Matching(f"^({CLIENT_REF}|{SERVER_PATH})$", f"use {_REF_SHAPE}")]

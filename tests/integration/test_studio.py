@@ -312,18 +312,19 @@ def test_a_project_asset_is_generated_shown_and_locked(page: Any) -> None:
     tab(page, "projects")
     page.fill("#proj-name", "Studio project")
     page.click("#proj-create")
-    page.wait_for_selector("#proj-project option", state="attached")
+    # The client's earlier projects fill the list first: wait until the new one is chosen.
+    page.wait_for_function(
+        "() => document.querySelector('#proj-project').selectedOptions[0]"
+        "?.textContent.startsWith('Studio project')"
+    )
     page.select_option("#proj-type", "prop")
     page.fill("#proj-asset-name", "Lamp")
     page.fill("#proj-prompt", "a brass oil lamp")
     page.click("#proj-generate")
     third = "#proj-versions .proj-version figure:nth-of-type(3) img"
-    # The three images, or the error the panel shows instead. Late in a full run this job
-    # has taken over two minutes with no error (not so alone or in its module): five minutes.
-    page.wait_for_function(
+    page.wait_for_function(  # the three images, or the error the panel shows instead
         "s => document.querySelector(s) || !document.querySelector('#proj-error').hidden",
         arg=third,
-        timeout=300_000,
     )
     assert page.locator("#proj-error").is_hidden(), page.inner_text("#proj-error")
     page.wait_for_selector(third)

@@ -86,7 +86,10 @@ class IdentityDraft(BaseModel):
         default=0.6, ge=0.0, le=1.0, description="Identity strength: the IP-Adapter scale."
     )
     parent: int | None = Field(
-        default=None, ge=1, description="The earlier version this one changes, if any."
+        default=None,
+        ge=1,
+        le=MAX_VERSION,
+        description="The earlier version this one changes, if any.",
     )
     change_note: Annotated[Text, Field(max_length=400)] = ""
 

@@ -154,9 +154,11 @@ def test_a_frame_is_rendered_from_its_stored_plan_and_gated(world: World) -> Non
     assert lenient.frames[0].status == "passed"
 
 
-def test_each_character_is_conditioned_on_its_pinned_version_in_its_own_region(
-    world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def recording(
+    world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch, pipe: str
+) -> tuple[Jobs, list[RenderJob], list[dict[str, Any]]]:
+    """Jobs over a real tiny Renderer with the IP-Adapter that records the jobs it is handed and
+    the keyword arguments of each call of its ``pipe`` pipeline (``base`` or ``img2img``)."""
     config = RendererConfig(steps=2, width=64, height=64, ip_adapter=TINY_IP_ADAPTER)
     engine = RendererEngine(ModelManager(models_dir), config, world.objects)
     handed: list[RenderJob] = []
@@ -167,7 +169,7 @@ def test_each_character_is_conditioned_on_its_pinned_version_in_its_own_region(
             handed.append(job)
             return engine.render(job)
 
-    pipeline = type(engine.pipelines.base(TINY_MODEL))
+    pipeline = type(getattr(engine.pipelines, pipe)(TINY_MODEL))
     call = pipeline.__call__
 
     def captured(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -175,7 +177,13 @@ def test_each_character_is_conditioned_on_its_pinned_version_in_its_own_region(
         return call(self, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "__call__", captured)
-    jobs = Jobs(world, world.replica(renderer=Recording()))
+    return Jobs(world, world.replica(renderer=Recording())), handed, calls
+
+
+def test_each_character_is_conditioned_on_its_pinned_version_in_its_own_region(
+    world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs, handed, calls = recording(world, models_dir, monkeypatch, "base")
     catalog = jobs.replica.catalog
     pid, (boats, talk) = storyboard(jobs)
     rendered(jobs, pid, talk, [0])
@@ -210,25 +218,7 @@ def test_each_character_is_conditioned_on_its_pinned_version_in_its_own_region(
 def test_a_scene_starts_from_its_environments_locked_image_at_the_projects_strength(
     world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = RendererConfig(steps=2, width=64, height=64, ip_adapter=TINY_IP_ADAPTER)
-    engine = RendererEngine(ModelManager(models_dir), config, world.objects)
-    handed: list[RenderJob] = []
-    calls: list[dict[str, Any]] = []
-
-    class Recording:
-        def render(self, job: RenderJob) -> Frames:
-            handed.append(job)
-            return engine.render(job)
-
-    pipeline = type(engine.pipelines.img2img(TINY_MODEL))
-    call = pipeline.__call__
-
-    def captured(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs)
-        return call(self, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "__call__", captured)
-    jobs = Jobs(world, world.replica(renderer=Recording()))
+    jobs, handed, calls = recording(world, models_dir, monkeypatch, "img2img")
     catalog = jobs.replica.catalog
     composition = ProjectComposition(environment_strength=0.35)
     pid, (_, talk) = storyboard(jobs, harbor_image=True, composition=composition)

@@ -4,11 +4,11 @@ body in JSON or YAML (``Content-Type: application/yaml``)."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from serve_app.api.protocol import JobAccepted
 from serve_app.characters.identities import IdentityDescription
@@ -16,13 +16,10 @@ from serve_app.errors import InvalidRequest
 from serve_app.projects.models import (
     AssetSpec,
     AssetType,
-    Int,
     ProjectEvent,
     ProjectFields,
     ProjectStatus,
-    Tag,
 )
-from serve_app.schemas import Text
 
 MAX_SPEC_BYTES = 65_536
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
@@ -63,6 +60,7 @@ class VersionView(BaseModel):
     seed_bank: list[int] = Field(description="Role i renders with seed i mod its size.")
     sampler: str
     metadata: dict[str, Any]
+    taxonomy: dict[str, str] = Field(description="Names to values a search matches exactly.")
     roles: list[str]
     images: dict[str, ImageView] = Field(description="The images rendered so far, by role.")
     parent: int | None = Field(description="The version this one changes (its lineage).")
@@ -103,20 +101,6 @@ class AssetAccepted(BaseModel):
 class EventPage(BaseModel):
     events: list[ProjectEvent] = Field(description="In the order they were logged.")
     next_after: str | None = Field(description="Pass as ``after`` for the next page; null: last.")
-
-
-class AssetQuery(BaseModel):
-    """The body of ``assets:search``: every field narrows, ``text`` ranks."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: Annotated[Text, StringConstraints(min_length=1, max_length=200)] | None = Field(
-        default=None, description="Ranks by meaning against each asset's canonical prompt."
-    )
-    asset_type: AssetType | None = None
-    tags: list[Tag] = Field(default_factory=list, max_length=16, description="All of them.")
-    offset: Int = Field(default=0, ge=0, le=100_000)
-    limit: Int = Field(default=20, ge=1, le=100)
 
 
 class SearchHit(BaseModel):

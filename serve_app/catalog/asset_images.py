@@ -6,12 +6,14 @@ assets ranked by their images' likeness to an uploaded image.
              under ``(project_id, asset_id, version, role)`` with the model's name
     search   an asset's score is the best cosine of the query to the images of its latest
              version that has embeddings by the query's model; assets without one rank last
-             (score None); filtered by type and tags and paged as the text search is
+             (score None); filtered by type, tags and taxonomy and paged as the text search is
     tenancy  every call reads the project under its owner first (another client's project is
              ``ProjectNotFound``), and only that project's primary-key prefix is read
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -51,11 +53,13 @@ class AssetImages(Facet):
         tags: list[str],
         offset: int,
         limit: int,
+        taxonomy: Mapping[str, str] | None = None,
     ) -> list[Hit]:
-        """The project's assets of ``asset_type`` with every tag of ``tags``, ranked by the
-        best cosine of ``query`` (an image embedding by ``model``) to their latest embedded
-        version's images, highest first (ties by id); a page from ``offset``."""
-        chosen = await chosen_assets(self.store, owner, project_id, asset_type, tags)
+        """The project's assets of ``asset_type`` with every tag of ``tags`` and every entry
+        of ``taxonomy`` (in their latest version), ranked by the best cosine of ``query`` (an
+        image embedding by ``model``) to their latest embedded version's images, highest first
+        (ties by id); a page from ``offset``."""
+        chosen = await chosen_assets(self.store, owner, project_id, asset_type, tags, taxonomy)
         scores: dict[str, float | None] = dict.fromkeys(chosen)
         latest: dict[str, tuple[int, list[bytes]]] = {}
         for asset_id, number, _, made_by, embed in await self.store.project_image_embeds(

@@ -1,16 +1,19 @@
-"""The asset search facet: a project's assets by type, tags and text, ranked by the cosine of
-each asset's latest canonical prompt (its Embedder vector, kept with the version) to the
-query's. The project's rows are its namespace: only primary-key prefixes of that project are
-read, so no search can return another project's asset."""
+"""The asset search facet: a project's assets by type, tags, taxonomy and text, ranked by
+the cosine of each asset's latest canonical prompt (its Embedder vector, kept with the version)
+to the query's; a taxonomy filter matches the latest version's taxonomy exactly. The
+project's rows are its namespace: only primary-key prefixes of that project are read, so no
+search can return another project's asset."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import numpy as np
 
 from serve_app.catalog.facet import Facet
 from serve_app.projects.models import Asset, AssetVersion, no_project
+from serve_app.projects.taxonomy import matches
 from serve_app.storage.tables import CatalogStore
 
 Hit = tuple[Asset, AssetVersion, float | None]
@@ -26,12 +29,14 @@ class AssetSearch(Facet):
         tags: list[str],
         offset: int,
         limit: int,
+        taxonomy: Mapping[str, str] | None = None,
     ) -> list[Hit]:
-        """The project's assets of ``asset_type`` with every tag of ``tags``, each with its
-        latest version: ranked by the cosine of its canonical prompt to ``query`` (highest
-        first, ties by id) when a query is given, by id otherwise; a page from ``offset``.
-        Only this project's rows are read (primary-key prefixes)."""
-        chosen = await chosen_assets(self.store, owner, project_id, asset_type, tags)
+        """The project's assets of ``asset_type`` with every tag of ``tags`` whose latest
+        version has every entry of ``taxonomy``, each with that version: ranked by the cosine
+        of its canonical prompt to ``query`` (highest first, ties by id) when a query is given,
+        by id otherwise; a page from ``offset``. Only this project's rows are read
+        (primary-key prefixes)."""
+        chosen = await chosen_assets(self.store, owner, project_id, asset_type, tags, taxonomy)
         scores: dict[str, float | None] = dict.fromkeys(chosen)
         if query is not None:
             latest: dict[str, tuple[int, bytes]] = {}
@@ -44,18 +49,35 @@ class AssetSearch(Facet):
 
 
 async def chosen_assets(
-    store: CatalogStore, owner: str, project_id: str, asset_type: str | None, tags: list[str]
+    store: CatalogStore,
+    owner: str,
+    project_id: str,
+    asset_type: str | None,
+    tags: list[str],
+    taxonomy: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """The ids of the owner's project's assets of ``asset_type`` with every tag of ``tags``, by
-    id (``ProjectNotFound`` for a project that is not the owner's)."""
+    """The ids of the owner's project's assets of ``asset_type`` with every tag of ``tags``
+    and, in their latest version, every entry of ``taxonomy``, by id (``ProjectNotFound`` for
+    a project that is not the owner's)."""
     if await store.get_project(owner, project_id) is None:
         raise no_project(project_id)
     wanted = set(tags)
-    return [
+    chosen = [
         asset_id
         for asset_id, kind, tags_json in await store.project_asset_labels(project_id)
         if (asset_type is None or kind == asset_type)
         and (not wanted or wanted <= set(json.loads(tags_json)))
+    ]
+    if not taxonomy:
+        return chosen
+    latest: dict[str, tuple[int, str]] = {}
+    for asset_id, number, taxonomy_json in await store.project_taxonomies(project_id):
+        if number > latest.get(asset_id, (0, ""))[0]:
+            latest[asset_id] = (number, taxonomy_json)
+    return [
+        asset_id
+        for asset_id in chosen
+        if asset_id in latest and matches(json.loads(latest[asset_id][1]), taxonomy)
     ]
 
 

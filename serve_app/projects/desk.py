@@ -12,6 +12,7 @@ import numpy as np
 from serve_app.jobs.desk import JobDesk
 from serve_app.jobs.kinds.asset_generate import AssetGenerateJob, default_roles
 from serve_app.projects.models import Asset, AssetChanges, AssetSpec, AssetVersion, prompt_of
+from serve_app.projects.queries import AssetQuery
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,21 @@ class ProjectDesk:
         if not text:
             return None
         return np.asarray(await self.embed(text), dtype=np.float32).tobytes()
+
+    async def search(self, owner: str, project_id: str, query: AssetQuery) -> list[Any]:
+        """``assets:search``: the catalog's hits for an ``AssetQuery``, its text embedded."""
+        vector = await self.embed(query.text) if query.text else None
+        hits: list[Any] = await self.catalog.search_assets.remote(
+            owner,
+            project_id,
+            vector,
+            query.asset_type,
+            query.tags,
+            query.offset,
+            query.limit,
+            query.taxonomy,
+        )
+        return hits
 
     async def generate(self, owner: str, project_id: str, spec: AssetSpec) -> dict[str, Any]:
         """A new asset, its version 1, and the job rendering its images."""

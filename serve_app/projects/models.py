@@ -38,6 +38,7 @@ from serve_app.characters.identities import (
 )
 from serve_app.errors import Conflict, NotFound
 from serve_app.ids import new_ulid
+from serve_app.projects.taxonomy import Taxonomy
 from serve_app.schemas import JsonObject, LoraId, ModelRef, SoulId, StyleProfile, Text
 
 ProjectId = Annotated[str, StringConstraints(pattern=r"^prj_[0-9a-z]{26}$")]
@@ -201,6 +202,11 @@ class AssetChanges(BaseModel):
     metadata: JsonObject | None = Field(
         default=None, description="Outfit, expression set, time of day, weather, season..."
     )
+    taxonomy: Taxonomy | None = Field(
+        default=None,
+        description="What the asset is, as names to values that a search matches exactly "
+        "(species, role, era...); replaces the whole taxonomy when given.",
+    )
     roles: list[Role] | None = Field(
         default=None,
         min_length=1,
@@ -262,6 +268,9 @@ class AssetVersion(BaseModel):
     seed_bank: list[int]
     sampler: str = ""
     metadata: JsonObject = Field(default_factory=dict)
+    taxonomy: dict[str, str] = Field(
+        default_factory=dict, description="Names to values a search matches exactly."
+    )
     roles: list[str]
     images: dict[str, str] = Field(
         default_factory=dict, description="Object key of each rendered image, by role."
@@ -307,6 +316,7 @@ def first_version(
         seed_bank=_seeds(spec) or [secrets.randbelow(MAX_SEED) for _ in range(SEED_BANK_SIZE)],
         sampler=spec.sampler or project.default_sampler,
         metadata=spec.metadata or {},
+        taxonomy=spec.taxonomy or {},
         roles=spec.roles or roles,
         change_note=spec.change_note,
         made_by=who,

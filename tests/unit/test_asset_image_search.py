@@ -23,9 +23,11 @@ from serve_app.catalog.asset_images import AssetImages
 from serve_app.catalog.projects import Projects
 from serve_app.diffusion.sources import ModelManager
 from serve_app.diffusion.tiny import TINY_CLIP
+from serve_app.errors import InvalidRequest
 from serve_app.jobs.kinds.asset_generate import AssetGenerateJob
 from serve_app.projects.image_search import frames_of
 from serve_app.projects.models import AssetSpec, ProjectDraft, ProjectNotFound
+from serve_app.projects.taxonomy import taxonomy_of
 from serve_app.settings import ReferenceSettings, Settings
 from serve_app.storage.sqlite import SQLiteStore
 from serve_app.storage.tables import CatalogStore
@@ -72,7 +74,7 @@ def asset(catalog: Catalog, pid: str, name: str, kind: str = "prop", **more: Any
 def test_assets_rank_by_their_latest_images_inside_one_project_only(catalog: Catalog) -> None:
     pid = run(catalog.create_project(ME, ProjectDraft(name="P"))).project_id
     near, far, bare = (asset(catalog, pid, n) for n in ("near", "far", "bare"))
-    tagged = asset(catalog, pid, "tagged", "environment", tags=["coast"])
+    tagged = asset(catalog, pid, "tagged", "environment", tags=["coast"], taxonomy={"era": "1920s"})
     keep = catalog.add_asset_image_embed
     run(keep(ME, pid, near, 1, "front", "clip", unit(80)))
     run(keep(ME, pid, near, 1, "wide", "clip", unit(5)))  # its best image decides
@@ -90,6 +92,10 @@ def test_assets_rank_by_their_latest_images_inside_one_project_only(catalog: Cat
     only = run(catalog.search_assets_by_image(ME, pid, unit(0), "clip", "environment", [], 0, 9))
     assert [a.asset_id for a, _, _ in only] == [tagged]
     assert run(catalog.search_assets_by_image(ME, pid, unit(0), "clip", None, ["x"], 0, 9)) == []
+    classed = catalog.search_assets_by_image(
+        ME, pid, unit(0), "clip", None, [], 0, 9, {"era": "1920s"}
+    )
+    assert [a.asset_id for a, _, _ in run(classed)] == [tagged]
     other = run(catalog.create_project(OTHER, ProjectDraft(name="Q"))).project_id
     assert run(catalog.search_assets_by_image(OTHER, other, unit(0), "clip", None, [], 0, 9)) == []
     for call in (
@@ -165,7 +171,10 @@ def test_an_upload_finds_the_asset_it_shows(
     pid = run(engine.create_project(KEY_A, ProjectDraft(name="P"))).project_id
     ids = []
     for seed in range(3):
-        spec = AssetSpec(asset_type="prop", name=f"thing {seed}", canonical_prompt="a thing")
+        taxonomy = {"era": "1920s", "role": "lead"} if seed == 2 else {"era": "1920s"}
+        spec = AssetSpec(
+            asset_type="prop", name=f"thing {seed}", canonical_prompt="a thing", taxonomy=taxonomy
+        )
         made = run(engine.create_asset(KEY_A, pid, spec, ["front"], None))[0].asset_id
         embedded = dedupe.check(frames_of(png(picture(seed))), [])
         assert embedded.image_embed is not None and embedded.embed_model == TINY_CLIP
@@ -182,6 +191,8 @@ def test_an_upload_finds_the_asset_it_shows(
     paged = search(client, pid, png(picture(1)), limit=1, offset=1).json()
     assert len(paged["hits"]) == 1 and paged["next_offset"] == 2
     assert search(client, pid, png(picture(1)), asset_type="environment").json()["hits"] == []
+    classed = search(client, pid, png(picture(1)), taxonomy="era:1920s,role:lead").json()
+    assert [h["asset_id"] for h in classed["hits"]] == [ids[2]]
     assert search(client, pid, png(picture(1)), headers=THEIRS).status_code == 404
 
 
@@ -208,6 +219,14 @@ def test_a_refused_upload_names_it_and_writes_nothing(
     bad_tag = search(client, pid, png(picture(0)), tags="ok," + "x" * 41)
     assert bad_tag.status_code == 422 and "tags" in bad_tag.json()["detail"]
     assert search(client, pid, png(picture(0)), asset_type="car").status_code == 422
+    for taxonomy, words in (
+        ("era", "taxonomy"),  # no value
+        ("Era:1920s", "taxonomy"),
+        ("era:1920s,era:1930s", "taxonomy: a key is given twice"),
+        ("era:" + "x" * 65, "taxonomy"),
+    ):
+        bad = search(client, pid, png(picture(0)), taxonomy=taxonomy)
+        assert bad.status_code == 422 and words in bad.json()["detail"], bad.text
     assert run(engine.project_events(KEY_A, pid, "", 100)) == before
     assert run(engine.store.project_image_embeds(pid)) == []
 
@@ -247,6 +266,25 @@ def test_the_job_keeps_each_images_embedding(world: World, dedupe: DedupeEngine)
     hits = run(engine.search_assets_by_image(me, pid, query.image_embed, TINY_CLIP, None, [], 0, 5))
     assert hits[0][0].asset_id == version.asset_id
     assert hits[0][2] == pytest.approx(1.0, abs=1e-2)
+
+
+def test_a_taxonomy_query_is_key_value_pairs_checked_as_a_taxonomy() -> None:
+    assert taxonomy_of("") == {}
+    assert taxonomy_of("species:fox,era:1920s,time:12:30") == {
+        "species": "fox",
+        "era": "1920s",
+        "time": "12:30",
+    }
+    for text, words in (
+        ("species", "taxonomy: each pair is key:value"),
+        ("species:fox,species:owl", "taxonomy: a key is given twice"),
+        ("Species:fox", "taxonomy.Species.[key]"),
+        ("species:", "taxonomy.species"),
+        (",".join(f"k{i}:v" for i in range(17)), "at most 16 items"),
+    ):
+        with pytest.raises(InvalidRequest) as refused:
+            taxonomy_of(text)
+        assert words in str(refused.value), str(refused.value)
 
 
 def test_a_large_upload_travels_shrunk_to_the_image_model() -> None:

@@ -5,6 +5,7 @@ a project answers 404 to another client."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,23 @@ def test_a_yaml_spec_is_a_json_spec(client: TestClient) -> None:
         ("a: &x [1]\nb: *x\n", "yaml", "aliases"),
         ("asset_type: prop\nname: x\ncanonical_prompt: p\nroles: [Front]\n", "yaml", "roles.0"),
         ("{}", "text/plain", "application/yaml"),
+        (
+            "asset_type: prop\nname: x\ncanonical_prompt: p\ntaxonomy: {Era: x}\n",
+            "yaml",
+            "taxonomy.Era",
+        ),
+        (
+            json.dumps(
+                {
+                    "asset_type": "prop",
+                    "name": "x",
+                    "canonical_prompt": "p",
+                    "taxonomy": {f"k{i}": "v" for i in range(17)},
+                }
+            ),
+            "json",
+            "taxonomy",
+        ),
     ],
 )
 def test_a_refused_spec_names_the_field_and_writes_nothing(
@@ -203,6 +221,43 @@ def test_search_ranks_by_meaning_inside_the_project(client: TestClient) -> None:
     for text, first in (("a boat on a lake", "Boat"), ("trees covered in snow", "Forest")):
         paged = client.post(url, json={"text": text, "limit": 1}, headers=MINE).json()
         assert [h["name"] for h in paged["hits"]] == [first] and paged["next_offset"] == 1
+
+
+def test_search_filters_by_taxonomy_and_an_asset_shows_its_own(client: TestClient) -> None:
+    pid = project(client)
+    ids = {}
+    for name, taxonomy in (
+        ("Fox", {"species": "fox", "role": "sidekick", "era": "1920s"}),
+        ("Owl", {"species": "owl", "role": "sidekick"}),
+        ("Wolf", {"species": "wolf", "role": "villain", "era": "1920s"}),
+    ):
+        spec = {"asset_type": "character", "name": name, "canonical_prompt": f"a {name}"}
+        made = generate(client, pid, {**spec, "taxonomy": taxonomy})["asset"]
+        assert made["version"]["taxonomy"] == taxonomy
+        ids[name] = made["asset_id"]
+    url = f"/v1/projects/{pid}/assets:search"
+
+    def names(body: dict[str, Any]) -> list[str]:
+        found = client.post(url, json=body, headers=MINE)
+        assert found.status_code == 200, found.text
+        return [h["name"] for h in found.json()["hits"]]
+
+    assert names({"taxonomy": {"era": "1920s"}, "text": "a wolf"}) == ["Wolf", "Fox"]
+    assert sorted(names({"taxonomy": {"role": "sidekick"}})) == ["Fox", "Owl"]
+    assert names({"taxonomy": {"role": "sidekick", "era": "1920s"}}) == ["Fox"]
+    changed = client.post(
+        f"/v1/projects/{pid}/assets/{ids['Owl']}:version",
+        json={"taxonomy": {"species": "owl", "era": "1920s"}},
+        headers=MINE,
+    )
+    assert changed.status_code == 202, changed.text
+    assert sorted(names({"taxonomy": {"era": "1920s"}})) == ["Fox", "Owl", "Wolf"]
+    shown = client.get(f"/v1/projects/{pid}/assets/{ids['Owl']}?version=1", headers=MINE).json()
+    assert shown["version"]["taxonomy"] == {"species": "owl", "role": "sidekick"}
+    before = client.get(f"/v1/projects/{pid}/events", headers=MINE).json()["events"]
+    refused = client.post(url, json={"taxonomy": {"role": "x" * 65}}, headers=MINE)
+    assert refused.status_code == 422 and "taxonomy.role" in refused.json()["detail"]
+    assert client.get(f"/v1/projects/{pid}/events", headers=MINE).json()["events"] == before
 
 
 def test_every_route_of_a_project_is_a_404_to_another_client(client: TestClient) -> None:

@@ -193,6 +193,95 @@ def test_search_ranks_by_prompt_inside_one_project_only(projects: ProjectsAndSea
     assert names(query, None, [], 0, 1) == ["far"]
 
 
+def test_a_taxonomy_is_stored_copied_and_searched_inside_one_project(
+    projects: ProjectsAndSearch,
+) -> None:
+    mine = run(projects.create_project(ME, ProjectDraft(name="P"))).project_id
+    theirs = run(projects.create_project(OTHER, ProjectDraft(name="P"))).project_id
+    made = {}
+    for name, angle, taxonomy in (
+        ("fox", 10, {"species": "fox", "role": "sidekick", "era": "1920s"}),
+        ("owl", 40, {"species": "owl", "role": "sidekick"}),
+        ("wolf", 70, {"species": "wolf", "role": "villain", "era": "1920s"}),
+        ("bare", 0, {}),
+    ):
+        asset, v1 = run(
+            projects.create_asset(ME, mine, spec(name=name, taxonomy=taxonomy), ROLES, embed(angle))
+        )
+        assert v1.taxonomy == taxonomy
+        made[name] = asset.asset_id
+    run(projects.create_asset(OTHER, theirs, spec(taxonomy={"role": "sidekick"}), ROLES, embed(0)))
+    stored = run(projects.get_asset_version(ME, mine, made["fox"], 1))
+    assert stored.taxonomy == {"era": "1920s", "role": "sidekick", "species": "fox"}
+    query = np.frombuffer(embed(0), dtype=np.float32).tolist()
+
+    def names(taxonomy: dict[str, str], text: list[float] | None = query) -> list[str]:
+        hits = run(projects.search_assets(ME, mine, text, None, [], 0, 10, taxonomy))
+        return [a.name for a, _, _ in hits]
+
+    assert names({"role": "sidekick"}) == ["fox", "owl"]
+    assert names({"era": "1920s"}) == ["fox", "wolf"]
+    assert names({"era": "1920s", "role": "villain"}) == ["wolf"]
+    assert names({"era": "1920s", "species": "owl"}) == []
+    assert names({"role": "Sidekick"}) == []  # values match exactly
+    assert names({}) == ["bare", "fox", "owl", "wolf"]
+    assert names({"role": "sidekick"}, None) == sorted(["fox", "owl"], key=lambda n: made[n])
+    # A new version copies the taxonomy unless it gives one, and its taxonomy is searched.
+    copied = run(projects.new_asset_version(ME, mine, made["owl"], AssetChanges(), None))
+    assert copied.taxonomy == {"species": "owl", "role": "sidekick"}
+    changes = AssetChanges(taxonomy={"species": "owl", "role": "villain"})
+    changed = run(projects.new_asset_version(ME, mine, made["owl"], changes, None))
+    assert (changed.taxonomy, changed.parent) == (changes.taxonomy, 2)
+    assert names({"role": "sidekick"}) == ["fox"]
+    assert names({"role": "villain"}) == ["owl", "wolf"]
+    assert run(projects.get_asset_version(ME, mine, made["owl"], 1)).taxonomy["role"] == "sidekick"
+    with pytest.raises(ProjectNotFound, match="project_id"):
+        run(projects.search_assets(OTHER, mine, None, None, [], 0, 10, {"role": "sidekick"}))
+
+
+def test_a_catalog_made_before_taxonomies_gains_the_column_and_reads_its_versions(
+    projects: ProjectsAndSearch,
+) -> None:
+    db = projects.store
+    pid = run(projects.create_project(ME, ProjectDraft(name="P"))).project_id
+    run(db._write("ALTER TABLE asset_version DROP COLUMN taxonomy_json"))  # the older schema
+    aid = f"ast_{new_ulid().lower()}"
+    run(db._write("INSERT INTO asset VALUES (?, ?, ?, ?, ?, ?)", (pid, aid, "prop", "A", "[]", 1)))
+    body = json.dumps({"canonical_prompt": "p", "seed_bank": [1], "roles": ["front"]})
+    old = "INSERT INTO asset_version VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    run(db._write(old, (pid, aid, 1, False, body, "{}", None, 1, 1)))
+    run(db.open())  # the schema is brought up to date where it opens
+    assert run(projects.get_asset_version(ME, pid, aid, 1)).taxonomy == {}
+    changes = AssetChanges(taxonomy={"era": "1920s"})
+    assert run(projects.new_asset_version(ME, pid, aid, changes, None)).taxonomy == changes.taxonomy
+    hits = run(projects.search_assets(ME, pid, None, None, [], 0, 10, {"era": "1920s"}))
+    assert [(a.asset_id, v.version) for a, v, _ in hits] == [(aid, 2)]
+
+
+@pytest.mark.parametrize(
+    ("taxonomy", "words"),
+    [
+        ({"Species": "fox"}, "taxonomy.Species.[key]"),
+        ({"species": ""}, "taxonomy.species"),
+        ({"species": "fox, owl"}, "taxonomy.species"),
+        ({"species": "x" * 65}, "taxonomy.species"),
+        ({"k" + "x" * 32: "fox"}, "[key]"),
+        ({f"k{i}": "v" for i in range(17)}, "at most 16 items"),
+        ({"species": 3}, "taxonomy.species"),
+        (["species", "fox"], "taxonomy"),
+    ],
+)
+def test_a_taxonomy_beyond_its_limits_is_refused_naming_it(taxonomy: object, words: str) -> None:
+    given = {"asset_type": "prop", "name": "Backpack", "canonical_prompt": "p"}
+    for model, body in ((AssetSpec, given), (AssetChanges, {})):
+        with pytest.raises(ValidationError) as refused:
+            model.model_validate({**body, "taxonomy": taxonomy})
+        errors = refused.value.errors()
+        assert {e["loc"][0] for e in errors} == {"taxonomy"}, errors
+        where = ".".join(str(p) for p in errors[0]["loc"])
+        assert words in f"{where} {errors[0]['msg']}", errors
+
+
 def test_the_log_is_every_change_in_order_and_only_grows(projects: ProjectsAndSearch) -> None:
     pid = run(projects.create_project(ME, ProjectDraft(name="P"))).project_id
     asset, _ = run(projects.create_asset(ME, pid, spec(), ROLES, None))
@@ -234,13 +323,13 @@ def filled(projects: ProjectsAndSearch) -> tuple[ProjectsAndSearch, str, str]:
             aid = f"ast_{new_ulid().lower()}"
             rows["a"].append((pid, aid, "prop", "A", "[]", 1))
             for v in (1, 2):
-                rows["v"].append((pid, aid, v, False, body, "{}", embed(a), 1, 1))
+                rows["v"].append((pid, aid, v, False, body, "{}", embed(a), 1, 1, "{}"))
         for _ in range(3):
             rows["e"].append((pid, new_ulid(), "k", ME, 1, "{}"))
     statements = {
         "p": "INSERT INTO project VALUES (?, ?, ?, ?, ?, ?)",
         "a": "INSERT INTO asset VALUES (?, ?, ?, ?, ?, ?)",
-        "v": "INSERT INTO asset_version VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "v": "INSERT INTO asset_version VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "e": "INSERT INTO project_event VALUES (?, ?, ?, ?, ?, ?)",
     }
     write_analyzed(db, [(sql, rows[k]) for k, sql in statements.items()])
@@ -263,6 +352,7 @@ def test_plans_read_one_project_by_its_primary_keys(
         (db.get_asset_version(pid, aid, 2), "asset_version"),
         (db.asset_embedding(pid, aid, 2), "asset_version"),
         (db.project_embeddings(pid), "asset_version"),
+        (db.project_taxonomies(pid), "asset_version"),
         (db.events_page(pid, "", 50), "project_event"),
     ):
         for sql, params in statements_of(db, call):

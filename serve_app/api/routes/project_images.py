@@ -19,6 +19,7 @@ from serve_app.api.services import Services
 from serve_app.errors import InvalidRequest
 from serve_app.projects.image_search import upload_embedding
 from serve_app.projects.models import AssetType, ProjectId, Tag
+from serve_app.projects.taxonomy import QUERY_PATTERN, taxonomy_of
 
 router = APIRouter(tags=["projects"], dependencies=[Authorized])
 TAGS = TypeAdapter(list[Tag])
@@ -29,6 +30,16 @@ Tags = Annotated[
         pattern=rf"^{_TAG}(,{_TAG}){{0,15}}$",
         description="Comma-separated tags (at most 16 of at most 40 characters); an asset "
         "must carry each.",
+    ),
+]
+
+Taxonomy = Annotated[
+    str,
+    Query(
+        pattern=QUERY_PATTERN,
+        description="Comma-separated key:value pairs (at most 16; a key of 1 to 32 characters, "
+        "a-z first, then a-z, 0-9, _; a value of 1 to 64 characters, no comma); an asset's "
+        "latest version must have each.",
     ),
 ]
 
@@ -55,18 +66,20 @@ async def search_assets_by_image(
     services: Services,
     asset_type: AssetType | None = None,
     tags: Tags = "",
+    taxonomy: Taxonomy = "",
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> SearchPage:
-    """The project's assets (of ``asset_type``, with every tag) ranked by how alike their
-    latest images are to the image sent (``score``: the best cosine of image embeddings; null
-    for an asset without embedded images, ranked last). Nothing is stored."""
-    wanted = tags_of(tags)
+    """The project's assets (of ``asset_type``, with every tag and ``taxonomy`` entry) ranked
+    by how alike their latest images are to the image sent (``score``: the best cosine of
+    image embeddings; null for an asset without embedded images, ranked last). Nothing is
+    stored."""
+    wanted, classed = tags_of(tags), taxonomy_of(taxonomy)
     await services.catalog.get_project.remote(client_id, project_id)  # 404 first
     image = (await images_in(request, services, most=1))[0]
     model, query = await upload_embedding(services.deliverer.handles.dedupe, image.png)
     hits = await services.catalog.search_assets_by_image.remote(
-        client_id, project_id, query, model, asset_type, wanted, offset, limit
+        client_id, project_id, query, model, asset_type, wanted, offset, limit, classed
     )
     found = await asyncio.to_thread(
         lambda: [

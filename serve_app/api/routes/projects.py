@@ -16,7 +16,6 @@ from serve_app.api.deps import Authorized, ClientScope
 from serve_app.api.errors import responses
 from serve_app.api.project_protocol import (
     AssetAccepted,
-    AssetQuery,
     AssetView,
     EventPage,
     ImageView,
@@ -42,6 +41,7 @@ from serve_app.projects.models import (
     ProjectId,
     ProjectPatch,
 )
+from serve_app.projects.queries import AssetQuery
 
 router = APIRouter(tags=["projects"], dependencies=[Authorized])
 PREFIX = "/v1/projects"
@@ -162,11 +162,9 @@ async def generate_asset(
 async def search_assets(
     project_id: ProjectId, query: AssetQuery, client_id: ClientScope, services: Services
 ) -> SearchPage:
-    """The project's assets by type and tags, ranked by meaning when ``text`` is given."""
-    vector = await desk(services).embed(query.text) if query.text else None
-    hits = await services.catalog.search_assets.remote(
-        client_id, project_id, vector, query.asset_type, query.tags, query.offset, query.limit
-    )
+    """The project's assets by type, tags and taxonomy, ranked by meaning when ``text`` is
+    given."""
+    hits = await desk(services).search(client_id, project_id, query)
     found = await asyncio.to_thread(
         lambda: [
             SearchHit(**a.model_dump(), version=version_view(services, v), score=s)

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS asset_version (
   project_id TEXT NOT NULL, asset_id TEXT NOT NULL, version INTEGER NOT NULL,
   is_locked INTEGER NOT NULL, body_json TEXT NOT NULL, images_json TEXT NOT NULL,
   prompt_embed BLOB, created_at_ts INTEGER NOT NULL, updated_at_ts INTEGER NOT NULL,
-  PRIMARY KEY (project_id, asset_id, version));
+  taxonomy_json TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (project_id, asset_id, version));
 CREATE TABLE IF NOT EXISTS project_event (
   project_id TEXT NOT NULL, seq TEXT NOT NULL, kind TEXT NOT NULL, who TEXT NOT NULL,
   at_ts INTEGER NOT NULL, payload_json TEXT NOT NULL, PRIMARY KEY (project_id, seq));
@@ -49,11 +49,13 @@ CREATE TABLE IF NOT EXISTS asset_version (
   version INTEGER NOT NULL, is_locked BOOLEAN NOT NULL, body_json JSONB NOT NULL,
   images_json JSONB NOT NULL, prompt_embed BYTEA, created_at_ts BIGINT NOT NULL,
   updated_at_ts BIGINT NOT NULL, PRIMARY KEY (project_id, asset_id, version));
+ALTER TABLE asset_version ADD COLUMN IF NOT EXISTS taxonomy_json JSONB NOT NULL DEFAULT '{}';
 CREATE TABLE IF NOT EXISTS project_event (
   project_id TEXT COLLATE "C" NOT NULL, seq TEXT COLLATE "C" NOT NULL, kind TEXT NOT NULL,
   who TEXT NOT NULL, at_ts BIGINT NOT NULL, payload_json JSONB NOT NULL,
   PRIMARY KEY (project_id, seq));
 """,
+    sqlite_added=(("asset_version", "taxonomy_json", "TEXT NOT NULL DEFAULT '{}'"),),
 )
 
 _PROJECT_BODY = {
@@ -100,6 +102,7 @@ _VERSION_COLUMNS = [
     "prompt_embed",
     "created_at_ts",
     "updated_at_ts",
+    "taxonomy_json",
 ]
 _INSERT_VERSION = insert_sql(
     "asset_version", _VERSION_COLUMNS, "ON CONFLICT DO NOTHING RETURNING version"
@@ -153,6 +156,7 @@ def _version_row(v: AssetVersion, embed: bytes | None) -> tuple[Any, ...]:
         embed,
         v.created_at_ts,
         v.updated_at_ts,
+        json.dumps(v.taxonomy, sort_keys=True),
     )
 
 
@@ -164,6 +168,7 @@ def version_from(row: Row) -> AssetVersion:
         version=row["version"],
         is_locked=bool(row["is_locked"]),
         images=json.loads(row["images_json"]),
+        taxonomy=json.loads(row["taxonomy_json"]),
         created_at_ts=row["created_at_ts"],
         updated_at_ts=row["updated_at_ts"],
     )
@@ -240,6 +245,15 @@ class ProjectRows(Store):
             (project_id,),
         )
         return [(r["asset_id"], r["asset_type"], r["tags_json"]) for r in rows]
+
+    async def project_taxonomies(self, project_id: str) -> list[tuple[str, int, str]]:
+        """(asset_id, version, taxonomy as JSON) of every version of the project: what a search
+        by taxonomy filters on, a primary-key prefix."""
+        rows = await self._rows(
+            "SELECT asset_id, version, taxonomy_json FROM asset_version WHERE project_id = ?",
+            (project_id,),
+        )
+        return [(r["asset_id"], r["version"], r["taxonomy_json"]) for r in rows]
 
     async def insert_asset_version(self, version: AssetVersion, embed: bytes | None) -> bool:
         """Insert a new version; False: that number was taken first."""

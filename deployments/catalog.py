@@ -9,6 +9,7 @@ import asyncio
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from serve_app.catalog.asset_derived import DerivedImages
 from serve_app.catalog.asset_images import AssetImages
 from serve_app.catalog.asset_search import AssetSearch
 from serve_app.catalog.costs import Costs
@@ -91,6 +92,7 @@ class CatalogEngine(
     Frames,
     Stories,
     AssetImages,
+    DerivedImages,
 ):
     """Every facet over one store; ``objects``: where snapshots of large souls' key indexes are
     kept (and orphans swept), if anywhere; ``changes``: the store's change feed, which waiting

@@ -45,6 +45,16 @@ class ImageView(BaseModel):
     expires_at: int = Field(description="Epoch seconds after which the URL stops working.")
 
 
+class DerivedView(ImageView):
+    """An image derived from the version's images (a portrait), with its thumbnail."""
+
+    width: int
+    height: int
+    label: str = Field(description="Its nominal size: 1024x1024 (display), 2048x2048 (print).")
+    dpi: int | None = Field(description="A print's DPI.")
+    thumbnail: ImageView
+
+
 class VersionView(BaseModel):
     """One version of an asset: what it renders, its images by role, its lineage and lock."""
 
@@ -63,6 +73,11 @@ class VersionView(BaseModel):
     taxonomy: dict[str, str] = Field(description="Names to values a search matches exactly.")
     roles: list[str]
     images: dict[str, ImageView] = Field(description="The images rendered so far, by role.")
+    derived_images: dict[str, DerivedView] = Field(
+        default_factory=dict,
+        description="Images made from them, by role (portrait, portrait_print): the version's "
+        "own, which leave its spec as it is (shown by GET asset; empty in search hits).",
+    )
     parent: int | None = Field(description="The version this one changes (its lineage).")
     change_note: str
     is_locked: bool = Field(description="A locked version never changes.")

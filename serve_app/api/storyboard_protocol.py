@@ -186,8 +186,16 @@ class ImageEntry(BaseModel):
     render_version: int | None = None
     status: str | None = None
     storage_key: str
-    url: str
-    expires_at: int
+    url: str = Field(description="Signed, short-lived URL.")
+    expires_at: int = Field(description="Epoch seconds after which the URLs stop working.")
+    thumbnail_key: str | None = Field(default=None, description="A portrait's thumbnail.")
+    thumbnail_url: str | None = Field(default=None, description="Its signed URL.")
+    width: int | None = None
+    height: int | None = None
+    label: str | None = Field(
+        default=None, description="A portrait's nominal size: 1024x1024 (display), 2048x2048."
+    )
+    dpi: int | None = Field(default=None, description="A print portrait's DPI.")
 
 
 class ImagesPage(BaseModel):

@@ -37,6 +37,7 @@ from serve_app.projects.models import (
     no_asset,
     no_project,
 )
+from serve_app.storage.tables import CatalogStore
 
 ATTEMPTS = 8  # concurrent writers of one asset's versions, before the client is told to retry
 _last_seq = [0]
@@ -48,6 +49,16 @@ def next_seq() -> str:
     value = max(int(ULID()), _last_seq[0] + 1)
     _last_seq[0] = value
     return str(ULID.from_int(value))
+
+
+async def append_event(
+    store: CatalogStore, project_id: str, kind: str, who: str, payload: dict[str, Any]
+) -> None:
+    """Append an event to the project's log (the one way every facet writes it)."""
+    event = ProjectEvent(
+        project_id=project_id, seq=next_seq(), kind=kind, who=who, at_ts=now_ms(), payload=payload
+    )
+    await store.append_event(event)
 
 
 class Projects(Facet):
@@ -274,12 +285,4 @@ class Projects(Facet):
     async def _log_event(
         self, project_id: str, kind: str, who: str, payload: dict[str, Any]
     ) -> None:
-        event = ProjectEvent(
-            project_id=project_id,
-            seq=next_seq(),
-            kind=kind,
-            who=who,
-            at_ts=now_ms(),
-            payload=payload,
-        )
-        await self.store.append_event(event)
+        await append_event(self.store, project_id, kind, who, payload)

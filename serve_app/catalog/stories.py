@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from serve_app.catalog.facet import Facet
-from serve_app.catalog.projects import next_seq
+from serve_app.catalog.projects import append_event
 from serve_app.ids import now_ms
-from serve_app.projects.models import Project, ProjectArchived, ProjectEvent, no_project
+from serve_app.projects.models import Project, ProjectArchived, no_project
 from serve_app.stories.assets import AssetTable, DirectoryEntry
 from serve_app.stories.compiler import compile_script
 from serve_app.stories.composition import Blocker, PinnedAsset, ProjectStyle, blockers
@@ -182,16 +182,7 @@ class Stories(Facet):
     async def _story_event(
         self, project_id: str, kind: str, who: str, payload: dict[str, Any]
     ) -> None:
-        await self.store.append_event(
-            ProjectEvent(
-                project_id=project_id,
-                seq=next_seq(),
-                kind=kind,
-                who=who,
-                at_ts=now_ms(),
-                payload=payload,
-            )
-        )
+        await append_event(self.store, project_id, kind, who, payload)
 
 
 def style_of(project: Project) -> ProjectStyle:

@@ -15,6 +15,7 @@ from serve_app.catalog.frames import Frames
 from serve_app.catalog.scene_pins import current_scenes
 from serve_app.errors import Conflict, InvalidRequest
 from serve_app.ids import now_ms
+from serve_app.projects.derived import PORTRAIT_ROLES
 from serve_app.stories.records import Frame, FrameVersion, Scene
 
 ImageType = Literal["portrait", "scene"]
@@ -135,8 +136,9 @@ class Timeline(Frames):
         character_id: str | None,
         scene_id: str | None,
     ) -> list[dict[str, Any]]:
-        """What the project holds: character portraits (each version's images by role) and
-        scene frames (the version each shows), narrowed by type, character and scene."""
+        """What the project holds: character portraits (each version's display and print
+        portraits) and scene frames (the version each shows), narrowed by type, character
+        and scene."""
         await self._project(owner, project_id)
         out: list[dict[str, Any]] = []
         if image_type in (None, "portrait") and scene_id is None:
@@ -164,23 +166,25 @@ class Timeline(Frames):
         return out
 
     async def _portraits(self, project_id: str, character_id: str | None) -> list[dict[str, Any]]:
-        out = []
-        for asset_id, kind, _ in await self.store.project_asset_labels(project_id):
-            if kind != "character" or (character_id and asset_id != character_id):
-                continue
-            for version in await self.store.asset_versions(project_id, asset_id):
-                out += [
-                    {
-                        "type": "portrait",
-                        "character_ids": [asset_id],
-                        "asset_id": asset_id,
-                        "version": version.version,
-                        "role": role,
-                        "storage_key": key,
-                    }
-                    for role, key in version.images.items()
-                ]
-        return out
+        """The characters' portraits (the ``portrait`` job's display and print, kept as
+        derived images of their versions), each with its thumbnail."""
+        return [
+            {
+                "type": "portrait",
+                "character_ids": [d.asset_id],
+                "asset_id": d.asset_id,
+                "version": d.version,
+                "role": d.role,
+                "storage_key": d.storage_key,
+                "thumbnail_key": d.thumbnail_key,
+                "width": d.width,
+                "height": d.height,
+                "label": d.label,
+                "dpi": d.dpi,
+            }
+            for d in await self.store.derived_images(project_id, character_id)
+            if d.role in PORTRAIT_ROLES
+        ]
 
     async def log_export(self, owner: str, project_id: str, payload: dict[str, Any]) -> None:
         """An export written (``storyboard_export``), in the project's log."""

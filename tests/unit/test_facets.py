@@ -44,7 +44,7 @@ TABLES = (
     "work_lock, idempotency, job, job_queue, key_demand, identity_version"
     ", project, asset, asset_version, project_event, script, scene, frame, frame_version"
     ", project, asset, asset_version, project_event"
-    ", asset_image_embed, job_slot"
+    ", asset_image_embed, asset_derived_image, job_slot"
 )
 KEY = pk_id("nova", "a fox")
 

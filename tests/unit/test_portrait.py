@@ -74,9 +74,27 @@ def test_a_portrait_is_the_front_image_for_display_and_a_2048_print_at_300_dpi(
         assert (printed.format, printed.size, printed.mode) == ("PNG", (2048, 2048), "RGB")
         assert tuple(round(float(d)) for d in printed.info["dpi"]) == (300, 300)
         assert "icc_profile" in printed.info
-    # The version's record is left as it was: a portrait is derived from its front image.
-    after = run(jobs.replica.catalog.get_asset_version(ME, pid, aid, 1))
+    # The version's record is left as it was: a portrait is derived from its front image,
+    # and kept as the version's derived images (display and print, each with the thumbnail).
+    catalog = jobs.replica.catalog
+    after = run(catalog.get_asset_version(ME, pid, aid, 1))
     assert after.images == version.images
+    derived = run(catalog.derived_images(ME, pid, aid, 1))
+    assert [(d.role, d.storage_key, d.thumbnail_key, d.width, d.dpi) for d in derived] == [
+        ("portrait", result.display.storage_key, result.thumbnail.storage_key, 64, None),
+        ("portrait_print", result.print.storage_key, result.thumbnail.storage_key, 2048, 300),
+    ]
+    listed = run(catalog.project_images(ME, pid, "portrait", aid, None))
+    assert [i["storage_key"] for i in listed] == [d.storage_key for d in derived]
+    # A repeated portrait job, of the version once locked, duplicates nothing.
+    locked = run(catalog.lock_asset(ME, pid, aid, 1))
+    again = run(jobs.desk.submit(ME, run(portrait_job(jobs.catalog, ME, pid, aid, 1)))).job_id
+    assert jobs.work_once() and jobs.doc(again).status == "succeeded", jobs.doc(again).error
+    assert run(catalog.derived_images(ME, pid, aid, None)) == derived
+    assert run(catalog.project_images(ME, pid, "portrait", aid, None)) == listed
+    assert run(catalog.get_asset_version(ME, pid, aid, 1)) == locked
+    events = [e.kind for e in run(catalog.project_events(ME, pid, "", 100))]
+    assert events.count("version.derived") == 1
 
 
 def test_a_portrait_needs_a_character_with_a_front_image_of_this_client(world: World) -> None:

@@ -14,12 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deployments.catalog import CatalogEngine
+from serve_app.api.deps import key_scope
 from serve_app.catalog.souls import load_souls
 from serve_app.settings import Settings
 from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run
 from tests.unit.handles import LocalHandle
 from tests.unit.ingress_app import ingress_client
+from tests.unit.test_asset_derived import portraits
 
 MINE, THEIRS = {"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}
 YAML = {**MINE, "Content-Type": "application/yaml"}
@@ -295,3 +297,28 @@ def test_a_portrait_is_of_a_character_version_with_a_front_image(client: TestCli
         assert says in answer.json()["detail"]
     later = client.post(f"/v1/projects/{pid}/assets/{character}:portrait?version=2", headers=MINE)
     assert later.status_code == 404, later.text
+
+
+def test_a_characters_portraits_are_shown_with_its_version_and_listed(client: TestClient) -> None:
+    pid = project(client)
+    nova = {"asset_type": "character", "name": "Nova", "canonical_prompt": "a penguin pilot"}
+    aid = generate(client, pid, nova)["asset"]["asset_id"]
+    engine = client.app.state.services.catalog.engine  # type: ignore[attr-defined]
+    prefix = f"proj/{pid}/asset/{aid}/v1/portrait"
+    made = portraits(pid, aid, 1)
+    run(engine.add_derived_images(key_scope("key-a"), pid, aid, 1, made))
+    shown = client.get(f"/v1/projects/{pid}/assets/{aid}", headers=MINE).json()["version"]
+    assert shown["images"] == {}  # its rendered images by role: none yet
+    derived = shown["derived_images"]
+    assert sorted(derived) == ["portrait", "portrait_print"]
+    assert derived["portrait_print"]["dpi"] == 300 and derived["portrait"]["url"]
+    assert derived["portrait"]["thumbnail"]["storage_key"] == prefix + ".thumb.png"
+    listed = client.get(
+        f"/v1/projects/{pid}/images?type=portrait&character_id={aid}", headers=MINE
+    ).json()["images"]
+    assert [(i["role"], i["storage_key"]) for i in listed] == [
+        ("portrait", prefix + ".png"),
+        ("portrait_print", prefix + ".print.2048x2048.png"),
+    ]
+    assert all(i["url"] and i["thumbnail_url"] and i["character_ids"] == [aid] for i in listed)
+    assert client.get(f"/v1/projects/{pid}/images?type=portrait", headers=THEIRS).status_code == 404

@@ -17,6 +17,7 @@ from serve_app.api.errors import responses
 from serve_app.api.project_protocol import (
     AssetAccepted,
     AssetView,
+    DerivedView,
     EventPage,
     ImageView,
     ProjectPage,
@@ -30,6 +31,7 @@ from serve_app.api.project_protocol import (
 )
 from serve_app.api.protocol import JobAccepted
 from serve_app.api.services import IngressServices, Once, Services
+from serve_app.projects.derived import DerivedImage
 from serve_app.projects.desk import ProjectDesk
 from serve_app.projects.models import (
     Asset,
@@ -59,13 +61,27 @@ def project_view(project: Project) -> ProjectView:
     return ProjectView.model_validate(project.model_dump(exclude={"owner"}))
 
 
-def version_view(services: IngressServices, v: AssetVersion) -> VersionView:
-    """A version with its images as signed URLs."""
-    images = {}
-    for role, key in v.images.items():
-        signed = services.objects.signed_url(key, services.ttl_s)
-        images[role] = ImageView(storage_key=key, url=signed.url, expires_at=signed.expires_at)
-    return VersionView(**v.model_dump(exclude={"images", "made_by"}), images=images)
+def version_view(
+    services: IngressServices, v: AssetVersion, derived: list[DerivedImage] | None = None
+) -> VersionView:
+    """A version with its images (and those derived from them) as signed URLs."""
+
+    def signed(key: str) -> ImageView:
+        url = services.objects.signed_url(key, services.ttl_s)
+        return ImageView(storage_key=key, url=url.url, expires_at=url.expires_at)
+
+    made = {
+        d.role: DerivedView(
+            **signed(d.storage_key).model_dump(),
+            **d.model_dump(include={"width", "height", "label", "dpi"}),
+            thumbnail=signed(d.thumbnail_key),
+        )
+        for d in derived or []
+    }
+    images = {role: signed(key) for role, key in v.images.items()}
+    return VersionView(
+        **v.model_dump(exclude={"images", "made_by"}), images=images, derived_images=made
+    )
 
 
 async def asset_view(
@@ -76,8 +92,11 @@ async def asset_view(
     shown: AssetVersion = await services.catalog.get_asset_version.remote(
         owner, project_id, asset_id, version
     )
+    derived = await services.catalog.derived_images.remote(
+        owner, project_id, asset_id, shown.version
+    )
     summaries = [VersionSummary(**v.model_dump()) for v in versions]
-    shown_view = await asyncio.to_thread(version_view, services, shown)
+    shown_view = await asyncio.to_thread(version_view, services, shown, derived)
     return AssetView(**asset.model_dump(), version=shown_view, versions=summaries)
 
 

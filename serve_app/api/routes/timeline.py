@@ -7,7 +7,7 @@ The logic is the catalog's (``catalog/timeline.py``); every change is an event i
 log, and approving a ``needs_review`` frame is recorded as an audited exception."""
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
@@ -139,20 +139,25 @@ async def project_images(
     character_id: Annotated[AssetId | None, Query()] = None,
     scene_id: Annotated[SceneId | None, Query()] = None,
 ) -> ImagesPage:
-    """What the project holds: character portraits (``type=portrait``) and scene frames
-    (``type=scene``, the version each shows), narrowed by character and scene."""
+    """What the project holds: character portraits (``type=portrait``: each version's display
+    and print portraits, with thumbnails) and scene frames (``type=scene``, the version each
+    shows), narrowed by character and scene; with signed URLs."""
     found = await services.catalog.project_images.remote(
         client_id, project_id, image_type, character_id, scene_id
     )
 
-    def signed() -> list[ImageEntry]:
-        out = []
-        for entry in found:
-            url = services.objects.signed_url(entry["storage_key"], services.ttl_s)
-            out.append(ImageEntry(**entry, url=url.url, expires_at=url.expires_at))
-        return out
+    return ImagesPage(images=await asyncio.to_thread(signed_entries, services, found))
 
-    return ImagesPage(images=await asyncio.to_thread(signed))
+
+def signed_entries(services: IngressServices, found: list[dict[str, Any]]) -> list[ImageEntry]:
+    """The project's images with signed URLs (a portrait's thumbnail's too)."""
+    out = []
+    for entry in found:
+        url = services.objects.signed_url(entry["storage_key"], services.ttl_s)
+        thumb = entry.get("thumbnail_key")
+        small = services.objects.signed_url(thumb, services.ttl_s).url if thumb else None
+        out.append(ImageEntry(**entry, url=url.url, expires_at=url.expires_at, thumbnail_url=small))
+    return out
 
 
 @router.post(

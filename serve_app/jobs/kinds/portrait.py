@@ -10,9 +10,11 @@ character version's portrait, for display and for print, stored with the version
             the Upscaler, framed to exactly 2048x2048, the default chain, PNG at the configured
             DPI (300) with an sRGB profile, validated (``prints/output.py``)
     store   ``proj/{project_id}/asset/{asset_id}/v{n}/portrait.png``, ``….thumb.png`` and
-            ``….print.2048x2048.png``: beside the version's images, derived from its ``front``
-            (the version's record is left as it is: a locked version stays immutable); a retry
-            writes the same objects again
+            ``….print.2048x2048.png``, then kept as the version's derived images (roles
+            ``portrait`` and ``portrait_print``, each naming the thumbnail:
+            ``catalog/asset_derived.py``): images of the version that leave its record as it
+            is (a locked version stays immutable); a retry or a repeated job writes the same
+            objects and the same rows again, so nothing is duplicated
     owner   every read goes through the job's client (its API key's id)
 """
 
@@ -32,8 +34,9 @@ from serve_app.jobs.kinds.base import Attempt, Ended, JobKind, JobTools
 from serve_app.jobs.spec import Item, JobBase
 from serve_app.prints.output import finish, frame
 from serve_app.prints.spec import PrintOptions, load_prints
+from serve_app.projects.derived import DerivedImage, DerivedRole
 from serve_app.projects.models import Asset, AssetVersion
-from serve_app.projects.results import PortraitImage, PortraitResult
+from serve_app.projects.results import DISPLAY, PortraitImage, PortraitResult
 from serve_app.storage.objects import ObjectStore
 
 PRINT = PrintOptions(size="portrait")  # 2048x2048, cover, PNG, the default chain
@@ -88,6 +91,33 @@ def png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+def derived_images(
+    spec: PortraitJob, job_id: str, keys: dict[str, str], sizes: dict[str, list[int]], dpi: int
+) -> list[DerivedImage]:
+    """The display and the print as the version's derived images, each with the thumbnail."""
+    printed = "x".join(str(n) for n in PRINT.pixels)
+    parts: tuple[tuple[DerivedRole, str, str, int | None], ...] = (
+        ("portrait", "display", DISPLAY, None),
+        ("portrait_print", "print", printed, dpi),
+    )
+    return [
+        DerivedImage(
+            project_id=spec.soul_id,
+            asset_id=spec.asset_id,
+            version=spec.version,
+            role=role,
+            storage_key=keys[part],
+            thumbnail_key=keys["thumbnail"],
+            width=sizes[part][0],
+            height=sizes[part][1],
+            label=label,
+            dpi=dots,
+            job_id=job_id,
+        )
+        for role, part, label, dots in parts
+    ]
+
+
 class PortraitKind(JobKind[PortraitJob]):
     name = "portrait"
     spec = PortraitJob
@@ -132,6 +162,10 @@ class PortraitKind(JobKind[PortraitJob]):
         printed = await asyncio.to_thread(finish, still, PRINT, config, steps, [], None)
         await asyncio.to_thread(objects.put, keys["print"], printed)
         sizes = {"display": [side, side], "thumbnail": [thumb, thumb], "print": list(PRINT.pixels)}
+        derived = derived_images(spec, attempt.doc.job_id, keys, sizes, config.dpi)
+        await tools.catalog.add_derived_images.remote(
+            owner, pid, spec.asset_id, spec.version, derived
+        )
         outcome.items[0] = {"keys": keys, "sizes": sizes, "dpi": config.dpi}
         return Ended("succeeded", outcome)
 

@@ -1,6 +1,7 @@
 """The catalog's tables, one module per family (its DDL and its statements); ``CatalogStore``
 mixes them into the store a backend runs. A new family: a module here and a base below."""
 
+from serve_app.storage.tables.asset_derived import AssetDerivedRows
 from serve_app.storage.tables.asset_images import AssetImageRows
 from serve_app.storage.tables.claims import ClaimRows
 from serve_app.storage.tables.demand import DemandRows
@@ -31,6 +32,7 @@ class CatalogStore(
     ProjectRows,
     StoryRows,
     AssetImageRows,
+    AssetDerivedRows,
     JobSlotRows,
 ):
     """Every table family's statements; a backend (SQLite, PostgreSQL) says how to run them."""

@@ -43,6 +43,7 @@ export function projectsPanel() {
       const title = `v${v.version}${v.parent ? ` from v${v.parent}` : ""} · ${v.is_locked ? "locked" : "unlocked"}`;
       column.append(Object.assign(document.createElement("h3"), { textContent: title }));
       column.append(...v.roles.filter((role) => v.images[role]).map((role) => figure(v.images[role].url, role)));
+      column.append(...Object.entries(v.derived_images || {}).map(([role, d]) => figure(d.thumbnail.url, `${role} (${d.label})`)));
       return column;
     }));
   }

@@ -6,7 +6,9 @@ the route before the job was queued (seed, exact prompt, pipeline hash already s
     each:   rendered by the Renderer with exactly the stored prompt, negative prompt and seed,
             in the project's style (the path ``asset_generate`` renders by), each character
             conditioned on its pinned version's image in its own region of the frame (an
-            IP-Adapter mask each: ``composition.cast``), at the scene's aspect (the Renderer
+            IP-Adapter mask each: ``composition.cast``), then the planned placements (each
+            prop's locked image in its own region, each further environment or nature image
+            over the whole frame: ``stories/scenery.py``), at the scene's aspect (the Renderer
             keeps its pixel area: ``diffusion/sizes.py``; the masks are drawn at that size),
             started from the planned backdrop (the environment's or nature's locked image,
             img2img at the planned strength) when the frame version has one; a PNG at
@@ -118,7 +120,9 @@ async def render_frame(
         prompt=version.prompt.prompt,
         negative_prompt=version.prompt.negative_prompt,
         seed=version.seed.seed,
-        cast=cast(scene.graph, registry),  # each character's identity masked to its region
+        # each character's identity masked to its region, then the planned placements: each
+        # prop's image in its region, further scenery images over the whole frame
+        cast=cast(scene.graph, registry) + [p.conditioning() for p in version.placements],
         # the environment's (or nature's) image the frame starts from, as its pipeline says
         reference_key=version.backdrop.image if version.backdrop else None,
         reference_strength=version.backdrop.strength if version.backdrop else None,

@@ -1,0 +1,132 @@
+"""A scene's props reach its frames through their locked images, not only the prompt: each prop
+with an image is one more masked IP-Adapter image beside the cast, in its own region (over the
+real tiny Renderer and IP-Adapter: what the pipeline is handed, not likeness); the stored frame
+version and its pipeline record it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from serve_app.diffusion.tiny import TINY_MODEL
+from serve_app.projects.models import AssetSpec, ProjectComposition, ProjectDraft
+from serve_app.stories.composition import regions_of
+from serve_app.stories.pipeline import RenderSettings, describe
+from serve_app.stories.records import ScriptDraft
+from serve_app.stories.scenery import prop_layout
+from tests.support import run
+from tests.unit.test_job_worker import Jobs
+from tests.unit.test_scene_render import ME, face, harbor, recording, rendered
+from tests.unit.world import World
+
+SCRIPT = """Title: Harbor
+
+EXT. HARBOR - NIGHT
+
+[[Props: Lantern]]
+
+NOVA
+Marco?
+
+MARCO
+Here.
+"""
+
+
+def lantern() -> bytes:
+    """A plain picture of a lantern's colours: a warm light on a dark ground."""
+    pixels = np.full((64, 64, 3), (15, 15, 30), dtype=np.uint8)
+    pixels[16:48, 20:44] = (250, 190, 60)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def with_props(jobs: Jobs, composition: ProjectComposition, harbor_image: bool = False) -> Any:
+    """A project with Nova and Marco (a photograph each), the harbor (with an image if
+    ``harbor_image``) and a lantern with its front image, all locked, and the script compiled:
+    the project's id, the scene's id and each asset's front image key by name."""
+    catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
+    draft = ProjectDraft(name="Harbor", style_anchor_prompt="ink", composition=composition)
+    pid = run(catalog.create_project(ME, draft)).project_id
+    images = {"Nova": face(), "Marco": face(), "Lantern": lantern()}
+    if harbor_image:
+        images["Harbor"] = harbor()
+    keys = {}
+    for kind, name in (
+        ("character", "Nova"),
+        ("character", "Marco"),
+        ("environment", "Harbor"),
+        ("prop", "Lantern"),
+    ):
+        spec = AssetSpec(asset_type=kind, name=name, canonical_prompt=f"{name.lower()} prompt")
+        asset, _ = run(catalog.create_asset(ME, pid, spec, ["front"], None))
+        if name in images:
+            keys[name] = f"proj/{pid}/asset/{asset.asset_id}/v1/front.png"
+            objects.put(keys[name], images[name])
+            run(catalog.add_asset_image(ME, pid, asset.asset_id, 1, "front", keys[name], {}))
+        run(catalog.lock_asset(ME, pid, asset.asset_id, 1))
+    script = run(catalog.create_script(ME, pid, ScriptDraft(raw_text=SCRIPT)))
+    _, (scene,) = run(catalog.compile_script(ME, pid, script.script_id))
+    return pid, scene.scene_id, keys
+
+
+def test_a_prop_is_conditioned_on_its_locked_image_in_its_own_region(
+    world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs, handed, calls, engine = recording(world, models_dir, monkeypatch, "base")
+    catalog = jobs.replica.catalog
+    pid, talk, keys = with_props(jobs, ProjectComposition(prop_strength=0.45))
+    scene, registry, _ = run(catalog.scene_assets(ME, pid, talk))
+    (prop,) = scene.graph.props
+    result = rendered(jobs, pid, talk, [0])
+    (job,) = handed
+    # the cast, then the prop: its version's front image at the project's prop strength
+    assert [m.identity.soul_id for m in job.cast] == [
+        *(c.asset_id for c in scene.graph.characters),
+        prop.asset_id,
+    ]
+    member = job.cast[2]
+    assert (member.identity.version, member.identity.reference_keys) == (1, [keys["Lantern"]])
+    assert member.identity.strength == 0.45
+    region = prop_layout(1, scene.graph.camera)[0]
+    assert member.box == (region.left, region.top, region.right, region.bottom)
+    cast = [(r.left, r.top, r.right, r.bottom) for r in regions_of(scene.graph)]
+    assert [m.box for m in job.cast[:2]] == cast
+    # the pipeline: one mask per character and per prop, at the frame's render size
+    (kwargs,) = calls
+    (masks,) = kwargs["cross_attention_kwargs"]["ip_adapter_masks"]
+    assert tuple(masks.shape) == (1, 3, 48, 88)
+    top = round(region.top * 48)
+    assert not masks[0, 2, :top].any() and masks[0, 2, top:].all()  # the foreground band
+    left, right = masks[0, 0].nonzero()[:, 1], masks[0, 1].nonzero()[:, 1]
+    assert left.max() < right.min()  # the characters keep their own regions
+    (embeds,) = kwargs["ip_adapter_image_embeds"]
+    assert tuple(embeds.shape[:2]) == (2, 3)  # (unconditional + conditional, three images)
+    # the prop's row is its locked image's embedding by the adapter's image encoder
+    pipe = engine.pipelines.base(TINY_MODEL)
+    with Image.open(io.BytesIO(lantern())) as image:
+        pixels = pipe.feature_extractor(images=[image.convert("RGB")], return_tensors="pt")
+    with torch.inference_mode():
+        expected = pipe.image_encoder(pixels.pixel_values).image_embeds[0]
+    np.testing.assert_allclose(embeds[1, 2].float().numpy(), expected.numpy(), atol=1e-5)
+    assert not torch.allclose(embeds[1, 2].float(), embeds[1, 0].float())
+    # the stored frame version and its pipeline record the prop; the hash covers it
+    stored = run(catalog.get_frame_version(ME, pid, result.frames[0].frame_id, 1))
+    (placement,) = stored.placements
+    assert (placement.pin, placement.image, placement.strength) == (prop.pin, keys["Lantern"], 0.45)
+    settings = RenderSettings(base_model="tiny-sdxl", prop_strength=0.45)
+    steps = describe(scene.graph, stored.prompt, stored.seed, registry, settings)
+    assert steps.pipeline_hash == stored.pipeline_hash
+    masked = {s.id: s for s in steps.steps}
+    assert masked["prop0"].params == {"pin": prop.pin, "image": keys["Lantern"], "weight": 0.45}
+    other = settings.model_copy(update={"prop_strength": 0.5})
+    assert describe(scene.graph, stored.prompt, stored.seed, registry, other).pipeline_hash != (
+        stored.pipeline_hash
+    )

@@ -1,7 +1,9 @@
 """A scene's props reach its frames through their locked images, not only the prompt: each prop
 with an image is one more masked IP-Adapter image beside the cast, in its own region (over the
 real tiny Renderer and IP-Adapter: what the pipeline is handed, not likeness); the stored frame
-version and its pipeline record it."""
+version and its pipeline record it. The consistency gate judges each environment and prop image
+against the frame by the tiny CLIP's embeddings (the version's kept ones first), with
+thresholds set so the tiny models decide."""
 
 from __future__ import annotations
 
@@ -14,9 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
-from serve_app.diffusion.tiny import TINY_MODEL
+from deployments.dedupe import DedupeConfig, DedupeEngine
+from deployments.renderer import RendererConfig, RendererEngine
+from serve_app.diffusion.image_embedding import unpacked
+from serve_app.diffusion.sources import ModelManager
+from serve_app.diffusion.tiny import TINY_CLIP, TINY_IP_ADAPTER, TINY_MODEL
+from serve_app.projects.image_search import frames_of
 from serve_app.projects.models import AssetSpec, ProjectComposition, ProjectDraft
 from serve_app.stories.composition import regions_of
+from serve_app.stories.gate import drift
 from serve_app.stories.pipeline import RenderSettings, describe
 from serve_app.stories.records import ScriptDraft
 from serve_app.stories.scenery import prop_layout
@@ -130,3 +138,75 @@ def test_a_prop_is_conditioned_on_its_locked_image_in_its_own_region(
     assert describe(scene.graph, stored.prompt, stored.seed, registry, other).pipeline_hash != (
         stored.pipeline_hash
     )
+
+
+def embedded(dedupe: DedupeEngine, png: bytes) -> bytes:
+    """The tiny CLIP's packed embedding of an image, as Dedupe keeps it."""
+    verdict = dedupe.check(frames_of(png), [])
+    assert verdict.image_embed is not None and verdict.embed_model == TINY_CLIP
+    return verdict.image_embed
+
+
+def conditioned(world: World, models_dir: Path, dedupe: DedupeEngine | None = None) -> Jobs:
+    """Jobs over a tiny Renderer with the IP-Adapter that reads the world's objects (the
+    backdrop, the cast's and the props' images), and ``dedupe`` as the Dedupe box."""
+    config = RendererConfig(steps=2, width=64, height=64, ip_adapter=TINY_IP_ADAPTER)
+    renderer = RendererEngine(ModelManager(models_dir), config, world.objects)
+    return Jobs(world, world.replica(renderer=renderer, dedupe=dedupe))
+
+
+def test_the_gate_judges_each_environment_and_prop_image_against_the_frame(
+    world: World, models_dir: Path
+) -> None:
+    dedupe = DedupeEngine(DedupeConfig(clip_model=TINY_CLIP), ModelManager(models_dir))
+    jobs = conditioned(world, models_dir, dedupe)
+    catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
+    pid, talk, _ = with_props(jobs, ProjectComposition(), harbor_image=True)
+    scene, _, _ = run(catalog.scene_assets(ME, pid, talk))
+    harbor_pin, (lantern_pin,) = scene.graph.environment, scene.graph.props
+    assert harbor_pin is not None
+    # The lantern's version keeps an embedding (asset_image_embed): the one the gate compares.
+    # Kept as the negation of its image's, so only that row can give its score.
+    kept = (-unpacked(embedded(dedupe, lantern()))).astype(np.float16).tobytes()
+    run(catalog.add_asset_image_embed(ME, pid, lantern_pin.asset_id, 1, "front", TINY_CLIP, kept))
+    lenient = {"scenery": -1.0, "prop": -1.0, "unscorable_passes": True}
+    first = rendered(jobs, pid, talk, [0], **lenient).frames[0]
+    assert first.status == "passed"
+    checks = {c["asset"]: c for c in first.consistency_report["checks"] if c["check"] == "asset"}
+    assert list(checks) == [harbor_pin.asset_id, lantern_pin.asset_id]
+    env, prop = checks[harbor_pin.asset_id], checks[lantern_pin.asset_id]
+    assert (env["asset_type"], env["threshold"]) == ("environment", -1.0)
+    assert (prop["asset_type"], prop["name"], prop["threshold"]) == ("prop", "Lantern", -1.0)
+    frame = embedded(dedupe, objects.get(f"proj/{pid}/frames/{first.frame_id}/v1.png"))
+    # the harbor keeps none: its image is embedded now; the lantern's kept row decides
+    assert env["score"] == pytest.approx(drift(frame, [embedded(dedupe, harbor())]), abs=1e-3)
+    assert prop["score"] == pytest.approx(drift(frame, [kept]), abs=1e-3)
+    assert prop["score"] == pytest.approx(-drift(frame, [embedded(dedupe, lantern())]), abs=1e-3)
+    # The same frame again (the seed is kept), the scenery threshold just above the harbor's
+    # score: the tiny models decide it drifted, and the frame is needs_review, saying which.
+    strict = {**lenient, "scenery": env["score"] + 1e-3}
+    assert strict["scenery"] <= 1.0
+    again = rendered(jobs, pid, talk, [0], **strict).frames[0]
+    assert again.render_version == 2 and again.status == "needs_review"
+    report = again.consistency_report
+    assert report["failed"] == [f"asset:{harbor_pin.asset_id}"]
+    failed = next(c for c in report["checks"] if c.get("asset") == harbor_pin.asset_id)
+    assert failed["verdict"] == "off_model" and failed["score"] == pytest.approx(env["score"])
+    assert report["thresholds"]["scenery"] == strict["scenery"]
+
+
+def test_without_an_image_model_an_assets_drift_is_unscorable_and_fails(
+    world: World, models_dir: Path
+) -> None:
+    jobs = conditioned(world, models_dir)  # Dedupe without a CLIP model
+    pid, talk, _ = with_props(jobs, ProjectComposition(), harbor_image=True)
+    frame = rendered(jobs, pid, talk, [0], unscorable_passes=True).frames[0]
+    assert frame.status == "needs_review"
+    report = frame.consistency_report
+    drifts = [c for c in report["checks"] if c["check"] == "asset"]
+    assert [(c["name"], c["verdict"], c["passed"]) for c in drifts] == [
+        ("HARBOR", "unscorable", False),  # as the script wrote it
+        ("Lantern", "unscorable", False),
+    ]
+    assert "dedupe.clip_model" in drifts[0]["detail"]
+    assert report["failed"] == [f"asset:{c['asset']}" for c in drifts]

@@ -38,6 +38,7 @@ SCRIPT = """Title: Harbor
 EXT. HARBOR - NIGHT
 
 [[Props: Lantern]]
+[[Nature: Sea Spray]]
 
 NOVA
 Marco?
@@ -56,21 +57,38 @@ def lantern() -> bytes:
     return out.getvalue()
 
 
-def with_props(jobs: Jobs, composition: ProjectComposition, harbor_image: bool = False) -> Any:
-    """A project with Nova and Marco (a photograph each), the harbor (with an image if
-    ``harbor_image``) and a lantern with its front image, all locked, and the script compiled:
-    the project's id, the scene's id and each asset's front image key by name."""
+def spray() -> bytes:
+    """A plain picture of sea spray: white over grey-green."""
+    pixels = np.full((64, 64, 3), (90, 120, 110), dtype=np.uint8)
+    pixels[::4] = (240, 245, 250)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def with_props(
+    jobs: Jobs,
+    composition: ProjectComposition,
+    harbor_image: bool = False,
+    spray_image: bool = False,
+) -> Any:
+    """A project with Nova and Marco (a photograph each), the harbor and the sea spray (each
+    with an image if asked), a lantern with its front image, all locked, and the script
+    compiled: the project's id, the scene's id and each asset's front image key by name."""
     catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
     draft = ProjectDraft(name="Harbor", style_anchor_prompt="ink", composition=composition)
     pid = run(catalog.create_project(ME, draft)).project_id
     images = {"Nova": face(), "Marco": face(), "Lantern": lantern()}
     if harbor_image:
         images["Harbor"] = harbor()
+    if spray_image:
+        images["Sea Spray"] = spray()
     keys = {}
     for kind, name in (
         ("character", "Nova"),
         ("character", "Marco"),
         ("environment", "Harbor"),
+        ("nature", "Sea Spray"),
         ("prop", "Lantern"),
     ):
         spec = AssetSpec(asset_type=kind, name=name, canonical_prompt=f"{name.lower()} prompt")
@@ -210,3 +228,39 @@ def test_without_an_image_model_an_assets_drift_is_unscorable_and_fails(
     ]
     assert "dedupe.clip_model" in drifts[0]["detail"]
     assert report["failed"] == [f"asset:{c['asset']}" for c in drifts]
+
+
+def test_a_second_scenery_image_conditions_the_whole_frame_over_the_backdrop(
+    world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs, handed, calls, _ = recording(world, models_dir, monkeypatch, "img2img")
+    catalog = jobs.replica.catalog
+    composition = ProjectComposition(environment_strength=0.4, scenery_strength=0.25)
+    pid, talk, keys = with_props(jobs, composition, harbor_image=True, spray_image=True)
+    scene, registry, _ = run(catalog.scene_assets(ME, pid, talk))
+    (spray_pin,) = scene.graph.nature
+    result = rendered(jobs, pid, talk, [0])
+    (job,) = handed
+    # the harbor is the start (img2img); the spray, the second image, is one more adapter image
+    assert (job.reference_key, job.reference_strength) == (keys["Harbor"], 0.4)
+    assert [m.identity.reference_keys[0] for m in job.cast[2:]] == [
+        keys["Lantern"],
+        keys["Sea Spray"],
+    ]
+    member = job.cast[3]
+    assert (member.identity.soul_id, member.identity.strength) == (spray_pin.asset_id, 0.25)
+    assert member.box == (0.0, 0.0, 1.0, 1.0)
+    (kwargs,) = calls
+    assert kwargs["strength"] == 0.4
+    (masks,) = kwargs["cross_attention_kwargs"]["ip_adapter_masks"]
+    assert tuple(masks.shape) == (1, 4, 48, 88) and masks[0, 3].all()  # over the whole frame
+    stored = run(catalog.get_frame_version(ME, pid, result.frames[0].frame_id, 1))
+    assert stored.backdrop is not None and stored.backdrop.image == keys["Harbor"]
+    assert [p.role for p in stored.placements] == ["prop", "scenery"]
+    settings = RenderSettings(
+        base_model="tiny-sdxl", environment_strength=0.4, scenery_strength=0.25
+    )
+    steps = describe(scene.graph, stored.prompt, stored.seed, registry, settings)
+    assert steps.pipeline_hash == stored.pipeline_hash
+    scenery = next(s for s in steps.steps if s.id == "scenery0")
+    assert scenery.params == {"pin": spray_pin.pin, "image": keys["Sea Spray"], "weight": 0.25}

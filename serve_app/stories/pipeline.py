@@ -10,9 +10,8 @@ Steps, in order: ``load_model`` → ``encode`` (positive, negative) → per char
 placement (``scenery.placements``: each prop with a locked image in its region at the
 project's prop strength, then each further environment or nature image over the whole frame at
 its scenery strength; ``prop_mask{i}``/``prop{i}``, ``scenery_mask{i}``/``scenery{i}``) → the
-latent: with a
-backdrop (``composition.backdrop``: the environment's, else nature's, locked image)
-``load_image`` (centre-cropped to the frame) and ``encode_image``, sampled at the backdrop's
+latent: with a backdrop (``composition.backdrop``: the environment's, else nature's, locked
+image) ``load_image`` (centre-cropped to the frame) and ``encode_image``, sampled at the backdrop's
 strength (``denoise``); without one ``empty_latent`` → ``sample`` (the inherited seed) →
 ``decode`` → ``save``.
 """

@@ -19,8 +19,8 @@ the route before the job was queued (seed, exact prompt, pipeline hash already s
             against each environment, nature and prop with a locked image (its drift: image
             embeddings by Dedupe's model, the version's kept in ``asset_image_embed``), the
             stored prompt against the one the scene compiles to now, the seed against the
-            inheritance rule; recorded ``passed`` or
-            ``needs_review`` with the full report, never silently accepted
+            inheritance rule; recorded ``passed`` or ``needs_review`` with the full report,
+            never silently accepted
     owner:  every read and write goes through the job's client (its API key's id)
     partial a render that fails for good fails its item only (the job ends ``partial``)
 """

@@ -4,6 +4,8 @@ assets ranked by their images' likeness to an uploaded image.
     record   after the ``asset_generate`` job records an image on its version, Dedupe's image
              embedding of that render (its CLIP model's, the one drift checks compare) is kept
              under ``(project_id, asset_id, version, role)`` with the model's name
+    drift    a version's embeddings by one model (a primary-key prefix): what the consistency
+             gate compares a scene frame with for each environment, nature and prop it pins
     search   an asset's score is the best cosine of the query to the images of its latest
              version that has embeddings by the query's model; assets without one rank last
              (score None); filtered by type, tags and taxonomy and paged as the text search is
@@ -42,6 +44,16 @@ class AssetImages(Facet):
         await self.store.put_asset_image_embed(
             project_id, asset_id, version, role, model, embed, now_ms()
         )
+
+    async def asset_image_embeds(
+        self, owner: str, project_id: str, asset_id: str, version: int, model: str
+    ) -> list[bytes]:
+        """The embeddings by ``model`` of the version's images, by role (what a frame's drift
+        from the asset is judged against)."""
+        if await self.store.get_project(owner, project_id) is None:
+            raise no_project(project_id)
+        rows = await self.store.version_image_embeds(project_id, asset_id, version)
+        return [embed for _, made_by, embed in rows if made_by == model]
 
     async def search_assets_by_image(
         self,

@@ -49,8 +49,11 @@ class Frames(Stories):
         settings = RenderSettings(
             base_model=project.style.base_model_ref,
             environment_strength=project.composition.environment_strength,
+            prop_strength=project.composition.prop_strength,
+            scenery_strength=project.composition.scenery_strength,
         )
         start = backdrop(scene.graph, registry, settings.environment_strength)
+        placed = settings.placements(scene.graph, registry)
         planned: list[tuple[Frame | None, FrameVersion]] = []
         for index in indexes:
             frame_id = frame_id_of(scene_id, index)
@@ -76,6 +79,7 @@ class Frames(Stories):
                 pipeline_version=steps.pipeline_version,
                 pipeline_hash=steps.pipeline_hash,
                 backdrop=start,
+                placements=placed,
             )
             planned.append((frame, version.model_copy(update={"diff": diff(last, version)})))
         made = []

@@ -30,7 +30,8 @@ from serve_app.stories.records import (
     scene_id_of,
 )
 
-# IP-Adapter scale of a character's image (an environment's image is the frame's backdrop instead)
+# IP-Adapter scale of a character's image (the others' scales are the project's composition:
+# the environment's image is the frame's backdrop, a prop's conditions its region)
 STRENGTH = {"character": 0.6}
 
 

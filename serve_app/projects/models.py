@@ -120,6 +120,22 @@ class ProjectComposition(BaseModel):
         "by img2img at this strength: how far the frame departs from the image (near 0 keeps "
         "it, 1 ignores it). Recorded in each frame's pipeline (its hash covers it).",
     )
+    prop_strength: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="IP-Adapter scale of each prop's locked image in its own region of a scene's "
+        "frame (laid out left to right in the foreground, as the cast is). Recorded in each "
+        "frame's pipeline (its hash covers it).",
+    )
+    scenery_strength: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="IP-Adapter scale, over the whole frame, of each further environment or "
+        "nature image of a scene (the first one is the backdrop). Recorded in each frame's "
+        "pipeline (its hash covers it).",
+    )
 
 
 class ProjectFields(BaseModel):

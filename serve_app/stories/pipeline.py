@@ -6,15 +6,19 @@ version); ``pipeline_hash`` covers the version and every step's parameters (prom
 pins, regions), so two frames share a hash exactly when they were rendered the same way.
 
 Steps, in order: ``load_model`` → ``encode`` (positive, negative) → per character a ``mask``
-(its region) and an ``ip_adapter`` on that mask at the identity's strength → the latent: with a
-backdrop (``composition.backdrop``: the environment's, else nature's, locked image)
-``load_image`` (centre-cropped to the frame) and ``encode_image``, sampled at the backdrop's
+(its region) and an ``ip_adapter`` on that mask at the identity's strength → the same for each
+placement (``scenery.placements``: each prop with a locked image in its region at the
+project's prop strength, then each further environment or nature image over the whole frame at
+its scenery strength; ``prop_mask{i}``/``prop{i}``, ``scenery_mask{i}``/``scenery{i}``) → the
+latent: with a backdrop (``composition.backdrop``: the environment's, else nature's, locked
+image) ``load_image`` (centre-cropped to the frame) and ``encode_image``, sampled at the backdrop's
 strength (``denoise``); without one ``empty_latent`` → ``sample`` (the inherited seed) →
 ``decode`` → ``save``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,9 +33,11 @@ from serve_app.stories.composition import (
     pixel_box,
     regions_of,
 )
-from serve_app.stories.graph import SceneNode, sha256_of, without
+from serve_app.stories.graph import Region, SceneNode, sha256_of, without
+from serve_app.stories.scenery import Placement, placements
 
-PIPELINE_VERSION = "storyboard-sdxl-regional-ip-adapter/2"  # 2: the backdrop by img2img
+# 2: the backdrop by img2img; 3: props in their regions, further scenery over the whole frame
+PIPELINE_VERSION = "storyboard-sdxl-regional-ip-adapter/3"
 
 
 class RenderSettings(BaseModel):
@@ -49,6 +55,24 @@ class RenderSettings(BaseModel):
         description="img2img strength a frame starts from its backdrop with (the project's "
         "composition.environment_strength).",
     )
+    prop_strength: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="IP-Adapter scale of each prop's image in its region (the project's "
+        "composition.prop_strength).",
+    )
+    scenery_strength: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="IP-Adapter scale of each further environment or nature image over the "
+        "whole frame (the project's composition.scenery_strength).",
+    )
+
+    def placements(self, scene: SceneNode, assets: Mapping[str, PinnedAsset]) -> list[Placement]:
+        """What conditions ``scene``'s frames besides its cast, at these strengths."""
+        return placements(scene, assets, self.prop_strength, self.scenery_strength)
 
 
 class Step(BaseModel):
@@ -112,26 +136,16 @@ def describe(
         asset = assets[pin]
         if asset.reference is None:
             continue  # nothing to condition on: the canonical prompt alone carries it
-        mask_id = f"mask{index}"
-        box = pixel_box(region, (width, height))
-        steps.append(
-            Step(
-                id=mask_id,
-                op="mask",
-                params={"width": width, "height": height, "box": list(box)} | region.model_dump(),
-            )
-        )
-        inputs = {"model": unet, "mask": f"{mask_id}.mask"}
-        step_id = f"ip{index}"
-        steps.append(
-            Step(
-                id=step_id,
-                op="ip_adapter",
-                params={"pin": pin, "image": asset.reference, "weight": asset.strength},
-                inputs=inputs,
-            )
-        )
-        unet = f"{step_id}.model"
+        adapter = {"pin": pin, "image": asset.reference, "weight": asset.strength}
+        ids = (f"mask{index}", f"ip{index}")
+        unet = masked_adapter(steps, unet, ids, region, (width, height), adapter)
+    placed = Counter[str]()
+    for placement in settings.placements(scene, assets):
+        role, index = placement.role, placed[placement.role]
+        placed[role] += 1
+        adapter = {"pin": placement.pin, "image": placement.image, "weight": placement.strength}
+        ids = (f"{role}_mask{index}", f"{role}{index}")
+        unet = masked_adapter(steps, unet, ids, placement.region, (width, height), adapter)
     sampling: dict[str, Any] = {
         "seed": seed.seed,
         "steps": settings.steps,
@@ -175,3 +189,23 @@ def describe(
         ),
     ]
     return PipelineDescription(steps=steps)
+
+
+def masked_adapter(
+    steps: list[Step],
+    unet: str,
+    ids: tuple[str, str],
+    region: Region,
+    size: tuple[int, int],
+    adapter: dict[str, Any],
+) -> str:
+    """Appends a ``mask`` of ``region`` at the frame's ``size`` and an ``ip_adapter`` on it
+    (``adapter``: its pin, image and weight) chained after ``unet``; the model it outputs."""
+    mask_id, step_id = ids
+    width, height = size
+    box = pixel_box(region, (width, height))
+    params = {"width": width, "height": height, "box": list(box)} | region.model_dump()
+    steps.append(Step(id=mask_id, op="mask", params=params))
+    inputs = {"model": unet, "mask": f"{mask_id}.mask"}
+    steps.append(Step(id=step_id, op="ip_adapter", params=adapter, inputs=inputs))
+    return f"{step_id}.model"

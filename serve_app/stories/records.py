@@ -11,8 +11,8 @@ the versions each frame was rendered as.
                    and the last one approved
     frame version  one render of a frame, numbered from 1: what it was rendered from (seed and
                    how it was derived, the exact prompt, the pipeline's version and hash, the
-                   scene's graph hash), its image, its status and consistency report, and what
-                   changed from the version before (``diff``)
+                   scene's graph hash, its backdrop and placements), its image, its status
+                   and consistency report, and what changed from the version before (``diff``)
 
 Ids are derived, never random past the script's: the same script, scene and frame index name
 the same rows on every replica.
@@ -29,6 +29,7 @@ from serve_app.ids import new_ulid
 from serve_app.schemas import Text
 from serve_app.stories.composition import Backdrop, RenderPrompt, SeedPlan
 from serve_app.stories.graph import SceneNode
+from serve_app.stories.scenery import Placement
 
 ScriptId = Annotated[str, StringConstraints(pattern=r"^scr_[0-9a-z]{26}$")]
 SceneId = Annotated[str, StringConstraints(pattern=r"^scn_[0-9a-z]{26}_[0-9]{3}$")]
@@ -116,6 +117,11 @@ class FrameVersion(BaseModel):
     pipeline_hash: str
     backdrop: Backdrop | None = Field(
         default=None, description="The image it starts from by img2img (its pipeline's)."
+    )
+    placements: list[Placement] = Field(
+        default_factory=list,
+        description="Its props' images in their regions and its further scenery images over "
+        "the whole frame, by IP-Adapter beside the cast (its pipeline's).",
     )
     status: FrameStatus = "rendering"
     consistency_report: dict[str, Any] | None = None

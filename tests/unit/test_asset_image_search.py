@@ -122,6 +122,13 @@ def test_a_projects_image_embeddings_are_one_primary_key_prefix(catalog: Catalog
     for statement, params in statements_of(db, db.project_image_embeds(str(pid))):
         assert_uses_primary_key(db, query_plan(db, statement, params), "asset_image_embed")
     assert len(run(db.project_image_embeds(str(pid)))) == 20
+    one = db.version_image_embeds(str(pid), rows[500 * 20][1], 1)
+    for statement, params in statements_of(db, one):
+        assert_uses_primary_key(db, query_plan(db, statement, params), "asset_image_embed")
+    assert [role for role, _, _ in run(db.version_image_embeds(pid, rows[500 * 20][1], 1))] == [
+        "front",
+        "wide",
+    ]
 
 
 def png(pixels: np.ndarray) -> bytes:

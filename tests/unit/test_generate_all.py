@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from deployments.dedupe import DedupeConfig, DedupeEngine
 from deployments.renderer import RendererConfig, RendererEngine
 from serve_app.diffusion.sources import ModelManager
+from serve_app.diffusion.tiny import TINY_CLIP
 from serve_app.jobs.kinds import KINDS
 from serve_app.projects.models import AssetSpec, ProjectDraft
 from serve_app.projects.storyboard_desk import StoryboardDesk
@@ -54,7 +56,10 @@ def test_generate_all_renders_five_at_a_time_and_ends_partial(
 ) -> None:
     config = RendererConfig(steps=2, width=64, height=64)  # reads the harbor's image: objects
     counted = Counted(RendererEngine(ModelManager(models_dir), config, world.objects))
-    jobs = Jobs(world, world.replica(renderer=counted))
+    # Dedupe embeds each frame: the gate judges its drift from the harbor's image by the tiny
+    # CLIP (cosines near 0.8 for any two pictures, above the default 0.6)
+    dedupe = DedupeEngine(DedupeConfig(clip_model=TINY_CLIP), ModelManager(models_dir))
+    jobs = Jobs(world, world.replica(renderer=counted, dedupe=dedupe))
     catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
     pid = run(catalog.create_project(ME, ProjectDraft(name="Tides"))).project_id
     harbor = AssetSpec(asset_type="environment", name="Harbor", canonical_prompt="a harbor")

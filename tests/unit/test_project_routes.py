@@ -72,13 +72,15 @@ def test_projects_are_made_read_patched_and_paged(client: TestClient) -> None:
     assert client.get("/v1/projects", headers=THEIRS).json()["projects"] == []
     refused = generate_status(client, pid, LIGHTHOUSE)
     assert refused == 409  # archived
-    assert got["composition"] == {"environment_strength": 0.6}
-    softer = {"composition": {"environment_strength": 0.35}}
+    defaults = {"environment_strength": 0.6, "prop_strength": 0.5, "scenery_strength": 0.3}
+    assert got["composition"] == defaults
+    softer = {"composition": {**defaults, "environment_strength": 0.35, "prop_strength": 0.7}}
     patched = client.patch(f"/v1/projects/{pid}", json=softer, headers=MINE)
     assert patched.json()["composition"] == softer["composition"]
-    too_far = {"composition": {"environment_strength": 0}}
-    bad = client.patch(f"/v1/projects/{pid}", json=too_far, headers=MINE)
-    assert bad.status_code == 422 and "environment_strength" in bad.text
+    for field, value in (("environment_strength", 0), ("prop_strength", 1.5)):
+        too_far = {"composition": {field: value}}
+        bad = client.patch(f"/v1/projects/{pid}", json=too_far, headers=MINE)
+        assert bad.status_code == 422 and field in bad.text
     kept = client.get(f"/v1/projects/{pid}", headers=MINE).json()["composition"]
     assert kept == softer["composition"]
 

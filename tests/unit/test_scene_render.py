@@ -156,9 +156,10 @@ def test_a_frame_is_rendered_from_its_stored_plan_and_gated(world: World) -> Non
 
 def recording(
     world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch, pipe: str
-) -> tuple[Jobs, list[RenderJob], list[dict[str, Any]]]:
+) -> tuple[Jobs, list[RenderJob], list[dict[str, Any]], RendererEngine]:
     """Jobs over a real tiny Renderer with the IP-Adapter that records the jobs it is handed and
-    the keyword arguments of each call of its ``pipe`` pipeline (``base`` or ``img2img``)."""
+    the keyword arguments of each call of its ``pipe`` pipeline (``base`` or ``img2img``); the
+    Renderer's engine."""
     config = RendererConfig(steps=2, width=64, height=64, ip_adapter=TINY_IP_ADAPTER)
     engine = RendererEngine(ModelManager(models_dir), config, world.objects)
     handed: list[RenderJob] = []
@@ -177,13 +178,13 @@ def recording(
         return call(self, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "__call__", captured)
-    return Jobs(world, world.replica(renderer=Recording())), handed, calls
+    return Jobs(world, world.replica(renderer=Recording())), handed, calls, engine
 
 
 def test_each_character_is_conditioned_on_its_pinned_version_in_its_own_region(
     world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    jobs, handed, calls = recording(world, models_dir, monkeypatch, "base")
+    jobs, handed, calls, _ = recording(world, models_dir, monkeypatch, "base")
     catalog = jobs.replica.catalog
     pid, (boats, talk) = storyboard(jobs)
     rendered(jobs, pid, talk, [0])
@@ -218,7 +219,7 @@ def test_each_character_is_conditioned_on_its_pinned_version_in_its_own_region(
 def test_a_scene_starts_from_its_environments_locked_image_at_the_projects_strength(
     world: World, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    jobs, handed, calls = recording(world, models_dir, monkeypatch, "img2img")
+    jobs, handed, calls, _ = recording(world, models_dir, monkeypatch, "img2img")
     catalog = jobs.replica.catalog
     composition = ProjectComposition(environment_strength=0.35)
     pid, (_, talk) = storyboard(jobs, harbor_image=True, composition=composition)

@@ -15,6 +15,7 @@ from serve_app.stories.comfy import to_comfy
 from serve_app.stories.compiler import compile_script
 from serve_app.stories.composition import (
     Backdrop,
+    PinnedAsset,
     RenderPrompt,
     SeedPlan,
     backdrop,
@@ -24,17 +25,19 @@ from serve_app.stories.composition import (
     latent_size,
     layout,
     masks,
+    pixel_box,
     prompt_matches,
     regions_of,
     render_prompt,
 )
-from serve_app.stories.graph import SDXL_SIZES, Camera, SceneNode
+from serve_app.stories.graph import SDXL_SIZES, Camera, Region, SceneNode
 from serve_app.stories.pipeline import (
     PIPELINE_VERSION,
     PipelineDescription,
     RenderSettings,
     describe,
 )
+from serve_app.stories.scenery import PROP_DEPTH, WHOLE_FRAME, prop_layout
 from tests.unit.storyboard_assets import STYLE, directory, registry
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "storyboards"
@@ -237,3 +240,80 @@ def test_the_masks_are_what_diffusers_ip_adapter_mask_processor_takes() -> None:
     for index, mask in enumerate(drawn):
         expected = np.asarray(mask) > 0
         assert ((stacked[0, index].numpy() > 0.5) == expected).all()
+
+
+def with_images(*prefixes: str) -> dict[str, PinnedAsset]:
+    """The registry with a locked image for every asset whose id starts with one of
+    ``prefixes`` as well."""
+    return {
+        pin: a.model_copy(update={"reference": f"{pin}.png"}) if pin.startswith(prefixes) else a
+        for pin, a in registry().items()
+    }
+
+
+def test_props_are_laid_out_in_the_foreground_as_the_cast_is() -> None:
+    wide = prop_layout(2, Camera(shot_size="wide"))
+    assert [r.top for r in wide] == [1.0 - PROP_DEPTH] * 2 and all(r.bottom == 1.0 for r in wide)
+    assert wide[0].right <= wide[1].left  # left to right, apart, in equal slots
+    assert wide[0].right - wide[0].left == pytest.approx(0.7 * 0.5)  # the shot's width
+    cast = layout(2, Camera(shot_size="wide"))
+    assert [(r.left, r.right) for r in wide] == [(r.left, r.right) for r in cast]
+    assert prop_layout(1, Camera(shot_size="close-up")) == [
+        Region(left=0.0, top=0.6, right=1.0, bottom=1.0)
+    ]
+    assert prop_layout(0, Camera()) == []
+
+
+def test_a_props_image_is_one_more_masked_adapter_and_further_scenery_covers_the_frame() -> None:
+    cliff = scenes()[0]
+    prompt, seed = render_prompt(cliff, registry(), STYLE), frame_seed("P1", cliff.scene_id, 0)
+    assert SETTINGS.placements(cliff, registry()) == []  # the lantern has no image yet
+    assets = with_images("PROP_", "NAT_")
+    settings = SETTINGS.model_copy(update={"prop_strength": 0.45, "scenery_strength": 0.2})
+    lantern, spray = settings.placements(cliff, assets)
+    assert (lantern.pin, lantern.image, lantern.strength) == (
+        "PROP_LANTERN@v4",
+        "PROP_LANTERN@v4.png",
+        0.45,
+    )
+    assert lantern.region == prop_layout(1, cliff.camera)[0]
+    # the cliff's image is the backdrop; the sea spray's conditions the whole frame
+    assert (spray.pin, spray.region, spray.strength) == ("NAT_SPRAY@v1", WHOLE_FRAME, 0.2)
+    pipeline = describe(cliff, prompt, seed, assets, settings)
+    ops = [(step.id, step.op) for step in pipeline.steps][3:9]
+    assert ops == [
+        ("mask0", "mask"), ("ip0", "ip_adapter"), ("mask1", "mask"), ("ip1", "ip_adapter"),
+        ("prop_mask0", "mask"), ("prop0", "ip_adapter"),
+    ]  # fmt: skip
+    steps = {step.id: step for step in pipeline.steps}
+    assert steps["prop0"].params == {
+        "pin": "PROP_LANTERN@v4",
+        "image": "PROP_LANTERN@v4.png",
+        "weight": 0.45,
+    }
+    assert steps["prop0"].inputs == {"model": "ip1.model", "mask": "prop_mask0.mask"}
+    width, height = cliff.size
+    assert steps["prop_mask0"].params["box"] == list(pixel_box(lantern.region, (width, height)))
+    assert steps["scenery0"].inputs["model"] == "prop0.model"
+    assert steps["scenery_mask0"].params["box"] == [0, 0, width, height]
+    assert steps["sample"].inputs["model"] == "scenery0.model"
+    assert steps["backdrop"].params["pin"] == "ENV_CLIFF@v1"
+    # the hash covers the prop's image and strength
+    plain = describe(cliff, prompt, seed, registry(), SETTINGS).pipeline_hash
+    weaker = settings.model_copy(update={"prop_strength": 0.3})
+    assert (
+        len(
+            {
+                plain,
+                pipeline.pipeline_hash,
+                describe(cliff, prompt, seed, assets, weaker).pipeline_hash,
+            }
+        )
+        == 3
+    )
+    comfy = to_comfy(pipeline)
+    assert [n["class_type"] for n in comfy.values()].count("IPAdapterAdvanced") == 4
+    # as the Renderer takes a cast member: the prop's image, at its strength, in its box
+    member = lantern.conditioning()
+    assert (member.identity.soul_id, member.identity.version) == ("PROP_LANTERN", 4)
+    assert member.identity.reference_keys == ["PROP_LANTERN@v4.png"] and member.box[1] == 0.6

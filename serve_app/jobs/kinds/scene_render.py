@@ -6,17 +6,21 @@ the route before the job was queued (seed, exact prompt, pipeline hash already s
     each:   rendered by the Renderer with exactly the stored prompt, negative prompt and seed,
             in the project's style (the path ``asset_generate`` renders by), each character
             conditioned on its pinned version's image in its own region of the frame (an
-            IP-Adapter mask each: ``composition.cast``), at the scene's aspect (the Renderer
+            IP-Adapter mask each: ``composition.cast``), then the planned placements (each
+            prop's locked image in its own region, each further environment or nature image
+            over the whole frame: ``stories/scenery.py``), at the scene's aspect (the Renderer
             keeps its pixel area: ``diffusion/sizes.py``; the masks are drawn at that size),
             started from the planned backdrop (the environment's or nature's locked image,
             img2img at the planned strength) when the frame version has one; a PNG at
             ``proj/{project_id}/frames/{frame_id}/v{n}.png`` (a retry writes it again); then the
             consistency gate (``stories/gate.py``): the frame's faces assigned to the cast
             by the Dedupe box, each character judged on its own face against the anchors of
-            its pinned version's images, the frame against
-            the project's style anchors, the stored prompt against the one the scene compiles
-            to now, the seed against the inheritance rule; recorded ``passed`` or
-            ``needs_review`` with the full report, never silently accepted
+            its pinned version's images, the frame against the project's style anchors and
+            against each environment, nature and prop with a locked image (its drift: image
+            embeddings by Dedupe's model, the version's kept in ``asset_image_embed``), the
+            stored prompt against the one the scene compiles to now, the seed against the
+            inheritance rule; recorded ``passed`` or ``needs_review`` with the full report,
+            never silently accepted
     owner:  every read and write goes through the job's client (its API key's id)
     partial a render that fails for good fails its item only (the job ends ``partial``)
 """
@@ -36,14 +40,24 @@ from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import Attempt, Ended, JobKind, JobTools, made_item_by_item
 from serve_app.jobs.kinds.character_sheet import png_of
 from serve_app.jobs.spec import Item, JobBase
+from serve_app.projects.image_search import frames_of, image_embedding
 from serve_app.projects.models import Project
 from serve_app.prompts import style_id
 from serve_app.schemas import Frames, RenderJob
 from serve_app.storage.objects import ObjectStore
 from serve_app.stories.composition import PinnedAsset, cast, follows_inheritance, render_prompt
-from serve_app.stories.gate import Check, GateConfig, identity_check, report, style_check
+from serve_app.stories.gate import (
+    Check,
+    GateConfig,
+    asset_check,
+    drift,
+    identity_check,
+    report,
+    style_check,
+)
 from serve_app.stories.records import FrameVersion, Scene
 from serve_app.stories.results import RenderedFrame, SceneRenderResult
+from serve_app.stories.scenery import image_of
 
 MAX_ANCHORS = 256
 ANCHORS: dict[tuple[str, ...], IdentityAnchors] = {}  # images' SHA-256s → their anchors
@@ -118,7 +132,9 @@ async def render_frame(
         prompt=version.prompt.prompt,
         negative_prompt=version.prompt.negative_prompt,
         seed=version.seed.seed,
-        cast=cast(scene.graph, registry),  # each character's identity masked to its region
+        # each character's identity masked to its region, then the planned placements: each
+        # prop's image in its region, further scenery images over the whole frame
+        cast=cast(scene.graph, registry) + [p.conditioning() for p in version.placements],
         # the environment's (or nature's) image the frame starts from, as its pipeline says
         reference_key=version.backdrop.image if version.backdrop else None,
         reference_strength=version.backdrop.strength if version.backdrop else None,
@@ -161,6 +177,7 @@ async def gate_checks(
     if project.style_anchor_images:
         style_verdict = await style_judged(tools, project.style_anchor_images, png, config)
     checks.append(style_check(style_verdict, config))
+    checks += await asset_checks(tools, owner, scene, registry, png, config)
     try:
         compiled = render_prompt(scene.graph, registry, style)
         same = compiled == version.prompt and scene.graph.graph_hash == version.graph_hash
@@ -204,6 +221,37 @@ async def cast_checks(
         identity_check(pin.asset_id, pin.name, verdicts.get(i, no_reference), config)
         for i, pin in enumerate(pins)
     ]
+
+
+async def asset_checks(
+    tools: JobTools,
+    owner: str,
+    scene: Scene,
+    registry: Mapping[str, PinnedAsset],
+    png: bytes,
+    config: GateConfig,
+) -> list[Check]:
+    """Each environment, nature and prop of the scene with a locked image against the frame by
+    image embedding (Dedupe's model): the version's embeddings kept in ``asset_image_embed``,
+    else its image's, computed now (an image recorded before embeddings were kept)."""
+    scenery = scene.graph.assets[len(scene.graph.characters) :]  # environment, nature, props
+    pins = [(pin, image) for pin in scenery if (image := image_of(pin, registry))]
+    dedupe = tools.deliverer.handles.dedupe
+    frame = await image_embedding(dedupe, frames_of(png)) if pins else None
+    if frame is None:
+        return [asset_check(pin, None, config) for pin, _ in pins]
+    model, embedded = frame
+    checks = []
+    for pin, image in pins:
+        kept: list[bytes] = await tools.catalog.asset_image_embeds.remote(
+            owner, scene.project_id, pin.asset_id, pin.version, model
+        )
+        if not kept:  # its image was recorded before images were embedded
+            picture = await asyncio.to_thread(tools.deliverer.objects.get, image)
+            computed = await image_embedding(dedupe, frames_of(picture))
+            kept = [computed[1]] if computed else []
+        checks.append(asset_check(pin, (model, drift(embedded, kept)) if kept else None, config))
+    return checks
 
 
 async def style_judged(tools: JobTools, keys: list[str], png: bytes, config: GateConfig) -> Verdict:

@@ -69,3 +69,15 @@ class AssetImageRows(Store):
             (r["asset_id"], r["version"], r["role"], r["embed_model"], bytes(r["image_embed"]))
             for r in rows
         ]
+
+    async def version_image_embeds(
+        self, project_id: str, asset_id: str, version: int
+    ) -> list[tuple[str, str, bytes]]:
+        """The embeddings of one asset version's images (role, model, embedding): a
+        primary-key prefix."""
+        rows = await self._rows(
+            "SELECT role, embed_model, image_embed FROM asset_image_embed "
+            "WHERE project_id = ? AND asset_id = ? AND version = ? ORDER BY role",
+            (project_id, asset_id, version),
+        )
+        return [(r["role"], r["embed_model"], bytes(r["image_embed"])) for r in rows]

@@ -136,6 +136,7 @@ _VERSION_BODY = {
     "pipeline_version",
     "pipeline_hash",
     "backdrop",
+    "placements",
     "diff",
 }
 

@@ -25,7 +25,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictBool,
     StringConstraints,
     model_validator,
 )
@@ -38,6 +37,7 @@ from serve_app.characters.identities import (
 )
 from serve_app.errors import Conflict, NotFound
 from serve_app.ids import new_ulid
+from serve_app.projects.rules import ProjectComposition, ProjectPolicy
 from serve_app.projects.taxonomy import Taxonomy
 from serve_app.schemas import JsonObject, LoraId, ModelRef, SoulId, StyleProfile, Text
 
@@ -91,51 +91,6 @@ class ProjectStyle(BaseModel):
     def profile(self, project_id: str) -> StyleProfile:
         """As the Renderer takes a style: the project's id in the soul's place."""
         return StyleProfile(soul_id=project_id, **self.model_dump())
-
-
-class ProjectPolicy(BaseModel):
-    """Retention and policy flags."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    retention_days: Annotated[int, Field(ge=1, le=3650), BeforeValidator(_not_a_bool)] | None = (
-        Field(default=None, description="Keep renders this long; None: forever.")
-    )
-    locked_assets_only: StrictBool = Field(
-        default=True, description="Scenes render only from locked asset versions."
-    )
-    allow_unlock: StrictBool = Field(default=True, description="Locked versions may be unlocked.")
-
-
-class ProjectComposition(BaseModel):
-    """How the project's scene frames are conditioned on their pinned assets' images."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    environment_strength: float = Field(
-        default=0.6,
-        gt=0.0,
-        le=1.0,
-        description="A scene whose environment (else nature) has a locked image starts from it "
-        "by img2img at this strength: how far the frame departs from the image (near 0 keeps "
-        "it, 1 ignores it). Recorded in each frame's pipeline (its hash covers it).",
-    )
-    prop_strength: float = Field(
-        default=0.5,
-        ge=0.0,
-        le=1.0,
-        description="IP-Adapter scale of each prop's locked image in its own region of a scene's "
-        "frame (laid out left to right in the foreground, as the cast is). Recorded in each "
-        "frame's pipeline (its hash covers it).",
-    )
-    scenery_strength: float = Field(
-        default=0.3,
-        ge=0.0,
-        le=1.0,
-        description="IP-Adapter scale, over the whole frame, of each further environment or "
-        "nature image of a scene (the first one is the backdrop). Recorded in each frame's "
-        "pipeline (its hash covers it).",
-    )
 
 
 class ProjectFields(BaseModel):

@@ -22,7 +22,8 @@ from serve_app.diffusion.image_embedding import unpacked
 from serve_app.diffusion.sources import ModelManager
 from serve_app.diffusion.tiny import TINY_CLIP, TINY_IP_ADAPTER, TINY_MODEL
 from serve_app.projects.image_search import frames_of
-from serve_app.projects.models import AssetSpec, ProjectComposition, ProjectDraft
+from serve_app.projects.models import AssetSpec, ProjectDraft
+from serve_app.projects.rules import ProjectComposition
 from serve_app.stories.composition import regions_of
 from serve_app.stories.gate import drift
 from serve_app.stories.pipeline import RenderSettings, describe

@@ -25,7 +25,8 @@ from serve_app.diffusion.tiny import TINY_IP_ADAPTER, TINY_MODEL
 from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
 from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
-from serve_app.projects.models import AssetSpec, ProjectComposition, ProjectDraft
+from serve_app.projects.models import AssetSpec, ProjectDraft
+from serve_app.projects.rules import ProjectComposition
 from serve_app.schemas import Frames, RenderJob
 from serve_app.stories.assets import UnlockedAssets
 from serve_app.stories.composition import frame_seed, regions_of, render_prompt

@@ -110,7 +110,10 @@ class FrameVersionView(BaseModel):
     render_version: int
     scene_id: str
     frame_index: int
-    status: str = Field(description="rendering, passed, needs_review, approved, rejected.")
+    status: str = Field(
+        description="rendering, passed, needs_review, approved, rejected, or failed (its render "
+        "failed for good: ``error`` says why)."
+    )
     seed: int
     reseed: int = Field(description="0: the inherited seed; each new seed asked adds 1.")
     prompt: str = Field(description="Exactly the prompt it was rendered with.")
@@ -120,6 +123,7 @@ class FrameVersionView(BaseModel):
     graph_hash: str
     consistency_report: dict[str, Any] | None
     diff: dict[str, Any] = Field(description="What changed from the version before.")
+    error: str | None = Field(description="Why its render failed (status failed); else null.")
     url: str | None = Field(description="Signed, short-lived URL of the PNG; null: none yet.")
 
     @classmethod
@@ -140,6 +144,11 @@ class FrameView(BaseModel):
     current_version: int = Field(description="The version it shows; 0: none rendered yet.")
     approved_version: int | None
     shown: FrameVersionView | None = Field(description="The version it shows.")
+    newest: FrameVersionView | None = Field(
+        default=None,
+        description="Its newest version when that is not the one shown: still rendering, or "
+        "failed (with its error); null otherwise.",
+    )
 
 
 class TimelineScene(BaseModel):

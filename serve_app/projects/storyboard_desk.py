@@ -27,11 +27,7 @@ class StoryboardDesk:
         """Frames ``0 … frames-1`` of the scene, each at its next version; 409 naming any
         asset the scene pins without a locked version, before anything is written."""
         await self.catalog.get_scene.remote(owner, project_id, scene_id)  # 404 before any work
-        await self.jobs.admit(owner)  # 429 before a version is written
-        planned: list[FrameVersion] = await self.catalog.plan_frames.remote(
-            owner, project_id, scene_id, list(range(frames))
-        )
-        return await self._queued(owner, project_id, scene_id, planned)
+        return await self._planned(owner, project_id, scene_id, list(range(frames)), False)
 
     async def rerender(
         self, owner: str, project_id: str, job_id: str, frame_ids: list[str], new_seed: bool
@@ -43,11 +39,8 @@ class StoryboardDesk:
         wanted = frame_ids or list(indexes)
         if unknown := [f for f in wanted if f not in indexes]:
             raise UnknownJob(f"{job_id}: it rendered no frame {', '.join(unknown)}")
-        await self.jobs.admit(owner)
-        planned: list[FrameVersion] = await self.catalog.plan_frames.remote(
-            owner, project_id, spec.scene_id, [indexes[f] for f in wanted], new_seed
-        )
-        return await self._queued(owner, project_id, spec.scene_id, planned)
+        chosen = [indexes[f] for f in wanted]
+        return await self._planned(owner, project_id, spec.scene_id, chosen, new_seed)
 
     async def export(
         self, owner: str, project_id: str, file: Literal["pdf", "zip"], per_page: Literal[1, 2, 4]
@@ -85,9 +78,19 @@ class StoryboardDesk:
             raise UnknownJob(job_id)
         return spec
 
-    async def _queued(
-        self, owner: str, project_id: str, scene_id: str, planned: list[FrameVersion]
+    async def _planned(
+        self, owner: str, project_id: str, scene_id: str, indexes: list[int], new_seed: bool
     ) -> JobAccepted:
+        """The frames' next versions planned and queued as one job; the job's quota slot is
+        claimed first (429 before a version is written) and given back when planning fails."""
+        ticket = await self.jobs.admit(owner)
+        try:
+            planned: list[FrameVersion] = await self.catalog.plan_frames.remote(
+                owner, project_id, scene_id, indexes, new_seed
+            )
+        except BaseException:
+            await self.jobs.release(owner, ticket)
+            raise
         spec = SceneRenderJob(
             soul_id=project_id,
             scene_id=scene_id,
@@ -95,4 +98,4 @@ class StoryboardDesk:
                 FrameRef(frame_id=v.frame_id, render_version=v.render_version) for v in planned
             ],
         )
-        return await self.jobs.submit(owner, spec)
+        return await self.jobs.submit(owner, spec, ticket)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -18,10 +18,21 @@ class RenderedFrame(BaseModel):
     consistency_report: dict[str, Any]
 
 
+class FailedFrame(BaseModel):
+    """A frame version whose render failed for good (the version is ``failed``)."""
+
+    frame_id: str
+    render_version: int
+    status: Literal["failed"] = "failed"
+    error: str = Field(description="Why it failed.")
+
+
 class SceneRenderResult(BaseModel):
     project_id: str
     scene_id: str
-    frames: list[RenderedFrame | None] = Field(description="Frame by frame; null: not yet made.")
+    frames: list[RenderedFrame | FailedFrame | None] = Field(
+        description="Frame by frame; null: not yet made."
+    )
 
 
 class ExportResult(BaseModel):

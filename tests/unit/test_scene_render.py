@@ -26,6 +26,7 @@ from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
 from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
 from serve_app.projects.models import AssetSpec, ProjectComposition, ProjectDraft
+from serve_app.projects.storyboard_desk import StoryboardDesk
 from serve_app.schemas import Frames, RenderJob
 from serve_app.stories.assets import UnlockedAssets
 from serve_app.stories.composition import frame_seed, regions_of, render_prompt
@@ -33,6 +34,7 @@ from serve_app.stories.exports import verify_sequence
 from serve_app.stories.gate import GateConfig
 from serve_app.stories.pipeline import RenderSettings, describe
 from serve_app.stories.records import ScriptDraft
+from serve_app.stories.results import FailedFrame
 from tests.support import run
 from tests.unit.test_job_worker import Jobs
 from tests.unit.world import World
@@ -317,3 +319,62 @@ def test_approved_frames_export_as_a_pdf_sheet_and_a_zip(world: World) -> None:
     assert [f["seed"] for f in manifest["frames"]] == [frames[1].seed, frames[0].seed]
     kinds = [e.kind for e in run(catalog.project_events(ME, pid, "", 300))]
     assert kinds.count("export.made") == 2 and kinds.count("frame.exception_approved") == 1
+
+
+class OutOfMemory:
+    """A Renderer whose GPU runs out of memory on every render: a transient failure, retried
+    until the job's last attempt."""
+
+    def render(self, job: RenderJob) -> Frames:
+        raise RuntimeError("CUDA out of memory")
+
+
+def worked(jobs: Jobs, job_id: str) -> Any:
+    """The job worked on until it ends (each retry leased once its short backoff is over)."""
+    while not jobs.doc(job_id).finished:
+        jobs.work_once()
+    return jobs.doc(job_id)
+
+
+def test_a_render_that_fails_for_good_leaves_its_version_failed_and_the_frame_as_it_was(
+    world: World, models_dir: Path
+) -> None:
+    jobs = Jobs(world, world.replica())
+    catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
+    desk = StoryboardDesk(jobs.catalog, jobs.desk)
+    pid, (boats, _) = storyboard(jobs)
+    first = run(desk.render(ME, pid, boats, 1)).job_id
+    assert worked(jobs, first).status == "succeeded"
+    (frame,) = [f.frame_id for f in SceneRenderJob.model_validate(jobs.doc(first).spec).frames]
+    # A Renderer that refuses the 16:9 frame's size (88 px wide at 64²): a 422, for good.
+    narrow = RendererConfig(steps=2, width=64, height=64, max_side=80)
+    engine = RendererEngine(ModelManager(models_dir), narrow, world.objects)
+    refusing = Jobs(world, world.replica(renderer=engine))
+    refused = run(desk.rerender(ME, pid, first, [], False)).job_id
+    doc = worked(refusing, refused)
+    assert doc.status == "failed" and doc.attempts == 1
+    version = run(catalog.get_frame_version(ME, pid, frame, 2))
+    assert version.status == "failed" and "88" in (version.error or "")
+    assert run(catalog.get_frame(ME, pid, frame)).current_version == 1  # still the first
+    result = KINDS["scene_render"].result(doc, objects, 60)
+    assert result is not None and isinstance(result.frames[0], FailedFrame)
+    assert (result.frames[0].render_version, result.frames[0].error) == (2, version.error)
+    # Out of memory on every attempt: failed once the last attempt fails, with its error.
+    oom = Jobs(world, world.replica(renderer=OutOfMemory()))
+    retried = run(desk.rerender(ME, pid, first, [], False)).job_id
+    doc = worked(oom, retried)
+    assert (doc.status, doc.attempts, doc.dead_letter) == ("failed", 3, True)
+    version = run(catalog.get_frame_version(ME, pid, frame, 3))
+    assert (version.status, version.error) == ("failed", "CUDA out of memory")
+    # Cancelled while queued: settled when a worker concludes it.
+    cancelled = run(desk.rerender(ME, pid, first, [], False)).job_id
+    run(jobs.desk.cancel(ME, cancelled))
+    assert jobs.work_once() and jobs.doc(cancelled).status == "cancelled"
+    version = run(catalog.get_frame_version(ME, pid, frame, 4))
+    assert (version.status, version.error) == ("failed", "the job ended cancelled")
+    # None of the three used up the frame's allowance; the next render shows at last.
+    again = run(desk.rerender(ME, pid, first, [], False)).job_id
+    assert worked(jobs, again).status == "succeeded"
+    assert run(catalog.get_frame(ME, pid, frame)).current_version == 5
+    kinds = [e.kind for e in run(catalog.project_events(ME, pid, "", 300))]
+    assert kinds.count("frame.failed") == 3

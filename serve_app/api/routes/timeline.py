@@ -41,11 +41,18 @@ def version_view(services: IngressServices, v: FrameVersion) -> FrameVersionView
     return FrameVersionView.of(v, url)
 
 
-def frame_view(services: IngressServices, frame: Frame, shown: FrameVersion | None) -> FrameView:
+def frame_view(
+    services: IngressServices,
+    frame: Frame,
+    shown: FrameVersion | None,
+    newest: FrameVersion | None = None,
+) -> FrameView:
+    pending = newest is not None and newest.render_version != frame.current_version
     return FrameView(
         **frame.model_dump(include={"frame_id", "frame_index", "current_version"}),
         approved_version=frame.approved_version,
         shown=version_view(services, shown) if shown else None,
+        newest=version_view(services, newest) if newest and pending else None,
     )
 
 
@@ -58,7 +65,7 @@ async def timeline_view(services: IngressServices, owner: str, project_id: str) 
                 **scene.model_dump(include={"scene_id", "script_id", "position"}),
                 heading=scene.graph.heading,
                 graph_hash=scene.graph.graph_hash,
-                frames=[frame_view(services, f, v) for f, v in frames],
+                frames=[frame_view(services, *line) for line in frames],
             )
             for scene, frames in found
         ]
@@ -71,7 +78,8 @@ async def get_timeline(
     project_id: ProjectId, client_id: ClientScope, services: Services
 ) -> TimelineView:
     """The project's scenes in order, each with its frames, the version each shows and its
-    status (``passed``, ``needs_review``, ``approved``, ``rejected``…)."""
+    status (``passed``, ``needs_review``, ``approved``, ``rejected``…), and its newest version
+    when that is not the one shown (``rendering``, or ``failed`` with its ``error``)."""
     return await timeline_view(services, client_id, project_id)
 
 

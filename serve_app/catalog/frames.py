@@ -49,8 +49,12 @@ class Frames(Stories):
         scene_id: str,
         indexes: list[int],
         new_seed: bool = False,
+        job_id: str | None = None,
     ) -> list[FrameVersion]:
-        """The next version of each frame ``indexes`` of the scene, status ``rendering``."""
+        """The next version of each frame ``indexes`` of the scene, status ``rendering``.
+        ``job_id``: the job planning them as it runs (``generate_all``); a frame whose newest
+        version that job planned and has not finished (a retried attempt) is given that version
+        again, not a new one: a retry never uses up a frame's re-renders."""
         project = await self._project(owner, project_id, active=True)
         scene, registry, style = await self.scene_assets(owner, project_id, scene_id)
         prompt = render_prompt(scene.graph, registry, style)  # 409 naming unlocked assets
@@ -60,11 +64,15 @@ class Frames(Stories):
         )
         start = backdrop(scene.graph, registry, settings.environment_strength)
         planned: list[tuple[Frame | None, FrameVersion]] = []
+        again: dict[str, FrameVersion] = {}  # stored already, planned by an earlier attempt
         for index in indexes:
             frame_id = frame_id_of(scene_id, index)
             frame = await self.store.get_frame(project_id, frame_id)
             versions = await self.store.frame_versions(project_id, frame_id)
             last = versions[-1] if versions else None
+            if job_id and last and last.planned_by == job_id and last.status == "rendering":
+                again[frame_id] = last
+                continue
             if len([v for v in versions if v.status != "failed"]) > MAX_RERENDERS:
                 raise TooManyRerenders(
                     f"frame_id: frame {frame_id} was rendered again {MAX_RERENDERS} times already"
@@ -88,12 +96,11 @@ class Frames(Stories):
                 pipeline_version=steps.pipeline_version,
                 pipeline_hash=steps.pipeline_hash,
                 backdrop=start,
+                planned_by=job_id,
             )
             planned.append((frame, version.model_copy(update={"diff": diff(last, version)})))
-        made = []
-        for frame, version in planned:
-            made.append(await self._insert_version(owner, frame, version))
-        return made
+        made = {v.frame_id: await self._insert_version(owner, f, v) for f, v in planned}
+        return [{**made, **again}[frame_id_of(scene_id, i)] for i in indexes]
 
     async def _insert_version(
         self, owner: str, frame: Frame | None, version: FrameVersion

@@ -127,6 +127,26 @@ def test_a_failed_render_keeps_the_frame_on_its_version_and_its_allowance(
     assert second.render_version == 2
 
 
+def test_a_job_planning_again_gets_the_versions_it_did_not_finish(facet: Storyboards) -> None:
+    pid, _, (talk, calm) = compiled(facet)
+    job, other = new_ulid(), new_ulid()
+    first = run(facet.plan_frames(ME, pid, talk, [0, 1], False, job))
+    assert [v.planned_by for v in first] == [job, job]
+    again = run(facet.plan_frames(ME, pid, talk, [0, 1], False, job))  # its retried attempt
+    assert [v.render_version for v in again] == [1, 1] and again == first
+    frame = first[0].frame_id
+    assert len(run(facet.frame_versions(ME, pid, frame))) == 1
+    key = f"proj/{pid}/frames/{frame}/v1.png"
+    run(facet.record_frame(ME, pid, frame, 1, key, PASSED))  # made: the next plan is new
+    (made,) = run(facet.plan_frames(ME, pid, talk, [0], False, job))
+    assert made.render_version == 2
+    (by_other,) = run(facet.plan_frames(ME, pid, talk, [1], False, other))  # another job's
+    (by_route,) = run(facet.plan_frames(ME, pid, calm, [0]))  # a route's: never reused
+    assert (by_other.render_version, by_other.planned_by) == (2, other)
+    assert run(facet.plan_frames(ME, pid, calm, [0]))[0].render_version == 2
+    assert by_route.planned_by is None
+
+
 def test_a_frame_keeps_at_most_max_versions_failed_ones_too(facet: Storyboards) -> None:
     pid, _, (talk, _) = compiled(facet)
     for n in range(MAX_VERSIONS):

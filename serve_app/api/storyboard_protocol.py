@@ -207,3 +207,24 @@ class PdfExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     per_page: Literal[1, 2, 4] = Field(default=2, description="Frames a page of the sheet.")
+
+
+class StageEstimate(BaseModel):
+    count: int = Field(description="Items of the stage.")
+    per_item_s: float = Field(description="Seconds an item takes.")
+    basis: Literal["measured", "configured"] = Field(
+        description="measured: the median per item of recently finished jobs of the stage's kind "
+        "(the project's first); configured: the Catalog's estimates default, none measured yet."
+    )
+
+
+class GenerateAllEstimate(BaseModel):
+    """How long ``:generate-all`` submitted now would take."""
+
+    project_id: str
+    estimated_s: float = Field(description="The queue ahead, then every stage's items in turn.")
+    queue_ahead: int = Field(description="Unfinished jobs ahead of it.")
+    workers_alive: int
+    stages: dict[str, StageEstimate] = Field(
+        description="portrait (characters still without one) and frame (a frame per scene)."
+    )

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from serve_app.api.protocol import JobAccepted, JobView
 from serve_app.errors import Conflict
 from serve_app.jobs.desk import JobDesk, UnknownJob
+from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds.generate_all import GenerateAllJob, Portrait
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
 from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
@@ -52,15 +53,25 @@ class StoryboardDesk:
 
     async def generate_all(self, owner: str, project_id: str) -> JobAccepted:
         """One job: every missing portrait, then frame 0 of every scene (409: nothing to do)."""
-        portraits, scenes = await self.catalog.generate_all_items.remote(owner, project_id)
-        if not portraits and not scenes:
+        spec = await self._everything(owner, project_id)
+        if not spec.portraits and not spec.scenes:
             raise Conflict(f"project {project_id!r} has no portrait to make and no scene")
-        spec = GenerateAllJob(
+        return await self.jobs.submit(owner, spec)
+
+    async def generate_all_estimate(self, owner: str, project_id: str) -> dict[str, Any]:
+        """What ``generate_all`` would make now and how long it would take: each stage's count
+        times its measured time per item (or its configured default), after the queue ahead."""
+        stages = KINDS["generate_all"].stages(await self._everything(owner, project_id))
+        estimate: dict[str, Any] = await self.catalog.estimate_stages.remote(stages, project_id)
+        return {"project_id": project_id, **estimate}
+
+    async def _everything(self, owner: str, project_id: str) -> GenerateAllJob:
+        portraits, scenes = await self.catalog.generate_all_items.remote(owner, project_id)
+        return GenerateAllJob(
             soul_id=project_id,
             portraits=[Portrait(asset_id=a, version=v, role=r) for a, v, r in portraits],
             scenes=scenes,
         )
-        return await self.jobs.submit(owner, spec)
 
     async def view(self, owner: str, project_id: str, job_id: str) -> JobView:
         await self.spec_of(owner, project_id, job_id)

@@ -138,6 +138,7 @@ def test_a_retried_generate_all_renders_the_versions_it_planned_not_new_ones(
     script = run(catalog.create_script(ME, pid, ScriptDraft(raw_text=three)))
     _, scenes = run(catalog.compile_script(ME, pid, script.script_id))
     accepted = run(StoryboardDesk(jobs.catalog, jobs.desk).generate_all(ME, pid))
+    assert accepted.estimated_s is not None and accepted.estimated_s >= 3 * 25  # by stages
     assert jobs.work_once()
     doc = jobs.doc(accepted.job_id)
     assert doc.status == "queued" and doc.error is not None  # to be retried

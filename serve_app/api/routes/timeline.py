@@ -20,6 +20,7 @@ from serve_app.api.storyboard_protocol import (
     DecisionRequest,
     FrameVersionView,
     FrameView,
+    GenerateAllEstimate,
     ImageEntry,
     ImagesPage,
     PdfExportRequest,
@@ -233,3 +234,20 @@ async def generate_all(
         return made.model_dump(mode="json")
 
     return JobAccepted.model_validate(await once({"project_id": project_id}, make))
+
+
+@router.get(
+    PROJECT + "/generate-all/estimate",
+    response_model=GenerateAllEstimate,
+    responses=responses(401, 404),
+)
+async def generate_all_estimate(
+    project_id: ProjectId, client_id: ClientScope, services: Services
+) -> GenerateAllEstimate:
+    """How long ``:generate-all`` submitted now would take: the portraits still needed times a
+    portrait's measured time, plus a frame per scene times a frame's (each the median per item
+    of recently finished ``asset_generate`` and ``scene_render`` jobs, else the configured
+    default: ``basis``), after the queue ahead. The job's ``estimated_s`` is counted so too."""
+    desk = StoryboardDesk(services.catalog, services.jobs)
+    found = await desk.generate_all_estimate(client_id, project_id)
+    return GenerateAllEstimate.model_validate(found)

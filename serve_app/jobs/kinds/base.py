@@ -5,7 +5,8 @@ branches on it.
 
     submit:   ``check`` refuses what could never be delivered, before anything is written;
               ``items`` says what the job delivers (their count is its progress total);
-              ``units`` what its estimate counts (items, unless the kind counts otherwise)
+              ``units`` what its estimate counts (items, unless the kind counts otherwise), or
+              ``stages`` by stage
     run:      ``run`` works one attempt at a leased job to its ``Ended``; every write goes
               through ``Attempt.save``, fenced by the lease (``LeaseLost`` when it is gone)
     settle:   ``settle`` tidies what the job's items left unfinished once it has ended for
@@ -118,6 +119,11 @@ class JobKind(ABC, Generic[S]):
     async def units(self, spec: S, tools: JobTools) -> int:
         """What the job's estimate counts (its run times are recorded per such unit)."""
         return len(self.items(spec, tools.variations))
+
+    def stages(self, spec: S) -> dict[str, int] | None:
+        """What the job's estimate counts by stage (``catalog/estimates.py``), each priced by
+        its own measured time; None: by ``units`` of the kind's own."""
+        return None
 
     @abstractmethod
     async def run(self, spec: S, attempt: Attempt) -> Ended:

@@ -79,7 +79,7 @@ async def all_or_none(works: Iterable[Awaitable[None]]) -> None:
         raise
 
 
-def stages(spec: GenerateAllJob) -> list[str]:
+def item_names(spec: GenerateAllJob) -> list[str]:
     """Each item's name: ``portrait:<asset_id>`` or ``scene:<scene_id>``."""
     return [f"portrait:{p.asset_id}" for p in spec.portraits] + [f"scene:{s}" for s in spec.scenes]
 
@@ -90,7 +90,11 @@ class GenerateAllKind(JobKind[GenerateAllJob]):
     submitted = False
 
     def items(self, spec: GenerateAllJob, variations: dict[str, list[str]]) -> list[Item]:
-        return [Item(i, name) for i, name in enumerate(stages(spec))]
+        return [Item(i, name) for i, name in enumerate(item_names(spec))]
+
+    def stages(self, spec: GenerateAllJob) -> dict[str, int]:
+        """Its estimate: its portraits at a portrait's measured time, its frames at a frame's."""
+        return {"portrait": len(spec.portraits), "frame": len(spec.scenes)}
 
     async def check(self, spec: GenerateAllJob, tools: JobTools) -> None:
         """Nothing more to check: the route listed the items under its client."""
@@ -98,7 +102,7 @@ class GenerateAllKind(JobKind[GenerateAllJob]):
     async def run(self, spec: GenerateAllJob, attempt: Attempt) -> Ended:
         doc, tools = attempt.doc, attempt.tools
         project: Project = await tools.catalog.get_project.remote(doc.client_id, spec.soul_id)
-        names = stages(spec)
+        names = item_names(spec)
         outcome = attempt.doc.outcome
         slots = asyncio.Semaphore(MAX_CONCURRENT)
         saving = asyncio.Lock()
@@ -167,7 +171,7 @@ class GenerateAllKind(JobKind[GenerateAllJob]):
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> GenerateAllResult | None:
         spec = GenerateAllJob.model_validate(doc.spec)
-        names = stages(spec)
+        names = item_names(spec)
         failed = {f.index: f.error.detail for f in doc.outcome.failed}
         items = []
         for index, item in enumerate(doc.outcome.items):

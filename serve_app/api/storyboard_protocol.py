@@ -207,6 +207,22 @@ class PdfExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     per_page: Literal[1, 2, 4] = Field(default=2, description="Frames a page of the sheet.")
+    print_ready: bool = Field(
+        default=False,
+        description="Each frame first goes through the print path (upscaled to 2048 px on its "
+        "long side, the project's chain, PNG at the configured DPI with an sRGB profile).",
+    )
+
+
+class SequenceExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    print_ready: bool = Field(
+        default=False,
+        description="The zip holds each frame's print (upscaled to 2048 px on its long side, "
+        "the project's chain, PNG at the configured DPI with an sRGB profile), not the render; "
+        "the manifest says so.",
+    )
 
 
 class StageEstimate(BaseModel):

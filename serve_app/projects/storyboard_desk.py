@@ -44,11 +44,19 @@ class StoryboardDesk:
         return await self._planned(owner, project_id, spec.scene_id, chosen, new_seed)
 
     async def export(
-        self, owner: str, project_id: str, file: Literal["pdf", "zip"], per_page: Literal[1, 2, 4]
+        self,
+        owner: str,
+        project_id: str,
+        file: Literal["pdf", "zip"],
+        per_page: Literal[1, 2, 4],
+        print_ready: bool = False,
     ) -> JobAccepted:
-        """The project's approved frames as a PDF sheet or a zip, written by a job."""
+        """The project's approved frames as a PDF sheet or a zip, written by a job (each
+        frame's print when ``print_ready``)."""
         await self.catalog.get_project.remote(owner, project_id)  # 404 before any work
-        spec = StoryboardExportJob(soul_id=project_id, format=file, per_page=per_page)
+        spec = StoryboardExportJob(
+            soul_id=project_id, format=file, per_page=per_page, print_ready=print_ready
+        )
         return await self.jobs.submit(owner, spec)
 
     async def generate_all(self, owner: str, project_id: str) -> JobAccepted:

@@ -41,6 +41,9 @@ class ExportResult(BaseModel):
     project_id: str
     format: str = Field(description="pdf or zip.")
     frames: int = Field(description="Approved frames exported, in timeline order.")
+    print_ready: bool = Field(
+        default=False, description="The frames went through the print path first."
+    )
     storage_key: str = Field(description="proj/<project_id>/exports/<timestamp>/<file>")
     bytes: int
     sha256: str

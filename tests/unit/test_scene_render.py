@@ -25,6 +25,7 @@ from serve_app.diffusion.tiny import TINY_IP_ADAPTER, TINY_MODEL
 from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
 from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
+from serve_app.prints.output import SRGB
 from serve_app.projects.models import AssetSpec, ProjectComposition, ProjectDraft
 from serve_app.projects.storyboard_desk import StoryboardDesk
 from serve_app.schemas import Frames, RenderJob
@@ -378,3 +379,32 @@ def test_a_render_that_fails_for_good_leaves_its_version_failed_and_the_frame_as
     assert run(catalog.get_frame(ME, pid, frame)).current_version == 5
     kinds = [e.kind for e in run(catalog.project_events(ME, pid, "", 300))]
     assert kinds.count("frame.failed") == 3
+
+
+def test_a_print_ready_zip_holds_each_frames_print(world: World) -> None:
+    """Through the print path (the tiny upscaler, finishing): each file at 2048 px on its long
+    side at the frame's 16:9, 300 DPI, sRGB; the manifest says print_ready and matches."""
+    jobs = Jobs(world, world.replica())
+    catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
+    pid, (boats, _) = storyboard(jobs)
+    frame = rendered(jobs, pid, boats, [0]).frames[0]
+    run(catalog.decide_frame(ME, pid, frame.frame_id, "approve", None, ""))
+    spec = StoryboardExportJob(soul_id=pid, format="zip", print_ready=True)
+    job_id = run(jobs.desk.submit(ME, spec)).job_id
+    assert jobs.work_once()
+    doc = jobs.doc(job_id)
+    assert doc.status == "succeeded", doc.error
+    result = KINDS["storyboard_export"].result(doc, objects, 60)
+    assert result is not None and result.print_ready
+    data = objects.get(result.storage_key)
+    assert verify_sequence(data) == []
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        (entry,) = manifest["frames"]
+        image = archive.read(entry["file"])
+    assert manifest["print_ready"] is True and entry["frame_id"] == frame.frame_id
+    with Image.open(io.BytesIO(image)) as printed:
+        assert (printed.format, printed.size, printed.mode) == ("PNG", (2048, 1117), "RGB")
+        assert tuple(round(float(d)) for d in printed.info["dpi"]) == (300, 300)
+        assert printed.info["icc_profile"] == SRGB
+    assert image != objects.get(f"proj/{pid}/frames/{frame.frame_id}/v1.png")

@@ -243,6 +243,18 @@ def test_the_timeline_decisions_and_images_over_http(client: TestClient) -> None
     assert (queued["kind"], queued["soul_id"]) == ("storyboard_export", pid)
     sequence = client.post(f"/v1/projects/{pid}/exports/image-sequence", headers=MINE)
     assert sequence.status_code == 202, sequence.text
+    ready = client.post(
+        f"/v1/projects/{pid}/exports/image-sequence", json={"print_ready": True}, headers=MINE
+    )
+    assert ready.status_code == 202, ready.text
+    assert client.get(f"/jobs/{ready.json()['job_id']}", headers=MINE).status_code == 200
+    odd = {"print_ready": True, "dpi": 600}
+    assert (
+        client.post(
+            f"/v1/projects/{pid}/exports/image-sequence", json=odd, headers=MINE
+        ).status_code
+        == 422
+    )
     wrong = client.post(f"/v1/projects/{pid}/exports/pdf", json={"per_page": 3}, headers=MINE)
     assert wrong.status_code == 422
     for method, path, body in (

@@ -25,6 +25,7 @@ from serve_app.api.storyboard_protocol import (
     ImagesPage,
     PdfExportRequest,
     ReorderRequest,
+    SequenceExportRequest,
     TimelineScene,
     TimelineView,
 )
@@ -180,7 +181,9 @@ async def export_pdf(
     """The storyboard sheet as a job (202): a cover with the project and its cast, then the
     approved frames in timeline order with their notes; the job's result has the PDF's signed
     ``url`` (written under ``proj/{project_id}/exports/{timestamp}/``)."""
-    return await exported(services, client_id, project_id, "pdf", body.per_page, once)
+    return await exported(
+        services, client_id, project_id, "pdf", body.per_page, body.print_ready, once
+    )
 
 
 @router.post(
@@ -190,11 +193,17 @@ async def export_pdf(
     responses=responses(401, 404, 429),
 )
 async def export_image_sequence(
-    project_id: ProjectId, client_id: ClientScope, services: Services, once: Once
+    project_id: ProjectId,
+    client_id: ClientScope,
+    services: Services,
+    once: Once,
+    body: SequenceExportRequest | None = None,
 ) -> JobAccepted:
     """The approved frames as a zip, numbered in timeline order, with a manifest (frame ids,
-    versions, seeds, pipeline versions, graph hashes, SHA-256 of each file), as a job (202)."""
-    return await exported(services, client_id, project_id, "zip", 2, once)
+    versions, seeds, pipeline versions, graph hashes, SHA-256 of each file), as a job (202);
+    ``print_ready``: each frame's print instead of its render."""
+    ready = body is not None and body.print_ready
+    return await exported(services, client_id, project_id, "zip", 2, ready, once)
 
 
 async def exported(
@@ -203,14 +212,17 @@ async def exported(
     project_id: str,
     file: Literal["pdf", "zip"],
     per_page: Literal[1, 2, 4],
+    print_ready: bool,
     once: Once,
 ) -> JobAccepted:
     async def make() -> dict[str, object]:
         desk = StoryboardDesk(services.catalog, services.jobs)
-        made = await desk.export(owner, project_id, file, per_page)
+        made = await desk.export(owner, project_id, file, per_page, print_ready)
         return made.model_dump(mode="json")
 
-    params = {"project_id": project_id, "format": file, "per_page": per_page}
+    params: dict[str, object] = {"project_id": project_id, "format": file, "per_page": per_page}
+    if print_ready:  # an export asked before the option keeps its replay
+        params["print_ready"] = True
     return JobAccepted.model_validate(await once(params, make))
 
 

@@ -14,6 +14,7 @@ from serve_app.catalog.asset_images import AssetImages
 from serve_app.catalog.asset_search import AssetSearch
 from serve_app.catalog.costs import Costs
 from serve_app.catalog.demand import DemandCounters, ReserveConfig
+from serve_app.catalog.estimates import StageDefaults
 from serve_app.catalog.frames import Frames
 from serve_app.catalog.identities import Identities
 from serve_app.catalog.jobs import Jobs
@@ -71,6 +72,11 @@ class CatalogConfig(BaseModel):
     )
     reserve: ReserveConfig = Field(
         default_factory=ReserveConfig, description="Unseen variants kept ahead for hot keys."
+    )
+    estimates: StageDefaults = Field(
+        default_factory=StageDefaults,
+        description="What an estimate by stages (generate-all) counts for a stage not measured "
+        "yet.",
     )
 
 

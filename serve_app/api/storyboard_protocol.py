@@ -110,7 +110,10 @@ class FrameVersionView(BaseModel):
     render_version: int
     scene_id: str
     frame_index: int
-    status: str = Field(description="rendering, passed, needs_review, approved, rejected.")
+    status: str = Field(
+        description="rendering, passed, needs_review, approved, rejected, or failed (its render "
+        "failed for good: ``error`` says why)."
+    )
     seed: int
     reseed: int = Field(description="0: the inherited seed; each new seed asked adds 1.")
     prompt: str = Field(description="Exactly the prompt it was rendered with.")
@@ -120,6 +123,7 @@ class FrameVersionView(BaseModel):
     graph_hash: str
     consistency_report: dict[str, Any] | None
     diff: dict[str, Any] = Field(description="What changed from the version before.")
+    error: str | None = Field(description="Why its render failed (status failed); else null.")
     url: str | None = Field(description="Signed, short-lived URL of the PNG; null: none yet.")
 
     @classmethod
@@ -140,6 +144,11 @@ class FrameView(BaseModel):
     current_version: int = Field(description="The version it shows; 0: none rendered yet.")
     approved_version: int | None
     shown: FrameVersionView | None = Field(description="The version it shows.")
+    newest: FrameVersionView | None = Field(
+        default=None,
+        description="Its newest version when that is not the one shown: still rendering, or "
+        "failed (with its error); null otherwise.",
+    )
 
 
 class TimelineScene(BaseModel):
@@ -206,3 +215,40 @@ class PdfExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     per_page: Literal[1, 2, 4] = Field(default=2, description="Frames a page of the sheet.")
+    print_ready: bool = Field(
+        default=False,
+        description="Each frame first goes through the print path (upscaled to 2048 px on its "
+        "long side, the project's chain, PNG at the configured DPI with an sRGB profile).",
+    )
+
+
+class SequenceExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    print_ready: bool = Field(
+        default=False,
+        description="The zip holds each frame's print (upscaled to 2048 px on its long side, "
+        "the project's chain, PNG at the configured DPI with an sRGB profile), not the render; "
+        "the manifest says so.",
+    )
+
+
+class StageEstimate(BaseModel):
+    count: int = Field(description="Items of the stage.")
+    per_item_s: float = Field(description="Seconds an item takes.")
+    basis: Literal["measured", "configured"] = Field(
+        description="measured: the median per item of recently finished jobs of the stage's kind "
+        "(the project's first); configured: the Catalog's estimates default, none measured yet."
+    )
+
+
+class GenerateAllEstimate(BaseModel):
+    """How long ``:generate-all`` submitted now would take."""
+
+    project_id: str
+    estimated_s: float = Field(description="The queue ahead, then every stage's items in turn.")
+    queue_ahead: int = Field(description="Unfinished jobs ahead of it.")
+    workers_alive: int
+    stages: dict[str, StageEstimate] = Field(
+        description="portrait (characters still without one) and frame (a frame per scene)."
+    )

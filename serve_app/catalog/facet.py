@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from serve_app.catalog.demand import DemandCounters, ReserveConfig
+from serve_app.catalog.estimates import StageDefaults
 from serve_app.catalog.key_index import SoulIndexes
 from serve_app.catalog.ledger import Ledger
 from serve_app.storage.objects import ObjectStore
@@ -19,6 +20,7 @@ class FacetConfig(Protocol):
     sweep_every_s: float
     orphan_grace_s: float
     reserve: ReserveConfig
+    estimates: StageDefaults
 
 
 class Facet:

@@ -6,10 +6,16 @@ Planning refuses before it writes: a scene pinning an unlocked asset (or a versi
 since the compile) is a 409 naming it; a frame past ``MAX_RERENDERS`` new versions is a 409.
 A re-render keeps the frame's seed unless a new one is asked for (``reseed`` + 1); what
 changed from the version before is its ``diff``.
+
+A version whose render failed for good is ``failed`` with its error (``fail_frame``, only ever
+from ``rendering``: a version recorded meanwhile keeps what it was recorded as); the frame goes
+on showing the version it showed. A failed version does not use up one of the frame's
+``MAX_RERENDERS`` (the user got nothing from it); ``MAX_VERSIONS`` bounds them all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from serve_app.catalog.stories import Stories
@@ -19,6 +25,7 @@ from serve_app.stories.composition import backdrop, frame_seed, render_prompt
 from serve_app.stories.pipeline import RenderSettings, describe
 from serve_app.stories.records import (
     MAX_RERENDERS,
+    MAX_VERSIONS,
     Frame,
     FrameStatus,
     FrameVersion,
@@ -27,6 +34,7 @@ from serve_app.stories.records import (
 )
 
 ATTEMPTS = 8
+MAX_ERROR_CHARS = 500  # of a failed version's error
 
 
 class TooManyRerenders(Conflict):
@@ -41,8 +49,12 @@ class Frames(Stories):
         scene_id: str,
         indexes: list[int],
         new_seed: bool = False,
+        job_id: str | None = None,
     ) -> list[FrameVersion]:
-        """The next version of each frame ``indexes`` of the scene, status ``rendering``."""
+        """The next version of each frame ``indexes`` of the scene, status ``rendering``.
+        ``job_id``: the job planning them as it runs (``generate_all``); a frame whose newest
+        version that job planned and has not finished (a retried attempt) is given that version
+        again, not a new one: a retry never uses up a frame's re-renders."""
         project = await self._project(owner, project_id, active=True)
         scene, registry, style = await self.scene_assets(owner, project_id, scene_id)
         prompt = render_prompt(scene.graph, registry, style)  # 409 naming unlocked assets
@@ -55,14 +67,22 @@ class Frames(Stories):
         start = backdrop(scene.graph, registry, settings.environment_strength)
         placed = settings.placements(scene.graph, registry)
         planned: list[tuple[Frame | None, FrameVersion]] = []
+        again: dict[str, FrameVersion] = {}  # stored already, planned by an earlier attempt
         for index in indexes:
             frame_id = frame_id_of(scene_id, index)
             frame = await self.store.get_frame(project_id, frame_id)
             versions = await self.store.frame_versions(project_id, frame_id)
             last = versions[-1] if versions else None
-            if len(versions) > MAX_RERENDERS:
+            if job_id and last and last.planned_by == job_id and last.status == "rendering":
+                again[frame_id] = last
+                continue
+            if len([v for v in versions if v.status != "failed"]) > MAX_RERENDERS:
                 raise TooManyRerenders(
                     f"frame_id: frame {frame_id} was rendered again {MAX_RERENDERS} times already"
+                )
+            if len(versions) >= MAX_VERSIONS:
+                raise TooManyRerenders(
+                    f"frame_id: frame {frame_id} has {MAX_VERSIONS} versions, the most one keeps"
                 )
             reseed = (last.seed.reseed + int(new_seed)) if last else 0
             seed = frame_seed(project_id, scene_id, index, reseed)
@@ -80,12 +100,11 @@ class Frames(Stories):
                 pipeline_hash=steps.pipeline_hash,
                 backdrop=start,
                 placements=placed,
+                planned_by=job_id,
             )
             planned.append((frame, version.model_copy(update={"diff": diff(last, version)})))
-        made = []
-        for frame, version in planned:
-            made.append(await self._insert_version(owner, frame, version))
-        return made
+        made = {v.frame_id: await self._insert_version(owner, f, v) for f, v in planned}
+        return [{**made, **again}[frame_id_of(scene_id, i)] for i in indexes]
 
     async def _insert_version(
         self, owner: str, frame: Frame | None, version: FrameVersion
@@ -154,6 +173,23 @@ class Frames(Stories):
         await self._story_event(project_id, "frame.rendered", owner, payload)
         return version
 
+    async def fail_frame(
+        self, owner: str, project_id: str, frame_id: str, render_version: int, error: str
+    ) -> FrameVersion | None:
+        """A version whose render failed for good: ``failed`` with ``error``, if it is still
+        ``rendering`` (None: it was not; nothing written). The frame shows what it showed."""
+
+        def failed(current: FrameVersion) -> dict[str, Any] | None:
+            if current.status != "rendering":
+                return None
+            return {"status": "failed", "error": error[:MAX_ERROR_CHARS]}
+
+        version = await self._changed_version(owner, project_id, frame_id, render_version, failed)
+        if version is not None:
+            payload = {"frame_id": frame_id, "render_version": render_version, "error": error}
+            await self._story_event(project_id, "frame.failed", owner, payload)
+        return version
+
     async def _change_frame_version(
         self,
         owner: str,
@@ -164,16 +200,34 @@ class Frames(Stories):
         report: dict[str, Any] | None = None,
         image_key: str | None = None,
     ) -> FrameVersion:
+        def change(current: FrameVersion) -> dict[str, Any]:
+            return {
+                "status": status,
+                "consistency_report": report or current.consistency_report,
+                "image_key": image_key or current.image_key,
+            }
+
+        version = await self._changed_version(owner, project_id, frame_id, render_version, change)
+        assert version is not None  # ``change`` always changes it
+        return version
+
+    async def _changed_version(
+        self,
+        owner: str,
+        project_id: str,
+        frame_id: str,
+        render_version: int,
+        change: Callable[[FrameVersion], dict[str, Any] | None],
+    ) -> FrameVersion | None:
+        """The version with ``change(current)``'s fields, fenced on what was read (None:
+        ``change`` had nothing to change)."""
         for _ in range(ATTEMPTS):
             current = await self.get_frame_version(owner, project_id, frame_id, render_version)
-            changed = current.model_copy(
-                update={
-                    "status": status,
-                    "consistency_report": report or current.consistency_report,
-                    "image_key": image_key or current.image_key,
-                    "updated_at_ts": max(now_ms(), current.updated_at_ts + 1),
-                }
-            )
+            fields = change(current)
+            if fields is None:
+                return None
+            ts = max(now_ms(), current.updated_at_ts + 1)
+            changed = current.model_copy(update={**fields, "updated_at_ts": ts})
             if await self.store.update_frame_version(changed, current.updated_at_ts):
                 return changed
         raise Busy(f"frame {frame_id} version {render_version} is busy; retry")

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from serve_app.catalog.estimates import STAGE_KINDS
 from serve_app.catalog.facet import Facet
 from serve_app.catalog.locks import WORKER_LOCK
 from serve_app.ids import now_ms
@@ -99,18 +100,33 @@ class JobStats(Facet):
         per_item = self._per_item_s(kind, soul_id)
         if per_item is None:
             return {"estimated_s": None, "basis": f"no {kind} job finished recently to measure"}
-        ts = now_ms()
-        ahead = sum(
-            [len(await self._unfinished(lane)) for lane in LANES.values()]
-        )  # every unfinished job, as an item each: a floor
-        workers = max(1, len(await self.store.live_locks(WORKER_LOCK, ts)))
-        queue_s = ahead * (self._per_item_s(None, None) or per_item) / workers
+        queue = await self._queue_ahead(per_item)
         return {
-            "estimated_s": round(queue_s + per_item * count, 3),
-            "queue_ahead": ahead,
-            "workers_alive": workers,
+            "estimated_s": round(queue.pop("queue_s") + per_item * count, 3),
+            **queue,
             "per_item_s": round(per_item, 3),
         }
+
+    async def estimate_stages(self, stages: dict[str, int], soul_id: str | None) -> dict[str, Any]:
+        """Seconds a job of stages (``catalog/estimates.py``) submitted now would take: the queue
+        ahead, then each stage's count times its measured time per item (that of recent jobs
+        of the stage's kind, the soul's first), or its configured default (``basis``)."""
+        parts: dict[str, dict[str, Any]] = {}
+        for stage, count in stages.items():
+            measured = self._per_item_s(STAGE_KINDS[stage], soul_id)
+            per_item = self.config.estimates.of(stage) if measured is None else measured
+            basis = "configured" if measured is None else "measured"
+            parts[stage] = {"count": count, "per_item_s": round(per_item, 3), "basis": basis}
+        own_s = sum(p["count"] * p["per_item_s"] for p in parts.values())
+        queue = await self._queue_ahead(own_s / max(1, sum(stages.values())))
+        return {"estimated_s": round(queue.pop("queue_s") + own_s, 3), **queue, "stages": parts}
+
+    async def _queue_ahead(self, per_item: float) -> dict[str, Any]:
+        """Every unfinished job ahead, as an item each (a floor), shared by the live workers."""
+        ahead = sum([len(await self._unfinished(lane)) for lane in LANES.values()])
+        workers = max(1, len(await self.store.live_locks(WORKER_LOCK, now_ms())))
+        queue_s = ahead * (self._per_item_s(None, None) or per_item) / workers
+        return {"queue_s": queue_s, "queue_ahead": ahead, "workers_alive": workers}
 
     def _per_item_s(self, kind: str | None, soul_id: str | None) -> float | None:
         runs = [

@@ -47,6 +47,7 @@ class Jobs(JobLeases):
         units: int | None = None,
         styled: bool = False,
         ticket: str | None = None,
+        stages: dict[str, int] | None = None,
     ) -> Submitted:
         """Queue a job, unless the client is over its quota of unfinished jobs or its rate;
         the quota is decided by claiming one of the client's slots, one conditional insert
@@ -54,6 +55,7 @@ class Jobs(JobLeases):
         ``ticket``: the job's id from ``admit_job``, its slot claimed already.
         ``lane``: where it queues, if not its priority's (the reserve's refills); ``units``:
         what its estimate counts, to answer the estimate with it (one call, not two);
+        ``stages``: what it counts by stage instead (``estimate_stages``);
         ``styled``: the job's soul must have a style (else UnknownSoul or NoStyle, nothing
         written)."""
         if styled:
@@ -70,7 +72,9 @@ class Jobs(JobLeases):
         await self.store.enqueue_job(queue_row(lane, row))
         position = await self._position(lane, row["job_id"])
         estimate = None
-        if units is not None:
+        if stages is not None:
+            estimate = (await self.estimate_stages(stages, row["soul_id"]))["estimated_s"]
+        elif units is not None:
             estimate = (await self.estimate_job(row["kind"], row["soul_id"], units))["estimated_s"]
         return Submitted(doc=job_doc(row), position=position, estimated_s=estimate)
 

@@ -9,7 +9,7 @@ who, the note, the failed checks and the full report).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from serve_app.catalog.frames import Frames
 from serve_app.catalog.scene_pins import current_scenes
@@ -26,24 +26,29 @@ class NotDecidable(Conflict):
     pass
 
 
+class FrameLine(NamedTuple):
+    """A frame on the timeline: the version it shows, and its newest version (the one a
+    render planned last: ``rendering``, or ``failed`` with its error, when not shown)."""
+
+    frame: Frame
+    shown: FrameVersion | None
+    newest: FrameVersion | None
+
+
 class Timeline(Frames):
-    async def timeline(
-        self, owner: str, project_id: str
-    ) -> list[tuple[Scene, list[tuple[Frame, FrameVersion | None]]]]:
+    async def timeline(self, owner: str, project_id: str) -> list[tuple[Scene, list[FrameLine]]]:
         """The scenes of each script's last compile by position (then id), each with its frames
-        by index and the version each shows now."""
+        by index, the version each shows now and its newest."""
         await self._project(owner, project_id)
         scenes = sorted(
             await self._current_scenes(project_id), key=lambda s: (s.position, s.scene_id)
         )
-        frames: dict[str, list[tuple[Frame, FrameVersion | None]]] = {}
+        frames: dict[str, list[FrameLine]] = {}
         for frame in await self.store.project_frames(project_id):
-            shown = None
-            if frame.current_version:
-                shown = await self.store.get_frame_version(
-                    project_id, frame.frame_id, frame.current_version
-                )
-            frames.setdefault(frame.scene_id, []).append((frame, shown))
+            versions = await self.store.frame_versions(project_id, frame.frame_id)
+            shown = next((v for v in versions if v.render_version == frame.current_version), None)
+            line = FrameLine(frame, shown, versions[-1] if versions else None)
+            frames.setdefault(frame.scene_id, []).append(line)
         return [(s, frames.get(s.scene_id, [])) for s in scenes]
 
     async def _current_scenes(self, project_id: str) -> list[Scene]:
@@ -160,7 +165,7 @@ class Timeline(Frames):
                         "character_ids": sorted(cast),
                         "storage_key": v.image_key,
                     }
-                    for f, v in frames
+                    for f, v, _ in frames
                     if v is not None and v.image_key
                 ]
         return out

@@ -111,6 +111,7 @@ class JobDesk:
             units=await kind.units(spec, self.tools),
             styled=kind.styled,
             ticket=ticket,
+            stages=kind.stages(spec),
         )
         if submitted.doc is None:
             raise TooManyJobs(submitted.refused or "", retry_after_s=submitted.retry_after_s)

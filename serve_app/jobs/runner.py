@@ -10,8 +10,11 @@
               attempt stopped, a key rebuild through its pages), while a watcher renews the
               lease and checks for a cancel
     end:      succeeded / partial / failed (permanent errors at once; transient ones retried
-              with backoff up to max_attempts, then a dead letter) / cancelled; then the webhook,
-              then the job leaves the queue (without a webhook, in the same catalog call)
+              with backoff up to max_attempts, then a dead letter) / cancelled; its kind settles
+              what the unfinished items left (before the end is written: a worker dying in
+              between leaves it to the next, which settles it again); then the webhook, then
+              the job leaves the queue (without a webhook, in the same catalog call); a job
+              leased already ended (cancelled while queued) is settled as it is concluded
     stop:     a stopping replica hands back what it holds at once (the lease is released)
 
 Every write is fenced by the lease version: a worker that lost its lease stops writing.
@@ -160,6 +163,9 @@ class JobRunner:
             ended = await self._attempt(lease, doc)
             if ended is None:
                 return  # handed back, retried later, or lost: not ours to end
+            outcome = ended.outcome or doc.outcome  # an attempt's items as far as it got
+            end = {"status": ended.status, "outcome": outcome, "error": ended.error}
+            await self._settle(doc.model_copy(update=end))
             concluded = not doc.webhook_url  # nothing to send: it leaves the queue as it ends
             if not await self.catalog.finish_job.remote(
                 lease, ended.status, ended.outcome, ended.error, ended.dead_letter, concluded
@@ -168,7 +174,20 @@ class JobRunner:
             self._count_end(doc, ended)
             if concluded:
                 return
+        else:
+            await self._settle(doc)
         await self._conclude(lease, doc)
+
+    async def _settle(self, ended: JobDoc) -> None:
+        """The kind tidies what the ended job's unfinished items left (``kinds/base.py``); a
+        failure to is logged, never in the way of the job's end."""
+        if ended.status == "succeeded":
+            return
+        kind = KINDS[ended.kind]
+        try:
+            await kind.settle(kind.parse(ended.spec), ended, self.tools)
+        except Exception:
+            log.exception("job %s: could not settle its unfinished items", ended.job_id)
 
     async def _attempt(self, lease: Lease, doc: JobDoc) -> Ended | None:
         if doc.attempts > doc.max_attempts:  # its workers died mid-job every time

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from serve_app.api.protocol import JobAccepted, JobView
 from serve_app.errors import Conflict
 from serve_app.jobs.desk import JobDesk, UnknownJob
+from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds.generate_all import GenerateAllJob, Portrait
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
 from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
@@ -27,11 +28,7 @@ class StoryboardDesk:
         """Frames ``0 … frames-1`` of the scene, each at its next version; 409 naming any
         asset the scene pins without a locked version, before anything is written."""
         await self.catalog.get_scene.remote(owner, project_id, scene_id)  # 404 before any work
-        await self.jobs.admit(owner)  # 429 before a version is written
-        planned: list[FrameVersion] = await self.catalog.plan_frames.remote(
-            owner, project_id, scene_id, list(range(frames))
-        )
-        return await self._queued(owner, project_id, scene_id, planned)
+        return await self._planned(owner, project_id, scene_id, list(range(frames)), False)
 
     async def rerender(
         self, owner: str, project_id: str, job_id: str, frame_ids: list[str], new_seed: bool
@@ -43,31 +40,46 @@ class StoryboardDesk:
         wanted = frame_ids or list(indexes)
         if unknown := [f for f in wanted if f not in indexes]:
             raise UnknownJob(f"{job_id}: it rendered no frame {', '.join(unknown)}")
-        await self.jobs.admit(owner)
-        planned: list[FrameVersion] = await self.catalog.plan_frames.remote(
-            owner, project_id, spec.scene_id, [indexes[f] for f in wanted], new_seed
-        )
-        return await self._queued(owner, project_id, spec.scene_id, planned)
+        chosen = [indexes[f] for f in wanted]
+        return await self._planned(owner, project_id, spec.scene_id, chosen, new_seed)
 
     async def export(
-        self, owner: str, project_id: str, file: Literal["pdf", "zip"], per_page: Literal[1, 2, 4]
+        self,
+        owner: str,
+        project_id: str,
+        file: Literal["pdf", "zip"],
+        per_page: Literal[1, 2, 4],
+        print_ready: bool = False,
     ) -> JobAccepted:
-        """The project's approved frames as a PDF sheet or a zip, written by a job."""
+        """The project's approved frames as a PDF sheet or a zip, written by a job (each
+        frame's print when ``print_ready``)."""
         await self.catalog.get_project.remote(owner, project_id)  # 404 before any work
-        spec = StoryboardExportJob(soul_id=project_id, format=file, per_page=per_page)
+        spec = StoryboardExportJob(
+            soul_id=project_id, format=file, per_page=per_page, print_ready=print_ready
+        )
         return await self.jobs.submit(owner, spec)
 
     async def generate_all(self, owner: str, project_id: str) -> JobAccepted:
         """One job: every missing portrait, then frame 0 of every scene (409: nothing to do)."""
-        portraits, scenes = await self.catalog.generate_all_items.remote(owner, project_id)
-        if not portraits and not scenes:
+        spec = await self._everything(owner, project_id)
+        if not spec.portraits and not spec.scenes:
             raise Conflict(f"project {project_id!r} has no portrait to make and no scene")
-        spec = GenerateAllJob(
+        return await self.jobs.submit(owner, spec)
+
+    async def generate_all_estimate(self, owner: str, project_id: str) -> dict[str, Any]:
+        """What ``generate_all`` would make now and how long it would take: each stage's count
+        times its measured time per item (or its configured default), after the queue ahead."""
+        stages = KINDS["generate_all"].stages(await self._everything(owner, project_id))
+        estimate: dict[str, Any] = await self.catalog.estimate_stages.remote(stages, project_id)
+        return {"project_id": project_id, **estimate}
+
+    async def _everything(self, owner: str, project_id: str) -> GenerateAllJob:
+        portraits, scenes = await self.catalog.generate_all_items.remote(owner, project_id)
+        return GenerateAllJob(
             soul_id=project_id,
             portraits=[Portrait(asset_id=a, version=v, role=r) for a, v, r in portraits],
             scenes=scenes,
         )
-        return await self.jobs.submit(owner, spec)
 
     async def view(self, owner: str, project_id: str, job_id: str) -> JobView:
         await self.spec_of(owner, project_id, job_id)
@@ -85,9 +97,19 @@ class StoryboardDesk:
             raise UnknownJob(job_id)
         return spec
 
-    async def _queued(
-        self, owner: str, project_id: str, scene_id: str, planned: list[FrameVersion]
+    async def _planned(
+        self, owner: str, project_id: str, scene_id: str, indexes: list[int], new_seed: bool
     ) -> JobAccepted:
+        """The frames' next versions planned and queued as one job; the job's quota slot is
+        claimed first (429 before a version is written) and given back when planning fails."""
+        ticket = await self.jobs.admit(owner)
+        try:
+            planned: list[FrameVersion] = await self.catalog.plan_frames.remote(
+                owner, project_id, scene_id, indexes, new_seed
+            )
+        except BaseException:
+            await self.jobs.release(owner, ticket)
+            raise
         spec = SceneRenderJob(
             soul_id=project_id,
             scene_id=scene_id,
@@ -95,4 +117,4 @@ class StoryboardDesk:
                 FrameRef(frame_id=v.frame_id, render_version=v.render_version) for v in planned
             ],
         )
-        return await self.jobs.submit(owner, spec)
+        return await self.jobs.submit(owner, spec, ticket)

@@ -94,8 +94,11 @@ def file_name(position: int, frame: ExportFrame) -> str:
     return f"frames/{position:04d}_{frame.scene.scene_id}_{frame.frame_id}.{ext}"
 
 
-def image_sequence(frames: list[ExportFrame], project_id: str, created_at: str) -> bytes:
-    """The zip of ``frames`` in the order given (the timeline's), with its manifest."""
+def image_sequence(
+    frames: list[ExportFrame], project_id: str, created_at: str, print_ready: bool = False
+) -> bytes:
+    """The zip of ``frames`` in the order given (the timeline's), with its manifest
+    (``print_ready``: the images are the frames' prints, which the manifest says)."""
     entries: list[dict[str, Any]] = []
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -124,6 +127,7 @@ def image_sequence(frames: list[ExportFrame], project_id: str, created_at: str) 
             "project_id": project_id,
             "created_at": created_at,
             "frame_count": len(entries),
+            "print_ready": print_ready,
             "frames": entries,
         }
         archive.writestr(

@@ -12,7 +12,9 @@ the versions each frame was rendered as.
     frame version  one render of a frame, numbered from 1: what it was rendered from (seed and
                    how it was derived, the exact prompt, the pipeline's version and hash, the
                    scene's graph hash, its backdrop and placements), its image, its status
-                   and consistency report, and what changed from the version before (``diff``)
+                   and consistency report, and what changed from the version before
+                   (``diff``); a render that failed for good leaves its version ``failed``
+                   with the error, and the frame showing the version it showed before
 
 Ids are derived, never random past the script's: the same script, scene and frame index name
 the same rows on every replica.
@@ -38,7 +40,8 @@ ScriptForm = Literal["fountain", "structured"]
 FrameStatus = Literal["rendering", "passed", "needs_review", "approved", "rejected", "failed"]
 MAX_SCRIPT_CHARS = 200_000
 MAX_FRAMES = 16  # frames of one scene
-MAX_RERENDERS = 5  # new versions of one frame after its first
+MAX_RERENDERS = 5  # new versions of one frame after its first, those that failed not counted
+MAX_VERSIONS = 32  # versions of one frame, failed ones too: what a frame's rows are bounded by
 
 
 def new_script_id() -> str:
@@ -126,6 +129,12 @@ class FrameVersion(BaseModel):
     status: FrameStatus = "rendering"
     consistency_report: dict[str, Any] | None = None
     image_key: str | None = None
+    error: str | None = Field(
+        default=None, description="Why its render failed for good (status ``failed``)."
+    )
+    planned_by: str | None = Field(
+        default=None, description="The job that planned it, when a job did (``generate_all``)."
+    )
     diff: dict[str, Any] = Field(default_factory=dict, description="What the re-render changed.")
     created_at_ts: int = 0
     updated_at_ts: int = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -18,10 +18,21 @@ class RenderedFrame(BaseModel):
     consistency_report: dict[str, Any]
 
 
+class FailedFrame(BaseModel):
+    """A frame version whose render failed for good (the version is ``failed``)."""
+
+    frame_id: str
+    render_version: int
+    status: Literal["failed"] = "failed"
+    error: str = Field(description="Why it failed.")
+
+
 class SceneRenderResult(BaseModel):
     project_id: str
     scene_id: str
-    frames: list[RenderedFrame | None] = Field(description="Frame by frame; null: not yet made.")
+    frames: list[RenderedFrame | FailedFrame | None] = Field(
+        description="Frame by frame; null: not yet made."
+    )
 
 
 class ExportResult(BaseModel):
@@ -30,6 +41,9 @@ class ExportResult(BaseModel):
     project_id: str
     format: str = Field(description="pdf or zip.")
     frames: int = Field(description="Approved frames exported, in timeline order.")
+    print_ready: bool = Field(
+        default=False, description="The frames went through the print path first."
+    )
     storage_key: str = Field(description="proj/<project_id>/exports/<timestamp>/<file>")
     bytes: int
     sha256: str

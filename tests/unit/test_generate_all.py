@@ -111,3 +111,49 @@ def test_a_cancelled_generate_all_stops_between_renders(
     doc = jobs.doc(accepted.job_id)
     assert doc.status == "cancelled"
     assert counted.total <= 5 < doc.progress.total  # the first wave at most, of 12
+
+
+class FailsOnce:
+    """The Renderer, whose GPU runs out of memory on its second render only (transient)."""
+
+    def __init__(self, renderer: object) -> None:
+        self.renderer = renderer
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def render(self, job: RenderJob) -> Frames:
+        with self.lock:
+            self.calls += 1
+            second = self.calls == 2
+        if second:
+            raise RuntimeError("CUDA out of memory")
+        return self.renderer.render(job)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_retried_generate_all_renders_the_versions_it_planned_not_new_ones(
+    world: World,
+) -> None:
+    jobs = Jobs(world, world.replica(renderer=FailsOnce(world.renderer)))
+    catalog = jobs.replica.catalog
+    pid = run(catalog.create_project(ME, ProjectDraft(name="Again"))).project_id
+    harbor = AssetSpec(asset_type="environment", name="Harbor", canonical_prompt="a harbor")
+    env, _ = run(catalog.create_asset(ME, pid, harbor, ["wide"], None))
+    run(catalog.lock_asset(ME, pid, env.asset_id, 1))
+    three = "".join(f"EXT. HARBOR - DAY {i}\n\nThe tide, hour {i}.\n\n" for i in range(3))
+    script = run(catalog.create_script(ME, pid, ScriptDraft(raw_text=three)))
+    _, scenes = run(catalog.compile_script(ME, pid, script.script_id))
+    accepted = run(StoryboardDesk(jobs.catalog, jobs.desk).generate_all(ME, pid))
+    assert accepted.estimated_s is not None and accepted.estimated_s >= 3 * 25  # by stages
+    assert jobs.work_once()
+    doc = jobs.doc(accepted.job_id)
+    assert doc.status == "queued" and doc.error is not None  # to be retried
+    assert "out of memory" in doc.error.detail
+    while not jobs.doc(accepted.job_id).finished:
+        jobs.work_once()
+    doc = jobs.doc(accepted.job_id)
+    assert (doc.status, doc.attempts) == ("succeeded", 2)
+    for scene in scenes:
+        frame = run(catalog.get_frame(ME, pid, f"frm_{scene.scene_id[4:]}_00"))
+        versions = run(catalog.frame_versions(ME, pid, frame.frame_id))
+        assert [(v.render_version, v.status) for v in versions] == [(1, "passed")]
+        assert versions[0].planned_by == accepted.job_id and frame.current_version == 1

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from deployments.catalog import CatalogEngine
+from serve_app.catalog.job_stats import Run
 from serve_app.catalog.souls import load_souls
 from serve_app.errors import NoStyle, UnknownSoul
 from serve_app.jobs.book import JobError, Outcome
@@ -217,3 +218,22 @@ def test_the_backlog_counts_waiting_and_leased_jobs(book: CatalogEngine) -> None
     submit(book, cue="second")
     lease(book)
     assert run(book.job_backlog()) == {"queued_jobs": 1.0, "running_jobs": 1.0}
+
+
+def test_a_generate_all_estimate_counts_each_stage_at_its_measured_time(
+    book: CatalogEngine,
+) -> None:
+    configured = run(book.estimate_stages({"portrait": 2, "frame": 10}, "prj_x"))
+    assert configured["stages"] == {
+        "portrait": {"count": 2, "per_item_s": 20.0, "basis": "configured"},
+        "frame": {"count": 10, "per_item_s": 25.0, "basis": "configured"},
+    }
+    assert configured["estimated_s"] == 2 * 20 + 10 * 25  # nothing queued ahead
+    ts = int(time.time() * 1000)
+    for run_ms, items in ((12_000, 3), (8_000, 2), (30_000, 3)):  # 4 s, 4 s, 10 s a portrait
+        book._ran(Run(ts, "asset_generate", "prj_x", 0, run_ms, items))
+    book._ran(Run(ts, "scene_render", "prj_other", 0, 6_000, 2))  # 3 s a frame, elsewhere
+    measured = run(book.estimate_stages({"portrait": 2, "frame": 10}, "prj_x"))
+    assert measured["stages"]["portrait"] == {"count": 2, "per_item_s": 4.0, "basis": "measured"}
+    assert measured["stages"]["frame"] == {"count": 10, "per_item_s": 3.0, "basis": "measured"}
+    assert measured["estimated_s"] == 2 * 4 + 10 * 3

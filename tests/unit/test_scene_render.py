@@ -25,8 +25,10 @@ from serve_app.diffusion.tiny import TINY_IP_ADAPTER, TINY_MODEL
 from serve_app.jobs.kinds import KINDS
 from serve_app.jobs.kinds.scene_render import FrameRef, SceneRenderJob
 from serve_app.jobs.kinds.storyboard_export import StoryboardExportJob
+from serve_app.prints.output import SRGB
 from serve_app.projects.models import AssetSpec, ProjectDraft
 from serve_app.projects.rules import ProjectComposition
+from serve_app.projects.storyboard_desk import StoryboardDesk
 from serve_app.schemas import Frames, RenderJob
 from serve_app.stories.assets import UnlockedAssets
 from serve_app.stories.composition import frame_seed, regions_of, render_prompt
@@ -34,6 +36,7 @@ from serve_app.stories.exports import verify_sequence
 from serve_app.stories.gate import GateConfig
 from serve_app.stories.pipeline import RenderSettings, describe
 from serve_app.stories.records import ScriptDraft
+from serve_app.stories.results import FailedFrame
 from tests.support import run
 from tests.unit.test_job_worker import Jobs
 from tests.unit.world import World
@@ -319,3 +322,91 @@ def test_approved_frames_export_as_a_pdf_sheet_and_a_zip(world: World) -> None:
     assert [f["seed"] for f in manifest["frames"]] == [frames[1].seed, frames[0].seed]
     kinds = [e.kind for e in run(catalog.project_events(ME, pid, "", 300))]
     assert kinds.count("export.made") == 2 and kinds.count("frame.exception_approved") == 1
+
+
+class OutOfMemory:
+    """A Renderer whose GPU runs out of memory on every render: a transient failure, retried
+    until the job's last attempt."""
+
+    def render(self, job: RenderJob) -> Frames:
+        raise RuntimeError("CUDA out of memory")
+
+
+def worked(jobs: Jobs, job_id: str) -> Any:
+    """The job worked on until it ends (each retry leased once its short backoff is over)."""
+    while not jobs.doc(job_id).finished:
+        jobs.work_once()
+    return jobs.doc(job_id)
+
+
+def test_a_render_that_fails_for_good_leaves_its_version_failed_and_the_frame_as_it_was(
+    world: World, models_dir: Path
+) -> None:
+    jobs = Jobs(world, world.replica())
+    catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
+    desk = StoryboardDesk(jobs.catalog, jobs.desk)
+    pid, (boats, _) = storyboard(jobs)
+    first = run(desk.render(ME, pid, boats, 1)).job_id
+    assert worked(jobs, first).status == "succeeded"
+    (frame,) = [f.frame_id for f in SceneRenderJob.model_validate(jobs.doc(first).spec).frames]
+    # A Renderer that refuses the 16:9 frame's size (88 px wide at 64²): a 422, for good.
+    narrow = RendererConfig(steps=2, width=64, height=64, max_side=80)
+    engine = RendererEngine(ModelManager(models_dir), narrow, world.objects)
+    refusing = Jobs(world, world.replica(renderer=engine))
+    refused = run(desk.rerender(ME, pid, first, [], False)).job_id
+    doc = worked(refusing, refused)
+    assert doc.status == "failed" and doc.attempts == 1
+    version = run(catalog.get_frame_version(ME, pid, frame, 2))
+    assert version.status == "failed" and "88" in (version.error or "")
+    assert run(catalog.get_frame(ME, pid, frame)).current_version == 1  # still the first
+    result = KINDS["scene_render"].result(doc, objects, 60)
+    assert result is not None and isinstance(result.frames[0], FailedFrame)
+    assert (result.frames[0].render_version, result.frames[0].error) == (2, version.error)
+    # Out of memory on every attempt: failed once the last attempt fails, with its error.
+    oom = Jobs(world, world.replica(renderer=OutOfMemory()))
+    retried = run(desk.rerender(ME, pid, first, [], False)).job_id
+    doc = worked(oom, retried)
+    assert (doc.status, doc.attempts, doc.dead_letter) == ("failed", 3, True)
+    version = run(catalog.get_frame_version(ME, pid, frame, 3))
+    assert (version.status, version.error) == ("failed", "CUDA out of memory")
+    # Cancelled while queued: settled when a worker concludes it.
+    cancelled = run(desk.rerender(ME, pid, first, [], False)).job_id
+    run(jobs.desk.cancel(ME, cancelled))
+    assert jobs.work_once() and jobs.doc(cancelled).status == "cancelled"
+    version = run(catalog.get_frame_version(ME, pid, frame, 4))
+    assert (version.status, version.error) == ("failed", "the job ended cancelled")
+    # None of the three used up the frame's allowance; the next render shows at last.
+    again = run(desk.rerender(ME, pid, first, [], False)).job_id
+    assert worked(jobs, again).status == "succeeded"
+    assert run(catalog.get_frame(ME, pid, frame)).current_version == 5
+    kinds = [e.kind for e in run(catalog.project_events(ME, pid, "", 300))]
+    assert kinds.count("frame.failed") == 3
+
+
+def test_a_print_ready_zip_holds_each_frames_print(world: World) -> None:
+    """Through the print path (the tiny upscaler, finishing): each file at 2048 px on its long
+    side at the frame's 16:9, 300 DPI, sRGB; the manifest says print_ready and matches."""
+    jobs = Jobs(world, world.replica())
+    catalog, objects = jobs.replica.catalog, jobs.replica.deliverer.objects
+    pid, (boats, _) = storyboard(jobs)
+    frame = rendered(jobs, pid, boats, [0]).frames[0]
+    run(catalog.decide_frame(ME, pid, frame.frame_id, "approve", None, ""))
+    spec = StoryboardExportJob(soul_id=pid, format="zip", print_ready=True)
+    job_id = run(jobs.desk.submit(ME, spec)).job_id
+    assert jobs.work_once()
+    doc = jobs.doc(job_id)
+    assert doc.status == "succeeded", doc.error
+    result = KINDS["storyboard_export"].result(doc, objects, 60)
+    assert result is not None and result.print_ready
+    data = objects.get(result.storage_key)
+    assert verify_sequence(data) == []
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        (entry,) = manifest["frames"]
+        image = archive.read(entry["file"])
+    assert manifest["print_ready"] is True and entry["frame_id"] == frame.frame_id
+    with Image.open(io.BytesIO(image)) as printed:
+        assert (printed.format, printed.size, printed.mode) == ("PNG", (2048, 1117), "RGB")
+        assert tuple(round(float(d)) for d in printed.info["dpi"]) == (300, 300)
+        assert printed.info["icc_profile"] == SRGB
+    assert image != objects.get(f"proj/{pid}/frames/{frame.frame_id}/v1.png")

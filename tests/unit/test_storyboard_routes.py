@@ -243,6 +243,18 @@ def test_the_timeline_decisions_and_images_over_http(client: TestClient) -> None
     assert (queued["kind"], queued["soul_id"]) == ("storyboard_export", pid)
     sequence = client.post(f"/v1/projects/{pid}/exports/image-sequence", headers=MINE)
     assert sequence.status_code == 202, sequence.text
+    ready = client.post(
+        f"/v1/projects/{pid}/exports/image-sequence", json={"print_ready": True}, headers=MINE
+    )
+    assert ready.status_code == 202, ready.text
+    assert client.get(f"/jobs/{ready.json()['job_id']}", headers=MINE).status_code == 200
+    odd = {"print_ready": True, "dpi": 600}
+    assert (
+        client.post(
+            f"/v1/projects/{pid}/exports/image-sequence", json=odd, headers=MINE
+        ).status_code
+        == 422
+    )
     wrong = client.post(f"/v1/projects/{pid}/exports/pdf", json={"per_page": 3}, headers=MINE)
     assert wrong.status_code == 422
     for method, path, body in (
@@ -269,3 +281,18 @@ def test_an_action_path_offers_only_its_own_method(client: TestClient) -> None:
             answer = client.request(method, path, headers=MINE)
             assert answer.status_code == 405, (method, path, answer.text)
             assert answer.headers["Allow"] == "POST"
+
+
+def test_the_generate_all_estimate_counts_what_it_would_make(client: TestClient) -> None:
+    """The portraits still needed and a frame per scene, each at its time (configured until a
+    job of its kind is measured); another client's project is a 404."""
+    pid, _ = project(client, ASSETS)
+    answer = client.get(f"/v1/projects/{pid}/generate-all/estimate", headers=MINE)
+    assert answer.status_code == 200, answer.text
+    stages = answer.json()["stages"]
+    assert stages["portrait"]["count"] == 1  # Marco: unlocked, no image yet
+    assert stages["frame"]["count"] == 0  # no script yet
+    assert stages["portrait"]["basis"] == "configured"
+    assert answer.json()["estimated_s"] >= stages["portrait"]["per_item_s"]
+    other = client.get(f"/v1/projects/{pid}/generate-all/estimate", headers=THEIRS)
+    assert other.status_code == 404 and "request_id" in other.json()

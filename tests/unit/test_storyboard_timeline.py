@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from serve_app.catalog.asset_search import AssetSearch
+from serve_app.catalog.frames import TooManyRerenders
 from serve_app.catalog.projects import Projects
 from serve_app.catalog.timeline import NotDecidable, Timeline
 from serve_app.errors import InvalidRequest
 from serve_app.ids import new_ulid
 from serve_app.projects.models import ProjectNotFound
 from serve_app.storage.tables import CatalogStore
-from serve_app.stories.records import ScriptDraft
+from serve_app.stories.records import MAX_VERSIONS, ScriptDraft
 from tests.support import run
 from tests.unit.test_facets import alone, postgres_url, store  # noqa: F401 (fixtures)
 from tests.unit.test_store import assert_uses_primary_key, query_plan, write_analyzed
@@ -93,6 +94,69 @@ def test_decisions_rollback_and_the_exception_log(facet: Storyboards) -> None:
         run(facet.decide_frame(ME, pid, planned.frame_id, "approve", 1, ""))
 
 
+def test_a_failed_render_keeps_the_frame_on_its_version_and_its_allowance(
+    facet: Storyboards,
+) -> None:
+    pid, _, (talk, _) = compiled(facet)
+    frame = rendered(facet, pid, talk, PASSED)  # version 1, shown
+    (second,) = run(facet.plan_frames(ME, pid, talk, [0]))
+    failed = run(facet.fail_frame(ME, pid, frame, 2, "RenderFailed: out of memory"))
+    assert failed is not None and (failed.status, failed.error) == ("failed", failed.error)
+    stored = run(facet.get_frame_version(ME, pid, frame, 2))
+    assert (stored.status, stored.error) == ("failed", "RenderFailed: out of memory")
+    assert run(facet.get_frame(ME, pid, frame)).current_version == 1
+    assert run(facet.fail_frame(ME, pid, frame, 2, "again")) is None  # only from rendering
+    assert run(facet.fail_frame(ME, pid, frame, 1, "late")) is None  # a rendered one stays
+    assert run(facet.get_frame_version(ME, pid, frame, 1)).status == "passed"
+    ((_, [line]), _) = run(facet.timeline(ME, pid))
+    assert line.shown is not None and line.shown.render_version == 1
+    assert line.newest is not None and (line.newest.status, line.newest.error) == (
+        "failed",
+        "RenderFailed: out of memory",
+    )
+    failed_events = [
+        e for e in run(facet.project_events(ME, pid, "", 200)) if e.kind == "frame.failed"
+    ]
+    assert [e.payload["render_version"] for e in failed_events] == [2]
+    # A failed version does not use up the allowance: five re-renders that did not fail.
+    for n in range(5):
+        (planned,) = run(facet.plan_frames(ME, pid, talk, [0]))
+        assert planned.render_version == 3 + n
+    with pytest.raises(TooManyRerenders, match="5 times"):
+        run(facet.plan_frames(ME, pid, talk, [0]))
+    assert second.render_version == 2
+
+
+def test_a_job_planning_again_gets_the_versions_it_did_not_finish(facet: Storyboards) -> None:
+    pid, _, (talk, calm) = compiled(facet)
+    job, other = new_ulid(), new_ulid()
+    first = run(facet.plan_frames(ME, pid, talk, [0, 1], False, job))
+    assert [v.planned_by for v in first] == [job, job]
+    again = run(facet.plan_frames(ME, pid, talk, [0, 1], False, job))  # its retried attempt
+    assert [v.render_version for v in again] == [1, 1] and again == first
+    frame = first[0].frame_id
+    assert len(run(facet.frame_versions(ME, pid, frame))) == 1
+    key = f"proj/{pid}/frames/{frame}/v1.png"
+    run(facet.record_frame(ME, pid, frame, 1, key, PASSED))  # made: the next plan is new
+    (made,) = run(facet.plan_frames(ME, pid, talk, [0], False, job))
+    assert made.render_version == 2
+    (by_other,) = run(facet.plan_frames(ME, pid, talk, [1], False, other))  # another job's
+    (by_route,) = run(facet.plan_frames(ME, pid, calm, [0]))  # a route's: never reused
+    assert (by_other.render_version, by_other.planned_by) == (2, other)
+    assert run(facet.plan_frames(ME, pid, calm, [0]))[0].render_version == 2
+    assert by_route.planned_by is None
+
+
+def test_a_frame_keeps_at_most_max_versions_failed_ones_too(facet: Storyboards) -> None:
+    pid, _, (talk, _) = compiled(facet)
+    for n in range(MAX_VERSIONS):
+        (planned,) = run(facet.plan_frames(ME, pid, talk, [0]))
+        run(facet.fail_frame(ME, pid, planned.frame_id, planned.render_version, f"try {n}"))
+    with pytest.raises(TooManyRerenders, match=f"{MAX_VERSIONS} versions"):
+        run(facet.plan_frames(ME, pid, talk, [0]))
+    assert run(facet.get_frame(ME, pid, planned.frame_id)).current_version == 0
+
+
 def test_the_timeline_orders_scenes_and_lists_images(facet: Storyboards) -> None:
     pid, nova, (talk, calm) = compiled(facet)
     frame = rendered(facet, pid, talk, PASSED)
@@ -102,7 +166,7 @@ def test_the_timeline_orders_scenes_and_lists_images(facet: Storyboards) -> None
     run(facet.reorder_timeline(ME, pid, [calm, talk]))
     line = run(facet.timeline(ME, pid))
     assert [s.scene_id for s, _ in line] == [calm, talk]
-    ((_, shown),) = line[1][1]
+    ((_, shown, _),) = line[1][1]
     assert shown is not None and shown.frame_id == frame and shown.status == "passed"
     script = run(facet.get_scene(ME, pid, calm)).script_id
     shorter = run(facet.get_script(ME, pid, script)).model_copy(update={"scene_ids": [talk]})
@@ -152,7 +216,9 @@ def test_plans_read_one_project_by_its_primary_keys(facet: Storyboards) -> None:
         "s": "INSERT INTO script VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "c": "INSERT INTO scene VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "f": "INSERT INTO frame VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        "v": "INSERT INTO frame_version VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "v": "INSERT INTO frame_version (project_id, frame_id, render_version, status, body_json, "
+        "consistency_report_json, image_key, created_at_ts, updated_at_ts) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     }
     write_analyzed(db, [(sql, rows[k]) for k, sql in statements.items()])
     pid, sid = str(rows["s"][7][0]), str(rows["s"][7][1])

@@ -20,10 +20,12 @@ from serve_app.api.storyboard_protocol import (
     DecisionRequest,
     FrameVersionView,
     FrameView,
+    GenerateAllEstimate,
     ImageEntry,
     ImagesPage,
     PdfExportRequest,
     ReorderRequest,
+    SequenceExportRequest,
     TimelineScene,
     TimelineView,
 )
@@ -41,11 +43,18 @@ def version_view(services: IngressServices, v: FrameVersion) -> FrameVersionView
     return FrameVersionView.of(v, url)
 
 
-def frame_view(services: IngressServices, frame: Frame, shown: FrameVersion | None) -> FrameView:
+def frame_view(
+    services: IngressServices,
+    frame: Frame,
+    shown: FrameVersion | None,
+    newest: FrameVersion | None = None,
+) -> FrameView:
+    pending = newest is not None and newest.render_version != frame.current_version
     return FrameView(
         **frame.model_dump(include={"frame_id", "frame_index", "current_version"}),
         approved_version=frame.approved_version,
         shown=version_view(services, shown) if shown else None,
+        newest=version_view(services, newest) if newest and pending else None,
     )
 
 
@@ -58,7 +67,7 @@ async def timeline_view(services: IngressServices, owner: str, project_id: str) 
                 **scene.model_dump(include={"scene_id", "script_id", "position"}),
                 heading=scene.graph.heading,
                 graph_hash=scene.graph.graph_hash,
-                frames=[frame_view(services, f, v) for f, v in frames],
+                frames=[frame_view(services, *line) for line in frames],
             )
             for scene, frames in found
         ]
@@ -71,7 +80,8 @@ async def get_timeline(
     project_id: ProjectId, client_id: ClientScope, services: Services
 ) -> TimelineView:
     """The project's scenes in order, each with its frames, the version each shows and its
-    status (``passed``, ``needs_review``, ``approved``, ``rejected``…)."""
+    status (``passed``, ``needs_review``, ``approved``, ``rejected``…), and its newest version
+    when that is not the one shown (``rendering``, or ``failed`` with its ``error``)."""
     return await timeline_view(services, client_id, project_id)
 
 
@@ -176,7 +186,9 @@ async def export_pdf(
     """The storyboard sheet as a job (202): a cover with the project and its cast, then the
     approved frames in timeline order with their notes; the job's result has the PDF's signed
     ``url`` (written under ``proj/{project_id}/exports/{timestamp}/``)."""
-    return await exported(services, client_id, project_id, "pdf", body.per_page, once)
+    return await exported(
+        services, client_id, project_id, "pdf", body.per_page, body.print_ready, once
+    )
 
 
 @router.post(
@@ -186,11 +198,17 @@ async def export_pdf(
     responses=responses(401, 404, 429),
 )
 async def export_image_sequence(
-    project_id: ProjectId, client_id: ClientScope, services: Services, once: Once
+    project_id: ProjectId,
+    client_id: ClientScope,
+    services: Services,
+    once: Once,
+    body: SequenceExportRequest | None = None,
 ) -> JobAccepted:
     """The approved frames as a zip, numbered in timeline order, with a manifest (frame ids,
-    versions, seeds, pipeline versions, graph hashes, SHA-256 of each file), as a job (202)."""
-    return await exported(services, client_id, project_id, "zip", 2, once)
+    versions, seeds, pipeline versions, graph hashes, SHA-256 of each file), as a job (202);
+    ``print_ready``: each frame's print instead of its render."""
+    ready = body is not None and body.print_ready
+    return await exported(services, client_id, project_id, "zip", 2, ready, once)
 
 
 async def exported(
@@ -199,14 +217,17 @@ async def exported(
     project_id: str,
     file: Literal["pdf", "zip"],
     per_page: Literal[1, 2, 4],
+    print_ready: bool,
     once: Once,
 ) -> JobAccepted:
     async def make() -> dict[str, object]:
         desk = StoryboardDesk(services.catalog, services.jobs)
-        made = await desk.export(owner, project_id, file, per_page)
+        made = await desk.export(owner, project_id, file, per_page, print_ready)
         return made.model_dump(mode="json")
 
-    params = {"project_id": project_id, "format": file, "per_page": per_page}
+    params: dict[str, object] = {"project_id": project_id, "format": file, "per_page": per_page}
+    if print_ready:  # an export asked before the option keeps its replay
+        params["print_ready"] = True
     return JobAccepted.model_validate(await once(params, make))
 
 
@@ -230,3 +251,20 @@ async def generate_all(
         return made.model_dump(mode="json")
 
     return JobAccepted.model_validate(await once({"project_id": project_id}, make))
+
+
+@router.get(
+    PROJECT + "/generate-all/estimate",
+    response_model=GenerateAllEstimate,
+    responses=responses(401, 404),
+)
+async def generate_all_estimate(
+    project_id: ProjectId, client_id: ClientScope, services: Services
+) -> GenerateAllEstimate:
+    """How long ``:generate-all`` submitted now would take: the portraits still needed times a
+    portrait's measured time, plus a frame per scene times a frame's (each the median per item
+    of recently finished ``asset_generate`` and ``scene_render`` jobs, else the configured
+    default: ``basis``), after the queue ahead. The job's ``estimated_s`` is counted so too."""
+    desk = StoryboardDesk(services.catalog, services.jobs)
+    found = await desk.generate_all_estimate(client_id, project_id)
+    return GenerateAllEstimate.model_validate(found)

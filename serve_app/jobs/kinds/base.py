@@ -5,9 +5,14 @@ branches on it.
 
     submit:   ``check`` refuses what could never be delivered, before anything is written;
               ``items`` says what the job delivers (their count is its progress total);
-              ``units`` what its estimate counts (items, unless the kind counts otherwise)
+              ``units`` what its estimate counts (items, unless the kind counts otherwise), or
+              ``stages`` by stage
     run:      ``run`` works one attempt at a leased job to its ``Ended``; every write goes
               through ``Attempt.save``, fenced by the lease (``LeaseLost`` when it is gone)
+    settle:   ``settle`` tidies what the job's items left unfinished once it has ended for
+              good (failed, partial or cancelled; before its end is written, so a worker that
+              dies in between settles it again), and for a job cancelled while queued; it must
+              be idempotent and leave alone what an item finished
     answer:   ``result`` turns what the job delivered so far into its answer's ``result``,
               URLs signed now
 """
@@ -115,6 +120,11 @@ class JobKind(ABC, Generic[S]):
         """What the job's estimate counts (its run times are recorded per such unit)."""
         return len(self.items(spec, tools.variations))
 
+    def stages(self, spec: S) -> dict[str, int] | None:
+        """What the job's estimate counts by stage (``catalog/estimates.py``), each priced by
+        its own measured time; None: by ``units`` of the kind's own."""
+        return None
+
     @abstractmethod
     async def run(self, spec: S, attempt: Attempt) -> Ended:
         """One attempt, to its end (raising: a failure the runner retries or ends)."""
@@ -122,6 +132,18 @@ class JobKind(ABC, Generic[S]):
     @abstractmethod
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> BaseModel | None:
         """What the job delivered so far, as its answer's ``result`` (None: nothing yet)."""
+
+    async def settle(self, spec: S, doc: JobDoc, tools: JobTools) -> None:
+        """The job has ended for good as ``doc`` says (its status, outcome and error): tidy
+        what its unfinished items left behind. Nothing, unless the kind writes before it works."""
+
+
+def unfinished(doc: JobDoc) -> dict[int, str]:
+    """The items of an ended job that were not made, each with why: its own error, else the
+    job's (a cancel when it has none)."""
+    failed = {f.index: f.error.detail for f in doc.outcome.failed}
+    why = doc.error.detail if doc.error else f"the job ended {doc.status}"
+    return {i: failed.get(i, why) for i, made in enumerate(doc.outcome.items) if made is None}
 
 
 async def made_item_by_item(

@@ -5,20 +5,28 @@ missing portraits, then its scenes, in one job with overall and per-item progres
             unlocked and has no image yet, then frame 0 of every scene in timeline order; the
             route lists them when it queues the job
     each:   a portrait as ``asset_generate`` renders a role; a scene as ``scene_render`` renders
-            a frame (planned here: a scene with an unlocked asset fails its item, a 409)
+            a frame (planned here, under the job's id: a scene with an unlocked asset fails its
+            item, a 409)
     at most ``MAX_CONCURRENT`` renders of the project at a time (portraits all before scenes);
-            each item's outcome is saved as it ends, so a retried attempt goes on from there
+            each item's outcome is saved as it ends, so a retried attempt goes on from there;
+            an attempt that fails stops its other renders before it ends (none runs on unseen)
+    retry   a retried attempt renders the frame versions the job planned and did not finish
+            again (``plan_frames`` with the job's id), never new ones: a retry uses up no
+            frame's re-renders
     partial an item that fails for good fails only itself: the job ends ``partial``
+    settle  a frame version the job planned and did not make is ``failed`` with why
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Iterable
 from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from serve_app.errors import root_cause
 from serve_app.jobs.book import JobDoc, Progress
 from serve_app.jobs.kinds.asset_generate import AssetGenerateJob, AssetGenerateKind
 from serve_app.jobs.kinds.base import (
@@ -29,6 +37,7 @@ from serve_app.jobs.kinds.base import (
     items_ended,
     items_left,
     made_or_failed,
+    unfinished,
 )
 from serve_app.jobs.kinds.scene_render import FrameRef, render_frame
 from serve_app.jobs.spec import Item, JobBase
@@ -36,7 +45,7 @@ from serve_app.projects.models import Project
 from serve_app.prompts import style_id
 from serve_app.storage.objects import ObjectStore
 from serve_app.stories.gate import GateConfig
-from serve_app.stories.records import FrameVersion
+from serve_app.stories.records import FrameNotFound, FrameVersion, frame_id_of
 from serve_app.stories.results import GenerateAllResult
 
 MAX_CONCURRENT = 5  # renders of one project at a time
@@ -57,7 +66,20 @@ class GenerateAllJob(JobBase):
     gate: GateConfig = Field(default_factory=GateConfig)
 
 
-def stages(spec: GenerateAllJob) -> list[str]:
+async def all_or_none(works: Iterable[Awaitable[None]]) -> None:
+    """Every work at once; when one raises, the others are cancelled and awaited before it is
+    raised (an attempt that fails leaves nothing of its own running)."""
+    tasks = [asyncio.ensure_future(w) for w in works]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def item_names(spec: GenerateAllJob) -> list[str]:
     """Each item's name: ``portrait:<asset_id>`` or ``scene:<scene_id>``."""
     return [f"portrait:{p.asset_id}" for p in spec.portraits] + [f"scene:{s}" for s in spec.scenes]
 
@@ -68,7 +90,11 @@ class GenerateAllKind(JobKind[GenerateAllJob]):
     submitted = False
 
     def items(self, spec: GenerateAllJob, variations: dict[str, list[str]]) -> list[Item]:
-        return [Item(i, name) for i, name in enumerate(stages(spec))]
+        return [Item(i, name) for i, name in enumerate(item_names(spec))]
+
+    def stages(self, spec: GenerateAllJob) -> dict[str, int]:
+        """Its estimate: its portraits at a portrait's measured time, its frames at a frame's."""
+        return {"portrait": len(spec.portraits), "frame": len(spec.scenes)}
 
     async def check(self, spec: GenerateAllJob, tools: JobTools) -> None:
         """Nothing more to check: the route listed the items under its client."""
@@ -76,7 +102,7 @@ class GenerateAllKind(JobKind[GenerateAllJob]):
     async def run(self, spec: GenerateAllJob, attempt: Attempt) -> Ended:
         doc, tools = attempt.doc, attempt.tools
         project: Project = await tools.catalog.get_project.remote(doc.client_id, spec.soul_id)
-        names = stages(spec)
+        names = item_names(spec)
         outcome = attempt.doc.outcome
         slots = asyncio.Semaphore(MAX_CONCURRENT)
         saving = asyncio.Lock()
@@ -92,8 +118,27 @@ class GenerateAllKind(JobKind[GenerateAllJob]):
         todo = items_left(outcome)
         portraits = [i for i in todo if i < len(spec.portraits)]
         for batch in (portraits, [i for i in todo if i >= len(spec.portraits)]):
-            await asyncio.gather(*(one(i) for i in batch))
+            await all_or_none(one(i) for i in batch)
         return items_ended(outcome)
+
+    async def settle(self, spec: GenerateAllJob, doc: JobDoc, tools: JobTools) -> None:
+        """Each frame version the job planned and did not make is ``failed`` with why."""
+        owner, pid = doc.client_id, spec.soul_id
+        for index, error in unfinished(doc).items():
+            if index < len(spec.portraits):
+                continue  # a portrait writes nothing before it is made
+            frame_id = frame_id_of(spec.scenes[index - len(spec.portraits)], 0)
+            try:
+                versions = await tools.catalog.frame_versions.remote(owner, pid, frame_id)
+            except Exception as exc:
+                if isinstance(root_cause(exc), FrameNotFound):
+                    continue  # refused before it was planned
+                raise
+            for v in versions:
+                if v.planned_by == doc.job_id and v.status == "rendering":
+                    await tools.catalog.fail_frame.remote(
+                        owner, pid, frame_id, v.render_version, error
+                    )
 
     async def _item(
         self, spec: GenerateAllJob, doc: JobDoc, tools: JobTools, project: Project, index: int
@@ -116,7 +161,9 @@ class GenerateAllKind(JobKind[GenerateAllJob]):
             made = await AssetGenerateKind().role_image(job, doc, tools, renderer, project, p.role)
             return {"type": "portrait", "asset_id": p.asset_id, **made}
         scene_id = spec.scenes[index - len(spec.portraits)]
-        (planned,) = await tools.catalog.plan_frames.remote(owner, pid, scene_id, [0])
+        (planned,) = await tools.catalog.plan_frames.remote(
+            owner, pid, scene_id, [0], False, doc.job_id
+        )
         version: FrameVersion = planned
         ref = FrameRef(frame_id=version.frame_id, render_version=version.render_version)
         made = await render_frame(tools, owner, project, ref, spec.gate)
@@ -124,7 +171,7 @@ class GenerateAllKind(JobKind[GenerateAllJob]):
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> GenerateAllResult | None:
         spec = GenerateAllJob.model_validate(doc.spec)
-        names = stages(spec)
+        names = item_names(spec)
         failed = {f.index: f.error.detail for f in doc.outcome.failed}
         items = []
         for index, item in enumerate(doc.outcome.items):

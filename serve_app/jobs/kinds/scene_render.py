@@ -23,6 +23,9 @@ the route before the job was queued (seed, exact prompt, pipeline hash already s
             never silently accepted
     owner:  every read and write goes through the job's client (its API key's id)
     partial a render that fails for good fails its item only (the job ends ``partial``)
+    settle  a frame version the job did not make (its item failed, or the whole job failed
+            after its last attempt, or was cancelled) is ``failed`` with the error; the frame
+            shows the version it showed before
 """
 
 from __future__ import annotations
@@ -37,7 +40,14 @@ from pydantic import BaseModel, Field
 from serve_app.characters.verdicts import IdentityAnchors, IdentityThresholds, Verdict
 from serve_app.errors import ServiceError
 from serve_app.jobs.book import JobDoc
-from serve_app.jobs.kinds.base import Attempt, Ended, JobKind, JobTools, made_item_by_item
+from serve_app.jobs.kinds.base import (
+    Attempt,
+    Ended,
+    JobKind,
+    JobTools,
+    made_item_by_item,
+    unfinished,
+)
 from serve_app.jobs.kinds.character_sheet import png_of
 from serve_app.jobs.spec import Item, JobBase
 from serve_app.projects.image_search import frames_of, image_embedding
@@ -56,7 +66,7 @@ from serve_app.stories.gate import (
     style_check,
 )
 from serve_app.stories.records import FrameVersion, Scene
-from serve_app.stories.results import RenderedFrame, SceneRenderResult
+from serve_app.stories.results import FailedFrame, RenderedFrame, SceneRenderResult
 from serve_app.stories.scenery import image_of
 
 MAX_ANCHORS = 256
@@ -101,15 +111,28 @@ class SceneRenderKind(JobKind[SceneRenderJob]):
 
         return await made_item_by_item(attempt, [f.frame_id for f in spec.frames], make)
 
+    async def settle(self, spec: SceneRenderJob, doc: JobDoc, tools: JobTools) -> None:
+        """Each planned version the job did not make is ``failed`` with why."""
+        for index, error in unfinished(doc).items():
+            ref = spec.frames[index]
+            await tools.catalog.fail_frame.remote(
+                doc.client_id, spec.soul_id, ref.frame_id, ref.render_version, error
+            )
+
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> SceneRenderResult | None:
         spec = SceneRenderJob.model_validate(doc.spec)
-        frames: list[RenderedFrame | None] = []
-        for item in doc.outcome.items:
-            if item is None:
+        frames: list[RenderedFrame | FailedFrame | None] = []
+        failed = {f.index: f.error.detail for f in doc.outcome.failed}
+        for index, item in enumerate(doc.outcome.items):
+            ref = spec.frames[index]
+            if item is not None:
+                signed = objects.signed_url(item["storage_key"], ttl_s)
+                frames.append(RenderedFrame(**item, url=signed.url, expires_at=signed.expires_at))
+            elif index in failed or doc.status in ("failed", "cancelled"):
+                why = failed.get(index) or (doc.error.detail if doc.error else doc.status)
+                frames.append(FailedFrame(**ref.model_dump(), error=why))
+            else:
                 frames.append(None)
-                continue
-            signed = objects.signed_url(item["storage_key"], ttl_s)
-            frames.append(RenderedFrame(**item, url=signed.url, expires_at=signed.expires_at))
         return SceneRenderResult(project_id=spec.soul_id, scene_id=spec.scene_id, frames=frames)
 
 

@@ -4,7 +4,7 @@ Every key starts with the ``project_id`` (a project's scripts, scenes and frames
 versions are primary-key prefixes; no statement reaches across projects). A script and a scene
 are written last-write-wins (a recompile writes them again); a frame is changed fenced on the
 ``updated_at_ts`` its writer read; a frame version is inserted once per number and then changed
-(its status, report, image) fenced the same way. The project's event log is ``project_event``
+(its status, report, image, error) fenced the same way. The project's event log is ``project_event``
 (``tables/projects.py``).
 """
 
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS frame (
 CREATE TABLE IF NOT EXISTS frame_version (
   project_id TEXT NOT NULL, frame_id TEXT NOT NULL, render_version INTEGER NOT NULL,
   status TEXT NOT NULL, body_json TEXT NOT NULL, consistency_report_json TEXT,
-  image_key TEXT, created_at_ts INTEGER NOT NULL, updated_at_ts INTEGER NOT NULL,
+  image_key TEXT, error TEXT, created_at_ts INTEGER NOT NULL, updated_at_ts INTEGER NOT NULL,
   PRIMARY KEY (project_id, frame_id, render_version));
 """,
     postgres="""
@@ -62,7 +62,9 @@ CREATE TABLE IF NOT EXISTS frame_version (
   render_version INTEGER NOT NULL, status TEXT NOT NULL, body_json JSONB NOT NULL,
   consistency_report_json JSONB, image_key TEXT, created_at_ts BIGINT NOT NULL,
   updated_at_ts BIGINT NOT NULL, PRIMARY KEY (project_id, frame_id, render_version));
+ALTER TABLE frame_version ADD COLUMN IF NOT EXISTS error TEXT;
 """,
+    sqlite_added=(("frame_version", "error", "TEXT"),),
 )
 
 _SCRIPT_COLUMNS = [
@@ -116,6 +118,7 @@ _VERSION_COLUMNS = [
     "body_json",
     "consistency_report_json",
     "image_key",
+    "error",
     "created_at_ts",
     "updated_at_ts",
 ]
@@ -124,7 +127,7 @@ _INSERT_VERSION = insert_sql(
 )
 _UPDATE_VERSION = (
     "UPDATE frame_version SET status = ?, consistency_report_json = ?, image_key = ?, "
-    "updated_at_ts = ? WHERE project_id = ? AND frame_id = ? AND render_version = ? "
+    "error = ?, updated_at_ts = ? WHERE project_id = ? AND frame_id = ? AND render_version = ? "
     "AND updated_at_ts = ?"
 )
 _VERSION_BODY = {
@@ -138,6 +141,7 @@ _VERSION_BODY = {
     "backdrop",
     "placements",
     "diff",
+    "planned_by",
 }
 
 
@@ -188,6 +192,7 @@ def _version_from(row: Row) -> FrameVersion:
         status=row["status"],
         consistency_report=_json(report) if report is not None else None,
         image_key=row["image_key"],
+        error=row["error"],
         created_at_ts=row["created_at_ts"],
         updated_at_ts=row["updated_at_ts"],
     )
@@ -298,6 +303,7 @@ class StoryRows(Store):
             json.dumps(body, sort_keys=True),
             json.dumps(report, sort_keys=True) if report is not None else None,
             version.image_key,
+            version.error,
             version.created_at_ts,
             version.updated_at_ts,
         )
@@ -323,7 +329,8 @@ class StoryRows(Store):
         return [_version_from(r) for r in rows]
 
     async def update_frame_version(self, version: FrameVersion, if_ts: int) -> bool:
-        """Write a version's status, report and image only if nobody wrote it since ``if_ts``."""
+        """Write a version's status, report, image and error only if nobody wrote it since
+        ``if_ts``."""
         report = version.consistency_report
         changed = await self._write(
             _UPDATE_VERSION,
@@ -331,6 +338,7 @@ class StoryRows(Store):
                 version.status,
                 json.dumps(report, sort_keys=True) if report is not None else None,
                 version.image_key,
+                version.error,
                 version.updated_at_ts,
                 version.project_id,
                 version.frame_id,

@@ -152,10 +152,12 @@ class Deliverer:
         user_id: str,
         via: str = "",
         identity_version: int | None = None,
+        known: KeyLookup | None = None,
     ) -> Delivery:
         """A variant of ``cue`` in the soul's style that this user has never been sent, made
-        with the soul's latest locked identity version, or the one pinned."""
-        lookup: KeyLookup | None = await self.catalog.lookup.remote(
+        with the soul's latest locked identity version, or the one pinned. ``known``: that
+        lookup, already made for this user and ``via`` (a job's lease made it)."""
+        lookup: KeyLookup | None = known or await self.catalog.lookup.remote(
             soul_id, cue, user_id, via, identity_version
         )
         if lookup is None:

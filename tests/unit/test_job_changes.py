@@ -16,6 +16,7 @@ from deployments.catalog import CatalogEngine
 from serve_app.catalog.souls import load_souls
 from serve_app.jobs.book import JobError
 from serve_app.jobs.desk import JobDesk, JobQueueConfig, UnknownJob
+from serve_app.jobs.kinds.image import ImageJob
 from serve_app.jobs.kinds.pack import load_variations
 from serve_app.settings import Settings
 from serve_app.storage import change_feed, open_store
@@ -99,6 +100,34 @@ def test_every_change_of_a_job_reaches_its_stream_in_order(book: Book) -> None:
         ["status"], ["status", "progress"], ["progress"], ["progress"], ["progress", "done"]
     ]  # fmt: skip
     assert '"step": 2' in seen[3][0] and '"status": "failed"' in seen[4][1]
+
+
+def test_a_submit_answered_as_events_sends_its_answer_then_every_change_then_done(
+    book: Book,
+) -> None:
+    """``POST /jobs`` with ``Accept: text/event-stream``: the submit's answer (``accepted``),
+    then what ``GET /jobs/{job_id}/events`` sends, in order and complete."""
+
+    async def main() -> tuple[list[list[str]], str]:
+        catalog = book.catalog
+        accepted = await book.desk.submit("c1", ImageJob.model_validate(SPEC))
+        stream = book.desk.followed("c1", accepted)
+        seen = [await take(stream, 2)]  # the answer, then the job as it is: queued
+        leased = await catalog.lease_job("w1", 60_000)
+        assert leased is not None and leased.doc.job_id == accepted.job_id
+        seen.append(await take(stream, 2))  # running: its status, and its stage
+        assert await catalog.finish_job(leased.lease, "succeeded", leased.doc.outcome, None)
+        seen.append(await take(stream, 2))  # its last stage, then done
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+        return seen, accepted.job_id
+
+    seen, job_id = run(main())
+    assert [names(frames) for frames in seen] == [
+        ["accepted", "status"], ["status", "progress"], ["progress", "done"]
+    ]  # fmt: skip
+    assert f'"job_id": "{job_id}"' in seen[0][0] and '"status": "queued"' in seen[0][1]
+    assert '"status": "succeeded"' in seen[2][1]
 
 
 def test_a_stream_opened_reads_its_job_once_and_an_unknown_job_raises_before_it_starts(

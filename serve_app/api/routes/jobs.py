@@ -23,7 +23,7 @@ JobKind = Literal["image", "selfie", "pack"]
 router = APIRouter(tags=["jobs"], dependencies=[Authorized])
 
 EVENTS = "text/event-stream"
-STREAMED = {
+STREAMED: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {EVENTS: {}},
         "description": "With `Accept: text/event-stream`: the job's Server-Sent Events, the "

@@ -13,7 +13,7 @@ from serve_app.jobs.kinds.base import JobTools
 from serve_app.jobs.kinds.delivering import DeliveringKind
 from serve_app.jobs.spec import Cue, Item, JobBase
 from serve_app.media.answers import image_answer
-from serve_app.schemas import MediaFormat, UserId
+from serve_app.schemas import KeyLookup, MediaFormat, UserId
 from serve_app.storage.objects import ObjectStore
 
 
@@ -37,6 +37,7 @@ def signed_image(
 class ImageKind(DeliveringKind[ImageJob]):
     name = "image"
     spec = ImageJob
+    lease_lookup = True
 
     def items(self, spec: ImageJob, variations: dict[str, list[str]]) -> list[Item]:
         return [Item(0, spec.cue)]
@@ -46,9 +47,16 @@ class ImageKind(DeliveringKind[ImageJob]):
         await tools.deliverer.check_identity(spec.soul_id, spec.identity_version)
 
     async def deliver(
-        self, spec: ImageJob, item: Item, user: str, ref: str, tools: JobTools
+        self,
+        spec: ImageJob,
+        item: Item,
+        user: str,
+        ref: str,
+        tools: JobTools,
+        known: KeyLookup | None = None,
     ) -> Delivery:
-        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref, spec.identity_version)
+        pin = spec.identity_version
+        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref, pin, known)
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> ImageResponse | None:
         first = doc.outcome.items[0] if doc.outcome.items else None

@@ -152,14 +152,19 @@ class Deliverer:
         user_id: str,
         via: str = "",
         identity_version: int | None = None,
-        known: KeyLookup | None = None,
     ) -> Delivery:
         """A variant of ``cue`` in the soul's style that this user has never been sent, made
-        with the soul's latest locked identity version, or the one pinned. ``known``: that
-        lookup, already made for this user and ``via`` (a job's lease made it)."""
-        lookup: KeyLookup | None = known or await self.catalog.lookup.remote(
+        with the soul's latest locked identity version, or the one pinned."""
+        lookup: KeyLookup | None = await self.catalog.lookup.remote(
             soul_id, cue, user_id, via, identity_version
         )
+        return await self.looked_up(lookup, soul_id, cue, user_id, via)
+
+    async def looked_up(
+        self, lookup: KeyLookup | None, soul_id: str, cue: str, user_id: str, via: str = ""
+    ) -> Delivery:
+        """``image`` once the catalog's lookup for this user and ``via`` is made (a job's lease
+        may have made it): a hit it claimed, else the key's render."""
         if lookup is None:
             raise UnknownSoul(soul_id)
         if lookup.style is None:

@@ -34,6 +34,22 @@ def signed_image(
     return image_answer(objects, ttl_s, Delivery.model_validate(item), media_format)
 
 
+async def image_item(
+    tools: JobTools,
+    soul_id: str,
+    cue: str,
+    user: str,
+    ref: str,
+    pin: int | None,
+    known: KeyLookup | None,
+) -> Delivery:
+    """An image item, delivered through the lookup its lease made (``known``) or a new one
+    (with the identity version ``pin``, if any)."""
+    if known is not None:
+        return await tools.deliverer.looked_up(known, soul_id, cue, user, ref)
+    return await tools.deliverer.image(soul_id, cue, user, ref, pin)
+
+
 class ImageKind(DeliveringKind[ImageJob]):
     name = "image"
     spec = ImageJob
@@ -56,7 +72,7 @@ class ImageKind(DeliveringKind[ImageJob]):
         known: KeyLookup | None = None,
     ) -> Delivery:
         pin = spec.identity_version
-        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref, pin, known)
+        return await image_item(tools, spec.soul_id, item.cue, user, ref, pin, known)
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> ImageResponse | None:
         first = doc.outcome.items[0] if doc.outcome.items else None

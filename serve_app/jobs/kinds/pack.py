@@ -16,7 +16,7 @@ from serve_app.delivery import Delivery
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import JobTools
 from serve_app.jobs.kinds.delivering import DeliveringKind
-from serve_app.jobs.kinds.image import signed_image
+from serve_app.jobs.kinds.image import image_item, signed_image
 from serve_app.jobs.spec import Cue, Item, JobBase
 from serve_app.schemas import KeyLookup, MediaFormat, UserId
 from serve_app.settings import config_file
@@ -119,7 +119,7 @@ class PackKind(DeliveringKind[PackJob]):
         known: KeyLookup | None = None,
     ) -> Delivery:
         pin = spec.identity_version
-        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref, pin, known)
+        return await image_item(tools, spec.soul_id, item.cue, user, ref, pin, known)
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> PackResult:
         media_format = doc.spec.get("format", "gif")

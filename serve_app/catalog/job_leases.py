@@ -18,9 +18,10 @@ An idle worker's lease waits here, in the catalog, instead of polling:
 
 The first lease of a job of a kind that asks for it (``JobKind.lease_lookup``: an image job)
 also looks its one item up, and so claims it on a hit (``Looked``): the worker's hit path is
-then the lease and the end, with no call of its own between them. The
-claim carries the item's reference, so a worker that dies holding it leaves a claim that the
-next attempt recovers, as it recovers any; a lookup that breaks off is left to the worker.
+then the lease and the end, with no call of its own between them. The claim carries the item's
+reference, so a worker that dies holding it (or a lease handed back) leaves a claim that the
+next attempt recovers, as it recovers any; a lookup that breaks off is left to the worker,
+which looks for its claim first.
 """
 
 from __future__ import annotations

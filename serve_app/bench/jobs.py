@@ -1,8 +1,10 @@
 """`soul bench jobs`: what the job queue costs, side by side in one run.
 
-1. Over HTTP on a local graph: a job for a cache hit, submit to succeeded (and the submit's
-   own answer; submit to started: the queue's own overhead; started to finished: the
-   worker's part), next to the same hit asked synchronously (GET /image).
+1. Over HTTP on a local graph: a job for a cache hit, submit to succeeded over two requests
+   (the submit, then its event stream; and the submit's own answer; submit to started: the
+   queue's own overhead; started to finished: the worker's part), and over one (a submit
+   that answers with the job's events, ``Accept: text/event-stream``), next to the same hit
+   asked synchronously (GET /image); the three interleaved.
 2. The job book in-process, with no-op work: jobs/s it sustains (submit, lease, finish), on
    SQLite and on PostgreSQL.
 3. Under a flood of normal jobs, the p95 wait of the high-priority jobs mixed in vs the normal
@@ -42,50 +44,65 @@ JOBS_ARGS: dict[str, Any] = {**BENCH_ARGS, "worker": {"slots": 2}}
 
 
 async def http_side(base: str, n: int) -> list[dict[str, Any]]:
+    """``n`` rounds of: the sync hit, the hit as a job followed by a second request (its event
+    stream), and as a job whose submit answers with its events (one request); interleaved, so
+    the three meet the same load."""
     async with httpx.AsyncClient(base_url=base, timeout=300) as client:
         warm = await client.get("/image", params={"soul_id": SOUL, "cue": CUE, "user_id": "warm"})
         warm.raise_for_status()  # renders the variant every later user gets as a hit
         run = time.time_ns()
-        sync: list[float] = []
-        for i in range(n):
-            t0 = time.perf_counter()
-            params = {"soul_id": SOUL, "cue": CUE, "user_id": f"sync-{run}-{i}"}
-            (await client.get("/image", params=params)).raise_for_status()
-            sync.append(time.perf_counter() - t0)
-        done: list[float] = []
-        posted: list[float] = []
+        sides: dict[str, list[float]] = {s: [] for s in ("sync", "done", "posted", "streamed")}
         started: list[float] = []
         ran: list[float] = []
         for i in range(n):
             t0 = time.perf_counter()
+            params = {"soul_id": SOUL, "cue": CUE, "user_id": f"sync-{run}-{i}"}
+            (await client.get("/image", params=params)).raise_for_status()
+            sides["sync"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
             body = {"kind": "image", "soul_id": SOUL, "cue": CUE, "user_id": f"job-{run}-{i}"}
             accepted = await client.post("/jobs", json=body)
             accepted.raise_for_status()
-            posted.append(time.perf_counter() - t0)
+            sides["posted"].append(time.perf_counter() - t0)
             doc = await _finished(client, accepted.json()["job_id"])
-            done.append(time.perf_counter() - t0)
+            sides["done"].append(time.perf_counter() - t0)
             started.append(_seconds_between(doc["created_at"], doc["started_at"]))
             ran.append(_seconds_between(doc["started_at"], doc["finished_at"]))
-    wall = sum(sync) or 1.0
+            t0 = time.perf_counter()
+            body["user_id"] = f"streamed-{run}-{i}"
+            await _finished(client, "", body)
+            sides["streamed"].append(time.perf_counter() - t0)
+    wall = sum(sides["sync"]) or 1.0
+    jobs_wall = sum(sides["done"]) or 1.0
     return [
-        summarize("sync GET /image (hit)", sync, wall),
-        summarize("job submit -> succeeded (hit)", done, sum(done) or 1.0),
-        summarize("job POST /jobs answered (202)", posted, sum(done) or 1.0),
-        summarize("job submit -> started (queue overhead)", started, sum(done) or 1.0),
-        summarize("job started -> finished (the worker)", ran, sum(done) or 1.0),
+        summarize("sync GET /image (hit)", sides["sync"], wall),
+        summarize("job submit -> succeeded (hit)", sides["done"], jobs_wall),
+        summarize("job POST /jobs answered (202)", sides["posted"], jobs_wall),
+        summarize("job submit -> started (queue overhead)", started, jobs_wall),
+        summarize("job started -> finished (the worker)", ran, jobs_wall),
+        summarize("job POST /jobs as events -> done", sides["streamed"], jobs_wall),
     ]
 
 
-async def _finished(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
-    """Follow the job's events to ``done`` (no polling interval in the measurement)."""
-    async with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+async def _finished(
+    client: httpx.AsyncClient, job_id: str, submit: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Follow the job's events to ``done`` (no polling interval in the measurement): the
+    job's stream, or with ``submit`` the answer of that submit asked as events."""
+    events = {"Accept": "text/event-stream"}
+    if submit is None:
+        request = client.stream("GET", f"/jobs/{job_id}/events")
+    else:
+        request = client.stream("POST", "/jobs", json=submit, headers=events)
+    async with request as stream:
+        stream.raise_for_status()
         last = ""
         async for line in stream.aiter_lines():
             if line.startswith("data: "):
                 last = line
     doc: dict[str, Any] = json.loads(last.removeprefix("data: "))
     if doc["status"] != "succeeded":
-        raise RuntimeError(f"job {job_id} ended {doc['status']}: {doc['error']}")
+        raise RuntimeError(f"job {doc['job_id']} ended {doc['status']}: {doc['error']}")
     return doc
 
 
@@ -233,6 +250,7 @@ def jobs_main(ns: argparse.Namespace) -> int:
         rows.append(summarize("2+2 replicas: submit -> started", idle["started"], 1.0))
     ratio = {
         "p50 job/sync (hit)": http[1]["p50_ms"] / http[0]["p50_ms"],
+        "p50 job as events/sync (hit)": http[5]["p50_ms"] / http[0]["p50_ms"],
         "queue jobs/s sqlite/postgres": queue[0]["rps"] / queue[1]["rps"],
         "p95 wait normal/high": flood[0]["p95_ms"] / max(flood[1]["p95_ms"], 1e-3),
     }

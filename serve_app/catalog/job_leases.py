@@ -15,6 +15,13 @@ An idle worker's lease waits here, in the catalog, instead of polling:
              nothing after ``wait_s`` (one look per idle call)
     cancel:  the waiting is cancellable (a stopping worker drops its call); a look that
              leased as the cancel came hands the job back, so no lease is stranded
+
+The first lease of a job of a kind that asks for it (``JobKind.lease_lookup``: an image job)
+also looks its one item up, and so claims it on a hit (``Looked``): the worker's hit path is
+then the lease and the end, with no call of its own between them. The claim carries the item's
+reference, so a worker that dies holding it (or a lease handed back) leaves a claim that the
+next attempt recovers, as it recovers any; a lookup that breaks off is left to the worker,
+which looks for its claim first.
 """
 
 from __future__ import annotations
@@ -22,12 +29,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from serve_app.catalog.job_stats import JobStats, Run
+from serve_app.delivery.results import tenant_user
 from serve_app.ids import now_ms
-from serve_app.jobs.book import JobError, Lease, Leased, Outcome, Progress, Status, job_doc
+from serve_app.jobs.book import (
+    JobDoc,
+    JobError,
+    Lease,
+    Leased,
+    Looked,
+    Outcome,
+    Progress,
+    Status,
+    item_ref,
+    job_doc,
+)
 from serve_app.jobs.spec import LANES, RESERVE_LANE
 from serve_app.metrics import gauge
 from serve_app.storage.changes import QUEUE, ChangeFeed
@@ -40,22 +59,29 @@ class JobLeases(JobStats):
         self.changes: ChangeFeed | None = None  # the replica's feed, for waiting leases
 
     async def lease_job(
-        self, owner: str, lease_ms: int, refills: bool = True, wait_s: float = 0
+        self,
+        owner: str,
+        lease_ms: int,
+        refills: bool = True,
+        wait_s: float = 0,
+        lookups: Collection[str] = (),
     ) -> Leased | None:
         """The next job to work on, leased to ``owner`` and marked running (attempts + 1); a job
         found finished (its worker died before clearing it) comes back as it is, to conclude.
         ``refills``: the reserve lane too (after every user's job, and only while fewer than
         ``reserve.max_running`` refills run). ``wait_s``: while there is nothing to lease, wait
-        up to this long for a job (woken by the change feed; without one, only by the clock)."""
+        up to this long for a job (woken by the change feed; without one, only by the clock).
+        ``lookups``: the kinds whose one item (the spec's ``cue`` for its ``user_id``) the first
+        lease looks up, and so claims on a hit (``Leased.looked``)."""
         if wait_s <= 0:
-            return (await self._lease_now(owner, lease_ms, refills))[0]
+            return (await self._lease_now(owner, lease_ms, refills, lookups))[0]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         no_feed = contextlib.nullcontext(asyncio.Event())  # nothing sets it: the clock only
         async with self.changes.watch(QUEUE) if self.changes else no_feed as queued:
             while True:
                 queued.clear()  # before the look: a notice during it ends the wait at once
-                leased, due_ts = await self._lease_or_hand_back(owner, lease_ms, refills)
+                leased, due_ts = await self._lease_or_hand_back(owner, lease_ms, refills, lookups)
                 left_s = deadline - loop.time()
                 if leased is not None or left_s <= 0:
                     return leased
@@ -68,10 +94,10 @@ class JobLeases(JobStats):
                         return None  # no notice came: nothing to look at again
 
     async def _lease_or_hand_back(
-        self, owner: str, lease_ms: int, refills: bool
+        self, owner: str, lease_ms: int, refills: bool, lookups: Collection[str]
     ) -> tuple[Leased | None, int | None]:
         """``_lease_now``, run to its end even if the call is cancelled meanwhile."""
-        look = asyncio.ensure_future(self._lease_now(owner, lease_ms, refills))
+        look = asyncio.ensure_future(self._lease_now(owner, lease_ms, refills, lookups))
         try:
             return await asyncio.shield(look)
         except asyncio.CancelledError:
@@ -81,7 +107,7 @@ class JobLeases(JobStats):
             raise
 
     async def _lease_now(
-        self, owner: str, lease_ms: int, refills: bool
+        self, owner: str, lease_ms: int, refills: bool, lookups: Collection[str] = ()
     ) -> tuple[Leased | None, int | None]:
         """A job leased now, or None and when the earliest job seen not free becomes free."""
         lanes = [*sorted(LANES.items(), key=lambda p: p[1]), ("reserve", RESERVE_LANE)]
@@ -102,9 +128,8 @@ class JobLeases(JobStats):
                 if version is None:
                     continue  # another worker took it first
                 self._next_after[lane] = entry["client_id"]
-                leased = await self._start(
-                    Lease(lane, entry["client_id"], entry["job_id"], version)
-                )
+                lease = Lease(lane, entry["client_id"], entry["job_id"], version)
+                leased = await self._start(lease, lookups)
                 if leased is not None:
                     return leased, None
         return None, min(later, default=None)
@@ -119,7 +144,7 @@ class JobLeases(JobStats):
         turn = [c for c in clients if c > last] + [c for c in clients if c <= last]
         return [oldest[c] for c in turn]
 
-    async def _start(self, lease: Lease) -> Leased | None:
+    async def _start(self, lease: Lease, lookups: Collection[str] = ()) -> Leased | None:
         row = await self.store.get_job(lease.client_id, lease.job_id)
         if row is None:  # a queue row whose document never got written: drop it
             await self.store.dequeue(lease.key, lease.version)
@@ -145,7 +170,24 @@ class JobLeases(JobStats):
                     "started_at_ts": changes["started_at_ts"],
                 }
             )
-        return Leased(lease_lane=lease.lane, lease_version=lease.version, doc=doc)
+        first = lease.version == 1 and doc.kind in lookups
+        looked = await self._looked_up(doc) if first else None
+        return Leased(lease_lane=lease.lane, lease_version=lease.version, doc=doc, looked=looked)
+
+    async def _looked_up(self, doc: JobDoc) -> Looked | None:
+        """The job's one item looked up (and claimed, on a hit) for its worker; None: it is not
+        pending, or the soul is unknown (the worker's own lookup says so)."""
+        if doc.finished or doc.outcome.items != [None]:
+            return None
+        user = tenant_user(doc.client_id, doc.user_id)
+        ref = item_ref(doc.client_id, doc.job_id, 0)
+        try:
+            lookup = await self.lookup(  # type: ignore[attr-defined]  # the keys facet's
+                doc.soul_id, doc.spec["cue"], user, ref, doc.spec.get("identity_version")
+            )
+        except Exception:  # a refused pin, the store: the worker meets it again, recovering
+            return Looked(lookup=None)
+        return None if lookup is None else Looked(lookup=lookup)
 
     async def renew_job(self, lease: Lease, lease_ms: int) -> bool:
         """Keep the lease; False: it was lost (expired and taken by another worker)."""

@@ -158,6 +158,13 @@ class Deliverer:
         lookup: KeyLookup | None = await self.catalog.lookup.remote(
             soul_id, cue, user_id, via, identity_version
         )
+        return await self.looked_up(lookup, soul_id, cue, user_id, via)
+
+    async def looked_up(
+        self, lookup: KeyLookup | None, soul_id: str, cue: str, user_id: str, via: str = ""
+    ) -> Delivery:
+        """``image`` once the catalog's lookup for this user and ``via`` is made (a job's lease
+        may have made it): a hit it claimed, else the key's render."""
         if lookup is None:
             raise UnknownSoul(soul_id)
         if lookup.style is None:

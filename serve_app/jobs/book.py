@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from serve_app.ids import new_ulid
 from serve_app.jobs.spec import Priority
+from serve_app.schemas import KeyLookup
 from serve_app.storage.tables.jobs import TERMINAL
 
 Status = Literal["queued", "running", "succeeded", "partial", "failed", "cancelled"]
@@ -96,10 +97,21 @@ class Lease:
         return (self.lane, self.client_id, self.job_id)
 
 
+class Looked(BaseModel):
+    """An image job's lookup of its item, made by the catalog as it first leases the job, so
+    that a hit's claim rides with the lease (``catalog/job_leases.py``)."""
+
+    lookup: KeyLookup | None = Field(
+        description="What the lookup found (on a hit, the variant it claimed); None: it broke "
+        "off, and whether it claimed is unknown, so the worker recovers the item first."
+    )
+
+
 class Leased(BaseModel):
     lease_lane: int
     lease_version: int
     doc: JobDoc
+    looked: Looked | None = None
 
     @property
     def lease(self) -> Lease:
@@ -114,6 +126,11 @@ class Submitted(BaseModel):
     estimated_s: float | None = None
     refused: str | None = None
     retry_after_s: float | None = None
+
+
+def item_ref(client_id: str, job_id: str, index: int) -> str:
+    """A job item's reference (``client/job/index``): claims and progress carry it."""
+    return f"{client_id}/{job_id}/{index}"
 
 
 def new_job_row(

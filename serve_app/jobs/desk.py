@@ -163,6 +163,13 @@ class JobDesk:
         first = await anext(frames)
         return _after(first, frames)
 
+    def followed(self, client_id: str, accepted: JobAccepted) -> AsyncIterator[str]:
+        """The events of a job just submitted (``POST /jobs`` with ``Accept:
+        text/event-stream``): the submit's answer first (``accepted``), then ``events``. One
+        request where a client would otherwise make two (the submit, then its stream); the
+        job exists, so nothing is read before the answer starts."""
+        return _after(_event("accepted", accepted), self.events(client_id, accepted.job_id))
+
     async def events(self, client_id: str, job_id: str) -> AsyncGenerator[str, None]:
         """Server-Sent Events: ``status`` (the whole job, first and on every status change),
         ``progress``, ``item`` (a pack item as it is delivered), and ``done`` at the end. The

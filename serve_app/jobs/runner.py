@@ -34,7 +34,7 @@ from serve_app.delivery import Deliverer
 from serve_app.delivery.coalesce import WorkInterrupted
 from serve_app.ids import new_ulid, now_ms
 from serve_app.jobs.book import JobDoc, JobError, Lease, Leased
-from serve_app.jobs.kinds import KINDS
+from serve_app.jobs.kinds import KINDS, LEASE_LOOKUPS
 from serve_app.jobs.kinds.base import Attempt, Ended, JobTools, LeaseLost, is_permanent, job_error
 from serve_app.metrics import count, observe
 
@@ -138,7 +138,7 @@ class JobRunner:
         refills = len(self.working) + 1 < self.config.slots
         lease_ms = int(self.config.lease_s * 1000)
         call = self.catalog.lease_job.remote(
-            self.owner, lease_ms, refills, self.config.lease_wait_s
+            self.owner, lease_ms, refills, self.config.lease_wait_s, LEASE_LOOKUPS
         )
         leasing = asyncio.ensure_future(call)
         stop = asyncio.ensure_future(self.stopping.wait())
@@ -160,7 +160,7 @@ class JobRunner:
     async def work(self, leased: Leased) -> None:
         lease, doc = leased.lease, leased.doc
         if not doc.finished:
-            ended = await self._attempt(lease, doc)
+            ended = await self._attempt(leased)
             if ended is None:
                 return  # handed back, retried later, or lost: not ours to end
             outcome = ended.outcome or doc.outcome  # an attempt's items as far as it got
@@ -189,13 +189,14 @@ class JobRunner:
         except Exception:
             log.exception("job %s: could not settle its unfinished items", ended.job_id)
 
-    async def _attempt(self, lease: Lease, doc: JobDoc) -> Ended | None:
+    async def _attempt(self, leased: Leased) -> Ended | None:
+        lease, doc = leased.lease, leased.doc
         if doc.attempts > doc.max_attempts:  # its workers died mid-job every time
             error = JobError(type="WorkerLost", detail=f"worker lost {doc.max_attempts} times")
             return Ended("failed", None, error, dead_letter=True)
         if doc.attempts == 1:
             observe("soul_job_wait_ms", now_ms() - doc.created_at_ts, kind=doc.kind)
-        task = asyncio.create_task(self._run(lease, doc))
+        task = asyncio.create_task(self._run(leased))
         self.held[doc.job_id] = task
         try:
             why = await self._watch(lease, task)
@@ -267,9 +268,10 @@ class JobRunner:
         await self.catalog.retry_job.remote(lease, error, delay_ms)  # leased again when due
         return None
 
-    async def _run(self, lease: Lease, doc: JobDoc) -> Ended:
-        kind = KINDS[doc.kind]
-        return await kind.run(kind.parse(doc.spec), Attempt(lease, doc, self.tools))
+    async def _run(self, leased: Leased) -> Ended:
+        kind = KINDS[leased.doc.kind]
+        attempt = Attempt(leased.lease, leased.doc, self.tools, leased.looked)
+        return await kind.run(kind.parse(leased.doc.spec), attempt)
 
     async def _conclude(self, lease: Lease, leased: JobDoc) -> None:
         """The webhook of a finished job (read as it ended, only when it has one: the URL is

@@ -69,6 +69,9 @@ def test_every_error_a_route_documents_has_the_one_error_body() -> None:
         "text/event-stream"
         in spec["paths"]["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     )
+    submit = spec["paths"]["/jobs"]["post"]["responses"]  # JSON (202), or events when asked
+    assert "text/event-stream" in submit["200"]["content"]
+    assert "application/json" in submit["202"]["content"]
 
 
 def test_a_client_is_its_key_however_the_scheme_is_spelled() -> None:

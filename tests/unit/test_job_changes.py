@@ -6,6 +6,8 @@ waits, so a notice that did not arrive fails the test instead of being polled fo
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,15 +15,19 @@ from typing import Any
 import pytest
 
 from deployments.catalog import CatalogEngine
+from serve_app.api.routes.jobs import EVENTS
 from serve_app.catalog.souls import load_souls
 from serve_app.jobs.book import JobError
 from serve_app.jobs.desk import JobDesk, JobQueueConfig, UnknownJob
+from serve_app.jobs.kinds.image import ImageJob
 from serve_app.jobs.kinds.pack import load_variations
 from serve_app.settings import Settings
 from serve_app.storage import change_feed, open_store
 from serve_app.storage.changes import ChangeFeed, DatagramFeed, listeners_dir
+from serve_app.storage.sqlite import SQLiteStore
 from tests.support import run, temporary_database
 from tests.unit.handles import LocalHandle
+from tests.unit.ingress_app import ingress_client
 from tests.unit.world import World
 
 SPEC = {"kind": "image", "soul_id": "nova", "cue": "a fox", "user_id": "u1"}
@@ -99,6 +105,67 @@ def test_every_change_of_a_job_reaches_its_stream_in_order(book: Book) -> None:
         ["status"], ["status", "progress"], ["progress"], ["progress"], ["progress", "done"]
     ]  # fmt: skip
     assert '"step": 2' in seen[3][0] and '"status": "failed"' in seen[4][1]
+
+
+def test_a_submit_answered_as_events_sends_its_answer_then_every_change_then_done(
+    book: Book,
+) -> None:
+    """``POST /jobs`` with ``Accept: text/event-stream``: the submit's answer (``accepted``),
+    then what ``GET /jobs/{job_id}/events`` sends, in order and complete."""
+
+    async def main() -> tuple[list[list[str]], str]:
+        catalog = book.catalog
+        accepted = await book.desk.submit("c1", ImageJob.model_validate(SPEC))
+        stream = book.desk.followed("c1", accepted)
+        seen = [await take(stream, 2)]  # the answer, then the job as it is: queued
+        leased = await catalog.lease_job("w1", 60_000)
+        assert leased is not None and leased.doc.job_id == accepted.job_id
+        seen.append(await take(stream, 2))  # running: its status, and its stage
+        assert await catalog.finish_job(leased.lease, "succeeded", leased.doc.outcome, None)
+        seen.append(await take(stream, 2))  # its last stage, then done
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+        return seen, accepted.job_id
+
+    seen, job_id = run(main())
+    assert [names(frames) for frames in seen] == [
+        ["accepted", "status"], ["status", "progress"], ["progress", "done"]
+    ]  # fmt: skip
+    assert f'"job_id": "{job_id}"' in seen[0][0] and '"status": "queued"' in seen[0][1]
+    assert '"status": "succeeded"' in seen[2][1]
+
+
+def test_post_jobs_asked_for_events_answers_them_and_json_stays_the_default(
+    tmp_path: Path, embedder: LocalHandle
+) -> None:
+    """Over the routes: the submit's answer is the stream (200, text/event-stream) that ends
+    with the job (cancelled from another request once it is queued); without that ``Accept``,
+    202 and JSON."""
+    engine = CatalogEngine(SQLiteStore(tmp_path / "catalog.db"))
+    run(engine.start(load_souls("config/souls.yaml")))
+    mine = {"Authorization": "Bearer key-a"}
+
+    with ingress_client(Settings(data_dir=tmp_path), engine, embedder) as client:
+
+        def cancel_once_queued() -> None:
+            for _ in range(1000):  # until the submit below has queued its job
+                if listed := client.get("/jobs", headers=mine).json()["jobs"]:
+                    client.post(f"/jobs/{listed[0]['job_id']}/cancel", headers=mine)
+                    return
+                time.sleep(0.01)
+
+        canceller = threading.Thread(target=cancel_once_queued)
+        canceller.start()
+        streamed = client.post("/jobs", json=SPEC, headers={**mine, "Accept": EVENTS})
+        canceller.join()
+        plain = client.post("/jobs", json={**SPEC, "user_id": "u2"}, headers=mine)
+    run(engine.close())
+    frames = [f + "\n\n" for f in streamed.text.split("\n\n") if f]
+    assert streamed.status_code == 200, streamed.text
+    assert streamed.headers["content-type"].startswith(EVENTS)
+    assert names(frames) == ["accepted", "status", "progress", "done"]
+    assert '"status": "cancelled"' in frames[-1]
+    assert plain.status_code == 202 and plain.json()["status"] == "queued"
 
 
 def test_a_stream_opened_reads_its_job_once_and_an_unknown_job_raises_before_it_starts(

@@ -110,10 +110,10 @@ def test_a_lease_cancelled_as_it_took_a_job_hands_the_job_back(
     took, go_on = asyncio.Event(), asyncio.Event()
     start = here._start
 
-    async def slow_start(lease: Any) -> Any:
+    async def slow_start(lease: Any, *args: Any) -> Any:
         took.set()  # the queue row is leased to w1 now
         await go_on.wait()
-        return await start(lease)
+        return await start(lease, *args)
 
     monkeypatch.setattr(here, "_start", slow_start)
 

@@ -17,7 +17,7 @@ from serve_app.diffusion.sources import ModelManager
 from serve_app.errors import InvalidRequest
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.desk import JobDesk
-from serve_app.jobs.kinds import KINDS
+from serve_app.jobs.kinds import KINDS, LEASE_LOOKUPS
 from serve_app.jobs.kinds import rebuild_keys as rebuild
 from serve_app.jobs.kinds.image import ImageJob
 from serve_app.jobs.kinds.pack import PackJob, load_variations
@@ -67,7 +67,7 @@ class Jobs:
     def work_once(self, worker: JobRunner | None = None) -> bool:
         """Lease one job and work on it to the end of this attempt; False: nothing to lease."""
         worker = worker or self.worker
-        leased = run(self.replica.catalog.lease_job(worker.owner, 60_000))
+        leased = run(self.replica.catalog.lease_job(worker.owner, 60_000, lookups=LEASE_LOOKUPS))
         if leased is None:
             return False
         run(worker.work(leased))
@@ -104,10 +104,13 @@ def test_an_image_job_delivers_once_and_ends_succeeded_with_its_webhook(
     assert not jobs.work_once()  # and the job left the queue
 
 
-def test_a_job_answered_by_a_hit_is_claimed_and_ended_in_one_write(world: World) -> None:
-    """After its lease (which writes the start), a hit as a job costs the claim and one call
-    that writes its end with its result and takes it off the queue: no progress write, no save
-    of its one item, no read of the job (it has no webhook to send)."""
+def test_a_job_answered_by_a_hit_is_claimed_with_its_lease_and_ended_in_one_write(
+    world: World,
+) -> None:
+    """The lease (which writes the start) claims an image job's hit, so the worker's only call
+    is the one that writes its end with its result and takes it off the queue: no lookup of
+    its own, no progress write, no save of its one item, no read of the job (it has no webhook
+    to send)."""
     replica = world.replica()
     jobs = Jobs(world, replica)
     replica.image("a red fox", "c1/u0")  # the variant u1's job gets as a hit
@@ -116,12 +119,38 @@ def test_a_job_answered_by_a_hit_is_claimed_and_ended_in_one_write(world: World)
     replica.handles.catalog.calls.clear()
     assert jobs.work_once()
     calls = jobs.catalog.calls + replica.handles.catalog.calls
-    assert calls == {"lookup": 1, "finish_job": 1}
+    assert calls == {"finish_job": 1}
     assert not jobs.work_once()  # it left the queue
     doc = jobs.doc(job_id)
     item = doc.outcome.items[0]
     assert doc.status == "succeeded" and doc.progress.done == 1
     assert item is not None and item["cache"] == "hit"
+    assert via_claims(world, U1, job_id) == [f"c1/{job_id}/0"]
+
+
+def test_a_lease_whose_lookup_broke_off_after_its_claim_delivers_that_claim_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = world.replica()
+    jobs = Jobs(world, replica)
+    replica.image("a red fox", "c1/u0")
+    replica.image("a red fox", "c1/u0")  # two variants: a second claim would find one
+    job_id = jobs.submit(image())
+    lookup = replica.catalog.lookup
+
+    async def claims_then_breaks(*args: Any) -> Any:
+        await lookup(*args)
+        raise StoreUnavailable("the connection dropped after the claim")
+
+    monkeypatch.setattr(replica.catalog, "lookup", claims_then_breaks)
+    leased = run(replica.catalog.lease_job(jobs.worker.owner, 60_000, lookups=LEASE_LOOKUPS))
+    monkeypatch.setattr(replica.catalog, "lookup", lookup)
+    assert leased is not None and leased.looked is not None and leased.looked.lookup is None
+    run(jobs.worker.work(leased))
+    doc = jobs.doc(job_id)
+    item = doc.outcome.items[0]
+    assert doc.status == "succeeded" and item is not None and item["cache"] == "hit"
+    assert world.seen(U1) == {item["variant"]["variant_id"]}  # the lease's claim, not another
     assert via_claims(world, U1, job_id) == [f"c1/{job_id}/0"]
 
 
@@ -326,16 +355,16 @@ def test_work_cancelled_from_elsewhere_is_retried_and_the_slot_goes_on(
 ) -> None:
     replica = world.replica()
     jobs = Jobs(world, replica)
-    original = replica.catalog.lookup
+    original = replica.catalog.claim_unseen
     cancelled = {"left": 1}
 
-    async def lookup(*args: Any) -> Any:
+    async def claim_unseen(*args: Any) -> Any:
         if cancelled["left"]:
             cancelled["left"] -= 1
             raise asyncio.CancelledError  # e.g. a call a dying replica had in flight
         return await original(*args)
 
-    monkeypatch.setattr(replica.catalog, "lookup", lookup)
+    monkeypatch.setattr(replica.catalog, "claim_unseen", claim_unseen)
     job_id = jobs.submit(image())
     assert jobs.work_once()
     doc = jobs.doc(job_id)

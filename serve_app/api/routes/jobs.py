@@ -1,9 +1,10 @@
 """Jobs: queue an image, a selfie or a pack; list, read, cancel and watch this client's jobs;
 the queue's stats and estimates. The logic is the job desk's (``jobs/desk.py``)."""
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
 from serve_app.api.deps import Authorized, ClientScope
@@ -20,6 +21,25 @@ from serve_app.schemas import SoulId, UserId
 JobKind = Literal["image", "selfie", "pack"]
 
 router = APIRouter(tags=["jobs"], dependencies=[Authorized])
+
+EVENTS = "text/event-stream"
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {EVENTS: {}},
+        "description": "With `Accept: text/event-stream`: the job's Server-Sent Events, the "
+        "submit's answer first (`accepted`), then as `GET /jobs/{job_id}/events` sends them.",
+    }
+}
+Accept = Annotated[
+    str | None,
+    Header(description="`text/event-stream`: answer with the job's events instead of JSON."),
+]
+
+
+def event_stream(frames: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        frames, media_type=EVENTS, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 async def queued(
@@ -38,14 +58,22 @@ async def queued(
     "/jobs",
     status_code=202,
     response_model=JobAccepted,
-    responses=responses(401, 404, 409, 413, 422, 429, 503),
+    responses={**STREAMED, **responses(401, 404, 409, 413, 422, 429, 503)},
 )
 async def submit_job(
-    spec: Annotated[JobSpec, Body()], client_id: ClientScope, services: Services, once: Once
-) -> JobAccepted:
+    spec: Annotated[JobSpec, Body()],
+    client_id: ClientScope,
+    services: Services,
+    once: Once,
+    accept: Accept = None,
+) -> JobAccepted | StreamingResponse:
     """Queue an image, a selfie or a pack (2-10 images) for this client; 202 with the job
-    id, its place in the queue and an estimate. Watch it at ``links.events``."""
-    return await queued(services, once, client_id, spec)
+    id, its place in the queue and an estimate. Watch it at ``links.events``, or ask for
+    ``text/event-stream`` to get its events as the answer (one request instead of two)."""
+    accepted = await queued(services, once, client_id, spec)
+    if EVENTS not in (accept or ""):
+        return accepted
+    return event_stream(services.jobs.followed(client_id, accepted))
 
 
 async def job_filters(
@@ -100,7 +128,7 @@ async def cancel_job(job_id: JobId, client_id: ClientScope, services: Services) 
 @router.get(
     "/jobs/{job_id}/events",
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."},
+        200: {"content": {EVENTS: {}}, "description": "Server-Sent Events."},
         **responses(401, 404, 422, 503),
     },
 )
@@ -108,11 +136,8 @@ async def job_events(
     job_id: JobId, client_id: ClientScope, services: Services
 ) -> StreamingResponse:
     """Server-Sent Events: ``status`` (the job, first), ``progress``, ``item``, ``done``."""
-    return StreamingResponse(  # an unknown job is a 404 before the stream starts
-        await services.jobs.opened_events(client_id, job_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    # an unknown job is a 404 before the stream starts
+    return event_stream(await services.jobs.opened_events(client_id, job_id))
 
 
 @router.get("/estimate", responses=responses(401, 422))

@@ -43,6 +43,8 @@ KINDS: dict[str, JobKind[Any]] = {
     )
 }
 
+LEASE_LOOKUPS = sorted(name for name, kind in KINDS.items() if kind.lease_lookup)
+"""The kinds whose first lease looks their item up (``JobWorker`` asks for them)."""
 
 if TYPE_CHECKING:
     JobSpec = JobBase

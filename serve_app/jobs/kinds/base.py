@@ -28,7 +28,16 @@ from pydantic import BaseModel
 
 from serve_app.delivery import Deliverer
 from serve_app.errors import ServiceError, first_line, root_cause
-from serve_app.jobs.book import ItemFailure, JobDoc, JobError, Lease, Outcome, Progress, Status
+from serve_app.jobs.book import (
+    ItemFailure,
+    JobDoc,
+    JobError,
+    Lease,
+    Looked,
+    Outcome,
+    Progress,
+    Status,
+)
 from serve_app.jobs.spec import Item, JobBase
 from serve_app.storage.objects import ObjectStore
 
@@ -86,6 +95,7 @@ class Attempt:
     lease: Lease
     doc: JobDoc
     tools: JobTools
+    looked: Looked | None = None  # the lease's lookup of an image job's item
 
     async def save(self, outcome: Outcome, progress: Progress | None = None) -> None:
         """Keep what the job has done so far (a retry goes on from there)."""
@@ -100,6 +110,9 @@ class JobKind(ABC, Generic[S]):
     spec: type[S]
     submitted: ClassVar[bool] = True
     """Submitted through ``POST /jobs`` (False: through a route of its own)."""
+    lease_lookup: ClassVar[bool] = False
+    """Its one item is the spec's ``cue`` for its ``user_id``: the catalog looks it up, and
+    claims it on a hit, as it first leases the job (``Attempt.looked``)."""
     styled: ClassVar[bool] = False
     """Its soul must exist and have a style: the catalog checks it as it takes the submit (a
     404 or a 409, nothing written), so the submit costs one catalog call, not two."""

@@ -18,7 +18,7 @@ from abc import abstractmethod
 from typing import ClassVar
 
 from serve_app.delivery import Delivery, tenant_user
-from serve_app.jobs.book import ItemFailure, JobDoc
+from serve_app.jobs.book import ItemFailure, JobDoc, item_ref
 from serve_app.jobs.kinds.base import (
     Attempt,
     Ended,
@@ -31,11 +31,12 @@ from serve_app.jobs.kinds.base import (
 )
 from serve_app.jobs.spec import Item
 from serve_app.metrics import count
+from serve_app.schemas import KeyLookup
 
 
 def via(doc: JobDoc, item: Item) -> str:
     """The job item's reference (``client/job/index``): claims and progress carry it."""
-    return f"{doc.client_id}/{doc.job_id}/{item.index}"
+    return item_ref(doc.client_id, doc.job_id, item.index)
 
 
 class DeliveringKind(JobKind[S]):
@@ -44,8 +45,17 @@ class DeliveringKind(JobKind[S]):
     """A permanently failed item fails only itself (the job ends ``partial``)."""
 
     @abstractmethod
-    async def deliver(self, spec: S, item: Item, user: str, ref: str, tools: JobTools) -> Delivery:
-        """One item, for ``user`` (the tenant-scoped id), claimed under ``ref``."""
+    async def deliver(
+        self,
+        spec: S,
+        item: Item,
+        user: str,
+        ref: str,
+        tools: JobTools,
+        known: KeyLookup | None = None,
+    ) -> Delivery:
+        """One item, for ``user`` (the tenant-scoped id), claimed under ``ref``; ``known``:
+        the item's lookup, already made (and claimed) by the job's lease."""
 
     async def run(self, spec: S, attempt: Attempt) -> Ended:
         doc = attempt.doc
@@ -74,7 +84,10 @@ class DeliveringKind(JobKind[S]):
         """One item, exactly once: a retry first looks for what an earlier attempt claimed."""
         doc, tools, ref = attempt.doc, attempt.tools, via(attempt.doc, item)
         user = tenant_user(doc.client_id, doc.user_id)
-        leased_before = attempt.lease.version > 1  # an earlier lease may have claimed
-        if leased_before and (earlier := await tools.deliverer.recover(user, ref)) is not None:
+        looked = attempt.looked if item.index == 0 else None
+        known = None if looked is None else looked.lookup
+        # An earlier lease may have claimed, or the lease's own lookup that broke off.
+        unsure = attempt.lease.version > 1 or (looked is not None and known is None)
+        if unsure and (earlier := await tools.deliverer.recover(user, ref)) is not None:
             return earlier
-        return await self.deliver(spec, item, user, ref, tools)
+        return await self.deliver(spec, item, user, ref, tools, known)

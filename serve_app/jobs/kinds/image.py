@@ -13,7 +13,7 @@ from serve_app.jobs.kinds.base import JobTools
 from serve_app.jobs.kinds.delivering import DeliveringKind
 from serve_app.jobs.spec import Cue, Item, JobBase
 from serve_app.media.answers import image_answer
-from serve_app.schemas import MediaFormat, UserId
+from serve_app.schemas import KeyLookup, MediaFormat, UserId
 from serve_app.storage.objects import ObjectStore
 
 
@@ -34,9 +34,26 @@ def signed_image(
     return image_answer(objects, ttl_s, Delivery.model_validate(item), media_format)
 
 
+async def image_item(
+    tools: JobTools,
+    soul_id: str,
+    cue: str,
+    user: str,
+    ref: str,
+    pin: int | None,
+    known: KeyLookup | None,
+) -> Delivery:
+    """An image item, delivered through the lookup its lease made (``known``) or a new one
+    (with the identity version ``pin``, if any)."""
+    if known is not None:
+        return await tools.deliverer.looked_up(known, soul_id, cue, user, ref)
+    return await tools.deliverer.image(soul_id, cue, user, ref, pin)
+
+
 class ImageKind(DeliveringKind[ImageJob]):
     name = "image"
     spec = ImageJob
+    lease_lookup = True
 
     def items(self, spec: ImageJob, variations: dict[str, list[str]]) -> list[Item]:
         return [Item(0, spec.cue)]
@@ -46,9 +63,16 @@ class ImageKind(DeliveringKind[ImageJob]):
         await tools.deliverer.check_identity(spec.soul_id, spec.identity_version)
 
     async def deliver(
-        self, spec: ImageJob, item: Item, user: str, ref: str, tools: JobTools
+        self,
+        spec: ImageJob,
+        item: Item,
+        user: str,
+        ref: str,
+        tools: JobTools,
+        known: KeyLookup | None = None,
     ) -> Delivery:
-        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref, spec.identity_version)
+        pin = spec.identity_version
+        return await image_item(tools, spec.soul_id, item.cue, user, ref, pin, known)
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> ImageResponse | None:
         first = doc.outcome.items[0] if doc.outcome.items else None

@@ -16,9 +16,9 @@ from serve_app.delivery import Delivery
 from serve_app.jobs.book import JobDoc
 from serve_app.jobs.kinds.base import JobTools
 from serve_app.jobs.kinds.delivering import DeliveringKind
-from serve_app.jobs.kinds.image import signed_image
+from serve_app.jobs.kinds.image import image_item, signed_image
 from serve_app.jobs.spec import Cue, Item, JobBase
-from serve_app.schemas import MediaFormat, UserId
+from serve_app.schemas import KeyLookup, MediaFormat, UserId
 from serve_app.settings import config_file
 from serve_app.storage.objects import ObjectStore
 
@@ -110,9 +110,16 @@ class PackKind(DeliveringKind[PackJob]):
         await tools.deliverer.check_identity(spec.soul_id, spec.identity_version)
 
     async def deliver(
-        self, spec: PackJob, item: Item, user: str, ref: str, tools: JobTools
+        self,
+        spec: PackJob,
+        item: Item,
+        user: str,
+        ref: str,
+        tools: JobTools,
+        known: KeyLookup | None = None,
     ) -> Delivery:
-        return await tools.deliverer.image(spec.soul_id, item.cue, user, ref, spec.identity_version)
+        pin = spec.identity_version
+        return await image_item(tools, spec.soul_id, item.cue, user, ref, pin, known)
 
     def result(self, doc: JobDoc, objects: ObjectStore, ttl_s: int) -> PackResult:
         media_format = doc.spec.get("format", "gif")

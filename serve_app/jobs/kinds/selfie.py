@@ -14,7 +14,7 @@ from serve_app.jobs.kinds.base import JobTools
 from serve_app.jobs.kinds.delivering import DeliveringKind
 from serve_app.jobs.spec import Item, JobBase
 from serve_app.media.answers import shot_answer
-from serve_app.schemas import UserId
+from serve_app.schemas import KeyLookup, UserId
 from serve_app.storage.objects import ObjectStore
 
 
@@ -40,7 +40,13 @@ class SelfieKind(DeliveringKind[SelfieJob]):
         await tools.deliverer.check_identity(spec.soul_id, spec.identity_version)
 
     async def deliver(
-        self, spec: SelfieJob, item: Item, user: str, ref: str, tools: JobTools
+        self,
+        spec: SelfieJob,
+        item: Item,
+        user: str,
+        ref: str,
+        tools: JobTools,
+        known: KeyLookup | None = None,
     ) -> Delivery:
         place = Place(spec.city_key, spec.mood)
         return await tools.deliverer.selfie(spec.soul_id, place, user, ref, spec.identity_version)

@@ -96,6 +96,10 @@ def local_graph(
 ) -> Iterator[str]:
     """Run the app on ``127.0.0.1:port`` with its state in ``data_dir``; yield the base URL.
 
+    The tiny models are built in the models folder (``SOUL_MODELS_DIR``, else
+    ``data_dir/models``) unless they are there already: runs that share a models folder build
+    them once.
+
     ``env`` is added to the node's environment, over ``node_env``'s (a speed mode, say).
     ``quiet`` keeps replica logs out of this console (they stay in Ray's session log folder).
     ``metrics_port``: where the node serves its Prometheus metrics, ours included, refreshed
@@ -110,8 +114,10 @@ def local_graph(
     env_vars = {"SOUL_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **(env or {})}
     saved_env = dict(os.environ)
     os.environ.update(env_vars)  # this process reads the same Settings as the replicas
-    os.environ.update({**node_env(Settings()), **env_vars})
-    build_tiny_models(data_dir / "models")
+    settings = Settings()
+    env_vars["SOUL_MODELS_DIR"] = str(settings.resolved_models_dir)
+    os.environ.update({**node_env(settings), **env_vars})
+    build_tiny_models(settings.resolved_models_dir)  # keeps the models already there
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,

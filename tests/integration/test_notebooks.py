@@ -31,11 +31,15 @@ ray.shutdown()
 
 
 @pytest.fixture
-def python3_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Make ``python3`` mean this interpreter, whatever kernels the user has installed."""
+def python3_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_models: Path
+) -> Iterator[None]:
+    """Make ``python3`` mean this interpreter, whatever kernels the user has installed; the
+    kernel finds the session's tiny models in ``SOUL_MODELS_DIR`` instead of building them."""
     write_kernel_spec(tmp_path / "kernels" / "python3")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    monkeypatch.setenv("SOUL_MODELS_DIR", str(tiny_models))
     yield
 
 

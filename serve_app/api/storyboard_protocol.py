@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from serve_app.schemas import Text
 from serve_app.stories.composition import Blocker
@@ -215,7 +215,7 @@ class PdfExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     per_page: Literal[1, 2, 4] = Field(default=2, description="Frames a page of the sheet.")
-    print_ready: bool = Field(
+    print_ready: StrictBool = Field(
         default=False,
         description="Each frame first goes through the print path (upscaled to 2048 px on its "
         "long side, the project's chain, PNG at the configured DPI with an sRGB profile).",
@@ -225,7 +225,7 @@ class PdfExportRequest(BaseModel):
 class SequenceExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    print_ready: bool = Field(
+    print_ready: StrictBool = Field(
         default=False,
         description="The zip holds each frame's print (upscaled to 2048 px on its long side, "
         "the project's chain, PNG at the configured DPI with an sRGB profile), not the render; "

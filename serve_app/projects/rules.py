@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 
 class ProjectPolicy(BaseModel):
@@ -27,7 +27,7 @@ class ProjectComposition(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    environment_strength: float = Field(
+    environment_strength: StrictFloat = Field(
         default=0.6,
         gt=0.0,
         le=1.0,
@@ -35,7 +35,7 @@ class ProjectComposition(BaseModel):
         "by img2img at this strength: how far the frame departs from the image (near 0 keeps "
         "it, 1 ignores it). Recorded in each frame's pipeline (its hash covers it).",
     )
-    prop_strength: float = Field(
+    prop_strength: StrictFloat = Field(
         default=0.5,
         ge=0.0,
         le=1.0,
@@ -43,7 +43,7 @@ class ProjectComposition(BaseModel):
         "frame (laid out left to right in the foreground, as the cast is). Recorded in each "
         "frame's pipeline (its hash covers it).",
     )
-    scenery_strength: float = Field(
+    scenery_strength: StrictFloat = Field(
         default=0.3,
         ge=0.0,
         le=1.0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, WithJsonSchema
 
 from serve_app.errors import InvalidRequest
 from serve_app.schemas import Text
@@ -24,11 +24,18 @@ MAX_ENTRIES = 16
 KEY = r"[a-z][a-z0-9_]{0,31}"
 VALUE = r"[^,\x00-\x1f\x7f\ufffd]{1,64}"
 TaxonomyKey = Annotated[str, StringConstraints(pattern=rf"^{KEY}$")]
-TaxonomyValue = Annotated[Text, StringConstraints(pattern=rf"^{VALUE}$")]
+# The schema states the value's own pattern (Text's would stand in it otherwise), and that a key
+# outside the key pattern is no taxonomy: a generated client or a fuzzer sends what it says.
+TaxonomyValue = Annotated[
+    Text,
+    StringConstraints(pattern=rf"^{VALUE}$"),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 64, "pattern": rf"^{VALUE}$"}),
+]
 Taxonomy = Annotated[
     dict[TaxonomyKey, TaxonomyValue],
     Field(
         max_length=MAX_ENTRIES,
+        json_schema_extra={"additionalProperties": False},
         description=f"At most {MAX_ENTRIES} entries: a key of 1 to 32 characters "
         "(a-z first, then a-z, 0-9, _) to a value of 1 to 64 characters without commas or "
         "control characters, e.g. {species: fox, era: 1920s}.",

@@ -5,7 +5,9 @@
               waits in the catalog, up to ``lease_wait_s``, and returns as soon as a job is
               queued through any replica or a retry is due (``catalog/job_leases.py``): no
               polling, one call per ``lease_wait_s`` while idle; a slot set free makes it lease
-              again at once; a stopping replica drops its waiting call
+              again at once (a waiting call that left refills out for want of a second free
+              slot is dropped and made again with them); a stopping replica drops its waiting
+              call
     work:     the job's kind runs the attempt (``jobs/kinds/``: deliveries go on where the last
               attempt stopped, a key rebuild through its pages), while a watcher renews the
               lease and checks for a cancel
@@ -134,16 +136,22 @@ class JobRunner:
     async def _lease(self) -> Leased | None:
         """A job, or None after the call's wait in the catalog; a stopping replica drops the
         call (the catalog hands back a job leased as it was dropped)."""
-        # A refill never takes a replica's last free slot: a user's job finds one.
+        # A refill never takes a replica's last free slot: a user's job finds one. A call made
+        # without refills is made again when another slot is set free meanwhile (it would wait
+        # out lease_wait_s with a refill queued and two slots free).
+        self.freed.clear()
         refills = len(self.working) + 1 < self.config.slots
         lease_ms = int(self.config.lease_s * 1000)
         call = self.catalog.lease_job.remote(
             self.owner, lease_ms, refills, self.config.lease_wait_s, LEASE_LOOKUPS
         )
         leasing = asyncio.ensure_future(call)
-        stop = asyncio.ensure_future(self.stopping.wait())
-        await asyncio.wait({leasing, stop}, return_when="FIRST_COMPLETED")
-        stop.cancel()
+        others = [asyncio.ensure_future(self.stopping.wait())]
+        if not refills:
+            others.append(asyncio.ensure_future(self.freed.wait()))
+        await asyncio.wait({leasing, *others}, return_when="FIRST_COMPLETED")
+        for other in others:
+            other.cancel()
         if not leasing.done():
             call.cancel()
             leasing.cancel()

@@ -24,6 +24,7 @@ from serve_app.jobs.kinds.pack import PackJob, load_variations
 from serve_app.jobs.kinds.rebuild_keys import RebuildKeysJob
 from serve_app.jobs.kinds.selfie import SelfieJob
 from serve_app.jobs.runner import JobRunner, JobWorkerConfig
+from serve_app.jobs.spec import RESERVE_CLIENT, RESERVE_LANE
 from serve_app.prompts import key_hash, pk_id
 from serve_app.schemas import Frames, PromptKey, RenderJob
 from serve_app.settings import Settings
@@ -510,6 +511,51 @@ def test_every_slot_gets_work_when_jobs_queue_and_no_more(world: World) -> None:
     statuses = run(main())
     assert sorted(statuses) == ["queued", "running", "running"]
     assert [jobs.doc(job_id).status for job_id in job_ids] == ["succeeded"] * 3
+
+
+def test_a_refill_behind_a_users_job_starts_as_soon_as_that_job_frees_its_slot(
+    world: World,
+) -> None:
+    """A refill never takes a replica's last free slot, so the leaser's call leaves refills
+    out while a user's job holds the other one; when that job ends, the call is made again
+    with them at once, not when its ``lease_wait_s`` is out."""
+    gate = Gate(world.renderer)
+    jobs = Jobs(world, world.replica(renderer=gate), slots=2, lease_wait_s=10)
+    elsewhere = world.replica().catalog
+    runner = jobs.worker
+    user_job = jobs.submit(image())
+
+    async def main() -> tuple[str, float]:
+        leaser = asyncio.create_task(runner.run())
+
+        async def one_slot_busy() -> bool:
+            return len(runner.held) == 1
+
+        await until(one_slot_busy)
+        spec = image(cue="a blue whale", user="u2").model_dump(mode="json")
+        submitted = await elsewhere.submit_job(RESERVE_CLIENT, spec, 1, 3, 10, 10, RESERVE_LANE)
+        refill = submitted.doc.job_id
+        await asyncio.sleep(0.5)  # the leaser could lease the refill if it would
+        waiting = (await jobs.desk.job(RESERVE_CLIENT, refill)).status
+        gate.open.set()
+        await until(lambda: _finished(jobs, user_job))
+
+        async def refill_started() -> bool:
+            return (await jobs.desk.job(RESERVE_CLIENT, refill)).status != "queued"
+
+        waited_s = await until(refill_started)
+        await until(lambda: _finished_of(jobs, RESERVE_CLIENT, refill))
+        runner.stop()
+        await asyncio.wait_for(leaser, 30)
+        return waiting, waited_s
+
+    waiting, waited_s = run(main())
+    assert waiting == "queued"  # the replica's last free slot was kept for a user's job
+    assert waited_s < 3  # the call without refills had most of its 10 s left
+
+
+async def _finished_of(jobs: Jobs, client: str, job_id: str) -> bool:
+    return (await jobs.desk.job(client, job_id)).finished
 
 
 def test_a_quiet_job_is_not_read_again_until_it_changes(world: World) -> None:

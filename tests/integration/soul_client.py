@@ -98,6 +98,7 @@ def burst(
 
 
 Sample = tuple[str, dict[str, str], float]
+COUNTED_SUFFIXES = ("_total", "_count", "_sum", "_bucket")  # a counter's or a histogram's series
 
 
 def scrape(metrics_url: str, prefix: str = "ray_soul_") -> list[Sample]:
@@ -112,15 +113,26 @@ def scrape(metrics_url: str, prefix: str = "ray_soul_") -> list[Sample]:
 
 
 def scrape_until(
-    metrics_url: str, done: Callable[[list[Sample]], bool], timeout_s: float = 60
+    metrics_url: str,
+    done: Callable[[list[Sample]], bool],
+    counts: tuple[str, ...] = (),
+    timeout_s: float = 60,
 ) -> list[Sample]:
-    """Scrape until ``done`` holds on two scrapes in a row that agree: each replica exports on
-    its own one-second clock, so only then has every replica reported its latest values."""
+    """Scrape until ``done`` holds on two scrapes in a row that agree on the counters and
+    histograms of the metrics named in ``counts``: each replica exports on its own one-second
+    clock, so only then has every replica reported its latest counts. Only those: a gauge's
+    series come and go between scrapes (Ray keeps an export for two seconds), and on a running
+    graph other counters (the leasers' catalog calls, the reserve's planner) always move."""
     deadline = time.monotonic() + timeout_s
+    counted = {f"ray_{name}{suffix}" for name in counts for suffix in COUNTED_SUFFIXES}
     previous: set[tuple[str, tuple[tuple[str, str], ...], float]] | None = None
     while True:
         samples = scrape(metrics_url)
-        now = {(name, tuple(sorted(labels.items())), value) for name, labels, value in samples}
+        now = {
+            (name, tuple(sorted(labels.items())), value)
+            for name, labels, value in samples
+            if name in counted
+        }
         if (done(samples) and now == previous) or time.monotonic() > deadline:
             return samples
         previous = now if done(samples) else None
@@ -130,14 +142,13 @@ def scrape_until(
 def since(before: list[Sample], now: list[Sample]) -> list[Sample]:
     """``now`` less ``before``: what counters and histograms counted in between (the session's
     graph has served other modules before); gauges as they are now."""
-    counted = ("_total", "_count", "_sum", "_bucket")
     earlier = {(name, tuple(sorted(labels.items()))): value for name, labels, value in before}
     return [
         (
             name,
             labels,
             value - earlier.get((name, tuple(sorted(labels.items()))), 0.0)
-            if name.endswith(counted)
+            if name.endswith(COUNTED_SUFFIXES)
             else value,
         )
         for name, labels, value in now

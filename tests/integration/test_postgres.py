@@ -108,7 +108,9 @@ def test_b_eight_users_asking_a_new_cue_share_exactly_one_render(pg: Graph) -> N
     hits = sum(r.json()["cache"] == "hit" for r in responses)
     expected = coalesced_before + 7 - hits
     samples = scrape_until(
-        pg.metrics_url, lambda s: total(s, "soul_coalesced_requests") >= expected
+        pg.metrics_url,
+        lambda s: total(s, "soul_coalesced_requests") >= expected,
+        ("soul_coalesced_requests",),
     )
     assert total(samples, "soul_coalesced_requests") == expected
 
@@ -129,7 +131,9 @@ def test_concurrent_claims_of_one_user_take_distinct_variants_and_count_races(pg
     for attempt in range(5):
         claimed = [v.variant_id for v in asyncio.run(claims(f"racer{attempt}")) if v]
         assert sorted(claimed) == variant_ids
-        samples = scrape_until(pg.metrics_url, lambda s: total(s, "soul_claim_races") > 0, 5)
+        samples = scrape_until(
+            pg.metrics_url, lambda s: total(s, "soul_claim_races") > 0, ("soul_claim_races",), 5
+        )
         if total(samples, "soul_claim_races") > 0:
             break
     assert total(samples, "soul_claim_races") > 0

@@ -28,6 +28,7 @@ CUE = "a lighthouse at dusk"
 GRAPH_ARGS = {"catalog": {"reserve": RESERVE}, "worker": {**SESSION_ARGS["worker"], "slots": 2}}
 NOVA, _ = souls_of("refills")
 WAIT_S = 120
+COUNTED = ("soul_reserve_hits", "soul_reserve_refills", "soul_cache_requests")
 
 
 def depth(samples: list[Sample], pk_id: str) -> float:
@@ -56,7 +57,7 @@ def until(check: Any, what: str) -> None:
 
 
 def test_a_hot_key_is_refilled_and_its_user_gets_a_hit_from_the_reserve(graph: Graph) -> None:
-    before = scrape_until(graph.metrics_url, lambda _: True)
+    before = scrape_until(graph.metrics_url, lambda _: True, COUNTED)
     first = graph.image(NOVA, CUE, "keen").json()
     assert first["cache"] == "miss"
     pk_id = first["pk_id"]
@@ -68,7 +69,7 @@ def test_a_hot_key_is_refilled_and_its_user_gets_a_hit_from_the_reserve(graph: G
     [made] = [v for v in variants_of(graph, pk_id) if v["variant_id"] != first["variant_id"]]
     assert json.loads(made["meta_json"])["reserve"] is True  # claimed by no one until asked
     assert not graph.rows("SELECT user_id FROM user_seen WHERE variant_id = ?", made["variant_id"])
-    refilled = scrape_until(graph.metrics_url, lambda s: depth(s, pk_id) >= 1)
+    refilled = scrape_until(graph.metrics_url, lambda s: depth(s, pk_id) >= 1)  # a gauge
     assert depth(refilled, pk_id) >= 1  # one unseen variant ahead of the key's keenest user
 
     second = graph.image(NOVA, CUE, "keen").json()
@@ -86,7 +87,7 @@ def test_a_hot_key_is_refilled_and_its_user_gets_a_hit_from_the_reserve(graph: G
         hits = total(now, "soul_reserve_hits", soul_id=NOVA)
         return hits >= 1 and total(now, "soul_reserve_refills", soul_id=NOVA) >= made_now
 
-    samples = since(before, scrape_until(graph.metrics_url, counted))
+    samples = since(before, scrape_until(graph.metrics_url, counted, COUNTED))
     assert total(samples, "soul_reserve_hits", soul_id=NOVA) == 1
     assert total(samples, "soul_reserve_refills", soul_id=NOVA) == made_now >= 1
     assert total(samples, "soul_cache_requests", route="/image", soul_id=NOVA, result="hit") == 5

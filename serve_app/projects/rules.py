@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat
+
+
+def _a_number(value: object) -> object:
+    """A JSON number only: true and "30" are refused, 30.0 is the integer it is."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a whole number, not a boolean or text")
+    return value
+
+
+# After a field's bounds in its Annotated: before them, the schema shows them as ge/le.
+A_NUMBER = BeforeValidator(_a_number)
 
 
 class ProjectPolicy(BaseModel):
@@ -13,7 +24,7 @@ class ProjectPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    retention_days: Annotated[StrictInt, Field(ge=1, le=3650)] | None = Field(
+    retention_days: Annotated[int, Field(ge=1, le=3650), A_NUMBER] | None = Field(
         default=None, description="Keep renders this long; None: forever."
     )
     locked_assets_only: StrictBool = Field(

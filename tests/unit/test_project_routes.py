@@ -84,6 +84,18 @@ def test_projects_are_made_read_patched_and_paged(client: TestClient) -> None:
     kept = client.get(f"/v1/projects/{pid}", headers=MINE).json()["composition"]
     assert kept == softer["composition"]
 
+    # A whole number of days, as JSON may write it (30.0 too); not a boolean, text or a fraction.
+    kept_for = client.patch(
+        f"/v1/projects/{pid}", json={"policy": {"retention_days": 30.0}}, headers=MINE
+    )
+    assert kept_for.json()["policy"]["retention_days"] == 30
+    for days in (True, "30", 1.5, 0):
+        bad = client.patch(
+            f"/v1/projects/{pid}", json={"policy": {"retention_days": days}}, headers=MINE
+        )
+        assert bad.status_code == 422 and "retention_days" in bad.text
+    assert client.get(f"/v1/projects/{pid}", headers=MINE).json()["policy"]["retention_days"] == 30
+
 
 def generate_status(client: TestClient, pid: str, spec: dict[str, Any]) -> int:
     return client.post(f"/v1/projects/{pid}/assets:generate", json=spec, headers=MINE).status_code

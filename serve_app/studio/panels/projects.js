@@ -16,8 +16,13 @@ export function projectsPanel() {
   const base = () => `/v1/projects/${encodeURIComponent(project())}`;
   const problem = (error) => say($("#proj-error"), error.message);
 
+  // Opening the tab loads the list while a new project may be loading it again: the newest
+  // load chooses the project, an earlier one that answers later is dropped.
+  let projectLoads = 0;
   async function loadProjects(chosen) {
+    const load = ++projectLoads;
     const page = await call("GET", "/v1/projects?limit=200");
+    if (load !== projectLoads) return;
     fillSelect($("#proj-project"), page.projects.map((p) => new Option(`${p.name} (${p.status})`, p.project_id)));
     if (chosen) $("#proj-project").value = chosen;
     await loadAssets();
@@ -51,6 +56,7 @@ export function projectsPanel() {
   async function generated(accepted) {
     const job = await followJob(accepted.job.links, progressOf($("#proj-progress")));
     if (!["succeeded", "partial"].includes(job.status)) throw new Error(failureText(job));
+    $("#proj-project").value = accepted.asset.project_id;  // the asset's, whatever is chosen now
     await loadAssets(accepted.asset.asset_id);
   }
 

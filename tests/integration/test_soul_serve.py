@@ -93,6 +93,23 @@ def until_ok(url: str, timeout_s: float = 180) -> httpx.Response:
         time.sleep(1)
 
 
+def every_deployment_healthy(dashboard: str, timeout_s: float = 180) -> None:
+    """The app is running with every deployment healthy, as the dashboard's Serve API says (with
+    the token `soul serve` points to)."""
+    ray = Path(sys.executable).parent / "ray"
+    token = subprocess.run([ray, "get-auth-token"], capture_output=True, text=True, check=True)
+    headers = {"Authorization": f"Bearer {token.stdout.split()[-1]}"}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = httpx.get(f"{dashboard}/api/serve/applications/", headers=headers, timeout=10)
+        soul = app.json()["applications"]["soul"]
+        states = {name: d["status"] for name, d in soul["deployments"].items()}
+        if soul["status"] == "RUNNING" or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert soul["status"] == "RUNNING" and set(states.values()) == {"HEALTHY"}, states
+
+
 def listeners(pid: int) -> list[tuple[str, str, int]]:
     """(process name, address, port) of every listening TCP socket of ``pid`` and its children."""
     found = []
@@ -119,6 +136,7 @@ def test_soul_serve_prints_the_service_dashboard_and_metrics_and_stops_on_ctrl_c
     assert urlsplit(dashboard).hostname == "127.0.0.1"  # never on a public interface
     assert until_ok(dashboard).status_code == 200
     assert until_ok(f"{service}/healthz").json() == {"status": "ok"}
+    every_deployment_healthy(dashboard)  # each fits this machine's CPUs (the Upscaler did not)
     deadline = time.monotonic() + 60  # the node exports every few seconds
     while "ray_serve_num_http_requests" not in until_ok(metrics).text:
         assert time.monotonic() < deadline, "Serve's request metrics never showed up"

@@ -87,8 +87,9 @@ class JobLeases(JobStats):
                     return leased
                 if due_ts is not None:
                     left_s = min(left_s, max(0.0, (due_ts - now_ms()) / 1000))
-                try:
-                    await asyncio.wait_for(queued.wait(), left_s)
+                try:  # not wait_for: on 3.11 it drops a cancel that comes with the notice
+                    async with asyncio.timeout(left_s):
+                        await queued.wait()
                 except TimeoutError:
                     if loop.time() >= deadline:
                         return None  # no notice came: nothing to look at again

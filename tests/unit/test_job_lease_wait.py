@@ -17,6 +17,7 @@ from serve_app.catalog.souls import load_souls
 from serve_app.jobs.book import JobError, Leased
 from serve_app.settings import Settings
 from serve_app.storage import change_feed, open_store
+from serve_app.storage.changes import QUEUE
 from tests.support import run, temporary_database
 
 SPEC = {"kind": "image", "soul_id": "nova", "cue": "a fox", "user_id": "u1"}
@@ -130,6 +131,24 @@ def test_a_lease_cancelled_as_it_took_a_job_hands_the_job_back(
     leased, job_id = run(main())
     assert leased is not None and leased.doc.job_id == job_id
     assert leased.doc.attempts == 1  # the dropped lease's attempt was given back
+
+
+def test_a_cancel_that_comes_with_a_notice_ends_the_wait(replicas: list[CatalogEngine]) -> None:
+    """A notice and a cancel in one turn of the loop (a worker drops its call as the job that
+    set its slot free queues a retry): the call ends cancelled at once. 3.11's wait_for took
+    it for the notice alone; the call went on, and later leased a job for no one."""
+    here, _ = replicas
+    assert here.changes is not None
+
+    async def main() -> asyncio.Future[Any]:
+        waiting = asyncio.ensure_future(here.lease_job("w1", LEASE_MS, True, BOUND_S))
+        await asyncio.sleep(0.5)  # waiting in the catalog now
+        here.changes.changed(QUEUE)
+        waiting.cancel()
+        await asyncio.wait({waiting}, timeout=5)  # far below its bound
+        return waiting
+
+    assert run(main()).cancelled()
 
 
 def test_taking_and_renewing_leases_wake_no_waiting_lease(

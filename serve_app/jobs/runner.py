@@ -153,14 +153,30 @@ class JobRunner:
         for other in others:
             other.cancel()
         if not leasing.done():
-            call.cancel()
-            leasing.cancel()
-            return None
+            call.cancel()  # the catalog hands back a job it leases as the cancel comes
+            return await self._dropped(leasing)
         try:
             leased: Leased | None = leasing.result()
         except Exception:  # the catalog is restarting or unreachable: try again shortly
             log.warning("could not lease a job", exc_info=True)
             await self._until(asyncio.Event(), timeout_s=LEASE_ERROR_PAUSE_S)
+            return None
+        return leased
+
+    async def _dropped(self, leasing: asyncio.Future[Leased | None]) -> Leased | None:
+        """What a dropped call still answers: a job it leased before the cancel reached the
+        catalog is worked on (a slot was set free) or, when stopping, handed back; never left
+        to wait out its lease (``lease_s``) as it was when the answer was thrown away."""
+        try:
+            leased = await leasing
+        except asyncio.CancelledError:
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise  # this leaser is cancelled, not only its call
+            return None
+        except Exception:  # the call was cancelled in the catalog: it leased nothing
+            return None
+        if leased is not None and self.stopping.is_set():
+            await self.catalog.hand_back.remote(leased.lease)
             return None
         return leased
 

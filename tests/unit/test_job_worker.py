@@ -7,6 +7,7 @@ import ast
 import asyncio
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -616,7 +617,50 @@ def test_an_idle_leaser_leases_a_retry_when_it_is_due(
 
     waited_s = run(main())
     assert waited_s < 5  # its delay is 0.1-0.2 s; the idle lease's wait was up to 10 s
-    assert jobs.doc(job_id).status == "succeeded"
+    # Made by its second attempt: not by a third, once a second lease, left behind by a call
+    # the leaser dropped as the first attempt's slot was set free, ran out.
+    assert (jobs.doc(job_id).status, jobs.doc(job_id).attempts) == ("succeeded", 2)
+
+
+class Answered:
+    """A lease call the catalog has answered, its answer on the way: too late to cancel."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def cancel(self) -> None:
+        pass  # as a Serve response does once its request has run to completion
+
+    def __await__(self) -> Any:
+        return self.answer.__await__()
+
+
+def test_a_job_leased_as_the_leaser_dropped_the_call_is_worked_on(world: World) -> None:
+    """A slot is set free while a lease call is on its way back with a job: the leaser drops
+    the call (it was made without refills) but works on the job it brings, instead of leaving
+    it leased to no one until its lease runs out (30 s) and a second attempt starts."""
+    jobs = Jobs(world, world.replica(), slots=1, lease_wait_s=10)
+    runner, lease_job = jobs.worker, jobs.catalog.lease_job
+    job_id = jobs.submit(image())
+
+    async def late_answer(owner: str, lease_ms: int, *args: Any) -> Any:
+        leased = await lease_job.remote(owner, lease_ms, False, 0, LEASE_LOOKUPS)
+        await asyncio.sleep(0.3)  # on its way back; the slot is set free meanwhile
+        return leased
+
+    calls = iter([lambda *args: Answered(late_answer(*args))])
+    jobs.catalog.lease_job = SimpleNamespace(remote=lambda *a: next(calls, lease_job.remote)(*a))
+
+    async def main() -> None:
+        leaser = asyncio.create_task(runner.run())
+        await asyncio.sleep(0.1)
+        runner.freed.set()  # as a slot's end sets it
+        await until(lambda: _finished(jobs, job_id))
+        runner.stop()
+        await asyncio.wait_for(leaser, 30)
+
+    run(main())
+    assert (jobs.doc(job_id).status, jobs.doc(job_id).attempts) == ("succeeded", 1)
 
 
 def _names_kind(node: ast.expr) -> bool:

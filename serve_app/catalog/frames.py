@@ -34,7 +34,7 @@ from serve_app.stories.records import (
 )
 
 ATTEMPTS = 8
-MAX_ERROR_CHARS = 500  # of a failed version's error
+MAX_ERROR_CHARS = 500  # of a failed version's error, and of its frame.failed event
 
 
 class TooManyRerenders(Conflict):
@@ -178,11 +178,12 @@ class Frames(Stories):
     ) -> FrameVersion | None:
         """A version whose render failed for good: ``failed`` with ``error``, if it is still
         ``rendering`` (None: it was not; nothing written). The frame shows what it showed."""
+        error = error[:MAX_ERROR_CHARS]  # in the version and its event alike
 
         def failed(current: FrameVersion) -> dict[str, Any] | None:
             if current.status != "rendering":
                 return None
-            return {"status": "failed", "error": error[:MAX_ERROR_CHARS]}
+            return {"status": "failed", "error": error}
 
         version = await self._changed_version(owner, project_id, frame_id, render_version, failed)
         if version is not None:

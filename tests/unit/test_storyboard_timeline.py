@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from serve_app.catalog.asset_search import AssetSearch
-from serve_app.catalog.frames import TooManyRerenders
+from serve_app.catalog.frames import MAX_ERROR_CHARS, TooManyRerenders
 from serve_app.catalog.projects import Projects
 from serve_app.catalog.timeline import NotDecidable, Timeline
 from serve_app.errors import InvalidRequest
@@ -151,10 +151,16 @@ def test_a_frame_keeps_at_most_max_versions_failed_ones_too(facet: Storyboards) 
     pid, _, (talk, _) = compiled(facet)
     for n in range(MAX_VERSIONS):
         (planned,) = run(facet.plan_frames(ME, pid, talk, [0]))
-        run(facet.fail_frame(ME, pid, planned.frame_id, planned.render_version, f"try {n}"))
+        error = f"try {n}: " + "a long traceback " * 100
+        run(facet.fail_frame(ME, pid, planned.frame_id, planned.render_version, error))
     with pytest.raises(TooManyRerenders, match=f"{MAX_VERSIONS} versions"):
         run(facet.plan_frames(ME, pid, talk, [0]))
     assert run(facet.get_frame(ME, pid, planned.frame_id)).current_version == 0
+    # Each failure's error is kept to its first MAX_ERROR_CHARS, in the version and the log alike.
+    last = run(facet.get_frame_version(ME, pid, planned.frame_id, planned.render_version))
+    events = [e for e in run(facet.project_events(ME, pid, "", 200)) if e.kind == "frame.failed"]
+    errors = {len(e.payload["error"]) for e in events} | {len(last.error or "")}
+    assert len(events) == MAX_VERSIONS and errors == {MAX_ERROR_CHARS}
 
 
 def test_the_timeline_orders_scenes_and_lists_images(facet: Storyboards) -> None:

@@ -483,8 +483,8 @@ def test_an_idle_leaser_waits_in_the_catalog_and_a_job_queued_elsewhere_starts_a
     assert jobs.doc(job_id).status == "succeeded"
 
 
-async def _finished(jobs: Jobs, job_id: str) -> bool:
-    return (await jobs.desk.job("c1", job_id)).finished
+async def _finished(jobs: Jobs, job_id: str, client: str = "c1") -> bool:
+    return (await jobs.desk.job(client, job_id)).finished
 
 
 def test_every_slot_gets_work_when_jobs_queue_and_no_more(world: World) -> None:
@@ -545,7 +545,7 @@ def test_a_refill_behind_a_users_job_starts_as_soon_as_that_job_frees_its_slot(
             return (await jobs.desk.job(RESERVE_CLIENT, refill)).status != "queued"
 
         waited_s = await until(refill_started)
-        await until(lambda: _finished_of(jobs, RESERVE_CLIENT, refill))
+        await until(lambda: _finished(jobs, refill, RESERVE_CLIENT))
         runner.stop()
         await asyncio.wait_for(leaser, 30)
         return waiting, waited_s
@@ -553,10 +553,6 @@ def test_a_refill_behind_a_users_job_starts_as_soon_as_that_job_frees_its_slot(
     waiting, waited_s = run(main())
     assert waiting == "queued"  # the replica's last free slot was kept for a user's job
     assert waited_s < 3  # the call without refills had most of its 10 s left
-
-
-async def _finished_of(jobs: Jobs, client: str, job_id: str) -> bool:
-    return (await jobs.desk.job(client, job_id)).finished
 
 
 def test_a_quiet_job_is_not_read_again_until_it_changes(world: World) -> None:
